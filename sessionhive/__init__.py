@@ -1,0 +1,115 @@
+"""sessionhive: thousands of concurrent LLM-agent sessions in one process, as actors.
+
+Start a :class:`Hive` (or an :class:`AsyncHive`), create sessions, and run
+turns; every session is an actor that alone owns its state, snapshots are
+written in batches through SQLAlchemy, and Prometheus metrics tell how it
+goes. See the README for a tour and DESIGN.md for the architecture.
+"""
+
+from __future__ import annotations
+
+from sessionhive._errors import (
+    CallTimeout,
+    ConfirmationNotFound,
+    HiveStopped,
+    InvalidConfig,
+    InvalidSessionId,
+    LlmError,
+    LlmNotConfigured,
+    SessionExists,
+    SessionhiveError,
+    SessionNotFound,
+    StoreError,
+    TurnFailed,
+)
+from sessionhive.agent.events import (
+    AgentEvent,
+    ConfirmationRequired,
+    ConfirmationResolved,
+    ContextCompacted,
+    EventsDropped,
+    PersistenceFailed,
+    SessionPaused,
+    SessionResumed,
+    TextDelta,
+    ToolEnd,
+    ToolStart,
+    TurnCancelled,
+    TurnEnd,
+    TurnError,
+    TurnStart,
+    event_to_dict,
+)
+from sessionhive.agent.messages import (
+    AgentResult,
+    ContextUsage,
+    Message,
+    ToolCall,
+    ToolDefinition,
+    ToolResult,
+    Usage,
+)
+from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
+from sessionhive.config import ConfirmationPolicy, SessionConfig
+from sessionhive.hive import Hive, Subscription, TurnStream
+from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
+from sessionhive.metrics.registry import MetricsConfig
+from sessionhive.tools import PermissionPolicy, PermissionRule, ToolContext, ToolExecutor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentEvent",
+    "AgentResult",
+    "AsyncHive",
+    "AsyncSubscription",
+    "AsyncTurnStream",
+    "CallTimeout",
+    "ConfirmationNotFound",
+    "ConfirmationPolicy",
+    "ConfirmationRequired",
+    "ConfirmationResolved",
+    "ContextCompacted",
+    "ContextUsage",
+    "EventsDropped",
+    "Hive",
+    "HiveStopped",
+    "InvalidConfig",
+    "InvalidSessionId",
+    "LlmClient",
+    "LlmConfig",
+    "LlmError",
+    "LlmNotConfigured",
+    "Message",
+    "MetricsConfig",
+    "PermissionPolicy",
+    "PermissionRule",
+    "PersistenceFailed",
+    "Reply",
+    "ScriptedLlm",
+    "SessionConfig",
+    "SessionExists",
+    "SessionNotFound",
+    "SessionPaused",
+    "SessionResumed",
+    "SessionhiveError",
+    "StoreError",
+    "Subscription",
+    "TextDelta",
+    "ToolCall",
+    "ToolContext",
+    "ToolDefinition",
+    "ToolEnd",
+    "ToolExecutor",
+    "ToolResult",
+    "ToolStart",
+    "TurnCancelled",
+    "TurnEnd",
+    "TurnError",
+    "TurnFailed",
+    "TurnStart",
+    "TurnStream",
+    "Usage",
+    "__version__",
+    "event_to_dict",
+]

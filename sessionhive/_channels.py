@@ -1,0 +1,130 @@
+"""Event channels between the actor world and user code (threads or asyncio).
+
+A session never blocks on a consumer: ``offer`` always returns at once. A
+bounded channel (a subscription) drops events when its consumer falls behind
+and, as soon as there is room again, tells the consumer how many it lost with
+an :class:`~sessionhive.events.EventsDropped` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from sessionhive.agent.events import AgentEvent, EventsDropped
+
+__all__ = ["AsyncChannel", "EventSink", "ThreadChannel"]
+
+_CLOSED = object()
+
+
+class EventSink(Protocol):
+    """The producer side of a channel; only the owning session actor calls it."""
+
+    def offer(self, event: AgentEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadChannel:
+    """A channel read by a thread. ``maxsize=0`` means unbounded (a turn's own stream)."""
+
+    def __init__(self, maxsize: int = 0, on_drop: Callable[[int], None] | None = None) -> None:
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._maxsize = maxsize
+        self._dropped = 0  # producer-side count; one producer (the session actor)
+        self._on_drop = on_drop
+        self.closed = False
+
+    def offer(self, event: AgentEvent) -> None:
+        if self.closed:
+            return
+        if self._maxsize:
+            room = self._maxsize - self._queue.qsize()
+            if room <= (1 if self._dropped else 0):
+                self._dropped += 1
+                if self._on_drop is not None:
+                    self._on_drop(1)
+                return
+            if self._dropped:
+                self._queue.put(EventsDropped(event.session_id, self._dropped))
+                self._dropped = 0
+        self._queue.put(event)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue.put(_CLOSED)
+
+    def get(self, timeout: float | None = None) -> AgentEvent | None:
+        """The next event, or ``None`` once the channel is closed and drained.
+
+        Raises ``TimeoutError`` when nothing arrives within ``timeout`` seconds.
+        """
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no event within {timeout} s") from None
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)  # keep later readers from blocking
+            return None
+        assert isinstance(item, AgentEvent)
+        return item
+
+
+class AsyncChannel:
+    """A channel read by a coroutine on ``loop``; producers hop onto the loop thread."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, maxsize: int = 0, on_drop: Callable[[int], None] | None = None
+    ) -> None:
+        self._loop = loop
+        self._items: deque[object] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._maxsize = maxsize
+        self._dropped = 0  # touched on the loop thread only
+        self._on_drop = on_drop
+        self.closed = False
+
+    def offer(self, event: AgentEvent) -> None:
+        if not self.closed:
+            self._loop.call_soon_threadsafe(self._deliver, event)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, _CLOSED)
+            except RuntimeError:
+                pass  # the consumer's loop is gone: nobody is left to read
+
+    def _deliver(self, item: object) -> None:
+        if item is not _CLOSED and self._maxsize:
+            room = self._maxsize - len(self._items)
+            if room <= (1 if self._dropped else 0):
+                self._dropped += 1
+                if self._on_drop is not None:
+                    self._on_drop(1)
+                return
+            if self._dropped:
+                assert isinstance(item, AgentEvent)
+                self._items.append(EventsDropped(item.session_id, self._dropped))
+                self._dropped = 0
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> AgentEvent | None:
+        """The next event, or ``None`` once the channel is closed and drained."""
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        item = self._items[0]
+        if item is _CLOSED:
+            return None
+        self._items.popleft()
+        assert isinstance(item, AgentEvent)
+        return item

@@ -1,0 +1,115 @@
+"""The exception hierarchy: every error sessionhive raises is a :class:`SessionhiveError`.
+
+Each message names the session involved and what to do next, so that a user
+reading a traceback in a long-running service knows how to recover.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CallTimeout",
+    "ConfirmationNotFound",
+    "HiveStopped",
+    "InvalidConfig",
+    "InvalidSessionId",
+    "LlmError",
+    "LlmNotConfigured",
+    "SessionExists",
+    "SessionNotFound",
+    "SessionhiveError",
+    "StoreError",
+    "TurnFailed",
+]
+
+
+class SessionhiveError(Exception):
+    """Base class of every error raised by sessionhive."""
+
+
+class InvalidSessionId(SessionhiveError, ValueError):
+    """A session id is empty, too long, or contains control characters."""
+
+
+class InvalidConfig(SessionhiveError, ValueError):
+    """A configuration value is out of range or of the wrong type."""
+
+
+class SessionNotFound(SessionhiveError, KeyError):
+    """No live or stored session has this id."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r} does not exist (neither live nor in the store); "
+            "create it with create_session() first"
+        )
+
+
+class SessionExists(SessionhiveError):
+    """A session with this id already exists, live or in the store."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r} already exists; pick another id "
+            "or destroy_session() the old one first"
+        )
+
+
+class LlmNotConfigured(SessionhiveError):
+    """A turn or compaction needs an LLM and neither the session nor the Hive has one."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return (
+            f"no LLM configured for session {self.session_id!r}; pass llm= to Hive.start() "
+            "or call configure(session_id, model_config=LlmConfig(...))"
+        )
+
+
+class ConfirmationNotFound(SessionhiveError):
+    """``confirm_tool`` named a tool call that is not waiting for confirmation."""
+
+    def __init__(self, session_id: str, tool_id: str) -> None:
+        super().__init__(session_id, tool_id)
+        self.session_id = session_id
+        self.tool_id = tool_id
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r} has no tool call {self.tool_id!r} waiting for "
+            "confirmation; it may have timed out, been cancelled, or already been answered "
+            "(watch ConfirmationRequired events for the ids that wait)"
+        )
+
+
+class LlmError(SessionhiveError):
+    """The LLM provider failed in a way retrying does not fix (bad key, unknown model...)."""
+
+
+class TurnFailed(SessionhiveError):
+    """A turn ended with a :class:`~sessionhive.events.TurnError`; ``.event`` carries it."""
+
+
+class StoreError(SessionhiveError):
+    """The session store failed, or holds data this version cannot read."""
+
+
+class CallTimeout(SessionhiveError, TimeoutError):
+    """A call did not get its answer within its ``timeout``; the work may still finish."""
+
+
+class HiveStopped(SessionhiveError):
+    """The Hive was stopped; no further calls are accepted."""
+
+    def __str__(self) -> str:
+        return "the Hive has been stopped; start a new one with Hive.start()"

@@ -1,0 +1,186 @@
+"""Where turns run: one asyncio event loop thread per Hive, off every actor's mailbox.
+
+A turn spends nearly all its time waiting (LLM streaming, tool subprocesses,
+a human confirmation), so turns are coroutines: ten thousand of them can be
+in flight on one thread without holding a dispatcher thread or an OS thread
+each. ``max_concurrent_turns`` bounds how many run at once; the rest wait
+their turn in order (backpressure), visible in the turns-in-flight gauge.
+
+A turn owns no shared state: it works on an immutable copy of its session's
+history and reports back to its SessionActor with tells (:class:`SessionTurnHooks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pykka
+
+from sessionhive.agent.events import AgentEvent
+from sessionhive.agent.loop import Decision
+from sessionhive.agent.messages import ToolCall
+
+__all__ = [
+    "ConfirmationAsked",
+    "ConfirmationTimedOut",
+    "SessionTurnHooks",
+    "TurnEvent",
+    "TurnHandle",
+    "TurnLoop",
+]
+
+T = TypeVar("T")
+
+
+class TurnLoop:
+    """An asyncio loop on its own daemon thread, running turns with bounded concurrency."""
+
+    def __init__(self, max_concurrent_turns: int = 10_000) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sessionhive-turns", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        self._slots = asyncio.Semaphore(max_concurrent_turns)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T], on_done: Callable[[T | BaseException], None]) -> TurnHandle:
+        """Run ``coro`` once a slot is free and pass its result (or exception) to ``on_done``.
+
+        ``on_done`` runs on the loop thread and must not block (it tells an actor).
+        A turn cancelled while it waits for a slot never starts; ``on_done``
+        then gets ``asyncio.CancelledError``.
+        """
+        handle = TurnHandle(self.loop)
+
+        def finished(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                on_done(asyncio.CancelledError())
+            else:
+                error = task.exception()
+                on_done(error if error is not None else task.result())
+
+        def start() -> None:
+            handle.task = self.loop.create_task(self._bounded(coro))
+            handle.task.add_done_callback(finished)
+
+        self.loop.call_soon_threadsafe(start)
+        return handle
+
+    async def _bounded(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            async with self._slots:
+                return await coro
+        finally:
+            coro.close()  # a turn cancelled while waiting for a slot never started
+
+    def call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        self.loop.call_soon_threadsafe(callback, *args)
+
+    def stop(self) -> None:
+        def _shutdown() -> None:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.stop()
+
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(_shutdown)
+            self._thread.join(timeout=10)
+
+
+class TurnHandle:
+    """Cancels a submitted coroutine from any thread."""
+
+    __slots__ = ("_loop", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.task: asyncio.Task[Any] | None = None
+
+    def cancel(self) -> None:
+        # Scheduled after the task's own creation callback, so the task exists by then.
+        self._loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class TurnEvent:
+    """An event of the running job ``turn_id``."""
+
+    __slots__ = ("event", "turn_id")
+
+    def __init__(self, turn_id: int, event: AgentEvent) -> None:
+        self.turn_id = turn_id
+        self.event = event
+
+
+class ConfirmationAsked:
+    """The running turn waits for a human decision about ``call``."""
+
+    __slots__ = ("arguments", "call", "resolve", "timeout_s", "turn_id")
+
+    def __init__(
+        self,
+        turn_id: int,
+        call: ToolCall,
+        arguments: dict[str, Any],
+        timeout_s: float,
+        resolve: Callable[[Decision], None],
+    ) -> None:
+        self.turn_id = turn_id
+        self.call = call
+        self.arguments = arguments
+        self.timeout_s = timeout_s
+        self.resolve = resolve
+
+
+class ConfirmationTimedOut:
+    """Nobody answered ``tool_id`` in time; the session applies the policy's default."""
+
+    __slots__ = ("tool_id", "turn_id")
+
+    def __init__(self, turn_id: int, tool_id: str) -> None:
+        self.turn_id = turn_id
+        self.tool_id = tool_id
+
+
+def _settle(future: asyncio.Future[Decision], decision: Decision) -> None:
+    if not future.done():
+        future.set_result(decision)
+
+
+class SessionTurnHooks:
+    """The turn's side of the session protocol: tells only, never a blocking ask."""
+
+    def __init__(self, session: pykka.ActorRef[Any], turn_id: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._session = session
+        self._turn_id = turn_id
+        self._loop = loop
+
+    def emit(self, event: AgentEvent) -> None:
+        self._session.tell(TurnEvent(self._turn_id, event))
+
+    async def confirm(self, call: ToolCall, arguments: dict[str, Any], timeout_s: float) -> Decision:
+        future: asyncio.Future[Decision] = self._loop.create_future()
+        loop = self._loop
+
+        def resolve(decision: Decision) -> None:
+            loop.call_soon_threadsafe(_settle, future, decision)
+
+        self._session.tell(ConfirmationAsked(self._turn_id, call, arguments, timeout_s, resolve))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            # The session is the one arbiter: a confirm_tool that reached it
+            # first still wins over the timeout.
+            self._session.tell(ConfirmationTimedOut(self._turn_id, call.id))
+            return await future

@@ -1,0 +1,166 @@
+"""Events a session emits while it works.
+
+Every event is a dataclass carrying ``session_id`` and serializes to JSON with
+:func:`event_to_dict`. A turn's stream ends with exactly one of
+:class:`TurnEnd`, :class:`TurnError` or :class:`TurnCancelled`.
+
+:class:`TurnCancelled` and :class:`SessionPaused` are both events and errors:
+the event a cancelled turn ends with is the very exception
+``TurnStream.result()`` raises, and a ``generate`` on a paused session raises
+the same class the session emits when it is paused. One name, one meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from sessionhive._errors import SessionhiveError
+from sessionhive.agent.messages import AgentResult
+
+__all__ = [
+    "AgentEvent",
+    "ConfirmationRequired",
+    "ConfirmationResolved",
+    "ContextCompacted",
+    "EventsDropped",
+    "PersistenceFailed",
+    "SessionPaused",
+    "SessionResumed",
+    "TERMINAL_EVENTS",
+    "TextDelta",
+    "ToolEnd",
+    "ToolStart",
+    "TurnCancelled",
+    "TurnEnd",
+    "TurnError",
+    "TurnStart",
+    "event_to_dict",
+]
+
+
+@dataclass
+class AgentEvent:
+    """Base class of every event."""
+
+    session_id: str
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+@dataclass
+class TurnStart(AgentEvent):
+    prompt: str
+    turn_id: int
+
+
+@dataclass
+class TextDelta(AgentEvent):
+    text: str
+
+
+@dataclass
+class ToolStart(AgentEvent):
+    tool_id: str
+    tool_name: str
+    arguments: dict[str, Any] | str
+
+
+@dataclass
+class ToolEnd(AgentEvent):
+    tool_id: str
+    tool_name: str
+    output: str
+    is_error: bool
+
+
+@dataclass
+class ConfirmationRequired(AgentEvent):
+    tool_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    timeout_s: float
+
+
+@dataclass
+class ConfirmationResolved(AgentEvent):
+    tool_id: str
+    approved: bool
+    outcome: str  # approved | rejected | timed_out | cancelled
+    reason: str | None = None
+
+
+@dataclass
+class TurnEnd(AgentEvent):
+    result: AgentResult
+
+
+@dataclass
+class TurnError(AgentEvent):
+    error: str
+    kind: str = "error"  # error | max_rounds | llm | llm_not_configured
+
+
+@dataclass(eq=False)
+class TurnCancelled(AgentEvent, SessionhiveError):
+    """A turn was cancelled by ``cancel_operation`` (event and exception)."""
+
+    reason: str = "cancelled by cancel_operation()"
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        return f"the turn of session {self.session_id!r} was cancelled: {self.reason}"
+
+
+@dataclass
+class ContextCompacted(AgentEvent):
+    before_messages: int
+    after_messages: int
+    percent_before: float
+    trigger: str = "manual"  # manual | auto
+
+
+@dataclass
+class PersistenceFailed(AgentEvent):
+    operation: str
+    error: str
+
+
+@dataclass(eq=False)
+class SessionPaused(AgentEvent, SessionhiveError):
+    """The session is paused (event on pause; raised by ``generate`` while paused)."""
+
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r} is paused; call resume_session() before generating"
+        )
+
+
+@dataclass
+class SessionResumed(AgentEvent):
+    pass
+
+
+@dataclass
+class EventsDropped(AgentEvent):
+    """A slow subscriber's queue was full: ``count`` events were dropped for it."""
+
+    count: int = 0
+
+
+TERMINAL_EVENTS: tuple[type[AgentEvent], ...] = (TurnEnd, TurnError, TurnCancelled)
+
+
+
+def event_to_dict(event: AgentEvent) -> dict[str, Any]:
+    """The event as a JSON-ready dict, with its class name under ``"type"``."""
+    data: dict[str, Any] = {"type": event.type}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        data[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
+    return data

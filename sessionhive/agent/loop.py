@@ -1,0 +1,300 @@
+"""The agent loop: one turn of LLM <-> tools, with human confirmation of tool calls.
+
+:func:`run_turn` works on an immutable copy of the session's history and
+returns the messages the turn adds; it never touches session state. It talks
+back to its session only through :class:`TurnHooks` (events and confirmation
+requests), so the session's mailbox stays free while the turn runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from sessionhive._errors import LlmError
+from sessionhive.agent import compaction
+from sessionhive.agent.events import AgentEvent, TextDelta, ToolEnd, ToolStart
+from sessionhive.agent.messages import (
+    AgentResult,
+    Message,
+    ToolCall,
+    ToolDefinition,
+    ToolResult,
+    Usage,
+)
+from sessionhive.config import ConfirmationPolicy
+from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
+from sessionhive.tools.permissions import PermissionPolicy
+
+__all__ = [
+    "CompactionOutcome",
+    "Decision",
+    "TurnHooks",
+    "TurnOutcome",
+    "TurnSpec",
+    "run_compaction",
+    "run_turn",
+]
+
+DecisionOutcome = Literal["approved", "rejected", "timed_out", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a confirmation was resolved."""
+
+    approved: bool
+    outcome: DecisionOutcome
+    reason: str | None = None
+
+
+class ToolRunner(Protocol):
+    def definitions(self) -> list[ToolDefinition]: ...
+
+    async def execute(
+        self,
+        name: str,
+        arguments: dict[str, Any] | str,
+        *,
+        workspace: str | Path | None = None,
+        session_id: str = "",
+    ) -> ToolResult: ...
+
+
+class TurnHooks(Protocol):
+    """The turn's line back to its session."""
+
+    def emit(self, event: AgentEvent) -> None:
+        """Deliver an event (never blocks)."""
+
+    def confirm(self, call: ToolCall, arguments: dict[str, Any], timeout_s: float) -> Awaitable[Decision]:
+        """Ask the session for a human decision about ``call``."""
+
+
+@dataclass(frozen=True)
+class TurnSpec:
+    """Everything a turn needs, copied from the session when it starts."""
+
+    session_id: str
+    prompt: str
+    history: tuple[Message, ...]
+    system: str | None
+    llm: LlmClient
+    tools: ToolRunner
+    workspace: Path
+    confirmation_policy: ConfirmationPolicy
+    permission_policy: PermissionPolicy | None
+    max_tool_rounds: int = 50
+    thinking: bool = False
+    budget: int | None = None
+    stream: bool = False
+    on_llm_call: Callable[[str, str, float, Usage | None], None] | None = None
+    on_tool_call: Callable[[str, str], None] | None = None
+
+
+@dataclass
+class TurnOutcome:
+    """What a finished turn hands back to its session.
+
+    ``new_messages`` always leave the history valid: the prompt is kept and
+    every tool call has a result, whatever ended the turn.
+    """
+
+    new_messages: list[Message] = field(default_factory=list)
+    usage: Usage = Usage()
+    last_usage: Usage | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    rounds: int = 0
+    text: str = ""
+    status: Literal["ok", "error", "cancelled"] = "ok"
+    error: str = ""
+    error_kind: str = ""
+
+    def result(self, history: tuple[Message, ...]) -> AgentResult:
+        return AgentResult(
+            text=self.text,
+            messages=history,
+            usage=self.usage,
+            tool_calls=tuple(self.tool_calls),
+            rounds=self.rounds,
+        )
+
+
+async def _call_llm(spec: TurnSpec, request: LlmRequest, hooks: TurnHooks) -> LlmResponse:
+    started = time.perf_counter()
+    outcome = "error"
+    response: LlmResponse | None = None
+    try:
+        if spec.stream:
+            session_id = spec.session_id
+
+            def on_text(delta: str) -> None:
+                if delta:
+                    hooks.emit(TextDelta(session_id, delta))
+
+            response = await spec.llm.stream(request, on_text)
+        else:
+            response = await spec.llm.complete(request)
+        outcome = "ok"
+        return response
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    finally:
+        if spec.on_llm_call is not None:
+            spec.on_llm_call(
+                outcome, spec.llm.model, time.perf_counter() - started, response.usage if response else None
+            )
+
+
+def _close_open_calls(messages: list[Message], reason: str) -> None:
+    """Give every tool call of the last assistant message a result, so the history stays valid."""
+    answered = {m.tool_call_id for m in messages if m.role == "tool"}
+    for message in reversed(messages):
+        if message.role == "assistant":
+            for call in message.tool_calls:
+                if call.id not in answered:
+                    messages.append(Message.tool(call.id, reason, is_error=True))
+            return
+
+
+async def _run_tool(spec: TurnSpec, call: ToolCall, hooks: TurnHooks) -> ToolResult:
+    sid = spec.session_id
+    try:
+        arguments = call.decoded_arguments()
+    except ValueError as exc:
+        result = ToolResult(
+            f"error: {exc}. Call {call.name} again with a JSON object of arguments.", is_error=True
+        )
+        hooks.emit(ToolStart(sid, call.id, call.name, call.arguments))
+        hooks.emit(ToolEnd(sid, call.id, call.name, result.output, True))
+        if spec.on_tool_call:
+            spec.on_tool_call(call.name, "invalid_arguments")
+        return result
+
+    decision = spec.permission_policy.decide(call.name, arguments) if spec.permission_policy else None
+    if decision == "deny":
+        result = ToolResult(f"error: the permission policy denies {call.name} with these arguments", True)
+        outcome = "denied"
+    else:
+        needs_human = decision == "ask" or (
+            decision is None and spec.confirmation_policy.requires(call.name)
+        )
+        verdict = (
+            await hooks.confirm(call, arguments, spec.confirmation_policy.timeout_s)
+            if needs_human
+            else Decision(True, "approved")
+        )
+        if verdict.outcome == "cancelled":
+            raise asyncio.CancelledError("confirmation cancelled")
+        if verdict.approved:
+            hooks.emit(ToolStart(sid, call.id, call.name, arguments))
+            result = await spec.tools.execute(call.name, arguments, workspace=spec.workspace, session_id=sid)
+            hooks.emit(ToolEnd(sid, call.id, call.name, result.output, result.is_error))
+            if spec.on_tool_call:
+                spec.on_tool_call(call.name, "error" if result.is_error else "ok")
+            return result
+        why = f": {verdict.reason}" if verdict.reason else ""
+        if verdict.outcome == "timed_out":
+            text = f"error: no confirmation within {spec.confirmation_policy.timeout_s:g}s; the call was rejected"
+        else:
+            text = f"error: the user rejected this {call.name} call{why}"
+        result = ToolResult(text, True)
+        outcome = verdict.outcome
+    hooks.emit(ToolEnd(sid, call.id, call.name, result.output, True))
+    if spec.on_tool_call:
+        spec.on_tool_call(call.name, outcome)
+    return result
+
+
+async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
+    """Run one turn to its end; cancellation ends it with a valid partial history."""
+    out = TurnOutcome(new_messages=[Message.user(spec.prompt)])
+    tool_defs = tuple(spec.tools.definitions())
+    call_seq = 0
+    try:
+        while True:
+            if out.rounds >= spec.max_tool_rounds:
+                out.status, out.error_kind = "error", "max_rounds"
+                out.error = (
+                    f"the turn reached max_tool_rounds={spec.max_tool_rounds} LLM calls without a final "
+                    "answer; raise SessionConfig.max_tool_rounds or ask for a smaller step"
+                )
+                return out
+            request = LlmRequest(
+                session_id=spec.session_id,
+                system=spec.system,
+                messages=spec.history + tuple(out.new_messages),
+                tools=tool_defs,
+                thinking=spec.thinking,
+                budget=spec.budget,
+            )
+            response = await _call_llm(spec, request, hooks)
+            out.rounds += 1
+            out.usage = out.usage + response.usage
+            out.last_usage = response.usage
+            calls = []
+            for call in response.tool_calls:
+                call_seq += 1
+                calls.append(call if call.id else ToolCall(call.name, call.arguments, f"call_{call_seq}"))
+            out.new_messages.append(Message.assistant(response.text, tuple(calls)))
+            out.text = response.text
+            if not calls:
+                return out
+            out.tool_calls.extend(calls)
+            for call in calls:
+                result = await _run_tool(spec, call, hooks)
+                out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
+    except asyncio.CancelledError:
+        _close_open_calls(out.new_messages, "error: the turn was cancelled before this tool call ran")
+        out.status = "cancelled"
+        return out
+    except LlmError as exc:
+        _close_open_calls(out.new_messages, "error: the turn failed before this tool call ran")
+        out.status, out.error_kind, out.error = "error", "llm", str(exc)
+        return out
+    except Exception as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
+        _close_open_calls(out.new_messages, "error: the turn failed before this tool call ran")
+        out.status, out.error_kind = "error", "error"
+        out.error = f"{type(exc).__name__}: {exc}"
+        return out
+
+
+@dataclass(frozen=True)
+class CompactionOutcome:
+    messages: tuple[Message, ...]
+    summarised: bool
+    usage: Usage = Usage()
+
+
+async def run_compaction(
+    session_id: str,
+    messages: tuple[Message, ...],
+    system: str | None,
+    llm: LlmClient | None,
+    target_tokens: int | None,
+) -> CompactionOutcome:
+    """Compact ``messages``: prune old tool output, then summarise (or truncate without an LLM)."""
+    if llm is None:
+        return CompactionOutcome(compaction.truncate(messages), False)
+    pruned = compaction.prune_tool_outputs(messages)
+    if (
+        pruned != messages
+        and target_tokens is not None
+        and compaction.estimate_tokens(pruned, system) <= target_tokens
+    ):
+        return CompactionOutcome(pruned, False)
+    parts = compaction.split_for_summary(pruned)
+    if parts is None:
+        return CompactionOutcome(pruned, False)
+    head, middle, tail = parts
+    request = LlmRequest(
+        session_id=session_id, system=None, messages=compaction.summary_prompt(middle), purpose="compaction"
+    )
+    response = await llm.complete(request)
+    summary = Message.user(compaction.SUMMARY_PREFIX + response.text.strip())
+    return CompactionOutcome(head + (summary,) + tail, True, response.usage)

@@ -1,0 +1,206 @@
+"""The conversation data model: messages, tool calls, usage and turn results.
+
+All of these are immutable value objects with ``to_dict``/``from_dict`` so that
+snapshots, events and stores share one JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "AgentResult",
+    "ContextUsage",
+    "Message",
+    "Role",
+    "ToolCall",
+    "ToolDefinition",
+    "ToolResult",
+    "Usage",
+]
+
+Role = Literal["user", "assistant", "tool", "system"]
+_ROLES: frozenset[str] = frozenset({"user", "assistant", "tool", "system"})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call requested by the LLM.
+
+    ``arguments`` is the decoded JSON object; a provider (or a script) that
+    sends arguments which are not a JSON object passes them as a string, and
+    the agent loop turns that into a tool error the LLM can see. ``id`` is
+    assigned by the provider, or by the agent loop when empty.
+    """
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str = ""
+
+    def decoded_arguments(self) -> dict[str, Any]:
+        """The arguments as a dict; raises ``ValueError`` when they are malformed."""
+        if isinstance(self.arguments, dict):
+            return self.arguments
+        try:
+            value = json.loads(self.arguments) if self.arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"tool arguments are not valid JSON: {exc.msg} at {exc.pos}") from exc
+        if not isinstance(value, dict):
+            raise ValueError(f"tool arguments must be a JSON object, got {type(value).__name__}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolCall:
+        return cls(name=data["name"], arguments=data.get("arguments", {}), id=data.get("id", ""))
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a session's history.
+
+    ``role`` is ``user``, ``assistant``, ``tool`` or ``system``; ``text`` is the
+    plain text; an assistant message may carry ``tool_calls`` and a tool
+    message names the call it answers in ``tool_call_id``.
+    """
+
+    role: Role
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
+
+    def __post_init__(self) -> None:
+        if self.role not in _ROLES:
+            raise ValueError(f"message role must be one of {sorted(_ROLES)}, got {self.role!r}")
+        if not isinstance(self.tool_calls, tuple):
+            object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+
+    @classmethod
+    def user(cls, text: str) -> Message:
+        return cls("user", text)
+
+    @classmethod
+    def assistant(cls, text: str, tool_calls: tuple[ToolCall, ...] = ()) -> Message:
+        return cls("assistant", text, tool_calls)
+
+    @classmethod
+    def tool(cls, tool_call_id: str, text: str, *, is_error: bool = False) -> Message:
+        return cls("tool", text, (), tool_call_id, is_error)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "text": self.text}
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        if self.is_error:
+            data["is_error"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            role=data["role"],
+            text=data.get("text", ""),
+            tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls", ())),
+            tool_call_id=data.get("tool_call_id"),
+            is_error=bool(data.get("is_error", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts; adding two usages sums them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(int(data.get("prompt_tokens", 0)), int(data.get("completion_tokens", 0)))
+
+
+@dataclass(frozen=True)
+class ContextUsage:
+    """How full the session's context window is.
+
+    ``percent`` is a fraction in ``[0, 1]`` (as in the reference, where the
+    auto-compact threshold 0.8 compares against it directly).
+    """
+
+    used_tokens: int = 0
+    max_tokens: int = 200_000
+
+    @property
+    def percent(self) -> float:
+        return self.used_tokens / self.max_tokens if self.max_tokens else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"used_tokens": self.used_tokens, "max_tokens": self.max_tokens, "percent": self.percent}
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What one turn produced.
+
+    ``messages`` is the session's whole history after the turn, ``tool_calls``
+    every tool call the turn made, ``rounds`` the number of LLM calls, and
+    ``usage`` the tokens this turn spent.
+    """
+
+    text: str
+    messages: tuple[Message, ...]
+    usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
+    rounds: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "messages": [m.to_dict() for m in self.messages],
+            "usage": self.usage.to_dict(),
+            "tool_calls": [c.to_dict() for c in self.tool_calls],
+            "rounds": self.rounds,
+        }
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    """A tool as the LLM sees it: name, description, JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """The outcome of running one tool: its text output, and whether it failed."""
+
+    output: str
+    is_error: bool = False

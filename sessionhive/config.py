@@ -1,0 +1,189 @@
+"""Per-session configuration: :class:`SessionConfig` and :class:`ConfirmationPolicy`.
+
+Both validate at construction: an invalid value raises
+:class:`~sessionhive.InvalidConfig` immediately, never later inside an actor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sessionhive._errors import InvalidConfig
+from sessionhive.tools.permissions import PermissionPolicy
+
+__all__ = ["DEFAULT_CONFIRMED_TOOLS", "ConfirmationPolicy", "SessionConfig"]
+
+DEFAULT_CONFIRMED_TOOLS: tuple[str, ...] = ("write_file", "edit_file", "bash")
+
+
+@dataclass(frozen=True)
+class ConfirmationPolicy:
+    """Which tool calls wait for a human yes, and what happens when nobody answers.
+
+    ``require_confirmation`` is a tuple of tool names or ``"all"``. After
+    ``timeout_s`` seconds a waiting call is resolved by ``on_timeout``
+    (``"reject"`` or ``"approve"``). Equal policies compare equal.
+    """
+
+    enabled: bool = True
+    require_confirmation: tuple[str, ...] | Literal["all"] = DEFAULT_CONFIRMED_TOOLS
+    timeout_s: float = 30.0
+    on_timeout: Literal["reject", "approve"] = "reject"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise InvalidConfig(f"ConfirmationPolicy.enabled must be a bool, got {self.enabled!r}")
+        required = self.require_confirmation
+        if required != "all":
+            if isinstance(required, str):
+                required = (required,)
+            try:
+                required = tuple(required)
+            except TypeError:
+                raise InvalidConfig(
+                    "ConfirmationPolicy.require_confirmation must be 'all' or a list of tool names"
+                ) from None
+            if not all(isinstance(name, str) and name for name in required):
+                raise InvalidConfig("ConfirmationPolicy.require_confirmation must hold tool names")
+            object.__setattr__(self, "require_confirmation", required)
+        if (
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, int | float)
+            or not math.isfinite(self.timeout_s)
+            or self.timeout_s <= 0
+        ):
+            raise InvalidConfig(
+                f"ConfirmationPolicy.timeout_s must be a positive number of seconds, got {self.timeout_s!r}"
+            )
+        if self.on_timeout not in ("reject", "approve"):
+            raise InvalidConfig(
+                f"ConfirmationPolicy.on_timeout must be 'reject' or 'approve', got {self.on_timeout!r}"
+            )
+
+    def requires(self, tool_name: str) -> bool:
+        """Whether a call of ``tool_name`` waits for a human under this policy."""
+        if not self.enabled:
+            return False
+        return self.require_confirmation == "all" or tool_name in self.require_confirmation
+
+    def to_dict(self) -> dict[str, Any]:
+        required = self.require_confirmation
+        return {
+            "enabled": self.enabled,
+            "require_confirmation": required if required == "all" else list(required),
+            "timeout_s": self.timeout_s,
+            "on_timeout": self.on_timeout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConfirmationPolicy:
+        required = data.get("require_confirmation", DEFAULT_CONFIRMED_TOOLS)
+        return cls(
+            enabled=data.get("enabled", True),
+            require_confirmation=required if required == "all" else tuple(required),
+            timeout_s=data.get("timeout_s", 30.0),
+            on_timeout=data.get("on_timeout", "reject"),
+        )
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidConfig(f"SessionConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How one session behaves.
+
+    - ``workspace``: the directory its tools are confined to (default: the Hive's).
+    - ``max_context_length``: context window in tokens (0: the default, 200,000).
+    - ``auto_compact`` / ``auto_compact_threshold``: compact after a turn that
+      leaves the context fuller than the threshold (a fraction in (0, 1]).
+    - ``confirmation_policy``: ``None`` takes the default policy, or the
+      parent's for a child session.
+    - ``storage``: ``"memory"`` keeps this session out of the store.
+    - ``durability``: ``"sync"`` makes each call return only after the
+      session's snapshot committed; ``"batched"`` lets it ride the next batch.
+    - ``max_tool_rounds``: LLM calls per turn before it ends with a TurnError.
+    """
+
+    system_prompt: str | None = None
+    workspace: str | None = None
+    max_context_length: int = 0
+    auto_compact: bool = False
+    auto_compact_threshold: float = 0.8
+    confirmation_policy: ConfirmationPolicy | None = None
+    permission_policy: PermissionPolicy | None = None
+    storage: Literal["default", "memory"] = "default"
+    durability: Literal["batched", "sync"] = "batched"
+    max_tool_rounds: int = 50
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise InvalidConfig("SessionConfig.system_prompt must be a string or None")
+        if isinstance(self.workspace, Path):
+            object.__setattr__(self, "workspace", str(self.workspace))
+        if self.workspace is not None and (not isinstance(self.workspace, str) or not self.workspace):
+            raise InvalidConfig("SessionConfig.workspace must be a non-empty path or None")
+        _check_int("max_context_length", self.max_context_length, 0)
+        _check_int("max_tool_rounds", self.max_tool_rounds, 1)
+        if not isinstance(self.auto_compact, bool):
+            raise InvalidConfig("SessionConfig.auto_compact must be a bool")
+        threshold = self.auto_compact_threshold
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not (0 < threshold <= 1)
+        ):
+            raise InvalidConfig(
+                f"SessionConfig.auto_compact_threshold must be a fraction in (0, 1], got {threshold!r}"
+            )
+        if self.confirmation_policy is not None and not isinstance(
+            self.confirmation_policy, ConfirmationPolicy
+        ):
+            raise InvalidConfig("SessionConfig.confirmation_policy must be a ConfirmationPolicy or None")
+        if self.permission_policy is not None and not isinstance(self.permission_policy, PermissionPolicy):
+            raise InvalidConfig("SessionConfig.permission_policy must be a PermissionPolicy or None")
+        if self.storage not in ("default", "memory"):
+            raise InvalidConfig(f"SessionConfig.storage must be 'default' or 'memory', got {self.storage!r}")
+        if self.durability not in ("batched", "sync"):
+            raise InvalidConfig(
+                f"SessionConfig.durability must be 'batched' or 'sync', got {self.durability!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "system_prompt": self.system_prompt,
+            "workspace": self.workspace,
+            "max_context_length": self.max_context_length,
+            "auto_compact": self.auto_compact,
+            "auto_compact_threshold": self.auto_compact_threshold,
+            "confirmation_policy": self.confirmation_policy.to_dict() if self.confirmation_policy else None,
+            "permission_policy": self.permission_policy.to_dict() if self.permission_policy else None,
+            "storage": self.storage,
+            "durability": self.durability,
+            "max_tool_rounds": self.max_tool_rounds,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
+        confirmation = data.get("confirmation_policy")
+        permission = data.get("permission_policy")
+        return cls(
+            system_prompt=data.get("system_prompt"),
+            workspace=data.get("workspace"),
+            max_context_length=data.get("max_context_length", 0),
+            auto_compact=data.get("auto_compact", False),
+            auto_compact_threshold=data.get("auto_compact_threshold", 0.8),
+            confirmation_policy=ConfirmationPolicy.from_dict(confirmation) if confirmation else None,
+            permission_policy=PermissionPolicy.from_dict(permission) if permission else None,
+            storage=data.get("storage", "default"),
+            durability=data.get("durability", "batched"),
+            max_tool_rounds=data.get("max_tool_rounds", 50),
+            metadata=dict(data.get("metadata") or {}),
+        )

@@ -1,0 +1,123 @@
+"""Every sessionhive metric, defined once, on a per-Hive ``CollectorRegistry``.
+
+Two Hives in one process each get their own registry, so their series never
+collide; pass ``MetricsConfig(registry=prometheus_client.REGISTRY)`` to join
+the process-wide one. No metric has a session-id label: label values come
+from small fixed sets (outcomes, message kinds, tool names, provider/model),
+so the number of series does not grow with the number of sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["HiveMetrics", "MetricsConfig"]
+
+# Turns and LLM calls take from milliseconds (scripted) to minutes (long tool loops).
+_TURN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_LLM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where to expose metrics.
+
+    ``port`` starts an HTTP ``/metrics`` endpoint on ``addr`` (``0`` picks a
+    free port; ``Hive.metrics_url`` tells which). ``registry`` replaces the
+    Hive's own registry, e.g. with ``prometheus_client.REGISTRY``.
+    """
+
+    port: int | None = None
+    addr: str = "127.0.0.1"
+    registry: CollectorRegistry | None = None
+
+
+class HiveMetrics:
+    """The metrics of one Hive. Attributes are prometheus_client metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = "sessionhive_"
+        # Sessions
+        self.live_sessions = Gauge(p + "live_sessions", "Session actors currently live.", registry=r)
+        self.session_lifecycle = Counter(
+            p + "session_lifecycle_total",
+            "Session lifecycle transitions (created, destroyed, activated, passivated, restarted).",
+            ["event"],
+            registry=r,
+        )
+        self.messages_handled = Counter(
+            p + "actor_messages_total", "Messages handled by actors, by actor and message kind.",
+            ["actor", "kind"], registry=r,
+        )
+        self.mailbox_depth = Gauge(
+            p + "mailbox_depth", "Messages waiting in actor mailboxes, by actor kind.", ["actor"], registry=r
+        )
+        # Turns
+        self.turns = Counter(p + "turns_total", "Turns finished, by outcome.", ["outcome"], registry=r)
+        self.turn_duration = Histogram(
+            p + "turn_duration_seconds", "Wall time of a turn, from start to its last event.",
+            ["outcome"], buckets=_TURN_BUCKETS, registry=r,
+        )
+        self.turn_queue_depth = Gauge(
+            p + "turn_queue_depth", "Turns and session jobs waiting behind a running one.", registry=r
+        )
+        self.turns_in_flight = Gauge(p + "turns_in_flight", "Turns running now.", registry=r)
+        # LLM
+        self.llm_request_duration = Histogram(
+            p + "llm_request_duration_seconds", "Duration of one LLM call.",
+            ["provider", "model", "outcome"], buckets=_LLM_BUCKETS, registry=r,
+        )
+        self.llm_tokens = Counter(
+            p + "llm_tokens_total", "Tokens reported by LLM calls.", ["provider", "model", "kind"], registry=r
+        )
+        self.llm_retries = Counter(
+            p + "llm_retries_total", "LLM calls retried after a transient failure.", ["provider"], registry=r
+        )
+        # Tools and confirmations
+        self.tool_calls = Counter(
+            p + "tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r
+        )
+        self.confirmations_pending = Gauge(
+            p + "confirmations_pending", "Tool calls waiting for a human decision.", registry=r
+        )
+        self.confirmations = Counter(
+            p + "confirmations_total",
+            "Resolved confirmations (approved, rejected, timed_out, cancelled).", ["outcome"], registry=r,
+        )
+        self.compactions = Counter(
+            p + "compactions_total", "Context compactions, by trigger (manual, auto).", ["trigger"], registry=r
+        )
+        # Persistence
+        self.persistence_pending = Gauge(
+            p + "persistence_pending_snapshots", "Snapshots and deletes waiting to be written.", registry=r
+        )
+        self.persistence_batch_size = Histogram(
+            p + "persistence_batch_size", "Sessions written per batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.persistence_flush_duration = Histogram(
+            p + "persistence_flush_duration_seconds", "Duration of one batch write, retries included.",
+            buckets=_FAST_BUCKETS, registry=r,
+        )
+        self.persistence_retries = Counter(
+            p + "persistence_retries_total", "Batch writes retried after a transient error.", registry=r
+        )
+        self.persistence_failures = Counter(
+            p + "persistence_failures_total", "Batch writes that failed after every retry.", registry=r
+        )
+        self.persistence_coalesced = Counter(
+            p + "persistence_coalesced_snapshots_total",
+            "Snapshots replaced by a newer one before being written.", registry=r,
+        )
+        self.persistence_rows = Counter(
+            p + "persistence_rows_written_total", "Rows written to the store, by table.", ["table"], registry=r
+        )
+        # Events
+        self.events_dropped = Counter(
+            p + "subscriber_events_dropped_total", "Events dropped for slow subscribers.", registry=r
+        )
