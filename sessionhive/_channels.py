@@ -29,13 +29,32 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
-class ThreadChannel:
-    """A channel read by a thread. ``maxsize=0`` means unbounded (a turn's own stream)."""
+class _DropMark:
+    """Placed in a queue where events went missing: ``total`` drops had happened by then."""
 
-    def __init__(self, maxsize: int = 0, on_drop: Callable[[int], None] | None = None) -> None:
+    __slots__ = ("total",)
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+
+class ThreadChannel:
+    """A channel read by a thread. ``maxsize=0`` means unbounded (a turn's own stream).
+
+    Drop accounting needs no lock: the producer alone writes ``_dropped_total``
+    and the consumer alone writes ``_reported``; each reads the other's
+    counter, which can only grow.
+    """
+
+    def __init__(
+        self, maxsize: int = 0, on_drop: Callable[[int], None] | None = None, session_id: str = ""
+    ) -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._maxsize = maxsize
-        self._dropped = 0  # producer-side count; one producer (the session actor)
+        self._session_id = session_id
+        self._dropped_total = 0  # producer-owned
+        self._marked_total = 0  # producer-owned
+        self._reported = 0  # consumer-owned
         self._on_drop = on_drop
         self.closed = False
 
@@ -43,15 +62,14 @@ class ThreadChannel:
         if self.closed:
             return
         if self._maxsize:
-            room = self._maxsize - self._queue.qsize()
-            if room <= (1 if self._dropped else 0):
-                self._dropped += 1
+            if self._queue.qsize() >= self._maxsize:
+                self._dropped_total += 1
                 if self._on_drop is not None:
                     self._on_drop(1)
                 return
-            if self._dropped:
-                self._queue.put(EventsDropped(event.session_id, self._dropped))
-                self._dropped = 0
+            if self._dropped_total > self._marked_total:
+                self._marked_total = self._dropped_total
+                self._queue.put(_DropMark(self._marked_total))
         self._queue.put(event)
 
     def close(self) -> None:
@@ -59,39 +77,62 @@ class ThreadChannel:
             self.closed = True
             self._queue.put(_CLOSED)
 
+    def _report(self, total: int) -> AgentEvent:
+        count, self._reported = total - self._reported, total
+        return EventsDropped(self._session_id, count)
+
     def get(self, timeout: float | None = None) -> AgentEvent | None:
         """The next event, or ``None`` once the channel is closed and drained.
 
         Raises ``TimeoutError`` when nothing arrives within ``timeout`` seconds.
         """
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no event within {timeout} s") from None
-        if item is _CLOSED:
-            self._queue.put(_CLOSED)  # keep later readers from blocking
-            return None
-        assert isinstance(item, AgentEvent)
-        return item
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                dropped = self._dropped_total
+                if dropped > self._reported:
+                    return self._report(dropped)
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    raise TimeoutError(f"no event within {timeout} s") from None
+            if isinstance(item, _DropMark):
+                if item.total > self._reported:
+                    return self._report(item.total)
+                continue
+            if item is _CLOSED:
+                self._queue.put(_CLOSED)  # keep later readers from blocking
+                return None
+            assert isinstance(item, AgentEvent)
+            return item
 
 
 class AsyncChannel:
     """A channel read by a coroutine on ``loop``; producers hop onto the loop thread."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, maxsize: int = 0, on_drop: Callable[[int], None] | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        maxsize: int = 0,
+        on_drop: Callable[[int], None] | None = None,
+        session_id: str = "",
     ) -> None:
         self._loop = loop
         self._items: deque[object] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._maxsize = maxsize
-        self._dropped = 0  # touched on the loop thread only
+        self._session_id = session_id
+        self._dropped = 0  # loop thread only
         self._on_drop = on_drop
         self.closed = False
 
     def offer(self, event: AgentEvent) -> None:
         if not self.closed:
-            self._loop.call_soon_threadsafe(self._deliver, event)
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, event)
+            except RuntimeError:
+                self.closed = True  # the consumer's loop is gone: nobody is left to read
 
     def close(self) -> None:
         if not self.closed:
@@ -99,20 +140,17 @@ class AsyncChannel:
             try:
                 self._loop.call_soon_threadsafe(self._deliver, _CLOSED)
             except RuntimeError:
-                pass  # the consumer's loop is gone: nobody is left to read
+                pass
 
     def _deliver(self, item: object) -> None:
-        if item is not _CLOSED and self._maxsize:
-            room = self._maxsize - len(self._items)
-            if room <= (1 if self._dropped else 0):
-                self._dropped += 1
-                if self._on_drop is not None:
-                    self._on_drop(1)
-                return
-            if self._dropped:
-                assert isinstance(item, AgentEvent)
-                self._items.append(EventsDropped(item.session_id, self._dropped))
-                self._dropped = 0
+        if item is not _CLOSED and self._maxsize and len(self._items) >= self._maxsize:
+            self._dropped += 1
+            if self._on_drop is not None:
+                self._on_drop(1)
+            return
+        if item is not _CLOSED and self._dropped:
+            self._items.append(EventsDropped(self._session_id, self._dropped))
+            self._dropped = 0
         self._items.append(item)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -120,6 +158,9 @@ class AsyncChannel:
     async def get(self) -> AgentEvent | None:
         """The next event, or ``None`` once the channel is closed and drained."""
         while not self._items:
+            if self._dropped:
+                count, self._dropped = self._dropped, 0
+                return EventsDropped(self._session_id, count)
             self._waiter = self._loop.create_future()
             await self._waiter
         item = self._items[0]

@@ -296,7 +296,10 @@ class AsyncHive:
 
     async def subscribe(self, session_id: str, *, timeout: Timeout = "default") -> AsyncSubscription:
         channel = AsyncChannel(
-            asyncio.get_running_loop(), self.sync._services.subscriber_queue_size, self.sync.metrics.events_dropped.inc
+            asyncio.get_running_loop(),
+            self.sync._services.subscriber_queue_size,
+            self.sync.metrics.events_dropped.inc,
+            session_id,
         )
         await self._call(session_id, "subscribe", channel, timeout=timeout)
         return AsyncSubscription(self, session_id, channel)

@@ -606,7 +606,7 @@ class Hive:
 
     def subscribe(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> Subscription:
         """Receive every event of the session from now on (turns, compaction, persistence failures...)."""
-        channel = ThreadChannel(self._services.subscriber_queue_size, self.metrics.events_dropped.inc)
+        channel = ThreadChannel(self._services.subscriber_queue_size, self.metrics.events_dropped.inc, session_id)
         self._call(session_id, "subscribe", channel, timeout=timeout)
         return Subscription(self, session_id, channel)
 

@@ -1,0 +1,1 @@
+"""Who owns state: the SupervisorActor, SessionActors, the turn loop, and the actor backends."""

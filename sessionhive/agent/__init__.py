@@ -1,0 +1,1 @@
+"""The agent loop (LLM <-> tools), its events, messages and compaction."""
