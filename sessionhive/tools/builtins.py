@@ -1,0 +1,460 @@
+"""The built-in tools: read, write, edit, list and search files, and run shell commands.
+
+Each file tool is confined to the calling session's workspace (see
+:mod:`sessionhive.tools._workspace`): paths are resolved, symlinks included,
+and anything resolving outside the workspace is refused before it is touched.
+File tools are plain blocking functions; the :class:`~sessionhive.tools.ToolExecutor`
+runs them on its thread pool. ``bash`` is a coroutine around an asyncio
+subprocess, so a running command holds no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sessionhive.agent.messages import ToolResult
+from sessionhive.tools._common import CappedText, ToolContext, ToolError
+from sessionhive.tools._workspace import atomic_write_text, relative, resolve_inside
+
+__all__ = ["BUILTIN_TOOLS", "BuiltinTool", "BuiltinTools"]
+
+BUILTIN_TOOLS: tuple[str, ...] = ("read_file", "write_file", "edit_file", "list_dir", "grep", "bash")
+"""Names of the built-in tools, in the order :meth:`ToolExecutor.definitions` lists them."""
+
+_MAX_FILE_BYTES = 10 * 1024 * 1024  # read_file, edit_file and grep refuse or skip larger files
+_SNIFF_BYTES = 8192  # a NUL byte in this prefix marks a file as binary
+_GREP_MAX_MATCHES = 500
+_GREP_LINE_CHARS = 300
+_GREP_PRUNED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules"})
+_MAX_BASH_TIMEOUT_S = 600.0
+# After a command exits, how long its output pipe may stay open before we stop reading it.
+_DRAIN_S = 1.0
+# Environment variables whose names contain one of these never reach a command: an API key
+# printed by `env` would land in the session's history, its store and the provider's logs.
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def _object_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+_PATH = {"type": "string", "description": "File path, relative to the workspace (or absolute inside it)."}
+
+
+@dataclass(frozen=True)
+class BuiltinTool:
+    """A built-in tool as the executor registers it."""
+
+    name: str
+    func: Callable[..., Any]
+    description: str
+    schema: dict[str, Any]
+
+
+def _read_text(path: Path, shown: str, *, action: str) -> str:
+    """The UTF-8 text of a regular file; a :class:`ToolError` for missing, binary or huge files."""
+    try:
+        size = path.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        raise ToolError(f"{shown} does not exist; use list_dir to see which files exist") from None
+    if path.is_dir():
+        raise ToolError(f"{shown} is a directory; use list_dir to see its contents")
+    if size > _MAX_FILE_BYTES:
+        raise ToolError(
+            f"{shown} is {size} bytes, more than {action} handles ({_MAX_FILE_BYTES} bytes); "
+            "inspect parts of it with bash (head, tail, sed -n) instead"
+        )
+    data = path.read_bytes()
+    if b"\0" in data[:_SNIFF_BYTES]:
+        raise ToolError(f"{shown} is a binary file ({size} bytes); {action} handles text files only")
+    return data.decode("utf-8", errors="replace")
+
+
+def _kill_group(pgid: int) -> None:
+    # The command runs in its own session, so its pid is the id of a group holding
+    # everything it started (unless something detached itself with setsid).
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+class _CommandProtocol(asyncio.SubprocessProtocol):
+    """Collects a command's merged stdout/stderr and reports exit and end-of-output."""
+
+    def __init__(self, output: CappedText, loop: asyncio.AbstractEventLoop) -> None:
+        self.output = output
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.output.feed(data if isinstance(data, bytes) else data.encode())
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class BuiltinTools:
+    """The built-in tool functions, bound to an executor's limits.
+
+    ``output_cap`` bounds what ``read_file`` and ``bash`` collect (the executor
+    caps every result again); ``bash_timeout_s`` is the default command
+    timeout; ``bash_env`` replaces the environment commands run with (default:
+    this process's environment without credential-like variables).
+    """
+
+    def __init__(self, *, output_cap: int, bash_timeout_s: float, bash_env: Mapping[str, str] | None) -> None:
+        self.output_cap = output_cap
+        self.bash_timeout_s = bash_timeout_s
+        self.bash_env = dict(bash_env) if bash_env is not None else None
+        self.shell = shutil.which("bash") or "/bin/sh"
+
+    def tools(self) -> list[BuiltinTool]:
+        """Every built-in, in :data:`BUILTIN_TOOLS` order."""
+        tools = [
+            BuiltinTool(
+                "read_file",
+                self.read_file,
+                "Read a text file in the workspace. Returns its text; for long files pass offset "
+                "(lines to skip) and limit (lines to return) to read a part.",
+                _object_schema(
+                    {
+                        "path": _PATH,
+                        "offset": {"type": "integer", "description": "Lines to skip first (default 0)."},
+                        "limit": {
+                            "type": ["integer", "null"],
+                            "description": "Most lines to return (default: as many as fit).",
+                        },
+                    },
+                    ["path"],
+                ),
+            ),
+            BuiltinTool(
+                "write_file",
+                self.write_file,
+                "Create or overwrite a text file in the workspace with the given content, creating "
+                "missing parent directories.",
+                _object_schema(
+                    {"path": _PATH, "content": {"type": "string", "description": "The whole new file text."}},
+                    ["path", "content"],
+                ),
+            ),
+            BuiltinTool(
+                "edit_file",
+                self.edit_file,
+                "Replace an exact string in a text file in the workspace. old_string must occur "
+                "exactly once (include surrounding lines to make it unique), unless replace_all is true.",
+                _object_schema(
+                    {
+                        "path": _PATH,
+                        "old_string": {"type": "string", "description": "Exact text to replace."},
+                        "new_string": {"type": "string", "description": "Text to put in its place."},
+                        "replace_all": {
+                            "type": "boolean",
+                            "description": "Replace every occurrence (default false).",
+                        },
+                    },
+                    ["path", "old_string", "new_string"],
+                ),
+            ),
+            BuiltinTool(
+                "list_dir",
+                self.list_dir,
+                "List a directory in the workspace, sorted by name; directories end with '/', "
+                "symbolic links with '@'.",
+                _object_schema(
+                    {"path": {"type": "string", "description": "Directory (default: the workspace)."}}, []
+                ),
+            ),
+            BuiltinTool(
+                "grep",
+                self.grep,
+                "Search text files in the workspace for a Python regular expression. Returns "
+                "'file:line: text' lines. Skips binary files and .git, node_modules, __pycache__.",
+                _object_schema(
+                    {
+                        "pattern": {"type": "string", "description": "Python regular expression."},
+                        "path": {
+                            "type": "string",
+                            "description": "File or directory to search (default: the workspace).",
+                        },
+                        "glob": {
+                            "type": ["string", "null"],
+                            "description": "Only files whose name (or path, if it has a '/') matches, "
+                            "e.g. '*.py'.",
+                        },
+                    },
+                    ["pattern"],
+                ),
+            ),
+            BuiltinTool(
+                "bash",
+                self.bash,
+                "Run a bash command in the workspace directory. Returns its combined stdout and "
+                f"stderr and its exit code. It is killed after timeout_s seconds (default "
+                f"{self.bash_timeout_s:g}); processes it leaves in the background are killed when it exits.",
+                _object_schema(
+                    {
+                        "command": {"type": "string", "description": "The command line, run by bash -c."},
+                        "timeout_s": {
+                            "type": ["number", "null"],
+                            "description": f"Seconds before the command is killed (at most "
+                            f"{max(_MAX_BASH_TIMEOUT_S, self.bash_timeout_s):g}).",
+                        },
+                    },
+                    ["command"],
+                ),
+            ),
+        ]
+        assert tuple(t.name for t in tools) == BUILTIN_TOOLS
+        return tools
+
+    def read_file(self, path: str, offset: int = 0, limit: int | None = None, *, context: ToolContext) -> str:
+        """Return lines ``offset`` to ``offset + limit`` of a text file, as much as fits the output cap."""
+        if offset < 0:
+            raise ToolError("offset must be 0 or more (the number of lines to skip)")
+        if limit is not None and limit < 1:
+            raise ToolError("limit must be at least 1, or null for as many lines as fit")
+        target = resolve_inside(context.workspace, path)
+        shown = relative(context.workspace, target)
+        lines = _read_text(target, shown, action="read_file").splitlines(keepends=True)
+        if not lines:
+            return f"({shown} is empty)"
+        if offset >= len(lines):
+            raise ToolError(f"offset {offset} is past the end of {shown}, which has {len(lines)} lines")
+        end = len(lines) if limit is None else min(len(lines), offset + limit)
+        budget = self.output_cap - 200  # room for the note below
+        taken: list[str] = []
+        size = 0
+        for line in lines[offset:end]:
+            if taken and size + len(line) > budget:
+                break
+            taken.append(line)
+            size += len(line)
+        text = "".join(taken)
+        stop = offset + len(taken)
+        if stop < len(lines):
+            text += (
+                f"\n[{shown}: showed lines {offset + 1}-{stop} of {len(lines)}; "
+                f"read_file with offset={stop} for more]"
+            )
+        return text
+
+    def write_file(self, path: str, content: str, *, context: ToolContext) -> str:
+        """Atomically replace (or create) a file with ``content``."""
+        target = resolve_inside(context.workspace, path)
+        shown = relative(context.workspace, target)
+        if target.is_dir():
+            raise ToolError(f"{shown} is a directory; give the path of a file inside it")
+        existed = target.exists()
+        try:
+            atomic_write_text(target, content)
+        except (FileExistsError, NotADirectoryError):
+            raise ToolError(
+                f"cannot create {shown}: a file is in the way of its parent directories"
+            ) from None
+        verb = "overwrote" if existed else "created"
+        return f"{verb} {shown} ({len(content)} characters, {content.count(chr(10))} newlines)"
+
+    def edit_file(
+        self, path: str, old_string: str, new_string: str, replace_all: bool = False, *, context: ToolContext
+    ) -> str:
+        """Replace ``old_string`` (which must be unique unless ``replace_all``) with ``new_string``."""
+        if not old_string:
+            raise ToolError("old_string is empty; give the exact text to replace (use write_file to create)")
+        if old_string == new_string:
+            raise ToolError("old_string and new_string are the same; there is nothing to change")
+        target = resolve_inside(context.workspace, path)
+        shown = relative(context.workspace, target)
+        text = _read_text(target, shown, action="edit_file")
+        count = text.count(old_string)
+        if count == 0:
+            raise ToolError(
+                f"old_string was not found in {shown}; read_file it to see the current text and "
+                "copy the exact characters, including whitespace"
+            )
+        if count > 1 and not replace_all:
+            raise ToolError(
+                f"old_string occurs {count} times in {shown}; include more surrounding text to make "
+                "it unique, or set replace_all to true to replace every occurrence"
+            )
+        atomic_write_text(target, text.replace(old_string, new_string))
+        return f"edited {shown}: replaced {count} occurrence{'s' if count > 1 else ''}"
+
+    def list_dir(self, path: str = ".", *, context: ToolContext) -> str:
+        """List a directory: one entry per line, sorted; ``name/`` for directories, ``name@`` for symlinks."""
+        target = resolve_inside(context.workspace, path)
+        shown = relative(context.workspace, target)
+        if not target.is_dir():
+            problem = "is not a directory" if target.exists() else "does not exist"
+            raise ToolError(f"{shown} {problem}; list_dir needs a directory (try '.')")
+        entries = []
+        with os.scandir(target) as scan:
+            for entry in scan:
+                if entry.is_symlink():
+                    entries.append(entry.name + "@")
+                elif entry.is_dir():
+                    entries.append(entry.name + "/")
+                else:
+                    entries.append(entry.name)
+        if not entries:
+            return f"({shown} is empty)"
+        return "\n".join(sorted(entries))
+
+    def grep(self, pattern: str, path: str = ".", glob: str | None = None, *, context: ToolContext) -> str:
+        """Search text files for ``pattern``; one ``file:line: text`` line per match."""
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ToolError(
+                f"pattern is not a valid Python regular expression ({exc}); escape special characters "
+                "such as ( [ . * with a backslash"
+            ) from None
+        root = context.workspace
+        start = resolve_inside(root, path)
+        if not start.exists():
+            raise ToolError(f"{relative(root, start)} does not exist; use list_dir to see what exists")
+        matches: list[str] = []
+        for file in self._files_to_search(root, start, glob):
+            try:
+                if file.stat().st_size > _MAX_FILE_BYTES:
+                    continue
+                data = file.read_bytes()
+            except OSError:
+                continue  # unreadable or vanished meanwhile: searching the rest is more useful
+            if b"\0" in data[:_SNIFF_BYTES]:
+                continue
+            shown = relative(root, file)
+            for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+                if regex.search(line):
+                    matches.append(f"{shown}:{number}: {line[:_GREP_LINE_CHARS]}")
+                    if len(matches) == _GREP_MAX_MATCHES:
+                        matches.append(
+                            f"[stopped after {_GREP_MAX_MATCHES} matches; narrow the pattern, path or glob]"
+                        )
+                        return "\n".join(matches)
+        if not matches:
+            return f"no matches for {pattern!r} in {relative(root, start)}"
+        return "\n".join(matches)
+
+    @staticmethod
+    def _files_to_search(root: Path, start: Path, glob: str | None) -> Iterator[Path]:
+        if start.is_file():
+            yield start
+            return
+        for directory, dirnames, filenames in os.walk(start):
+            # os.walk does not follow symlinked directories, so the walk stays inside.
+            dirnames[:] = sorted(d for d in dirnames if d not in _GREP_PRUNED_DIRS)
+            for name in sorted(filenames):
+                candidate = Path(directory, name)
+                if glob is not None:
+                    subject = relative(start, candidate) if "/" in glob else name
+                    if not fnmatch.fnmatchcase(subject, glob):
+                        continue
+                # A symlinked file may point outside: search it only if it resolves inside.
+                real = Path(os.path.realpath(candidate))
+                if os.path.commonpath([real, root]) == str(root) and real.is_file():
+                    yield real
+
+    async def bash(self, command: str, timeout_s: float | None = None, *, context: ToolContext) -> ToolResult:
+        """Run ``command`` with ``bash -c`` in the workspace, killing its process group on timeout.
+
+        Not confined like the file tools: the command starts in the workspace
+        but can reach anything the process can. That is why the default
+        :class:`~sessionhive.ConfirmationPolicy` asks a human before each call.
+        The command runs in a new session (process group) with stdin from
+        ``/dev/null``; on timeout, on cancellation, and when it exits, that
+        whole group is killed, so no call leaks processes. A non-zero exit code
+        is reported, not treated as a tool error: the command ran.
+        """
+        limit = max(_MAX_BASH_TIMEOUT_S, self.bash_timeout_s)
+        timeout = self.bash_timeout_s if timeout_s is None else float(timeout_s)
+        if not 0 < timeout <= limit:
+            raise ToolError(f"timeout_s must be more than 0 and at most {limit:g} seconds, got {timeout_s}")
+        if not command.strip():
+            raise ToolError("command is empty; give a bash command line to run")
+        env = self.bash_env
+        if env is None:
+            env = {name: value for name, value in os.environ.items() if not _SECRET_NAME.search(name)}
+        loop = asyncio.get_running_loop()
+        output = CappedText(self.output_cap)
+        spawn = asyncio.ensure_future(
+            loop.subprocess_exec(
+                lambda: _CommandProtocol(output, loop),
+                self.shell,
+                "-c",
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=context.workspace,
+                env=env,
+                start_new_session=True,
+            )
+        )
+        try:
+            transport, protocol = await asyncio.shield(spawn)
+        except OSError as exc:
+            raise ToolError(f"could not start {self.shell}: {exc}") from None
+        except asyncio.CancelledError:
+            # The command may already run (and have started children) before the spawn
+            # returns; interrupted, asyncio would kill only the shell. Let the spawn finish,
+            # which takes milliseconds, and kill the whole group.
+            with suppress(Exception):
+                started, _ = await spawn
+                _kill_group(started.get_pid())
+                started.close()
+            raise
+        pid = transport.get_pid()
+        try:
+            done, _ = await asyncio.wait({protocol.exited}, timeout=timeout)
+            timed_out = not done
+            _kill_group(pid)
+            # Output may still sit in the pipe after the exit: read it, but do not wait on a
+            # process that detached itself from the group while keeping the pipe open.
+            await asyncio.wait({protocol.exited, protocol.eof}, timeout=_DRAIN_S)
+            returncode = transport.get_returncode()
+        except BaseException:
+            _kill_group(pid)  # cancelled: the turn stops, and so does the command
+            raise
+        finally:
+            transport.close()
+        if timed_out:
+            status = (
+                f"[timed out after {timeout:g} s: the command and every process it started were killed; "
+                f"pass a larger timeout_s (at most {limit:g}) or make the command finish sooner]"
+            )
+        elif returncode is None:
+            status = "[exit status unknown]"
+        elif returncode < 0:
+            status = f"[killed by signal {_signal_name(-returncode)}]"
+        else:
+            status = f"[exit code: {returncode}]"
+        if not protocol.eof.done():
+            status += "\n[a detached process still holds the output open; later output is not shown]"
+        text = output.render(self.output_cap - len(status) - 1)
+        if not text:
+            text = "(no output)"
+        separator = "" if text.endswith("\n") else "\n"
+        return ToolResult(f"{text}{separator}{status}", is_error=timed_out)
