@@ -68,7 +68,7 @@ from sessionhive.persistence.snapshot import SessionSnapshot
 if TYPE_CHECKING:
     from sessionhive.agent.loop import ToolRunner
 
-__all__ = ["Call", "HiveServices", "SessionActor", "SessionGone"]
+__all__ = ["Call", "HiveServices", "SessionActor", "SessionCrashed", "SessionGone"]
 
 log = logging.getLogger("sessionhive.session")
 
@@ -76,6 +76,9 @@ DEFAULT_MAX_CONTEXT = 200_000
 
 # Sent to the caller of a deferred operation: the value arrives later.
 _DEFERRED = object()
+
+# Label children are looked up once per message kind (and Hive), not per message.
+_HANDLED_COUNTERS: dict[str, tuple[HiveMetrics, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,17 @@ class SessionGone:
     session_id: str
     reason: Literal["destroyed", "passivated"]
     ref: pykka.ActorRef[Any]
+
+
+@dataclass(frozen=True)
+class SessionCrashed:
+    """Told to the supervisor when a handler raised: restart the session, redeliver ``held`` calls."""
+
+    session_id: str
+    ref: pykka.ActorRef[Any]
+    snapshot: SessionSnapshot | None
+    held: tuple[Call, ...]
+    error: str
 
 
 @dataclass
@@ -276,8 +290,15 @@ class SessionActor(HiveActor):
         for subscriber in self._subscribers:
             subscriber.offer(event)
 
+    def on_receive(self, message: Any) -> Any:
+        kind = message.op if type(message) is Call else type(message).__name__
+        counter = _HANDLED_COUNTERS.get(kind)
+        if counter is None or counter[0] is not self._metrics:
+            counter = _HANDLED_COUNTERS[kind] = (self._metrics, self._metrics.messages_handled.labels("session", kind))
+        counter[1].inc()
+        return super().on_receive(message)
+
     def on_Call(self, call: Call) -> None:
-        self._metrics.messages_handled.labels("session", call.op).inc()
         if self._gone:
             fail(call.reply, SessionNotFound(self.session_id))
             return
@@ -754,6 +775,44 @@ class SessionActor(HiveActor):
         self._gone = True
         complete(self._shutdown_reply, None)
         self.actor_ref.stop(block=False)
+
+    def on_failure(
+        self, exception_type: type[BaseException] | None, exception_value: BaseException | None, traceback: Any
+    ) -> None:
+        """A handler raised (a bug): hand everything over to the supervisor, which restarts us.
+
+        Calls still in the mailbox are not lost: they go back to the
+        supervisor and reach the restarted actor in order. Work that was
+        accepted by this incarnation fails with a clear error.
+        """
+        held: list[Call] = []
+        while not self.actor_inbox.empty():
+            message = self.actor_inbox.get().message
+            if type(message) is Call:
+                held.append(message)
+        error = f"{type(exception_value).__name__}: {exception_value}"
+        crashed = TurnFailed(
+            f"session {self.session_id!r} crashed ({error}) and was restarted from its last snapshot; "
+            "retry the call"
+        )
+        running = self._finish_running()
+        if running is not None:
+            if running.handle is not None:
+                running.handle.cancel()
+            self._reject(running.job, crashed)
+        while self._jobs:
+            self._metrics.turn_queue_depth.dec()
+            self._reject(self._jobs.popleft(), crashed)
+        for tool_id, pending in list(self._pending.items()):
+            del self._pending[tool_id]
+            self._settle(tool_id, pending, Decision(False, "cancelled", "the session crashed"))
+        for subscriber in self._subscribers:
+            subscriber.close()
+        self._subscribers.clear()
+        self._gone = True
+        in_store = self._config.storage != "memory" and self._services.persistence is not None
+        snapshot = None if in_store else self._snapshot()
+        self._supervisor.tell(SessionCrashed(self.session_id, self.actor_ref, snapshot, tuple(held), error))
 
     def on_stop(self) -> None:
         running = self._finish_running()

@@ -25,7 +25,7 @@ import pykka
 
 from sessionhive._errors import SessionExists, SessionNotFound, StoreError
 from sessionhive.actors._base import ActorBackend, HiveActor, complete, fail
-from sessionhive.actors.session import Call, HiveServices, SessionActor, SessionGone
+from sessionhive.actors.session import Call, HiveServices, SessionActor, SessionCrashed, SessionGone
 from sessionhive.config import ConfirmationPolicy, SessionConfig
 from sessionhive.llm import LlmClient, LlmConfig
 from sessionhive.persistence.snapshot import SessionSnapshot
@@ -135,23 +135,32 @@ class SupervisorActor(HiveActor):
         self._max_live = max_live_sessions
         self._tick_interval = tick_interval
         self._ticker_stop = threading.Event()
+        self._handled: dict[str, Any] = {}
         self._shutting_down = False
 
+    def on_receive(self, message: Any) -> Any:
+        kind = type(message).__name__
+        counter = self._handled.get(kind)
+        if counter is None:
+            counter = self._handled[kind] = self._metrics.messages_handled.labels("supervisor", kind)
+        counter.inc()
+        return super().on_receive(message)
+
     def on_start(self) -> None:
-        if self._idle_timeout is not None or self._max_live is not None:
-            ref = self.actor_ref
-            stop = self._ticker_stop
-            interval = self._tick_interval
+        # The tick passivates idle sessions and refreshes the mailbox-depth gauges.
+        ref = self.actor_ref
+        stop = self._ticker_stop
+        interval = self._tick_interval
 
-            def tick() -> None:
-                # Only tells: the timer thread never touches supervisor state.
-                while not stop.wait(interval):
-                    try:
-                        ref.tell(_Tick())
-                    except pykka.ActorDeadError:
-                        return
+        def tick() -> None:
+            # Only tells: the timer thread never touches supervisor state.
+            while not stop.wait(interval):
+                try:
+                    ref.tell(_Tick())
+                except pykka.ActorDeadError:
+                    return
 
-            threading.Thread(target=tick, name="sessionhive-supervisor-tick", daemon=True).start()
+        threading.Thread(target=tick, name="sessionhive-supervisor-tick", daemon=True).start()
 
     def on_stop(self) -> None:
         self._ticker_stop.set()
@@ -239,7 +248,13 @@ class SupervisorActor(HiveActor):
         self._last_used.move_to_end(session_id)
         if message.call.op in ("destroy", "passivate"):
             self._waiting[session_id] = []  # hold later calls until SessionGone (or refusal)
-        ref.tell(message.call)
+        try:
+            ref.tell(message.call)
+        except pykka.ActorDeadError:
+            # Died without telling us (its crash report is on the way, or was lost):
+            # restart it from the store and deliver this call to the new actor.
+            self._waiting.pop(session_id, None)
+            self._restart(session_id, ref, None, (message.call,))
 
     def on_Notify(self, message: Notify) -> None:
         ref = self._live.get(message.session_id)
@@ -371,6 +386,37 @@ class SupervisorActor(HiveActor):
             self._metrics.session_lifecycle.labels("passivated").inc()
         self._release(session_id)
 
+    def on_SessionCrashed(self, message: SessionCrashed) -> None:
+        log.error("session %s crashed (%s); restarting it", message.session_id, message.error)
+        self._restart(message.session_id, message.ref, message.snapshot, message.held)
+
+    def _restart(
+        self,
+        session_id: str,
+        ref: pykka.ActorRef[Any],
+        snapshot: SessionSnapshot | None,
+        held: tuple[Call, ...],
+    ) -> None:
+        if self._live.get(session_id) is not ref:
+            # Already restarted (or destroyed): just redeliver what it held.
+            for call in held:
+                self.on_receive(Route(session_id, call))
+            return
+        del self._live[session_id]
+        self._last_used.pop(session_id, None)
+        self._metrics.live_sessions.set(len(self._live))
+        self._metrics.session_lifecycle.labels("restarted").inc()
+        later = self._waiting.pop(session_id, [])
+        routes = [Route(session_id, call) for call in held]
+        if snapshot is not None:
+            self._spawn(snapshot)
+            self._waiting[session_id] = []
+            self._waiting[session_id].extend(routes + later)
+            self._release(session_id)
+        else:
+            self._activate(session_id)
+            self._waiting[session_id].extend(routes + later)
+
     def _passivate(self, session_id: str) -> None:
         ref = self._live.get(session_id)
         if ref is None or session_id in self._waiting:
@@ -398,6 +444,11 @@ class SupervisorActor(HiveActor):
                 excess -= 1
 
     def on__Tick(self, message: _Tick) -> None:
+        depth = self._metrics.mailbox_depth
+        depth.labels("session").set(sum(_inbox_depth(ref) for ref in self._live.values()))
+        depth.labels("supervisor").set(_inbox_depth(self.actor_ref))
+        if self._services.persistence is not None:
+            depth.labels("persistence").set(_inbox_depth(self._services.persistence))
         if self._idle_timeout is not None:
             horizon = time.monotonic() - self._idle_timeout
             for session_id, used in list(self._last_used.items()):
@@ -446,6 +497,18 @@ class SupervisorActor(HiveActor):
                 complete(done, None)
             del session_id
         self._gather(futures, lambda _done: complete(message.reply, None))
+
+
+def _inbox_depth(ref: pykka.ActorRef[Any]) -> int:
+    """Messages waiting in an actor's inbox (queue.Queue for threads, a sized inbox when pooled)."""
+    inbox: Any = ref.actor_inbox
+    size = getattr(inbox, "qsize", None)
+    if size is not None:
+        return int(size())
+    try:
+        return len(inbox)
+    except TypeError:
+        return 0
 
 
 def _with_policy(config: SessionConfig, policy: ConfirmationPolicy) -> SessionConfig:
