@@ -93,11 +93,18 @@ class ConfirmationNotFound(SessionhiveError):
 
 
 class LlmError(SessionhiveError):
-    """The LLM provider failed in a way retrying does not fix (bad key, unknown model...)."""
+    """The LLM provider failed in a way retrying does not fix (bad key, unknown model...).
+
+    When raised for a turn, ``event`` is the turn's :class:`~sessionhive.TurnError`.
+    """
+
+    event: object | None = None
 
 
 class TurnFailed(SessionhiveError):
     """A turn ended with a :class:`~sessionhive.events.TurnError`; ``.event`` carries it."""
+
+    event: object | None = None
 
 
 class StoreError(SessionhiveError):

@@ -40,7 +40,11 @@ class AsyncTurnStream:
     """The events of one turn, as an async iterator; ``await stream.result()`` for the outcome."""
 
     def __init__(
-        self, hive: AsyncHive, session_id: str, channel: AsyncChannel, result: concurrent.futures.Future[AgentResult]
+        self,
+        hive: AsyncHive,
+        session_id: str,
+        channel: AsyncChannel,
+        result: concurrent.futures.Future[AgentResult],
     ) -> None:
         self.session_id = session_id
         self._hive = hive
@@ -160,11 +164,20 @@ class AsyncHive:
         return await _await(future, self._t(timeout), f"{op}() on session {session_id!r}")
 
     # sessions
-    async def create_session(self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default") -> str:
-        return await _await(self.sync._create_future(session_id, config, None), self._t(timeout), "create_session()")
+    async def create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+    ) -> str:
+        return await _await(
+            self.sync._create_future(session_id, config, None), self._t(timeout), "create_session()"
+        )
 
     async def create_child_session(
-        self, parent_id: str, child_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+        self,
+        parent_id: str,
+        child_id: str,
+        config: SessionConfig | None = None,
+        *,
+        timeout: Timeout = "default",
     ) -> str:
         future = self.sync._create_future(child_id, config, parent_id)
         return await _await(future, self._t(timeout), "create_child_session()")
@@ -176,7 +189,9 @@ class AsyncHive:
         from sessionhive._ids import check_id
 
         check_id(parent_id, "parent session id")
-        children: list[str] = await _await(self.sync._query_future("children", parent_id), self._t(timeout), "get_child_sessions()")
+        children: list[str] = await _await(
+            self.sync._query_future("children", parent_id), self._t(timeout), "get_child_sessions()"
+        )
         return children
 
     async def is_child_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
@@ -187,7 +202,9 @@ class AsyncHive:
         return count
 
     async def live_session_count(self, *, timeout: Timeout = "default") -> int:
-        count: int = await _await(self.sync._query_future("live_count"), self._t(timeout), "live_session_count()")
+        count: int = await _await(
+            self.sync._query_future("live_count"), self._t(timeout), "live_session_count()"
+        )
         return count
 
     async def list_sessions(self, *, timeout: Timeout = "default") -> list[str]:
@@ -201,7 +218,9 @@ class AsyncHive:
         await self._call(session_id, "version", timeout=timeout)
 
     async def load_all_sessions(self, *, timeout: Timeout = None) -> int:
-        count: int = await _await(self.sync._query_future("load_all"), self._t(timeout), "load_all_sessions()")
+        count: int = await _await(
+            self.sync._query_future("load_all"), self._t(timeout), "load_all_sessions()"
+        )
         return count
 
     # turns
@@ -209,13 +228,14 @@ class AsyncHive:
         result, _accepted = self.sync._generate_futures(session_id, prompt, None)
         return await _await(result, timeout, f"generate() on session {session_id!r}")
 
-    async def generate_streaming(self, session_id: str, prompt: str, *, timeout: Timeout = "default") -> AsyncTurnStream:
+    async def generate_streaming(
+        self, session_id: str, prompt: str, *, timeout: Timeout = "default"
+    ) -> AsyncTurnStream:
         channel = AsyncChannel(asyncio.get_running_loop())
         result, accepted = self.sync._generate_futures(session_id, prompt, channel)
         wrapped_result, wrapped_accepted = asyncio.wrap_future(result), asyncio.wrap_future(accepted)
-        done, _ = await asyncio.wait(
-            [wrapped_result, wrapped_accepted], timeout=self._t(timeout), return_when=asyncio.FIRST_COMPLETED
-        )
+        waitables: list[asyncio.Future[Any]] = [wrapped_result, wrapped_accepted]
+        done, _ = await asyncio.wait(waitables, timeout=self._t(timeout), return_when=asyncio.FIRST_COMPLETED)
         if not done:
             raise CallTimeout(f"session {session_id!r} did not accept the turn in time")
         if wrapped_result in done and not wrapped_accepted.done() and wrapped_result.exception() is not None:
@@ -268,7 +288,13 @@ class AsyncHive:
         return bool(await self._call(session_id, "cancel", timeout=timeout))
 
     async def confirm_tool(
-        self, session_id: str, tool_id: str, approved: bool, reason: str | None = None, *, timeout: Timeout = "default"
+        self,
+        session_id: str,
+        tool_id: str,
+        approved: bool,
+        reason: str | None = None,
+        *,
+        timeout: Timeout = "default",
     ) -> bool:
         from sessionhive._errors import InvalidConfig
 
@@ -290,7 +316,9 @@ class AsyncHive:
         result: ConfirmationPolicy = await self._call(session_id, "set_policy", policy, timeout=timeout)
         return result
 
-    async def get_confirmation_policy(self, session_id: str, *, timeout: Timeout = "default") -> ConfirmationPolicy:
+    async def get_confirmation_policy(
+        self, session_id: str, *, timeout: Timeout = "default"
+    ) -> ConfirmationPolicy:
         policy: ConfirmationPolicy = await self._call(session_id, "get_policy", timeout=timeout)
         return policy
 

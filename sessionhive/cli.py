@@ -107,8 +107,8 @@ class _Printer:
         elif isinstance(event, TurnEnd):
             usage = event.result.usage
             self._line(
-                f"= turn done: {event.result.rounds} LLM call(s), {len(event.result.tool_calls)} tool call(s), "
-                f"{usage.total_tokens} tokens"
+                f"= turn done: {event.result.rounds} LLM call(s), "
+                f"{len(event.result.tool_calls)} tool call(s), {usage.total_tokens} tokens"
             )
         elif isinstance(event, TurnError):
             self._line(f"! turn failed ({event.kind}): {event.error}")
@@ -133,7 +133,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     printer = _Printer(sys.stdout, args.json)
     interactive = sys.stdin.isatty() and not args.yes
     metrics = MetricsConfig(port=args.metrics_port) if args.metrics_port is not None else None
-    with Hive.start(store=args.store, llm=_llm_from_args(args), workspace=args.workspace, metrics=metrics) as hive:
+    with Hive.start(
+        store=args.store, llm=_llm_from_args(args), workspace=args.workspace, metrics=metrics
+    ) as hive:
         if hive.metrics_url and not args.json:
             print(f"metrics: {hive.metrics_url}")
         session_id = args.session or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -164,7 +166,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     metrics = MetricsConfig(port=args.metrics_port, addr=args.metrics_addr)
-    with Hive.start(store=args.store, llm=_llm_from_args(args), workspace=args.workspace, metrics=metrics) as hive:
+    with Hive.start(
+        store=args.store, llm=_llm_from_args(args), workspace=args.workspace, metrics=metrics
+    ) as hive:
         count = hive.session_count()
         print(f"sessionhive serving {count} stored session(s); metrics at {hive.metrics_url}; Ctrl-C to stop")
         try:

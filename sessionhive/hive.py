@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -24,17 +24,17 @@ from sessionhive._channels import AsyncChannel, ThreadChannel
 from sessionhive._errors import CallTimeout, HiveStopped, InvalidConfig, StoreError
 from sessionhive._ids import check_id
 from sessionhive.actors._base import ActorBackend, ThreadBackend
-from sessionhive.actors.session import Call, HiveServices, SessionActor
+from sessionhive.actors.session import Call, HiveServices
 from sessionhive.actors.supervisor import Create, Destroy, Notify, Query, Route, Shutdown, SupervisorActor
 from sessionhive.actors.turn import TurnLoop
 from sessionhive.agent.events import AgentEvent
 from sessionhive.agent.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
 from sessionhive.config import ConfirmationPolicy, SessionConfig
-from sessionhive.llm import LlmClient, LlmConfig, create_client
+from sessionhive.llm import ClientCache, LlmClient, LlmConfig
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.tools import ToolExecutor
 
-__all__ = ["AsyncHive", "AsyncSubscription", "AsyncTurnStream", "Hive", "Subscription", "TurnStream"]
+__all__ = ["Hive", "Subscription", "TurnStream"]
 
 log = logging.getLogger("sessionhive")
 
@@ -199,17 +199,22 @@ class Hive:
         workspace_path = Path(workspace).resolve()
         if not workspace_path.is_dir():
             raise InvalidConfig(f"workspace {str(workspace_path)!r} is not a directory")
+        metrics_config = metrics or MetricsConfig()
+        hive_metrics = HiveMetrics(metrics_config.registry)
+        llm_clients = ClientCache(hive_metrics)
         default_llm_config: LlmConfig | None = None
         default_llm: LlmClient | None = None
         if isinstance(llm, LlmConfig):
-            default_llm_config, default_llm = llm.without_key(), create_client(llm)
+            default_llm_config, default_llm = llm.without_key(), llm_clients.get(llm)
         elif llm is not None:
             if not isinstance(llm, LlmClient):
                 raise InvalidConfig("llm must be an LlmConfig, an LlmClient (such as ScriptedLlm) or None")
             default_llm = llm
-            default_llm_config = LlmConfig(llm.provider, llm.model) if llm.provider in ("openai", "anthropic", "scripted") else None
-        metrics_config = metrics or MetricsConfig()
-        hive_metrics = HiveMetrics(metrics_config.registry)
+            default_llm_config = (
+                LlmConfig(llm.provider, llm.model)
+                if llm.provider in ("openai", "anthropic", "scripted")
+                else None
+            )
         backend = _make_backend(actor_backend)
         opened = open_store(store)
         persistence_options: dict[str, Any] = {"metrics": hive_metrics}
@@ -233,7 +238,9 @@ class Hive:
         index: Future[list[str]] = Future()
         persistence.tell(ListIds(index))
         try:
-            stored: list[tuple[str, str | None]] = [(i, None) for i in index.result(timeout=max(call_timeout, 60.0))]
+            stored: list[tuple[str, str | None]] = [
+                (i, None) for i in index.result(timeout=max(call_timeout, 60.0))
+            ]
         except Exception as exc:
             persistence.stop()
             backend.shutdown()
@@ -248,6 +255,7 @@ class Hive:
             metrics=hive_metrics,
             default_llm=default_llm,
             default_llm_config=default_llm_config,
+            llm_clients=llm_clients,
             subscriber_queue_size=subscriber_queue_size,
         )
         supervisor = backend.spawn(
@@ -305,6 +313,10 @@ class Hive:
                 self._persistence.stop(block=True, timeout=timeout)
             except (pykka.Timeout, pykka.ActorDeadError):
                 log.warning("sessionhive: the persistence actor did not stop in time")
+        try:
+            asyncio.run_coroutine_threadsafe(self._services.llm_clients.aclose(), self._turn_loop.loop).result(10)
+        except Exception as exc:  # noqa: BLE001 - closing connections is best effort
+            log.debug("sessionhive: closing LLM clients: %s", exc)
         self._turn_loop.stop()
         close = getattr(self._tools, "close", None)
         if callable(close):
@@ -342,7 +354,7 @@ class Hive:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _timeout(self, timeout: float | None | Literal["default"]) -> float | None:
+    def _timeout(self, timeout: float | Literal["default"] | None) -> float | None:
         return self.call_timeout if timeout == "default" else timeout
 
     def _tell_supervisor(self, message: Any) -> None:
@@ -359,7 +371,7 @@ class Hive:
         self._tell_supervisor(Route(session_id, Call(op, args, future)))
         return future
 
-    def _call(self, session_id: str, op: str, *args: Any, timeout: float | None | Literal["default"]) -> Any:
+    def _call(self, session_id: str, op: str, *args: Any, timeout: float | Literal["default"] | None) -> Any:
         future = self._call_future(session_id, op, *args)
         return _wait(future, self._timeout(timeout), f"{op}() on session {session_id!r}")
 
@@ -368,7 +380,9 @@ class Hive:
         self._tell_supervisor(Query(kind, future, arg))
         return future
 
-    def _create_future(self, session_id: str, config: SessionConfig | None, parent_id: str | None) -> Future[str]:
+    def _create_future(
+        self, session_id: str, config: SessionConfig | None, parent_id: str | None
+    ) -> Future[str]:
         check_id(session_id)
         if parent_id is not None:
             check_id(parent_id, "parent session id")
@@ -435,10 +449,16 @@ class Hive:
     # ------------------------------------------------------------------ sessions
 
     def create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: float | None | Literal["default"] = "default"
+        self,
+        session_id: str,
+        config: SessionConfig | None = None,
+        *,
+        timeout: float | Literal["default"] | None = "default",
     ) -> str:
-        """Create a session; raises :class:`~sessionhive.SessionExists` if the id is taken (live or stored)."""
-        return _wait(self._create_future(session_id, config, None), self._timeout(timeout), "create_session()")
+        """Create a session; raises :class:`~sessionhive.SessionExists` if the id is live or stored."""
+        return _wait(
+            self._create_future(session_id, config, None), self._timeout(timeout), "create_session()"
+        )
 
     def create_child_session(
         self,
@@ -446,47 +466,57 @@ class Hive:
         child_id: str,
         config: SessionConfig | None = None,
         *,
-        timeout: float | None | Literal["default"] = "default",
+        timeout: float | Literal["default"] | None = "default",
     ) -> str:
         """Create a child (subagent) session; it inherits the parent's confirmation policy and LLM."""
         return _wait(
             self._create_future(child_id, config, parent_id), self._timeout(timeout), "create_child_session()"
         )
 
-    def destroy_session(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> None:
+    def destroy_session(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> None:
         """Destroy a session and, first, all its descendants; it is deleted from the store too."""
         _wait(self._destroy_future(session_id), self._timeout(timeout), f"destroy_session({session_id!r})")
 
-    def get_child_sessions(self, parent_id: str, *, timeout: float | None | Literal["default"] = "default") -> list[str]:
+    def get_child_sessions(
+        self, parent_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> list[str]:
         check_id(parent_id, "parent session id")
-        result: list[str] = _wait(self._query_future("children", parent_id), self._timeout(timeout), "get_child_sessions()")
+        result: list[str] = _wait(
+            self._query_future("children", parent_id), self._timeout(timeout), "get_child_sessions()"
+        )
         return result
 
-    def is_child_session(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> bool:
+    def is_child_session(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> bool:
         return bool(self._call(session_id, "is_child", timeout=timeout))
 
-    def session_count(self, *, timeout: float | None | Literal["default"] = "default") -> int:
+    def session_count(self, *, timeout: float | Literal["default"] | None = "default") -> int:
         """Sessions this Hive knows: live ones and those resting in the store."""
         count: int = _wait(self._query_future("count"), self._timeout(timeout), "session_count()")
         return count
 
-    def live_session_count(self, *, timeout: float | None | Literal["default"] = "default") -> int:
+    def live_session_count(self, *, timeout: float | Literal["default"] | None = "default") -> int:
         """Sessions with a live actor right now (the rest are passivated in the store)."""
         count: int = _wait(self._query_future("live_count"), self._timeout(timeout), "live_session_count()")
         return count
 
-    def list_sessions(self, *, timeout: float | None | Literal["default"] = "default") -> list[str]:
+    def list_sessions(self, *, timeout: float | Literal["default"] | None = "default") -> list[str]:
         ids: list[str] = _wait(self._query_future("list"), self._timeout(timeout), "list_sessions()")
         return ids
 
     def list_tools(self) -> list[ToolDefinition]:
         return list(self._tools.definitions())
 
-    def restore_session_by_id(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> None:
+    def restore_session_by_id(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> None:
         """Make a stored session live now (any call would; this one does nothing else)."""
         self._call(session_id, "version", timeout=timeout)
 
-    def load_all_sessions(self, *, timeout: float | None | Literal["default"] = None) -> int:
+    def load_all_sessions(self, *, timeout: float | Literal["default"] | None = None) -> int:
         """Activate every stored session; returns how many were loaded."""
         count: int = _wait(self._query_future("load_all"), self._timeout(timeout), "load_all_sessions()")
         return count
@@ -505,7 +535,7 @@ class Hive:
         return _wait(result, timeout, f"generate() on session {session_id!r}")
 
     def generate_streaming(
-        self, session_id: str, prompt: str, *, timeout: float | None | Literal["default"] = "default"
+        self, session_id: str, prompt: str, *, timeout: float | Literal["default"] | None = "default"
     ) -> TurnStream:
         """Start a turn and return its :class:`TurnStream` once the session accepted it.
 
@@ -513,27 +543,34 @@ class Hive:
         """
         channel = ThreadChannel()
         result, accepted = self._generate_futures(session_id, prompt, channel)
-        done, _ = concurrent.futures.wait([result, accepted], self._timeout(timeout), concurrent.futures.FIRST_COMPLETED)
+        waitables: list[Future[Any]] = [result, accepted]
+        done, _ = concurrent.futures.wait(
+            waitables, self._timeout(timeout), concurrent.futures.FIRST_COMPLETED
+        )
         if not done:
             raise CallTimeout(f"session {session_id!r} did not accept the turn in time")
         if result.done() and result.exception() is not None and not accepted.done():
             raise result.exception()  # type: ignore[misc]
         return TurnStream(self, session_id, channel, result)
 
-    def history(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> list[Message]:
+    def history(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> list[Message]:
         messages: list[Message] = self._call(session_id, "history", timeout=timeout)
         return messages
 
-    def context_usage(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> ContextUsage:
+    def context_usage(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> ContextUsage:
         usage: ContextUsage = self._call(session_id, "context_usage", timeout=timeout)
         return usage
 
-    def usage(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> Usage:
+    def usage(self, session_id: str, *, timeout: float | Literal["default"] | None = "default") -> Usage:
         """Tokens this session has spent, over all its turns and compactions."""
         usage: Usage = self._call(session_id, "usage", timeout=timeout)
         return usage
 
-    def clear(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> None:
+    def clear(self, session_id: str, *, timeout: float | Literal["default"] | None = "default") -> None:
         """Empty the history (after the running turn, if any, ends)."""
         self._call(session_id, "clear", timeout=timeout)
 
@@ -552,24 +589,32 @@ class Hive:
         budget: int | None = None,
         model_config: LlmConfig | None = None,
         *,
-        timeout: float | None | Literal["default"] = "default",
+        timeout: float | Literal["default"] | None = "default",
     ) -> None:
         """Set thinking, its token budget, and the session's model (the key stays in memory only)."""
         self._call(session_id, "configure", thinking, budget, model_config, timeout=timeout)
 
-    def get_llm_for_session(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> LlmConfig | None:
+    def get_llm_for_session(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> LlmConfig | None:
         """The model this session uses (its own, its parent's, or the Hive's), never with the API key."""
         config: LlmConfig | None = self._call(session_id, "get_llm_config", timeout=timeout)
         return config
 
-    def pause_session(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> bool:
+    def pause_session(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> bool:
         """Pause: new turns are refused with SessionPaused; returns False if already paused."""
         return bool(self._call(session_id, "pause", timeout=timeout))
 
-    def resume_session(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> bool:
+    def resume_session(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> bool:
         return bool(self._call(session_id, "resume", timeout=timeout))
 
-    def cancel_operation(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> bool:
+    def cancel_operation(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> bool:
         """Cancel pending confirmations, queued turns and the running turn; True if anything was cancelled."""
         return bool(self._call(session_id, "cancel", timeout=timeout))
 
@@ -580,33 +625,45 @@ class Hive:
         approved: bool,
         reason: str | None = None,
         *,
-        timeout: float | None | Literal["default"] = "default",
+        timeout: float | Literal["default"] | None = "default",
     ) -> bool:
         """Answer a ConfirmationRequired; raises ConfirmationNotFound for an id that does not wait."""
         if not isinstance(tool_id, str) or not tool_id:
             raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
         return bool(self._call(session_id, "confirm", tool_id, bool(approved), reason, timeout=timeout))
 
-    def pending_confirmations(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> list[str]:
+    def pending_confirmations(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> list[str]:
         """Tool ids waiting for :meth:`confirm_tool`."""
         ids: list[str] = self._call(session_id, "pending_confirmations", timeout=timeout)
         return ids
 
     def set_confirmation_policy(
-        self, session_id: str, policy: ConfirmationPolicy, *, timeout: float | None | Literal["default"] = "default"
+        self,
+        session_id: str,
+        policy: ConfirmationPolicy,
+        *,
+        timeout: float | Literal["default"] | None = "default",
     ) -> ConfirmationPolicy:
         if not isinstance(policy, ConfirmationPolicy):
             raise InvalidConfig("policy must be a ConfirmationPolicy")
         result: ConfirmationPolicy = self._call(session_id, "set_policy", policy, timeout=timeout)
         return result
 
-    def get_confirmation_policy(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> ConfirmationPolicy:
+    def get_confirmation_policy(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> ConfirmationPolicy:
         policy: ConfirmationPolicy = self._call(session_id, "get_policy", timeout=timeout)
         return policy
 
-    def subscribe(self, session_id: str, *, timeout: float | None | Literal["default"] = "default") -> Subscription:
+    def subscribe(
+        self, session_id: str, *, timeout: float | Literal["default"] | None = "default"
+    ) -> Subscription:
         """Receive every event of the session from now on (turns, compaction, persistence failures...)."""
-        channel = ThreadChannel(self._services.subscriber_queue_size, self.metrics.events_dropped.inc, session_id)
+        channel = ThreadChannel(
+            self._services.subscriber_queue_size, self.metrics.events_dropped.inc, session_id
+        )
         self._call(session_id, "subscribe", channel, timeout=timeout)
         return Subscription(self, session_id, channel)
 
@@ -616,13 +673,15 @@ class Hive:
         """Durability barrier: returns once every change made before the call is committed."""
         self._flush(timeout)
 
-    def store_health(self, *, timeout: float | None | Literal["default"] = "default") -> list[tuple[str, str]]:
+    def store_health(
+        self, *, timeout: float | Literal["default"] | None = "default"
+    ) -> list[tuple[str, str]]:
         """``[(store name, "ok" | "error: ...")]`` for each store."""
         return _wait(self._health_future(), self._timeout(timeout), "store_health()")
 
 
 def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+    number = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not number or value <= 0:
         kind = "a positive integer" if integer else "a positive number"
         raise InvalidConfig(f"{name} must be {kind}, got {value!r}")

@@ -113,10 +113,10 @@ def test_compaction_never_splits_a_call_from_its_result() -> None:
         messages.append(Message.tool(f"c{n}", "r"))
     parts = compaction.split_for_summary(messages)
     assert parts is not None
-    head, middle, tail = parts
+    head, _middle, tail = parts
     assert [m.role for m in head] == ["user", "assistant", "tool"]
     assert tail[0].role == "assistant"
-    assert_valid_history(list(head) + [Message.user("summary")] + list(tail))
+    assert_valid_history([*head, Message.user("summary"), *tail])
 
 
 def test_async_hive_never_blocks_the_event_loop(workspace: Path) -> None:
@@ -152,7 +152,9 @@ def test_async_hive_never_blocks_the_event_loop(workspace: Path) -> None:
 
 def test_async_confirmation_and_subscription(workspace: Path) -> None:
     async def main() -> list[str]:
-        async with AsyncHive.start(store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace) as hive:
+        async with AsyncHive.start(
+            store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace
+        ) as hive:
             await hive.create_session("s")
             subscription = await hive.subscribe("s")
             stream = await hive.generate_streaming("s", "write async")
@@ -197,7 +199,8 @@ def test_a_thousand_sessions_generate_concurrently_without_interleaving(workspac
                 streams = []
                 for turn in range(turns):
                     streams.extend(
-                        hive.generate_streaming(session_id, f"{session_id} turn {turn}") for session_id in chunk
+                        hive.generate_streaming(session_id, f"{session_id} turn {turn}")
+                        for session_id in chunk
                     )
                 for stream in streams:
                     stream.result(timeout=120)
@@ -218,19 +221,23 @@ def test_a_thousand_sessions_generate_concurrently_without_interleaving(workspac
                 expected += [("user", prompt), ("assistant", f"calling for {prompt}"), ("tool", None)]
                 expected += [("assistant", f"answer to {prompt}")]
             assert [(m.role, m.text if m.role != "tool" else None) for m in history] == expected
-        completed = hive.metrics.registry.get_sample_value("sessionhive_turns_total", {"outcome": "completed"})
+        completed = hive.metrics.registry.get_sample_value(
+            "sessionhive_turns_total", {"outcome": "completed"}
+        )
         assert completed == len(sessions) * turns
 
 
 @pytest.mark.parametrize("count", [3])
 def test_two_hives_in_one_process_do_not_collide(workspace: Path, count: int) -> None:
-    with Hive.start(store="memory", llm=ScriptedLlm([Reply("a")]), workspace=workspace) as one:
-        with Hive.start(store="memory", llm=ScriptedLlm([Reply("b")]), workspace=workspace) as two:
-            for n in range(count):
-                one.create_session(f"s{n}")
-                one.generate(f"s{n}", "hi")
-            two.create_session("s0")
-            assert two.generate("s0", "hi").text == "b"
-            get = one.metrics.registry.get_sample_value
-            assert get("sessionhive_turns_total", {"outcome": "completed"}) == count
-            assert two.metrics.registry.get_sample_value("sessionhive_turns_total", {"outcome": "completed"}) == 1
+    with (
+        Hive.start(store="memory", llm=ScriptedLlm([Reply("a")]), workspace=workspace) as one,
+        Hive.start(store="memory", llm=ScriptedLlm([Reply("b")]), workspace=workspace) as two,
+    ):
+        for n in range(count):
+            one.create_session(f"s{n}")
+            one.generate(f"s{n}", "hi")
+        two.create_session("s0")
+        assert two.generate("s0", "hi").text == "b"
+        get = one.metrics.registry.get_sample_value
+        assert get("sessionhive_turns_total", {"outcome": "completed"}) == count
+        assert two.metrics.registry.get_sample_value("sessionhive_turns_total", {"outcome": "completed"}) == 1

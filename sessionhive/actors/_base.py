@@ -22,7 +22,6 @@ import pykka
 
 __all__ = ["ActorBackend", "HiveActor", "ThreadBackend", "complete", "fail", "guarded"]
 
-A = TypeVar("A", bound="HiveActor")
 T = TypeVar("T")
 
 
@@ -57,7 +56,7 @@ class ActorBackend(Protocol):
 
     name: str
 
-    def spawn(self, actor_class: type[A], *args: Any, **kwargs: Any) -> pykka.ActorRef[A]: ...
+    def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]: ...
 
     def shutdown(self) -> None: ...
 
@@ -70,7 +69,7 @@ class ThreadBackend:
     def __init__(self) -> None:
         self._concrete: dict[type[Any], type[Any]] = {}
 
-    def spawn(self, actor_class: type[A], *args: Any, **kwargs: Any) -> pykka.ActorRef[A]:
+    def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
         concrete = self._concrete.get(actor_class)
         if concrete is None:
             # Daemon threads: an embedding service that exits without
@@ -81,7 +80,7 @@ class ThreadBackend:
                 {"use_daemon_thread": True, "__module__": actor_class.__module__},
             )
             self._concrete[actor_class] = concrete
-        ref: pykka.ActorRef[A] = concrete.start(*args, **kwargs)
+        ref: pykka.ActorRef[Any] = concrete.start(*args, **kwargs)
         return ref
 
     def shutdown(self) -> None:

@@ -58,10 +58,17 @@ from sessionhive.agent.events import (
     TurnError,
     TurnStart,
 )
-from sessionhive.agent.loop import CompactionOutcome, Decision, TurnOutcome, TurnSpec, run_compaction, run_turn
+from sessionhive.agent.loop import (
+    CompactionOutcome,
+    Decision,
+    TurnOutcome,
+    TurnSpec,
+    run_compaction,
+    run_turn,
+)
 from sessionhive.agent.messages import ContextUsage, Message, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
-from sessionhive.llm import LlmClient, LlmConfig, create_client
+from sessionhive.config import ConfirmationPolicy
+from sessionhive.llm import ClientCache, LlmClient, LlmConfig
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.persistence.snapshot import SessionSnapshot
 
@@ -92,6 +99,7 @@ class HiveServices:
     metrics: HiveMetrics
     default_llm: LlmClient | None
     default_llm_config: LlmConfig | None
+    llm_clients: ClientCache
     subscriber_queue_size: int = 1024
 
 
@@ -100,7 +108,9 @@ class Call:
 
     __slots__ = ("args", "op", "reply")
 
-    def __init__(self, op: str, args: tuple[Any, ...] = (), reply: concurrent.futures.Future[Any] | None = None):
+    def __init__(
+        self, op: str, args: tuple[Any, ...] = (), reply: concurrent.futures.Future[Any] | None = None
+    ):
         self.op = op
         self.args = args
         self.reply = reply
@@ -220,8 +230,8 @@ class SessionActor(HiveActor):
 
     def _build_client(self, config: LlmConfig) -> LlmClient | None:
         try:
-            return create_client(config)
-        except Exception as exc:  # noqa: BLE001 - a missing SDK must not kill the session
+            return self._services.llm_clients.get(config)
+        except Exception as exc:  # noqa: BLE001 - a missing SDK or key must not kill the session
             log.warning("session %s: cannot build the %s client: %s", self.session_id, config.provider, exc)
             return None
 
@@ -294,7 +304,10 @@ class SessionActor(HiveActor):
         kind = message.op if type(message) is Call else type(message).__name__
         counter = _HANDLED_COUNTERS.get(kind)
         if counter is None or counter[0] is not self._metrics:
-            counter = _HANDLED_COUNTERS[kind] = (self._metrics, self._metrics.messages_handled.labels("session", kind))
+            counter = _HANDLED_COUNTERS[kind] = (
+                self._metrics,
+                self._metrics.messages_handled.labels("session", kind),
+            )
         counter[1].inc()
         return super().on_receive(message)
 
@@ -378,7 +391,7 @@ class SessionActor(HiveActor):
         if budget is not None:
             self._budget = budget
         if model_config is not None:
-            client = create_client(model_config)
+            client = self._services.llm_clients.get(model_config)
             self._llm_config = model_config
             self._llm_client = client
         self._answer(reply, None, "configure")
@@ -436,7 +449,9 @@ class SessionActor(HiveActor):
         self._metrics.confirmations.labels(decision.outcome).inc()
         sink = self._running.job.sink if self._running else None
         self._emit(
-            ConfirmationResolved(self.session_id, tool_id, decision.approved, decision.outcome, decision.reason),
+            ConfirmationResolved(
+                self.session_id, tool_id, decision.approved, decision.outcome, decision.reason
+            ),
             sink,
         )
 
@@ -461,7 +476,11 @@ class SessionActor(HiveActor):
     # ------------------------------------------------------------------ jobs
 
     def _op_generate(
-        self, reply: Any, prompt: str, sink: EventSink | None, accepted: concurrent.futures.Future[bool] | None
+        self,
+        reply: Any,
+        prompt: str,
+        sink: EventSink | None,
+        accepted: concurrent.futures.Future[bool] | None,
     ) -> object:
         if not isinstance(prompt, str):
             raise InvalidConfig("the prompt must be a string")
@@ -501,7 +520,9 @@ class SessionActor(HiveActor):
         fail(job.reply, error)
 
     def _should_auto_compact(self) -> bool:
-        return self._config.auto_compact and self._context_usage().percent >= self._config.auto_compact_threshold
+        return (
+            self._config.auto_compact and self._context_usage().percent >= self._config.auto_compact_threshold
+        )
 
     def _start_next(self) -> None:
         while self._running is None and self._jobs and not self._gone:
@@ -523,7 +544,7 @@ class SessionActor(HiveActor):
             self._metrics.turns_in_flight.inc()
             ref = self.actor_ref
 
-            def on_done(result: object, turn_id: int = turn_id) -> None:
+            def on_done(result: object, turn_id: int = turn_id, ref: pykka.ActorRef[Any] = ref) -> None:
                 try:
                     ref.tell(_JobFinished(turn_id, result))
                 except pykka.ActorDeadError:
@@ -543,13 +564,16 @@ class SessionActor(HiveActor):
             else:
                 target = int(self._config.auto_compact_threshold * self._context_usage().max_tokens)
                 running.handle = loop.submit(
-                    run_compaction(self.session_id, self._messages, self._config.system_prompt, self._llm(), target),
+                    run_compaction(
+                        self.session_id, self._messages, self._config.system_prompt, self._llm(), target
+                    ),
                     on_done,
                 )
 
     def _turn_spec(self, job: _Job, llm: LlmClient) -> TurnSpec:
         metrics = self._metrics
         provider = llm.provider
+        self_recording = bool(getattr(llm, "records_metrics", False))
 
         def on_llm_call(outcome: str, model: str, seconds: float, usage: Usage | None) -> None:
             metrics.llm_request_duration.labels(provider, model, outcome).observe(seconds)
@@ -575,7 +599,7 @@ class SessionActor(HiveActor):
             thinking=self._thinking,
             budget=self._budget,
             stream=job.sink is not None or bool(self._subscribers),
-            on_llm_call=on_llm_call,
+            on_llm_call=None if self_recording else on_llm_call,
             on_tool_call=on_tool_call,
         )
 
@@ -675,7 +699,7 @@ class SessionActor(HiveActor):
                 else TurnFailed(f"session {self.session_id!r}: {outcome.error}")
             )
             if isinstance(value, TurnFailed | LlmError):
-                value.event = event  # type: ignore[attr-defined]
+                value.event = event
         self._emit(event, job.sink)
         if job.sink is not None:
             job.sink.close()
@@ -683,7 +707,10 @@ class SessionActor(HiveActor):
         self._deliver(job.reply, value, ack)
 
     def _deliver(
-        self, reply: concurrent.futures.Future[Any] | None, value: object, ack: concurrent.futures.Future[None] | None
+        self,
+        reply: concurrent.futures.Future[Any] | None,
+        value: object,
+        ack: concurrent.futures.Future[None] | None,
     ) -> None:
         def now() -> None:
             if isinstance(value, BaseException):
@@ -777,7 +804,10 @@ class SessionActor(HiveActor):
         self.actor_ref.stop(block=False)
 
     def on_failure(
-        self, exception_type: type[BaseException] | None, exception_value: BaseException | None, traceback: Any
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: Any,
     ) -> None:
         """A handler raised (a bug): hand everything over to the supervisor, which restarts us.
 

@@ -180,7 +180,9 @@ class SupervisorActor(HiveActor):
                 if not siblings:
                     del self._children[parent]
 
-    def _later(self, future: concurrent.futures.Future[Any], then: Callable[[concurrent.futures.Future[Any]], None]) -> None:
+    def _later(
+        self, future: concurrent.futures.Future[Any], then: Callable[[concurrent.futures.Future[Any]], None]
+    ) -> None:
         """Run ``then(future)`` inside this actor once ``future`` completes (never blocks)."""
         ref = self.actor_ref
         future.add_done_callback(lambda done: ref.tell(_Continue(lambda: then(done))))
@@ -425,10 +427,9 @@ class SupervisorActor(HiveActor):
         self.on_receive(Route(session_id, Call("passivate", (), answer)))
 
         def refused_or_done(done: Reply) -> None:
-            if done.exception() is not None or not done.result():
-                # Still live (busy, memory-only, ...): let held calls through.
-                if self._live.get(session_id) is ref:
-                    self._release(session_id)
+            refused = done.exception() is not None or not done.result()
+            if refused and self._live.get(session_id) is ref:
+                self._release(session_id)  # still live (busy, memory-only...): let held calls through
 
         self._later(answer, refused_or_done)
 

@@ -51,7 +51,9 @@ class TurnLoop:
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
 
-    def submit(self, coro: Coroutine[Any, Any, T], on_done: Callable[[T | BaseException], None]) -> TurnHandle:
+    def submit(
+        self, coro: Coroutine[Any, Any, T], on_done: Callable[[T | BaseException], None]
+    ) -> TurnHandle:
         """Run ``coro`` once a slot is free and pass its result (or exception) to ``on_done``.
 
         ``on_done`` runs on the loop thread and must not block (it tells an actor).

@@ -20,6 +20,7 @@ from sessionhive._errors import SessionhiveError
 from sessionhive.agent.messages import AgentResult
 
 __all__ = [
+    "TERMINAL_EVENTS",
     "AgentEvent",
     "ConfirmationRequired",
     "ConfirmationResolved",
@@ -28,7 +29,6 @@ __all__ = [
     "PersistenceFailed",
     "SessionPaused",
     "SessionResumed",
-    "TERMINAL_EVENTS",
     "TextDelta",
     "ToolEnd",
     "ToolStart",
@@ -136,9 +136,7 @@ class SessionPaused(AgentEvent, SessionhiveError):
     __hash__ = object.__hash__
 
     def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r} is paused; call resume_session() before generating"
-        )
+        return f"session {self.session_id!r} is paused; call resume_session() before generating"
 
 
 @dataclass
@@ -154,7 +152,6 @@ class EventsDropped(AgentEvent):
 
 
 TERMINAL_EVENTS: tuple[type[AgentEvent], ...] = (TurnEnd, TurnError, TurnCancelled)
-
 
 
 def event_to_dict(event: AgentEvent) -> dict[str, Any]:

@@ -181,9 +181,7 @@ async def _run_tool(spec: TurnSpec, call: ToolCall, hooks: TurnHooks) -> ToolRes
         result = ToolResult(f"error: the permission policy denies {call.name} with these arguments", True)
         outcome = "denied"
     else:
-        needs_human = decision == "ask" or (
-            decision is None and spec.confirmation_policy.requires(call.name)
-        )
+        needs_human = decision == "ask" or (decision is None and spec.confirmation_policy.requires(call.name))
         verdict = (
             await hooks.confirm(call, arguments, spec.confirmation_policy.timeout_s)
             if needs_human
@@ -200,7 +198,8 @@ async def _run_tool(spec: TurnSpec, call: ToolCall, hooks: TurnHooks) -> ToolRes
             return result
         why = f": {verdict.reason}" if verdict.reason else ""
         if verdict.outcome == "timed_out":
-            text = f"error: no confirmation within {spec.confirmation_policy.timeout_s:g}s; the call was rejected"
+            waited = spec.confirmation_policy.timeout_s
+            text = f"error: no confirmation within {waited:g}s; the call was rejected"
         else:
             text = f"error: the user rejected this {call.name} call{why}"
         result = ToolResult(text, True)
@@ -297,4 +296,4 @@ async def run_compaction(
     )
     response = await llm.complete(request)
     summary = Message.user(compaction.SUMMARY_PREFIX + response.text.strip())
-    return CompactionOutcome(head + (summary,) + tail, True, response.usage)
+    return CompactionOutcome((*head, summary, *tail), True, response.usage)

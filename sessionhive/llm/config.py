@@ -43,9 +43,17 @@ class LlmConfig:
             raise InvalidConfig("LlmConfig.api_key must be a string or None")
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise InvalidConfig(f"LlmConfig.max_tokens must be a positive integer, got {self.max_tokens!r}")
-        if not isinstance(self.timeout_s, int | float) or not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
+        if (
+            not isinstance(self.timeout_s, int | float)
+            or not math.isfinite(self.timeout_s)
+            or self.timeout_s <= 0
+        ):
             raise InvalidConfig(f"LlmConfig.timeout_s must be positive, got {self.timeout_s!r}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
             raise InvalidConfig(f"LlmConfig.max_retries must be an integer >= 0, got {self.max_retries!r}")
 
     def without_key(self) -> LlmConfig:

@@ -103,7 +103,8 @@ class ScriptedLlm:
             text, tool_calls = reply.text, tuple(reply.tool_calls)
         usage = Usage(
             prompt_tokens=_message_tokens(request.messages) + count_tokens(request.system or ""),
-            completion_tokens=count_tokens(text) + sum(1 + count_tokens(str(c.arguments)) for c in tool_calls),
+            completion_tokens=count_tokens(text)
+            + sum(1 + count_tokens(str(c.arguments)) for c in tool_calls),
         )
         return LlmResponse(text, tool_calls, usage, "tool_use" if tool_calls else "end_turn")
 

@@ -41,10 +41,7 @@ class PermissionRule:
             return False
         if self.pattern is None:
             return True
-        if self.argument is not None:
-            candidates = [arguments.get(self.argument)]
-        else:
-            candidates = list(arguments.values())
+        candidates = [arguments.get(self.argument)] if self.argument is not None else list(arguments.values())
         return any(isinstance(v, str) and fnmatch.fnmatchcase(v, self.pattern) for v in candidates)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +69,7 @@ class PermissionPolicy:
         matched = {rule.action for rule in self.rules if rule.matches(tool_name, arguments)}
         for action in ("deny", "ask", "allow"):
             if action in matched:
-                return action  # type: ignore[return-value]
+                return action
         return None
 
     def to_dict(self) -> dict[str, Any]:

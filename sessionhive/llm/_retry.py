@@ -1,0 +1,573 @@
+"""What the SDK-backed clients share: the retry policy, error wording, metrics and key handling.
+
+:class:`~sessionhive.llm.openai.OpenAiClient` and
+:class:`~sessionhive.llm.anthropic.AnthropicClient` both build on
+:class:`SdkClientBase`. The SDKs' own retries are switched off
+(``max_retries=0``) so that one policy, here, decides:
+
+* transient failures (connection errors, timeouts, 408, 409, 429, 5xx,
+  Anthropic's 529 "overloaded") are retried up to ``LlmConfig.max_retries``
+  times, with exponential backoff and full jitter;
+* a ``Retry-After`` (or ``retry-after-ms``) header from the server replaces
+  the backoff for that wait, capped by :attr:`RetryPolicy.max_retry_after_s`;
+* an ``x-should-retry`` header, when the server sends one, overrides the
+  status-code rule;
+* everything else (bad key, unknown model, invalid request) raises
+  :class:`~sessionhive.LlmError` at once, with a message that says what to fix.
+
+A stream is retried only while nothing has reached ``on_text``: once text was
+delivered, a retry would deliver it twice, so a stream that breaks after its
+first text delta raises :class:`~sessionhive.LlmError` instead.
+
+The API key is held in a :class:`Secret` and only handed to the SDK. It is
+never part of a ``repr``, a log record, an exception message or a metric
+label; server error messages are scrubbed of it before they are quoted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import os
+import re
+import sys
+import time
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+
+from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.asyncio import AsyncRetrying
+from tenacity.wait import wait_base, wait_random_exponential
+
+from sessionhive._errors import InvalidConfig, LlmError
+from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
+from sessionhive.llm.config import LlmConfig
+
+if TYPE_CHECKING:
+    from sessionhive.metrics.registry import HiveMetrics
+
+__all__ = [
+    "CallProgress",
+    "MalformedResponseError",
+    "RetryPolicy",
+    "SdkClientBase",
+    "Secret",
+    "TransientError",
+    "call_with_retries",
+    "redact",
+    "retry_after_seconds",
+    "server_message",
+    "status_error",
+    "transport_errors",
+]
+
+logger = logging.getLogger("sessionhive.llm")
+
+T = TypeVar("T")
+SdkT = TypeVar("SdkT")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait between tries of an LLM call.
+
+    The number of retries comes from ``LlmConfig.max_retries``; this says how
+    long each wait is. The n-th wait (n from 0) is a random time in
+    ``[0, min(max_wait_s, initial_wait_s * 2**n)]`` (full jitter, so that many
+    sessions hitting the same rate limit do not retry in lockstep), unless the
+    server sent ``Retry-After``: then that many seconds, at most
+    ``max_retry_after_s``.
+    """
+
+    initial_wait_s: float = 0.5
+    max_wait_s: float = 20.0
+    max_retry_after_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("initial_wait_s", "max_wait_s", "max_retry_after_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidConfig(f"RetryPolicy.{name} must be a finite number of seconds, got {value!r}")
+            if value < 0:
+                raise InvalidConfig(f"RetryPolicy.{name} must be >= 0, got {value!r}")
+
+
+class Secret:
+    """A string that does not show itself: ``repr`` and ``str`` print ``'***'``.
+
+    Holding the API key in one keeps it out of debug dumps of the client's
+    attributes; :meth:`reveal` is called only where the SDK needs it.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+class TransientError(Exception):
+    """One attempt failed in a way another attempt may fix.
+
+    Raised inside an attempt and consumed by :func:`call_with_retries`; it never
+    reaches the caller (the last one becomes an :class:`~sessionhive.LlmError`).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class MalformedResponseError(Exception):
+    """The server answered, but not in the shape of the provider's API."""
+
+
+@dataclass
+class CallProgress:
+    """What one attempt has done that cannot be undone: deliver text to ``on_text``."""
+
+    on_text: TextCallback | None = None
+    text_delivered: bool = False
+
+    def emit(self, text: str) -> None:
+        if not text or self.on_text is None:
+            return
+        self.text_delivered = True
+        try:
+            self.on_text(text)
+        except BaseException as exc:
+            raise _CallbackError(exc) from exc
+
+
+class _CallbackError(Exception):
+    """``on_text`` raised: its exception goes back to the caller untouched, never retried."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None, *, now: datetime | None = None) -> float | None:
+    """The wait a server asked for, in seconds, or ``None``.
+
+    Reads ``retry-after-ms`` (sent by OpenAI) and ``Retry-After`` as seconds
+    (``"2"``, ``"0.5"``) or as an HTTP date. A date in the past means ``0``;
+    an unreadable or negative value is ignored.
+    """
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        current = now if now is not None else datetime.now(UTC)
+        return max(0.0, (when - current).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+# Key-shaped tokens: what providers echo back, partly masked, in 401 bodies.
+_KEY_LIKE = re.compile(r"\b(sk|sk-ant|sk-proj|key)-[A-Za-z0-9_\-*]{4,}")
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP library's transport errors, which an SDK may let through unwrapped from a stream.
+
+    ``httpx2`` for the current SDKs, ``httpx`` for older ones: whichever the
+    SDKs imported.
+    """
+    errors: list[type[Exception]] = []
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        error = getattr(module, "TransportError", None)
+        if isinstance(error, type) and issubclass(error, Exception):
+            errors.append(error)
+    return tuple(errors)
+
+
+def redact(text: str, secret: Secret | str | None) -> str:
+    """``text`` with the key, and anything shaped like an API key, replaced by ``***``."""
+    value = secret.reveal() if isinstance(secret, Secret) else secret
+    if value:
+        text = text.replace(value, "***")
+    return _KEY_LIKE.sub("***", text)
+
+
+def server_message(body: object, *, limit: int = 300) -> str | None:
+    """The human-readable message of a provider's JSON error body, if it has one.
+
+    Handles OpenAI's ``{"error": {"message": ...}}`` (the SDK hands over the
+    inner object), Anthropic's ``{"type": "error", "error": {"message": ...}}``
+    and plain-text bodies.
+    """
+    message: object = None
+    if isinstance(body, Mapping):
+        inner = body.get("error")
+        if isinstance(inner, Mapping):
+            message = inner.get("message")
+        elif isinstance(inner, str):
+            message = inner
+        if message is None:
+            message = body.get("message")
+    elif isinstance(body, str):
+        message = body
+    if not isinstance(message, str) or not message.strip():
+        return None
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def status_error(
+    status: int,
+    *,
+    headers: Mapping[str, str] | None,
+    body: object,
+    provider: str,
+    model: str,
+    endpoint: str,
+    key_env_var: str,
+    secret: Secret | None,
+) -> TransientError | LlmError:
+    """Classify an HTTP error answer: a :class:`TransientError` to retry, or an :class:`LlmError` to raise."""
+    detail = server_message(body)
+    said = f" (the server said: {redact(detail, secret)})" if detail else ""
+    should_retry = (headers.get("x-should-retry") if headers is not None else None) or ""
+    if should_retry.lower() == "false":
+        return LlmError(
+            f"{provider} at {endpoint} refused the request for model {model!r} with HTTP {status} "
+            f"and asked not to retry it{said}"
+        )
+    retryable = status in (408, 409, 429) or status >= 500 or should_retry.lower() == "true"
+    if retryable:
+        kind = {408: "request timeout", 409: "conflict", 429: "rate limited", 529: "overloaded"}.get(
+            status, "server error" if status >= 500 else "retry later"
+        )
+        return TransientError(
+            f"{provider} at {endpoint} answered {kind} ({status}){said}",
+            retry_after=retry_after_seconds(headers),
+        )
+    if status == 401:
+        return LlmError(
+            f"the API key was rejected (401) by {endpoint}: check LlmConfig.api_key or {key_env_var}{said}"
+        )
+    if status == 403:
+        return LlmError(
+            f"the API key is not allowed to use model {model!r} (403) at {endpoint}: check the key's "
+            f"permissions, LlmConfig.api_key or {key_env_var}{said}"
+        )
+    if status == 404:
+        return LlmError(
+            f"model {model!r} not found (404) at {endpoint}: check LlmConfig.model, "
+            f"and LlmConfig.base_url if you set one{said}"
+        )
+    if status == 402:
+        return LlmError(f"{provider} at {endpoint} wants payment (402): check the account's billing{said}")
+    if status == 413:
+        return LlmError(
+            f"the request is too large for {provider} at {endpoint} (413): compact the session or "
+            f"shorten its tool outputs{said}"
+        )
+    if status in (400, 422):
+        return LlmError(
+            f"{provider} at {endpoint} rejected the request as invalid ({status}){said}: check "
+            f"LlmConfig.model, max_tokens and temperature, the tool schemas, and the thinking budget"
+        )
+    return LlmError(f"{provider} at {endpoint} refused the request for model {model!r} (HTTP {status}){said}")
+
+
+class _Wait(wait_base):
+    """Exponential backoff with full jitter, replaced by the server's ``Retry-After`` when it sent one."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._backoff = wait_random_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        if isinstance(failure, TransientError) and failure.retry_after is not None:
+            return min(failure.retry_after, self._policy.max_retry_after_s)
+        # wait_random_exponential counts from the first attempt: 2**0 * multiplier for the first wait.
+        return float(self._backoff(retry_state))
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    max_retries: int,
+    policy: RetryPolicy,
+    describe: str,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Await ``attempt()`` until it returns, retrying :class:`TransientError` up to ``max_retries`` times.
+
+    Any other exception (an :class:`LlmError`, a cancellation, an error of the
+    caller's callback) ends the call at once. When the retries run out, the
+    last transient failure becomes an :class:`LlmError`.
+    """
+    attempts = max_retries + 1
+
+    def before_sleep(state: RetryCallState) -> None:
+        outcome = state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        wait = state.upcoming_sleep
+        logger.warning(
+            "%s failed (%s); retry %d of %d in %.2fs",
+            describe,
+            failure,
+            state.attempt_number,
+            max_retries,
+            wait,
+        )
+        if on_retry is not None:
+            on_retry()
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=_Wait(policy),
+        retry=retry_if_exception_type(TransientError),
+        before_sleep=before_sleep,
+        reraise=True,
+        sleep=asyncio.sleep,
+    )
+    try:
+        return await retrying(attempt)
+    except TransientError as last:
+        message = last.message
+    tries = f"after {attempts} attempts" if attempts > 1 else "(retries are off: LlmConfig.max_retries=0)"
+    raise LlmError(f"{describe} failed {tries}: {message}")
+
+
+class SdkClientBase(ABC, Generic[SdkT]):
+    """The part of an SDK-backed :class:`~sessionhive.llm.LlmClient` that is the same for every provider.
+
+    Subclasses say how to build the SDK client, how to run one attempt, and how
+    to read their SDK's exceptions; this class resolves the key, builds the SDK
+    client lazily on the running event loop (one per loop, if the client is
+    shared by several), retries, and records metrics.
+    """
+
+    provider_name: ClassVar[str]
+    key_env_var: ClassVar[str]
+    default_endpoint: ClassVar[str]
+
+    def __init__(
+        self,
+        config: LlmConfig,
+        *,
+        metrics: HiveMetrics | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not isinstance(config, LlmConfig):
+            raise InvalidConfig(f"{type(self).__name__} needs an LlmConfig, got {type(config).__name__}")
+        if config.provider != self.provider_name:
+            raise InvalidConfig(
+                f"{type(self).__name__} serves provider {self.provider_name!r}, but the config names "
+                f"{config.provider!r}; build clients with sessionhive.llm.create_client(config)"
+            )
+        self._secret = Secret(self._resolve_key(config))
+        self._config = config.without_key()
+        self._metrics = metrics
+        self._policy = retry if retry is not None else RetryPolicy()
+        # One SDK client per event loop: its connection pool belongs to the loop
+        # that opened it. Weak keys let a finished loop's entry go with the loop.
+        self._sdk_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SdkT] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sdk_endpoint: str | None = None
+
+    # -- what a subclass provides ------------------------------------------------
+
+    @abstractmethod
+    def _build_sdk(self, api_key: str) -> SdkT:
+        """A new SDK client with the SDK's own retries off."""
+
+    @abstractmethod
+    async def _attempt(self, sdk: SdkT, request: LlmRequest, progress: CallProgress) -> LlmResponse:
+        """One try of the call; streams when ``progress.on_text`` is set."""
+
+    @abstractmethod
+    def _classify(self, exc: Exception) -> TransientError | LlmError | None:
+        """What an exception of the SDK means; ``None`` for exceptions that are not the SDK's."""
+
+    def _placeholder_key(self, config: LlmConfig) -> str | None:
+        """A key to use when none is configured, or ``None`` when one is required."""
+        return None
+
+    # -- public surface ------------------------------------------------------------
+
+    @property
+    def provider(self) -> str:
+        return self.provider_name
+
+    @property
+    def model(self) -> str:
+        return self._config.model
+
+    @property
+    def config(self) -> LlmConfig:
+        """The client's configuration, without the API key."""
+        return self._config
+
+    @property
+    def records_metrics(self) -> bool:
+        """Whether this client records its own LLM metrics (the agent loop then leaves them alone)."""
+        return self._metrics is not None
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to."""
+        return self._sdk_endpoint or self._config.base_url or self.default_endpoint
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self._config.model!r}, base_url={self.endpoint!r})"
+
+    async def complete(self, request: LlmRequest) -> LlmResponse:
+        """Ask the model and return its whole answer."""
+        return await self._call(request, None)
+
+    async def stream(self, request: LlmRequest, on_text: TextCallback) -> LlmResponse:
+        """Ask the model, calling ``on_text`` with each text delta, and return the whole answer.
+
+        Cancelling the coroutine closes the HTTP stream before the
+        cancellation propagates.
+        """
+        return await self._call(request, on_text)
+
+    async def aclose(self) -> None:
+        """Close the connections this client opened on the running event loop.
+
+        Call it on each loop that used the client, before the loop closes. The
+        client stays usable: it reconnects on demand.
+        """
+        sdk = self._sdk_clients.pop(asyncio.get_running_loop(), None)
+        if sdk is not None:
+            close = getattr(sdk, "close", None)
+            if close is not None:
+                await close()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _resolve_key(self, config: LlmConfig) -> str:
+        key = config.api_key or os.environ.get(self.key_env_var) or self._placeholder_key(config)
+        if not key:
+            raise LlmError(
+                f"no API key for {self.provider_name} model {config.model!r}: set the {self.key_env_var} "
+                f"environment variable or pass LlmConfig(api_key=...)"
+            )
+        return key
+
+    def _sdk(self) -> SdkT:
+        loop = asyncio.get_running_loop()
+        sdk = self._sdk_clients.get(loop)
+        if sdk is None:
+            sdk = self._sdk_clients[loop] = self._build_sdk(self._secret.reveal())
+            # The SDK may have taken its base URL from the environment (OPENAI_BASE_URL...).
+            self._sdk_endpoint = str(getattr(sdk, "base_url", "")) or None
+        return sdk
+
+    def _describe(self) -> str:
+        return f"{self.provider_name} call to model {self._config.model!r}"
+
+    def _count_retry(self) -> None:
+        if self._metrics is not None:
+            self._metrics.llm_retries.labels(self.provider_name).inc()
+
+    def _failure_for(self, exc: Exception, progress: CallProgress) -> BaseException:
+        """The exception one failed attempt ends with."""
+        if isinstance(exc, _CallbackError):
+            return exc.original
+        if isinstance(exc, LlmError):
+            return exc
+        if isinstance(exc, MalformedResponseError):
+            return LlmError(
+                f"{self.endpoint} sent a response that is not a valid {self.provider_name} API answer "
+                f"({exc}): check LlmConfig.base_url points at a {self.provider_name}-compatible API"
+            )
+        failure = exc if isinstance(exc, TransientError) else self._classify(exc)
+        if failure is None:
+            return exc
+        if isinstance(failure, TransientError) and progress.text_delivered:
+            # Retrying would hand on_text the same text again: end the call instead.
+            return LlmError(
+                f"{self._describe()} broke off after text was streamed and is not retried, so that "
+                f"no text is delivered twice: {failure.message}"
+            )
+        return failure
+
+    async def _call(self, request: LlmRequest, on_text: TextCallback | None) -> LlmResponse:
+        async def attempt() -> LlmResponse:
+            sdk = self._sdk()
+            progress = CallProgress(on_text)
+            try:
+                return await self._attempt(sdk, request, progress)
+            except Exception as exc:  # noqa: BLE001 - classified; foreign exceptions come back as they are
+                failure = self._failure_for(exc, progress)
+            if isinstance(failure, TransientError | LlmError):
+                # Raised outside the handler, so that the SDK's exception is not
+                # even the hidden __context__: its message quotes the server,
+                # and a 401 body can echo the key. Our message names the cause.
+                failure.__cause__ = None
+                failure.__suppress_context__ = True
+            raise failure
+
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            response = await call_with_retries(
+                attempt,
+                max_retries=self._config.max_retries,
+                policy=self._policy,
+                describe=self._describe(),
+                on_retry=self._count_retry,
+            )
+            outcome = "ok"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.llm_request_duration.labels(
+                    self.provider_name, self._config.model, outcome
+                ).observe(time.perf_counter() - started)
+        if self._metrics is not None:
+            tokens = self._metrics.llm_tokens
+            if response.usage.prompt_tokens:
+                tokens.labels(self.provider_name, self._config.model, "prompt").inc(
+                    response.usage.prompt_tokens
+                )
+            if response.usage.completion_tokens:
+                tokens.labels(self.provider_name, self._config.model, "completion").inc(
+                    response.usage.completion_tokens
+                )
+        return response

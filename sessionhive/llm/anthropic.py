@@ -1,0 +1,418 @@
+"""``AnthropicClient``: the Anthropic Messages API through the ``anthropic`` SDK.
+
+Install with ``pip install sessionhive[anthropic]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sessionhive._errors import LlmError
+from sessionhive.agent.messages import Message, ToolCall, ToolDefinition, Usage
+from sessionhive.llm._retry import (
+    CallProgress,
+    MalformedResponseError,
+    RetryPolicy,
+    SdkClientBase,
+    TransientError,
+    redact,
+    server_message,
+    status_error,
+    transport_errors,
+)
+from sessionhive.llm.base import LlmRequest, LlmResponse
+from sessionhive.llm.config import LlmConfig
+
+try:
+    import anthropic
+    from anthropic.types import Message as AnthropicMessage
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the 'anthropic' provider needs the anthropic SDK: pip install 'sessionhive[anthropic]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from sessionhive.metrics.registry import HiveMetrics
+
+__all__ = ["DEFAULT_THINKING_BUDGET", "AnthropicClient"]
+
+logger = logging.getLogger("sessionhive.llm")
+
+ANTHROPIC_ENDPOINT = "https://api.anthropic.com"
+
+DEFAULT_THINKING_BUDGET = 1024
+"""Thinking tokens when a request asks for thinking without a budget; also the API's minimum."""
+
+# Error types an Anthropic stream may report midway (in an `error` event of a
+# 200 response) that a new attempt may not meet again.
+_TRANSIENT_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
+
+# Thinking blocks kept for replay, keyed by the first tool_use id of their
+# message. A tool loop runs for seconds to minutes; this bounds the memory of
+# a busy client without losing the loops still running.
+_THINKING_CACHE_SIZE = 4096
+
+
+def _arguments_object(arguments: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    # Malformed arguments the model sent earlier: tool_use.input must be an
+    # object, so they travel inside one, verbatim.
+    return {"_malformed_arguments": arguments}
+
+
+def _decode_input(raw: str) -> dict[str, Any] | str:
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, dict) else raw
+
+
+def _tool(tool: ToolDefinition) -> dict[str, Any]:
+    return {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
+
+
+@dataclass
+class _Block:
+    """A content block being assembled from stream events."""
+
+    type: str
+    text: str = ""
+    tool_id: str = ""
+    name: str = ""
+    initial_input: object = None
+    partial_json: list[str] = field(default_factory=list)
+    signature: str = ""
+    data: str = ""
+
+
+class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
+    """An :class:`~sessionhive.llm.LlmClient` for the Anthropic Messages API.
+
+    Built from an :class:`~sessionhive.llm.LlmConfig` with
+    ``provider="anthropic"``. The key is ``config.api_key``, else the
+    ``ANTHROPIC_API_KEY`` environment variable; without either, construction
+    raises :class:`~sessionhive.LlmError`. The ``anthropic.AsyncAnthropic``
+    client is created on first use, on the running event loop, with the SDK's
+    own retries off: ``metrics`` and ``retry`` govern retries (529
+    "overloaded" included), and :meth:`aclose` releases its connections.
+
+    Mapping: ``request.system`` (and any ``system`` message of the history,
+    appended in order) is the top-level ``system``; assistant tool calls are
+    ``tool_use`` blocks, and tool results ``tool_result`` blocks (with
+    ``is_error``) in a user message, consecutive results merged into one.
+    Messages without content are left out, as the API rejects empty text.
+
+    Thinking: ``request.thinking`` sends ``thinking={"type": "enabled",
+    "budget_tokens": budget}`` with ``budget = max(request.budget or 1024,
+    1024)``; when ``LlmConfig.max_tokens`` does not exceed the budget, the
+    request asks for ``budget + max_tokens`` tokens so the answer keeps its
+    room. ``temperature`` is not sent with thinking (the API refuses it).
+    Within a tool loop the API wants the model's signed thinking blocks sent
+    back with its tool calls; sessions do not store them, so the client keeps
+    them in memory (keyed by tool-call id, bounded) and replays them. When it
+    does not have them (the session was restored from the store meanwhile),
+    that one request goes without thinking instead of failing.
+
+    Example::
+
+        client = AnthropicClient(LlmConfig("anthropic", "claude-sonnet-4-5"))
+        response = await client.stream(request, print)
+    """
+
+    provider_name = "anthropic"
+    key_env_var = "ANTHROPIC_API_KEY"
+    default_endpoint = ANTHROPIC_ENDPOINT
+
+    def __init__(
+        self,
+        config: LlmConfig,
+        *,
+        metrics: HiveMetrics | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(config, metrics=metrics, retry=retry)
+        # Written and read only by coroutines on the client's event loop.
+        self._thinking_blocks: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
+
+    def _build_sdk(self, api_key: str) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=self._config.base_url,
+            timeout=self._config.timeout_s,
+            max_retries=0,
+        )
+
+    # -- request ---------------------------------------------------------------------
+
+    def _assistant_blocks(self, message: Message) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = []
+        if message.tool_calls:
+            blocks.extend(self._thinking_blocks.get(message.tool_calls[0].id, ()))
+        if message.text:
+            blocks.append({"type": "text", "text": message.text})
+        blocks.extend(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": _arguments_object(call.arguments)}
+            for call in message.tool_calls
+        )
+        return blocks
+
+    def _conversation(self, request: LlmRequest) -> tuple[str | None, list[dict[str, Any]]]:
+        system = [request.system] if request.system else []
+        turns: list[dict[str, Any]] = []
+
+        def add(role: str, blocks: list[dict[str, Any]]) -> None:
+            if not blocks:
+                return
+            if turns and turns[-1]["role"] == role:
+                turns[-1]["content"].extend(blocks)
+            else:
+                turns.append({"role": role, "content": blocks})
+
+        for message in request.messages:
+            if message.role == "system":
+                if message.text:
+                    system.append(message.text)
+            elif message.role == "user":
+                add("user", [{"type": "text", "text": message.text}] if message.text else [])
+            elif message.role == "tool":
+                result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id or ""}
+                if message.text:
+                    result["content"] = message.text
+                if message.is_error:
+                    result["is_error"] = True
+                add("user", [result])
+            else:
+                add("assistant", self._assistant_blocks(message))
+        return ("\n\n".join(system) or None), turns
+
+    @staticmethod
+    def _thinking_replayable(turns: list[dict[str, Any]]) -> bool:
+        """Whether thinking may be on: outside a tool loop, or inside one whose thinking blocks we have."""
+        if not turns or turns[-1]["role"] != "user":
+            return True
+        if not any(block["type"] == "tool_result" for block in turns[-1]["content"]):
+            return True
+        if len(turns) < 2 or turns[-2]["role"] != "assistant":
+            return True
+        first = turns[-2]["content"][0]["type"]
+        return first in ("thinking", "redacted_thinking")
+
+    def _params(self, request: LlmRequest) -> dict[str, Any]:
+        config = self._config
+        system, turns = self._conversation(request)
+        params: dict[str, Any] = {"model": config.model, "messages": turns, "max_tokens": config.max_tokens}
+        if system:
+            params["system"] = system
+        if request.tools:
+            params["tools"] = [_tool(t) for t in request.tools]
+        thinking = request.thinking
+        if thinking and not self._thinking_replayable(turns):
+            logger.debug(
+                "anthropic: sending a tool-loop continuation without thinking: its thinking blocks "
+                "are not in memory (restored session)"
+            )
+            thinking = False
+        if thinking:
+            budget = max(request.budget or DEFAULT_THINKING_BUDGET, DEFAULT_THINKING_BUDGET)
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            if config.max_tokens <= budget:
+                params["max_tokens"] = budget + config.max_tokens
+        elif config.temperature is not None:
+            # Through extra_body: the parameter left the typed signature in anthropic 2.x.
+            params["extra_body"] = {"temperature": config.temperature}
+        return params
+
+    def _remember_thinking(self, blocks: list[dict[str, Any]], tool_calls: tuple[ToolCall, ...]) -> None:
+        if not blocks or not tool_calls:
+            return
+        self._thinking_blocks[tool_calls[0].id] = tuple(blocks)
+        while len(self._thinking_blocks) > _THINKING_CACHE_SIZE:
+            self._thinking_blocks.popitem(last=False)
+
+    def forget_thinking(self) -> None:
+        """Drop the thinking blocks kept for tool-loop replay."""
+        self._thinking_blocks.clear()
+
+    # -- one attempt -----------------------------------------------------------------
+
+    async def _attempt(
+        self, sdk: anthropic.AsyncAnthropic, request: LlmRequest, progress: CallProgress
+    ) -> LlmResponse:
+        params = self._params(request)
+        if progress.on_text is None:
+            message = await sdk.messages.create(**params)
+            return self._parse_message(message)
+        stream = await sdk.messages.create(stream=True, **params)
+        blocks: dict[int, _Block] = {}
+        prompt_tokens = completion_tokens = 0
+        stop_reason: str | None = None
+        finished = False
+        # `async with` closes the HTTP response however the loop ends, cancellation included.
+        async with stream:
+            async for event in stream:
+                try:
+                    if event.type == "message_start":
+                        usage = event.message.usage
+                        prompt_tokens = (
+                            (usage.input_tokens or 0)
+                            + (usage.cache_creation_input_tokens or 0)
+                            + (usage.cache_read_input_tokens or 0)
+                        )
+                        completion_tokens = usage.output_tokens or 0
+                    elif event.type == "content_block_start":
+                        start = event.content_block
+                        block = _Block(start.type)
+                        if start.type == "text":
+                            block.text = start.text or ""
+                            progress.emit(block.text)
+                        elif start.type == "tool_use":
+                            block.tool_id, block.name, block.initial_input = start.id, start.name, start.input
+                        elif start.type == "thinking":
+                            block.text, block.signature = start.thinking or "", start.signature or ""
+                        elif start.type == "redacted_thinking":
+                            block.data = start.data
+                        blocks[event.index] = block
+                    elif event.type == "content_block_delta":
+                        target = blocks.get(event.index)
+                        delta = event.delta
+                        if target is None:
+                            raise MalformedResponseError(
+                                f"a delta for block {event.index}, which never started"
+                            )
+                        if delta.type == "text_delta":
+                            target.text += delta.text
+                            progress.emit(delta.text)
+                        elif delta.type == "input_json_delta":
+                            target.partial_json.append(delta.partial_json)
+                        elif delta.type == "thinking_delta":
+                            target.text += delta.thinking
+                        elif delta.type == "signature_delta":
+                            target.signature = delta.signature
+                    elif event.type == "message_delta":
+                        stop_reason = event.delta.stop_reason or stop_reason
+                        # Cumulative counts: the last message_delta has the totals.
+                        completion_tokens = event.usage.output_tokens or completion_tokens
+                        if getattr(event.usage, "input_tokens", None):
+                            prompt_tokens = (
+                                (event.usage.input_tokens or 0)
+                                + (getattr(event.usage, "cache_creation_input_tokens", None) or 0)
+                                + (getattr(event.usage, "cache_read_input_tokens", None) or 0)
+                            )
+                    elif event.type == "message_stop":
+                        finished = True
+                except (AttributeError, TypeError) as exc:
+                    raise MalformedResponseError(f"unreadable stream event: {exc}") from None
+        if not finished:
+            raise TransientError(f"the stream from {self.endpoint} ended before the model finished")
+        text: list[str] = []
+        tool_calls: list[ToolCall] = []
+        thinking: list[dict[str, Any]] = []
+        for _, block in sorted(blocks.items()):
+            if block.type == "text":
+                text.append(block.text)
+            elif block.type == "tool_use":
+                arguments: dict[str, Any] | str
+                if block.partial_json:
+                    arguments = _decode_input("".join(block.partial_json))
+                else:
+                    arguments = block.initial_input if isinstance(block.initial_input, dict) else {}
+                tool_calls.append(ToolCall(block.name, arguments, block.tool_id))
+            elif block.type == "thinking":
+                thinking.append({"type": "thinking", "thinking": block.text, "signature": block.signature})
+            elif block.type == "redacted_thinking":
+                thinking.append({"type": "redacted_thinking", "data": block.data})
+        calls = tuple(tool_calls)
+        self._remember_thinking(thinking, calls)
+        return LlmResponse(
+            "".join(text), calls, Usage(prompt_tokens, completion_tokens), stop_reason or "end_turn"
+        )
+
+    def _parse_message(self, message: object) -> LlmResponse:
+        if not isinstance(message, AnthropicMessage):
+            raise MalformedResponseError(f"expected a message, got {type(message).__name__}")
+        text: list[str] = []
+        tool_calls: list[ToolCall] = []
+        thinking: list[dict[str, Any]] = []
+        try:
+            for block in message.content:
+                if block.type == "text":
+                    text.append(block.text)
+                elif block.type == "tool_use":
+                    raw: object = block.input
+                    arguments: dict[str, Any] | str
+                    if isinstance(raw, dict):
+                        arguments = raw
+                    elif isinstance(raw, str):
+                        arguments = _decode_input(raw)
+                    else:
+                        arguments = json.dumps(raw)
+                    tool_calls.append(ToolCall(block.name, arguments, block.id))
+                elif block.type == "thinking":
+                    thinking.append(
+                        {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+                    )
+                elif block.type == "redacted_thinking":
+                    thinking.append({"type": "redacted_thinking", "data": block.data})
+            usage = message.usage
+            prompt = (
+                (usage.input_tokens or 0)
+                + (usage.cache_creation_input_tokens or 0)
+                + (usage.cache_read_input_tokens or 0)
+            )
+            completion = usage.output_tokens or 0
+            stop_reason = message.stop_reason or "end_turn"
+        except (AttributeError, TypeError) as exc:
+            raise MalformedResponseError(f"unreadable message: {exc}") from None
+        calls = tuple(tool_calls)
+        self._remember_thinking(thinking, calls)
+        return LlmResponse("".join(text), calls, Usage(prompt, completion), stop_reason)
+
+    # -- errors ----------------------------------------------------------------------
+
+    def _classify(self, exc: Exception) -> TransientError | LlmError | None:
+        if isinstance(exc, anthropic.APITimeoutError):
+            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
+        if isinstance(exc, anthropic.APIConnectionError):
+            return TransientError(
+                f"could not reach {self.endpoint} ({exc.message}; is the server up, "
+                "and LlmConfig.base_url right?)"
+            )
+        if isinstance(exc, transport_errors()):
+            # A connection that broke mid-stream, which the SDK does not always wrap.
+            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 400:
+            return status_error(
+                exc.status_code,
+                headers=exc.response.headers,
+                body=exc.body,
+                provider=self.provider_name,
+                model=self._config.model,
+                endpoint=self.endpoint,
+                key_env_var=self.key_env_var,
+                secret=self._secret,
+            )
+        if isinstance(exc, anthropic.APIError):
+            # An `error` event inside a 200 stream: the server failed midway.
+            body = exc.body
+            inner = body.get("error") if isinstance(body, dict) else None
+            error_type = inner.get("type") if isinstance(inner, dict) else None
+            detail = redact(server_message(body) or str(error_type or "unknown error"), self._secret)
+            if error_type in _TRANSIENT_ERROR_TYPES:
+                return TransientError(f"{self.endpoint} failed midway through the answer: {detail}")
+            return LlmError(
+                f"{self.endpoint} failed midway through the answer for model {self._config.model!r}: {detail}"
+            )
+        if isinstance(exc, json.JSONDecodeError):  # raised by the SDK: the body is not JSON at all
+            return LlmError(
+                f"{self.endpoint} sent a response that is not valid JSON ({exc}): check LlmConfig.base_url "
+                "points at an Anthropic Messages API (without /v1: the SDK adds it)"
+            )
+        return None

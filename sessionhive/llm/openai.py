@@ -1,0 +1,332 @@
+"""``OpenAiClient``: OpenAI Chat Completions, and every server that speaks it, through the ``openai`` SDK.
+
+Install with ``pip install sessionhive[openai]``. Any OpenAI-compatible
+endpoint works through ``LlmConfig.base_url`` (vLLM, Ollama, llama.cpp
+server, DeepSeek, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sessionhive._errors import LlmError
+from sessionhive.agent.messages import Message, ToolCall, ToolDefinition, Usage
+from sessionhive.llm._retry import (
+    CallProgress,
+    MalformedResponseError,
+    RetryPolicy,
+    SdkClientBase,
+    TransientError,
+    status_error,
+    transport_errors,
+)
+from sessionhive.llm.base import LlmRequest, LlmResponse
+from sessionhive.llm.config import LlmConfig
+
+try:
+    import openai
+    from openai.types.chat import ChatCompletion
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the 'openai' provider needs the openai SDK: pip install 'sessionhive[openai]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from sessionhive.metrics.registry import HiveMetrics
+
+__all__ = ["OpenAiClient", "is_reasoning_model"]
+
+OPENAI_ENDPOINT = "https://api.openai.com/v1"
+
+# Local and self-hosted OpenAI-compatible servers usually ignore the key, but
+# the SDK insists on one.
+PLACEHOLDER_KEY = "sk-no-key"
+
+# Chat Completions finish reasons, in the vocabulary LlmResponse.stop_reason uses
+# (the Anthropic one, which the agent loop and ScriptedLlm share).
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+}
+
+_REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)([-.:_]|$)")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether ``model`` names an OpenAI reasoning model (``o1``, ``o3-mini``, ``o4-mini``, ``gpt-5*``...).
+
+    A provider prefix such as ``openai/`` is ignored. Reasoning models take
+    ``reasoning_effort`` and ``max_completion_tokens`` and reject ``temperature``.
+    """
+    return _REASONING_MODEL.match(model.rsplit("/", 1)[-1].lower()) is not None
+
+
+def reasoning_effort(budget: int | None) -> str:
+    """The ``reasoning_effort`` closest to a thinking budget in tokens (``None``: the default, medium)."""
+    if budget is None:
+        return "medium"
+    if budget <= 2048:
+        return "low"
+    if budget <= 16384:
+        return "medium"
+    return "high"
+
+
+def _arguments_json(arguments: dict[str, Any] | str) -> str:
+    # Malformed arguments go back verbatim: the model should see what it sent.
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+
+
+def decode_arguments(raw: str | None) -> dict[str, Any] | str:
+    """Tool-call arguments as a dict, or the raw string when they are not a JSON object."""
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, dict) else raw
+
+
+def _message(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.text}
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.text or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": _arguments_json(call.arguments)},
+                }
+                for call in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.text}
+
+
+def _tool(tool: ToolDefinition) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+    }
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
+    """An :class:`~sessionhive.llm.LlmClient` for the OpenAI Chat Completions API.
+
+    Built from an :class:`~sessionhive.llm.LlmConfig` with
+    ``provider="openai"``. The key is ``config.api_key``, else the
+    ``OPENAI_API_KEY`` environment variable; without either, construction
+    raises :class:`~sessionhive.LlmError` — except when ``base_url`` points
+    anywhere but ``api.openai.com``: local servers need no key, so the
+    placeholder ``"sk-no-key"`` is sent (a server that does want one answers
+    401, reported as a rejected key).
+
+    The ``openai.AsyncOpenAI`` client is created on first use, on the running
+    event loop, with the SDK's own retries off: ``metrics`` (a
+    :class:`~sessionhive.metrics.HiveMetrics`) and ``retry`` (a
+    :class:`~sessionhive.llm._retry.RetryPolicy`) govern retries, and
+    :meth:`aclose` releases its connections.
+
+    Mapping: ``request.system`` becomes the first ``system`` message; tool
+    results are ``tool`` messages with their ``tool_call_id``; assistant tool
+    calls carry JSON-string arguments. ``request.thinking`` is honoured only
+    for reasoning models (see :func:`is_reasoning_model`), as
+    ``reasoning_effort`` derived from ``request.budget`` (at most 2048 tokens:
+    low, at most 16384: medium, more: high); other models have no thinking
+    switch in this API, and the flag is ignored for them. Reasoning models get
+    ``max_completion_tokens`` and no ``temperature``; others get
+    ``max_tokens`` (which every compatible server knows).
+
+    Example::
+
+        client = OpenAiClient(LlmConfig("openai", "gpt-4o-mini"))
+        response = await client.complete(LlmRequest("s1", None, (Message.user("hi"),)))
+    """
+
+    provider_name = "openai"
+    key_env_var = "OPENAI_API_KEY"
+    default_endpoint = OPENAI_ENDPOINT
+
+    def __init__(
+        self,
+        config: LlmConfig,
+        *,
+        metrics: HiveMetrics | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(config, metrics=metrics, retry=retry)
+
+    def _placeholder_key(self, config: LlmConfig) -> str | None:
+        if config.base_url and urlsplit(config.base_url).hostname != "api.openai.com":
+            return PLACEHOLDER_KEY
+        return None
+
+    def _build_sdk(self, api_key: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=self._config.base_url,
+            timeout=self._config.timeout_s,
+            max_retries=0,
+        )
+
+    # -- request ---------------------------------------------------------------------
+
+    def _params(self, request: LlmRequest) -> dict[str, Any]:
+        config = self._config
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend(_message(m) for m in request.messages)
+        params: dict[str, Any] = {"model": config.model, "messages": messages}
+        if request.tools:
+            params["tools"] = [_tool(t) for t in request.tools]
+        if is_reasoning_model(config.model):
+            params["max_completion_tokens"] = config.max_tokens
+            if request.thinking:
+                params["reasoning_effort"] = reasoning_effort(request.budget)
+        else:
+            params["max_tokens"] = config.max_tokens
+            if config.temperature is not None:
+                params["temperature"] = config.temperature
+        return params
+
+    # -- one attempt -----------------------------------------------------------------
+
+    async def _attempt(
+        self, sdk: openai.AsyncOpenAI, request: LlmRequest, progress: CallProgress
+    ) -> LlmResponse:
+        params = self._params(request)
+        if progress.on_text is None:
+            completion = await sdk.chat.completions.create(**params)
+            return self._parse_completion(completion)
+        stream = await sdk.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **params
+        )
+        text: list[str] = []
+        calls: dict[int, _PartialCall] = {}
+        usage = Usage()
+        finish: str | None = None
+        # `async with` closes the HTTP response however the loop ends, cancellation included.
+        async with stream:
+            async for chunk in stream:
+                try:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                    for choice in chunk.choices or ():
+                        if choice.index != 0:
+                            continue
+                        delta = choice.delta
+                        if delta is not None:
+                            if delta.content:
+                                text.append(delta.content)
+                                progress.emit(delta.content)
+                            for part in delta.tool_calls or ():
+                                call = calls.setdefault(part.index, _PartialCall())
+                                # ids and names arrive whole, in the call's first delta; arguments in pieces.
+                                if part.id and not call.id:
+                                    call.id = part.id
+                                if part.function is not None:
+                                    if part.function.name and not call.name:
+                                        call.name = part.function.name
+                                    if part.function.arguments:
+                                        call.arguments += part.function.arguments
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+                except (AttributeError, TypeError) as exc:
+                    raise MalformedResponseError(f"unreadable stream chunk: {exc}") from None
+        if finish is None:
+            raise TransientError(f"the stream from {self.endpoint} ended before the model finished")
+        tool_calls = tuple(
+            ToolCall(call.name, decode_arguments(call.arguments), call.id)
+            for _, call in sorted(calls.items())
+            if call.name
+        )
+        return LlmResponse("".join(text), tool_calls, usage, _STOP_REASONS.get(finish, finish))
+
+    def _parse_completion(self, completion: object) -> LlmResponse:
+        if not isinstance(completion, ChatCompletion):
+            raise MalformedResponseError(f"expected a chat completion, got {type(completion).__name__}")
+        try:
+            if not completion.choices:
+                raise MalformedResponseError("the completion has no choices")
+            choice = completion.choices[0]
+            message = choice.message
+            text = message.content or ""
+            tool_calls = []
+            for call in message.tool_calls or ():
+                function = getattr(call, "function", None)
+                if function is None:  # a custom (non-function) tool call: not one of ours
+                    continue
+                tool_calls.append(
+                    ToolCall(function.name, decode_arguments(function.arguments), call.id or "")
+                )
+            usage = (
+                Usage(completion.usage.prompt_tokens or 0, completion.usage.completion_tokens or 0)
+                if completion.usage is not None
+                else Usage()
+            )
+            finish = choice.finish_reason or "stop"
+        except (AttributeError, TypeError, IndexError) as exc:
+            raise MalformedResponseError(f"unreadable completion: {exc}") from None
+        return LlmResponse(text, tuple(tool_calls), usage, _STOP_REASONS.get(finish, finish))
+
+    # -- errors ----------------------------------------------------------------------
+
+    def _classify(self, exc: Exception) -> TransientError | LlmError | None:
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientError(
+                f"could not reach {self.endpoint} ({exc.message}; is the server up, "
+                "and LlmConfig.base_url right?)"
+            )
+        if isinstance(exc, transport_errors()):
+            # A connection that broke mid-stream, which the SDK does not always wrap.
+            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        if isinstance(exc, openai.APIStatusError):
+            return status_error(
+                exc.status_code,
+                headers=exc.response.headers,
+                body=exc.body,
+                provider=self.provider_name,
+                model=self._config.model,
+                endpoint=self.endpoint,
+                key_env_var=self.key_env_var,
+                secret=self._secret,
+            )
+        if isinstance(exc, openai.APIError):
+            # An error object inside a 200 stream: the server failed midway.
+            return status_error(
+                500,
+                headers=None,
+                body=exc.body,
+                provider=self.provider_name,
+                model=self._config.model,
+                endpoint=self.endpoint,
+                key_env_var=self.key_env_var,
+                secret=self._secret,
+            )
+        if isinstance(exc, json.JSONDecodeError):  # raised by the SDK: the body is not JSON at all
+            return LlmError(
+                f"{self.endpoint} sent a response that is not valid JSON ({exc}): check LlmConfig.base_url "
+                "points at an OpenAI-compatible API (usually ending in /v1)"
+            )
+        return None
