@@ -62,3 +62,23 @@ def test_bad_store_is_a_clear_error(tmp_path: Path) -> None:
 def test_help(tmp_path: Path, argv: list[str]) -> None:
     done = run(argv, tmp_path)
     assert done.returncode == 0 and "sessionhive" in done.stdout
+
+
+def test_sessions_list_show_export_delete(tmp_path: Path) -> None:
+    for session_id in ("alpha", "beta"):
+        assert run(["run", f"hi {session_id}", "--session", session_id], tmp_path).returncode == 0
+    listing = run(["sessions", "list"], tmp_path)
+    assert listing.stdout.split() == ["alpha", "beta"]
+    long = run(["sessions", "list", "--long", "--json"], tmp_path)
+    rows = json.loads(long.stdout)
+    assert [(r["id"], r["messages"]) for r in rows] == [("alpha", 4), ("beta", 4)]
+    show = run(["sessions", "show", "alpha"], tmp_path)
+    assert "[user] hi alpha" in show.stdout and "write_file" in show.stdout
+    export = run(["sessions", "export", "beta", "-o", "beta.json"], tmp_path)
+    assert export.returncode == 0
+    snapshot = json.loads((tmp_path / "beta.json").read_text())
+    assert snapshot["session_id"] == "beta" and len(snapshot["messages"]) == 4
+    missing = run(["sessions", "delete", "gamma"], tmp_path)
+    assert missing.returncode != 0 and "gamma" in missing.stderr
+    assert run(["sessions", "delete", "alpha"], tmp_path).returncode == 0
+    assert run(["sessions", "list"], tmp_path).stdout.split() == ["beta"]
