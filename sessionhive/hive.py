@@ -187,7 +187,7 @@ class Hive:
         next call).
         """
         from sessionhive.persistence import PersistenceActor, open_store
-        from sessionhive.persistence.actor import ListIds
+        from sessionhive.persistence.actor import ListIndex
 
         _check_positive("max_concurrent_turns", max_concurrent_turns, integer=True)
         _check_positive("subscriber_queue_size", subscriber_queue_size, integer=True)
@@ -235,12 +235,10 @@ class Hive:
 
         persistence_options["on_failure"] = on_persist_failure
         persistence = backend.spawn(PersistenceActor, opened, **persistence_options)
-        index: Future[list[str]] = Future()
-        persistence.tell(ListIds(index))
+        index: Future[list[tuple[str, str | None]]] = Future()
+        persistence.tell(ListIndex(index))
         try:
-            stored: list[tuple[str, str | None]] = [
-                (i, None) for i in index.result(timeout=max(call_timeout, 60.0))
-            ]
+            stored = index.result(timeout=max(call_timeout, 60.0))
         except Exception as exc:
             persistence.stop()
             backend.shutdown()
@@ -314,7 +312,9 @@ class Hive:
             except (pykka.Timeout, pykka.ActorDeadError):
                 log.warning("sessionhive: the persistence actor did not stop in time")
         try:
-            asyncio.run_coroutine_threadsafe(self._services.llm_clients.aclose(), self._turn_loop.loop).result(10)
+            asyncio.run_coroutine_threadsafe(
+                self._services.llm_clients.aclose(), self._turn_loop.loop
+            ).result(10)
         except Exception as exc:  # noqa: BLE001 - closing connections is best effort
             log.debug("sessionhive: closing LLM clients: %s", exc)
         self._turn_loop.stop()

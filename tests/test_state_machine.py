@@ -51,7 +51,9 @@ class SessionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.workspace = tempfile.TemporaryDirectory()
-        self.hive = Hive.start(store="memory", llm=ScriptedLlm(tool_loop_script), workspace=self.workspace.name)
+        self.hive = Hive.start(
+            store="memory", llm=ScriptedLlm(tool_loop_script), workspace=self.workspace.name
+        )
         self.model: dict[str, Model] = {}
 
     def teardown(self) -> None:

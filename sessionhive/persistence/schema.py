@@ -1,0 +1,152 @@
+"""The SQL tables of :class:`~sessionhive.persistence.stores.SqlStore`, in SQLAlchemy 2.x typed ORM style.
+
+Three tables, all prefixed ``sessionhive_`` so that they can share a database
+(or a PostgreSQL schema) with an application's own tables:
+
+``sessionhive_sessions``
+    One row per session: everything of a :class:`SessionSnapshot` except the
+    messages, plus ``message_count`` (how many message rows belong to the
+    current ``history_epoch``) and the snapshot ``version``.
+``sessionhive_messages``
+    One row per message, keyed by ``(session_id, seq)``. A turn appends rows;
+    only a clear or a compaction (a new ``history_epoch``) rewrites them.
+    There is deliberately no foreign key to the sessions table: the store
+    deletes a session's messages itself, in the same transaction as the
+    session row, and a foreign key would only add a lookup per inserted row.
+``sessionhive_meta``
+    Key/value pairs; ``schema_version`` records the layout of these tables so
+    that an older sessionhive refuses a database written by a newer one.
+
+The store uses these tables through SQLAlchemy Core (bulk ``executemany``
+inserts and updates); the ORM classes are the typed single source of the
+layout and are handy for ad-hoc inspection::
+
+    from sqlalchemy.orm import Session
+    with Session(engine) as s:
+        s.get(SessionRow, "my-session").message_count
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, BigInteger, Connection, Double, Integer, String, Table, Text, inspect, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sessionhive._errors import StoreError
+from sessionhive._ids import MAX_ID_LENGTH
+from sessionhive.persistence.snapshot import SCHEMA_VERSION
+
+__all__ = [
+    "ID_MAX_LENGTH",
+    "MESSAGES",
+    "META",
+    "SCHEMA_VERSION",
+    "SCHEMA_VERSION_KEY",
+    "SESSIONS",
+    "Base",
+    "MessageRow",
+    "MetaRow",
+    "SessionRow",
+    "ensure_schema",
+]
+
+#: Longest session id the SQL tables hold: the longest id sessionhive accepts
+#: (characters, not bytes; 256 x 4 UTF-8 bytes stays within every database's
+#: index key limit, MySQL's included).
+ID_MAX_LENGTH = MAX_ID_LENGTH
+
+#: The ``sessionhive_meta`` key under which the schema version is recorded.
+SCHEMA_VERSION_KEY = "schema_version"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the sessionhive tables; ``Base.metadata`` creates them."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+
+
+class SessionRow(Base):
+    """One session: its snapshot header at ``version``, without the messages."""
+
+    __tablename__ = "sessionhive_sessions"
+
+    id: Mapped[str] = mapped_column(String(ID_MAX_LENGTH), primary_key=True)
+    parent_id: Mapped[str | None] = mapped_column(String(ID_MAX_LENGTH), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]]
+    confirmation_policy: Mapped[dict[str, Any]]
+    #: The session's LLM config as :meth:`LlmConfig.to_dict` gives it: never the API key.
+    llm_config: Mapped[dict[str, Any] | None]
+    thinking: Mapped[bool]
+    budget: Mapped[int | None] = mapped_column(BigInteger)
+    usage: Mapped[dict[str, Any]]
+    context_usage: Mapped[dict[str, Any]]
+    version: Mapped[int] = mapped_column(BigInteger)
+    history_epoch: Mapped[int] = mapped_column(Integer)
+    #: Rows of ``sessionhive_messages`` that belong to ``history_epoch`` (seq 0..count-1).
+    message_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class MessageRow(Base):
+    """Message ``seq`` (0-based) of a session's current history."""
+
+    __tablename__ = "sessionhive_messages"
+
+    session_id: Mapped[str] = mapped_column(String(ID_MAX_LENGTH), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    #: :meth:`Message.to_dict`.
+    payload: Mapped[dict[str, Any]]
+
+
+class MetaRow(Base):
+    """A key/value fact about the database itself (``schema_version``)."""
+
+    __tablename__ = "sessionhive_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+# The Core tables the store's bulk statements run against.
+SESSIONS: Table = Base.metadata.tables[SessionRow.__tablename__]
+MESSAGES: Table = Base.metadata.tables[MessageRow.__tablename__]
+META: Table = Base.metadata.tables[MetaRow.__tablename__]
+
+
+def ensure_schema(conn: Connection, store_name: str) -> int:
+    """Create missing tables and record the schema version, inside ``conn``'s transaction.
+
+    Returns the schema version the database is at afterwards. Raises
+    :class:`StoreError` when the database was written by a newer sessionhive
+    (whose layout this code cannot know), or holds an unreadable version.
+    The version is checked *before* any table is created, so that an old
+    sessionhive never touches a newer database.
+    """
+    stored: int | None = None
+    if inspect(conn).has_table(META.name):
+        raw = conn.execute(select(META.c.value).where(META.c.key == SCHEMA_VERSION_KEY)).scalar_one_or_none()
+        if raw is not None:
+            try:
+                stored = int(raw)
+            except ValueError:
+                raise StoreError(
+                    f"store {store_name} records an unreadable schema version {raw!r} in {META.name}; "
+                    "it was not written by sessionhive, or was damaged"
+                ) from None
+    if stored is not None and stored > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {store_name} was written by a newer sessionhive "
+            f"(schema {stored} > {SCHEMA_VERSION}); upgrade sessionhive to open it"
+        )
+    Base.metadata.create_all(conn, checkfirst=True)
+    if stored is None:
+        conn.execute(META.insert().values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+    elif stored < SCHEMA_VERSION:
+        # Schema 1 is the first layout: there is nothing to migrate from yet.
+        # A future layout change adds its migration steps here, before this update.
+        conn.execute(META.update().where(META.c.key == SCHEMA_VERSION_KEY).values(value=str(SCHEMA_VERSION)))
+    return SCHEMA_VERSION
