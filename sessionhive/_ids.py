@@ -23,9 +23,7 @@ def check_id(session_id: object, what: str = "session id") -> str:
     if not session_id:
         raise InvalidSessionId(f"{what} must not be empty")
     if len(session_id) > MAX_ID_LENGTH:
-        raise InvalidSessionId(
-            f"{what} is {len(session_id)} characters long; the limit is {MAX_ID_LENGTH}"
-        )
+        raise InvalidSessionId(f"{what} is {len(session_id)} characters long; the limit is {MAX_ID_LENGTH}")
     if session_id != session_id.strip():
         raise InvalidSessionId(f"{what} {session_id!r} has leading or trailing whitespace")
     for char in session_id:

@@ -134,11 +134,7 @@ class SessionConfig:
         if not isinstance(self.auto_compact, bool):
             raise InvalidConfig("SessionConfig.auto_compact must be a bool")
         threshold = self.auto_compact_threshold
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not (0 < threshold <= 1)
-        ):
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (0 < threshold <= 1):
             raise InvalidConfig(
                 f"SessionConfig.auto_compact_threshold must be a fraction in (0, 1], got {threshold!r}"
             )

@@ -52,8 +52,10 @@ class HiveMetrics:
             registry=r,
         )
         self.messages_handled = Counter(
-            p + "actor_messages_total", "Messages handled by actors, by actor and message kind.",
-            ["actor", "kind"], registry=r,
+            p + "actor_messages_total",
+            "Messages handled by actors, by actor and message kind.",
+            ["actor", "kind"],
+            registry=r,
         )
         self.mailbox_depth = Gauge(
             p + "mailbox_depth", "Messages waiting in actor mailboxes, by actor kind.", ["actor"], registry=r
@@ -61,8 +63,11 @@ class HiveMetrics:
         # Turns
         self.turns = Counter(p + "turns_total", "Turns finished, by outcome.", ["outcome"], registry=r)
         self.turn_duration = Histogram(
-            p + "turn_duration_seconds", "Wall time of a turn, from start to its last event.",
-            ["outcome"], buckets=_TURN_BUCKETS, registry=r,
+            p + "turn_duration_seconds",
+            "Wall time of a turn, from start to its last event.",
+            ["outcome"],
+            buckets=_TURN_BUCKETS,
+            registry=r,
         )
         self.turn_queue_depth = Gauge(
             p + "turn_queue_depth", "Turns and session jobs waiting behind a running one.", registry=r
@@ -70,8 +75,11 @@ class HiveMetrics:
         self.turns_in_flight = Gauge(p + "turns_in_flight", "Turns running now.", registry=r)
         # LLM
         self.llm_request_duration = Histogram(
-            p + "llm_request_duration_seconds", "Duration of one LLM call.",
-            ["provider", "model", "outcome"], buckets=_LLM_BUCKETS, registry=r,
+            p + "llm_request_duration_seconds",
+            "Duration of one LLM call.",
+            ["provider", "model", "outcome"],
+            buckets=_LLM_BUCKETS,
+            registry=r,
         )
         self.llm_tokens = Counter(
             p + "llm_tokens_total", "Tokens reported by LLM calls.", ["provider", "model", "kind"], registry=r
@@ -88,10 +96,15 @@ class HiveMetrics:
         )
         self.confirmations = Counter(
             p + "confirmations_total",
-            "Resolved confirmations (approved, rejected, timed_out, cancelled).", ["outcome"], registry=r,
+            "Resolved confirmations (approved, rejected, timed_out, cancelled).",
+            ["outcome"],
+            registry=r,
         )
         self.compactions = Counter(
-            p + "compactions_total", "Context compactions, by trigger (manual, auto).", ["trigger"], registry=r
+            p + "compactions_total",
+            "Context compactions, by trigger (manual, auto).",
+            ["trigger"],
+            registry=r,
         )
         # Persistence
         self.persistence_pending = Gauge(
@@ -101,8 +114,10 @@ class HiveMetrics:
             p + "persistence_batch_size", "Sessions written per batch.", buckets=_BATCH_BUCKETS, registry=r
         )
         self.persistence_flush_duration = Histogram(
-            p + "persistence_flush_duration_seconds", "Duration of one batch write, retries included.",
-            buckets=_FAST_BUCKETS, registry=r,
+            p + "persistence_flush_duration_seconds",
+            "Duration of one batch write, retries included.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
         )
         self.persistence_retries = Counter(
             p + "persistence_retries_total", "Batch writes retried after a transient error.", registry=r
@@ -112,10 +127,14 @@ class HiveMetrics:
         )
         self.persistence_coalesced = Counter(
             p + "persistence_coalesced_snapshots_total",
-            "Snapshots replaced by a newer one before being written.", registry=r,
+            "Snapshots replaced by a newer one before being written.",
+            registry=r,
         )
         self.persistence_rows = Counter(
-            p + "persistence_rows_written_total", "Rows written to the store, by table.", ["table"], registry=r
+            p + "persistence_rows_written_total",
+            "Rows written to the store, by table.",
+            ["table"],
+            registry=r,
         )
         # Events
         self.events_dropped = Counter(
