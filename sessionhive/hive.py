@@ -52,7 +52,12 @@ def _wait(future: Future[T], timeout: float | None, what: str) -> T:
         raise CallTimeout(f"{what} got no answer within {timeout} s (the work may still finish)") from None
 
 
-def _make_backend(choice: str | ActorBackend) -> ActorBackend:
+DEFAULT_ACTOR_BACKEND = "threads"
+
+
+def _make_backend(choice: str | ActorBackend | None) -> ActorBackend:
+    if choice is None:
+        choice = os.environ.get("SESSIONHIVE_ACTOR_BACKEND") or DEFAULT_ACTOR_BACKEND
     if not isinstance(choice, str):
         return choice
     if choice == "threads":
@@ -168,7 +173,7 @@ class Hive:
         workspace: str | os.PathLike[str] = ".",
         metrics: MetricsConfig | None = None,
         *,
-        actor_backend: str | ActorBackend = "threads",
+        actor_backend: str | ActorBackend | None = None,
         tools: ToolExecutor | None = None,
         idle_timeout: float | None = None,
         max_live_sessions: int | None = None,

@@ -33,9 +33,18 @@ def workspace(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=["pooled", "threads"])
+def actor_backend(request: pytest.FixtureRequest) -> str:
+    """Both actor backends: every test that takes a ``hive`` runs on each."""
+    backend: str = request.param
+    return backend
+
+
 @pytest.fixture
-def hive(workspace: Path) -> Iterator[Hive]:
-    with Hive.start(store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace) as started:
+def hive(workspace: Path, actor_backend: str) -> Iterator[Hive]:
+    with Hive.start(
+        store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace, actor_backend=actor_backend
+    ) as started:
         yield started
 
 

@@ -52,6 +52,18 @@ def start(store: Any, workspace: Path, **options: Any) -> Hive:
     return Hive.start(store=store, llm=ScriptedLlm(tool_loop_script), workspace=workspace, **options)
 
 
+@pytest.mark.parametrize("backend", ["pooled", "threads"])
+def test_restart_on_either_backend(tmp_path: Path, workspace: Path, backend: str) -> None:
+    url = f"sqlite:///{tmp_path / 'hive.db'}"
+    with start(url, workspace, actor_backend=backend, max_live_sessions=5) as hive:
+        for n in range(20):
+            hive.create_session(f"s{n}")
+            hive.generate(f"s{n}", f"look {n}")
+        expected = {f"s{n}": hive.history(f"s{n}") for n in range(20)}
+    with start(url, workspace, actor_backend=backend) as hive:
+        assert {s: hive.history(s) for s in expected} == expected
+
+
 def everything(hive: Hive, session_id: str) -> tuple[Any, ...]:
     return (
         hive.history(session_id),
