@@ -328,6 +328,8 @@ class Hive:
             close()
         if self._exporter is not None:
             self._exporter.close()
+        if self.metrics.joined:
+            self.metrics.unregister()  # a later Hive may join the same registry
         self._backend.shutdown()
         if error is not None:
             raise error

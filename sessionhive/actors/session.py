@@ -446,7 +446,7 @@ class SessionActor(HiveActor):
     def _settle(self, tool_id: str, pending: _Pending, decision: Decision) -> None:
         pending.resolve(decision)
         self._metrics.confirmations_pending.dec()
-        self._metrics.confirmations.labels(decision.outcome).inc()
+        self._metrics.child(self._metrics.confirmations, decision.outcome).inc()
         sink = self._running.job.sink if self._running else None
         self._emit(
             ConfirmationResolved(
@@ -541,7 +541,8 @@ class SessionActor(HiveActor):
             turn_id = self._turn_seq
             running = _Running(job, turn_id, None, time.perf_counter(), self._messages)
             self._running = running
-            self._metrics.turns_in_flight.inc()
+            if job.kind == "turn":
+                self._metrics.turns_in_flight.inc()
             ref = self.actor_ref
 
             def on_done(result: object, turn_id: int = turn_id, ref: pykka.ActorRef[Any] = ref) -> None:
@@ -563,26 +564,33 @@ class SessionActor(HiveActor):
                 running.handle = loop.submit(run_turn(spec, hooks), on_done)
             else:
                 target = int(self._config.auto_compact_threshold * self._context_usage().max_tokens)
-                running.handle = loop.submit(
-                    run_compaction(
-                        self.session_id, self._messages, self._config.system_prompt, self._llm(), target
-                    ),
-                    on_done,
+                llm = self._llm()
+                hook = self._llm_metrics_hook(llm) if llm is not None else None
+                compacting = run_compaction(
+                    self.session_id, self._messages, self._config.system_prompt, llm, target, hook
                 )
+                running.handle = loop.submit(compacting, on_done)
+
+    def _llm_metrics_hook(self, llm: LlmClient) -> Callable[[str, str, float, Usage | None], None] | None:
+        """What records an LLM call's metrics, unless the client records its own."""
+        if getattr(llm, "records_metrics", False):
+            return None
+        metrics = self._metrics
+        provider = llm.provider
+
+        def on_llm_call(outcome: str, model: str, seconds: float, usage: Usage | None) -> None:
+            metrics.child(metrics.llm_request_duration, provider, model, outcome).observe(seconds)
+            if usage is not None:
+                metrics.child(metrics.llm_tokens, provider, model, "prompt").inc(usage.prompt_tokens)
+                metrics.child(metrics.llm_tokens, provider, model, "completion").inc(usage.completion_tokens)
+
+        return on_llm_call
 
     def _turn_spec(self, job: _Job, llm: LlmClient) -> TurnSpec:
         metrics = self._metrics
-        provider = llm.provider
-        self_recording = bool(getattr(llm, "records_metrics", False))
-
-        def on_llm_call(outcome: str, model: str, seconds: float, usage: Usage | None) -> None:
-            metrics.llm_request_duration.labels(provider, model, outcome).observe(seconds)
-            if usage is not None:
-                metrics.llm_tokens.labels(provider, model, "prompt").inc(usage.prompt_tokens)
-                metrics.llm_tokens.labels(provider, model, "completion").inc(usage.completion_tokens)
 
         def on_tool_call(tool: str, outcome: str) -> None:
-            metrics.tool_calls.labels(tool, outcome).inc()
+            metrics.child(metrics.tool_calls, tool, outcome).inc()
 
         workspace = Path(self._config.workspace) if self._config.workspace else self._services.workspace
         return TurnSpec(
@@ -599,15 +607,29 @@ class SessionActor(HiveActor):
             thinking=self._thinking,
             budget=self._budget,
             stream=job.sink is not None or bool(self._subscribers),
-            on_llm_call=None if self_recording else on_llm_call,
+            on_llm_call=self._llm_metrics_hook(llm),
             on_tool_call=on_tool_call,
         )
 
     def _finish_running(self) -> _Running | None:
         running, self._running = self._running, None
-        if running is not None:
+        if running is not None and running.job.kind == "turn":
             self._metrics.turns_in_flight.dec()
         return running
+
+    def _count_turn(self, running: _Running, outcome: str) -> None:
+        if running.job.kind != "turn":
+            return
+        metrics = self._metrics
+        metrics.child(metrics.turns, outcome).inc()
+        metrics.child(metrics.turn_duration, outcome).observe(time.perf_counter() - running.started)
+
+    def _abandon(self, running: _Running, error: BaseException, outcome: str) -> None:
+        """End the running job without its result (destroy, crash, stop): count it and tell its caller."""
+        if running.handle is not None:
+            running.handle.cancel()
+        self._count_turn(running, outcome)
+        self._reject(running.job, error)
 
     def on_TurnEvent(self, message: TurnEvent) -> None:
         running = self._running
@@ -674,10 +696,9 @@ class SessionActor(HiveActor):
         self._usage = self._usage + outcome.usage
         if outcome.last_usage is not None:
             self._context_used = outcome.last_usage.total_tokens
-        seconds = time.perf_counter() - running.started
-        label = {"ok": "completed", "error": "error", "cancelled": "cancelled"}[outcome.status]
-        self._metrics.turns.labels(label).inc()
-        self._metrics.turn_duration.labels(label).observe(seconds)
+        self._count_turn(
+            running, {"ok": "completed", "error": "error", "cancelled": "cancelled"}[outcome.status]
+        )
         auto = self._should_auto_compact() and outcome.status == "ok"
         if auto:
             # Compaction happens before the next queued turn sees the history.
@@ -742,7 +763,7 @@ class SessionActor(HiveActor):
             self._history_epoch += 1
             self._context_used = compaction.estimate_tokens(self._messages, self._config.system_prompt)
             self._usage = self._usage + outcome.usage
-            self._metrics.compactions.labels(trigger).inc()
+            self._metrics.child(self._metrics.compactions, trigger).inc()
             self._emit(ContextCompacted(self.session_id, before, len(self._messages), percent, trigger))
         value: object = True if job.kind == "auto_compact" else None
         if changed:
@@ -758,7 +779,7 @@ class SessionActor(HiveActor):
         self._gone = True
         running = self._finish_running()
         if running is not None:
-            self._reject(running.job, TurnCancelled(self.session_id, "the session was destroyed"))
+            self._abandon(running, TurnCancelled(self.session_id, "the session was destroyed"), "cancelled")
         for subscriber in self._subscribers:
             subscriber.close()
         self._subscribers.clear()
@@ -827,9 +848,7 @@ class SessionActor(HiveActor):
         )
         running = self._finish_running()
         if running is not None:
-            if running.handle is not None:
-                running.handle.cancel()
-            self._reject(running.job, crashed)
+            self._abandon(running, crashed, "error")
         while self._jobs:
             self._metrics.turn_queue_depth.dec()
             self._reject(self._jobs.popleft(), crashed)
@@ -847,9 +866,7 @@ class SessionActor(HiveActor):
     def on_stop(self) -> None:
         running = self._finish_running()
         if running is not None:
-            if running.handle is not None:
-                running.handle.cancel()
-            self._reject(running.job, TurnCancelled(self.session_id, "the Hive stopped"))
+            self._abandon(running, TurnCancelled(self.session_id, "the Hive stopped"), "cancelled")
         for subscriber in self._subscribers:
             subscriber.close()
         while self._jobs:

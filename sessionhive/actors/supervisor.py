@@ -136,6 +136,7 @@ class SupervisorActor(HiveActor):
         self._tick_interval = tick_interval
         self._ticker_stop = threading.Event()
         self._handled: dict[str, Any] = {}
+        self._restarting: set[str] = set()
         self._shutting_down = False
 
     def on_receive(self, message: Any) -> Any:
@@ -144,7 +145,11 @@ class SupervisorActor(HiveActor):
         if counter is None:
             counter = self._handled[kind] = self._metrics.messages_handled.labels("supervisor", kind)
         counter.inc()
-        return super().on_receive(message)
+        return self._dispatch(message)
+
+    def _dispatch(self, message: Any) -> Any:
+        """Handle ``message`` now, from inside this actor (not counted as a mailbox message)."""
+        return HiveActor.on_receive(self, message)
 
     def on_start(self) -> None:
         # The tick passivates idle sessions and refreshes the mailbox-depth gauges.
@@ -210,7 +215,7 @@ class SupervisorActor(HiveActor):
 
     def _release(self, session_id: str) -> None:
         for message in self._waiting.pop(session_id, []):
-            self.on_receive(message)
+            self._dispatch(message)
 
     def _spawn(
         self,
@@ -280,6 +285,7 @@ class SupervisorActor(HiveActor):
         session_id = message.session_id
         if message.error is not None or message.snapshot is None:
             held = self._waiting.pop(session_id, [])
+            self._restarting.discard(session_id)
             if message.error is None:
                 self._forget(session_id)
                 error: BaseException = SessionNotFound(session_id)
@@ -289,11 +295,14 @@ class SupervisorActor(HiveActor):
                 if isinstance(held_message, Route):
                     fail(held_message.call.reply, error)
                 elif isinstance(held_message, Create):
-                    self.on_receive(held_message)  # not there after all: creating is fine
+                    self._dispatch(held_message)  # not there after all: creating is fine
                 else:
                     fail(held_message.reply, error)
             return
-        self._metrics.session_lifecycle.labels("activated").inc()
+        if session_id in self._restarting:
+            self._restarting.discard(session_id)
+        else:
+            self._metrics.session_lifecycle.labels("activated").inc()
         self._spawn(message.snapshot)
         self._release(session_id)
 
@@ -323,7 +332,7 @@ class SupervisorActor(HiveActor):
         # Reserve the child id while the parent answers what the child inherits.
         self._waiting[session_id] = []
         inheritance: Reply = concurrent.futures.Future()
-        self.on_receive(Route(parent_id, Call("inheritance", (), inheritance)))
+        self._dispatch(Route(parent_id, Call("inheritance", (), inheritance)))
         self._later(inheritance, lambda done: self._finish_child(message, done))
 
     def _finish_child(self, message: Create, inheritance: Reply) -> None:
@@ -363,7 +372,7 @@ class SupervisorActor(HiveActor):
         for session_id in order:
             done: Reply = concurrent.futures.Future()
             futures.append(done)
-            self.on_receive(Route(session_id, Call("destroy", (), done)))
+            self._dispatch(Route(session_id, Call("destroy", (), done)))
 
         def all_done(results: list[Reply]) -> None:
             errors = [f.exception() for f in results if f.exception() is not None]
@@ -402,7 +411,7 @@ class SupervisorActor(HiveActor):
         if self._live.get(session_id) is not ref:
             # Already restarted (or destroyed): just redeliver what it held.
             for call in held:
-                self.on_receive(Route(session_id, call))
+                self._dispatch(Route(session_id, call))
             return
         del self._live[session_id]
         self._last_used.pop(session_id, None)
@@ -416,6 +425,7 @@ class SupervisorActor(HiveActor):
             self._waiting[session_id].extend(routes + later)
             self._release(session_id)
         else:
+            self._restarting.add(session_id)
             self._activate(session_id)
             self._waiting[session_id].extend(routes + later)
 
@@ -424,7 +434,7 @@ class SupervisorActor(HiveActor):
         if ref is None or session_id in self._waiting:
             return
         answer: Reply = concurrent.futures.Future()
-        self.on_receive(Route(session_id, Call("passivate", (), answer)))
+        self._dispatch(Route(session_id, Call("passivate", (), answer)))
 
         def refused_or_done(done: Reply) -> None:
             refused = done.exception() is not None or not done.result()
@@ -483,7 +493,7 @@ class SupervisorActor(HiveActor):
         for session_id in sorted(self._known - set(self._live)):
             future: Reply = concurrent.futures.Future()
             futures.append(future)
-            self.on_receive(Route(session_id, Call("version", (), future)))
+            self._dispatch(Route(session_id, Call("version", (), future)))
         self._gather(futures, lambda done: complete(reply, sum(1 for f in done if f.exception() is None)))
 
     def on_Shutdown(self, message: Shutdown) -> None:

@@ -276,6 +276,7 @@ async def run_compaction(
     system: str | None,
     llm: LlmClient | None,
     target_tokens: int | None,
+    on_llm_call: Callable[[str, str, float, Usage | None], None] | None = None,
 ) -> CompactionOutcome:
     """Compact ``messages``: prune old tool output, then summarise (or truncate without an LLM)."""
     if llm is None:
@@ -294,6 +295,14 @@ async def run_compaction(
     request = LlmRequest(
         session_id=session_id, system=None, messages=compaction.summary_prompt(middle), purpose="compaction"
     )
-    response = await llm.complete(request)
+    started = time.perf_counter()
+    try:
+        response = await llm.complete(request)
+    except BaseException:
+        if on_llm_call is not None:
+            on_llm_call("error", llm.model, time.perf_counter() - started, None)
+        raise
+    if on_llm_call is not None:
+        on_llm_call("ok", llm.model, time.perf_counter() - started, response.usage)
     summary = Message.user(compaction.SUMMARY_PREFIX + response.text.strip())
     return CompactionOutcome((*head, summary, *tail), True, response.usage)

@@ -10,8 +10,14 @@ so the number of series does not grow with the number of sessions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from sessionhive._errors import InvalidConfig
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 __all__ = ["HiveMetrics", "MetricsConfig"]
 
@@ -40,8 +46,36 @@ class HiveMetrics:
     """The metrics of one Hive. Attributes are prometheus_client metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.joined = registry is not None
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        try:
+            self._define(self.registry)
+        except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
+            self.unregister()
+            raise InvalidConfig(
+                "this registry already holds sessionhive metrics (is another Hive using it?); stop that "
+                "Hive first, or give each Hive its own registry (the default)"
+            ) from exc
+
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, looked up once: hot paths call this per message."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children.setdefault(key, metric.labels(*labels))
+        return found  # type: ignore[no-any-return]
+
+    def unregister(self) -> None:
+        """Take these metrics out of a registry that was joined (a Hive's own registry just goes)."""
+        for value in list(vars(self).values()):
+            if isinstance(value, MetricWrapperBase):
+                try:
+                    self.registry.unregister(value)
+                except KeyError:
+                    pass  # never registered (a duplicate refused at start)
+
+    def _define(self, r: CollectorRegistry) -> None:
         p = "sessionhive_"
         # Sessions
         self.live_sessions = Gauge(p + "live_sessions", "Session actors currently live.", registry=r)
