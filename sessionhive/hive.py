@@ -52,7 +52,7 @@ def _wait(future: Future[T], timeout: float | None, what: str) -> T:
         raise CallTimeout(f"{what} got no answer within {timeout} s (the work may still finish)") from None
 
 
-DEFAULT_ACTOR_BACKEND = "threads"
+DEFAULT_ACTOR_BACKEND = "pooled"
 
 
 def _make_backend(choice: str | ActorBackend | None) -> ActorBackend:
@@ -189,7 +189,12 @@ class Hive:
         ``"file:DIR"``, any SQLAlchemy URL, or a store object. ``llm`` is the
         default model of sessions that configure none. ``idle_timeout`` and
         ``max_live_sessions`` passivate idle sessions (they come back on their
-        next call).
+        next call). ``actor_backend`` is ``"pooled"`` (default: every actor's
+        mailbox runs on a small fixed pool of threads) or ``"threads"`` (one
+        OS thread per actor, pykka's ThreadingActor); the environment variable
+        ``SESSIONHIVE_ACTOR_BACKEND`` sets the default. ``batch_size`` and
+        ``flush_interval`` tune the persistence batches (defaults 256 and
+        0.05 s, chosen by ``bench/bench_persistence.py``).
         """
         from sessionhive.persistence import PersistenceActor, open_store
         from sessionhive.persistence.actor import ListIndex
