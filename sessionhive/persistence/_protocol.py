@@ -18,6 +18,10 @@ class SessionStore(Protocol):
     transaction: all of it commits or none of it does. A snapshot whose
     version is not newer than the stored one is skipped. Transient failures
     raise; the caller retries with the same batch.
+
+    A store may also offer ``list_index() -> list[(id, parent_id)]`` (the
+    built-in ones do, in one query); without it the Hive loads each session
+    at start to learn its parent.
     """
 
     @property
@@ -28,10 +32,6 @@ class SessionStore(Protocol):
     def load(self, session_id: str) -> SessionSnapshot | None: ...
 
     def list_ids(self) -> list[str]: ...
-
-    def list_index(self) -> list[tuple[str, str | None]]:
-        """Every stored session id with its parent's id (the supervisor's registry at start)."""
-        ...
 
     def health_check(self) -> None: ...
 

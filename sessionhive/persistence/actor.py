@@ -420,7 +420,15 @@ class PersistenceActor(HiveActor):
 
     def on_ListIndex(self, message: ListIndex) -> None:
         try:
-            index = dict(self._store.list_index())
+            list_index = getattr(self._store, "list_index", None)
+            if list_index is not None:
+                index = dict(list_index())
+            else:
+                index = {}
+                for session_id in self._store.list_ids():
+                    snapshot = self._store.load(session_id)
+                    if snapshot is not None:
+                        index[session_id] = snapshot.parent_id
         except Exception as exc:  # noqa: BLE001 - delivered to the caller
             error = (
                 exc
