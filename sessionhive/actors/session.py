@@ -84,9 +84,6 @@ DEFAULT_MAX_CONTEXT = 200_000
 # Sent to the caller of a deferred operation: the value arrives later.
 _DEFERRED = object()
 
-# Label children are looked up once per message kind (and Hive), not per message.
-_HANDLED_COUNTERS: dict[str, tuple[HiveMetrics, Any]] = {}
-
 
 @dataclass(frozen=True)
 class HiveServices:
@@ -302,13 +299,7 @@ class SessionActor(HiveActor):
 
     def on_receive(self, message: Any) -> Any:
         kind = message.op if type(message) is Call else type(message).__name__
-        counter = _HANDLED_COUNTERS.get(kind)
-        if counter is None or counter[0] is not self._metrics:
-            counter = _HANDLED_COUNTERS[kind] = (
-                self._metrics,
-                self._metrics.messages_handled.labels("session", kind),
-            )
-        counter[1].inc()
+        self._metrics.child(self._metrics.messages_handled, "session", kind).inc()
         return super().on_receive(message)
 
     def on_Call(self, call: Call) -> None:

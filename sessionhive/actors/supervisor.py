@@ -135,16 +135,11 @@ class SupervisorActor(HiveActor):
         self._max_live = max_live_sessions
         self._tick_interval = tick_interval
         self._ticker_stop = threading.Event()
-        self._handled: dict[str, Any] = {}
         self._restarting: set[str] = set()
         self._shutting_down = False
 
     def on_receive(self, message: Any) -> Any:
-        kind = type(message).__name__
-        counter = self._handled.get(kind)
-        if counter is None:
-            counter = self._handled[kind] = self._metrics.messages_handled.labels("supervisor", kind)
-        counter.inc()
+        self._metrics.child(self._metrics.messages_handled, "supervisor", type(message).__name__).inc()
         return self._dispatch(message)
 
     def _dispatch(self, message: Any) -> Any:

@@ -41,7 +41,6 @@ from itertools import islice
 from typing import Any
 
 import pykka
-from prometheus_client import Counter
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -281,7 +280,6 @@ class PersistenceActor(HiveActor):
         self._failing: str | None = None  # error text of the last failed write, until one succeeds
         self._cooldown_until = 0.0
         self._notified: set[str] = set()
-        self._handled: dict[str, Counter] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -304,10 +302,7 @@ class PersistenceActor(HiveActor):
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message).__name__
-        counter = self._handled.get(kind)
-        if counter is None:
-            counter = self._handled[kind] = self._metrics.messages_handled.labels("persistence", kind)
-        counter.inc()
+        self._metrics.child(self._metrics.messages_handled, "persistence", kind).inc()
         try:
             return super().on_receive(message)
         except Exception:
