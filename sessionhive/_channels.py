@@ -109,7 +109,13 @@ class ThreadChannel:
 
 
 class AsyncChannel:
-    """A channel read by a coroutine on ``loop``; producers hop onto the loop thread."""
+    """A channel read by a coroutine on ``loop``.
+
+    Producers append to a deque and wake the loop once per burst (one
+    ``call_soon_threadsafe`` while a drain is pending, not one per event):
+    waking an event loop costs a system call, and a busy session emits
+    events far faster than the loop needs waking.
+    """
 
     def __init__(
         self,
@@ -119,7 +125,9 @@ class AsyncChannel:
         session_id: str = "",
     ) -> None:
         self._loop = loop
-        self._items: deque[object] = deque()
+        self._incoming: deque[object] = deque()  # producer appends, loop pops: both atomic
+        self._drain_pending = False  # set by the producer, cleared by the loop before it drains
+        self._items: deque[object] = deque()  # loop thread only
         self._waiter: asyncio.Future[None] | None = None
         self._maxsize = maxsize
         self._session_id = session_id
@@ -129,18 +137,30 @@ class AsyncChannel:
 
     def offer(self, event: AgentEvent) -> None:
         if not self.closed:
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, event)
-            except RuntimeError:
-                self.closed = True  # the consumer's loop is gone: nobody is left to read
+            self._push(event)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._push(_CLOSED)
+
+    def _push(self, item: object) -> None:
+        self._incoming.append(item)
+        if not self._drain_pending:
+            self._drain_pending = True
             try:
-                self._loop.call_soon_threadsafe(self._deliver, _CLOSED)
+                self._loop.call_soon_threadsafe(self._drain)
             except RuntimeError:
-                pass
+                self.closed = True  # the consumer's loop is gone: nobody is left to read
+
+    def _drain(self) -> None:
+        # Cleared before draining: an item appended after this line either is
+        # drained below or schedules another drain; none is left behind.
+        self._drain_pending = False
+        while self._incoming:
+            self._deliver(self._incoming.popleft())
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _deliver(self, item: object) -> None:
         if item is not _CLOSED and self._maxsize and len(self._items) >= self._maxsize:
@@ -152,8 +172,6 @@ class AsyncChannel:
             self._items.append(EventsDropped(self._session_id, self._dropped))
             self._dropped = 0
         self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     async def get(self) -> AgentEvent | None:
         """The next event, or ``None`` once the channel is closed and drained."""

@@ -167,8 +167,8 @@ def ask_confirmation(hive: Hive, session_id: str, prompt: str = "write it") -> t
 
 
 def crash_next_turn_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the next TurnEvent handled by any session actor raise: a bug that crashes the actor."""
-    original = session_module.SessionActor.on_TurnEvent
+    """Make the next TurnEvents batch handled by any session actor raise: a bug that crashes the actor."""
+    original = session_module.SessionActor.on_TurnEvents
     crashes: list[object] = []
 
     def broken(self: Any, message: Any) -> Any:
@@ -177,7 +177,7 @@ def crash_next_turn_event(monkeypatch: pytest.MonkeyPatch) -> None:
             raise RuntimeError("injected handler bug")
         return original(self, message)
 
-    monkeypatch.setattr(session_module.SessionActor, "on_TurnEvent", broken)
+    monkeypatch.setattr(session_module.SessionActor, "on_TurnEvents", broken)
 
 
 def metric_objects(hive: Hive) -> list[Any]:

@@ -21,7 +21,7 @@ def test_crashed_session_is_restarted_and_keeps_its_history(
         hive.generate("s", "look first")
         before = hive.history("s")
 
-        original = session_module.SessionActor.on_TurnEvent
+        original = session_module.SessionActor.on_TurnEvents
         crashes = []
 
         def broken(self, message):  # type: ignore[no-untyped-def]
@@ -30,7 +30,7 @@ def test_crashed_session_is_restarted_and_keeps_its_history(
                 raise RuntimeError("injected handler bug")
             return original(self, message)
 
-        monkeypatch.setattr(session_module.SessionActor, "on_TurnEvent", broken)
+        monkeypatch.setattr(session_module.SessionActor, "on_TurnEvents", broken)
         with pytest.raises(TurnFailed, match="crashed"):
             hive.generate("s", "look crash")
         assert hive.history("s") == before  # restarted from the last snapshot

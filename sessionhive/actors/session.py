@@ -40,7 +40,7 @@ from sessionhive.actors.turn import (
     ConfirmationAsked,
     ConfirmationTimedOut,
     SessionTurnHooks,
-    TurnEvent,
+    TurnEvents,
     TurnHandle,
     TurnLoop,
 )
@@ -622,11 +622,13 @@ class SessionActor(HiveActor):
         self._count_turn(running, outcome)
         self._reject(running.job, error)
 
-    def on_TurnEvent(self, message: TurnEvent) -> None:
+    def on_TurnEvents(self, message: TurnEvents) -> None:
         running = self._running
         if running is None or running.turn_id != message.turn_id:
-            return  # a late event of a turn that already ended
-        self._emit(message.event, running.job.sink)
+            return  # late events of a turn that already ended
+        sink = running.job.sink
+        for event in message.events:
+            self._emit(event, sink)
 
     def on_ConfirmationAsked(self, message: ConfirmationAsked) -> None:
         running = self._running

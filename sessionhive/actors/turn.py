@@ -27,7 +27,7 @@ __all__ = [
     "ConfirmationAsked",
     "ConfirmationTimedOut",
     "SessionTurnHooks",
-    "TurnEvent",
+    "TurnEvents",
     "TurnHandle",
     "TurnLoop",
 ]
@@ -115,14 +115,14 @@ class TurnHandle:
             self.task.cancel()
 
 
-class TurnEvent:
-    """An event of the running job ``turn_id``."""
+class TurnEvents:
+    """Events of the running job ``turn_id``, in order (one message per burst, not per event)."""
 
-    __slots__ = ("event", "turn_id")
+    __slots__ = ("events", "turn_id")
 
-    def __init__(self, turn_id: int, event: AgentEvent) -> None:
+    def __init__(self, turn_id: int, events: list[AgentEvent]) -> None:
         self.turn_id = turn_id
-        self.event = event
+        self.events = events
 
 
 class ConfirmationAsked:
@@ -161,15 +161,30 @@ def _settle(future: asyncio.Future[Decision], decision: Decision) -> None:
 
 
 class SessionTurnHooks:
-    """The turn's side of the session protocol: tells only, never a blocking ask."""
+    """The turn's side of the session protocol: tells only, never a blocking ask.
+
+    Events are batched: those emitted in one pass of the event loop (a burst
+    of streamed text deltas, say) travel in one :class:`TurnEvents` message,
+    which divides the session's mailbox traffic by the burst size. Order is
+    kept: the batch is sent before any other message of this turn, and the
+    loop runs the scheduled send before the turn's completion callback.
+    """
 
     def __init__(self, session: pykka.ActorRef[Any], turn_id: int, loop: asyncio.AbstractEventLoop) -> None:
         self._session = session
         self._turn_id = turn_id
         self._loop = loop
+        self._batch: list[AgentEvent] = []  # touched on the loop thread only
 
     def emit(self, event: AgentEvent) -> None:
-        self._session.tell(TurnEvent(self._turn_id, event))
+        if not self._batch:
+            self._loop.call_soon(self._send)
+        self._batch.append(event)
+
+    def _send(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._session.tell(TurnEvents(self._turn_id, batch))
 
     async def confirm(self, call: ToolCall, arguments: dict[str, Any], timeout_s: float) -> Decision:
         future: asyncio.Future[Decision] = self._loop.create_future()
@@ -178,6 +193,7 @@ class SessionTurnHooks:
         def resolve(decision: Decision) -> None:
             loop.call_soon_threadsafe(_settle, future, decision)
 
+        self._send()  # the events before the request arrive before it
         self._session.tell(ConfirmationAsked(self._turn_id, call, arguments, timeout_s, resolve))
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
