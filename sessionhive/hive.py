@@ -55,6 +55,10 @@ def _wait(future: Future[T], timeout: float | None, what: str) -> T:
 DEFAULT_ACTOR_BACKEND = "pooled"
 
 
+def _singletons_get_threads(choice: str | ActorBackend | None, backend: ActorBackend) -> bool:
+    return not isinstance(choice, ActorBackend) and backend.name == "pooled"
+
+
 def _make_backend(choice: str | ActorBackend | None) -> ActorBackend:
     if choice is None:
         choice = os.environ.get("SESSIONHIVE_ACTOR_BACKEND") or DEFAULT_ACTOR_BACKEND
@@ -192,7 +196,9 @@ class Hive:
         next call). ``actor_backend`` is ``"pooled"`` (default: every actor's
         mailbox runs on a small fixed pool of threads) or ``"threads"`` (one
         OS thread per actor, pykka's ThreadingActor); the environment variable
-        ``SESSIONHIVE_ACTOR_BACKEND`` sets the default. ``batch_size`` and
+        ``SESSIONHIVE_ACTOR_BACKEND`` sets the default. With ``"pooled"`` the
+        supervisor and the persistence actor keep a thread each; pass a
+        backend object (``PooledBackend(threads=1)``) to run every actor on it. ``batch_size`` and
         ``flush_interval`` tune the persistence batches (defaults 256 and
         0.05 s, chosen by ``bench/bench_persistence.py``).
         """
@@ -244,7 +250,12 @@ class Hive:
                     pass
 
         persistence_options["on_failure"] = on_persist_failure
-        persistence = backend.spawn(PersistenceActor, opened, **persistence_options)
+        # With the "pooled" default the two singleton actors get a thread each:
+        # every call passes through the supervisor, and the persistence actor
+        # blocks on database I/O, so neither should wait in (or hold up) the
+        # sessions' dispatcher pool. A backend object runs every actor.
+        singletons = ThreadBackend() if _singletons_get_threads(actor_backend, backend) else backend
+        persistence = singletons.spawn(PersistenceActor, opened, **persistence_options)
         index: Future[list[tuple[str, str | None]]] = Future()
         persistence.tell(ListIndex(index))
         try:
@@ -266,7 +277,7 @@ class Hive:
             llm_clients=llm_clients,
             subscriber_queue_size=subscriber_queue_size,
         )
-        supervisor = backend.spawn(
+        supervisor = singletons.spawn(
             SupervisorActor,
             services,
             backend,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import pykka
 
@@ -51,6 +51,7 @@ class HiveActor(pykka.Actor):
         return getattr(self, name)(message)
 
 
+@runtime_checkable
 class ActorBackend(Protocol):
     """Runs actors: spawns them and releases its threads at shutdown."""
 
