@@ -22,6 +22,7 @@ from sessionhive._errors import (
     StoreError,
     TurnFailed,
 )
+from sessionhive._gc import tune_gc
 from sessionhive.agent.events import (
     AgentEvent,
     ConfirmationRequired,
@@ -112,4 +113,5 @@ __all__ = [
     "Usage",
     "__version__",
     "event_to_dict",
+    "tune_gc",
 ]

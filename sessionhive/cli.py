@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from sessionhive._errors import SessionhiveError, SessionNotFound
+from sessionhive._gc import tune_gc
 from sessionhive.agent.events import (
     AgentEvent,
     ConfirmationRequired,
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_gc()  # this process exists to host sessions
     try:
         result: Any = args.func(args)
     except SessionhiveError as exc:

@@ -73,7 +73,7 @@ from sessionhive.agent.events import ConfirmationRequired, ToolEnd
 from sessionhive.agent.messages import AgentResult, Message, ToolCall
 from sessionhive.aio import AsyncHive
 from sessionhive.config import ConfirmationPolicy, SessionConfig
-from sessionhive.hive import Hive
+from sessionhive.hive import DEFAULT_ACTOR_BACKEND, Hive
 from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
 from sessionhive.metrics.registry import MetricsConfig
 
@@ -195,7 +195,8 @@ class LoadtestScript:
         return ToolCall("list_dir", {"path": "."}, call_id)
 
     def __call__(self, messages: list[Message]) -> Reply:
-        start = max(i for i, m in enumerate(messages) if m.role == "user")
+        # From the end: the scan must not grow with the history, or long runs would measure the script.
+        start = next(i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user")
         match = _PROMPT.match(messages[start].text)
         if match is None:  # not a load-test prompt: answer without tools
             return Reply(text="ok")
@@ -330,9 +331,13 @@ class LoadtestOptions:
     - ``store``: where sessions live (``None``: a fresh temporary SQLite file,
       deleted afterwards unless ``keep_store``).
     - ``confirm_rate``: the fraction of tool calls that need a confirmation.
+    - ``actor_backend``: ``"pooled"`` or ``"threads"`` (``None``: the Hive's default).
     - ``llm``: a real provider instead of the scripted model.
     - ``metrics_port``: serve ``/metrics`` there while the test runs (0: a free port).
     - ``probe_interval``: seconds between two rounds of control-call probes.
+    - ``stream``: run turns with ``generate_streaming`` and read every event
+      (the default, as a user interface does); ``False`` uses ``generate``,
+      which emits no text deltas (no confirmations then: they arrive as events).
     - ``hive_options``: more keyword arguments for :meth:`Hive.start`
       (``idle_timeout``, ``max_live_sessions``, ``batch_size``...).
     """
@@ -345,11 +350,12 @@ class LoadtestOptions:
     store: str | None = None
     children_per_session: int = 0
     confirm_rate: float = 0.0
-    actor_backend: str = "threads"
+    actor_backend: str | None = None
     llm: LlmConfig | LlmClient | None = None
     metrics_port: int | None = None
     workspace: str | None = None
     probe_interval: float = 0.005
+    stream: bool = True
     verify: bool = True
     keep_store: bool = False
     progress: bool = False
@@ -372,6 +378,8 @@ class LoadtestOptions:
             raise InvalidConfig(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
         if not isinstance(self.confirm_rate, int | float) or not 0 <= self.confirm_rate <= 1:
             raise InvalidConfig(f"confirm_rate must be a fraction in [0, 1], got {self.confirm_rate!r}")
+        if self.confirm_rate > 0 and not self.stream:
+            raise InvalidConfig("confirmations are seen on the turn's stream; confirm_rate needs stream=True")
         if self.confirm_rate > 0 and self.tools_per_turn == 0:
             raise InvalidConfig("confirm_rate needs tool calls to confirm; set tools_per_turn >= 1")
         object.__setattr__(self, "llm_latency", parse_duration(self.llm_latency))
@@ -379,8 +387,13 @@ class LoadtestOptions:
             raise InvalidConfig(
                 f"probe_interval must be a positive number of seconds, got {self.probe_interval!r}"
             )
-        if self.actor_backend not in ("threads", "pooled"):
+        if self.actor_backend not in (None, "threads", "pooled"):
             raise InvalidConfig(f"actor_backend must be 'threads' or 'pooled', got {self.actor_backend!r}")
+
+    @property
+    def backend_name(self) -> str:
+        """The backend the Hive runs: this option, else the Hive's default (the environment may set it)."""
+        return self.actor_backend or os.environ.get("SESSIONHIVE_ACTOR_BACKEND") or DEFAULT_ACTOR_BACKEND
 
     @property
     def total_sessions(self) -> int:
@@ -495,6 +508,13 @@ class LoadtestReport:
             ("retries (store / llm)", f"{self.persistence_retries} / {self.llm_retries}"),
             ("persistence failures", f"{self.persistence_failures}"),
         ]
+        kept = self.options.get("keep_store", False)
+        where = (
+            f"{self.store} (temporary, {'kept' if kept else 'deleted'})"
+            if self.store_is_temporary
+            else self.store
+        )
+        rows.append(("store", where))
         if self.store_bytes is not None:
             rows.append(("store size", f"{self.store_bytes / 1e6:.2f} MB"))
         if self.metrics_url:
@@ -641,17 +661,18 @@ class _Run:
         log = self.logs[session_id]
         started = time.perf_counter()
         try:
-            stream = await hive.generate_streaming(session_id, _prompt(session_id, turn))
-            async for event in stream:
-                if isinstance(event, ConfirmationRequired):
-                    asked = time.perf_counter()
-                    await hive.confirm_tool(session_id, event.tool_id, True)
-                    self.confirm_seconds.append(time.perf_counter() - asked)
-                    self.confirmations += 1
-                elif isinstance(event, ToolEnd):
-                    log.tool_outputs[event.tool_id] = (event.output, event.is_error)
-                    self.tool_calls += 1
-            log.last_result = await stream.result()
+            if self.options.stream:
+                log.last_result = await self.streamed_turn(hive, session_id, turn)
+            else:
+                log.last_result = result = await hive.generate(session_id, _prompt(session_id, turn))
+                # The tool results of this turn are the tool messages after its prompt.
+                start = len(result.messages) - next(
+                    i for i, m in enumerate(reversed(result.messages), 1) if m.role == "user"
+                )
+                for message in result.messages[start:]:
+                    if message.role == "tool" and message.tool_call_id is not None:
+                        log.tool_outputs[message.tool_call_id] = (message.text, message.is_error)
+                        self.tool_calls += 1
         except SessionhiveError as exc:
             log.failed = True
             self.turns_failed += 1
@@ -659,6 +680,20 @@ class _Run:
             return
         self.turn_seconds.append(time.perf_counter() - started)
         self.turns_done += 1
+
+    async def streamed_turn(self, hive: AsyncHive, session_id: str, turn: int) -> AgentResult:
+        log = self.logs[session_id]
+        stream = await hive.generate_streaming(session_id, _prompt(session_id, turn))
+        async for event in stream:
+            if isinstance(event, ConfirmationRequired):
+                asked = time.perf_counter()
+                await hive.confirm_tool(session_id, event.tool_id, True)
+                self.confirm_seconds.append(time.perf_counter() - asked)
+                self.confirmations += 1
+            elif isinstance(event, ToolEnd):
+                log.tool_outputs[event.tool_id] = (event.output, event.is_error)
+                self.tool_calls += 1
+        return await stream.result()
 
     async def drive(self, hive: AsyncHive) -> None:
         slots = asyncio.Semaphore(self.options.concurrency or len(self.all_sessions))
@@ -731,7 +766,9 @@ class _Run:
 
 def _start_kwargs(options: LoadtestOptions, store: str, workspace: Path, llm: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(options.hive_options)
-    kwargs.update(store=store, llm=llm, workspace=workspace, actor_backend=options.actor_backend)
+    kwargs.update(store=store, llm=llm, workspace=workspace)
+    if options.actor_backend is not None:
+        kwargs["actor_backend"] = options.actor_backend
     if options.metrics_port is not None:
         kwargs["metrics"] = MetricsConfig(port=options.metrics_port)
     return kwargs
@@ -832,6 +869,7 @@ def _options_dict(options: LoadtestOptions) -> dict[str, Any]:
         for k, v in options.hive_options.items()
     }
     data["total_sessions"] = options.total_sessions
+    data["actor_backend"] = options.backend_name
     return data
 
 
@@ -909,6 +947,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         llm=_llm_from_args(args),
         metrics_port=args.metrics_port,
         verify=not args.no_verify,
+        stream=not args.no_stream,
         keep_store=args.keep_store,
         progress=not args.quiet and sys.stderr.isatty(),
         hive_options=hive_options,
@@ -925,7 +964,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     print(
         f"sessionhive loadtest: {options.sessions} sessions + {children} children x {options.turns} turns "
         f"x {options.tools_per_turn} tools, model {model} (latency {options.llm_latency * 1000:g} ms), "
-        f"concurrency {concurrency}, confirm rate {options.confirm_rate:g}, {options.actor_backend} actors"
+        f"concurrency {concurrency}, confirm rate {options.confirm_rate:g}, {options.backend_name} actors"
     )
     print(f"store: {where}")
     sys.stdout.flush()
@@ -967,7 +1006,11 @@ def add_loadtest_parser(
         "--confirm-rate", type=float, default=0.0, help="fraction of tool calls that need a confirmation"
     )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
-    parser.add_argument("--actor-backend", choices=["threads", "pooled"], default="threads")
+    parser.add_argument(
+        "--actor-backend",
+        choices=["threads", "pooled"],
+        help=f"how actors run (default: the Hive's, {DEFAULT_ACTOR_BACKEND}, or $SESSIONHIVE_ACTOR_BACKEND)",
+    )
     parser.add_argument(
         "--metrics-port", type=int, help="serve /metrics on this port while running (0: any free port)"
     )
@@ -977,6 +1020,11 @@ def add_loadtest_parser(
     parser.add_argument("--idle-timeout", type=_duration_arg, help="passivate sessions idle this long")
     parser.add_argument("--keep-store", action="store_true", help="keep the temporary SQLite file")
     parser.add_argument("--no-verify", action="store_true", help="skip reading every history back")
+    parser.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="run turns with generate() instead of reading their event streams",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_store_option(parser, None)
     # The shared option prints its default; ours is a fresh file, not a fixed URL.

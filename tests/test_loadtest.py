@@ -1,0 +1,245 @@
+"""``sessionhive loadtest``: in-process and as a real command, with real SQLite files."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sessionhive import Hive, InvalidConfig
+from sessionhive.cli import main
+from sessionhive.loadtest import LoadtestOptions, LoadtestScript, parse_duration, run_loadtest
+from sessionhive.persistence import SqlStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def loadtest_args(store: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "loadtest",
+        "--sessions", "20",
+        "--turns", "3",
+        "--tools-per-turn", "2",
+        "--confirm-rate", "0.3",
+        "--llm-latency", "1ms",
+        "--store", f"sqlite:///{store}",
+        "--metrics-port", "0",
+        "--json", str(out),
+        "--quiet",
+        *extra,
+    ]  # fmt: skip
+
+
+def check_figures(figures: dict, sessions: int = 20, turns: int = 3, tools: int = 2) -> None:
+    """The figures a user reads agree with each other and with what was asked."""
+    assert figures["ok"] is True
+    assert figures["sessions"] == sessions
+    assert figures["turns_completed"] == figures["turns_expected"] == sessions * turns
+    assert figures["turns_failed"] == 0 and figures["failures"] == []
+    assert figures["tool_calls"] == sessions * turns * tools
+    # 30% of 6 calls per session is 1 or 2 of them, depending on where its phase falls.
+    assert sessions <= figures["confirmations"] <= 2 * sessions
+    assert figures["control"]["confirm_driver"]["count"] == figures["confirmations"]
+    # Each message is appended once: user, (assistant, tool) per tool, final answer.
+    assert figures["rows_written"]["messages"] == sessions * turns * (2 * tools + 2)
+    assert figures["persistence_batches"] >= 1 and figures["persistence_failures"] == 0
+    verification = figures["verification"]
+    assert verification["ok"] is True
+    assert verification["checked"] == verification["matched"] == sessions
+    assert verification["method"] == "fresh Hive on the same store"
+    latency = figures["turn_latency"]
+    assert latency["count"] == sessions * turns
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert figures["turns_per_second"] > 0
+    assert figures["peak_rss_mb"] > 0
+    assert figures["live_sessions"] >= sessions
+    assert figures["store_bytes"] > 0
+    assert figures["metrics_url"].startswith("http://127.0.0.1:")
+    assert not figures["metrics_url"].startswith("http://127.0.0.1:0/")
+
+
+def test_cli_in_process_drives_verifies_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, out = tmp_path / "lt.db", tmp_path / "figures.json"
+    assert main(loadtest_args(store, out, "--actor-backend", "threads")) == 0
+    printed = capsys.readouterr().out
+    assert "threads actors" in printed
+    assert "verification" in printed and "OK (20/20 histories" in printed
+    assert "history() under load p50/p99" in printed
+    figures = json.loads(out.read_text())
+    check_figures(figures)
+    assert figures["options"]["actor_backend"] == "threads"
+    control = figures["control"]
+    # The prober ran while the turns did; the run is short, so it may get few rounds.
+    measured = [control[kind] for kind in ("history", "confirm", "pause_resume") if control[kind]["count"]]
+    assert measured, "no control call was measured while the turns ran"
+    for stats in measured:
+        assert 0 < stats["p50_ms"] <= stats["p99_ms"]
+    assert figures["probe_errors"] == []
+    # What the load test wrote is a store a service can reopen: every driven session is there.
+    with Hive.start(store=f"sqlite:///{store}", workspace=tmp_path) as hive:
+        assert hive.session_count() == 20
+        some = hive.list_sessions()[0]
+        assert [m.role for m in hive.history(some)][:4] == ["user", "assistant", "tool", "assistant"]
+
+
+def test_cli_as_a_subprocess(tmp_path: Path) -> None:
+    store, out = tmp_path / "lt.db", tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionhive.cli", *loadtest_args(store, out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "store: sqlite:///" in done.stdout
+    assert "throughput" in done.stdout and "turns/s" in done.stdout
+    assert "\r[" not in done.stderr  # --quiet, and not a terminal anyway
+    figures = json.loads(out.read_text())
+    check_figures(figures)
+    assert figures["options"]["actor_backend"] in ("pooled", "threads")  # the Hive's default
+
+
+def test_default_store_is_a_temporary_sqlite_file_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "figures.json"
+    code = main(
+        ["loadtest", "--sessions", "3", "--turns", "1", "--tools-per-turn", "1", "--json", str(out), "-q"]
+    )
+    assert code == 0
+    assert "store: a fresh temporary SQLite file (deleted afterwards" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["store_is_temporary"] is True
+    assert figures["store"].startswith("sqlite:///")
+    assert not Path(figures["store"][len("sqlite:///") :]).exists()
+
+
+def test_a_corrupted_history_fails_the_verification_and_the_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "lt.db"
+    SqlStore(f"sqlite:///{store}").close()  # create the tables, then damage every 4th message as it lands
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "CREATE TRIGGER damage AFTER INSERT ON sessionhive_messages WHEN NEW.seq = 3 BEGIN "
+            "UPDATE sessionhive_messages SET payload = json_set(payload, '$.text', 'tampered') "
+            "WHERE session_id = NEW.session_id AND seq = 3; END"
+        )
+    out = tmp_path / "figures.json"
+    assert main(loadtest_args(store, out)) == 1
+    printed = capsys.readouterr().out
+    assert "MISMATCH (0/20 match" in printed
+    assert "message 3: stored" in printed and "tampered" in printed
+    figures = json.loads(out.read_text())
+    assert figures["ok"] is False
+    assert figures["verification"]["matched"] == 0
+    assert len(figures["verification"]["mismatches"]) == 10  # only the first ones are kept
+
+
+def test_children_progress_bar_and_pooled_actors(tmp_path: Path) -> None:
+    progress = io.StringIO()
+    options = LoadtestOptions(
+        sessions=4,
+        turns=2,
+        tools_per_turn=1,
+        children_per_session=2,
+        concurrency=3,
+        store=f"sqlite:///{tmp_path / 'lt.db'}",
+        actor_backend="pooled",
+        progress=True,
+    )
+    report = run_loadtest(options, progress_out=progress)
+    assert report.ok, (report.failures, report.verification.mismatches)
+    assert report.sessions == 12
+    assert report.turns_completed == 24
+    drawn = progress.getvalue()
+    assert drawn.startswith("\r[") and drawn.endswith("\n")
+    assert "24/24 turns" in drawn.rsplit("\r", 1)[-1]
+    with Hive.start(store=f"sqlite:///{tmp_path / 'lt.db'}", workspace=tmp_path) as hive:
+        parents = [s for s in hive.list_sessions() if ".c" not in s]
+        assert len(parents) == 4
+        children = hive.get_child_sessions(parents[0])
+        assert children == [f"{parents[0]}.c0", f"{parents[0]}.c1"]
+        assert hive.is_child_session(children[0])
+
+
+def test_without_streams_turns_run_with_generate(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    args = ["loadtest", "--sessions", "6", "--turns", "2", "--tools-per-turn", "3", "--no-stream"]
+    assert main([*args, "--store", f"sqlite:///{tmp_path / 'lt.db'}", "--json", str(out), "-q"]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["ok"] is True and figures["options"]["stream"] is False
+    assert figures["tool_calls"] == 6 * 2 * 3
+    assert figures["verification"]["matched"] == 6
+    with pytest.raises(InvalidConfig, match="needs stream=True"):
+        LoadtestOptions(stream=False, confirm_rate=0.1)
+
+
+def test_memory_store_is_verified_on_the_same_hive(tmp_path: Path) -> None:
+    report = run_loadtest(LoadtestOptions(sessions=5, turns=2, store="memory"))
+    assert report.ok
+    assert report.verification.method == "same Hive after flush (memory store)"
+    assert report.store_bytes is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("50ms", 0.05),
+        ("0.05", 0.05),
+        ("1s", 1.0),
+        ("250us", 0.00025),
+        ("2m", 120.0),
+        (" 3 s ", 3.0),
+        (0.5, 0.5),
+    ],
+)
+def test_parse_duration(text: str | float, seconds: float) -> None:
+    assert math.isclose(parse_duration(text), seconds)
+
+
+@pytest.mark.parametrize("text", ["fast", "-1s", "1h", "", "ms", float("nan")])
+def test_parse_duration_refuses_what_it_cannot_read(text: str | float) -> None:
+    with pytest.raises(InvalidConfig):
+        parse_duration(text)
+
+
+def test_bad_command_line_values_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["loadtest", "--llm-latency", "soon"])
+    assert exited.value.code == 2
+    assert "cannot read duration 'soon'" in capsys.readouterr().err
+    assert main(["loadtest", "--sessions", "0"]) == 2
+    assert "sessions must be an integer >= 1" in capsys.readouterr().err
+    assert main(["loadtest", "--confirm-rate", "1.5"]) == 2
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(InvalidConfig, match="tools_per_turn >= 1"):
+        LoadtestOptions(confirm_rate=0.5, tools_per_turn=0)
+    with pytest.raises(InvalidConfig, match="actor_backend"):
+        LoadtestOptions(actor_backend="fibers")
+    assert LoadtestOptions(llm_latency="20ms").llm_latency == pytest.approx(0.02)  # type: ignore[arg-type]
+
+
+def test_the_script_confirms_the_requested_fraction_of_calls() -> None:
+    script = LoadtestScript(tools_per_turn=4, confirm_rate=0.2)
+    for session_id in ("a", "lt123456-000007", "z.c1"):
+        asked = [script.needs_confirmation(session_id, t, k) for t in range(1, 26) for k in range(1, 5)]
+        assert sum(asked) == 20  # exactly 20% of 100 calls, wherever the session's phase falls
+    calls = [script.tool_call("s", 1, k) for k in range(1, 5)]
+    assert [c.id for c in calls] == ["t1k1", "t1k2", "t1k3", "t1k4"]
+    assert {c.name for c in calls} <= {"list_dir", "write_file"}
+    assert all(
+        c.name == "list_dir" for c in (LoadtestScript(3, 0.0).tool_call("s", t, 1) for t in range(1, 50))
+    )
