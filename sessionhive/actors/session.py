@@ -335,14 +335,8 @@ class SessionActor(HiveActor):
     def _op_usage(self, reply: Any) -> Usage:
         return self._usage
 
-    def _op_snapshot(self, reply: Any) -> SessionSnapshot:
-        return self._snapshot()
-
     def _op_is_child(self, reply: Any) -> bool:
         return self._parent_id is not None
-
-    def _op_parent_id(self, reply: Any) -> str | None:
-        return self._parent_id
 
     def _op_get_policy(self, reply: Any) -> ConfirmationPolicy:
         return self._policy
@@ -362,11 +356,6 @@ class SessionActor(HiveActor):
 
     def _op_pending_confirmations(self, reply: Any) -> list[str]:
         return list(self._pending)
-
-    def _op_busy(self, reply: Any) -> bool:
-        return self._running is not None or bool(self._jobs) or bool(self._pending)
-
-    # ------------------------------------------------------------------ changes
 
     def _op_configure(
         self, reply: Any, thinking: bool | None, budget: int | None, model_config: LlmConfig | None
