@@ -33,6 +33,8 @@ async def _await(future: concurrent.futures.Future[T], timeout: float | None, wh
     try:
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
     except TimeoutError:
+        if future.done():
+            raise  # the operation itself failed with a TimeoutError: not ours to rename
         raise CallTimeout(f"{what} got no answer within {timeout} s (the work may still finish)") from None
 
 

@@ -49,6 +49,8 @@ def _wait(future: Future[T], timeout: float | None, what: str) -> T:
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
+        if future.done():
+            raise  # the operation itself failed with a TimeoutError: not ours to rename
         raise CallTimeout(f"{what} got no answer within {timeout} s (the work may still finish)") from None
 
 
