@@ -30,12 +30,13 @@ Timeout = float | None | Literal["default"]
 
 
 async def _await(future: concurrent.futures.Future[T], timeout: float | None, what: str) -> T:
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-    except TimeoutError:
-        if future.done():
-            raise  # the operation itself failed with a TimeoutError: not ours to rename
-        raise CallTimeout(f"{what} got no answer within {timeout} s (the work may still finish)") from None
+    wrapped = asyncio.wrap_future(future)
+    # asyncio.wait, not wait_for: a timeout must not cancel the call's future
+    # (the work may still finish, and its answer is then simply not awaited).
+    done, _ = await asyncio.wait({wrapped}, timeout=timeout)
+    if not done:
+        raise CallTimeout(f"{what} got no answer within {timeout} s (the work may still finish)")
+    return wrapped.result()
 
 
 class AsyncTurnStream:
