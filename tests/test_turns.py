@@ -283,3 +283,29 @@ def test_events_are_json_serializable(hive: Hive) -> None:
     for event in hive.generate_streaming("s", "write json"):
         encoded = json.dumps(event_to_dict(event))
         assert json.loads(encoded)["session_id"] == "s"
+
+
+def test_a_call_timeout_leaves_the_work_running(hive: Hive) -> None:
+    import asyncio
+
+    from sessionhive import AsyncHive, CallTimeout
+
+    hive.create_session("s")
+    events = hive.subscribe("s")
+    with pytest.raises(CallTimeout, match="may still finish"):
+        hive.generate("s", "write slowly", timeout=0.2)  # waits for a confirmation nobody gives
+    [tool_id] = hive.pending_confirmations("s")
+
+    async def confirm_from_asyncio() -> None:
+        async_hive = AsyncHive(hive)
+        with pytest.raises(CallTimeout):
+            await async_hive.generate("s", "look meanwhile", timeout=0.1)  # queued behind the first
+        assert await async_hive.confirm_tool("s", tool_id, True)
+
+    asyncio.run(confirm_from_asyncio())
+    finished = 0
+    while finished < 2:  # both turns run to their end although nobody awaits them
+        finished += isinstance(events.get(timeout=30), TurnEnd)
+    events.close()
+    history = hive.history("s")
+    assert [m.text for m in history if m.role == "user"] == ["write slowly", "look meanwhile"]
