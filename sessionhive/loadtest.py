@@ -445,6 +445,8 @@ class LoadtestReport:
     control: dict[str, LatencyStats]
     peak_rss_mb: float
     live_sessions: int
+    memory_per_session_kb: float
+    dispatch_cost_us: float
     persistence_batches: int
     rows_written: dict[str, int]
     persistence_retries: int
@@ -502,6 +504,14 @@ class LoadtestReport:
         rows += [
             ("peak RSS", f"{self.peak_rss_mb:.1f} MB"),
             ("live sessions at end", f"{self.live_sessions}"),
+            (
+                "memory per live session",
+                f"{self.memory_per_session_kb:.1f} KB (RSS growth while creating them)",
+            ),
+            (
+                "dispatch cost per message",
+                f"{self.dispatch_cost_us:.1f} us (context_usage of every session at once)",
+            ),
             ("flush", f"{self.flush_seconds * 1000:.1f} ms"),
             ("persistence batches", f"{self.persistence_batches}"),
             ("rows written", ", ".join(f"{k}: {v}" for k, v in sorted(self.rows_written.items())) or "0"),
@@ -569,6 +579,27 @@ class _Progress:
         )
         self._out.write(line + ("\n" if final else ""))
         self._out.flush()
+
+
+def _rss_now_mb() -> float:
+    """Resident set size now (Linux /proc; 0 where it is not available)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _dispatch_cost_us(hive: Hive, session_ids: Sequence[str]) -> float:
+    """Ask every session for its context usage at once; the wall time per answer, in microseconds."""
+    if not session_ids:
+        return 0.0
+    started = time.perf_counter()
+    futures = [hive._call_future(session_id, "context_usage") for session_id in session_ids]
+    for future in futures:
+        future.result(timeout=120)
+    return (time.perf_counter() - started) * 1e6 / len(session_ids)
 
 
 def _rss_peak_mb() -> float:
@@ -777,9 +808,12 @@ def _start_kwargs(options: LoadtestOptions, store: str, workspace: Path, llm: An
 async def _run_async(options: LoadtestOptions, run: _Run) -> LoadtestReport:
     hive = await AsyncHive.start(**_start_kwargs(options, run.store, run.workspace, run.llm()))
     try:
+        rss_before = _rss_now_mb()
         setup_started = time.perf_counter()
         await run.create_sessions(hive)
         setup_seconds = time.perf_counter() - setup_started
+        created = len(run.all_sessions)
+        memory_per_session_kb = (_rss_now_mb() - rss_before) * 1024 / created if created else 0.0
         busy = run.all_sessions
         prober = ControlProber(hive.sync, busy, run.probe_session, interval=options.probe_interval).start()
         drive_started = time.perf_counter()
@@ -790,6 +824,7 @@ async def _run_async(options: LoadtestOptions, run: _Run) -> LoadtestReport:
             await asyncio.to_thread(prober.stop)
         peak_rss = _rss_peak_mb()
         live = await hive.live_session_count()
+        dispatch_us = await asyncio.to_thread(_dispatch_cost_us, hive.sync, busy)
         flush_started = time.perf_counter()
         await hive.flush()
         flush_seconds = time.perf_counter() - flush_started
@@ -824,6 +859,8 @@ async def _run_async(options: LoadtestOptions, run: _Run) -> LoadtestReport:
             control=control,
             peak_rss_mb=peak_rss,
             live_sessions=live,
+            memory_per_session_kb=memory_per_session_kb,
+            dispatch_cost_us=dispatch_us,
             persistence_batches=int(_sample(sync, "sessionhive_persistence_batch_size_count")),
             rows_written=rows,
             persistence_retries=int(_sample(sync, "sessionhive_persistence_retries_total")),
