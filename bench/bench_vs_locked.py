@@ -672,8 +672,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"figures: {args.json}")
     report(results, args)
     if "levels" in results:
-        plot_levels(results["levels"], args.plot)
-        print(f"\nplot: {args.plot}")
+        try:
+            plot_levels(results["levels"], args.plot)
+        except ImportError:
+            print("\nno plot: matplotlib is missing (pip install -e '.[bench]')")
+        else:
+            print(f"\nplot: {args.plot}")
     return 0
 
 
