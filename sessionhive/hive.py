@@ -240,6 +240,8 @@ class Hive:
             persistence_options["batch_size"] = batch_size
         if flush_interval is not None:
             persistence_options["flush_interval"] = flush_interval
+        # The persistence actor starts first (the supervisor needs its index),
+        # so its failure callback finds the supervisor through this cell.
         supervisor_box: list[pykka.ActorRef[Any]] = []
 
         def on_persist_failure(session_id: str, error: str) -> None:
