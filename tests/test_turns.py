@@ -62,8 +62,12 @@ def test_generate_runs_the_tool_loop(hive: Hive, workspace: Path) -> None:
     assert [call.name for call in result.tool_calls] == ["list_dir"]
     assert result.text.startswith("done:")
     history = hive.history("s")
+    assert result.messages == history
     assert [m.role for m in history] == ["user", "assistant", "tool", "assistant"]
     assert "notes.md" in history[2].text
+    usage = hive.context_usage("s")
+    assert usage.percent == usage.used_tokens / usage.max_tokens
+    assert usage == type(usage)(usage.used_tokens, usage.max_tokens, usage.percent)
     assert result.usage.total_tokens > 0
     assert hive.context_usage("s").used_tokens > 0
     assert_valid_history(history)

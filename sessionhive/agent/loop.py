@@ -117,9 +117,9 @@ class TurnOutcome:
     def result(self, history: tuple[Message, ...]) -> AgentResult:
         return AgentResult(
             text=self.text,
-            messages=history,
+            messages=list(history),
             usage=self.usage,
-            tool_calls=tuple(self.tool_calls),
+            tool_calls=list(self.tool_calls),
             rounds=self.rounds,
         )
 

@@ -147,15 +147,18 @@ class ContextUsage:
     """How full the session's context window is.
 
     ``percent`` is a fraction in ``[0, 1]`` (as in the reference, where the
-    auto-compact threshold 0.8 compares against it directly).
+    auto-compact threshold 0.8 compares against it directly); it is derived
+    from the two counts when not given.
     """
 
     used_tokens: int = 0
     max_tokens: int = 200_000
+    percent: float = field(default=-1.0)
 
-    @property
-    def percent(self) -> float:
-        return self.used_tokens / self.max_tokens if self.max_tokens else 0.0
+    def __post_init__(self) -> None:
+        if self.percent < 0:
+            percent = self.used_tokens / self.max_tokens if self.max_tokens else 0.0
+            object.__setattr__(self, "percent", percent)
 
     def to_dict(self) -> dict[str, Any]:
         return {"used_tokens": self.used_tokens, "max_tokens": self.max_tokens, "percent": self.percent}
@@ -171,9 +174,9 @@ class AgentResult:
     """
 
     text: str
-    messages: tuple[Message, ...]
+    messages: list[Message]
     usage: Usage
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: list[ToolCall] = field(default_factory=list)
     rounds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
