@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from sessionhive.agent.messages import ToolCall
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse, TextCallback
 from sessionhive.llm.config import PROVIDERS, LlmConfig
 from sessionhive.llm.scripted import Reply, ScriptedLlm
@@ -19,6 +20,7 @@ __all__ = [
     "Reply",
     "ScriptedLlm",
     "TextCallback",
+    "ToolCall",
     "create_client",
 ]
 
