@@ -18,7 +18,6 @@ from sessionhive.agent.messages import Message, ToolCall, ToolDefinition, Usage
 from sessionhive.llm._retry import (
     CallProgress,
     MalformedResponseError,
-    RetryPolicy,
     SdkClientBase,
     TransientError,
     status_error,
@@ -36,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 if TYPE_CHECKING:
-    from sessionhive.metrics.registry import HiveMetrics
+    pass
 
 __all__ = ["OpenAiClient", "is_reasoning_model"]
 
@@ -164,15 +163,6 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     provider_name = "openai"
     key_env_var = "OPENAI_API_KEY"
     default_endpoint = OPENAI_ENDPOINT
-
-    def __init__(
-        self,
-        config: LlmConfig,
-        *,
-        metrics: HiveMetrics | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(config, metrics=metrics, retry=retry)
 
     def _placeholder_key(self, config: LlmConfig) -> str | None:
         if config.base_url and urlsplit(config.base_url).hostname != "api.openai.com":

@@ -432,12 +432,7 @@ class PersistenceActor(HiveActor):
             )
             fail(message.done, error)
             return
-        for session_id, entry in self._pending.items():
-            if entry.snapshot is not None:
-                index[session_id] = entry.snapshot.parent_id
-            else:
-                index.pop(session_id, None)
-        complete(message.done, sorted(index.items()))
+        complete(message.done, sorted(self._with_pending(index).items()))
 
     def on_ListIds(self, message: ListIds) -> None:
         if self._cache_ids and self._known is None:
@@ -446,7 +441,7 @@ class PersistenceActor(HiveActor):
             complete(message.done, sorted(self._known))
             return
         try:
-            ids = set(self._store.list_ids())
+            ids = self._with_pending(dict.fromkeys(self._store.list_ids()))
         except Exception as exc:  # noqa: BLE001 - delivered to the caller
             fail(
                 message.done,
@@ -455,11 +450,6 @@ class PersistenceActor(HiveActor):
                 else _store_error(f"listing sessions of {self._store.name} failed: {exc}", exc),
             )
             return
-        for session_id, entry in self._pending.items():
-            if entry.snapshot is not None:
-                ids.add(session_id)
-            else:
-                ids.discard(session_id)
         complete(message.done, sorted(ids))
 
     def on_Health(self, message: Health) -> None:
@@ -490,16 +480,20 @@ class PersistenceActor(HiveActor):
         if not self._cache_ids:
             return
         try:
-            known = set(self._store.list_ids())
+            stored = dict.fromkeys(self._store.list_ids())
         except Exception:  # retried at the next ListIds; until then loads query the store
             logger.warning("cannot list the sessions of %s", self._store.name, exc_info=True)
             return
+        self._known = set(self._with_pending(stored))
+
+    def _with_pending(self, stored: dict[str, str | None]) -> dict[str, str | None]:
+        """``stored`` (session id -> parent id) as it will be once every pending write lands."""
         for session_id, entry in self._pending.items():
             if entry.snapshot is not None:
-                known.add(session_id)
+                stored[session_id] = entry.snapshot.parent_id
             else:
-                known.discard(session_id)
-        self._known = known
+                stored.pop(session_id, None)
+        return stored
 
     def _is_known(self, session_id: str) -> bool | None:
         """Whether the store holds ``session_id`` by the id cache, ``None`` if there is no cache."""
