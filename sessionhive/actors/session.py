@@ -277,19 +277,7 @@ class SessionActor(HiveActor):
 
     def _answer(self, reply: concurrent.futures.Future[Any] | None, value: Any, operation: str) -> None:
         """Persist the change, then answer: at once, or after the commit for sync sessions."""
-        ack = self._persist(operation)
-        if ack is None:
-            complete(reply, value)
-            return
-
-        def committed(done: concurrent.futures.Future[None]) -> None:
-            error = done.exception()
-            if error is None:
-                complete(reply, value)
-            else:
-                fail(reply, StoreError(f"session {self.session_id!r}: {operation} did not commit: {error}"))
-
-        ack.add_done_callback(committed)
+        self._deliver(reply, value, self._persist(operation), operation)
 
     def _emit(self, event: AgentEvent, sink: EventSink | None = None) -> None:
         if sink is not None:
@@ -706,25 +694,33 @@ class SessionActor(HiveActor):
         self._emit(event, job.sink)
         if job.sink is not None:
             job.sink.close()
-        ack = self._persist("generate")
-        self._deliver(job.reply, value, ack)
+        self._deliver(job.reply, value, self._persist("generate"), "generate")
 
     def _deliver(
         self,
         reply: concurrent.futures.Future[Any] | None,
         value: object,
         ack: concurrent.futures.Future[None] | None,
+        operation: str,
     ) -> None:
-        def now() -> None:
+        """Answer with ``value`` (an exception is raised to the caller) once ``ack`` committed.
+
+        A sync session's call that could not commit fails with StoreError.
+        """
+
+        def now(done: concurrent.futures.Future[None] | None = None) -> None:
+            error = done.exception() if done is not None else None
             if isinstance(value, BaseException):
                 fail(reply, value)
+            elif error is not None:
+                fail(reply, StoreError(f"session {self.session_id!r}: {operation} did not commit: {error}"))
             else:
                 complete(reply, value)
 
         if ack is None:
             now()
         else:
-            ack.add_done_callback(lambda _done: now())
+            ack.add_done_callback(now)
 
     def _finish_compaction(self, running: _Running, outcome: object) -> None:
         job = running.job
@@ -773,7 +769,7 @@ class SessionActor(HiveActor):
             ack = concurrent.futures.Future() if self._config.durability == "sync" else None
             persistence.tell(Delete(self.session_id, ack))
         self._supervisor.tell(SessionGone(self.session_id, "destroyed", self.actor_ref))
-        self._deliver(reply, None, ack)
+        self._deliver(reply, None, ack, "destroy")
         self.actor_ref.stop(block=False)
         return _DEFERRED
 
