@@ -70,6 +70,7 @@ from sessionhive.agent.messages import ContextUsage, Message, Usage
 from sessionhive.config import ConfirmationPolicy
 from sessionhive.llm import ClientCache, LlmClient, LlmConfig
 from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.persistence.actor import Delete, Save
 from sessionhive.persistence.snapshot import SessionSnapshot
 
 if TYPE_CHECKING:
@@ -267,8 +268,6 @@ class SessionActor(HiveActor):
         persistence = self._services.persistence
         if persistence is None or self._config.storage == "memory":
             return None
-        from sessionhive.persistence.actor import Save
-
         ack: concurrent.futures.Future[None] | None = None
         if self._config.durability == "sync":
             ack = concurrent.futures.Future()
@@ -764,8 +763,6 @@ class SessionActor(HiveActor):
         persistence = self._services.persistence
         ack: concurrent.futures.Future[None] | None = None
         if persistence is not None and self._config.storage != "memory":
-            from sessionhive.persistence.actor import Delete
-
             ack = concurrent.futures.Future() if self._config.durability == "sync" else None
             persistence.tell(Delete(self.session_id, ack))
         self._supervisor.tell(SessionGone(self.session_id, "destroyed", self.actor_ref))

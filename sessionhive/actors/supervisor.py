@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pykka
@@ -26,8 +26,10 @@ import pykka
 from sessionhive._errors import SessionExists, SessionNotFound, StoreError
 from sessionhive.actors._base import ActorBackend, HiveActor, complete, fail
 from sessionhive.actors.session import Call, HiveServices, SessionActor, SessionCrashed, SessionGone
+from sessionhive.agent.messages import ContextUsage, Usage
 from sessionhive.config import ConfirmationPolicy, SessionConfig
 from sessionhive.llm import LlmClient, LlmConfig
+from sessionhive.persistence.actor import Load
 from sessionhive.persistence.snapshot import SessionSnapshot
 
 __all__ = ["Create", "Destroy", "Notify", "Query", "Route", "Shutdown", "SupervisorActor"]
@@ -264,8 +266,6 @@ class SupervisorActor(HiveActor):
             ref.tell(message.message)
 
     def _activate(self, session_id: str) -> None:
-        from sessionhive.persistence.actor import Load
-
         self._waiting[session_id] = []
         ref = self.actor_ref
         persistence = self._services.persistence
@@ -518,8 +518,6 @@ def _inbox_depth(ref: pykka.ActorRef[Any]) -> int:
 
 
 def _with_policy(config: SessionConfig, policy: ConfirmationPolicy) -> SessionConfig:
-    from dataclasses import replace
-
     return replace(config, confirmation_policy=policy)
 
 
@@ -530,8 +528,6 @@ def _new_snapshot(
     policy: ConfirmationPolicy | None,
     llm_config: LlmConfig | None = None,
 ) -> SessionSnapshot:
-    from sessionhive.agent.messages import ContextUsage, Usage
-
     now = time.time()
     return SessionSnapshot(
         session_id=session_id,
