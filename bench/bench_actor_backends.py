@@ -48,8 +48,7 @@ if __package__ in (None, ""):
 
 import pykka
 
-from sessionhive.actors._base import ActorBackend, HiveActor, ThreadBackend
-from sessionhive.actors._pooled import PooledBackend
+from sessionhive.runtime import ActorBackend, HiveActor, PooledBackend, ThreadBackend
 
 METRICS = {
     "startup_us": "start-up per actor (us)",

@@ -44,11 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import delete, event
 
-from sessionhive.actors._base import ThreadBackend
-from sessionhive.agent.messages import ContextUsage, Message, ToolCall, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
-from sessionhive.llm.config import LlmConfig
 from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.messages import ContextUsage, Message, ToolCall, Usage
 from sessionhive.persistence import (
     Flush,
     PersistenceActor,
@@ -57,6 +56,7 @@ from sessionhive.persistence import (
     SqlStore,
 )
 from sessionhive.persistence.schema import MESSAGES, SESSIONS
+from sessionhive.runtime import ThreadBackend
 
 POSTGRES_URL = os.environ.get(
     "SESSIONHIVE_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

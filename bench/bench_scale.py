@@ -45,9 +45,9 @@ if __package__ in (None, ""):
 
 from bench._common import machine_info, median, print_table, proc_status_bytes, rss_bytes, run_child
 from sessionhive import AsyncHive, Hive, SessionConfig
-from sessionhive.agent.messages import ContextUsage, Message, ToolCall, Usage
-from sessionhive.config import ConfirmationPolicy
 from sessionhive.loadtest import LatencyStats
+from sessionhive.model.config import ConfirmationPolicy
+from sessionhive.model.messages import ContextUsage, Message, ToolCall, Usage
 from sessionhive.persistence import SessionSnapshot, SqlStore
 
 SCRIPT = Path(__file__).resolve()
@@ -57,7 +57,7 @@ BACKENDS = ("threads", "pooled")
 def _pooled_available() -> str | None:
     """None if the pooled backend can run here, else why not."""
     try:
-        from sessionhive.actors._pooled import PooledBackend
+        from sessionhive.runtime import PooledBackend
 
         PooledBackend(threads=1).shutdown()
     except Exception as exc:

@@ -70,8 +70,6 @@ from bench._common import (
 )
 from bench.baselines.locked_manager import LockedSessionManager
 from sessionhive import AsyncHive, ConfirmationPolicy, ConfirmationRequired, ScriptedLlm, SessionConfig
-from sessionhive.agent.events import AgentEvent
-from sessionhive.agent.messages import Message
 from sessionhive.hive import DEFAULT_ACTOR_BACKEND
 from sessionhive.loadtest import (
     ControlProber,
@@ -80,6 +78,8 @@ from sessionhive.loadtest import (
     LoadtestScript,
     run_loadtest,
 )
+from sessionhive.model.events import AgentEvent
+from sessionhive.model.messages import Message
 from sessionhive.persistence import SqlStore
 from sessionhive.tools import ToolExecutor
 

@@ -8,7 +8,13 @@ goes. See the README for a tour and DESIGN.md for the architecture.
 
 from __future__ import annotations
 
-from sessionhive._errors import (
+from sessionhive._gc import tune_gc
+from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
+from sessionhive.hive import Hive, Subscription, TurnStream
+from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
+from sessionhive.metrics.registry import MetricsConfig
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.errors import (
     CallTimeout,
     ConfirmationNotFound,
     HiveStopped,
@@ -22,8 +28,7 @@ from sessionhive._errors import (
     StoreError,
     TurnFailed,
 )
-from sessionhive._gc import tune_gc
-from sessionhive.agent.events import (
+from sessionhive.model.events import (
     AgentEvent,
     ConfirmationRequired,
     ConfirmationResolved,
@@ -41,7 +46,7 @@ from sessionhive.agent.events import (
     TurnStart,
     event_to_dict,
 )
-from sessionhive.agent.messages import (
+from sessionhive.model.messages import (
     AgentResult,
     ContextUsage,
     Message,
@@ -50,11 +55,6 @@ from sessionhive.agent.messages import (
     ToolResult,
     Usage,
 )
-from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
-from sessionhive.config import ConfirmationPolicy, SessionConfig
-from sessionhive.hive import Hive, Subscription, TurnStream
-from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
-from sessionhive.metrics.registry import MetricsConfig
 from sessionhive.tools import PermissionPolicy, PermissionRule, ToolContext, ToolExecutor
 
 __version__ = "0.1.0"

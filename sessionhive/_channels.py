@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from sessionhive.agent.events import AgentEvent, EventsDropped
+from sessionhive.model.events import AgentEvent, EventsDropped
 
 __all__ = ["AsyncChannel", "EventSink", "ThreadChannel"]
 

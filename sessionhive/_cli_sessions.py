@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sessionhive._errors import SessionNotFound
+from sessionhive.model.errors import SessionNotFound
 from sessionhive.persistence import open_store
 from sessionhive.persistence.snapshot import SessionSnapshot
 

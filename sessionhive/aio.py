@@ -16,12 +16,12 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from sessionhive._channels import AsyncChannel
-from sessionhive._errors import CallTimeout
-from sessionhive.agent.events import AgentEvent
-from sessionhive.agent.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
 from sessionhive.hive import Hive
 from sessionhive.llm import LlmConfig
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.errors import CallTimeout
+from sessionhive.model.events import AgentEvent
+from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
 
 __all__ = ["AsyncHive", "AsyncSubscription", "AsyncTurnStream"]
 
@@ -189,7 +189,7 @@ class AsyncHive:
         await _await(self.sync._destroy_future(session_id), self._t(timeout), "destroy_session()")
 
     async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = "default") -> list[str]:
-        from sessionhive._ids import check_id
+        from sessionhive.model.ids import check_id
 
         check_id(parent_id, "parent session id")
         children: list[str] = await _await(
@@ -299,7 +299,7 @@ class AsyncHive:
         *,
         timeout: Timeout = "default",
     ) -> bool:
-        from sessionhive._errors import InvalidConfig
+        from sessionhive.model.errors import InvalidConfig
 
         if not isinstance(tool_id, str) or not tool_id:
             raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
@@ -312,7 +312,7 @@ class AsyncHive:
     async def set_confirmation_policy(
         self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = "default"
     ) -> ConfirmationPolicy:
-        from sessionhive._errors import InvalidConfig
+        from sessionhive.model.errors import InvalidConfig
 
         if not isinstance(policy, ConfirmationPolicy):
             raise InvalidConfig("policy must be a ConfirmationPolicy")

@@ -11,9 +11,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from sessionhive._errors import SessionhiveError, SessionNotFound
 from sessionhive._gc import tune_gc
-from sessionhive.agent.events import (
+from sessionhive.hive import DEFAULT_STORE, Hive
+from sessionhive.llm import LlmClient, LlmConfig, ScriptedLlm
+from sessionhive.metrics.registry import MetricsConfig
+from sessionhive.model.config import SessionConfig
+from sessionhive.model.errors import SessionhiveError, SessionNotFound
+from sessionhive.model.events import (
     AgentEvent,
     ConfirmationRequired,
     ConfirmationResolved,
@@ -28,10 +32,6 @@ from sessionhive.agent.events import (
     TurnStart,
     event_to_dict,
 )
-from sessionhive.config import SessionConfig
-from sessionhive.hive import DEFAULT_STORE, Hive
-from sessionhive.llm import LlmClient, LlmConfig, ScriptedLlm
-from sessionhive.metrics.registry import MetricsConfig
 
 __all__ = ["main"]
 

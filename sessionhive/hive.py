@@ -21,17 +21,17 @@ from typing import Any, Literal, TypeVar
 import pykka
 
 from sessionhive._channels import AsyncChannel, ThreadChannel
-from sessionhive._errors import CallTimeout, HiveStopped, InvalidConfig, StoreError
-from sessionhive._ids import check_id
-from sessionhive.actors._base import ActorBackend, ThreadBackend
 from sessionhive.actors.session import Call, HiveServices
 from sessionhive.actors.supervisor import Create, Destroy, Notify, Query, Route, Shutdown, SupervisorActor
 from sessionhive.actors.turn import TurnLoop
-from sessionhive.agent.events import AgentEvent
-from sessionhive.agent.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
 from sessionhive.llm import ClientCache, LlmClient, LlmConfig
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.errors import CallTimeout, HiveStopped, InvalidConfig, StoreError
+from sessionhive.model.events import AgentEvent
+from sessionhive.model.ids import check_id
+from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.runtime import ActorBackend, ThreadBackend
 from sessionhive.tools import ToolExecutor
 
 __all__ = ["Hive", "Subscription", "TurnStream"]
@@ -69,7 +69,7 @@ def _make_backend(choice: str | ActorBackend | None) -> ActorBackend:
     if choice == "threads":
         return ThreadBackend()
     if choice == "pooled":
-        from sessionhive.actors._pooled import PooledBackend
+        from sessionhive.runtime import PooledBackend
 
         return PooledBackend()
     raise InvalidConfig(f"actor_backend must be 'pooled' or 'threads', got {choice!r}")

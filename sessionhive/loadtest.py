@@ -68,14 +68,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from sessionhive._errors import ConfirmationNotFound, InvalidConfig, SessionhiveError
-from sessionhive.agent.events import ConfirmationRequired, ToolEnd
-from sessionhive.agent.messages import AgentResult, Message, ToolCall
 from sessionhive.aio import AsyncHive
-from sessionhive.config import ConfirmationPolicy, SessionConfig
 from sessionhive.hive import DEFAULT_ACTOR_BACKEND, Hive
 from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
 from sessionhive.metrics.registry import MetricsConfig
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.errors import ConfirmationNotFound, InvalidConfig, SessionhiveError
+from sessionhive.model.events import ConfirmationRequired, ToolEnd
+from sessionhive.model.messages import AgentResult, Message, ToolCall
 
 __all__ = [
     "ControlProber",

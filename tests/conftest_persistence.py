@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from sessionhive.agent.messages import ContextUsage, Message, ToolCall, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
-from sessionhive.llm.config import LlmConfig
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.messages import ContextUsage, Message, ToolCall, Usage
 from sessionhive.persistence import FileStore, MemoryStore, SessionSnapshot, SessionStore, SqlStore
 
 POSTGRES_URL = os.environ.get(

@@ -20,13 +20,13 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import generate_latest
 
-from sessionhive._errors import InvalidConfig, LlmError
-from sessionhive.agent.messages import Message, ToolCall, ToolDefinition, Usage
 from sessionhive.llm import LlmConfig, LlmRequest, LlmResponse, create_client
 from sessionhive.llm._retry import RetryPolicy, redact, retry_after_seconds
 from sessionhive.llm.anthropic import AnthropicClient
 from sessionhive.llm.openai import OpenAiClient, is_reasoning_model
 from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.model.errors import InvalidConfig, LlmError
+from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 from tests import llm_servers
 from tests.llm_servers import (
     AnthropicServer,

@@ -15,9 +15,8 @@ import pykka
 import pytest
 from conftest_persistence import FaultyStore, StoreFactory, conversation, make_snapshot
 
-from sessionhive._errors import InvalidConfig, StoreError
-from sessionhive.actors._base import ThreadBackend
 from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.model.errors import InvalidConfig, StoreError
 from sessionhive.persistence import (
     Delete,
     Exists,
@@ -30,6 +29,7 @@ from sessionhive.persistence import (
     SessionSnapshot,
     SessionStore,
 )
+from sessionhive.runtime import ThreadBackend
 
 pytest_plugins = ("conftest_persistence",)
 

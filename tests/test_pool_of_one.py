@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sessionhive import ConfirmationRequired, Hive, ScriptedLlm, SessionConfig
-from sessionhive.actors._pooled import PooledBackend
+from sessionhive.runtime import PooledBackend
 from tests.conftest import tool_loop_script
 from tests.test_turns import assert_valid_history
 

@@ -37,8 +37,15 @@ import pytest
 from pykka import ActorDeadError, ActorRegistry
 from pykka._envelope import Envelope
 
-from sessionhive.actors._base import ActorBackend, HiveActor, ThreadBackend
-from sessionhive.actors._pooled import PooledActor, PooledBackend, PooledFuture, _Mailbox
+from sessionhive.runtime import (
+    ActorBackend,
+    HiveActor,
+    PooledActor,
+    PooledBackend,
+    PooledFuture,
+    ThreadBackend,
+)
+from sessionhive.runtime._pooled import _Mailbox
 
 WAIT = 20.0  # seconds; only reached when a message was lost
 

@@ -20,9 +20,9 @@ from conftest_persistence import (
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import URL, make_url
 
-from sessionhive._errors import InvalidConfig, StoreError
-from sessionhive._ids import MAX_ID_LENGTH
-from sessionhive.agent.messages import Message
+from sessionhive.model.errors import InvalidConfig, StoreError
+from sessionhive.model.ids import MAX_ID_LENGTH
+from sessionhive.model.messages import Message
 from sessionhive.persistence import (
     SCHEMA_VERSION,
     FileStore,

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sessionhive._errors import InvalidConfig
-from sessionhive.agent.messages import ToolResult
+from sessionhive.model.errors import InvalidConfig
+from sessionhive.model.messages import ToolResult
 from sessionhive.tools import BUILTIN_TOOLS, ToolContext, ToolExecutor
 
 T = TypeVar("T")

@@ -86,11 +86,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sessionhive.agent.events import AgentEvent, ConfirmationRequired
-from sessionhive.agent.messages import AgentResult, ContextUsage, Message, ToolCall, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
 from sessionhive.llm import LlmConfig, create_client
 from sessionhive.llm.base import LlmClient, LlmRequest
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.events import AgentEvent, ConfirmationRequired
+from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolCall, Usage
 from sessionhive.tools import ToolExecutor
 
 __all__ = [

@@ -26,16 +26,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import pykka
 
 from sessionhive._channels import EventSink
-from sessionhive._errors import (
-    ConfirmationNotFound,
-    InvalidConfig,
-    LlmError,
-    LlmNotConfigured,
-    SessionNotFound,
-    StoreError,
-    TurnFailed,
-)
-from sessionhive.actors._base import HiveActor, complete, fail
 from sessionhive.actors.turn import (
     ConfirmationAsked,
     ConfirmationTimedOut,
@@ -45,7 +35,27 @@ from sessionhive.actors.turn import (
     TurnLoop,
 )
 from sessionhive.agent import compaction
-from sessionhive.agent.events import (
+from sessionhive.agent.loop import (
+    CompactionOutcome,
+    Decision,
+    TurnOutcome,
+    TurnSpec,
+    run_compaction,
+    run_turn,
+)
+from sessionhive.llm import ClientCache, LlmClient, LlmConfig
+from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.model.config import ConfirmationPolicy
+from sessionhive.model.errors import (
+    ConfirmationNotFound,
+    InvalidConfig,
+    LlmError,
+    LlmNotConfigured,
+    SessionNotFound,
+    StoreError,
+    TurnFailed,
+)
+from sessionhive.model.events import (
     AgentEvent,
     ConfirmationRequired,
     ConfirmationResolved,
@@ -58,20 +68,10 @@ from sessionhive.agent.events import (
     TurnError,
     TurnStart,
 )
-from sessionhive.agent.loop import (
-    CompactionOutcome,
-    Decision,
-    TurnOutcome,
-    TurnSpec,
-    run_compaction,
-    run_turn,
-)
-from sessionhive.agent.messages import ContextUsage, Message, Usage
-from sessionhive.config import ConfirmationPolicy
-from sessionhive.llm import ClientCache, LlmClient, LlmConfig
-from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message, Usage
 from sessionhive.persistence.actor import Delete, Save
 from sessionhive.persistence.snapshot import SessionSnapshot
+from sessionhive.runtime import HiveActor, complete, fail
 
 if TYPE_CHECKING:
     from sessionhive.agent.loop import ToolRunner
@@ -80,7 +80,6 @@ __all__ = ["Call", "HiveServices", "SessionActor", "SessionCrashed", "SessionGon
 
 log = logging.getLogger("sessionhive.session")
 
-DEFAULT_MAX_CONTEXT = 200_000
 
 # Sent to the caller of a deferred operation: the value arrives later.
 _DEFERRED = object()

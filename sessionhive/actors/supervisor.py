@@ -23,14 +23,14 @@ from typing import Any
 
 import pykka
 
-from sessionhive._errors import SessionExists, SessionNotFound, StoreError
-from sessionhive.actors._base import ActorBackend, HiveActor, complete, fail
 from sessionhive.actors.session import Call, HiveServices, SessionActor, SessionCrashed, SessionGone
-from sessionhive.agent.messages import ContextUsage, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
 from sessionhive.llm import LlmClient, LlmConfig
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.errors import SessionExists, SessionNotFound, StoreError
+from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Usage
 from sessionhive.persistence.actor import Load
 from sessionhive.persistence.snapshot import SessionSnapshot
+from sessionhive.runtime import ActorBackend, HiveActor, complete, fail
 
 __all__ = ["Create", "Destroy", "Notify", "Query", "Route", "Shutdown", "SupervisorActor"]
 
@@ -540,7 +540,7 @@ def _new_snapshot(
         thinking=False,
         budget=None,
         usage=Usage(),
-        context_usage=ContextUsage(0, config.max_context_length or 200_000),
+        context_usage=ContextUsage(0, config.max_context_length or DEFAULT_MAX_CONTEXT),
         messages=(),
         history_epoch=0,
         created_at=now,

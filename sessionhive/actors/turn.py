@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import pykka
 
-from sessionhive.agent.events import AgentEvent
 from sessionhive.agent.loop import Decision
-from sessionhive.agent.messages import ToolCall
+from sessionhive.model.events import AgentEvent
+from sessionhive.model.messages import ToolCall
 
 __all__ = [
     "ConfirmationAsked",

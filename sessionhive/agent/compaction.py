@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sessionhive.agent.messages import Message
-from sessionhive.llm.scripted import count_tokens
+from sessionhive.model.messages import Message
+from sessionhive.model.tokens import count_tokens
 
 __all__ = [
     "COMPACT_MIN_MESSAGES",

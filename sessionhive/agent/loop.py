@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from sessionhive._errors import LlmError
 from sessionhive.agent import compaction
-from sessionhive.agent.events import AgentEvent, TextDelta, ToolEnd, ToolStart
-from sessionhive.agent.messages import (
+from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
+from sessionhive.model.config import ConfirmationPolicy
+from sessionhive.model.errors import LlmError
+from sessionhive.model.events import AgentEvent, TextDelta, ToolEnd, ToolStart
+from sessionhive.model.messages import (
     AgentResult,
     Message,
     ToolCall,
@@ -26,9 +28,7 @@ from sessionhive.agent.messages import (
     ToolResult,
     Usage,
 )
-from sessionhive.config import ConfirmationPolicy
-from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
-from sessionhive.tools.permissions import PermissionPolicy
+from sessionhive.model.permissions import PermissionPolicy
 
 __all__ = [
     "CompactionOutcome",

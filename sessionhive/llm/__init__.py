@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from sessionhive.agent.messages import ToolCall
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse, TextCallback
-from sessionhive.llm.config import PROVIDERS, LlmConfig
 from sessionhive.llm.scripted import Reply, ScriptedLlm
+from sessionhive.model.llm_config import PROVIDERS, LlmConfig
+from sessionhive.model.messages import ToolCall
 
 __all__ = [
     "PROVIDERS",

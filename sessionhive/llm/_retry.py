@@ -45,9 +45,9 @@ from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base, wait_random_exponential
 
-from sessionhive._errors import InvalidConfig, LlmError
 from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
-from sessionhive.llm.config import LlmConfig
+from sessionhive.model.errors import InvalidConfig, LlmError
+from sessionhive.model.llm_config import LlmConfig
 
 if TYPE_CHECKING:
     from sessionhive.metrics.registry import HiveMetrics

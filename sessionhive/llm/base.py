@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from sessionhive.agent.messages import Message, ToolCall, ToolDefinition, Usage
+from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
 __all__ = ["LlmClient", "LlmRequest", "LlmResponse", "TextCallback"]
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sessionhive._errors import LlmError
-from sessionhive.agent.messages import Message, ToolCall, ToolDefinition, Usage
 from sessionhive.llm._retry import (
     CallProgress,
     MalformedResponseError,
@@ -24,7 +22,9 @@ from sessionhive.llm._retry import (
     transport_errors,
 )
 from sessionhive.llm.base import LlmRequest, LlmResponse
-from sessionhive.llm.config import LlmConfig
+from sessionhive.model.errors import LlmError
+from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
 try:
     import openai

@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sessionhive._errors import InvalidConfig
-from sessionhive.agent.messages import Message, ToolCall, Usage
 from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
+from sessionhive.model.errors import InvalidConfig
+from sessionhive.model.messages import Message, ToolCall, Usage
+from sessionhive.model.tokens import count_tokens
 
 __all__ = ["DEMO_FILE", "Reply", "ScriptedLlm", "count_tokens"]
 
@@ -25,11 +26,6 @@ class Reply:
 
 
 ReplyScript = Sequence[Reply] | Callable[[list[Message]], Reply]
-
-
-def count_tokens(text: str) -> int:
-    """A cheap, deterministic token count: one token per whitespace-separated word."""
-    return len(text.split())
 
 
 def _message_tokens(messages: Sequence[Message]) -> int:

@@ -7,7 +7,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from sessionhive._errors import InvalidConfig
+from sessionhive.model.errors import InvalidConfig
 
 __all__ = ["MetricsServer"]
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from sessionhive._errors import InvalidConfig
+from sessionhive.model.errors import InvalidConfig
 
 M = TypeVar("M", bound=MetricWrapperBase)
 

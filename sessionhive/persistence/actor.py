@@ -49,12 +49,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from sessionhive._errors import InvalidConfig, StoreError
-from sessionhive.actors._base import HiveActor, complete, fail
 from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.model.errors import InvalidConfig, StoreError
 from sessionhive.persistence._protocol import SessionStore
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.persistence.stores import is_transient
+from sessionhive.runtime import HiveActor, complete, fail
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -33,8 +33,8 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, BigInteger, Connection, Double, Integer, String, Table, Text, inspect, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from sessionhive._errors import StoreError
-from sessionhive._ids import MAX_ID_LENGTH
+from sessionhive.model.errors import StoreError
+from sessionhive.model.ids import MAX_ID_LENGTH
 from sessionhive.persistence.snapshot import SCHEMA_VERSION
 
 __all__ = [

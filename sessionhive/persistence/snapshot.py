@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sessionhive.agent.messages import ContextUsage, Message, Usage
-from sessionhive.config import ConfirmationPolicy, SessionConfig
-from sessionhive.llm.config import LlmConfig
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message, Usage
 
 __all__ = ["SCHEMA_VERSION", "SessionSnapshot"]
 
@@ -91,7 +91,7 @@ class SessionSnapshot:
             budget=data.get("budget"),
             usage=Usage.from_dict(data.get("usage") or {}),
             context_usage=ContextUsage(
-                int(context.get("used_tokens", 0)), int(context.get("max_tokens", 200_000))
+                int(context.get("used_tokens", 0)), int(context.get("max_tokens", DEFAULT_MAX_CONTEXT))
             ),
             messages=messages,
             history_epoch=int(data.get("history_epoch", 0)),

@@ -56,8 +56,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-from sessionhive._errors import InvalidConfig, StoreError
-from sessionhive.agent.messages import Message
+from sessionhive.model.errors import InvalidConfig, StoreError
+from sessionhive.model.messages import Message
 from sessionhive.persistence._protocol import SessionStore
 from sessionhive.persistence.schema import MESSAGES, SESSIONS, ensure_schema
 from sessionhive.persistence.snapshot import SCHEMA_VERSION, SessionSnapshot

@@ -8,9 +8,9 @@ calls are allowed, denied, or asked of a human.
 
 from __future__ import annotations
 
+from sessionhive.model.permissions import PermissionPolicy, PermissionRule
 from sessionhive.tools._common import ToolContext
 from sessionhive.tools.builtins import BUILTIN_TOOLS
 from sessionhive.tools.executor import ToolExecutor
-from sessionhive.tools.permissions import PermissionPolicy, PermissionRule
 
 __all__ = ["BUILTIN_TOOLS", "PermissionPolicy", "PermissionRule", "ToolContext", "ToolExecutor"]

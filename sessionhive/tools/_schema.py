@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sessionhive._errors import InvalidConfig
-from sessionhive.agent.messages import ToolCall
+from sessionhive.model.errors import InvalidConfig
+from sessionhive.model.messages import ToolCall
 from sessionhive.tools._common import ToolError
 
 __all__ = ["CONTEXT_PARAMETER", "ArgumentSpec"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sessionhive.agent.messages import ToolResult
+from sessionhive.model.messages import ToolResult
 from sessionhive.tools._common import CappedText, ToolContext, ToolError
 from sessionhive.tools._workspace import atomic_write_text, relative, resolve_inside
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
-from sessionhive._errors import InvalidConfig
-from sessionhive.agent.messages import ToolDefinition, ToolResult
+from sessionhive.model.errors import InvalidConfig
+from sessionhive.model.messages import ToolDefinition, ToolResult
 from sessionhive.tools._common import ToolContext, ToolError, truncate
 from sessionhive.tools._schema import CONTEXT_PARAMETER, ArgumentSpec
 from sessionhive.tools._workspace import resolve_root

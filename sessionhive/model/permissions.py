@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sessionhive._errors import InvalidConfig
+from sessionhive.model.errors import InvalidConfig
 
 __all__ = ["PermissionDecision", "PermissionPolicy", "PermissionRule"]
 

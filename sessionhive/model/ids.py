@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from sessionhive._errors import InvalidSessionId
+from sessionhive.model.errors import InvalidSessionId
 
 __all__ = ["MAX_ID_LENGTH", "check_id"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sessionhive._errors import InvalidConfig
-from sessionhive.tools.permissions import PermissionPolicy
+from sessionhive.model.errors import InvalidConfig
+from sessionhive.model.permissions import PermissionPolicy
 
 __all__ = ["DEFAULT_CONFIRMED_TOOLS", "ConfirmationPolicy", "SessionConfig"]
 

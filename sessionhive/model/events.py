@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sessionhive._errors import SessionhiveError
-from sessionhive.agent.messages import AgentResult
+from sessionhive.model.errors import SessionhiveError
+from sessionhive.model.messages import AgentResult
 
 __all__ = [
     "TERMINAL_EVENTS",

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sessionhive._errors import InvalidConfig
+from sessionhive.model.errors import InvalidConfig
 
 __all__ = ["PROVIDERS", "LlmConfig"]
 

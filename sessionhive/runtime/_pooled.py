@@ -76,7 +76,7 @@ dispatcher thread for a future that is not done yet raises
 be checked, and is the caller's responsibility). Actors talk with
 ``tell``; a request that needs an answer carries a
 :class:`concurrent.futures.Future` or a reply-to ref that the receiver
-completes (see :mod:`sessionhive.actors._base`). A handler that does slow work
+completes (see :mod:`sessionhive.runtime._base`). A handler that does slow work
 (an LLM call, a tool run) hands it to a thread of its own and reports back
 with ``tell``. Waiting on something outside the actor system (a socket, a
 queue fed by a client thread) cannot deadlock the pool, but parks one of its
@@ -123,7 +123,7 @@ if TYPE_CHECKING:
     from pykka._future import GetHookFunc
     from pykka._types import OptExcInfo
 
-    from sessionhive.actors._base import HiveActor
+    from sessionhive.runtime._base import HiveActor
 
 __all__ = ["PooledActor", "PooledBackend", "PooledFuture"]
 

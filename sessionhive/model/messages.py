@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_MAX_CONTEXT",
     "AgentResult",
     "ContextUsage",
     "Message",
@@ -20,6 +21,9 @@ __all__ = [
     "ToolResult",
     "Usage",
 ]
+
+DEFAULT_MAX_CONTEXT = 200_000
+"""The context window assumed for a session whose config names none."""
 
 Role = Literal["user", "assistant", "tool", "system"]
 _ROLES: frozenset[str] = frozenset({"user", "assistant", "tool", "system"})
@@ -152,7 +156,7 @@ class ContextUsage:
     """
 
     used_tokens: int = 0
-    max_tokens: int = 200_000
+    max_tokens: int = DEFAULT_MAX_CONTEXT
     percent: float = field(default=-1.0)
 
     def __post_init__(self) -> None:
