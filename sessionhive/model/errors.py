@@ -14,7 +14,9 @@ __all__ = [
     "InvalidSessionId",
     "LlmError",
     "LlmNotConfigured",
+    "Overloaded",
     "SessionExists",
+    "SessionFailed",
     "SessionNotFound",
     "SessionhiveError",
     "StoreError",
@@ -120,3 +122,39 @@ class HiveStopped(SessionhiveError):
 
     def __str__(self) -> str:
         return "the Hive has been stopped; start a new one with Hive.start()"
+
+
+class Overloaded(SessionhiveError):
+    """A session's mailbox is full: the call was refused, nothing of it was accepted.
+
+    Retry later, or raise ``mailbox_size`` in :meth:`Hive.start`.
+    """
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        super().__init__(session_id, limit)
+        self.session_id = session_id
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r} has {self.limit} calls waiting already (its mailbox is full); "
+            "the call was not accepted: retry later"
+        )
+
+
+class SessionFailed(SessionhiveError):
+    """A session crashed too often in a short time and refuses work until it is reset.
+
+    ``last_error`` names the last crash; ``reset_session(id)`` brings it back.
+    """
+
+    def __init__(self, session_id: str, last_error: str) -> None:
+        super().__init__(session_id, last_error)
+        self.session_id = session_id
+        self.last_error = last_error
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id!r} crashed too often and is marked failed (last crash: "
+            f"{self.last_error}); reset_session() brings it back"
+        )
