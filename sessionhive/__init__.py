@@ -57,6 +57,7 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
+from sessionhive.runtime import PooledBackend
 from sessionhive.tools import PermissionPolicy, PermissionRule, ToolContext, ToolExecutor
 
 __version__ = "0.1.0"
@@ -89,6 +90,7 @@ __all__ = [
     "PermissionPolicy",
     "PermissionRule",
     "PersistenceFailed",
+    "PooledBackend",
     "Reply",
     "ScriptedLlm",
     "SessionConfig",
