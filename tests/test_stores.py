@@ -410,6 +410,29 @@ def test_file_store_ids_survive_case_insensitive_and_long_names(tmp_path: Path) 
     assert long_id not in reopened.list_ids()
 
 
+def test_file_store_skips_json_files_it_did_not_write_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "s"
+    store = FileStore(directory)
+    store.write_batch([make_snapshot("alpha", messages=2), make_snapshot("beta", parent_id="alpha")], [])
+    (directory / "notes.json").write_text('{"todo": "back up the sessions"}')
+    (directory / "data.json").write_text("[1, 2, 3]")  # a name that decodes as base32, but not ours
+    (directory / "BACKUP.json").write_text("not even JSON")
+    (directory / ("~" + "0" * 64 + ".json")).write_text('{"session_id": "elsewhere"}')
+
+    with caplog.at_level("WARNING", logger="sessionhive.persistence"):
+        reopened = FileStore(directory)
+        assert reopened.list_ids() == ["alpha", "beta"]
+        assert reopened.list_index() == [("alpha", None), ("beta", "alpha")]
+        assert reopened.list_ids() == ["alpha", "beta"]
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 4, skipped
+    assert any("notes.json" in m for m in skipped) and any("data.json" in m for m in skipped)
+    assert reopened.load("alpha") == make_snapshot("alpha", messages=2)
+    assert (directory / "notes.json").read_text() == '{"todo": "back up the sessions"}'
+
+
 def test_file_store_leaves_no_temporary_files(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "s")
     for version in range(1, 4):

@@ -1,0 +1,318 @@
+"""The SQL store: sessions in SQLite, PostgreSQL or any SQLAlchemy database, messages appended row by row."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from sessionhive.model.errors import InvalidConfig, StoreError
+from sessionhive.model.messages import Message
+from sessionhive.persistence.schema import MESSAGES, SESSIONS, ensure_schema
+from sessionhive.persistence.snapshot import SessionSnapshot
+from sessionhive.persistence.stores.base import ACCEPTED_STORES, BaseStore, chunks, wrap_error
+
+__all__ = ["SqlStore"]
+
+# Arbitrary constant key of the PostgreSQL advisory lock held while creating the tables.
+_PG_SCHEMA_LOCK = 0x5E55_1011_4E
+
+
+def _store_name(url: URL) -> str:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        database = url.database
+        if not database or database == ":memory:" or url.query.get("mode") == "memory":
+            return "sqlite::memory:"
+        return f"sqlite:{os.path.abspath(database)}"
+    # Host and database only: a URL's password (or user) never reaches a log line or a health report.
+    return f"{backend}:{url.host or 'localhost'}/{url.database or ''}"
+
+
+def _session_row(snap: SessionSnapshot) -> dict[str, Any]:
+    header = snap.header_dict()
+    return {
+        "parent_id": snap.parent_id,
+        "state": snap.state,
+        "config": header["config"],
+        "confirmation_policy": header["confirmation_policy"],
+        "llm_config": header["llm_config"],  # LlmConfig.to_dict(): never the API key
+        "thinking": snap.thinking,
+        "budget": snap.budget,
+        "usage": header["usage"],
+        "context_usage": header["context_usage"],
+        "version": snap.version,
+        "history_epoch": snap.history_epoch,
+        "message_count": len(snap.messages),
+        "created_at": snap.created_at,
+        "updated_at": snap.updated_at,
+    }
+
+
+# One executemany UPDATE for every existing session of a batch. The version
+# guard repeats the check made under the row lock, so that even a database
+# without SELECT ... FOR UPDATE never lets an older snapshot win.
+_UPDATE_SESSION = update(SESSIONS).where(
+    SESSIONS.c.id == bindparam("b_id"), SESSIONS.c.version < bindparam("b_version")
+)
+
+
+class SqlStore(BaseStore):
+    """Sessions in a SQL database through SQLAlchemy 2.x: SQLite embedded, PostgreSQL for production.
+
+    ``url`` is any SQLAlchemy URL. ``postgresql://`` is taken to mean psycopg
+    3 (``postgresql+psycopg://``). Opening the store creates the tables that
+    are missing (see :mod:`sessionhive.persistence.schema`) and refuses, with
+    :class:`~sessionhive.StoreError`, a database written by a newer
+    sessionhive.
+
+    SQLite runs in WAL mode with ``synchronous=NORMAL`` (a commit survives a
+    crash of the process; a power loss may undo the last commits) and
+    waits up to ``busy_timeout`` seconds for a lock held by another
+    connection. Every write transaction starts with ``BEGIN IMMEDIATE``, so
+    that the version check and the write are one atomic step even when two
+    processes share the file; reads see one consistent snapshot of the file.
+
+    PostgreSQL locks the batch's session rows (``SELECT ... FOR UPDATE``, in
+    id order) before comparing versions, so two Hives sharing a database
+    never let an older snapshot overwrite a newer one; two of them inserting
+    the same new session at once make one of them fail with a transient
+    error, and its retry then sees the other's row.
+
+    Writes are append-only for messages: a snapshot in the same
+    ``history_epoch`` as the stored one inserts only the messages beyond the
+    stored ``message_count``; a new epoch (clear, compact) rewrites them.
+    Every write is bulk: one ``SELECT ... WHERE id IN (...)`` for the batch,
+    one ``executemany`` insert of all new messages, one of new sessions, one
+    update of existing ones, in one transaction.
+
+    ``echo=True`` logs SQL (parameters hidden). ``engine_options`` are passed
+    to :func:`sqlalchemy.create_engine` (pool sizes and the like).
+    """
+
+    _wrapped_errors = (sa_exc.SQLAlchemyError, TypeError, ValueError)
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        echo: bool = False,
+        busy_timeout: float = 5.0,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        try:
+            parsed = make_url(url)
+        except sa_exc.ArgumentError as exc:
+            raise InvalidConfig(f"not a database URL: {exc}") from None
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self._backend = parsed.get_backend_name()
+        super().__init__(_store_name(parsed))
+        options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+        if self._backend == "sqlite":
+            if self._name == "sqlite::memory:":
+                # One connection for the whole store: each new connection to
+                # :memory: would be a new, empty database.
+                options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        else:
+            # A server restart or an idle-timeout leaves dead connections in
+            # the pool; test them before use rather than failing a batch.
+            options["pool_pre_ping"] = True
+        options.update(engine_options or {})
+        try:
+            self._engine = create_engine(parsed, **options)
+        except (sa_exc.NoSuchModuleError, ImportError) as exc:
+            hint = " (pip install 'sessionhive[postgres]')" if self._backend == "postgresql" else ""
+            raise InvalidConfig(
+                f"no database driver for {parsed.drivername!r}{hint}: {exc}; "
+                f"stores accepted: {ACCEPTED_STORES}"
+            ) from None
+        except sa_exc.ArgumentError as exc:
+            raise InvalidConfig(f"invalid database URL for store {self._name}: {exc}") from None
+        if self._backend == "sqlite":
+            self._configure_sqlite(busy_timeout)
+        try:
+            with self._transaction(write=True) as conn:
+                if self._backend == "postgresql":
+                    # Two Hives starting at once on a fresh database would both
+                    # CREATE TABLE; the second fails. Let them take turns.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
+                ensure_schema(conn, self._name)
+        except StoreError:
+            self._engine.dispose()
+            raise
+        except sa_exc.SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise wrap_error(exc, self._name, "opening") from exc
+
+    def _configure_sqlite(self, busy_timeout: float) -> None:
+        timeout_ms = max(0, int(busy_timeout * 1000))
+
+        @event.listens_for(self._engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite opens a transaction only before DML: the two SELECTs of
+            # a load could see different commits, and a write would take the
+            # lock only at its first INSERT, after its version check. Take
+            # over BEGIN (see _on_begin) as SQLAlchemy's SQLite docs advise.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            finally:
+                cursor.close()
+
+        @event.listens_for(self._engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("sessionhive_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            if write:
+                conn.execution_options(sessionhive_write=True)
+            elif self._backend == "postgresql":
+                # A load reads the session row, then its messages: one snapshot of the database.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for inspection, benchmarks and event listeners)."""
+        return self._engine
+
+    def _do_write(self, newest: dict[str, SessionSnapshot], deletes: list[str]) -> dict[str, int]:
+        """Apply ``deletes`` then ``newest`` in one transaction; on error nothing of the batch is written."""
+        if not newest and not deletes:
+            return {}
+        # TypeError/ValueError (a value that is not JSON; some drivers raise it
+        # unwrapped) and SQLAlchemy errors become StoreError in BaseStore.
+        with self._transaction(write=True) as conn:
+            return self._write(conn, newest, deletes)
+
+    def _write(
+        self, conn: Connection, newest: dict[str, SessionSnapshot], deletes: list[str]
+    ) -> dict[str, int]:
+        for chunk in chunks(deletes):
+            conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
+            conn.execute(delete(SESSIONS).where(SESSIONS.c.id.in_(chunk)))
+        ids = sorted(newest)
+        stored: dict[str, tuple[int, int, int]] = {}
+        for chunk in chunks(ids):
+            query = (
+                select(SESSIONS.c.id, SESSIONS.c.version, SESSIONS.c.history_epoch, SESSIONS.c.message_count)
+                .where(SESSIONS.c.id.in_(chunk))
+                .order_by(SESSIONS.c.id)  # one lock order for every writer: no deadlock between Hives
+                .with_for_update()
+            )
+            for sid, version, epoch, count in conn.execute(query):
+                stored[sid] = (version, epoch, count)
+
+        new_sessions: list[dict[str, Any]] = []
+        updated_sessions: list[dict[str, Any]] = []
+        new_messages: list[dict[str, Any]] = []
+        clear_messages: list[str] = []
+        for sid in ids:
+            snap = newest[sid]
+            row = _session_row(snap)
+            held = stored.get(sid)
+            if held is None:
+                start = 0
+                row["id"] = sid
+                new_sessions.append(row)
+                clear_messages.append(sid)  # stray rows of a half-deleted session must not collide
+            else:
+                version, epoch, count = held
+                if version >= snap.version:
+                    continue  # the store already holds this state or a newer one
+                if epoch == snap.history_epoch and count <= len(snap.messages):
+                    start = count  # append-only: the stored messages are a prefix of these
+                else:
+                    start = 0
+                    clear_messages.append(sid)  # cleared or compacted: rewrite the history
+                row["b_id"] = sid
+                row["b_version"] = snap.version
+                updated_sessions.append(row)
+            new_messages.extend(
+                {"session_id": sid, "seq": seq, "role": message.role, "payload": message.to_dict()}
+                for seq, message in enumerate(snap.messages[start:], start)
+            )
+
+        for chunk in chunks(clear_messages):
+            conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
+        if new_messages:
+            conn.execute(insert(MESSAGES), new_messages)
+        if new_sessions:
+            conn.execute(insert(SESSIONS), new_sessions)
+        if updated_sessions:
+            conn.execute(_UPDATE_SESSION, updated_sessions)
+        return {"sessions": len(new_sessions) + len(updated_sessions), "messages": len(new_messages)}
+
+    def _do_load(self, session_id: str) -> SessionSnapshot | None:
+        """The stored snapshot of ``session_id`` with its messages in order, or ``None``."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute(select(SESSIONS).where(SESSIONS.c.id == session_id)).mappings().one_or_none()
+            if row is None:
+                return None
+            payloads = (
+                conn.execute(
+                    select(MESSAGES.c.payload)
+                    .where(MESSAGES.c.session_id == session_id, MESSAGES.c.seq < row["message_count"])
+                    .order_by(MESSAGES.c.seq)
+                )
+                .scalars()
+                .all()
+            )
+        if len(payloads) != row["message_count"]:
+            raise StoreError(
+                f"store {self._name} holds {len(payloads)} of the {row['message_count']} messages "
+                f"of session {session_id!r}; the database was modified outside sessionhive"
+            )
+        header = dict(row)
+        header["session_id"] = header.pop("id")
+        try:
+            return SessionSnapshot.from_dict(header, tuple(Message.from_dict(p) for p in payloads))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"store {self._name} holds an unreadable session {session_id!r}: {exc}") from exc
+
+    def _do_list_ids(self) -> list[str]:
+        with self._transaction(write=False) as conn:
+            return list(conn.execute(select(SESSIONS.c.id).order_by(SESSIONS.c.id)).scalars())
+
+    def _do_list_index(self) -> list[tuple[str, str | None]]:
+        """Every stored session id with its parent's id, in one query."""
+        with self._transaction(write=False) as conn:
+            query = select(SESSIONS.c.id, SESSIONS.c.parent_id).order_by(SESSIONS.c.id)
+            return [(row[0], row[1]) for row in conn.execute(query)]
+
+    def health_check(self) -> None:
+        """Run ``SELECT 1``; raise :class:`StoreError` when the database cannot answer."""
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1").scalar_one()
+        except sa_exc.SQLAlchemyError as exc:
+            raise wrap_error(exc, self._name, "health check") from exc
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
