@@ -11,6 +11,7 @@ from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.messages import Message, ToolCall, Usage
 from sessionhive.model.tokens import count_tokens
+from sessionhive.model.validate import check_number
 
 __all__ = ["DEMO_FILE", "Reply", "ScriptedLlm", "count_tokens"]
 
@@ -56,8 +57,7 @@ class ScriptedLlm:
             for reply in replies:
                 if not isinstance(reply, Reply):
                     raise InvalidConfig(f"ScriptedLlm replies must be Reply objects, got {reply!r}")
-        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
-            raise InvalidConfig(f"ScriptedLlm latency must be >= 0 seconds, got {latency!r}")
+        check_number("ScriptedLlm latency", latency, minimum=0.0, unit="seconds")
         self._replies = replies
         self.latency = float(latency)
         self._model = model

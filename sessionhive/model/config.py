@@ -6,13 +6,13 @@ Both validate at construction: an invalid value raises
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.permissions import PermissionPolicy
+from sessionhive.model.validate import check_int, check_number, check_positive_number
 
 __all__ = ["DEFAULT_CONFIRMED_TOOLS", "ConfirmationPolicy", "SessionConfig"]
 
@@ -49,15 +49,7 @@ class ConfirmationPolicy:
             if not all(isinstance(name, str) and name for name in required):
                 raise InvalidConfig("ConfirmationPolicy.require_confirmation must hold tool names")
             object.__setattr__(self, "require_confirmation", required)
-        if (
-            isinstance(self.timeout_s, bool)
-            or not isinstance(self.timeout_s, int | float)
-            or not math.isfinite(self.timeout_s)
-            or self.timeout_s <= 0
-        ):
-            raise InvalidConfig(
-                f"ConfirmationPolicy.timeout_s must be a positive number of seconds, got {self.timeout_s!r}"
-            )
+        check_positive_number("ConfirmationPolicy.timeout_s", self.timeout_s, unit="seconds")
         if self.on_timeout not in ("reject", "approve"):
             raise InvalidConfig(
                 f"ConfirmationPolicy.on_timeout must be 'reject' or 'approve', got {self.on_timeout!r}"
@@ -87,11 +79,6 @@ class ConfirmationPolicy:
             timeout_s=data.get("timeout_s", 30.0),
             on_timeout=data.get("on_timeout", "reject"),
         )
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidConfig(f"SessionConfig.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -129,15 +116,17 @@ class SessionConfig:
             object.__setattr__(self, "workspace", str(self.workspace))
         if self.workspace is not None and (not isinstance(self.workspace, str) or not self.workspace):
             raise InvalidConfig("SessionConfig.workspace must be a non-empty path or None")
-        _check_int("max_context_length", self.max_context_length, 0)
-        _check_int("max_tool_rounds", self.max_tool_rounds, 1)
+        check_int("SessionConfig.max_context_length", self.max_context_length, minimum=0)
+        check_int("SessionConfig.max_tool_rounds", self.max_tool_rounds, minimum=1)
         if not isinstance(self.auto_compact, bool):
             raise InvalidConfig("SessionConfig.auto_compact must be a bool")
-        threshold = self.auto_compact_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (0 < threshold <= 1):
-            raise InvalidConfig(
-                f"SessionConfig.auto_compact_threshold must be a fraction in (0, 1], got {threshold!r}"
-            )
+        check_number(
+            "SessionConfig.auto_compact_threshold",
+            self.auto_compact_threshold,
+            minimum=0.0,
+            exclusive_minimum=True,
+            maximum=1.0,
+        )
         if self.confirmation_policy is not None and not isinstance(
             self.confirmation_policy, ConfirmationPolicy
         ):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +49,8 @@ from tenacity import (
 )
 
 from sessionhive.metrics.registry import HiveMetrics
-from sessionhive.model.errors import InvalidConfig, StoreError
+from sessionhive.model.errors import StoreError
+from sessionhive.model.validate import check_number, check_positive_int, check_positive_number
 from sessionhive.persistence._protocol import SessionStore
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.persistence.stores import is_transient
@@ -244,16 +244,10 @@ class PersistenceActor(HiveActor):
         cache_ids: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidConfig(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not (isinstance(flush_interval, int | float) and 0 < flush_interval < math.inf):
-            raise InvalidConfig(
-                f"flush_interval must be a positive number of seconds, got {flush_interval!r}"
-            )
-        if isinstance(retry_attempts, bool) or not isinstance(retry_attempts, int) or retry_attempts < 1:
-            raise InvalidConfig(f"retry_attempts must be an integer >= 1, got {retry_attempts!r}")
-        if not (isinstance(retry_max_wait, int | float) and 0 <= retry_max_wait < math.inf):
-            raise InvalidConfig(f"retry_max_wait must be >= 0 seconds, got {retry_max_wait!r}")
+        check_positive_int("batch_size", batch_size)
+        check_positive_number("flush_interval", flush_interval, unit="seconds")
+        check_positive_int("retry_attempts", retry_attempts)
+        check_number("retry_max_wait", retry_max_wait, minimum=0.0, unit="seconds")
         self._store = store
         self._batch_size = batch_size
         self._flush_interval = float(flush_interval)

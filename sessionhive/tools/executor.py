@@ -7,7 +7,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from typing import Any, Self, TypeVar, overload
 
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.messages import ToolDefinition, ToolResult
+from sessionhive.model.validate import check_int, check_positive_int, check_positive_number
 from sessionhive.tools._common import ToolContext, ToolError, truncate
 from sessionhive.tools._schema import CONTEXT_PARAMETER, ArgumentSpec
 from sessionhive.tools._workspace import resolve_root
@@ -108,21 +108,9 @@ class ToolExecutor:
         max_workers: int = 16,
         bash_env: Mapping[str, str] | None = None,
     ) -> None:
-        if (
-            isinstance(bash_timeout_s, bool)
-            or not isinstance(bash_timeout_s, int | float)
-            or not math.isfinite(bash_timeout_s)
-            or bash_timeout_s <= 0
-        ):
-            raise InvalidConfig(
-                f"bash_timeout_s must be a positive number of seconds, got {bash_timeout_s!r}"
-            )
-        if isinstance(output_cap, bool) or not isinstance(output_cap, int) or output_cap < _MIN_OUTPUT_CAP:
-            raise InvalidConfig(
-                f"output_cap must be an int of at least {_MIN_OUTPUT_CAP}, got {output_cap!r}"
-            )
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise InvalidConfig(f"max_workers must be a positive int, got {max_workers!r}")
+        check_positive_number("bash_timeout_s", bash_timeout_s, unit="seconds")
+        check_int("output_cap", output_cap, minimum=_MIN_OUTPUT_CAP)
+        check_positive_int("max_workers", max_workers)
         self._workspace = Path(os.path.abspath(workspace))
         if not self._workspace.is_dir():
             raise InvalidConfig(f"workspace {self._workspace} is not an existing directory; create it first")
