@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sessionhive import (
+    AgentEvent,
     AsyncHive,
     ConfirmationPolicy,
     ContextCompacted,
@@ -19,6 +20,7 @@ from sessionhive import (
     SessionConfig,
     ToolCall,
     TurnEnd,
+    TurnStream,
 )
 from sessionhive.agent import compaction
 from tests.conftest import tool_loop_script
@@ -60,7 +62,9 @@ def test_compact_below_thirty_messages_changes_nothing(hive: Hive) -> None:
     assert hive.history("s") == before
 
 
-def test_compact_without_llm_keeps_the_last_twenty_whole(tmp_path: Path, workspace: Path) -> None:
+def test_compact_without_llm_keeps_the_head_and_the_last_twenty_whole(
+    tmp_path: Path, workspace: Path
+) -> None:
     store = f"sqlite:///{tmp_path / 'hive.db'}"
     with Hive.start(store=store, llm=ScriptedLlm(tool_loop_script), workspace=workspace) as hive:
         hive.create_session("s")
@@ -70,8 +74,12 @@ def test_compact_without_llm_keeps_the_last_twenty_whole(tmp_path: Path, workspa
         assert hive.get_llm_for_session("s") is None
         hive.compact("s")
         after = hive.history("s")
-    assert 20 <= len(after) <= 21 and after[0].role != "tool"
-    assert after == before[len(before) - len(after) :]
+    # The same rules as with an LLM: the first call with its result, a note for the middle, the tail whole.
+    assert after[:3] == before[:3]
+    assert after[3].text.startswith(compaction.OMISSION_PREFIX)
+    tail = after[4:]
+    assert 20 <= len(tail) <= 21 and tail[0].role != "tool"
+    assert tail == before[len(before) - len(tail) :]
     assert_valid_history(after)
 
 
@@ -159,6 +167,7 @@ def test_async_confirmation_and_subscription(workspace: Path) -> None:
             subscription = await hive.subscribe("s")
             stream = await hive.generate_streaming("s", "write async")
             kinds = []
+            event: AgentEvent | None  # the stream yields events; the subscription may time out
             async for event in stream:
                 kinds.append(event.type)
                 if event.type == "ConfirmationRequired":
@@ -196,7 +205,7 @@ def test_a_thousand_sessions_generate_concurrently_without_interleaving(workspac
 
         def drive(chunk: list[str]) -> None:
             try:
-                streams = []
+                streams: list[TurnStream] = []
                 for turn in range(turns):
                     streams.extend(
                         hive.generate_streaming(session_id, f"{session_id} turn {turn}")

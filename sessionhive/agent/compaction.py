@@ -1,11 +1,14 @@
 """Context compaction: shrink a history without splitting a tool call from its result.
 
-As in the reference: from :data:`COMPACT_MIN_MESSAGES` messages on, keep the
-first :data:`KEEP_HEAD` and the last :data:`KEEP_TAIL` messages and replace the
-middle with a summary written by the session's LLM. Before asking the LLM,
-old and large tool outputs are replaced by a short marker; when that alone
-brings the context under the target, no LLM call is made. Without an LLM the
-history is truncated to its last :data:`KEEP_TAIL` messages.
+As in the reference: a history of more than :data:`COMPACT_MIN_MESSAGES`
+messages keeps its first :data:`KEEP_HEAD` and its last :data:`KEEP_TAIL`
+messages (each moved so that a tool call stays with its results) and the
+middle is replaced with a summary written by the session's LLM. Before asking
+the LLM, old and large tool outputs are replaced by a short marker; when that
+alone brings the context under the target, no LLM call is made. Without an
+LLM the same rules hold; the middle is replaced by :func:`omission_note`
+instead of a summary. A history of :data:`COMPACT_MIN_MESSAGES` messages or
+fewer is never changed.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ __all__ = [
     "COMPACT_MIN_MESSAGES",
     "KEEP_HEAD",
     "KEEP_TAIL",
+    "OMISSION_PREFIX",
     "SUMMARY_PREFIX",
     "estimate_tokens",
+    "omission_note",
     "prune_tool_outputs",
     "split_for_summary",
     "summary_prompt",
@@ -32,6 +37,7 @@ KEEP_HEAD = 2
 KEEP_TAIL = 20
 LARGE_TOOL_OUTPUT_CHARS = 2_000
 SUMMARY_PREFIX = "[Summary of the earlier conversation]\n"
+OMISSION_PREFIX = "[Earlier conversation removed]\n"
 
 
 def estimate_tokens(messages: Sequence[Message], system: str | None = None) -> int:
@@ -84,7 +90,7 @@ def split_for_summary(
     messages: Sequence[Message],
 ) -> tuple[tuple[Message, ...], tuple[Message, ...], tuple[Message, ...]] | None:
     """(head, middle, tail) for summarising, or ``None`` when there is nothing to summarise."""
-    if len(messages) < COMPACT_MIN_MESSAGES:
+    if len(messages) <= COMPACT_MIN_MESSAGES:
         return None
     head_end = _head_end(messages, KEEP_HEAD)
     tail_start = max(head_end, _tail_start(messages, KEEP_TAIL))
@@ -92,6 +98,14 @@ def split_for_summary(
     if not middle:
         return None
     return tuple(messages[:head_end]), middle, tuple(messages[tail_start:])
+
+
+def omission_note(middle: Sequence[Message]) -> Message:
+    """What stands in for ``middle`` when no LLM can summarise it, so the model knows something is gone."""
+    return Message.user(
+        f"{OMISSION_PREFIX}{len(middle)} earlier messages were removed to save context; "
+        "no summary of them is available."
+    )
 
 
 def summary_prompt(middle: Sequence[Message]) -> tuple[Message, ...]:

@@ -278,9 +278,17 @@ async def run_compaction(
     target_tokens: int | None,
     on_llm_call: Callable[[str, str, float, Usage | None], None] | None = None,
 ) -> CompactionOutcome:
-    """Compact ``messages``: prune old tool output, then summarise (or truncate without an LLM)."""
-    if llm is None:
-        return CompactionOutcome(compaction.truncate(messages), False)
+    """Compact ``messages`` by the rules of :mod:`~sessionhive.agent.compaction`, with or without an LLM.
+
+    Nothing changes at or under ``COMPACT_MIN_MESSAGES`` messages. Above,
+    old large tool outputs are pruned; if that brings the estimate under
+    ``target_tokens`` it is enough. Otherwise the middle (between the first
+    ``KEEP_HEAD`` and the last ``KEEP_TAIL`` messages, tool calls kept with
+    their results) is replaced by the LLM's summary, or without an LLM by a
+    note that it was removed.
+    """
+    if len(messages) <= compaction.COMPACT_MIN_MESSAGES:
+        return CompactionOutcome(messages, False)
     pruned = compaction.prune_tool_outputs(messages)
     if (
         pruned != messages
@@ -292,6 +300,8 @@ async def run_compaction(
     if parts is None:
         return CompactionOutcome(pruned, False)
     head, middle, tail = parts
+    if llm is None:
+        return CompactionOutcome((*head, compaction.omission_note(middle), *tail), False)
     request = LlmRequest(
         session_id=session_id, system=None, messages=compaction.summary_prompt(middle), purpose="compaction"
     )
