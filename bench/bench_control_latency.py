@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -47,7 +48,7 @@ def child(backend: str, sessions: int, turns: int, store_kind: str) -> dict[str,
             hive.create_session(session_id, no_confirm)
         stop = threading.Event()
         samples: dict[str, list[float]] = {"session_count": [], "history": [], "context_usage": []}
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "session_count": lambda: hive.session_count(),
             "history": lambda: hive.history(random.choice(ids)),
             "context_usage": lambda: hive.context_usage(random.choice(ids)),

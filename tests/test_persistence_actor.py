@@ -13,7 +13,6 @@ from typing import Any
 
 import pykka
 import pytest
-from conftest_persistence import FaultyStore, StoreFactory, conversation, make_snapshot
 
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.errors import InvalidConfig, StoreError
@@ -30,8 +29,9 @@ from sessionhive.persistence import (
     SessionStore,
 )
 from sessionhive.runtime import ThreadBackend
+from tests.conftest_persistence import FaultyStore, StoreFactory, conversation, make_snapshot
 
-pytest_plugins = ("conftest_persistence",)
+pytest_plugins = ("tests.conftest_persistence",)
 
 WAIT = 10.0  # seconds a test waits for an answer before it fails
 NEVER = 3600.0  # a flush interval that never fires during a test

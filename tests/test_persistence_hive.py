@@ -33,7 +33,7 @@ from sessionhive.persistence import SessionSnapshot, SqlStore, open_store
 from tests.conftest import tool_loop_script
 from tests.test_turns import assert_valid_history
 
-pytest_plugins = ("conftest_persistence",)
+pytest_plugins = ("tests.conftest_persistence",)
 
 NO_CONFIRM = ConfirmationPolicy(enabled=False)
 

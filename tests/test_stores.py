@@ -9,14 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest_persistence import (
-    POSTGRES_URL,
-    SECRET_KEY,
-    StoreFactory,
-    conversation,
-    locked_error,
-    make_snapshot,
-)
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import URL, make_url
 
@@ -34,8 +26,16 @@ from sessionhive.persistence import (
     open_store,
 )
 from sessionhive.persistence.schema import MESSAGES, META, SCHEMA_VERSION_KEY, SESSIONS
+from tests.conftest_persistence import (
+    POSTGRES_URL,
+    SECRET_KEY,
+    StoreFactory,
+    conversation,
+    locked_error,
+    make_snapshot,
+)
 
-pytest_plugins = ("conftest_persistence",)
+pytest_plugins = ("tests.conftest_persistence",)
 
 
 def count_message_inserts(store: SqlStore) -> list[int]:

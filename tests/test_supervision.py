@@ -22,7 +22,7 @@ def test_crashed_session_is_restarted_and_keeps_its_history(
         before = hive.history("s")
 
         original = session_module.SessionActor.on_TurnEvents
-        crashes = []
+        crashes: list[object] = []
 
         def broken(self, message):  # type: ignore[no-untyped-def]
             if not crashes:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from sessionhive import (
+    AgentEvent,
     ConfirmationNotFound,
     ConfirmationPolicy,
     ConfirmationRequired,
@@ -47,7 +50,10 @@ def assert_valid_history(messages: list[Message]) -> None:
     assert not open_calls, f"tool calls {open_calls} left without a result"
 
 
-def wait_for(stream_iter, kind):  # type: ignore[no-untyped-def]
+EventT = TypeVar("EventT", bound=AgentEvent)
+
+
+def wait_for(stream_iter: Iterable[AgentEvent], kind: type[EventT]) -> EventT:
     for event in stream_iter:
         if isinstance(event, kind):
             return event

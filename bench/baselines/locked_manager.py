@@ -701,7 +701,7 @@ class _AgentLoop:
             text = response.text
             messages.append(Message.assistant(response.text, tuple(response.tool_calls)))
             if not response.tool_calls:
-                return AgentResult(text, tuple(messages), usage, tuple(calls_made), rounds)
+                return AgentResult(text, list(messages), usage, list(calls_made), rounds)
             for call in response.tool_calls:
                 calls_made.append(call)
                 arguments = call.decoded_arguments()
