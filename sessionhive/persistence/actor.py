@@ -59,6 +59,7 @@ from sessionhive.runtime import HiveActor, complete, fail
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_FLUSH_INTERVAL",
+    "Batch",
     "Delete",
     "Exists",
     "Flush",
@@ -116,6 +117,13 @@ class Delete:
 
     session_id: str
     ack: concurrent.futures.Future[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several messages sent in one ``tell`` (one wake-up of this actor's thread), handled in order."""
+
+    messages: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +314,10 @@ class PersistenceActor(HiveActor):
             return None
 
     # ----------------------------------------------------------------- writes
+
+    def on_Batch(self, message: Batch) -> None:
+        for each in message.messages:
+            self.on_receive(each)
 
     def on_Save(self, message: Save) -> None:
         snapshot = message.snapshot
