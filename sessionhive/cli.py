@@ -64,12 +64,15 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_store_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_STORE) -> None:
+def _add_store_option(
+    parser: argparse.ArgumentParser, default: str | None = DEFAULT_STORE, default_text: str | None = None
+) -> None:
     parser.add_argument(
         "--store",
         default=default,
+        metavar="URL",
         help="where sessions live: sqlite:///FILE, postgresql+psycopg://..., file:DIR or memory "
-        f"(default: {default})",
+        f"(default: {default_text or default})",
     )
 
 

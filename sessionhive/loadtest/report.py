@@ -1,0 +1,222 @@
+"""What a load test measured: latency statistics, the verification verdict and :class:`LoadtestReport`."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["MAX_MISMATCHES", "LatencyStats", "LoadtestReport", "Verification", "percentile"]
+
+#: At most this many mismatches (and failures, and probe errors) are kept and printed.
+MAX_MISMATCHES = 10
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values (``nan`` when there are none)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency percentiles of one kind of call, in milliseconds (``nan`` when nothing was measured)."""
+
+    count: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> LatencyStats:
+        values = sorted(seconds)
+        if not values:
+            return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+        return cls(
+            count=len(values),
+            p50_ms=percentile(values, 0.50) * 1000,
+            p95_ms=percentile(values, 0.95) * 1000,
+            p99_ms=percentile(values, 0.99) * 1000,
+            max_ms=values[-1] * 1000,
+            mean_ms=sum(values) / len(values) * 1000,
+        )
+
+
+@dataclass
+class Verification:
+    """How the stored histories compare with what was driven."""
+
+    checked: int = 0
+    matched: int = 0
+    method: str = ""
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.checked > 0 and self.matched == self.checked
+
+    @property
+    def verdict(self) -> str:
+        if self.method == "skipped":
+            return "skipped"
+        if self.ok:
+            return f"OK ({self.matched}/{self.checked} histories, {self.method})"
+        return f"MISMATCH ({self.matched}/{self.checked} match, {self.method})"
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``: strict JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f} ms"
+
+
+_CONTROL_LABELS = {
+    "history": "history() under load",
+    "confirm": "confirm_tool() under load",
+    "pause_resume": "pause+resume under load",
+    "confirm_driver": "confirm_tool() approvals",
+}
+
+
+@dataclass
+class LoadtestReport:
+    """Every figure of one load test run (:meth:`to_json` is the ``--json`` output).
+
+    Latencies are milliseconds. ``control`` holds the prober's figures by
+    call kind (``history``, ``confirm``, ``pause_resume``) plus
+    ``confirm_driver``, the driver's real approvals. Persistence figures come
+    from the Hive's metrics registry (zero for a hive that has none).
+    ``live_sessions`` counts the driven sessions still live at the end (the
+    prober's own session is not one of them).
+    """
+
+    options: dict[str, Any]
+    store: str
+    store_is_temporary: bool
+    sessions: int
+    turns_expected: int
+    turns_completed: int
+    turns_failed: int
+    tool_calls: int
+    confirmations: int
+    setup_seconds: float
+    drive_seconds: float
+    flush_seconds: float
+    turns_per_second: float
+    turn_latency: LatencyStats
+    control: dict[str, LatencyStats]
+    peak_rss_mb: float
+    live_sessions: int
+    memory_per_session_kb: float
+    dispatch_cost_us: float
+    persistence_batches: int
+    rows_written: dict[str, int]
+    persistence_retries: int
+    persistence_failures: int
+    llm_retries: int
+    store_bytes: int | None
+    metrics_url: str | None
+    verification: Verification
+    failures: list[str]
+    probe_errors: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """No failed turn, every expected turn done, and (when verified) every history matched."""
+        verified = self.verification.ok or self.verification.method == "skipped"
+        return self.turns_failed == 0 and self.turns_completed == self.turns_expected and verified
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure as JSON values; a figure that was not measured is ``None``, never NaN."""
+        data = asdict(self)
+        data["ok"] = self.ok
+        data["verification"]["ok"] = self.verification.ok
+        safe: dict[str, Any] = _json_safe(data)
+        return safe
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as strict JSON (what ``jq`` and ``JSON.parse`` accept)."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=str)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The summary as (label, value) rows, in the order a reader wants them."""
+        turn = self.turn_latency
+        rows: list[tuple[str, str]] = [
+            ("sessions", f"{self.sessions}"),
+            (
+                "turns completed",
+                f"{self.turns_completed} / {self.turns_expected}  (failed: {self.turns_failed})",
+            ),
+            ("tool calls / confirmations", f"{self.tool_calls} / {self.confirmations}"),
+            ("setup (create sessions)", f"{self.setup_seconds:.2f} s"),
+            ("drive time", f"{self.drive_seconds:.2f} s"),
+            ("throughput", f"{self.turns_per_second:.1f} turns/s"),
+            ("turn latency p50/p95/p99", " / ".join(_ms(v) for v in (turn.p50_ms, turn.p95_ms, turn.p99_ms))),
+        ]
+        for kind, label in _CONTROL_LABELS.items():
+            stats = self.control.get(kind)
+            if stats is not None and stats.count:
+                rows.append(
+                    (f"{label} p50/p99", f"{_ms(stats.p50_ms)} / {_ms(stats.p99_ms)}  (n={stats.count})")
+                )
+        rows += [
+            ("peak RSS", f"{self.peak_rss_mb:.1f} MB"),
+            ("live sessions at end", f"{self.live_sessions}"),
+            (
+                "memory per live session",
+                f"{self.memory_per_session_kb:.1f} KB (RSS growth while creating them)",
+            ),
+            (
+                "dispatch cost per message",
+                f"{self.dispatch_cost_us:.1f} us (context_usage of every session at once)",
+            ),
+            ("flush", f"{self.flush_seconds * 1000:.1f} ms"),
+            ("persistence batches", f"{self.persistence_batches}"),
+            ("rows written", ", ".join(f"{k}: {v}" for k, v in sorted(self.rows_written.items())) or "0"),
+            ("retries (store / llm)", f"{self.persistence_retries} / {self.llm_retries}"),
+            ("persistence failures", f"{self.persistence_failures}"),
+        ]
+        kept = self.options.get("keep_store", False)
+        where = (
+            f"{self.store} (temporary, {'kept' if kept else 'deleted'})"
+            if self.store_is_temporary
+            else self.store
+        )
+        rows.append(("store", where))
+        if self.store_bytes is not None:
+            rows.append(("store size", f"{self.store_bytes / 1e6:.2f} MB"))
+        if self.metrics_url:
+            rows.append(("metrics", self.metrics_url))
+        rows.append(("verification", self.verification.verdict))
+        return rows
+
+    def notes(self) -> list[str]:
+        """What went wrong, one line each: mismatches, failed turns, failed probes."""
+        return (
+            [f"mismatch: {m}" for m in self.verification.mismatches]
+            + [f"failure: {f}" for f in self.failures]
+            + [f"probe error: {e}" for e in self.probe_errors]
+        )
+
+    def format_table(self) -> str:
+        """The plain-text summary (what the CLI prints when stdout is not a terminal)."""
+        rows = self.rows()
+        width = max(len(label) for label, _ in rows)
+        lines = [f"  {label:<{width}}  {value}" for label, value in rows]
+        lines += [f"    {note}" for note in self.notes()]
+        return "\n".join(lines)
