@@ -1,0 +1,209 @@
+"""JSON from the service turned back into sessionhive values: results, events and exceptions.
+
+The inverse of ``event_to_dict``, ``AgentResult.to_dict`` and the service's
+problem documents, so that remote code sees the very classes embedded code sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sessionhive import (
+    AgentEvent,
+    AgentResult,
+    CallTimeout,
+    ConfirmationNotFound,
+    ConfirmationRequired,
+    ConfirmationResolved,
+    ContextCompacted,
+    ContextUsage,
+    EventsDropped,
+    HiveStopped,
+    InvalidConfig,
+    InvalidSessionId,
+    LlmError,
+    LlmNotConfigured,
+    Message,
+    Overloaded,
+    PersistenceFailed,
+    SessionExists,
+    SessionFailed,
+    SessionhiveError,
+    SessionNotFound,
+    SessionPaused,
+    SessionResumed,
+    StoreError,
+    TextDelta,
+    ToolCall,
+    ToolEnd,
+    ToolStart,
+    TurnCancelled,
+    TurnEnd,
+    TurnError,
+    TurnFailed,
+    TurnStart,
+    Usage,
+)
+
+__all__ = [
+    "RemoteError",
+    "ServiceUnavailable",
+    "SseParser",
+    "Unauthorized",
+    "context_from_dict",
+    "error_from_problem",
+    "event_from_dict",
+    "iter_sse",
+    "result_from_dict",
+]
+
+_EVENTS: dict[str, type[AgentEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        TurnStart,
+        TextDelta,
+        ToolStart,
+        ToolEnd,
+        ConfirmationRequired,
+        ConfirmationResolved,
+        TurnEnd,
+        TurnError,
+        TurnCancelled,
+        ContextCompacted,
+        PersistenceFailed,
+        SessionPaused,
+        SessionResumed,
+        EventsDropped,
+    )
+}
+
+
+class RemoteError(SessionhiveError):
+    """The service refused a request for a reason that is not a session's (``status``, ``problem``)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(problem.get("detail") or f"HTTP {status}")
+        self.status = status
+        self.problem = problem
+        self.error = str(problem.get("error") or "")
+
+
+class Unauthorized(RemoteError):
+    """401: the bearer token is missing or wrong (set ``token=`` or ``SESSIONHIVE_TOKEN``)."""
+
+
+class ServiceUnavailable(RemoteError):
+    """503 while the service drains before stopping: retry on another instance or later."""
+
+
+def result_from_dict(data: dict[str, Any]) -> AgentResult:
+    return AgentResult(
+        text=data["text"],
+        messages=[Message.from_dict(m) for m in data.get("messages", [])],
+        usage=Usage.from_dict(data.get("usage", {})),
+        tool_calls=[ToolCall.from_dict(c) for c in data.get("tool_calls", [])],
+        rounds=int(data.get("rounds", 0)),
+    )
+
+
+def context_from_dict(data: dict[str, Any]) -> ContextUsage:
+    return ContextUsage(int(data["used_tokens"]), int(data["max_tokens"]), float(data["percent"]))
+
+
+def event_from_dict(data: dict[str, Any]) -> AgentEvent:
+    """The event ``event_to_dict`` made ``data`` from (an unknown type raises ``ValueError``)."""
+    cls = _EVENTS.get(str(data.get("type")))
+    if cls is None:
+        raise ValueError(f"unknown event type {data.get('type')!r}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            value = data[f.name]
+            kwargs[f.name] = result_from_dict(value) if f.name == "result" else value
+    return cls(**kwargs)
+
+
+def error_from_problem(status: int, problem: dict[str, Any]) -> SessionhiveError:
+    """The exception the embedded Hive would have raised for this problem document."""
+    name = problem.get("error")
+    sid = str(problem.get("session_id", ""))
+    detail = str(problem.get("detail", ""))
+    error: SessionhiveError
+    if name == "SessionNotFound":
+        error = SessionNotFound(sid)
+    elif name == "SessionExists":
+        error = SessionExists(sid)
+    elif name == "SessionPaused":
+        error = SessionPaused(sid)
+    elif name == "TurnCancelled":
+        error = TurnCancelled(sid, str(problem.get("reason", "cancelled")))
+    elif name == "ConfirmationNotFound":
+        error = ConfirmationNotFound(sid, str(problem.get("tool_id", "")))
+    elif name == "Overloaded":
+        error = Overloaded(sid, int(problem.get("limit", 0)))
+    elif name == "SessionFailed":
+        error = SessionFailed(sid, str(problem.get("last_error", "")))
+    elif name == "LlmNotConfigured":
+        error = LlmNotConfigured(sid)
+    elif name == "HiveStopped":
+        error = HiveStopped()
+    elif name in ("TurnFailed", "LlmError"):
+        error = TurnFailed(detail) if name == "TurnFailed" else LlmError(detail)
+        if isinstance(problem.get("event"), dict):
+            error.event = event_from_dict(problem["event"])
+    elif name in _SIMPLE:
+        error = _SIMPLE[name](detail)
+    elif status == 401:
+        error = Unauthorized(status, problem)
+    elif status == 503:
+        error = ServiceUnavailable(status, problem)
+    else:
+        error = RemoteError(status, problem)
+    return error
+
+
+_SIMPLE: dict[str, type[SessionhiveError]] = {
+    "InvalidSessionId": InvalidSessionId,
+    "InvalidConfig": InvalidConfig,
+    "StoreError": StoreError,
+    "CallTimeout": CallTimeout,
+}
+
+
+class SseParser:
+    """The same as :func:`iter_sse`, fed one line at a time (for async bodies)."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        if line == "":
+            found = (self._event, "\n".join(self._data)) if self._data else None
+            self._event, self._data = "message", []
+            return found
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+
+def iter_sse(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """``(event, data)`` pairs from the lines of a ``text/event-stream`` body."""
+    parser = SseParser()
+    for line in lines:
+        found = parser.feed(line)
+        if found is not None:
+            yield found
+
+
+def load(data: str) -> Any:
+    return json.loads(data)

@@ -1,0 +1,26 @@
+"""``sessionhive serve``: the Hive behind an HTTP API, with a live console for the humans in the loop.
+
+``serve_app(hive)`` returns the ASGI app (Starlette underneath) for users who
+run their own server; ``run_service`` is what the ``sessionhive serve``
+command runs: uvicorn on one port, a bearer token, and a graceful drain on
+SIGTERM/SIGINT. Needs the ``serve`` extra (``pip install sessionhive[serve]``).
+"""
+
+from __future__ import annotations
+
+from ._app import DEFAULT_MAX_BODY, ServeApp, serve_app
+from ._openapi import openapi_document
+from ._problems import HttpProblem
+from ._server import ServeOptions, is_loopback, read_token, run_service
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "HttpProblem",
+    "ServeApp",
+    "ServeOptions",
+    "is_loopback",
+    "openapi_document",
+    "read_token",
+    "run_service",
+    "serve_app",
+]

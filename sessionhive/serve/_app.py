@@ -1,0 +1,681 @@
+"""The ASGI application: the /v1 API over an :class:`~sessionhive.AsyncHive`, health, metrics, console.
+
+Routing is done on the raw (still percent-encoded) path, segment by segment,
+because session ids may contain ``/`` (``alice/researcher``): a client sends
+it as ``alice%2Fresearcher`` and it must stay one segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from sessionhive import (
+    AgentEvent,
+    AgentResult,
+    AsyncHive,
+    AsyncTurnStream,
+    ConfirmationRequired,
+    ConfirmationResolved,
+    Hive,
+    InvalidConfig,
+    SessionPaused,
+    SessionResumed,
+    event_to_dict,
+)
+
+from ._bodies import llm_config_from_json, parse_json_object, policy_from_json, session_config_from_json
+from ._openapi import ROUTE_DOCS, openapi_document
+from ._problems import HttpProblem, problem_for, problem_response
+
+__all__ = ["DEFAULT_MAX_BODY", "ServeApp", "serve_app"]
+
+log = logging.getLogger("sessionhive.serve")
+
+DEFAULT_MAX_BODY = 1 << 20
+SSE_KEEPALIVE_S = 15.0
+MAX_PAGE = 1000
+_STATIC = ("index.html", "console.js", "console.css")
+_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return JSONResponse(data, status_code=status)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def _result_json(result: AgentResult) -> dict[str, Any]:
+    return result.to_dict()
+
+
+@dataclass(eq=False)
+class _Turn:
+    """One turn this service runs: its events fan out to the HTTP response, if anyone still listens."""
+
+    session_id: str
+    queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    outcome: asyncio.Future[AgentResult] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class _SessionView:
+    """What this service has seen of each session: paused, running turns, waiting confirmations.
+
+    The Hive does not report a session's state, so the service keeps what it
+    observed: pauses and resumes made through it, turns it runs, and the
+    ConfirmationRequired events of those turns (the Hive lists only the ids).
+    """
+
+    def __init__(self) -> None:
+        self.paused: set[str] = set()
+        self.running: dict[str, int] = {}
+        self.confirmations: dict[str, dict[str, ConfirmationRequired]] = {}
+
+    def observe(self, event: AgentEvent) -> None:
+        sid = event.session_id
+        if isinstance(event, ConfirmationRequired):
+            self.confirmations.setdefault(sid, {})[event.tool_id] = event
+        elif isinstance(event, ConfirmationResolved):
+            waiting = self.confirmations.get(sid)
+            if waiting is not None:
+                waiting.pop(event.tool_id, None)
+                if not waiting:
+                    del self.confirmations[sid]
+        elif isinstance(event, SessionPaused):
+            self.paused.add(sid)
+        elif isinstance(event, SessionResumed):
+            self.paused.discard(sid)
+
+    def turn_started(self, sid: str) -> None:
+        self.running[sid] = self.running.get(sid, 0) + 1
+
+    def turn_ended(self, sid: str) -> None:
+        left = self.running.get(sid, 0) - 1
+        if left > 0:
+            self.running[sid] = left
+        else:
+            self.running.pop(sid, None)
+            self.confirmations.pop(sid, None)
+
+    def forget(self, sid: str) -> None:
+        self.paused.discard(sid)
+        self.running.pop(sid, None)
+        self.confirmations.pop(sid, None)
+
+    def state(self, sid: str) -> str:
+        if sid in self.paused:
+            return "paused"
+        if self.confirmations.get(sid):
+            return "waiting"
+        if self.running.get(sid):
+            return "running"
+        return "idle"
+
+
+Handler = Callable[[Request, list[str]], Awaitable[Response]]
+
+
+class ServeApp:
+    """The ASGI callable; ``drain()`` and ``close_streams()`` are for the server that runs it."""
+
+    def __init__(
+        self,
+        hive: Hive | AsyncHive,
+        *,
+        token: str | None,
+        max_body: int = DEFAULT_MAX_BODY,
+        workspace_root: str | Path | None = None,
+        cors_origins: Sequence[str] = (),
+    ) -> None:
+        self.hive = hive if isinstance(hive, AsyncHive) else AsyncHive(hive)
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
+            raise InvalidConfig("the bearer token must be a string of at least 16 characters")
+        self._token = token.encode() if token is not None else None
+        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
+            raise InvalidConfig(f"max_body must be a positive number of bytes, got {max_body!r}")
+        self.max_body = max_body
+        self.workspace_root = Path(workspace_root).resolve() if workspace_root is not None else None
+        self.cors_origins = tuple(cors_origins)
+        self.draining = False
+        self.view = _SessionView()
+        self.turns: set[_Turn] = set()
+        self._subscriptions: set[Any] = set()
+        self.serve_registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "sessionhive_http_requests_total",
+            "HTTP requests answered by sessionhive serve, by route and status.",
+            ["method", "route", "status"],
+            registry=self.serve_registry,
+        )
+        self.draining_gauge = Gauge(
+            "sessionhive_serve_draining",
+            "1 while the service drains before stopping.",
+            registry=self.serve_registry,
+        )
+        self.open_streams = Gauge(
+            "sessionhive_serve_open_streams",
+            "Server-sent event streams open now.",
+            registry=self.serve_registry,
+        )
+        self._routes = self._route_table()
+        self._asgi = self._build_asgi()
+
+    # ------------------------------------------------------------------ ASGI plumbing
+
+    def _build_asgi(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        app: Callable[[Scope, Receive, Send], Awaitable[None]] = self._dispatch
+        if self.cors_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
+            app = CORSMiddleware(
+                app,
+                allow_origins=list(self.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Accept"],
+            )
+        return app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.close_streams()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        await self._asgi(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1").split("?", 1)[0]
+        route_name = "other"
+        try:
+            response, route_name = await self._route(request, path)
+        except Exception as exc:  # every failure becomes a problem document
+            if not isinstance(exc, HttpProblem) and problem_for(exc)[0] == 500:
+                log.exception("sessionhive serve: %s %s failed", request.method, path)
+            response = problem_response(exc)
+        self.http_requests.labels(request.method, route_name, str(response.status_code)).inc()
+        await response(scope, receive, send)
+
+    async def _route(self, request: Request, path: str) -> tuple[Response, str]:
+        method = request.method
+        if path == "/healthz":
+            return _json({"status": "ok"}), "/healthz"
+        if path == "/readyz":
+            return await self._readyz(), "/readyz"
+        if path == "/metrics":
+            body = generate_latest(self.hive.metrics.registry) + generate_latest(self.serve_registry)
+            return Response(body, media_type=CONTENT_TYPE_LATEST), "/metrics"
+        if path == "/openapi.json":
+            return _json(openapi_document()), "/openapi.json"
+        if path in ("/", "/index.html") or path.lstrip("/") in _STATIC:
+            return self._static(path.lstrip("/") or "index.html"), "/static"
+        if not path.startswith("/v1/"):
+            raise HttpProblem(
+                404, "NotFound", f"no route {path}; the API lives under /v1 (see /openapi.json)"
+            )
+        self._authorize(request)
+        segments = [unquote(s) for s in path[len("/v1/") :].split("/")]
+        allowed: list[str] = []
+        for route_method, pattern, handler in self._routes:
+            params = _match(pattern, segments)
+            if params is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            return await handler(request, params), f"/v1/{'/'.join(pattern)}"
+        if allowed:
+            raise HttpProblem(
+                405,
+                "MethodNotAllowed",
+                f"{method} is not allowed here",
+                {"Allow": ", ".join(sorted(allowed))},
+            )
+        raise HttpProblem(404, "NotFound", f"no route {path} (see /openapi.json)")
+
+    def _authorize(self, request: Request) -> None:
+        if self._token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest on bytes takes the same time wherever the first difference is.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise HttpProblem(
+                401,
+                "Unauthorized",
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+                {"WWW-Authenticate": 'Bearer realm="sessionhive"'},
+            )
+
+    async def _body(self, request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise HttpProblem(413, "PayloadTooLarge", f"the body is larger than {self.max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise HttpProblem(413, "PayloadTooLarge", f"the body is larger than {self.max_body} bytes")
+            chunks.append(chunk)
+        return parse_json_object(b"".join(chunks), allow_empty=allow_empty)
+
+    def _static(self, name: str) -> Response:
+        if name not in _STATIC:
+            raise HttpProblem(404, "NotFound", f"no file {name}")
+        data = resources.files("sessionhive.serve").joinpath("static", name).read_bytes()
+        media = _STATIC_TYPES[Path(name).suffix]
+        # The console must not be framed by another site, nor load anything from elsewhere.
+        headers = {
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        }
+        return Response(data, media_type=media, headers=headers)
+
+    async def _readyz(self) -> Response:
+        if self.draining:
+            raise HttpProblem(503, "Draining", "the service is draining before it stops")
+        health = await self.hive.store_health(timeout=5.0)
+        failing = [f"{name}: {status}" for name, status in health if status != "ok"]
+        if failing:
+            raise HttpProblem(503, "StoreUnavailable", "; ".join(failing))
+        return _json({"status": "ready", "stores": [{"name": n, "status": s} for n, s in health]})
+
+    # ------------------------------------------------------------------ routes
+
+    def _route_table(self) -> list[tuple[str, tuple[str, ...], Handler]]:
+        table: list[tuple[str, tuple[str, ...], Handler]] = []
+        for route in ROUTE_DOCS:
+            table.append((route.method, tuple(route.path.split("/")), getattr(self, "_h_" + route.name)))
+        return table
+
+    async def _h_create(self, request: Request, p: list[str]) -> Response:
+        body = await self._body(request)
+        session_id = body.get("id")
+        config = session_config_from_json(body.get("config"), self.workspace_root)
+        created = await self.hive.create_session(session_id, config)  # type: ignore[arg-type]
+        return _json({"id": created}, 201)
+
+    async def _h_list(self, request: Request, p: list[str]) -> Response:
+        offset, limit = _page(request, 100)
+        ids = sorted(await self.hive.list_sessions())
+        page = ids[offset : offset + limit]
+        data: dict[str, Any] = {"total": len(ids), "offset": offset, "limit": limit, "ids": page}
+        if request.query_params.get("details") in ("1", "true"):
+            data["sessions"] = list(await asyncio.gather(*(self._summary(sid) for sid in page)))
+        return _json(data)
+
+    async def _summary(self, sid: str) -> dict[str, Any]:
+        usage, context = await asyncio.gather(self.hive.usage(sid), self.hive.context_usage(sid))
+        return {
+            "id": sid,
+            "state": self.view.state(sid),
+            "usage": usage.to_dict(),
+            "context": context.to_dict(),
+            "pending_confirmations": len(self.view.confirmations.get(sid, {})),
+        }
+
+    async def _h_show(self, request: Request, p: list[str]) -> Response:
+        sid = p[0]
+        usage = await self.hive.usage(sid)
+        context = await self.hive.context_usage(sid)
+        pending = await self.hive.pending_confirmations(sid)
+        is_child = await self.hive.is_child_session(sid)
+        children = await self.hive.get_child_sessions(sid)
+        llm = await self.hive.get_llm_for_session(sid)
+        policy = await self.hive.get_confirmation_policy(sid)
+        return _json(
+            {
+                "id": sid,
+                "state": self.view.state(sid),
+                "is_child": is_child,
+                "children": children,
+                "usage": usage.to_dict(),
+                "context": context.to_dict(),
+                "pending_confirmations": pending,
+                "llm": llm.to_dict() if llm is not None else None,
+                "confirmation_policy": policy.to_dict(),
+            }
+        )
+
+    async def _h_destroy(self, request: Request, p: list[str]) -> Response:
+        children = await self.hive.get_child_sessions(p[0])
+        await self.hive.destroy_session(p[0])
+        for sid in [p[0], *children]:
+            self.view.forget(sid)
+        return Response(status_code=204)
+
+    async def _h_create_child(self, request: Request, p: list[str]) -> Response:
+        body = await self._body(request)
+        config = session_config_from_json(body.get("config"), self.workspace_root)
+        created = await self.hive.create_child_session(p[0], body.get("id"), config)  # type: ignore[arg-type]
+        return _json({"id": created, "parent_id": p[0]}, 201)
+
+    async def _h_children(self, request: Request, p: list[str]) -> Response:
+        return _json({"ids": await self.hive.get_child_sessions(p[0])})
+
+    async def _h_turn(self, request: Request, p: list[str]) -> Response:
+        sid = p[0]
+        if self.draining:
+            raise HttpProblem(503, "Draining", "the service is draining before it stops; no new turns")
+        body = await self._body(request)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise InvalidConfig("the turn body needs a string field 'prompt'")
+        try:
+            stream = await self.hive.generate_streaming(sid, prompt)
+        except SessionPaused:
+            self.view.paused.add(sid)
+            raise
+        turn = self._watch(sid, stream)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return StreamingResponse(
+                self._turn_events(turn),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return _json(_result_json(await asyncio.shield(turn.outcome)))
+
+    def _watch(self, sid: str, stream: AsyncTurnStream) -> _Turn:
+        turn = _Turn(sid)
+        self.view.turn_started(sid)
+        self.turns.add(turn)
+
+        async def follow() -> None:
+            try:
+                async for event in stream:
+                    self.view.observe(event)
+                    turn.queue.put_nowait(("event", event))
+                try:
+                    result = await stream.result()
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                    turn.outcome.set_exception(exc)
+                    turn.queue.put_nowait(("error", exc))
+                else:
+                    turn.outcome.set_result(result)
+                    turn.queue.put_nowait(("result", result))
+            finally:
+                self.view.turn_ended(sid)
+                self.turns.discard(turn)
+                if not turn.outcome.done():
+                    turn.outcome.cancel()
+                # Nobody may ever read it (a JSON turn, a client gone): do not warn about it.
+                if turn.outcome.done() and not turn.outcome.cancelled():
+                    turn.outcome.exception()
+
+        turn.task = asyncio.get_running_loop().create_task(follow())
+        return turn
+
+    async def _turn_events(self, turn: _Turn) -> AsyncIterator[bytes]:
+        self.open_streams.inc()
+        try:
+            while True:
+                kind, value = await turn.queue.get()
+                if kind == "event":
+                    yield _sse(value.type, event_to_dict(value))
+                elif kind == "result":
+                    yield _sse("result", _result_json(value))
+                    return
+                else:
+                    yield _sse("error", problem_for(value)[1])
+                    return
+        finally:
+            self.open_streams.dec()
+
+    async def _h_events(self, request: Request, p: list[str]) -> Response:
+        sid = p[0]
+        subscription = await self.hive.subscribe(sid)
+        self._subscriptions.add(subscription)
+
+        async def events() -> AsyncIterator[bytes]:
+            self.open_streams.inc()
+            try:
+                yield _sse("subscribed", {"session_id": sid})
+                while True:
+                    try:
+                        event = await subscription.get(timeout=SSE_KEEPALIVE_S)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    if event is None:
+                        yield _sse("end", {"session_id": sid, "draining": self.draining})
+                        return
+                    self.view.observe(event)
+                    yield _sse(event.type, event_to_dict(event))
+            finally:
+                self.open_streams.dec()
+                self._subscriptions.discard(subscription)
+                subscription.close()
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _h_history(self, request: Request, p: list[str]) -> Response:
+        offset, limit = _page(request, 200)
+        messages = await self.hive.history(p[0])
+        return _json(
+            {
+                "total": len(messages),
+                "offset": offset,
+                "limit": limit,
+                "messages": [m.to_dict() for m in messages[offset : offset + limit]],
+            }
+        )
+
+    async def _h_usage(self, request: Request, p: list[str]) -> Response:
+        return _json((await self.hive.usage(p[0])).to_dict())
+
+    async def _h_context(self, request: Request, p: list[str]) -> Response:
+        return _json((await self.hive.context_usage(p[0])).to_dict())
+
+    async def _h_pause(self, request: Request, p: list[str]) -> Response:
+        changed = await self.hive.pause_session(p[0])
+        self.view.paused.add(p[0])
+        return _json({"changed": changed, "state": self.view.state(p[0])})
+
+    async def _h_resume(self, request: Request, p: list[str]) -> Response:
+        changed = await self.hive.resume_session(p[0])
+        self.view.paused.discard(p[0])
+        return _json({"changed": changed, "state": self.view.state(p[0])})
+
+    async def _h_cancel(self, request: Request, p: list[str]) -> Response:
+        return _json({"changed": await self.hive.cancel_operation(p[0])})
+
+    async def _h_compact(self, request: Request, p: list[str]) -> Response:
+        if request.query_params.get("auto") in ("1", "true"):
+            return _json({"compacted": await self.hive.maybe_auto_compact(p[0])})
+        await self.hive.compact(p[0])
+        return _json({"compacted": True})
+
+    async def _h_clear(self, request: Request, p: list[str]) -> Response:
+        await self.hive.clear(p[0])
+        return Response(status_code=204)
+
+    async def _h_get_policy(self, request: Request, p: list[str]) -> Response:
+        return _json((await self.hive.get_confirmation_policy(p[0])).to_dict())
+
+    async def _h_put_policy(self, request: Request, p: list[str]) -> Response:
+        policy = policy_from_json(await self._body(request))
+        return _json((await self.hive.set_confirmation_policy(p[0], policy)).to_dict())
+
+    async def _h_configure(self, request: Request, p: list[str]) -> Response:
+        body = await self._body(request)
+        unknown = sorted(set(body) - {"thinking", "budget", "model_config"})
+        if unknown:
+            raise InvalidConfig(
+                f"configure has unknown field(s) {unknown}; known: thinking, budget, model_config"
+            )
+        thinking, budget = body.get("thinking"), body.get("budget")
+        if thinking is not None and not isinstance(thinking, bool):
+            raise InvalidConfig("thinking must be true, false or null")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
+            raise InvalidConfig("budget must be an integer number of tokens or null")
+        model = body.get("model_config")
+        model_config = llm_config_from_json(model) if model is not None else None
+        await self.hive.configure(p[0], thinking, budget, model_config)
+        return Response(status_code=204)
+
+    async def _h_llm(self, request: Request, p: list[str]) -> Response:
+        config = await self.hive.get_llm_for_session(p[0])
+        return _json(config.to_dict() if config is not None else None)
+
+    async def _h_confirmations(self, request: Request, p: list[str]) -> Response:
+        ids = await self.hive.pending_confirmations(p[0])
+        known = self.view.confirmations.get(p[0], {})
+        pending = []
+        for tool_id in ids:
+            event = known.get(tool_id)
+            pending.append(
+                {"tool_id": tool_id}
+                if event is None
+                else {
+                    "tool_id": tool_id,
+                    "tool_name": event.tool_name,
+                    "arguments": event.arguments,
+                    "timeout_s": event.timeout_s,
+                }
+            )
+        return _json({"pending": pending})
+
+    async def _h_confirm(self, request: Request, p: list[str]) -> Response:
+        body = await self._body(request)
+        approved, reason = body.get("approved"), body.get("reason")
+        if not isinstance(approved, bool):
+            raise InvalidConfig("the confirmation body needs a boolean field 'approved'")
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidConfig("reason must be a string or null")
+        return _json({"confirmed": await self.hive.confirm_tool(p[0], p[1], approved, reason)})
+
+    async def _h_tools(self, request: Request, p: list[str]) -> Response:
+        return _json({"tools": [t.to_dict() for t in self.hive.list_tools()]})
+
+    async def _h_stats(self, request: Request, p: list[str]) -> Response:
+        count, live = await asyncio.gather(self.hive.session_count(), self.hive.live_session_count())
+        return _json({"sessions": count, "live_sessions": live, "turns_in_flight": len(self.turns)})
+
+    async def _h_flush(self, request: Request, p: list[str]) -> Response:
+        await self.hive.flush(timeout=60.0)
+        return Response(status_code=204)
+
+    async def _h_health(self, request: Request, p: list[str]) -> Response:
+        health = await self.hive.store_health()
+        return _json({"stores": [{"name": n, "status": s} for n, s in health]})
+
+    async def _h_load_all(self, request: Request, p: list[str]) -> Response:
+        return _json({"loaded": await self.hive.load_all_sessions()})
+
+    # ------------------------------------------------------------------ draining
+
+    async def drain(self, timeout: float, *, log_to: Callable[[str], None] = log.info) -> None:
+        """Refuse new turns, give running ones ``timeout`` seconds, cancel the rest, flush."""
+        self.draining = True
+        self.draining_gauge.set(1)
+        running = [t.task for t in list(self.turns) if t.task is not None]
+        log_to(f"draining: {len(running)} turn(s) running, waiting up to {timeout:g} s")
+        if running:
+            _done, late = await asyncio.wait(running, timeout=timeout)
+            if late:
+                sessions = sorted({t.session_id for t in list(self.turns)})
+                log_to(f"draining: cancelling the turns of {len(sessions)} session(s) still running")
+                await asyncio.gather(
+                    *(self.hive.cancel_operation(sid) for sid in sessions), return_exceptions=True
+                )
+                await asyncio.wait(late, timeout=30.0)
+        started = time.monotonic()
+        await self.hive.flush(timeout=60.0)
+        log_to(f"draining: flushed in {time.monotonic() - started:.3f} s")
+        self.close_streams()
+
+    def close_streams(self) -> None:
+        """End every live event stream (their clients see an ``end`` event)."""
+        for subscription in list(self._subscriptions):
+            subscription.close()
+
+
+def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
+    if len(pattern) != len(segments):
+        return None
+    params: list[str] = []
+    for expected, actual in zip(pattern, segments, strict=True):
+        if expected.startswith("{"):
+            params.append(actual)
+        elif expected != actual:
+            return None
+    return params
+
+
+def _page(request: Request, default_limit: int) -> tuple[int, int]:
+    query = parse_qs(request.url.query)
+
+    def number(name: str, default: int, low: int, high: int) -> int:
+        raw = query.get(name, [str(default)])[-1]
+        try:
+            value = int(raw)
+        except ValueError:
+            raise HttpProblem(400, "InvalidBody", f"query parameter {name} must be an integer") from None
+        if not low <= value <= high:
+            raise HttpProblem(400, "InvalidBody", f"query parameter {name} must be in [{low}, {high}]")
+        return value
+
+    return number("offset", 0, 0, 1 << 62), number("limit", default_limit, 1, MAX_PAGE)
+
+
+def serve_app(
+    hive: Hive | AsyncHive,
+    *,
+    token: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    workspace_root: str | Path | None = None,
+    cors_origins: Sequence[str] = (),
+    require_token: bool = True,
+) -> ServeApp:
+    """The service as an ASGI app, for running under your own server.
+
+    ``token`` (default: ``SESSIONHIVE_TOKEN``) is the bearer token every /v1
+    route requires; without one, pass ``require_token=False`` knowingly (the
+    ``serve`` command allows that only on a loopback address). ``workspace_root``
+    lets sessions pick a workspace inside it; ``cors_origins`` enables CORS for
+    those origins only.
+    """
+    import os
+
+    if token is None:
+        token = os.environ.get("SESSIONHIVE_TOKEN") or None
+    if token is None and require_token:
+        raise InvalidConfig(
+            "serve_app needs a bearer token: pass token= or set SESSIONHIVE_TOKEN "
+            "(or require_token=False for a server only this machine can reach)"
+        )
+    return ServeApp(
+        hive, token=token, max_body=max_body, workspace_root=workspace_root, cors_origins=cors_origins
+    )

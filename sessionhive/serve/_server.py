@@ -1,0 +1,163 @@
+"""Running the service under uvicorn: one port, bearer token, and a graceful drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from sessionhive import Hive, InvalidConfig
+
+from ._app import DEFAULT_MAX_BODY, ServeApp
+
+__all__ = ["ServeOptions", "is_loopback", "read_token", "run_service"]
+
+
+@dataclass
+class ServeOptions:
+    store: str
+    llm: Any
+    workspace: str = "."
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    drain_timeout: float = 30.0
+    max_body: int = DEFAULT_MAX_BODY
+    cors_origins: Sequence[str] = field(default_factory=tuple)
+    say: Callable[[str], None] = field(default=lambda text: print(text, flush=True))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token_file: str | None, environ: dict[str, str]) -> str | None:
+    """The token from ``--token-file`` (first line) or ``SESSIONHIVE_TOKEN``; ``None`` if neither."""
+    if token_file:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidConfig(f"cannot read the token file {token_file!r}: {exc.strerror}") from None
+        token = text.strip().splitlines()[0].strip() if text.strip() else ""
+        if not token:
+            raise InvalidConfig(f"the token file {token_file!r} is empty")
+        return token
+    return environ.get("SESSIONHIVE_TOKEN") or None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains the app before the server stops."""
+
+    def __init__(
+        self, config: uvicorn.Config, app: ServeApp, drain_timeout: float, say: Callable[[str], None]
+    ):
+        super().__init__(config)
+        self._app = app
+        self._drain_timeout = drain_timeout
+        self._say = say
+        self._drain_task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGTERM, signal.SIGINT)
+        for sig in handled:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self._drain_task is None:
+            self._say(f"sessionhive serve: {signal.Signals(sig).name} received, draining")
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            # A second signal: stop now; Hive.stop() still cancels the turns and flushes.
+            self._say("sessionhive serve: second signal, stopping without waiting for turns")
+            self.should_exit = True
+            self.force_exit = True
+
+    async def _drain(self) -> None:
+        try:
+            await self._app.drain(self._drain_timeout, log_to=self._say)
+        except Exception as exc:  # noqa: BLE001 - stopping must go on; Hive.stop() flushes again
+            self._say(f"sessionhive serve: draining failed: {exc}")
+        self.should_exit = True
+
+
+def run_service(options: ServeOptions) -> int:
+    """Host a Hive behind the HTTP API until SIGTERM/SIGINT; returns the exit code."""
+    say = options.say
+    token = options.token
+    if token is None:
+        if not is_loopback(options.host):
+            raise InvalidConfig(
+                f"refusing to listen on {options.host} without a bearer token: set SESSIONHIVE_TOKEN "
+                "or pass --token-file (a server without auth listens on loopback only)"
+            )
+        token = secrets.token_urlsafe(24)
+        say(f"sessionhive serve: no token configured; this run's token is {token}")
+    if options.drain_timeout < 0:
+        raise InvalidConfig(f"--drain-timeout must be >= 0 seconds, got {options.drain_timeout}")
+    sock = _bind(options.host, options.port)
+    hive = Hive.start(store=options.store, llm=options.llm, workspace=options.workspace)
+    try:
+        app = ServeApp(
+            hive,
+            token=token,
+            max_body=options.max_body,
+            workspace_root=options.workspace,
+            cors_origins=options.cors_origins,
+        )
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+            server_header=False,
+        )
+        server = _DrainingServer(config, app, options.drain_timeout, say)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        say(
+            f"sessionhive serve: {hive.session_count()} stored session(s); "
+            f"listening on http://{shown}:{port}/ (console at /, API under /v1, metrics at /metrics)"
+        )
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+        hive.stop()
+    say("sessionhive serve: stopped; every session flushed")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run it as: sessionhive serve")
