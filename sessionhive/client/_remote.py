@@ -164,7 +164,7 @@ class RemoteSubscription:
         self.session_id = session_id
         self._response = response
         self._queue: queue.SimpleQueue[AgentEvent | None] = queue.SimpleQueue()
-        self._ready = threading.Event()
+        self.ready = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"sessionhive-sub-{session_id}", daemon=True)
         self._thread.start()
 
@@ -172,7 +172,7 @@ class RemoteSubscription:
         try:
             for kind, data in iter_sse(self._response.iter_lines()):
                 if kind == "subscribed":
-                    self._ready.set()
+                    self.ready.set()
                 elif kind == "end":
                     break
                 else:
@@ -180,7 +180,7 @@ class RemoteSubscription:
         except (httpx.HTTPError, ValueError, RuntimeError):
             pass  # closed by close(), or the service went away: the iteration ends
         finally:
-            self._ready.set()
+            self.ready.set()
             self._queue.put(None)
             self._response.close()
 
@@ -441,7 +441,7 @@ class RemoteHive:
         """Receive the session's events from now on (returns once the service has subscribed)."""
         response = self._open_stream("GET", _session(session_id, "/events"), None, timeout)
         subscription = RemoteSubscription(self, session_id, response)
-        if not subscription._ready.wait(self._t(timeout)):
+        if not subscription.ready.wait(self._t(timeout)):
             subscription.close()
             raise CallTimeout(f"subscribing to session {session_id!r} got no answer in time")
         return subscription
