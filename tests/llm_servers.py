@@ -70,7 +70,9 @@ class ReplySpec:
     connection, mid-body, after that many text chunks; ``stream_error`` (an
     error type such as ``"overloaded_error"``) ends the stream, after the
     text, with the provider's in-stream error event. ``thinking`` adds a
-    signed thinking block first (Anthropic only).
+    signed thinking block first (Anthropic only). ``truncated`` ends the
+    answer as cut off by the output limit (OpenAI ``finish_reason: length``,
+    Anthropic ``stop_reason: max_tokens``).
     """
 
     text: str = ""
@@ -83,6 +85,13 @@ class ReplySpec:
     chunk_delay: float = 0.0
     cut_after: int | None = None
     stream_error: str | None = None
+    truncated: bool = False
+
+    def openai_finish(self) -> str:
+        return "length" if self.truncated else "tool_calls" if self.tool_calls else "stop"
+
+    def anthropic_stop(self) -> str:
+        return "max_tokens" if self.truncated else "tool_use" if self.tool_calls else "end_turn"
 
     def text_chunks(self) -> list[str]:
         if self.chunks is not None:
@@ -418,7 +427,7 @@ class OpenAiServer(LoopbackLlmServer):
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": "tool_calls" if item.tool_calls else "stop",
+                    "finish_reason": item.openai_finish(),
                 }
             ],
             "usage": {
@@ -469,7 +478,7 @@ class OpenAiServer(LoopbackLlmServer):
             )
             for piece in _argument_pieces(call["function"]["arguments"]):
                 chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-        chunk({}, "tool_calls" if item.tool_calls else "stop")
+        chunk({}, item.openai_finish())
         options = body.get("stream_options") if isinstance(body, dict) else None
         if isinstance(options, dict) and options.get("include_usage"):
             chunk(
@@ -544,7 +553,7 @@ class AnthropicServer(LoopbackLlmServer):
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": "tool_use" if item.tool_calls else "end_turn",
+            "stop_reason": item.anthropic_stop(),
             "stop_sequence": None,
             "usage": {"input_tokens": item.prompt_tokens, "output_tokens": item.completion_tokens},
         }
@@ -618,7 +627,7 @@ class AnthropicServer(LoopbackLlmServer):
             "message_delta",
             {
                 "delta": {
-                    "stop_reason": "tool_use" if item.tool_calls else "end_turn",
+                    "stop_reason": item.anthropic_stop(),
                     "stop_sequence": None,
                 },
                 "usage": {"output_tokens": item.completion_tokens},

@@ -154,7 +154,7 @@ def test_complete_returns_text_usage_and_records_metrics(provider: Provider) -> 
 
     response = run(client, lambda: client.complete(ask("Say hello")))
 
-    assert response == LlmResponse("Hello there.", (), Usage(12, 3), "end_turn")
+    assert response == LlmResponse("Hello there.", (), Usage(12, 3), "stop")
     (sent,) = provider.server.bodies
     assert sent["model"] == provider.model
     assert not sent.get("stream")
@@ -171,7 +171,7 @@ def test_stream_delivers_each_delta_and_the_whole_answer(provider: Provider) -> 
     response, deltas = collect_stream(client, ask())
 
     assert deltas == ["one ", "two ", "three"]
-    assert response == LlmResponse("one two three", (), Usage(5, 4), "end_turn")
+    assert response == LlmResponse("one two three", (), Usage(5, 4), "stop")
     (sent,) = provider.server.bodies
     assert sent["stream"] is True
     if provider.name == "openai":
@@ -201,7 +201,7 @@ def test_tool_calls_come_back_with_ids_and_decoded_arguments(provider: Provider,
         ToolCall("get_weather", {"city": "Oslo"}, "id1"),
         ToolCall("read_file", {"path": "a b.txt"}, "id2"),
     )
-    assert response.stop_reason == "tool_use"
+    assert response.stop_reason == "tool_calls"
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])

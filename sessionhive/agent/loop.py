@@ -101,7 +101,10 @@ class TurnOutcome:
     """What a finished turn hands back to its session.
 
     ``new_messages`` always leave the history valid: the prompt is kept and
-    every tool call has a result, whatever ended the turn.
+    every tool call has a result, whatever ended the turn. ``stop_reason`` is
+    :attr:`AgentResult.stop_reason`: the last model answer's reason
+    (``"stop"``, ``"length"``...) or ``"max_rounds"``, ``"cancelled"``,
+    ``"error"``.
     """
 
     new_messages: list[Message] = field(default_factory=list)
@@ -113,6 +116,7 @@ class TurnOutcome:
     status: Literal["ok", "error", "cancelled"] = "ok"
     error: str = ""
     error_kind: str = ""
+    stop_reason: str = "stop"
 
     def result(self, history: tuple[Message, ...]) -> AgentResult:
         return AgentResult(
@@ -121,6 +125,7 @@ class TurnOutcome:
             usage=self.usage,
             tool_calls=list(self.tool_calls),
             rounds=self.rounds,
+            stop_reason=self.stop_reason,
         )
 
 
@@ -218,7 +223,7 @@ async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
     try:
         while True:
             if out.rounds >= spec.max_tool_rounds:
-                out.status, out.error_kind = "error", "max_rounds"
+                out.status, out.error_kind, out.stop_reason = "error", "max_rounds", "max_rounds"
                 out.error = (
                     f"the turn reached max_tool_rounds={spec.max_tool_rounds} LLM calls without a final "
                     "answer; raise SessionConfig.max_tool_rounds or ask for a smaller step"
@@ -243,6 +248,8 @@ async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
             out.new_messages.append(Message.assistant(response.text, tuple(calls)))
             out.text = response.text
             if not calls:
+                # A "tool_calls" stop whose calls were all unusable still ends the turn with an answer.
+                out.stop_reason = "stop" if response.stop_reason == "tool_calls" else response.stop_reason
                 return out
             out.tool_calls.extend(calls)
             for call in calls:
@@ -250,15 +257,16 @@ async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
                 out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
     except asyncio.CancelledError:
         _close_open_calls(out.new_messages, "error: the turn was cancelled before this tool call ran")
-        out.status = "cancelled"
+        out.status = out.stop_reason = "cancelled"
         return out
     except LlmError as exc:
         _close_open_calls(out.new_messages, "error: the turn failed before this tool call ran")
         out.status, out.error_kind, out.error = "error", "llm", str(exc)
+        out.stop_reason = "error"
         return out
     except Exception as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
         _close_open_calls(out.new_messages, "error: the turn failed before this tool call ran")
-        out.status, out.error_kind = "error", "error"
+        out.status, out.error_kind, out.stop_reason = "error", "error", "error"
         out.error = f"{type(exc).__name__}: {exc}"
         return out
 

@@ -22,7 +22,7 @@ from sessionhive.llm._retry import (
     status_error,
     transport_errors,
 )
-from sessionhive.llm.base import LlmRequest, LlmResponse
+from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
@@ -332,7 +332,10 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         calls = tuple(tool_calls)
         self._remember_thinking(thinking, calls)
         return LlmResponse(
-            "".join(text), calls, Usage(prompt_tokens, completion_tokens), stop_reason or "end_turn"
+            "".join(text),
+            calls,
+            Usage(prompt_tokens, completion_tokens),
+            normalize_stop_reason(stop_reason, ANTHROPIC_STOP_REASONS),
         )
 
     def _parse_message(self, message: object) -> LlmResponse:
@@ -368,7 +371,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                 + (usage.cache_read_input_tokens or 0)
             )
             completion = usage.output_tokens or 0
-            stop_reason = message.stop_reason or "end_turn"
+            stop_reason = normalize_stop_reason(message.stop_reason, ANTHROPIC_STOP_REASONS)
         except (AttributeError, TypeError) as exc:
             raise MalformedResponseError(f"unreadable message: {exc}") from None
         calls = tuple(tool_calls)

@@ -8,9 +8,42 @@ from typing import Literal, Protocol, runtime_checkable
 
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
-__all__ = ["LlmClient", "LlmRequest", "LlmResponse", "TextCallback"]
+__all__ = [
+    "ANTHROPIC_STOP_REASONS",
+    "OPENAI_STOP_REASONS",
+    "LlmClient",
+    "LlmRequest",
+    "LlmResponse",
+    "TextCallback",
+    "normalize_stop_reason",
+]
 
 TextCallback = Callable[[str], None]
+
+#: OpenAI Chat Completions ``finish_reason`` -> :attr:`LlmResponse.stop_reason`.
+OPENAI_STOP_REASONS = {
+    "stop": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "length": "length",
+    "content_filter": "refusal",
+}
+#: Anthropic Messages ``stop_reason`` -> :attr:`LlmResponse.stop_reason`.
+ANTHROPIC_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "refusal",
+}
+
+
+def normalize_stop_reason(raw: str | None, table: dict[str, str], default: str = "stop") -> str:
+    """``raw`` in sessionhive's vocabulary (see :class:`LlmResponse`); an unknown reason passes as it is."""
+    if not raw:
+        return default
+    return table.get(raw, raw)
 
 
 @dataclass(frozen=True)
@@ -32,12 +65,19 @@ class LlmRequest:
 
 @dataclass(frozen=True)
 class LlmResponse:
-    """A model's answer: its text, the tool calls it asks for, and the tokens spent."""
+    """A model's answer: its text, the tool calls it asks for, the tokens spent, and why it stopped.
+
+    ``stop_reason`` is the same word for every provider: ``"stop"`` (the
+    model finished), ``"tool_calls"`` (it waits for tool results),
+    ``"length"`` (cut off by the output-token limit: the text may be
+    incomplete), ``"refusal"`` (a content filter or refusal); any other
+    reason a provider gives is passed through unchanged.
+    """
 
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = Usage()
-    stop_reason: str = "end_turn"
+    stop_reason: str = "stop"
 
 
 @runtime_checkable

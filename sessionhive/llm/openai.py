@@ -21,7 +21,7 @@ from sessionhive.llm._retry import (
     status_error,
     transport_errors,
 )
-from sessionhive.llm.base import LlmRequest, LlmResponse
+from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
@@ -45,15 +45,6 @@ OPENAI_ENDPOINT = "https://api.openai.com/v1"
 # the SDK insists on one.
 PLACEHOLDER_KEY = "sk-no-key"
 
-# Chat Completions finish reasons, in the vocabulary LlmResponse.stop_reason uses
-# (the Anthropic one, which the agent loop and ScriptedLlm share).
-_STOP_REASONS = {
-    "stop": "end_turn",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "length": "max_tokens",
-    "content_filter": "refusal",
-}
 
 _REASONING_MODEL = re.compile(r"^(o\d+|gpt-5)([-.:_]|$)")
 
@@ -249,7 +240,9 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
             for _, call in sorted(calls.items())
             if call.name
         )
-        return LlmResponse("".join(text), tool_calls, usage, _STOP_REASONS.get(finish, finish))
+        return LlmResponse(
+            "".join(text), tool_calls, usage, normalize_stop_reason(finish, OPENAI_STOP_REASONS)
+        )
 
     def _parse_completion(self, completion: object) -> LlmResponse:
         if not isinstance(completion, ChatCompletion):
@@ -276,7 +269,7 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
             finish = choice.finish_reason or "stop"
         except (AttributeError, TypeError, IndexError) as exc:
             raise MalformedResponseError(f"unreadable completion: {exc}") from None
-        return LlmResponse(text, tuple(tool_calls), usage, _STOP_REASONS.get(finish, finish))
+        return LlmResponse(text, tuple(tool_calls), usage, normalize_stop_reason(finish, OPENAI_STOP_REASONS))
 
     # -- errors ----------------------------------------------------------------------
 

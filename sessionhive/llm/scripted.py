@@ -20,10 +20,16 @@ DEMO_FILE = "sessionhive-demo.txt"
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: text and the tool calls to make."""
+    """One scripted answer: text, the tool calls to make, and why the model stopped.
+
+    ``stop_reason`` defaults to ``"tool_calls"`` when there are calls and
+    ``"stop"`` otherwise; ``"length"`` scripts an answer cut off by the
+    output limit (see :class:`~sessionhive.llm.base.LlmResponse`).
+    """
 
     text: str = ""
     tool_calls: Sequence[ToolCall] = field(default_factory=tuple)
+    stop_reason: str | None = None
 
 
 ReplyScript = Sequence[Reply] | Callable[[list[Message]], Reply]
@@ -94,15 +100,18 @@ class ScriptedLlm:
         if request.purpose == "compaction":
             text = f"Summary of {len(request.messages)} earlier messages."
             tool_calls: tuple[ToolCall, ...] = ()
+            stop_reason = None
         else:
             reply = self._next_reply(request)
-            text, tool_calls = reply.text, tuple(reply.tool_calls)
+            text, tool_calls, stop_reason = reply.text, tuple(reply.tool_calls), reply.stop_reason
         usage = Usage(
             prompt_tokens=_message_tokens(request.messages) + count_tokens(request.system or ""),
             completion_tokens=count_tokens(text)
             + sum(1 + count_tokens(str(c.arguments)) for c in tool_calls),
         )
-        return LlmResponse(text, tool_calls, usage, "tool_use" if tool_calls else "end_turn")
+        if stop_reason is None:
+            stop_reason = "tool_calls" if tool_calls else "stop"
+        return LlmResponse(text, tool_calls, usage, stop_reason)
 
     async def complete(self, request: LlmRequest) -> LlmResponse:
         if self.latency:

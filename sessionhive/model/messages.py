@@ -175,6 +175,12 @@ class AgentResult:
     ``messages`` is the session's whole history after the turn, ``tool_calls``
     every tool call the turn made, ``rounds`` the number of LLM calls, and
     ``usage`` the tokens this turn spent.
+
+    ``stop_reason`` says why the turn ended: ``"stop"`` (the model
+    answered), ``"length"`` (the answer was cut off by the model's
+    output-token limit: ``text`` may be incomplete), ``"refusal"``,
+    ``"max_rounds"`` (``SessionConfig.max_tool_rounds`` reached),
+    ``"cancelled"``, ``"error"``, or another reason the provider gave.
     """
 
     text: str
@@ -182,6 +188,7 @@ class AgentResult:
     usage: Usage
     tool_calls: list[ToolCall] = field(default_factory=list)
     rounds: int = 0
+    stop_reason: str = "stop"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,7 +197,20 @@ class AgentResult:
             "usage": self.usage.to_dict(),
             "tool_calls": [c.to_dict() for c in self.tool_calls],
             "rounds": self.rounds,
+            "stop_reason": self.stop_reason,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentResult:
+        """Rebuild from :meth:`to_dict`; without ``stop_reason`` (an older peer) it reads as ``"stop"``."""
+        return cls(
+            text=data["text"],
+            messages=[Message.from_dict(m) for m in data.get("messages", [])],
+            usage=Usage.from_dict(data.get("usage") or {}),
+            tool_calls=[ToolCall.from_dict(c) for c in data.get("tool_calls", [])],
+            rounds=int(data.get("rounds", 0)),
+            stop_reason=str(data.get("stop_reason") or "stop"),
+        )
 
 
 @dataclass(frozen=True)
