@@ -1,28 +1,42 @@
-"""The ``sessionhive`` command: ``run``, ``loadtest``, ``sessions``, ``serve``."""
+"""The sessionhive command: parses the command line, runs a subcommand, turns failures into short messages.
+
+Subcommands: ``run`` (here), ``sessions`` (:mod:`sessionhive._cli_sessions`),
+``loadtest`` (:mod:`sessionhive.loadtest`) and ``serve``. Every subcommand
+stops quietly when its output is closed early (``| head -1``), says what to
+type instead of what to call, and exits 2 on a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-from sessionhive._gc import tune_gc
-from sessionhive.hive import DEFAULT_STORE, Hive
-from sessionhive.llm import LlmClient, LlmConfig, ScriptedLlm
-from sessionhive.metrics.registry import MetricsConfig
-from sessionhive.model.config import SessionConfig
-from sessionhive.model.errors import SessionhiveError, SessionNotFound
-from sessionhive.model.events import (
+from sessionhive import (
     AgentEvent,
     ConfirmationRequired,
     ConfirmationResolved,
     ContextCompacted,
+    Hive,
+    InvalidConfig,
+    LlmClient,
+    LlmConfig,
+    LlmError,
+    LlmNotConfigured,
+    MetricsConfig,
     PersistenceFailed,
+    ScriptedLlm,
+    SessionConfig,
+    SessionExists,
+    SessionhiveError,
+    SessionNotFound,
     TextDelta,
     ToolEnd,
     ToolStart,
@@ -30,25 +44,94 @@ from sessionhive.model.events import (
     TurnEnd,
     TurnError,
     TurnStart,
+    __version__,
     event_to_dict,
+    tune_gc,
+)
+from sessionhive.hive import DEFAULT_STORE
+
+__all__ = ["build_parser", "main"]
+
+DESCRIPTION = (
+    "Host LLM-agent sessions: run a turn of one, look at the stored ones, load-test many, or serve them."
+)
+EPILOG = "Run 'sessionhive COMMAND --help' for the options of a command."
+#: Exit status of a process whose output reader went away (128 + SIGPIPE, as the shell reports it).
+EXIT_CLOSED_OUTPUT = 141
+#: Exit status of a usage error, as argparse uses.
+EXIT_USAGE = 2
+#: Help of options that several subcommands share, for those that do not say it themselves.
+_SHARED_HELP = {
+    "workspace": "directory the tools are confined to",
+    "metrics_port": "serve Prometheus metrics on this port (0: any free port)",
+    "metrics_addr": "address /metrics listens on",
+}
+#: What the library's error messages advise a Python caller, and what a command-line user types instead.
+_CLI_ADVICE = (
+    ("create it with create_session() first", "'sessionhive sessions list' shows the stored sessions"),
+    ("destroy_session() the old one first", "delete it with 'sessionhive sessions delete ID'"),
+    (
+        "pass llm= to Hive.start() or call configure(session_id, model_config=LlmConfig(...))",
+        "pass --provider and --model",
+    ),
+    ("environment variable or pass LlmConfig(api_key=...)", "environment variable"),
+    ("LlmConfig.api_key or ", ""),
+    ("LlmConfig.model", "--model"),
+    ("LlmConfig.base_url", "--base-url"),
+    ("MetricsConfig.port", "--metrics-port"),
 )
 
-__all__ = ["main"]
+
+class _UsageError(Exception):
+    """A command line that cannot work as given: reported like argparse reports one, exit status 2."""
+
+
+def cli_text(text: str) -> str:
+    """``text`` with the library's advice to a Python caller replaced by what to type."""
+    for python_advice, command_advice in _CLI_ADVICE:
+        text = text.replace(python_advice, command_advice)
+    return text
+
+
+def cli_message(exc: SessionhiveError, args: argparse.Namespace | None = None) -> str:
+    """The error as a command-line user reads it: what went wrong and what to type, not what to call."""
+    store = getattr(args, "store", None)
+    if isinstance(exc, SessionNotFound):
+        where = f" in {store}" if store else ""
+        hint = f" --store {store}" if store and store != DEFAULT_STORE else ""
+        return (
+            f"session {exc.session_id!r} does not exist{where}; "
+            f"'sessionhive sessions list{hint}' shows the stored sessions"
+        )
+    if isinstance(exc, SessionExists):
+        return f"session {exc.session_id!r} already exists; pick another id or delete it first"
+    if isinstance(exc, LlmNotConfigured):
+        return f"no model for session {exc.session_id!r}: pass --provider and --model"
+    text = cli_text(str(exc))
+    if isinstance(exc, LlmError) and not text.startswith("LLM"):
+        text = f"the model call failed: {text}"
+    return text
+
+
+def _resolve_provider(args: argparse.Namespace) -> str | None:
+    """The provider the user asked for, or the one their API key and --model imply (else the demo)."""
+    if not hasattr(args, "provider"):
+        return None
+    provider: str | None = args.provider
+    if provider is None and args.model:
+        if os.environ.get("OPENAI_API_KEY"):
+            provider = "openai"
+        elif os.environ.get("ANTHROPIC_API_KEY"):
+            provider = "anthropic"
+    return provider or "scripted"
 
 
 def _llm_from_args(args: argparse.Namespace) -> LlmConfig | LlmClient:
-    provider = args.provider
-    if provider is None:
-        if os.environ.get("OPENAI_API_KEY") and args.model:
-            provider = "openai"
-        elif os.environ.get("ANTHROPIC_API_KEY") and args.model:
-            provider = "anthropic"
-        else:
-            provider = "scripted"
-    if provider == "scripted":
+    provider = _resolve_provider(args)
+    if provider in (None, "scripted"):
         return ScriptedLlm.demo(latency=getattr(args, "llm_latency", 0.0) or 0.0)
-    if not args.model:
-        raise SystemExit(f"sessionhive: --model is required with --provider {provider}")
+    if not args.model:  # main() refuses this as a usage error first
+        raise InvalidConfig(f"--model is required with --provider {provider}")
     return LlmConfig(provider, args.model, base_url=args.base_url)
 
 
@@ -56,11 +139,16 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--provider",
         choices=["openai", "anthropic", "scripted"],
-        help="LLM provider (default: scripted demo model when no key is configured)",
+        help="LLM provider (default: openai or anthropic when --model is given and OPENAI_API_KEY or "
+        "ANTHROPIC_API_KEY is set, else the scripted demo model)",
     )
-    parser.add_argument("--model", help="model name, e.g. gpt-4o-mini or claude-sonnet-4-5")
+    parser.add_argument("--model", metavar="NAME", help="model name, e.g. gpt-4o-mini or claude-sonnet-4-5")
     parser.add_argument(
-        "--base-url", help="endpoint of an OpenAI-compatible server (vLLM, Ollama, llama.cpp...)"
+        "--base-url",
+        metavar="URL",
+        help="the provider's endpoint: an OpenAI-compatible server (vLLM, Ollama, llama.cpp: "
+        "http://127.0.0.1:8000/v1) or an Anthropic-compatible one (without /v1); a local endpoint "
+        "needs no API key",
     )
 
 
@@ -76,8 +164,18 @@ def _add_store_option(
     )
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text!r}")
+    return port
+
+
 class _Printer:
-    """Renders a turn's events for a human."""
+    """Renders a turn's events for a human, or as JSON lines."""
 
     def __init__(self, out: TextIO, as_json: bool) -> None:
         self.out = out
@@ -105,9 +203,7 @@ class _Printer:
         elif isinstance(event, ToolStart):
             self._line(f"> tool {event.tool_name} {json.dumps(event.arguments, default=str)}")
         elif isinstance(event, ToolEnd):
-            status = "error" if event.is_error else "ok"
-            output = event.output if len(event.output) <= 200 else event.output[:200] + "..."
-            self._line(f"< tool {event.tool_name} [{status}]: {output}")
+            self._tool_end(event)
         elif isinstance(event, TurnEnd):
             usage = event.result.usage
             self._line(
@@ -115,7 +211,7 @@ class _Printer:
                 f"{len(event.result.tool_calls)} tool call(s), {usage.total_tokens} tokens"
             )
         elif isinstance(event, TurnError):
-            self._line(f"! turn failed ({event.kind}): {event.error}")
+            self._line(f"! turn failed ({event.kind}): {cli_text(event.error)}")
         elif isinstance(event, TurnCancelled):
             self._line(f"! turn cancelled: {event.reason}")
         elif isinstance(event, ContextCompacted):
@@ -123,6 +219,17 @@ class _Printer:
         elif isinstance(event, PersistenceFailed):
             self._line(f"! persistence failed: {event.error}")
         self.out.flush()
+
+    def _tool_end(self, event: ToolEnd) -> None:
+        output = event.output
+        if event.is_error:
+            # The model reads "error: ..."; the terminal says it once, in its own words.
+            output = output.removeprefix("error:").strip()
+        output = output if len(output) <= 200 else output[:200] + "..."
+        if event.is_error:
+            self._line(f"< tool {event.tool_name} failed: {output}")
+        else:
+            self._line(f"< tool {event.tool_name} [ok]: {output}")
 
 
 def _ask(prompt: str) -> bool:
@@ -133,20 +240,36 @@ def _ask(prompt: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def _session_exists(hive: Hive, session_id: str) -> bool:
+    try:
+        hive.restore_session_by_id(session_id)
+    except SessionNotFound:
+        return False
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     printer = _Printer(sys.stdout, args.json)
     interactive = sys.stdin.isatty() and not args.yes
     metrics = MetricsConfig(port=args.metrics_port) if args.metrics_port is not None else None
-    with Hive.start(
-        store=args.store, llm=_llm_from_args(args), workspace=args.workspace, metrics=metrics
-    ) as hive:
+    llm = _llm_from_args(args)
+    with Hive.start(store=args.store, llm=llm, workspace=args.workspace, metrics=metrics) as hive:
         if hive.metrics_url and not args.json:
             print(f"metrics: {hive.metrics_url}")
         session_id = args.session or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        try:
-            hive.restore_session_by_id(session_id)
-        except SessionNotFound:
+        if args.session is not None and _session_exists(hive, session_id):
+            if args.system is not None:
+                raise _UsageError(
+                    f"session {session_id!r} already exists and keeps the system prompt it was created "
+                    "with; --system only sets the prompt of a new session (drop --system to continue "
+                    "it, or pick a new --session)"
+                )
+        else:
             hive.create_session(session_id, SessionConfig(system_prompt=args.system))
+        if isinstance(llm, LlmConfig):
+            # The session remembers its model (never the key): 'sessions list' shows it, and a later
+            # 'run --session ID' without --provider continues on it.
+            hive.configure(session_id, model_config=llm)
         stream = hive.generate_streaming(session_id, args.prompt)
         for event in stream:
             printer.show(event)
@@ -155,85 +278,202 @@ def cmd_run(args: argparse.Namespace) -> int:
                     approved = _ask(f"  allow {event.tool_name}? [y/N] ")
                     reason = None if approved else "declined at the terminal"
                 else:
-                    approved, reason = True, "auto-approved: stdin is not a terminal"
-                    if not args.json:
-                        print(f"  {reason}")
+                    approved = True
+                    reason = "--yes" if args.yes else "auto-approved: stdin is not a terminal"
+                # The ConfirmationResolved event that follows prints the outcome.
                 hive.confirm_tool(session_id, event.tool_id, approved, reason)
         try:
             stream.result()
         except SessionhiveError:
             return 1
         if not args.json:
-            print(f"session {session_id!r} saved in {args.store} (continue it with --session {session_id})")
+            if args.store.strip() == "memory":
+                print(
+                    f"session {session_id!r} was not saved: --store memory keeps sessions only while "
+                    "the command runs"
+                )
+            else:
+                print(
+                    f"session {session_id!r} saved in {args.store} (continue it with --session {session_id})"
+                )
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    metrics = MetricsConfig(port=args.metrics_port, addr=args.metrics_addr)
-    with Hive.start(
-        store=args.store, llm=_llm_from_args(args), workspace=args.workspace, metrics=metrics
-    ) as hive:
-        count = hive.session_count()
-        print(f"sessionhive serving {count} stored session(s); metrics at {hive.metrics_url}; Ctrl-C to stop")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping: flushing every session")
-    return 0
+    try:
+        from sessionhive.serve import ServeOptions, read_token, run_service
+    except ImportError as exc:
+        raise SystemExit(
+            f"sessionhive serve needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
+        ) from None
+    options = ServeOptions(
+        store=args.store,
+        llm=_llm_from_args(args),
+        workspace=args.workspace,
+        host=args.host,
+        port=args.port,
+        token=read_token(args.token_file, dict(os.environ)),
+        drain_timeout=args.drain_timeout,
+        max_body=args.max_body,
+        cors_origins=tuple(args.cors_origin or ()),
+    )
+    return run_service(options)
+
+
+def _polish_help(parser: argparse.ArgumentParser) -> None:
+    """Every option of every subcommand says what it does and, when it has one, its default."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _polish_help(subparser)
+            continue
+        if action.help == argparse.SUPPRESS or not action.option_strings:
+            continue
+        if action.help is None:
+            action.help = _SHARED_HELP.get(action.dest, "")
+        default = action.default
+        if default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
+            action.help += f" (default: {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sessionhive", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="sessionhive", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"sessionhive {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run one turn of a session, streaming its events")
-    run.add_argument("prompt")
-    run.add_argument("--session", help="session id (continues it if it exists; default: a new id)")
-    run.add_argument("--system", help="system prompt of a new session")
+    run = sub.add_parser(
+        "run",
+        help="run one turn of a session, streaming its events",
+        description="Run one turn of a session and print its events as they happen. Tool calls that "
+        "need a confirmation are asked at the terminal (approved automatically when stdin is not a "
+        "terminal, or with --yes).",
+    )
+    run.add_argument("prompt", help="what to ask the agent")
+    run.add_argument(
+        "--session", metavar="ID", help="session id (continues it if it exists; default: a new id)"
+    )
+    run.add_argument(
+        "--system", metavar="TEXT", help="system prompt of a new session (refused for an existing one)"
+    )
     run.add_argument("--workspace", default=".", help="directory the tools are confined to (default: .)")
     run.add_argument("--yes", "-y", action="store_true", help="approve every tool call without asking")
     run.add_argument("--json", action="store_true", help="print events as JSON lines")
-    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    run.add_argument(
+        "--metrics-port", type=_port, help="serve Prometheus metrics on this port (0: any free port)"
+    )
     _add_store_option(run)
     _add_llm_options(run)
     run.set_defaults(func=cmd_run)
 
-    serve = sub.add_parser("serve", help="host the stored sessions and serve /metrics until Ctrl-C")
-    serve.add_argument("--workspace", default=".")
-    serve.add_argument("--metrics-port", type=int, default=9464)
-    serve.add_argument("--metrics-addr", default="127.0.0.1")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the sessions over HTTP: the /v1 API, a live console at /, /metrics; SIGTERM drains",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    serve.add_argument(
+        "--token-file",
+        help="file whose first line is the bearer token (default: $SESSIONHIVE_TOKEN; without either, "
+        "a token is generated and printed, and only a loopback --host is allowed)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running turns get after SIGTERM/SIGINT before they are cancelled (default: 30)",
+    )
+    serve.add_argument(
+        "--max-body", type=int, default=1 << 20, help="largest request body in bytes (default: 1 MiB)"
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        help="allow browser calls from this origin (repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--workspace",
+        default=".",
+        help="directory the tools are confined to; sessions may pick one inside it",
+    )
+    serve.add_argument(
+        "--llm-latency", type=float, default=0.0, help="seconds the scripted demo model waits per answer"
+    )
     _add_store_option(serve)
     _add_llm_options(serve)
     serve.set_defaults(func=cmd_serve)
 
-    try:
-        from sessionhive._cli_sessions import add_sessions_parser
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    else:
-        add_sessions_parser(sub, _add_store_option)
-    try:
-        from sessionhive.loadtest import add_loadtest_parser
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    else:
-        add_loadtest_parser(sub, _add_store_option, _add_llm_options)
+    from sessionhive._cli_sessions import add_sessions_parser
+    from sessionhive.loadtest import add_loadtest_parser
+
+    add_sessions_parser(sub, _add_store_option)
+    add_loadtest_parser(sub, _add_store_option, _add_llm_options)
+    _polish_help(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    tune_gc()  # this process exists to host sessions
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command`` (for its usage line in an error), else the top-level one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    return parser
+
+
+@contextmanager
+def _quiet_when_output_closes() -> Iterator[None]:
+    """Stop quietly, as Unix tools do, when the reader of stdout goes away (``| head -1``)."""
     try:
-        result: Any = args.func(args)
-    except SessionhiveError as exc:
-        print(f"sessionhive: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return int(result or 0)
+        yield
+    except BrokenPipeError:
+        _silence_stdout()
+        raise SystemExit(EXIT_CLOSED_OUTPUT) from None
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _silence_stdout()
+        raise SystemExit(EXIT_CLOSED_OUTPUT) from None
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout once more at exit; pointing it at /dev/null keeps that flush from
+    # printing "Exception ignored ... BrokenPipeError".
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    with _quiet_when_output_closes():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command_parser = _subparser(parser, args.command)
+        provider = _resolve_provider(args)
+        if provider in ("openai", "anthropic") and not args.model:
+            command_parser.error(f"--model is required with --provider {provider}")
+        if provider is not None:
+            args.provider = provider
+        tune_gc()  # this process exists to host sessions
+        try:
+            result: Any = args.func(args)
+        except _UsageError as exc:
+            command_parser.print_usage(sys.stderr)
+            print(f"sessionhive {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except InvalidConfig as exc:
+            print(f"sessionhive {args.command}: error: {cli_message(exc, args)}", file=sys.stderr)
+            return EXIT_USAGE
+        except SessionhiveError as exc:
+            print(f"sessionhive {args.command}: {cli_message(exc, args)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        sys.stdout.flush()  # a closed pipe shows here, inside the guard, not at interpreter exit
+        return int(result or 0)
 
 
 if __name__ == "__main__":

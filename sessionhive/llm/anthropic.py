@@ -10,6 +10,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sessionhive.llm._retry import (
     CallProgress,
@@ -26,6 +27,9 @@ from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse
 from sessionhive.model.errors import LlmError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
+
+# What the SDK gets as a key for a local endpoint that wants none (never sent to api.anthropic.com).
+LOCAL_PLACEHOLDER_KEY = "sk-ant-no-key"
 
 try:
     import anthropic
@@ -141,6 +145,12 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         super().__init__(config, metrics=metrics, retry=retry)
         # Written and read only by coroutines on the client's event loop.
         self._thinking_blocks: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
+
+    def _placeholder_key(self, config: LlmConfig) -> str | None:
+        # A local or self-hosted Anthropic-compatible server needs no key; the SDK insists on one.
+        if config.base_url and urlsplit(config.base_url).hostname != "api.anthropic.com":
+            return LOCAL_PLACEHOLDER_KEY
+        return None
 
     def _build_sdk(self, api_key: str) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -392,6 +402,13 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
             # A connection that broke mid-stream, which the SDK does not always wrap.
             return TransientError(f"the connection to {self.endpoint} broke: {exc}")
         if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 400:
+            base_url = (self._config.base_url or "").rstrip("/")
+            if exc.status_code == 404 and base_url.endswith("/v1"):
+                # The SDK appends /v1/messages itself: the usual slip with a copied OpenAI-style URL.
+                return LlmError(
+                    f"{self.endpoint} answered 404 (not found) for /v1/messages: the Anthropic API adds "
+                    f"/v1 itself, so try the base URL without the trailing /v1: {base_url[:-3]}"
+                )
             return status_error(
                 exc.status_code,
                 headers=exc.response.headers,

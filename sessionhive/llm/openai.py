@@ -285,6 +285,13 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
             # A connection that broke mid-stream, which the SDK does not always wrap.
             return TransientError(f"the connection to {self.endpoint} broke: {exc}")
         if isinstance(exc, openai.APIStatusError):
+            base_url = (self._config.base_url or "").rstrip("/")
+            if exc.status_code == 404 and base_url and "/v1" not in base_url:
+                # OpenAI-compatible servers (vLLM, Ollama, llama.cpp) serve the API under /v1.
+                return LlmError(
+                    f"{self.endpoint} answered 404 (not found): OpenAI-compatible servers serve the API "
+                    f"under /v1, so try the base URL {base_url}/v1"
+                )
             return status_error(
                 exc.status_code,
                 headers=exc.response.headers,
