@@ -568,13 +568,22 @@ class PersistenceActor(HiveActor):
             for table, count in rows.items():
                 if count:
                     self._metrics.persistence_rows.labels(table).inc(count)
+        # A fenced store (a cluster shard, see persistence/leases.py) leaves out the
+        # sessions whose ownership lease this writer lost: retrying cannot help, so
+        # they are dropped, and whoever waits for their durability learns it failed.
+        fenced = getattr(self._store, "last_fenced", None) or frozenset()
         for session_id in session_ids:
             entry = self._pending.pop(session_id)
             self._pending_snapshots -= entry.snapshot is not None
             self._pending_deletes -= entry.delete
             self._notified.discard(session_id)
             for ack in entry.acks:
-                complete(ack, None)
+                if session_id in fenced:
+                    fail(ack, StoreError(f"session {session_id!r} has another writer now; not written"))
+                else:
+                    complete(ack, None)
+        if fenced:
+            logger.warning("%d sessions not written to %s: their lease moved", len(fenced), self._store.name)
         self._pending_changed()
         if self._failing is not None:
             logger.info("writes to %s succeed again", self._store.name)

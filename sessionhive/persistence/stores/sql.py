@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -125,6 +125,12 @@ class SqlStore(BaseStore):
             parsed = parsed.set(drivername="postgresql+psycopg")
         self._backend = parsed.get_backend_name()
         super().__init__(_store_name(parsed))
+        #: Set by a cluster shard (see :mod:`sessionhive.persistence.leases`): called inside
+        #: every write transaction with the batch's ``{session id: version}`` and deletes, it
+        #: returns the ids this writer no longer owns; they are left out of the write.
+        self.write_fence: Callable[[Connection, dict[str, int], Sequence[str]], set[str]] | None = None
+        #: The ids the fence left out of the last successful ``write_batch``.
+        self.last_fenced: frozenset[str] = frozenset()
         options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self._backend == "sqlite":
             if self._name == "sqlite::memory:":
@@ -203,11 +209,19 @@ class SqlStore(BaseStore):
 
     def _do_write(self, newest: dict[str, SessionSnapshot], deletes: list[str]) -> dict[str, int]:
         """Apply ``deletes`` then ``newest`` in one transaction; on error nothing of the batch is written."""
+        self.last_fenced = frozenset()
         if not newest and not deletes:
             return {}
         # TypeError/ValueError (a value that is not JSON; some drivers raise it
         # unwrapped) and SQLAlchemy errors become StoreError in BaseStore.
         with self._transaction(write=True) as conn:
+            if self.write_fence is not None:
+                versions = {sid: snap.version for sid, snap in newest.items()}
+                refused = self.write_fence(conn, versions, deletes)
+                if refused:
+                    newest = {sid: snap for sid, snap in newest.items() if sid not in refused}
+                    deletes = [sid for sid in deletes if sid not in refused]
+                    self.last_fenced = frozenset(refused)
             return self._write(conn, newest, deletes)
 
     def _write(

@@ -1,0 +1,562 @@
+"""``HiveShard``: the Ray actor that hosts one AsyncHive and the ownership leases of its sessions.
+
+A shard serves the sessions whose tree root the cluster's placement gives
+it. Before a call reaches its Hive, the shard holds the session's lease in
+the shared SQL store (winning it may wait for a previous owner to release it
+or for its lease to expire); its store is fenced by those leases, so once
+another shard took a session over, nothing this shard still has of it is
+ever written. Leases are renewed in one statement every third of their
+duration and released when the shard hands sessions over or stops.
+
+The Hive reads the index of stored sessions when it starts. When a call names
+a session the Hive cannot know (created by another shard later) or one that
+another shard wrote since this Hive activated it, the shard restarts its Hive
+("refresh"): the new one reads everything afresh; calls in flight on the old
+one end as interrupted.
+
+Streaming: a turn's or a subscription's events are gathered in the shard and
+fetched by the caller in batches (one Ray call returns every event that
+arrived since the last one), never one Ray call per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+
+from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError
+from sessionhive.cluster.placement import Membership
+from sessionhive.persistence import SqlStore
+from sessionhive.persistence.leases import LeaseHeld, LeaseTable
+from sessionhive.persistence.schema import SESSIONS
+
+__all__ = ["MUTATING_OPS", "HiveShard"]
+
+log = logging.getLogger("sessionhive.cluster")
+
+#: Session calls that change a session: their answer is given only while the shard still holds the lease.
+MUTATING_OPS = frozenset(
+    {
+        "generate",
+        "create_session",
+        "create_child_session",
+        "destroy_session",
+        "clear",
+        "compact",
+        "maybe_auto_compact",
+        "configure",
+        "pause_session",
+        "resume_session",
+        "cancel_operation",
+        "confirm_tool",
+        "set_confirmation_policy",
+    }
+)
+_SESSION_OPS = MUTATING_OPS | {
+    "history",
+    "context_usage",
+    "usage",
+    "get_llm_for_session",
+    "pending_confirmations",
+    "get_confirmation_policy",
+    "is_child_session",
+    "restore_session_by_id",
+    "get_child_sessions",
+}
+
+Outcome = tuple[str, Any]  # ("ok", value) | ("err", exception) | ("moved", None) | ("interrupted", reason)
+
+
+@dataclass
+class _Feed:
+    """The events of one turn or subscription, waiting to be fetched in a batch."""
+
+    session_id: str
+    events: list[Any] = field(default_factory=list)
+    done: bool = False
+    outcome: Outcome | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    source: Any = None
+
+
+class _ShardLabel(Collector):
+    """Every sample of the current Hive's registry, with a ``shard`` label added."""
+
+    def __init__(self, shard_id: str, registry: Callable[[], CollectorRegistry | None]) -> None:
+        self._shard_id = shard_id
+        self._registry = registry
+
+    def collect(self) -> Any:
+        registry = self._registry()
+        if registry is None:
+            return
+        for family in registry.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                labelled.add_sample(
+                    sample.name,
+                    {**sample.labels, "shard": self._shard_id},
+                    sample.value,
+                    sample.timestamp,
+                    sample.exemplar,
+                )
+            yield labelled
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class HiveShard:
+    """One shard of a cluster: an :class:`~sessionhive.AsyncHive` behind a Ray async actor.
+
+    Created by :class:`~sessionhive.cluster.ClusterHive` (``ray.remote(HiveShard)``);
+    a restarted actor (its process killed) is a new lease owner and waits
+    for the old incarnation's leases to expire before it serves their sessions.
+    """
+
+    def __init__(
+        self,
+        shard_id: str,
+        store_url: str,
+        llm: Any = None,
+        hive_options: dict[str, Any] | None = None,
+        *,
+        lease_ttl: float = 10.0,
+        audit_writes: bool = False,
+        metrics: bool = True,
+    ) -> None:
+        self.shard_id = shard_id
+        self._store_url = store_url
+        self._llm = llm
+        self._hive_options = dict(hive_options or {})
+        self._lease_ttl = float(lease_ttl)
+        self._audit = audit_writes
+        self._want_metrics = metrics
+        # A restarted process is another owner: its predecessor's leases must expire first.
+        self.owner = f"{shard_id}@{uuid.uuid4().hex[:12]}"
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._refresh_lock: asyncio.Lock | None = None
+        self._ready: asyncio.Event | None = None
+        self._hive: AsyncHive | None = None
+        self._generation = 0
+        self._index_store: SqlStore | None = None
+        self._leases: LeaseTable | None = None
+        self._membership = Membership(0, [shard_id])
+        self._known: set[str] = set()
+        self._parents: dict[str, str | None] = {}
+        self._touched: set[str] = set()
+        self._feeds: dict[int, _Feed] = {}
+        self._feed_ids = itertools.count(1)
+        self._renewer: asyncio.Task[None] | None = None
+        self._metrics_server: WSGIServer | None = None
+        self._metrics_address: str | None = None
+        self._refreshes = 0
+        self._stopping = False
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+            self._refresh_lock = asyncio.Lock()
+            self._ready = asyncio.Event()
+        async with self._start_lock:
+            if self._started:
+                return
+            self._index_store = await asyncio.to_thread(SqlStore, self._store_url)
+            engine = self._index_store.engine
+            self._leases = await asyncio.to_thread(
+                LeaseTable, engine, self.owner, ttl=self._lease_ttl, audit=self._audit
+            )
+            await self._start_hive()
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+            if self._want_metrics:
+                await asyncio.to_thread(self._serve_metrics)
+            self._started = True
+
+    async def _start_hive(self) -> None:
+        assert self._index_store is not None and self._leases is not None and self._ready is not None
+        # Read before the Hive reads its own: whatever this set holds, the Hive knows.
+        index = await asyncio.to_thread(self._index_store.list_index)
+        store = await asyncio.to_thread(SqlStore, self._store_url)
+        store.write_fence = self._leases.fence
+        options = dict(self._hive_options)
+        options["metrics"] = MetricsConfig(registry=CollectorRegistry(auto_describe=True))
+        self._hive = await AsyncHive.start(store=store, llm=self._llm, **options)
+        self._known = {sid for sid, _parent in index}
+        self._parents = dict(index)
+        self._touched = set()
+        self._generation += 1
+        self._ready.set()
+
+    def _serve_metrics(self) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(
+            _ShardLabel(
+                self.shard_id, lambda: self._hive.metrics.registry if self._hive is not None else None
+            )
+        )
+        server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="sessionhive-shard-metrics", daemon=True).start()
+        self._metrics_server = server
+        self._metrics_address = f"127.0.0.1:{server.server_port}"
+
+    async def _renew_forever(self) -> None:
+        assert self._leases is not None
+        while not self._stopping:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                lost = await asyncio.to_thread(self._leases.renew)
+            except Exception as exc:  # noqa: BLE001 - the next renewal tries again
+                log.warning("shard %s: renewing leases failed: %s", self.shard_id, exc)
+                continue
+            if lost:
+                log.warning("shard %s lost the lease of %d sessions", self.shard_id, len(lost))
+
+    async def _current_hive(self) -> AsyncHive:
+        assert self._ready is not None
+        while self._hive is None:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._hive
+
+    async def _refresh(self, generation: int, reason: str) -> None:
+        """Restart the Hive so that it reads the store afresh (unless another refresh did it already)."""
+        assert self._refresh_lock is not None
+        async with self._refresh_lock:
+            if self._generation != generation or self._stopping:
+                return
+            log.info("shard %s restarts its Hive: %s", self.shard_id, reason)
+            self._refreshes += 1
+            old, self._hive = self._hive, None
+            if old is not None:
+                try:
+                    await old.stop()
+                except Exception as exc:  # noqa: BLE001 - a fenced or failed flush does not stop the refresh
+                    log.warning("shard %s: stopping the old Hive: %s", self.shard_id, exc)
+            await self._start_hive()
+
+    # ------------------------------------------------------------------ ownership
+
+    def _adopt(self, version: int, shard_ids: list[str]) -> None:
+        if version > self._membership.version:
+            self._membership = Membership(version, shard_ids)
+
+    def _root(self, session_id: str) -> str:
+        seen = {session_id}
+        current = session_id
+        while True:
+            parent = self._parents.get(current)
+            if parent is None or parent in seen:
+                return current
+            seen.add(parent)
+            current = parent
+
+    def _stored_parent(self, session_id: str) -> tuple[bool, str | None]:
+        assert self._index_store is not None
+        with self._index_store.engine.connect() as conn:
+            row = conn.execute(select(SESSIONS.c.parent_id).where(SESSIONS.c.id == session_id)).one_or_none()
+        return (False, None) if row is None else (True, row[0])
+
+    async def _own(self, session_id: str, deadline: float) -> None:
+        """Hold the lease of ``session_id`` and make sure the Hive's view of it is current."""
+        assert self._leases is not None
+        generation = self._generation
+        refresh: str | None = None
+        if not self._leases.is_valid(session_id, margin=self._lease_ttl / 10):
+            delay = 0.02
+            while True:
+                try:
+                    lease = await asyncio.to_thread(self._leases.acquire, session_id)
+                    break
+                except LeaseHeld as held:
+                    if time.monotonic() + min(delay, held.expires_in) > deadline:
+                        raise
+                    await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
+                    delay = min(delay * 2, 0.25)
+            root = self._root(session_id)
+            if lease.taken_over and (session_id in self._touched or root in self._touched):
+                refresh = f"session {session_id!r} was written by another shard since it was here"
+        if refresh is None and session_id not in self._known:
+            exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
+            if exists:
+                self._parents[session_id] = parent
+                refresh = f"session {session_id!r} was created after this Hive started"
+        if refresh is not None:
+            await self._refresh(generation, refresh)
+        self._touched.add(session_id)
+
+    async def _still_owned(self, session_id: str) -> bool:
+        """Whether the lease is still ours, so that an answer may be given (a query only when in doubt)."""
+        assert self._leases is not None
+        if self._leases.is_valid(session_id):
+            return True
+        try:
+            lease = await asyncio.to_thread(self._leases.acquire, session_id)
+        except SessionhiveError:
+            return False
+        return not lease.taken_over
+
+    def _note(self, op: str, session_id: str, args: tuple[Any, ...]) -> None:
+        if op == "create_session":
+            self._known.add(session_id)
+            self._parents[session_id] = None
+        elif op == "create_child_session":
+            self._known.add(args[0])
+            self._parents[args[0]] = session_id
+
+    # ------------------------------------------------------------------ calls
+
+    async def ping(self) -> dict[str, Any]:
+        await self._ensure_started()
+        return {
+            "shard": self.shard_id,
+            "owner": self.owner,
+            "pid": os.getpid(),
+            "metrics": self._metrics_address,
+        }
+
+    async def call(
+        self,
+        op: str,
+        session_id: str,
+        root_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        membership: tuple[int, list[str]],
+        timeout: float | None,
+    ) -> Outcome:
+        """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf."""
+        if op not in _SESSION_OPS:
+            return ("err", ValueError(f"not a session call: {op!r}"))
+        await self._ensure_started()
+        self._adopt(*membership)
+        if self._membership.owner_of(root_id) != self.shard_id:
+            return ("moved", None)
+        deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
+        generation = self._generation
+        try:
+            await self._own(session_id, deadline)
+            if op == "create_child_session":
+                await self._own(args[0], deadline)
+            hive = await self._current_hive()
+            generation = self._generation
+            value = await getattr(hive, op)(session_id, *args, **kwargs)
+            if op in MUTATING_OPS and not await self._still_owned(session_id):
+                return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} meanwhile")
+            self._note(op, session_id, args)
+            return ("ok", value)
+        except HiveStopped:
+            if self._generation != generation or self._hive is None:
+                return ("interrupted", f"shard {self.shard_id} restarted its Hive")
+            return ("err", HiveStopped())
+        except SessionhiveError as exc:
+            return ("err", exc)
+
+    async def start_feed(
+        self,
+        kind: str,
+        session_id: str,
+        root_id: str,
+        args: tuple[Any, ...],
+        membership: tuple[int, list[str]],
+        timeout: float | None,
+    ) -> Outcome:
+        """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id."""
+        await self._ensure_started()
+        self._adopt(*membership)
+        if self._membership.owner_of(root_id) != self.shard_id:
+            return ("moved", None)
+        deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
+        try:
+            await self._own(session_id, deadline)
+            hive = await self._current_hive()
+            if kind == "turn":
+                source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
+            else:
+                source = await hive.subscribe(session_id, timeout=timeout)
+        except SessionhiveError as exc:
+            return ("err", exc)
+        feed_id = next(self._feed_ids)
+        feed = _Feed(session_id, source=source)
+        self._feeds[feed_id] = feed
+        feed.task = asyncio.get_running_loop().create_task(self._pump(feed, kind))
+        return ("ok", feed_id)
+
+    async def _pump(self, feed: _Feed, kind: str) -> None:
+        try:
+            async for event in feed.source:
+                feed.events.append(event)
+                feed.changed.set()
+            if kind == "turn":
+                try:
+                    result = await feed.source.result()
+                    if await self._still_owned(feed.session_id):
+                        feed.outcome = ("ok", result)
+                    else:
+                        feed.outcome = ("interrupted", f"shard {self.shard_id} lost the lease meanwhile")
+                except SessionhiveError as exc:
+                    feed.outcome = ("err", exc)
+            else:
+                feed.outcome = ("ok", None)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            feed.outcome = ("err", exc)
+        finally:
+            feed.done = True
+            feed.changed.set()
+
+    async def next_events(self, feed_id: int, wait: float) -> tuple[list[Any], bool, Outcome | None]:
+        """Every event since the last fetch (waiting up to ``wait`` s for one); ends with the outcome."""
+        feed = self._feeds.get(feed_id)
+        if feed is None:
+            return ([], True, ("interrupted", "this shard restarted since the stream began"))
+        if not feed.events and not feed.done:
+            feed.changed.clear()
+            try:
+                await asyncio.wait_for(feed.changed.wait(), wait)
+            except TimeoutError:
+                pass
+        events, feed.events = feed.events, []
+        if feed.done and not feed.events:
+            self._feeds.pop(feed_id, None)
+            return (events, True, feed.outcome)
+        return (events, False, None)
+
+    async def close_feed(self, feed_id: int) -> None:
+        feed = self._feeds.pop(feed_id, None)
+        if feed is not None and feed.source is not None and hasattr(feed.source, "close"):
+            feed.source.close()
+
+    # ------------------------------------------------------------------ the shard as a whole
+
+    async def set_membership(self, version: int, shard_ids: list[str]) -> int:
+        """Adopt a membership; hand over the sessions it moves elsewhere. Returns how many moved."""
+        await self._ensure_started()
+        if version <= self._membership.version:
+            return 0
+        self._membership = Membership(version, shard_ids)
+        return await self._hand_over()
+
+    async def _hand_over(self) -> int:
+        assert self._leases is not None
+        moving = [
+            sid for sid in self._leases.held() if self._membership.owner_of(self._root(sid)) != self.shard_id
+        ]
+        if not moving:
+            return 0
+        hive = await self._current_hive()
+        # Stop their work (a running turn ends cancelled), write what they have, then let go.
+        for sid in moving:
+            if sid in self._touched:
+                try:
+                    await hive.cancel_operation(sid)
+                except SessionhiveError:
+                    pass
+        try:
+            await hive.flush()
+        except SessionhiveError as exc:
+            log.warning("shard %s: flush before a hand-over failed: %s", self.shard_id, exc)
+        await asyncio.to_thread(self._leases.release, moving)
+        return len(moving)
+
+    async def owned_ids(self, membership: tuple[int, list[str]]) -> list[str]:
+        """The sessions this shard's Hive knows and the membership places here."""
+        await self._ensure_started()
+        self._adopt(*membership)
+        hive = await self._current_hive()
+        ids = await hive.list_sessions()
+        for sid in ids:
+            if sid not in self._parents:
+                self._parents[sid] = None
+        return [sid for sid in ids if self._membership.owner_of(self._root(sid)) == self.shard_id]
+
+    async def root_of(self, session_id: str) -> str | None:
+        """The root of ``session_id``'s tree as this shard or the store knows it; ``None`` if unknown."""
+        await self._ensure_started()
+        if session_id in self._parents:
+            return self._root(session_id)
+        chain = [session_id]
+        while True:
+            exists, parent = await asyncio.to_thread(self._stored_parent, chain[-1])
+            if not exists:
+                return None if len(chain) == 1 else chain[-1]
+            if parent is None or parent in chain:
+                return chain[-1]
+            chain.append(parent)
+
+    async def load_owned(self, membership: tuple[int, list[str]]) -> int:
+        """Activate every session placed here (see ``load_all_sessions``)."""
+        count = 0
+        for sid in await self.owned_ids(membership):
+            outcome = await self.call("restore_session_by_id", sid, self._root(sid), (), {}, membership, None)
+            count += outcome[0] == "ok"
+        return count
+
+    async def hive_call(self, op: str) -> Any:
+        """A call on the Hive as a whole: ``live_session_count``, ``store_health``, ``flush``."""
+        await self._ensure_started()
+        hive = await self._current_hive()
+        if op == "live_session_count":
+            return await hive.live_session_count()
+        if op == "store_health":
+            return [(f"{self.shard_id}: {name}", status) for name, status in await hive.store_health()]
+        if op == "flush":
+            await hive.flush()
+            return None
+        raise ValueError(f"not a shard call: {op!r}")
+
+    async def stats(self) -> dict[str, Any]:
+        """For tests and operators: leases held, fenced writes, Hive restarts."""
+        await self._ensure_started()
+        assert self._leases is not None
+        return {
+            "owner": self.owner,
+            "held": len(self._leases.held()),
+            "fenced": self._leases.fenced_total,
+            "refreshes": self._refreshes,
+            "generation": self._generation,
+        }
+
+    async def shutdown(self) -> None:
+        """Stop the Hive (it flushes), release every lease, stop serving metrics."""
+        if not self._started:
+            return
+        self._stopping = True
+        assert self._leases is not None
+        if self._renewer is not None:
+            self._renewer.cancel()
+        hive, self._hive = self._hive, None
+        if hive is not None:
+            try:
+                await hive.stop()
+            except Exception as exc:  # noqa: BLE001 - releasing still happens
+                log.warning("shard %s: stopping its Hive: %s", self.shard_id, exc)
+        try:
+            await asyncio.to_thread(self._leases.release, self._leases.held())
+        except Exception as exc:  # noqa: BLE001 - they expire anyway
+            log.warning("shard %s: releasing leases: %s", self.shard_id, exc)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        if self._index_store is not None:
+            self._index_store.close()
