@@ -12,12 +12,14 @@ from ._app import DEFAULT_MAX_BODY, ServeApp, serve_app
 from ._openapi import openapi_document
 from ._problems import HttpProblem
 from ._server import ServeOptions, is_loopback, read_token, run_service
+from ._thread import ServerThread
 
 __all__ = [
     "DEFAULT_MAX_BODY",
     "HttpProblem",
     "ServeApp",
     "ServeOptions",
+    "ServerThread",
     "is_loopback",
     "openapi_document",
     "read_token",

@@ -86,7 +86,8 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
             "detail": exc.detail,
             "error": exc.error,
         }
-        return exc.status, body, exc.headers
+        headers = {"Retry-After": "1", **exc.headers} if exc.status in (429, 503) else exc.headers
+        return exc.status, body, headers
     status = status_for(exc)
     name = type(exc).__name__ if isinstance(exc, SessionhiveError) else "InternalError"
     detail = str(exc) if isinstance(exc, SessionhiveError) else "internal error; see the server log"
