@@ -1,0 +1,181 @@
+"""SIGTERM drains a `sessionhive serve` subprocess under load: nothing accepted is lost, exit code 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from sessionhive import ConfirmationRequired, Hive, TurnCancelled
+from sessionhive.client import RemoteHive, ServiceUnavailable, Unauthorized
+
+TOKEN = "drain-test-token-0123456789"
+SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
+
+
+def start_serve(store: str, workspace: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+    env = {**os.environ, "SESSIONHIVE_TOKEN": TOKEN}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SERVE,
+            "serve",
+            "--store",
+            store,
+            "--port",
+            "0",
+            "--workspace",
+            str(workspace),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
+        if found:
+            threading.Thread(target=_collect, args=(process.stdout, lines), daemon=True).start()
+            return process, found.group(1), lines
+    process.kill()
+    raise AssertionError("serve did not start:\n" + "".join(lines))
+
+
+def _collect(stream: IO[str], lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)
+
+
+@pytest.mark.slow
+def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'drain.db'}"
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    process, url, output = start_serve(store, workspace, "--drain-timeout", "3", "--llm-latency", "0.05")
+    try:
+        client = RemoteHive(url, token=TOKEN)
+        workers, stuck = 8, 2
+        for n in range(workers):
+            client.create_session(f"w{n}")
+        for n in range(stuck):
+            client.create_session(f"stuck{n}")
+
+        completed: dict[str, list[str]] = {f"w{n}": [] for n in range(workers)}
+        last_messages: dict[str, int] = {}
+        refused_while_draining: list[str] = []
+        stuck_outcomes: dict[str, BaseException | None] = {}
+        stuck_waiting = threading.Barrier(stuck + 1)
+        enough = threading.Event()
+
+        def work(session_id: str) -> None:
+            with RemoteHive(url, token=TOKEN) as hive:
+                turn = 0
+                while True:
+                    prompt = f"{session_id} turn {turn}"
+                    try:
+                        stream = hive.generate_streaming(session_id, prompt)
+                        for event in stream:
+                            if isinstance(event, ConfirmationRequired):
+                                hive.confirm_tool(session_id, event.tool_id, True)
+                        result = stream.result()
+                    except ServiceUnavailable as exc:
+                        refused_while_draining.append(exc.error)
+                        return
+                    completed[session_id].append(prompt)
+                    last_messages[session_id] = len(result.messages)
+                    turn += 1
+                    if sum(map(len, completed.values())) >= 3 * workers:
+                        enough.set()
+
+        def wait_for_a_human(session_id: str) -> None:
+            with RemoteHive(url, token=TOKEN) as hive:
+                stream = hive.generate_streaming(session_id, "nobody will answer")
+                try:
+                    for event in stream:
+                        if isinstance(event, ConfirmationRequired):
+                            stuck_waiting.wait(30)
+                    stream.result()
+                    stuck_outcomes[session_id] = None
+                except BaseException as exc:
+                    stuck_outcomes[session_id] = exc
+
+        threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(workers)]
+        threads += [threading.Thread(target=wait_for_a_human, args=(f"stuck{n}",)) for n in range(stuck)]
+        for thread in threads:
+            thread.start()
+        stuck_waiting.wait(30)
+        assert enough.wait(60), "the load did not get going"
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, "".join(output)
+        for thread in threads:
+            thread.join(30)
+            assert not thread.is_alive()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    text = "".join(output)
+    assert "SIGTERM received, draining" in text and "cancelling the turns of 2 session(s)" in text
+    # New turns were refused with 503 while the service drained; nothing else failed.
+    assert refused_while_draining and set(refused_while_draining) <= {"Draining", "Unreachable"}
+    assert "Draining" in refused_while_draining
+    # The turns left waiting for a human past --drain-timeout were cancelled, not lost in the air.
+    assert all(isinstance(stuck_outcomes[f"stuck{n}"], TurnCancelled) for n in range(stuck))
+
+    with Hive.start(store=store, workspace=workspace) as reopened:
+        for session_id, prompts in completed.items():
+            history = reopened.history(session_id)
+            assert [m.text for m in history if m.role == "user"] == prompts
+            assert len(history) == last_messages[session_id]
+            assert history[-1].role == "assistant" and history[-1].text.startswith("Echo: ")
+        for n in range(stuck):
+            history = reopened.history(f"stuck{n}")
+            assert history[0].text == "nobody will answer"
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SESSIONHIVE_TOKEN"}
+    refused = subprocess.run(
+        [sys.executable, "-c", SERVE, "serve", "--store", "memory", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "refusing to listen on 0.0.0.0 without a bearer token" in refused.stderr + refused.stdout
+
+
+def test_serve_reads_its_token_from_a_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-0123456789abcdef\n")
+    process, url, output = start_serve("memory", tmp_path, "--token-file", str(token_file))
+    try:
+        with RemoteHive(url, token="file-token-0123456789abcdef") as hive:
+            assert hive.session_count() == 0
+        with RemoteHive(url, token=TOKEN) as stranger, pytest.raises(Unauthorized):
+            stranger.session_count()  # the environment's token is not the file's
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "stopped; every session flushed" in "".join(output)
