@@ -13,6 +13,7 @@ import re
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,6 +73,34 @@ def alive(pid: int) -> bool:
 def ends(pid: int) -> bool:
     """Whether process ``pid`` is gone within a few seconds (SIGKILL is not instantaneous)."""
     return wait_until(lambda: not alive(pid))
+
+
+def unique_seconds() -> str:
+    """A sleep duration no other process on the host has in its command line (e.g. ``30.4821937``)."""
+    return f"30.{uuid.uuid4().int % 10**9:09d}"
+
+
+def running_with(token: str) -> list[int]:
+    """Host pids of live processes whose command line holds ``token``.
+
+    Found by command line, not by ``$$``: inside the bash sandbox's PID
+    namespace a command sees other pids than the host.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if token.encode() in cmdline and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def all_end(token: str) -> bool:
+    """Whether every process started with ``token`` is gone within a few seconds."""
+    return wait_until(lambda: not running_with(token))
 
 
 @pytest.fixture
@@ -548,7 +577,8 @@ def test_bash_runs_in_the_workspace_and_reports_the_exit_code(executor: ToolExec
 
 def test_bash_timeout_kills_the_process_group_and_says_so(executor: ToolExecutor, ws: Path) -> None:
     started = time.monotonic()
-    command = "echo $$ > shell.pid; sleep 5 & echo $! > child.pid; echo waiting; wait"
+    seconds = unique_seconds()
+    command = f"sleep {seconds} & echo waiting; wait"
     result = call(executor, "bash", {"command": command, "timeout_s": 0.5})
     elapsed = time.monotonic() - started
 
@@ -556,16 +586,14 @@ def test_bash_timeout_kills_the_process_group_and_says_so(executor: ToolExecutor
     assert result.output.startswith("waiting\n")
     assert "timed out after 0.5 s" in result.output and "killed" in result.output
     assert elapsed < 4
-    for pid_file in ("shell.pid", "child.pid"):
-        pid = int((ws / pid_file).read_text())
-        assert ends(pid), f"{pid_file} process {pid} survived the timeout"
+    assert all_end(seconds), f"processes {running_with(seconds)} survived the timeout"
 
 
 def test_bash_kills_background_leftovers_when_the_command_exits(executor: ToolExecutor, ws: Path) -> None:
-    result = call(executor, "bash", {"command": "sleep 30 >/dev/null 2>&1 & echo $! > bg.pid; echo started"})
+    seconds = unique_seconds()
+    result = call(executor, "bash", {"command": f"sleep {seconds} >/dev/null 2>&1 & echo started"})
     assert result == ToolResult("started\n[exit code: 0]")
-    pid = int((ws / "bg.pid").read_text())
-    assert ends(pid)
+    assert all_end(seconds), f"processes {running_with(seconds)} survived the command"
 
 
 def test_bash_output_is_capped_with_head_tail_and_exit_code(ws: Path) -> None:
@@ -580,19 +608,19 @@ def test_bash_output_is_capped_with_head_tail_and_exit_code(ws: Path) -> None:
 
 
 def test_cancelling_a_running_bash_propagates_and_kills_the_process(executor: ToolExecutor, ws: Path) -> None:
-    command = "echo $$ > shell.pid; sleep 60 & echo $! > child.pid; wait"
+    seconds = unique_seconds()
+    command = f"sleep {seconds} & wait"
 
     async def scenario() -> None:
         task = asyncio.create_task(executor.execute("bash", {"command": command}))
-        await async_wait_until(lambda: (ws / "child.pid").exists() and (ws / "child.pid").read_text() != "")
+        # The shell and its sleep (and bwrap, when sandboxed) carry the token.
+        await async_wait_until(lambda: len(running_with(seconds)) >= 2)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     run(scenario())
-    for pid_file in ("shell.pid", "child.pid"):
-        pid = int((ws / pid_file).read_text())
-        assert ends(pid), f"{pid_file} process {pid} survived cancellation"
+    assert all_end(seconds), f"processes {running_with(seconds)} survived cancellation"
 
 
 def test_bash_environment_hides_credentials(

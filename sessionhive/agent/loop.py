@@ -62,6 +62,7 @@ class ToolRunner(Protocol):
         *,
         workspace: str | Path | None = None,
         session_id: str = "",
+        allow_network: bool = False,
     ) -> ToolResult: ...
 
 
@@ -94,6 +95,8 @@ class TurnSpec:
     stream: bool = False
     on_llm_call: Callable[[str, str, float, Usage | None], None] | None = None
     on_tool_call: Callable[[str, str], None] | None = None
+    #: ``SessionConfig.allow_network``: may sandboxed ``bash`` reach the network.
+    allow_network: bool = False
 
 
 @dataclass
@@ -196,7 +199,13 @@ async def _run_tool(spec: TurnSpec, call: ToolCall, hooks: TurnHooks) -> ToolRes
             raise asyncio.CancelledError("confirmation cancelled")
         if verdict.approved:
             hooks.emit(ToolStart(sid, call.id, call.name, arguments))
-            result = await spec.tools.execute(call.name, arguments, workspace=spec.workspace, session_id=sid)
+            result = await spec.tools.execute(
+                call.name,
+                arguments,
+                workspace=spec.workspace,
+                session_id=sid,
+                allow_network=spec.allow_network,
+            )
             hooks.emit(ToolEnd(sid, call.id, call.name, result.output, result.is_error))
             if spec.on_tool_call:
                 spec.on_tool_call(call.name, "error" if result.is_error else "ok")

@@ -95,6 +95,11 @@ class SessionConfig:
     - ``durability``: ``"sync"`` makes each call return only after the
       session's snapshot committed; ``"batched"`` lets it ride the next batch.
     - ``max_tool_rounds``: LLM calls per turn before it ends with a TurnError.
+    - ``allow_network``: let this session's ``bash`` commands use the network
+      (the sandbox cuts it off by default).
+    - ``resume_interrupted``: when the session is restored with a turn that a
+      crash interrupted, continue that turn from its journal (no completed
+      model call or stored tool result is repeated) instead of closing it.
     """
 
     system_prompt: str | None = None
@@ -107,6 +112,8 @@ class SessionConfig:
     storage: Literal["default", "memory"] = "default"
     durability: Literal["batched", "sync"] = "batched"
     max_tool_rounds: int = 50
+    allow_network: bool = False
+    resume_interrupted: bool = False
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,8 +125,9 @@ class SessionConfig:
             raise InvalidConfig("SessionConfig.workspace must be a non-empty path or None")
         check_int("SessionConfig.max_context_length", self.max_context_length, minimum=0)
         check_int("SessionConfig.max_tool_rounds", self.max_tool_rounds, minimum=1)
-        if not isinstance(self.auto_compact, bool):
-            raise InvalidConfig("SessionConfig.auto_compact must be a bool")
+        for flag in ("auto_compact", "allow_network", "resume_interrupted"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidConfig(f"SessionConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
         check_number(
             "SessionConfig.auto_compact_threshold",
             self.auto_compact_threshold,
@@ -152,6 +160,8 @@ class SessionConfig:
             "storage": self.storage,
             "durability": self.durability,
             "max_tool_rounds": self.max_tool_rounds,
+            "allow_network": self.allow_network,
+            "resume_interrupted": self.resume_interrupted,
             "metadata": self.metadata,
         }
 
@@ -170,5 +180,7 @@ class SessionConfig:
             storage=data.get("storage", "default"),
             durability=data.get("durability", "batched"),
             max_tool_rounds=data.get("max_tool_rounds", 50),
+            allow_network=data.get("allow_network", False),
+            resume_interrupted=data.get("resume_interrupted", False),
             metadata=dict(data.get("metadata") or {}),
         )

@@ -16,11 +16,14 @@ class ToolContext:
     A tool function receives one when it declares a ``context`` keyword
     parameter. ``workspace`` is the session's workspace directory, already
     resolved (``os.path.realpath``) and known to exist; ``session_id`` names
-    the calling session (empty when the caller gave none).
+    the calling session (empty when the caller gave none); ``allow_network``
+    is whether the session lets ``bash`` reach the network
+    (``SessionConfig.allow_network``).
     """
 
     workspace: Path
     session_id: str
+    allow_network: bool = False
 
 
 class ToolError(Exception):

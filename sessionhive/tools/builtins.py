@@ -5,7 +5,10 @@ Each file tool is confined to the calling session's workspace (see
 and anything resolving outside the workspace is refused before it is touched.
 File tools are plain blocking functions; the :class:`~sessionhive.tools.ToolExecutor`
 runs them on its thread pool. ``bash`` is a coroutine around an asyncio
-subprocess, so a running command holds no thread.
+subprocess, so a running command holds no thread; on Linux it runs inside a
+bubblewrap sandbox (see :mod:`sessionhive.tools._sandbox`), and where none is
+available it refuses to run unless the executor was created with
+``unsandboxed_bash=True``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from sessionhive.model.messages import ToolResult
 from sessionhive.tools._common import CappedText, ToolContext, ToolError
+from sessionhive.tools._sandbox import SandboxStatus, bwrap_command
 from sessionhive.tools._workspace import atomic_write_text, relative, resolve_inside
 
 __all__ = ["BUILTIN_TOOLS", "BuiltinTool", "BuiltinTools"]
@@ -122,13 +126,50 @@ class BuiltinTools:
     caps every result again); ``bash_timeout_s`` is the default command
     timeout; ``bash_env`` replaces the environment commands run with (default:
     this process's environment without credential-like variables).
+    ``sandbox`` confines ``bash`` (``None``: the explicit opt-out, commands
+    run unconfined); ``hidden_paths`` are masked inside the sandbox;
+    ``bash_cpu_s`` and ``bash_max_file_bytes`` limit each sandboxed command.
     """
 
-    def __init__(self, *, output_cap: int, bash_timeout_s: float, bash_env: Mapping[str, str] | None) -> None:
+    def __init__(
+        self,
+        *,
+        output_cap: int,
+        bash_timeout_s: float,
+        bash_env: Mapping[str, str] | None,
+        sandbox: SandboxStatus | None = None,
+        bash_cpu_s: int = 300,
+        bash_max_file_bytes: int = 1 << 30,
+    ) -> None:
         self.output_cap = output_cap
         self.bash_timeout_s = bash_timeout_s
         self.bash_env = dict(bash_env) if bash_env is not None else None
         self.shell = shutil.which("bash") or "/bin/sh"
+        self.sandbox = sandbox
+        self.hidden_paths: list[str] = []
+        self.bash_cpu_s = bash_cpu_s
+        self.bash_max_file_bytes = bash_max_file_bytes
+
+    def _bash_argv(self, command: str, context: ToolContext) -> list[str]:
+        """The command line for ``command``: sandboxed, or plain under the explicit opt-out."""
+        argv = [self.shell, "-c", command]
+        if self.sandbox is None:
+            return argv
+        if not self.sandbox.available:
+            raise ToolError(
+                f"bash is disabled on this host: {self.sandbox.reason}. Commands run only inside a "
+                "sandbox; the operator can install bubblewrap, or create the ToolExecutor with "
+                "unsandboxed_bash=True to run them unconfined. Use the file tools instead."
+            )
+        return bwrap_command(
+            self.sandbox,
+            context.workspace,
+            argv,
+            allow_network=context.allow_network,
+            hidden=self.hidden_paths,
+            cpu_seconds=self.bash_cpu_s,
+            max_file_bytes=self.bash_max_file_bytes,
+        )
 
     def tools(self) -> list[BuiltinTool]:
         """Every built-in, in :data:`BUILTIN_TOOLS` order."""
@@ -380,10 +421,13 @@ class BuiltinTools:
     async def bash(self, command: str, timeout_s: float | None = None, *, context: ToolContext) -> ToolResult:
         """Run ``command`` with ``bash -c`` in the workspace, killing its process group on timeout.
 
-        Not confined like the file tools: the command starts in the workspace
-        but can reach anything the process can. That is why the default
-        :class:`~sessionhive.ConfirmationPolicy` asks a human before each call.
-        The command runs in a new session (process group) with stdin from
+        In the sandbox (the default) the command can write only inside the
+        workspace, sees the rest of the filesystem read-only with home
+        directories and the store hidden, has no network unless the session
+        allows it, and has a CPU-time and file-size limit. Under the
+        ``unsandboxed_bash=True`` opt-out it can reach anything the process
+        can. Either way the default :class:`~sessionhive.ConfirmationPolicy`
+        asks a human before each call. The command runs in a new session (process group) with stdin from
         ``/dev/null``; on timeout, on cancellation, and when it exits, that
         whole group is killed, so no call leaks processes. A non-zero exit code
         is reported, not treated as a tool error: the command ran.
@@ -394,6 +438,7 @@ class BuiltinTools:
             raise ToolError(f"timeout_s must be more than 0 and at most {limit:g} seconds, got {timeout_s}")
         if not command.strip():
             raise ToolError("command is empty; give a bash command line to run")
+        argv = self._bash_argv(command, context)
         env = self.bash_env
         if env is None:
             env = {name: value for name, value in os.environ.items() if not _SECRET_NAME.search(name)}
@@ -402,9 +447,7 @@ class BuiltinTools:
         spawn = asyncio.ensure_future(
             loop.subprocess_exec(
                 lambda: _CommandProtocol(output, loop),
-                self.shell,
-                "-c",
-                command,
+                *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -416,7 +459,7 @@ class BuiltinTools:
         try:
             transport, protocol = await asyncio.shield(spawn)
         except OSError as exc:
-            raise ToolError(f"could not start {self.shell}: {exc}") from None
+            raise ToolError(f"could not start {argv[0]}: {exc}") from None
         except asyncio.CancelledError:
             # The command may already run (and have started children) before the spawn
             # returns; interrupted, asyncio would kill only the shell. Let the spawn finish,
@@ -451,6 +494,8 @@ class BuiltinTools:
             status = f"[killed by signal {_signal_name(-returncode)}]"
         else:
             status = f"[exit code: {returncode}]"
+            if self.sandbox is not None and returncode == 128 + signal.SIGXCPU:
+                status += f"\n[the command used up its {self.bash_cpu_s} s of CPU time and was stopped]"
         if not protocol.eof.done():
             status += "\n[a detached process still holds the output open; later output is not shown]"
         text = output.render(self.output_cap - len(status) - 1)

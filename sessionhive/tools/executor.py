@@ -20,6 +20,7 @@ from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.messages import ToolDefinition, ToolResult
 from sessionhive.model.validate import check_int, check_positive_int, check_positive_number
 from sessionhive.tools._common import ToolContext, ToolError, truncate
+from sessionhive.tools._sandbox import SandboxStatus, probe_sandbox
 from sessionhive.tools._schema import CONTEXT_PARAMETER, ArgumentSpec
 from sessionhive.tools._workspace import resolve_root
 from sessionhive.tools.builtins import BUILTIN_TOOLS, BuiltinTools
@@ -33,6 +34,15 @@ _T = TypeVar("_T")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MIN_OUTPUT_CAP = 1000
 _CLOSED = "the tool executor is closed (its Hive is stopping); the tool did not run"
+
+
+@dataclass(frozen=True)
+class ToolPlace:
+    """Where and for whom one call runs, before the workspace is resolved into a ToolContext."""
+
+    workspace: str | os.PathLike[str] | None
+    session_id: str
+    allow_network: bool
 
 
 @dataclass(frozen=True)
@@ -67,11 +77,20 @@ class ToolExecutor:
     The built-ins are :data:`BUILTIN_TOOLS`: ``read_file``, ``write_file``,
     ``edit_file``, ``list_dir`` and ``grep`` resolve every path (symlinks
     included) and refuse anything outside the workspace without touching it.
-    ``bash`` cannot be confined that way: it runs ``bash -c`` with the
-    workspace as its working directory, killed with its whole process group
-    after ``bash_timeout_s`` (or the call's ``timeout_s``). The default
-    :class:`~sessionhive.ConfirmationPolicy` therefore asks a human before
-    every ``bash`` call. Commands see this process's environment minus
+    ``bash`` runs ``bash -c`` with the workspace as its working directory,
+    killed with its whole process group after ``bash_timeout_s`` (or the
+    call's ``timeout_s``). On Linux it runs inside a bubblewrap sandbox: the
+    workspace writable, the rest of the filesystem read-only, home
+    directories and :meth:`hide_from_bash` paths hidden, no network unless
+    the session allows it (``SessionConfig.allow_network``), at most
+    ``bash_cpu_s`` CPU seconds and ``bash_max_file_bytes`` per file written.
+    Whether the sandbox works is checked once, when the first executor is
+    created; where it does not (no bubblewrap, not Linux, a container without
+    user namespaces), ``bash`` refuses every command with a message saying
+    why, unless the executor was created with ``unsandboxed_bash=True``
+    (commands then reach anything the process can). The default
+    :class:`~sessionhive.ConfirmationPolicy` asks a human before every
+    ``bash`` call either way. Commands see this process's environment minus
     variables named like credentials (``*KEY*``, ``*TOKEN*``, ``*SECRET*``,
     ``*PASSWORD*``, ...), or exactly ``bash_env`` when given.
 
@@ -96,6 +115,9 @@ class ToolExecutor:
     :param output_cap: the most characters of a tool output the LLM sees (at least 1000).
     :param max_workers: threads running blocking tool work.
     :param bash_env: the exact environment of ``bash`` commands (default: see above).
+    :param unsandboxed_bash: run ``bash`` without a sandbox (the explicit opt-out; default False).
+    :param bash_cpu_s: CPU seconds a sandboxed command (with its children) may use.
+    :param bash_max_file_bytes: the largest file a sandboxed command may write.
     :raises InvalidConfig: on an out-of-range value or a missing workspace.
     """
 
@@ -107,10 +129,17 @@ class ToolExecutor:
         output_cap: int = 64_000,
         max_workers: int = 16,
         bash_env: Mapping[str, str] | None = None,
+        unsandboxed_bash: bool = False,
+        bash_cpu_s: int = 300,
+        bash_max_file_bytes: int = 1 << 30,
     ) -> None:
         check_positive_number("bash_timeout_s", bash_timeout_s, unit="seconds")
         check_int("output_cap", output_cap, minimum=_MIN_OUTPUT_CAP)
         check_positive_int("max_workers", max_workers)
+        check_positive_int("bash_cpu_s", bash_cpu_s)
+        check_positive_int("bash_max_file_bytes", bash_max_file_bytes)
+        if not isinstance(unsandboxed_bash, bool):
+            raise InvalidConfig(f"unsandboxed_bash must be a bool, got {unsandboxed_bash!r}")
         self._workspace = Path(os.path.abspath(workspace))
         if not self._workspace.is_dir():
             raise InvalidConfig(f"workspace {self._workspace} is not an existing directory; create it first")
@@ -118,7 +147,20 @@ class ToolExecutor:
         self._tools: dict[str, _Tool] = {}
         self._definitions: tuple[ToolDefinition, ...] | None = None
         self._closed = False
-        builtins = BuiltinTools(output_cap=output_cap, bash_timeout_s=bash_timeout_s, bash_env=bash_env)
+        sandbox = None if unsandboxed_bash else probe_sandbox()
+        if sandbox is not None and not sandbox.available:
+            logger.warning(
+                "bash will refuse to run: %s (see ToolExecutor(unsandboxed_bash=True))", sandbox.reason
+            )
+        builtins = BuiltinTools(
+            output_cap=output_cap,
+            bash_timeout_s=bash_timeout_s,
+            bash_env=bash_env,
+            sandbox=sandbox,
+            bash_cpu_s=bash_cpu_s,
+            bash_max_file_bytes=bash_max_file_bytes,
+        )
+        self._builtins = builtins
         for builtin in builtins.tools():
             self._add(builtin.name, builtin.func, builtin.schema, builtin.description)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sessionhive-tool")
@@ -200,6 +242,22 @@ class ToolExecutor:
 
         return decorate if func is None else decorate(func)
 
+    @property
+    def bash_sandbox(self) -> SandboxStatus | None:
+        """How ``bash`` is confined: ``None`` under the opt-out, else the probed sandbox."""
+        return self._builtins.sandbox
+
+    def hide_from_bash(self, *paths: str | os.PathLike[str]) -> None:
+        """Mask ``paths`` (directories or files, e.g. the store's) inside the ``bash`` sandbox.
+
+        Home directories are always hidden. A path that contains a workspace
+        hides everything in it but that workspace.
+        """
+        for path in paths:
+            resolved = os.path.realpath(path)
+            if resolved not in self._builtins.hidden_paths:
+                self._builtins.hidden_paths.append(resolved)
+
     def definitions(self) -> list[ToolDefinition]:
         """Every tool as the LLM sees it: built-ins first, then user tools in registration order.
 
@@ -216,13 +274,15 @@ class ToolExecutor:
         *,
         workspace: str | os.PathLike[str] | None = None,
         session_id: str = "",
+        allow_network: bool = False,
     ) -> ToolResult:
         """Run tool ``name`` with ``arguments`` (a dict, or the JSON text of one).
 
         Returns the tool's output, or an error result the LLM can act on; see
         the class docstring. ``workspace`` is the calling session's
-        workspace (default: the executor's), ``session_id`` is passed on in
-        the :class:`ToolContext`.
+        workspace (default: the executor's); ``session_id`` and
+        ``allow_network`` (may sandboxed ``bash`` use the network) are passed
+        on in the :class:`ToolContext`.
 
         :raises asyncio.CancelledError: the calling task was cancelled.
         """
@@ -233,7 +293,7 @@ class ToolExecutor:
             return self._error(_CLOSED)
         try:
             kwargs = tool.arguments.parse(dict(arguments) if isinstance(arguments, Mapping) else arguments)
-            result = await self._call(tool, kwargs, workspace, session_id)
+            result = await self._call(tool, kwargs, ToolPlace(workspace, session_id, allow_network))
             if isinstance(result, ToolResult):
                 return ToolResult(truncate(result.output, self._output_cap), result.is_error)
             return ToolResult(truncate(result if isinstance(result, str) else str(result), self._output_cap))
@@ -281,29 +341,25 @@ class ToolExecutor:
         self._tools[name] = _Tool(definition, func, arguments, is_async)
         self._definitions = None
 
-    async def _call(
-        self, tool: _Tool, kwargs: dict[str, Any], workspace: str | os.PathLike[str] | None, session_id: str
-    ) -> Any:
+    async def _call(self, tool: _Tool, kwargs: dict[str, Any], place: ToolPlace) -> Any:
         if tool.is_async:
             if tool.arguments.wants_context:
-                kwargs[CONTEXT_PARAMETER] = await self._offload(self._context, workspace, session_id)
+                kwargs[CONTEXT_PARAMETER] = await self._offload(self._context, place)
             return await tool.func(**kwargs)
-        result = await self._offload(self._call_sync, tool, kwargs, workspace, session_id)
+        result = await self._offload(self._call_sync, tool, kwargs, place)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             result = await result
         return result
 
-    def _call_sync(
-        self, tool: _Tool, kwargs: dict[str, Any], workspace: str | os.PathLike[str] | None, session_id: str
-    ) -> Any:
+    def _call_sync(self, tool: _Tool, kwargs: dict[str, Any], place: ToolPlace) -> Any:
         # Runs on the pool, so resolving the workspace (filesystem calls) happens there too.
         if tool.arguments.wants_context:
-            kwargs[CONTEXT_PARAMETER] = self._context(workspace, session_id)
+            kwargs[CONTEXT_PARAMETER] = self._context(place)
         return tool.func(**kwargs)
 
-    def _context(self, workspace: str | os.PathLike[str] | None, session_id: str) -> ToolContext:
-        root = self._workspace if workspace is None else self._workspace / workspace
-        return ToolContext(resolve_root(root), session_id)
+    def _context(self, place: ToolPlace) -> ToolContext:
+        root = self._workspace if place.workspace is None else self._workspace / place.workspace
+        return ToolContext(resolve_root(root), place.session_id, place.allow_network)
 
     async def _offload(self, func: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
