@@ -424,7 +424,11 @@ def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse
 def _quiet_when_output_closes() -> Iterator[None]:
     """Stop quietly, as Unix tools do, when the reader of stdout goes away (``| head -1``)."""
     try:
-        yield
+        try:
+            yield
+        finally:
+            # What is still buffered is written here, inside the guard, not at interpreter exit.
+            sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
         raise SystemExit(EXIT_CLOSED_OUTPUT) from None
@@ -472,7 +476,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
-        sys.stdout.flush()  # a closed pipe shows here, inside the guard, not at interpreter exit
         return int(result or 0)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sessionhive import Hive, InvalidConfig
+from sessionhive import AsyncHive, Hive, InvalidConfig
 from sessionhive.cli import main
 from sessionhive.loadtest import (
     DriveProgress,
@@ -20,6 +20,7 @@ from sessionhive.loadtest import (
     LoadtestScript,
     parse_duration,
     run_loadtest,
+    start_local_hive,
 )
 from sessionhive.persistence import SqlStore
 
@@ -254,3 +255,44 @@ def test_the_script_confirms_the_requested_fraction_of_calls() -> None:
     assert all(
         c.name == "list_dir" for c in (LoadtestScript(3, 0.0).tool_call("s", t, 1) for t in range(1, 50))
     )
+
+
+def test_json_is_strict_even_when_a_figure_was_not_measured(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    # No confirmation is asked: the approvals' latency has no sample, which is null, not NaN.
+    args = ["loadtest", "--sessions", "3", "--turns", "1", "--store", "memory", "--json", str(out), "-q"]
+    assert main(args) == 0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    figures = json.loads(out.read_text(), parse_constant=refuse)
+    assert figures["control"]["confirm_driver"] == {
+        "count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None,
+    }  # fmt: skip
+    assert figures["live_sessions"] == 3
+
+
+class HiveWithoutBlockingTwin:
+    """An AsyncHive seen only through its coroutines, as a remote client or a cluster offers it."""
+
+    def __init__(self, hive: AsyncHive) -> None:
+        self._hive = hive
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("sync", "metrics", "metrics_url"):
+            raise AttributeError(name)
+        return getattr(self._hive, name)
+
+
+def test_the_driver_takes_any_hive_with_the_async_interface(tmp_path: Path) -> None:
+    async def factory(options: LoadtestOptions, **kwargs: Any) -> HiveWithoutBlockingTwin:
+        return HiveWithoutBlockingTwin(await start_local_hive(options, **kwargs))
+
+    options = LoadtestOptions(sessions=4, turns=2, confirm_rate=0.5, store=f"sqlite:///{tmp_path / 'lt.db'}")
+    report = run_loadtest(options, hive_factory=factory)
+    assert report.ok, (report.failures, report.probe_errors, report.verification.mismatches)
+    assert report.verification.matched == 4 and report.confirmations > 0
+    assert report.live_sessions == 4
+    assert report.metrics_url is None and report.persistence_batches == 0  # no registry to read
+    assert report.probe_errors == []
