@@ -59,9 +59,10 @@ KNOWN_PRIVATE_MODULE_IMPORTS: frozenset[str] = frozenset()
 # "importer module -> imported module:name"
 KNOWN_PRIVATE_NAME_IMPORTS: frozenset[str] = frozenset(
     {
-        # The facade catches the session actor's private failure type; it
-        # belongs in a shared (public) place once the facades have one core.
-        "sessionhive.hive -> sessionhive.actors.session:_PersistFailed",
+        # AsyncHive borrows Hive's private validation; it belongs in the core
+        # both facades share (issue 12, item 3).
+        "sessionhive.aio -> sessionhive.hive:_check_policy",
+        "sessionhive.aio -> sessionhive.hive:_check_tool_id",
     }
 )
 
