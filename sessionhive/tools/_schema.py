@@ -1,9 +1,10 @@
-"""Tool argument schemas: derived from signatures, checked at registration, enforced per call.
+"""Tool argument schemas: derived from signatures, checked at registration, enforced per call by jsonschema.
 
-Only what an LLM commonly gets wrong is enforced (the arguments are an
-object, required keys are present, no unknown keys, top-level JSON types and
-enums); a full JSON Schema validator would add a dependency for little gain,
-since a tool still sees and rejects values it cannot use.
+A schema is checked against its JSON Schema metaschema (Draft 2020-12) and
+against the function's signature when the tool is registered; every call's
+arguments are validated with :mod:`jsonschema`, and the first problems are
+turned into one short sentence the model can act on (what is wrong, then
+the arguments the tool takes).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import inspect
 import json
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError
 
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.messages import ToolCall
@@ -24,15 +28,6 @@ __all__ = ["CONTEXT_PARAMETER", "ArgumentSpec"]
 
 CONTEXT_PARAMETER = "context"
 
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list,),
-    "null": (type(None),),
-}
 _PYTHON_TYPES: dict[object, str] = {
     str: "string",
     int: "integer",
@@ -43,6 +38,10 @@ _PYTHON_TYPES: dict[object, str] = {
     tuple: "array",
     type(None): "null",
 }
+#: A value quoted in an error message is cut to this many characters.
+_QUOTE_LIMIT = 40
+#: At most this many problems are named in one error message.
+_PROBLEMS_SHOWN = 3
 
 
 def _json_type(annotation: object) -> str | list[str] | None:
@@ -72,17 +71,35 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature:
 
 
 def _type_names(types_: object) -> list[str]:
-    return list(types_) if isinstance(types_, list) else [str(types_)]
+    return [str(t) for t in types_] if isinstance(types_, list) else [str(types_)]
 
 
-def _value_matches(value: Any, type_name: str) -> bool:
-    if type_name not in _JSON_TYPES:
-        return True  # a schema type this checker does not know: let the tool judge
-    if isinstance(value, bool):
-        return type_name == "boolean"
-    if type_name == "integer" and isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, _JSON_TYPES[type_name])
+def _quote(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
+
+
+def _where(error: ValidationError) -> str:
+    """``'path'`` for a top-level argument, ``'items/2/name'`` below it."""
+    return "'" + "/".join(str(part) for part in error.absolute_path) + "'"
+
+
+_BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+
+
+def _problem(error: ValidationError) -> str:
+    """One validation error as a short phrase a model can act on."""
+    where = _where(error)
+    got = _quote(error.instance)
+    if error.validator == "type":
+        return f"argument {where} must be {' or '.join(_type_names(error.validator_value))}, got {got}"
+    if error.validator == "enum":
+        return f"argument {where} must be one of {json.dumps(error.validator_value)}"
+    if error.validator in _BOUNDS:
+        return f"argument {where} must be {_BOUNDS[str(error.validator)]} {error.validator_value}, got {got}"
+    # jsonschema's own sentence quotes the value in full: keep it short.
+    message = error.message if len(error.message) <= 2 * _QUOTE_LIMIT else error.message[:77] + "..."
+    return f"argument {where}: {message}" if error.absolute_path else message
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,7 @@ class ArgumentSpec:
     required: tuple[str, ...]
     accepted: frozenset[str] | None  # None: any key is passed through
     wants_context: bool
+    validator: Draft202012Validator
 
     @classmethod
     def build(cls, tool: str, func: Callable[..., Any], schema: Mapping[str, Any] | None) -> ArgumentSpec:
@@ -143,7 +161,7 @@ class ArgumentSpec:
                     f"tool {tool!r}: parameter {name!r} has no default, so the schema must list it "
                     "in 'required'"
                 )
-        return cls(tool, schema, required, accepted, wants_context)
+        return cls(tool, schema, required, accepted, wants_context, Draft202012Validator(schema))
 
     @staticmethod
     def _derive(named: Mapping[str, inspect.Parameter], takes_any: bool) -> dict[str, Any]:
@@ -169,12 +187,13 @@ class ArgumentSpec:
                 f"tool {tool!r}: schema 'type' must be 'object' (tool arguments are an object)"
             )
         schema.setdefault("type", "object")
-        properties = schema.get("properties", {})
-        if not isinstance(properties, dict) or not all(isinstance(v, dict) for v in properties.values()):
-            raise InvalidConfig(f"tool {tool!r}: schema 'properties' must map names to schema objects")
-        required = schema.get("required", [])
-        if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
-            raise InvalidConfig(f"tool {tool!r}: schema 'required' must be a list of argument names")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+            raise InvalidConfig(
+                f"tool {tool!r}: schema is not valid JSON Schema at {where}: {exc.message}"
+            ) from None
 
     def describe(self) -> str:
         """The arguments in one line, for error messages: ``path (string, required), limit (integer)``."""
@@ -197,27 +216,37 @@ class ArgumentSpec:
             raise self._error(f"tool arguments must be a JSON object, got {type(arguments).__name__}")
         if self.wants_context and CONTEXT_PARAMETER in decoded:
             raise self._error(f"{CONTEXT_PARAMETER!r} is reserved and cannot be passed as an argument")
+        problems = self._problems(decoded)
+        if problems:
+            raise self._error("; ".join(problems[:_PROBLEMS_SHOWN]))
+        properties: Mapping[str, Any] = self.schema.get("properties", {})
+        for name, value in decoded.items():
+            # JSON has one number type: 2.0 is a valid integer, and the tool gets the int 2.
+            names = _type_names(properties.get(name, {}).get("type", []))
+            if isinstance(value, float) and "integer" in names and "number" not in names:
+                decoded[name] = int(value)
+        return decoded
+
+    def _problems(self, decoded: Mapping[str, Any]) -> list[str]:
+        """What is wrong with ``decoded``, most useful first: missing, unknown, then each value."""
         missing = [name for name in self.required if name not in decoded]
+        problems: list[str] = []
         if missing:
-            raise self._error(f"missing required argument(s) {', '.join(map(repr, missing))}")
+            problems.append(f"missing required argument(s) {', '.join(map(repr, missing))}")
         if self.accepted is not None:
             unknown = sorted(set(decoded) - self.accepted)
             if unknown:
-                raise self._error(f"unknown argument(s) {', '.join(map(repr, unknown))}")
-        properties: Mapping[str, Any] = self.schema.get("properties", {})
-        for name, value in decoded.items():
-            prop = properties.get(name, {})
-            if "type" in prop:
-                names = _type_names(prop["type"])
-                if not any(_value_matches(value, t) for t in names):
-                    got = json.dumps(value)
-                    got = got if len(got) <= 40 else got[:37] + "..."
-                    raise self._error(f"argument {name!r} must be {' or '.join(names)}, got {got}")
-                if isinstance(value, float) and "integer" in names and "number" not in names:
-                    decoded[name] = int(value)
-            if "enum" in prop and value not in prop["enum"]:
-                raise self._error(f"argument {name!r} must be one of {json.dumps(prop['enum'])}")
-        return decoded
+                problems.append(f"unknown argument(s) {', '.join(map(repr, unknown))}")
+        top_level = {"required", "additionalProperties"}  # said above, in the model's words
+        errors: Iterable[ValidationError] = sorted(
+            self.validator.iter_errors(decoded),
+            key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+        )
+        for error in errors:
+            if not error.absolute_path and error.validator in top_level:
+                continue
+            problems.append(_problem(error))
+        return problems
 
     def _error(self, problem: str) -> ToolError:
         return ToolError(
