@@ -163,6 +163,8 @@ class _Cluster:
             max_task_retries=0,
             max_concurrency=10_000,
             num_cpus=0,
+            # One shard per node first: a cluster of machines spreads its shards over them.
+            scheduling_strategy="SPREAD",
         )
         handle = actor.remote(
             shard_id,

@@ -278,11 +278,18 @@ class HiveShard:
             row = conn.execute(select(SESSIONS.c.parent_id).where(SESSIONS.c.id == session_id)).one_or_none()
         return (False, None) if row is None else (True, row[0])
 
-    async def _own(self, session_id: str, deadline: float) -> None:
+    async def _own(self, session_id: str, deadline: float, *, creating: bool = False) -> None:
         """Hold the lease of ``session_id`` and make sure the Hive's view of it is current."""
         assert self._leases is not None
         generation = self._generation
         refresh: str | None = None
+        if session_id not in self._known:
+            exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
+            if exists:
+                self._parents[session_id] = parent
+                refresh = f"session {session_id!r} was created after this Hive started"
+            elif not creating:
+                return  # no such session: the Hive says so, and no lease is taken for a name
         if not self._leases.is_valid(session_id, margin=self._lease_ttl / 10):
             delay = 0.02
             while True:
@@ -294,14 +301,9 @@ class HiveShard:
                         raise
                     await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
                     delay = min(delay * 2, 0.25)
-            root = self._root(session_id)
-            if lease.taken_over and (session_id in self._touched or root in self._touched):
+            touched = session_id in self._touched or self._root(session_id) in self._touched
+            if lease.taken_over and touched and refresh is None:
                 refresh = f"session {session_id!r} was written by another shard since it was here"
-        if refresh is None and session_id not in self._known:
-            exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
-            if exists:
-                self._parents[session_id] = parent
-                refresh = f"session {session_id!r} was created after this Hive started"
         if refresh is not None:
             await self._refresh(generation, refresh)
         self._touched.add(session_id)
@@ -356,9 +358,9 @@ class HiveShard:
         deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
         generation = self._generation
         try:
-            await self._own(session_id, deadline)
+            await self._own(session_id, deadline, creating=op == "create_session")
             if op == "create_child_session":
-                await self._own(args[0], deadline)
+                await self._own(args[0], deadline, creating=True)
             hive = await self._current_hive()
             generation = self._generation
             value = await getattr(hive, op)(session_id, *args, **kwargs)

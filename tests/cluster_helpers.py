@@ -1,0 +1,217 @@
+"""Helpers of the cluster tests: a PostgreSQL schema per test, a turn load, and the store-side proofs.
+
+The proofs read the store, not the cluster: every acknowledged turn is in its
+session's history exactly once, histories are whole user/assistant pairs in
+the order each session's client sent them, and the write log shows that the
+epochs of a session never overlap (no two owners wrote it at once).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, func, select
+
+from sessionhive import CallTimeout, SessionConfig, SessionhiveError, StoreError, TurnCancelled
+from sessionhive.persistence import SqlStore
+from sessionhive.persistence.leases import LEASES, WRITE_LOG
+
+POSTGRES_URL = os.environ.get(
+    "SESSIONHIVE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+#: Each turn returns only once committed: "acknowledged" then means durable.
+SYNC = SessionConfig(durability="sync")
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def postgres_unreachable() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(_libpq(POSTGRES_URL), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return str(exc).strip() or type(exc).__name__
+    return None
+
+
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A URL whose connections live in a new PostgreSQL schema, dropped afterwards."""
+    import psycopg
+
+    schema = f"sessionhive_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq(POSTGRES_URL), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(_libpq(POSTGRES_URL), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll an observable condition of external processes until it holds (or fail saying what)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except Exception:  # a shard restarting may not answer yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(0.1)
+
+
+class Load:
+    """Worker threads running turns on their own sessions, one at a time each, with unique prompts.
+
+    A prompt is ``"<session>#<n>"`` with ``n`` growing per session, so the
+    store's history tells which attempt each turn was and in which order.
+    A turn is acknowledged when ``generate`` returned its result.
+    """
+
+    def __init__(self, hive: Any, sessions: list[str], *, workers: int) -> None:
+        self.hive = hive
+        self.acked: dict[str, list[str]] = defaultdict(list)
+        self.failed: dict[str, list[str]] = defaultdict(list)
+        self.interrupted = 0
+        self.unexpected: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._count = 0
+        self._changed = threading.Condition(self._lock)
+        self._threads = [
+            threading.Thread(target=self._run, args=(sessions[i::workers],), daemon=True)
+            for i in range(workers)
+        ]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def _run(self, sessions: list[str]) -> None:
+        counters = dict.fromkeys(sessions, 0)
+        while not self._stop.is_set():
+            for sid in sessions:
+                if self._stop.is_set():
+                    return
+                counters[sid] += 1
+                prompt = f"{sid}#{counters[sid]}"
+                try:
+                    result = self.hive.generate(sid, prompt, timeout=30)
+                except (TurnCancelled, StoreError, CallTimeout):
+                    with self._lock:
+                        self.failed[sid].append(prompt)
+                        self.interrupted += 1
+                    continue
+                except SessionhiveError as exc:
+                    with self._lock:
+                        self.failed[sid].append(prompt)
+                        self.unexpected.append(exc)
+                    continue
+                with self._changed:
+                    if result.text != "ok":
+                        self.unexpected.append(AssertionError(f"{sid}: unexpected reply {result.text!r}"))
+                    self.acked[sid].append(prompt)
+                    self._count += 1
+                    self._changed.notify_all()
+
+    def acked_count(self) -> int:
+        with self._lock:
+            return self._count
+
+    def wait_for_turns(self, total: int, timeout: float = 60) -> None:
+        """Until ``total`` turns were acknowledged since the start (progress is the observable)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._count < total:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"only {self._count} of {total} turns acknowledged in {timeout} s")
+                self._changed.wait(left)
+
+
+def verify_histories(url: str, load: Load) -> None:
+    """Nothing acknowledged lost, nothing duplicated or interleaved, nothing invented."""
+    store = SqlStore(url)
+    try:
+        for sid in set(load.acked) | set(load.failed):
+            snapshot = store.load(sid)
+            assert snapshot is not None, sid
+            messages = snapshot.messages
+            assert len(messages) % 2 == 0, f"{sid}: a torn turn in {[m.text for m in messages]}"
+            prompts = [m.text for m in messages[0::2]]
+            assert all(m.role == "user" for m in messages[0::2]), sid
+            assert all(m.role == "assistant" and m.text == "ok" for m in messages[1::2]), sid
+            assert len(prompts) == len(set(prompts)), f"{sid}: a turn stored twice: {prompts}"
+            numbers = [int(p.rsplit("#", 1)[1]) for p in prompts]
+            assert numbers == sorted(numbers), f"{sid}: turns out of order: {prompts}"
+            missing = set(load.acked[sid]) - set(prompts)
+            assert not missing, f"{sid}: acknowledged turns lost: {sorted(missing)}"
+            invented = set(prompts) - set(load.acked[sid]) - set(load.failed[sid])
+            assert not invented, f"{sid}: turns nobody sent: {invented}"
+    finally:
+        store.close()
+
+
+def verify_single_writer(url: str) -> None:
+    """Per session, the versions written under each lease epoch come strictly after the previous epoch's."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    WRITE_LOG.c.session_id,
+                    WRITE_LOG.c.epoch,
+                    func.min(WRITE_LOG.c.version),
+                    func.max(WRITE_LOG.c.version),
+                    func.count(func.distinct(WRITE_LOG.c.owner)),
+                )
+                .group_by(WRITE_LOG.c.session_id, WRITE_LOG.c.epoch)
+                .order_by(WRITE_LOG.c.session_id, WRITE_LOG.c.epoch)
+            ).all()
+    finally:
+        engine.dispose()
+    assert rows, "the write log is empty: audit_writes was off?"
+    last: dict[str, tuple[int, int]] = {}
+    for sid, epoch, low, high, owners in rows:
+        assert owners == 1, f"{sid}: epoch {epoch} written by {owners} owners"
+        if sid in last:
+            previous_epoch, previous_high = last[sid]
+            assert low > previous_high, (
+                f"{sid}: epoch {epoch} wrote v{low}, epoch {previous_epoch} had reached v{previous_high}"
+            )
+        last[sid] = (epoch, high)
+
+
+def lease_rows(url: str) -> dict[str, tuple[str, int]]:
+    """``{session id: (owner, epoch)}`` from the lease table."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                sid: (owner, int(epoch))
+                for sid, owner, epoch in conn.execute(
+                    select(LEASES.c.session_id, LEASES.c.owner, LEASES.c.epoch)
+                )
+            }
+    finally:
+        engine.dispose()
