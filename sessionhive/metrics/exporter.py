@@ -1,15 +1,50 @@
-"""Serving ``/metrics``: a small HTTP server per Hive, or apps to mount elsewhere."""
+"""Serving ``/metrics``: a small HTTP server per Hive, or an ASGI app to route to in your own server."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_asgi_app, start_http_server
 
 from sessionhive.model.errors import InvalidConfig
 
-__all__ = ["MetricsServer"]
+__all__ = ["MetricsAsgiApp", "MetricsServer"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class MetricsAsgiApp:
+    """An ASGI app answering every HTTP request with the registry's exposition.
+
+    It is an object, not a function, so that Starlette's ``Route("/metrics",
+    app)`` serves it as an ASGI app at exactly ``/metrics`` (200, no redirect;
+    a ``Mount("/metrics", app)`` only matches ``/metrics/`` and redirects
+    ``/metrics`` there with a 307). It answers the ``lifespan`` protocol too,
+    so an ASGI server can run it on its own.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._expose = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif scope["type"] == "http":
+            await self._expose(scope, receive, send)
+        else:  # a websocket: nothing to offer it
+            await send({"type": "websocket.close", "code": 1000})
 
 
 class MetricsServer:
@@ -17,7 +52,7 @@ class MetricsServer:
 
     def __init__(self, registry: CollectorRegistry, addr: str = "127.0.0.1", port: int = 9464) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise InvalidConfig(f"MetricsConfig.port must be 0..65535, got {port!r}")
+            raise InvalidConfig(f"the metrics port must be 0..65535 (MetricsConfig.port), got {port!r}")
         try:
             server, thread = start_http_server(port, addr, registry)
         except OSError as exc:
