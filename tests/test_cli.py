@@ -66,8 +66,12 @@ def test_run_continues_a_stored_session_and_prints_json(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     events = [json.loads(line) for line in second.stdout.splitlines()]
     assert events[0]["type"] == "TurnStart" and events[-1]["type"] == "TurnEnd"
+    # TurnEnd carries this turn's own messages; the stored history has both turns.
     messages = events[-1]["result"]["messages"]
-    assert [m["text"] for m in messages if m["role"] == "user"] == ["one", "two"]
+    assert [m["text"] for m in messages if m["role"] == "user"] == ["two"]
+    shown = run(["sessions", "export", "demo"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.index('"one"') < shown.stdout.index('"two"')
 
 
 def test_system_prompt_on_an_existing_session_is_refused_not_ignored(tmp_path: Path) -> None:
@@ -263,3 +267,12 @@ def test_a_base_url_ending_in_v1_that_gives_404_gets_a_hint(tmp_path: Path) -> N
 def test_durations_take_units(latency: str) -> None:
     args = build_parser().parse_args(["loadtest", "--idle-timeout", latency])
     assert args.idle_timeout == {"1h": 3600.0, "30m": 1800.0, "45s": 45.0, "500ms": 0.5}[latency]
+
+
+def test_the_readme_quotes_the_help_word_for_word(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The command\n", 1)[1]
+    quoted = section.split("$ sessionhive --help\n", 1)[1].split("```", 1)[0]
+    done = run(["--help"], tmp_path)  # not a terminal and no COLUMNS: argparse wraps at 80
+    assert done.returncode == 0
+    assert quoted == done.stdout, "README's command section quotes 'sessionhive --help': update it"
