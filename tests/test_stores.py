@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy.engine import URL, make_url
 
 from sessionhive.model.errors import InvalidConfig, StoreError
 from sessionhive.model.ids import MAX_ID_LENGTH
-from sessionhive.model.messages import Message
+from sessionhive.model.messages import Message, RunningTurn, ToolCall
 from sessionhive.persistence import (
     SCHEMA_VERSION,
     FileStore,
@@ -75,6 +76,28 @@ def test_full_snapshot_round_trips_through_a_reopened_store(stores: StoreFactory
     assert loaded.config.metadata == {"team": "search", "tags": ["a", "b"]}
     assert loaded.messages[1].tool_calls[0].arguments == {"path": "file_1.txt", "limit": 1}
     assert loaded.messages[2].tool_call_id == "call_m1" and loaded.messages[2].is_error
+
+
+def test_a_running_turn_is_stored_with_its_journaled_messages_and_cleared_when_it_ends(
+    stores: StoreFactory,
+) -> None:
+    store = stores.open()
+    store.write_batch([make_snapshot("s", version=1, messages=3)], [])
+    running = RunningTurn(
+        turn_id=7, prompt="fix the build", started_at=1.5, first_message=3, running_call="c1"
+    )
+    call = ToolCall("bash", {"command": "make"}, "c1")
+    journaled = (*conversation(3), Message.user("fix the build"), Message.assistant("on it", (call,)))
+    store.write_batch([replace(make_snapshot("s", version=2, messages=journaled), running_turn=running)], [])
+
+    loaded = stores.open().load("s")
+    assert loaded is not None and loaded.running_turn == running
+    assert loaded.messages == journaled
+
+    finished = (*journaled, Message.tool("c1", "ok"), Message.assistant("built"))
+    store.write_batch([make_snapshot("s", version=3, messages=finished)], [])
+    loaded = stores.open().load("s")
+    assert loaded is not None and loaded.running_turn is None and loaded.messages == finished
 
 
 def test_unknown_session_loads_as_none_and_ids_are_listed_sorted(stores: StoreFactory) -> None:
@@ -251,6 +274,24 @@ def test_opening_records_the_schema_version_once(sql_stores: StoreFactory) -> No
     with store.engine.connect() as conn:
         rows = conn.execute(select(META.c.key, META.c.value)).all()
     assert [tuple(r) for r in rows] == [(SCHEMA_VERSION_KEY, str(SCHEMA_VERSION))]
+
+
+def test_a_schema_1_database_is_migrated_and_keeps_its_sessions(sql_stores: StoreFactory) -> None:
+    store = sql_stores.open()
+    store.write_batch([make_snapshot("old", messages=4)], [])
+    with store.engine.begin() as conn:  # what sessionhive 1 left: no running_turn column, version 1
+        conn.execute(text(f"ALTER TABLE {SESSIONS.name} DROP COLUMN running_turn"))
+        conn.execute(META.update().values(value="1"))
+    store.close()
+
+    migrated = sql_stores.open()
+    assert migrated.load("old") == make_snapshot("old", messages=4)
+    running = RunningTurn(1, "go", 2.0, first_message=4)
+    migrated.write_batch([replace(make_snapshot("old", version=2, messages=5), running_turn=running)], [])
+    loaded = sql_stores.open().load("old")
+    assert loaded is not None and loaded.running_turn == running
+    with migrated.engine.connect() as conn:
+        assert conn.execute(select(META.c.value)).scalar_one() == str(SCHEMA_VERSION) == "2"
 
 
 def test_load_refuses_a_history_damaged_outside_sessionhive(sql_stores: StoreFactory) -> None:

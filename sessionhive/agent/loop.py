@@ -3,7 +3,16 @@
 :func:`run_turn` works on an immutable copy of the session's history and
 returns the messages the turn adds; it never touches session state. It talks
 back to its session only through :class:`TurnHooks` (events and confirmation
-requests), so the session's mailbox stays free while the turn runs.
+requests) and the callbacks of its :class:`TurnSpec`, so the session's
+mailbox stays free while the turn runs.
+
+The turn journal: ``TurnSpec.on_round`` is handed a :class:`TurnJournal`
+each time the turn's messages grow (the prompt, each model answer, each tool
+result) and once more just before a tool starts to run; when it returns an
+awaitable the loop waits for it (a commit) before going on, so a tool never
+runs before the journal says it may have. :func:`resume_turn` continues a
+turn from what the journal stored, without repeating a completed model call
+or a tool whose result is stored.
 """
 
 from __future__ import annotations
@@ -34,8 +43,10 @@ __all__ = [
     "CompactionOutcome",
     "Decision",
     "TurnHooks",
+    "TurnJournal",
     "TurnOutcome",
     "TurnSpec",
+    "resume_turn",
     "run_compaction",
     "run_turn",
 ]
@@ -77,6 +88,22 @@ class TurnHooks(Protocol):
 
 
 @dataclass(frozen=True)
+class TurnJournal:
+    """One journal entry of a running turn: what to store so that a crash loses at most one step.
+
+    ``messages`` are the turn's messages so far, prompt first (each entry's
+    are a prefix of the next one's and of the turn's final
+    ``new_messages``); the session stores them appended to its history.
+    ``running_call`` is the id of a tool call that is about to run (its
+    result is not in ``messages``): store it as
+    :attr:`~sessionhive.model.messages.RunningTurn.running_call`.
+    """
+
+    messages: tuple[Message, ...]
+    running_call: str | None = None
+
+
+@dataclass(frozen=True)
 class TurnSpec:
     """Everything a turn needs, copied from the session when it starts."""
 
@@ -97,6 +124,9 @@ class TurnSpec:
     on_tool_call: Callable[[str, str], None] | None = None
     #: ``SessionConfig.allow_network``: may sandboxed ``bash`` reach the network.
     allow_network: bool = False
+    #: The turn journal (see the module docstring): called with each :class:`TurnJournal`;
+    #: an awaitable it returns (e.g. resolved when the entry committed) is awaited.
+    on_round: Callable[[TurnJournal], Awaitable[None] | None] | None = None
 
 
 @dataclass
@@ -170,7 +200,21 @@ def _close_open_calls(messages: list[Message], reason: str) -> None:
             return
 
 
-async def _run_tool(spec: TurnSpec, call: ToolCall, hooks: TurnHooks) -> ToolResult:
+async def _journal(spec: TurnSpec, messages: list[Message], running_call: str | None = None) -> None:
+    if spec.on_round is not None:
+        waiting = spec.on_round(TurnJournal(tuple(messages), running_call))
+        if waiting is not None:
+            await waiting
+
+
+async def _run_tool(
+    spec: TurnSpec, call: ToolCall, hooks: TurnHooks, messages: list[Message] | None = None
+) -> ToolResult:
+    """Decide on ``call`` (policy, then a human if needed) and run it if approved.
+
+    ``messages`` (the turn's so far) are journaled with ``running_call`` just
+    before the tool starts.
+    """
     sid = spec.session_id
     try:
         arguments = call.decoded_arguments()
@@ -198,6 +242,8 @@ async def _run_tool(spec: TurnSpec, call: ToolCall, hooks: TurnHooks) -> ToolRes
         if verdict.outcome == "cancelled":
             raise asyncio.CancelledError("confirmation cancelled")
         if verdict.approved:
+            if messages is not None:
+                await _journal(spec, messages, running_call=call.id)
             hooks.emit(ToolStart(sid, call.id, call.name, arguments))
             result = await spec.tools.execute(
                 call.name,
@@ -227,9 +273,78 @@ async def _run_tool(spec: TurnSpec, call: ToolCall, hooks: TurnHooks) -> ToolRes
 async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
     """Run one turn to its end; cancellation ends it with a valid partial history."""
     out = TurnOutcome(new_messages=[Message.user(spec.prompt)])
+    return await _drive(spec, hooks, out, None)
+
+
+# What a resumed turn gives a tool call that was running when the process stopped: it is
+# not run again (it may have had its effects), and the model learns why.
+INTERRUPTED_WHILE_RUNNING = (
+    "error: the process stopped while this tool call ran; its effects are unknown. "
+    "Check whether it took effect before calling it again."
+)
+
+
+@dataclass(frozen=True)
+class _Resume:
+    unanswered: tuple[ToolCall, ...]
+    running_call: str | None
+
+
+async def resume_turn(
+    spec: TurnSpec, hooks: TurnHooks, journaled: tuple[Message, ...], running_call: str | None = None
+) -> TurnOutcome:
+    """Continue a turn a stopped process left in the journal, as :func:`run_turn` would have.
+
+    ``spec.history`` is the history before the turn and ``journaled`` the
+    turn's stored messages (prompt first: ``messages[first_message:]`` of the
+    snapshot, see :class:`~sessionhive.model.messages.RunningTurn`);
+    ``running_call`` is the journal's running call. No stored model answer is
+    asked for again and no tool call with a stored result runs again. Tool
+    calls of the last answer without a result run now, in order, asking a
+    human again when the policy says so; except ``running_call``, which may
+    have had its effects: it gets :data:`INTERRUPTED_WHILE_RUNNING` as its
+    result. Then the loop goes on. A journal that already ends with a final
+    answer returns at once. The outcome's ``new_messages`` start with
+    ``journaled``; ``rounds`` and ``tool_calls`` count the journaled ones
+    too (their token usage is unknown and not counted).
+    """
+    if not journaled or journaled[0].role != "user":
+        raise ValueError("a journaled turn starts with its prompt (a user message)")
+    out = TurnOutcome(new_messages=list(journaled))
+    for message in journaled:
+        if message.role == "assistant":
+            out.rounds += 1
+            out.tool_calls.extend(message.tool_calls)
+            out.text = message.text
+    answered = {m.tool_call_id for m in journaled if m.role == "tool"}
+    last_answer = next((m for m in reversed(journaled) if m.role == "assistant"), None)
+    unanswered = tuple(c for c in (last_answer.tool_calls if last_answer else ()) if c.id not in answered)
+    if journaled[-1].role == "assistant" and not journaled[-1].tool_calls:
+        return out  # the turn had its final answer; only clearing the record was lost
+    return await _drive(spec, hooks, out, _Resume(unanswered, running_call))
+
+
+async def _answer_calls(
+    spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, calls: tuple[ToolCall, ...], running_call: str | None
+) -> None:
+    for call in calls:
+        if call.id == running_call:
+            result = ToolResult(INTERRUPTED_WHILE_RUNNING, True)
+        else:
+            result = await _run_tool(spec, call, hooks, out.new_messages)
+        out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
+        await _journal(spec, out.new_messages)
+
+
+async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Resume | None) -> TurnOutcome:
+    """The loop of model calls and tool calls, from ``out`` on, until a final answer or an error."""
     tool_defs = tuple(spec.tools.definitions())
-    call_seq = 0
+    call_seq = len(out.tool_calls)  # ids for calls that came without one stay distinct after a resume
     try:
+        if resume is None:
+            await _journal(spec, out.new_messages)
+        else:
+            await _answer_calls(spec, hooks, out, resume.unanswered, resume.running_call)
         while True:
             if out.rounds >= spec.max_tool_rounds:
                 out.status, out.error_kind, out.stop_reason = "error", "max_rounds", "max_rounds"
@@ -256,14 +371,13 @@ async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
                 calls.append(call if call.id else ToolCall(call.name, call.arguments, f"call_{call_seq}"))
             out.new_messages.append(Message.assistant(response.text, tuple(calls)))
             out.text = response.text
+            await _journal(spec, out.new_messages)
             if not calls:
                 # A "tool_calls" stop whose calls were all unusable still ends the turn with an answer.
                 out.stop_reason = "stop" if response.stop_reason == "tool_calls" else response.stop_reason
                 return out
             out.tool_calls.extend(calls)
-            for call in calls:
-                result = await _run_tool(spec, call, hooks)
-                out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
+            await _answer_calls(spec, hooks, out, tuple(calls), None)
     except asyncio.CancelledError:
         _close_open_calls(out.new_messages, "error: the turn was cancelled before this tool call ran")
         out.status = out.stop_reason = "cancelled"

@@ -13,7 +13,7 @@ the same class the session emits when it is paused. One name, one meaning.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sessionhive.model.errors import SessionhiveError
@@ -35,6 +35,7 @@ __all__ = [
     "TurnCancelled",
     "TurnEnd",
     "TurnError",
+    "TurnInterrupted",
     "TurnStart",
     "event_to_dict",
 ]
@@ -113,6 +114,22 @@ class TurnCancelled(AgentEvent, SessionhiveError):
 
     def __str__(self) -> str:
         return f"the turn of session {self.session_id!r} was cancelled: {self.reason}"
+
+
+@dataclass
+class TurnInterrupted(AgentEvent):
+    """A turn that a stopped process left unfinished, found when its session came back.
+
+    ``resumed`` is False when the turn was closed (each tool call left
+    without a result got one saying the process stopped; ``unfinished_calls``
+    lists their ids) and True when ``SessionConfig(resume_interrupted=True)``
+    continued it from its journal.
+    """
+
+    turn_id: int
+    prompt: str
+    resumed: bool = False
+    unfinished_calls: list[str] = field(default_factory=list)
 
 
 @dataclass

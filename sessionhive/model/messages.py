@@ -16,6 +16,7 @@ __all__ = [
     "ContextUsage",
     "Message",
     "Role",
+    "RunningTurn",
     "ToolCall",
     "ToolDefinition",
     "ToolResult",
@@ -231,3 +232,45 @@ class ToolResult:
 
     output: str
     is_error: bool = False
+
+
+@dataclass(frozen=True)
+class RunningTurn:
+    """A turn in flight, as the turn journal records it beside the session's messages.
+
+    While a turn runs, each completed step (the prompt, each model answer,
+    each tool result) is stored as appended messages together with this
+    record; a turn that finishes clears it. Finding one when a session is
+    restored means the process stopped mid-turn: the turn's messages are
+    ``messages[first_message:]`` of the stored history (prompt first), and
+    ``running_call`` names the tool call that had started to run (approved
+    and handed to the tool) when the record was written, if any: its effects
+    may have happened although no result is stored.
+    """
+
+    turn_id: int
+    prompt: str
+    started_at: float
+    first_message: int
+    running_call: str | None = None
+    status: Literal["running"] = "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "turn_id": self.turn_id,
+            "prompt": self.prompt,
+            "started_at": self.started_at,
+            "first_message": self.first_message,
+            "running_call": self.running_call,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunningTurn:
+        return cls(
+            turn_id=int(data["turn_id"]),
+            prompt=str(data["prompt"]),
+            started_at=float(data.get("started_at", 0.0)),
+            first_message=int(data["first_message"]),
+            running_call=data.get("running_call"),
+        )

@@ -30,7 +30,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Connection, Double, Integer, String, Table, Text, inspect, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    Double,
+    Integer,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sessionhive.model.errors import StoreError
@@ -88,6 +100,8 @@ class SessionRow(Base):
     message_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    #: :meth:`RunningTurn.to_dict` while a turn is in flight (the turn journal), else NULL. Schema 2.
+    running_turn: Mapped[dict[str, Any] | None]
 
 
 class MessageRow(Base):
@@ -146,7 +160,22 @@ def ensure_schema(conn: Connection, store_name: str) -> int:
     if stored is None:
         conn.execute(META.insert().values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
     elif stored < SCHEMA_VERSION:
-        # Schema 1 is the first layout: there is nothing to migrate from yet.
-        # A future layout change adds its migration steps here, before this update.
+        _migrate(conn, stored)
         conn.execute(META.update().where(META.c.key == SCHEMA_VERSION_KEY).values(value=str(SCHEMA_VERSION)))
     return SCHEMA_VERSION
+
+
+def _migrate(conn: Connection, stored: int) -> None:
+    """Bring a database at schema ``stored`` to :data:`SCHEMA_VERSION`, one step at a time.
+
+    Runs in the opening transaction (PostgreSQL runs DDL transactionally;
+    SQLite's ``ALTER TABLE ADD COLUMN`` too), after ``create_all`` has made
+    any missing table in the current layout.
+    """
+    if stored < 2:
+        # Schema 2: the turn journal's in-flight turn. Added as a nullable column, so every
+        # existing row reads as "no turn running". A table create_all just made has it already.
+        columns = {column["name"] for column in inspect(conn).get_columns(SESSIONS.name)}
+        if "running_turn" not in columns:
+            column_type = SESSIONS.c.running_turn.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {SESSIONS.name} ADD COLUMN running_turn {column_type}"))

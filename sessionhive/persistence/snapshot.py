@@ -7,11 +7,12 @@ from typing import Any, Literal
 
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.llm_config import LlmConfig
-from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message, Usage
+from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message, RunningTurn, Usage
 
 __all__ = ["SCHEMA_VERSION", "SessionSnapshot"]
 
-SCHEMA_VERSION = 1
+#: 1: the first layout; 2: ``running_turn`` (the turn journal's in-flight turn).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class SessionSnapshot:
     the history is rewritten (clear, compact); while it stays the same,
     ``messages`` only ever grows, so a store may append just the messages it
     does not hold yet.
+
+    ``running_turn`` is set while a turn is in flight (the turn journal: its
+    completed steps are already in ``messages``) and ``None`` otherwise.
     """
 
     session_id: str
@@ -40,6 +44,7 @@ class SessionSnapshot:
     history_epoch: int
     created_at: float
     updated_at: float
+    running_turn: RunningTurn | None = None
 
     def __post_init__(self) -> None:
         if self.llm_config is not None and self.llm_config.api_key is not None:
@@ -65,6 +70,7 @@ class SessionSnapshot:
             "history_epoch": self.history_epoch,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "running_turn": self.running_turn.to_dict() if self.running_turn else None,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +85,7 @@ class SessionSnapshot:
             messages = tuple(Message.from_dict(m) for m in data.get("messages", ()))
         context = data.get("context_usage") or {}
         llm = data.get("llm_config")
+        running = data.get("running_turn")
         return cls(
             session_id=data["session_id"],
             version=int(data["version"]),
@@ -97,4 +104,5 @@ class SessionSnapshot:
             history_epoch=int(data.get("history_epoch", 0)),
             created_at=float(data.get("created_at", 0.0)),
             updated_at=float(data.get("updated_at", 0.0)),
+            running_turn=RunningTurn.from_dict(running) if running else None,
         )

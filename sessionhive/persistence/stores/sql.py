@@ -63,6 +63,7 @@ def _session_row(snap: SessionSnapshot) -> dict[str, Any]:
         "message_count": len(snap.messages),
         "created_at": snap.created_at,
         "updated_at": snap.updated_at,
+        "running_turn": header["running_turn"],
     }
 
 
