@@ -79,3 +79,11 @@ def test_loadtest_shows_live_progress_on_a_terminal(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["turns_completed"] == 12
     quiet, shown_quietly = run_in_terminal([*args, "--quiet"], tmp_path, tty="stderr")
     assert quiet.returncode == 0 and "turns/s" not in shown_quietly
+
+
+def test_the_loadtest_report_is_a_table_on_a_terminal(tmp_path: Path) -> None:
+    args = ["loadtest", "--sessions", "2", "--turns", "1", "--tools-per-turn", "1"]
+    done, shown = run_in_terminal(args, tmp_path, tty="stdout")
+    assert done.returncode == 0, done.stderr
+    assert any(frame in shown for frame in "┃│┏━"), shown
+    assert "throughput" in shown and "turns/s" in shown and "OK (2/2 histories" in shown

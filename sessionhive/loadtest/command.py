@@ -16,7 +16,7 @@ from rich.table import Table
 from sessionhive import InvalidConfig, LlmConfig
 from sessionhive.hive import DEFAULT_ACTOR_BACKEND
 
-from .driver import DriveProgress, run_loadtest
+from .driver import DriveProgress, HiveFactory, run_loadtest, start_local_hive
 from .options import ACTOR_BACKENDS, LoadtestOptions, parse_duration
 from .report import LoadtestReport
 
@@ -89,6 +89,13 @@ def _llm_from_args(args: argparse.Namespace) -> LlmConfig | None:
     return LlmConfig(provider, args.model, base_url=args.base_url)
 
 
+def hive_factory_from_args(args: argparse.Namespace) -> HiveFactory:
+    """Which hive the command drives: the one place an option such as ``--target URL`` (a remote
+    service) or ``--shards N`` (a cluster) plugs in its own factory. Default: a Hive in this process."""
+    del args  # no such option yet
+    return start_local_hive
+
+
 def _duration_arg(text: str) -> float:
     try:
         return parse_duration(text)
@@ -142,7 +149,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     out.file.flush()
     errors = Console(stderr=True)
     progress = LiveProgress(errors) if errors.is_terminal and not args.quiet else None
-    report = run_loadtest(options, progress=progress)
+    report = run_loadtest(options, progress=progress, hive_factory=hive_factory_from_args(args))
     if out.is_terminal and not args.json:
         out.print(report_table(report))
     else:
