@@ -299,6 +299,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loadtest_model(spec: str, latency: float) -> ScriptedLlm:
+    """The load test's scripted model from ``TOOLS_PER_TURN[:CONFIRM_RATE]`` (for ``loadtest --target``)."""
+    from sessionhive.loadtest.script import LoadtestScript
+
+    tools, _, rate = spec.partition(":")
+    try:
+        script = LoadtestScript(int(tools), float(rate or 0.0))
+    except ValueError:
+        raise _UsageError(
+            f"--loadtest-script takes TOOLS_PER_TURN[:CONFIRM_RATE], e.g. 2:0.2, not {spec!r}"
+        ) from None
+    return ScriptedLlm(script, latency)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from sessionhive.serve import ServeOptions, read_token, run_service
@@ -306,9 +320,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"sessionhive serve needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
         ) from None
+    llm: LlmConfig | LlmClient = _llm_from_args(args)
+    if args.loadtest_script:
+        llm = _loadtest_model(args.loadtest_script, args.llm_latency)
     options = ServeOptions(
         store=args.store,
-        llm=_llm_from_args(args),
+        llm=llm,
         workspace=args.workspace,
         host=args.host,
         port=args.port,
@@ -397,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--llm-latency", type=float, default=0.0, help="seconds the scripted demo model waits per answer"
+    )
+    serve.add_argument(
+        "--loadtest-script",
+        metavar="TOOLS[:RATE]",
+        help="serve the load test's scripted model (TOOLS tool calls per turn, RATE of them confirmed) "
+        "for 'sessionhive loadtest --target URL'",
     )
     _add_store_option(serve)
     _add_llm_options(serve)

@@ -19,6 +19,7 @@ from ._codec import (
     event_from_dict,
     result_from_dict,
 )
+from ._loadtest import remote_hive_factory
 from ._remote import (
     AsyncRemoteHive,
     AsyncRemoteSubscription,
@@ -40,5 +41,6 @@ __all__ = [
     "Unauthorized",
     "error_from_problem",
     "event_from_dict",
+    "remote_hive_factory",
     "result_from_dict",
 ]

@@ -92,7 +92,11 @@ def _llm_from_args(args: argparse.Namespace) -> LlmConfig | None:
 def hive_factory_from_args(args: argparse.Namespace) -> HiveFactory:
     """Which hive the command drives: the one place an option such as ``--target URL`` (a remote
     service) or ``--shards N`` (a cluster) plugs in its own factory. Default: a Hive in this process."""
-    del args  # no such option yet
+    if args.target:
+        # A running `sessionhive serve --loadtest-script K:RATE`: the same turns and checks, over HTTP.
+        from sessionhive.client import remote_hive_factory
+
+        return remote_hive_factory(args.target)
     return start_local_hive
 
 
@@ -219,6 +223,12 @@ def add_loadtest_parser(
         help="run turns with generate() instead of reading their event streams",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    parser.add_argument(
+        "--target",
+        metavar="URL",
+        help="drive a running `sessionhive serve --loadtest-script K:RATE` at URL over HTTP "
+        "(token from $SESSIONHIVE_TOKEN) instead of a Hive in this process",
+    )
     add_store_option(parser, None, "a fresh temporary SQLite file")
     add_llm_options(parser)
     parser.set_defaults(func=cmd_loadtest)

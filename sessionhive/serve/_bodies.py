@@ -89,6 +89,7 @@ def session_config_from_json(value: Any, workspace_root: Path | None) -> Session
         resolved = (workspace_root / workspace).resolve()
         if resolved != workspace_root and workspace_root not in resolved.parents:
             raise InvalidConfig(f"config.workspace {workspace!r} is outside the service's workspace")
+        resolved.mkdir(parents=True, exist_ok=True)  # inside the service's own workspace: safe to create
         data = {**data, "workspace": str(resolved)}
     if data.get("confirmation_policy") is not None:
         policy_from_json(data["confirmation_policy"])  # the precise error for a bad policy
