@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sessionhive import (
@@ -168,9 +170,19 @@ def test_remote_cancel_ends_the_stream_with_turn_cancelled(remote: RemoteHive) -
     assert remote.history("jack")[0].role == "user"
 
 
-def test_remote_subscription_sees_a_turn(remote: RemoteHive) -> None:
+def open_streams(url: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    return float(
+        next(line for line in text.splitlines() if line.startswith("sessionhive_serve_open_streams "))[31:]
+    )
+
+
+def test_remote_subscription_sees_a_turn_and_close_ends_it_on_the_service(
+    served: tuple[Hive, ServerThread], remote: RemoteHive
+) -> None:
     remote.create_session("kate")
     with remote.subscribe("kate") as subscription:
+        assert open_streams(served[1].url) == 1
         remote.generate("kate", "hello")
         kinds: list[str] = []
         while not kinds or kinds[-1] != "TurnEnd":
@@ -178,6 +190,11 @@ def test_remote_subscription_sees_a_turn(remote: RemoteHive) -> None:
             assert event is not None
             kinds.append(event.type)
     assert kinds[0] == "TurnStart"
+    assert subscription.get(timeout=5) is None
+    deadline = time.monotonic() + 10
+    while open_streams(served[1].url) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the service notices the closed connection on its own loop
+    assert open_streams(served[1].url) == 0
 
 
 def test_remote_refusals(served: tuple[Hive, ServerThread]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import queue
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
@@ -203,6 +204,16 @@ class RemoteSubscription:
         return event
 
     def close(self) -> None:
+        # The reader thread is blocked in recv(): closing the socket would not wake it (nor tell the
+        # service), shutting it down does both.
+        network = self._response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+        self._thread.join(5)
         self._response.close()
 
     def __enter__(self) -> RemoteSubscription:

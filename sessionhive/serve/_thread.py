@@ -57,6 +57,9 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self) -> None:
+        close_streams = getattr(self.server.config.app, "close_streams", None)
+        if callable(close_streams) and self.loop is not None:
+            self.loop.call_soon_threadsafe(close_streams)  # live event streams would hold the shutdown
         self.server.should_exit = True
         self._thread.join(30)
         self._socket.close()
