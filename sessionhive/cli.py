@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -174,6 +174,28 @@ def _port(text: str) -> int:
     return port
 
 
+def _turn_done(event: TurnEnd) -> str:
+    result = event.result
+    return (
+        f"= turn done: {result.rounds} LLM call(s), {len(result.tool_calls)} tool call(s), "
+        f"{result.usage.total_tokens} tokens"
+    )
+
+
+#: How the terminal shows each kind of event (text deltas and tool results are written apart).
+_EVENT_LINES: dict[type, Callable[[Any], str]] = {
+    TurnStart: lambda e: f"[{e.session_id}] > {e.prompt}",
+    ConfirmationRequired: lambda e: f"? {e.tool_name} {json.dumps(e.arguments)} needs confirmation",
+    ConfirmationResolved: lambda e: f"  confirmation {e.outcome}" + (f" ({e.reason})" if e.reason else ""),
+    ToolStart: lambda e: f"> tool {e.tool_name} {json.dumps(e.arguments, default=str)}",
+    TurnEnd: _turn_done,
+    TurnError: lambda e: f"! turn failed ({e.kind}): {cli_text(e.error)}",
+    TurnCancelled: lambda e: f"! turn cancelled: {e.reason}",
+    ContextCompacted: lambda e: f"~ context compacted: {e.before_messages} -> {e.after_messages} messages",
+    PersistenceFailed: lambda e: f"! persistence failed: {e.error}",
+}
+
+
 class _Printer:
     """Renders a turn's events for a human, or as JSON lines."""
 
@@ -191,33 +213,15 @@ class _Printer:
     def show(self, event: AgentEvent) -> None:
         if self.as_json:
             self.out.write(json.dumps(event_to_dict(event), default=str) + "\n")
-        elif isinstance(event, TurnStart):
-            self._line(f"[{event.session_id}] > {event.prompt}")
         elif isinstance(event, TextDelta):
             self.out.write(event.text)
             self._in_text = True
-        elif isinstance(event, ConfirmationRequired):
-            self._line(f"? {event.tool_name} {json.dumps(event.arguments)} needs confirmation")
-        elif isinstance(event, ConfirmationResolved):
-            self._line(f"  confirmation {event.outcome}" + (f" ({event.reason})" if event.reason else ""))
-        elif isinstance(event, ToolStart):
-            self._line(f"> tool {event.tool_name} {json.dumps(event.arguments, default=str)}")
         elif isinstance(event, ToolEnd):
             self._tool_end(event)
-        elif isinstance(event, TurnEnd):
-            usage = event.result.usage
-            self._line(
-                f"= turn done: {event.result.rounds} LLM call(s), "
-                f"{len(event.result.tool_calls)} tool call(s), {usage.total_tokens} tokens"
-            )
-        elif isinstance(event, TurnError):
-            self._line(f"! turn failed ({event.kind}): {cli_text(event.error)}")
-        elif isinstance(event, TurnCancelled):
-            self._line(f"! turn cancelled: {event.reason}")
-        elif isinstance(event, ContextCompacted):
-            self._line(f"~ context compacted: {event.before_messages} -> {event.after_messages} messages")
-        elif isinstance(event, PersistenceFailed):
-            self._line(f"! persistence failed: {event.error}")
+        else:
+            describe = _EVENT_LINES.get(type(event))
+            if describe is not None:
+                self._line(describe(event))
         self.out.flush()
 
     def _tool_end(self, event: ToolEnd) -> None:
@@ -337,24 +341,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_service(options)
 
 
-def _polish_help(parser: argparse.ArgumentParser) -> None:
-    """Every option of every subcommand says what it does and, when it has one, its default."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for subparser in action.choices.values():
-                _polish_help(subparser)
-            continue
-        if action.help == argparse.SUPPRESS or not action.option_strings:
-            continue
-        if action.help is None:
-            action.help = _SHARED_HELP.get(action.dest, "")
-        default = action.default
-        if default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
-            action.help += f" (default: {default})"
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose options all say what they do and, when they have one, their default.
+
+    ``commands`` maps each subcommand to its parser (for the usage line of an error).
+    """
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings and action.help != argparse.SUPPRESS:
+            if action.help is None:
+                action.help = _SHARED_HELP.get(action.dest, "")
+            default = action.default
+            if default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
+                action.help += f" (default: {default})"
+        return action
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sessionhive", description=DESCRIPTION, epilog=EPILOG)
+    parser = _Parser(prog="sessionhive", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"sessionhive {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -430,17 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sessions_parser(sub, _add_store_option)
     add_loadtest_parser(sub, _add_store_option, _add_llm_options)
-    _polish_help(parser)
+    parser.commands = dict(sub.choices)
     return parser
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
     """The parser of ``command`` (for its usage line in an error), else the top-level one."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            found: argparse.ArgumentParser = action.choices[command]
-            return found
-    return parser
+    commands: dict[str, argparse.ArgumentParser] = getattr(parser, "commands", {})
+    return commands.get(command or "", parser)
 
 
 @contextmanager

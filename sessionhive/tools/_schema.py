@@ -116,10 +116,7 @@ class ArgumentSpec:
     @classmethod
     def build(cls, tool: str, func: Callable[..., Any], schema: Mapping[str, Any] | None) -> ArgumentSpec:
         """Check ``schema`` against ``func`` (deriving it when ``None``); ``InvalidConfig`` on a mismatch."""
-        try:
-            parameters = _signature(func).parameters
-        except ValueError as exc:
-            raise InvalidConfig(f"tool {tool!r}: cannot read the signature of {func!r}: {exc}") from None
+        parameters = cls._parameters(tool, func)
         wants_context = CONTEXT_PARAMETER in parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
         named = {
@@ -128,14 +125,6 @@ class ArgumentSpec:
             if name != CONTEXT_PARAMETER
             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         }
-        for name, p in parameters.items():
-            if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is inspect.Parameter.empty:
-                raise InvalidConfig(
-                    f"tool {tool!r}: parameter {name!r} is positional-only; tools are called with "
-                    "keyword arguments, so make it a normal or keyword-only parameter"
-                )
-        if wants_context and parameters[CONTEXT_PARAMETER].kind is inspect.Parameter.POSITIONAL_ONLY:
-            raise InvalidConfig(f"tool {tool!r}: the 'context' parameter must accept a keyword argument")
         if schema is None:
             schema = cls._derive(named, takes_any)
         else:
@@ -162,6 +151,24 @@ class ArgumentSpec:
                     "in 'required'"
                 )
         return cls(tool, schema, required, accepted, wants_context, Draft202012Validator(schema))
+
+    @staticmethod
+    def _parameters(tool: str, func: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+        """The function's parameters, refused when a tool call (keyword arguments) cannot fill them."""
+        try:
+            parameters = _signature(func).parameters
+        except ValueError as exc:
+            raise InvalidConfig(f"tool {tool!r}: cannot read the signature of {func!r}: {exc}") from None
+        for name, p in parameters.items():
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is inspect.Parameter.empty:
+                raise InvalidConfig(
+                    f"tool {tool!r}: parameter {name!r} is positional-only; tools are called with "
+                    "keyword arguments, so make it a normal or keyword-only parameter"
+                )
+        context = parameters.get(CONTEXT_PARAMETER)
+        if context is not None and context.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise InvalidConfig(f"tool {tool!r}: the 'context' parameter must accept a keyword argument")
+        return parameters
 
     @staticmethod
     def _derive(named: Mapping[str, inspect.Parameter], takes_any: bool) -> dict[str, Any]:
