@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -125,6 +126,7 @@ class AsyncChannel:
         session_id: str = "",
     ) -> None:
         self._loop = loop
+        self._loop_thread = threading.get_ident()  # created by the consumer, on its loop
         self._incoming: deque[object] = deque()  # producer appends, loop pops: both atomic
         self._drain_pending = False  # set by the producer, cleared by the loop before it drains
         self._items: deque[object] = deque()  # loop thread only
@@ -149,7 +151,10 @@ class AsyncChannel:
         if not self._drain_pending:
             self._drain_pending = True
             try:
-                self._loop.call_soon_threadsafe(self._drain)
+                if threading.get_ident() == self._loop_thread:
+                    self._loop.call_soon(self._drain)  # a producer on the consumer's loop: no wake-up needed
+                else:
+                    self._loop.call_soon_threadsafe(self._drain)
             except RuntimeError:
                 self.closed = True  # the consumer's loop is gone: nobody is left to read
 

@@ -33,7 +33,7 @@ def workspace(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["pooled", "threads"])
+@pytest.fixture(params=["asyncio", "pooled", "threads"])
 def actor_backend(request: pytest.FixtureRequest) -> str:
     """Both actor backends: every test that takes a ``hive`` runs on each."""
     backend: str = request.param

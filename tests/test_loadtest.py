@@ -113,7 +113,7 @@ def test_cli_as_a_subprocess(tmp_path: Path) -> None:
     assert "\r[" not in done.stderr  # --quiet, and not a terminal anyway
     figures = json.loads(out.read_text())
     check_figures(figures)
-    assert figures["options"]["actor_backend"] in ("pooled", "threads")  # the Hive's default
+    assert figures["options"]["actor_backend"] == "asyncio"  # the Hive's default
 
 
 def test_default_store_is_a_temporary_sqlite_file_and_says_so(

@@ -1,13 +1,21 @@
-"""``SupervisorActor``: the registry of live session actors, and nothing else.
+"""``SupervisorActor``: the registry of session actors, and the only one that creates or ends them.
 
-It alone knows which sessions exist (live or stored), which actor holds a
-live one, and which sessions are children of which. Every call for a session
-passes through it (``Route``), which is what makes sessions virtual actors: a
-call for a stored but not live session activates it from the store first; a
-session in transition (activating, passivating, being destroyed) has its calls
-held, in order, until the transition ends. The supervisor never blocks on
-another actor: requests carry futures whose completion comes back to it as a
-``Continue`` message.
+It alone writes the :class:`~sessionhive.actors.directory.Directory`: which
+sessions exist (live or stored), which actor holds a live one, which are
+children of which, which are marked failed. The facade reads that directory
+to send a call straight to a live session; only creation, activation,
+passivation, destroy and crashes come through here. That makes sessions
+virtual actors: a call for a stored but not live session is routed here and
+activates it from the store first; a session in transition (activating,
+passivating, restarting) has its calls held, in order, until the transition
+ends. The supervisor never blocks on another actor: requests carry futures
+whose completion comes back to it as a :class:`Continue` message.
+
+A session actor that crashes is restarted from its last snapshot, at most
+``restart_limit`` times in ``restart_window`` seconds, with a growing delay
+between restarts (OTP's restart intensity); past that it is marked failed
+and refuses calls with :class:`~sessionhive.SessionFailed` until
+``reset_session()``.
 """
 
 from __future__ import annotations
@@ -23,79 +31,48 @@ from typing import Any
 
 import pykka
 
-from sessionhive.actors.session import Call, HiveServices, SessionActor, SessionCrashed, SessionGone
-from sessionhive.llm import LlmClient, LlmConfig
+from sessionhive.actors.directory import SessionEntry
+from sessionhive.actors.messages import (
+    Activate,
+    Continue,
+    Create,
+    Destroy,
+    DestroyTree,
+    Inheritance,
+    ListSessions,
+    LoadAll,
+    Passivate,
+    ResetSession,
+    Route,
+    SessionCrashed,
+    SessionGone,
+    Shutdown,
+    ShutdownAll,
+)
+from sessionhive.actors.services import HiveServices
+from sessionhive.actors.session import SessionActor
+from sessionhive.llm import LlmClient
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
-from sessionhive.model.errors import SessionExists, SessionNotFound, StoreError
+from sessionhive.model.errors import SessionExists, SessionFailed, SessionNotFound, StoreError
+from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Usage
 from sessionhive.persistence.actor import Load
 from sessionhive.persistence.snapshot import SessionSnapshot
-from sessionhive.runtime import ActorBackend, HiveActor, complete, fail
+from sessionhive.runtime import ActorBackend, HiveActor, Reply, complete, fail
 
-__all__ = ["Create", "Destroy", "Notify", "Query", "Route", "Shutdown", "SupervisorActor"]
+__all__ = ["SupervisorActor"]
 
 log = logging.getLogger("sessionhive.supervisor")
 
-Reply = concurrent.futures.Future[Any]
 
-
-@dataclass
-class Route:
-    """Deliver ``call`` to session ``session_id``, activating it first if needed."""
-
-    session_id: str
-    call: Call
-
-
-@dataclass
-class Notify:
-    """Deliver ``message`` to ``session_id`` only if it is live (never activates it)."""
-
-    session_id: str
-    message: Any
-
-
-@dataclass
-class Create:
-    session_id: str
-    config: SessionConfig
-    parent_id: str | None
-    reply: Reply
-
-
-@dataclass
-class Destroy:
-    session_id: str
-    reply: Reply
-
-
-@dataclass
-class Query:
-    """``kind`` is one of: list, count, live_count, children, load_all."""
-
-    kind: str
-    reply: Reply
-    arg: str | None = None
-
-
-@dataclass
-class Shutdown:
-    reply: Reply
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Loaded:
     session_id: str
     snapshot: SessionSnapshot | None
     error: BaseException | None
 
 
-@dataclass(frozen=True)
-class _Continue:
-    fn: Callable[[], None]
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Tick:
     pass
 
@@ -103,11 +80,11 @@ class _Tick:
 @dataclass
 class _Gather:
     remaining: int
-    futures: list[Reply] = field(default_factory=list)
+    futures: list[concurrent.futures.Future[Any]] = field(default_factory=list)
 
 
 class SupervisorActor(HiveActor):
-    """Spawns sessions and child sessions, and owns the id -> actor registry."""
+    """Spawns sessions and child sessions, and owns the session directory."""
 
     def __init__(
         self,
@@ -123,14 +100,12 @@ class SupervisorActor(HiveActor):
         self._services = services
         self._metrics = services.metrics
         self._backend = backend
-        self._live: dict[str, pykka.ActorRef[Any]] = {}
+        self._directory = services.directory
         self._last_used: OrderedDict[str, float] = OrderedDict()
         self._waiting: dict[str, list[Any]] = {}
-        self._known: set[str] = set()
-        self._parent: dict[str, str] = {}
-        self._children: dict[str, set[str]] = {}
+        self._children: dict[str, set[str]] = {}  # the mutable twin of directory.children
         for session_id, parent_id in stored:
-            self._known.add(session_id)
+            self._directory.known.add(session_id)
             if parent_id is not None:
                 self._link(session_id, parent_id)
         self._idle_timeout = idle_timeout
@@ -138,7 +113,7 @@ class SupervisorActor(HiveActor):
         self._tick_interval = tick_interval
         self._ticker_stop = threading.Event()
         self._restarting: set[str] = set()
-        self._shutting_down = False
+        self._crashes: dict[str, list[float]] = {}
 
     def on_receive(self, message: Any) -> Any:
         self._metrics.child(self._metrics.messages_handled, "supervisor", type(message).__name__).inc()
@@ -170,32 +145,42 @@ class SupervisorActor(HiveActor):
     # ------------------------------------------------------------------ helpers
 
     def _link(self, child: str, parent: str) -> None:
-        self._parent[child] = parent
-        self._children.setdefault(parent, set()).add(child)
+        self._directory.parents[child] = parent
+        siblings = self._children.setdefault(parent, set())
+        siblings.add(child)
+        self._directory.children[parent] = frozenset(siblings)
 
     def _unlink(self, session_id: str) -> None:
-        parent = self._parent.pop(session_id, None)
-        if parent is not None:
-            siblings = self._children.get(parent)
-            if siblings is not None:
-                siblings.discard(session_id)
-                if not siblings:
-                    del self._children[parent]
+        parent = self._directory.parents.pop(session_id, None)
+        if parent is None:
+            return
+        siblings = self._children.get(parent)
+        if siblings is not None:
+            siblings.discard(session_id)
+            if siblings:
+                self._directory.children[parent] = frozenset(siblings)
+            else:
+                del self._children[parent]
+                self._directory.children.pop(parent, None)
 
     def _later(
         self, future: concurrent.futures.Future[Any], then: Callable[[concurrent.futures.Future[Any]], None]
     ) -> None:
         """Run ``then(future)`` inside this actor once ``future`` completes (never blocks)."""
         ref = self.actor_ref
-        future.add_done_callback(lambda done: ref.tell(_Continue(lambda: then(done))))
+        future.add_done_callback(lambda done: ref.tell(Continue(lambda: then(done))))
 
-    def _gather(self, futures: list[Reply], then: Callable[[list[Reply]], None]) -> None:
+    def _gather(
+        self,
+        futures: list[concurrent.futures.Future[Any]],
+        then: Callable[[list[concurrent.futures.Future[Any]]], None],
+    ) -> None:
         if not futures:
             then([])
             return
         state = _Gather(len(futures), futures)
 
-        def one_done(_done: Reply) -> None:
+        def one_done(_done: concurrent.futures.Future[Any]) -> None:
             state.remaining -= 1  # runs inside the actor: one writer
             if state.remaining == 0:
                 then(state.futures)
@@ -214,6 +199,9 @@ class SupervisorActor(HiveActor):
         for message in self._waiting.pop(session_id, []):
             self._dispatch(message)
 
+    def _set_live_gauge(self) -> None:
+        self._metrics.live_sessions.set(len(self._directory.live))
+
     def _spawn(
         self,
         snapshot: SessionSnapshot,
@@ -221,18 +209,25 @@ class SupervisorActor(HiveActor):
         llm_client: LlmClient | None = None,
         inherited: LlmConfig | None = None,
         created: Reply | None = None,
-    ) -> pykka.ActorRef[Any]:
-        ref = self._backend.spawn(
-            SessionActor, self._services, self.actor_ref, snapshot, llm_client, inherited, created
+    ) -> SessionEntry:
+        session_id = snapshot.session_id
+        entry = SessionEntry(session_id)
+        entry.ref = self._backend.spawn(
+            SessionActor, self._services, self.actor_ref, entry, snapshot, llm_client, inherited, created
         )
-        self._live[snapshot.session_id] = ref
-        self._last_used[snapshot.session_id] = time.monotonic()
-        self._known.add(snapshot.session_id)
+        self._directory.known.add(session_id)
         if snapshot.parent_id is not None:
-            self._link(snapshot.session_id, snapshot.parent_id)
-        self._metrics.live_sessions.set(len(self._live))
+            self._link(session_id, snapshot.parent_id)
+        self._directory.live[session_id] = entry  # published last: the entry is complete
+        self._last_used[session_id] = time.monotonic()
+        self._set_live_gauge()
         self._enforce_max_live()
-        return ref
+        return entry
+
+    def _drop_live(self, session_id: str) -> None:
+        self._directory.live.pop(session_id, None)
+        self._last_used.pop(session_id, None)
+        self._set_live_gauge()
 
     # ------------------------------------------------------------------ routing
 
@@ -240,9 +235,13 @@ class SupervisorActor(HiveActor):
         session_id = message.session_id
         if self._hold(session_id, message):
             return
-        ref = self._live.get(session_id)
-        if ref is None:
-            if session_id not in self._known:
+        failed = self._directory.failed.get(session_id)
+        if failed is not None:
+            fail(message.call.reply, SessionFailed(session_id, failed))
+            return
+        entry = self._directory.live.get(session_id)
+        if entry is None:
+            if session_id not in self._directory.known:
                 fail(message.call.reply, SessionNotFound(session_id))
                 return
             self._activate(session_id)
@@ -250,37 +249,29 @@ class SupervisorActor(HiveActor):
             return
         self._last_used[session_id] = time.monotonic()
         self._last_used.move_to_end(session_id)
-        if message.call.op in ("destroy", "passivate"):
-            self._waiting[session_id] = []  # hold later calls until SessionGone (or refusal)
+        assert entry.ref is not None
         try:
-            ref.tell(message.call)
+            entry.ref.tell(message.call)
         except pykka.ActorDeadError:
-            # Died without telling us (its crash report is on the way, or was lost):
-            # restart it from the store and deliver this call to the new actor.
-            self._waiting.pop(session_id, None)
-            self._restart(session_id, ref, None, (message.call,))
-
-    def on_Notify(self, message: Notify) -> None:
-        ref = self._live.get(message.session_id)
-        if ref is not None:
-            ref.tell(message.message)
+            # Stopped without our knowing yet: its report (gone or crashed)
+            # is on its way and releases the calls held meanwhile.
+            self._waiting[session_id] = [message]
 
     def _activate(self, session_id: str) -> None:
         self._waiting[session_id] = []
         ref = self.actor_ref
-        persistence = self._services.persistence
-        assert persistence is not None
 
         def on_loaded(snapshot: SessionSnapshot | None, error: BaseException | None) -> None:
             ref.tell(_Loaded(session_id, snapshot, error))
 
-        persistence.tell(Load(session_id, on_loaded))
+        self._services.persistence.send(Load(session_id, on_loaded))
 
     def on__Loaded(self, message: _Loaded) -> None:
         session_id = message.session_id
+        restarting = session_id in self._restarting
+        self._restarting.discard(session_id)
         if message.error is not None or message.snapshot is None:
             held = self._waiting.pop(session_id, [])
-            self._restarting.discard(session_id)
             if message.error is None:
                 self._forget(session_id)
                 error: BaseException = SessionNotFound(session_id)
@@ -294,18 +285,19 @@ class SupervisorActor(HiveActor):
                 else:
                     fail(held_message.reply, error)
             return
-        if session_id in self._restarting:
-            self._restarting.discard(session_id)
-        else:
+        if not restarting:
             self._metrics.session_lifecycle.labels("activated").inc()
         self._spawn(message.snapshot)
         self._release(session_id)
 
     def _forget(self, session_id: str) -> None:
-        self._known.discard(session_id)
+        self._directory.known.discard(session_id)
+        self._directory.failed.pop(session_id, None)
+        self._crashes.pop(session_id, None)
         self._unlink(session_id)
         for child in self._children.pop(session_id, set()):
-            self._parent.pop(child, None)
+            self._directory.parents.pop(child, None)
+        self._directory.children.pop(session_id, None)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -313,46 +305,47 @@ class SupervisorActor(HiveActor):
         session_id, parent_id = message.session_id, message.parent_id
         if self._hold(session_id, message):
             return
-        if session_id in self._live or session_id in self._known:
-            fail(message.reply, SessionExists(session_id))
+        if session_id in self._directory.live or session_id in self._directory.known:
+            if message.exist_ok:
+                complete(message.reply, session_id)
+            else:
+                fail(message.reply, SessionExists(session_id))
             return
         if parent_id is None:
-            snapshot = _new_snapshot(session_id, None, message.config, message.config.confirmation_policy)
+            snapshot = _new_snapshot(session_id, None, message.config)
             self._spawn(snapshot, created=message.reply)
             self._metrics.session_lifecycle.labels("created").inc()
             return
-        if parent_id not in self._live and parent_id not in self._known:
+        if parent_id not in self._directory.live and parent_id not in self._directory.known:
             fail(message.reply, SessionNotFound(parent_id))
             return
         # Reserve the child id while the parent answers what the child inherits.
         self._waiting[session_id] = []
-        inheritance: Reply = concurrent.futures.Future()
-        self._dispatch(Route(parent_id, Call("inheritance", (), inheritance)))
+        inheritance: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._dispatch(Route(parent_id, Inheritance(inheritance)))
         self._later(inheritance, lambda done: self._finish_child(message, done))
 
-    def _finish_child(self, message: Create, inheritance: Reply) -> None:
+    def _finish_child(self, message: Create, inheritance: concurrent.futures.Future[Any]) -> None:
         error = inheritance.exception()
         if error is not None:
             fail(message.reply, error)
-        elif message.parent_id not in self._known:
+        elif message.parent_id not in self._directory.known:
             fail(message.reply, SessionNotFound(message.parent_id or ""))
         else:
             policy, client, llm_config = inheritance.result()
             config = message.config
             if config.confirmation_policy is None:
-                config = _with_policy(config, policy)
-            snapshot = _new_snapshot(
-                message.session_id, message.parent_id, config, config.confirmation_policy, llm_config
-            )
+                config = replace(config, confirmation_policy=policy)
+            snapshot = _new_snapshot(message.session_id, message.parent_id, config, llm_config)
             self._spawn(snapshot, llm_client=client, inherited=llm_config, created=message.reply)
             self._metrics.session_lifecycle.labels("created").inc()
         self._release(message.session_id)
 
-    def on_Destroy(self, message: Destroy) -> None:
+    def on_DestroyTree(self, message: DestroyTree) -> None:
         root = message.session_id
         if self._hold(root, message):
             return
-        if root not in self._live and root not in self._known:
+        if root not in self._directory.live and root not in self._directory.known:
             fail(message.reply, SessionNotFound(root))
             return
         order: list[str] = []
@@ -363,13 +356,14 @@ class SupervisorActor(HiveActor):
             order.append(session_id)
 
         visit(root)
-        futures: list[Reply] = []
+        futures: list[concurrent.futures.Future[Any]] = []
         for session_id in order:
-            done: Reply = concurrent.futures.Future()
+            self._directory.failed.pop(session_id, None)  # a failed session can still be destroyed
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
             futures.append(done)
-            self._dispatch(Route(session_id, Call("destroy", (), done)))
+            self._dispatch(Route(session_id, Destroy(done)))
 
-        def all_done(results: list[Reply]) -> None:
+        def all_done(results: list[concurrent.futures.Future[Any]]) -> None:
             errors = [f.exception() for f in results if f.exception() is not None]
             real = [e for e in errors if not isinstance(e, SessionNotFound)]
             if real:
@@ -381,10 +375,9 @@ class SupervisorActor(HiveActor):
 
     def on_SessionGone(self, message: SessionGone) -> None:
         session_id = message.session_id
-        if self._live.get(session_id) is message.ref:
-            del self._live[session_id]
-            self._last_used.pop(session_id, None)
-            self._metrics.live_sessions.set(len(self._live))
+        entry = self._directory.live.get(session_id)
+        if entry is not None and entry.ref is message.ref:
+            self._drop_live(session_id)
         if message.reason == "destroyed":
             self._forget(session_id)
             self._metrics.session_lifecycle.labels("destroyed").inc()
@@ -393,55 +386,76 @@ class SupervisorActor(HiveActor):
         self._release(session_id)
 
     def on_SessionCrashed(self, message: SessionCrashed) -> None:
-        log.error("session %s crashed (%s); restarting it", message.session_id, message.error)
-        self._restart(message.session_id, message.ref, message.snapshot, message.held)
-
-    def _restart(
-        self,
-        session_id: str,
-        ref: pykka.ActorRef[Any],
-        snapshot: SessionSnapshot | None,
-        held: tuple[Call, ...],
-    ) -> None:
-        if self._live.get(session_id) is not ref:
-            # Already restarted (or destroyed): just redeliver what it held.
-            for call in held:
-                self._dispatch(Route(session_id, call))
-            return
-        del self._live[session_id]
-        self._last_used.pop(session_id, None)
-        self._metrics.live_sessions.set(len(self._live))
-        self._metrics.session_lifecycle.labels("restarted").inc()
+        session_id = message.session_id
+        entry = self._directory.live.get(session_id)
+        if entry is None or entry.ref is not message.ref:
+            return  # an older incarnation's report
+        self._drop_live(session_id)
+        now = time.monotonic()
+        window = self._services.restart_window
+        recent = [t for t in self._crashes.get(session_id, []) if now - t < window]
+        recent.append(now)
+        self._crashes[session_id] = recent
         later = self._waiting.pop(session_id, [])
-        routes = [Route(session_id, call) for call in held]
+        if len(recent) > self._services.restart_limit:
+            log.error(
+                "session %s crashed %d times in %.0f s (%s); marked failed until reset_session()",
+                session_id,
+                len(recent),
+                window,
+                message.error,
+            )
+            self._directory.failed[session_id] = message.error
+            self._metrics.session_failures.inc()
+            self._metrics.session_lifecycle.labels("failed").inc()
+            for held in later:
+                self._dispatch(held)  # refused with SessionFailed
+            return
+        log.error("session %s crashed (%s); restarting it", session_id, message.error)
+        self._metrics.session_lifecycle.labels("restarted").inc()
+        self._waiting[session_id] = later
+        delay = 0.0 if len(recent) == 1 else min(0.1 * 2 ** (len(recent) - 2), 5.0)
+        self._after(delay, lambda: self._restart(session_id, message.snapshot))
+
+    def _after(self, delay: float, fn: Callable[[], None]) -> None:
+        if delay <= 0:
+            fn()
+            return
+        ref = self.actor_ref
+        timer = threading.Timer(delay, lambda: _tell_quietly(ref, Continue(fn)))
+        timer.daemon = True
+        timer.start()
+
+    def _restart(self, session_id: str, snapshot: SessionSnapshot | None) -> None:
         if snapshot is not None:
             self._spawn(snapshot)
-            self._waiting[session_id] = []
-            self._waiting[session_id].extend(routes + later)
             self._release(session_id)
-        else:
-            self._restarting.add(session_id)
-            self._activate(session_id)
-            self._waiting[session_id].extend(routes + later)
+            return
+        held = self._waiting.pop(session_id, [])
+        self._restarting.add(session_id)
+        self._activate(session_id)
+        self._waiting[session_id].extend(held)
+
+    def on_ResetSession(self, message: ResetSession) -> None:
+        session_id = message.session_id
+        if session_id not in self._directory.known:
+            fail(message.reply, SessionNotFound(session_id))
+            return
+        was_failed = self._directory.failed.pop(session_id, None) is not None
+        self._crashes.pop(session_id, None)
+        complete(message.reply, was_failed)
 
     def _passivate(self, session_id: str) -> None:
-        ref = self._live.get(session_id)
-        if ref is None or session_id in self._waiting:
+        entry = self._directory.live.get(session_id)
+        if entry is None or session_id in self._waiting:
             return
-        answer: Reply = concurrent.futures.Future()
-        self._dispatch(Route(session_id, Call("passivate", (), answer)))
-
-        def refused_or_done(done: Reply) -> None:
-            refused = done.exception() is not None or not done.result()
-            if refused and self._live.get(session_id) is ref:
-                self._release(session_id)  # still live (busy, memory-only...): let held calls through
-
-        self._later(answer, refused_or_done)
+        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._dispatch(Route(session_id, Passivate(answer)))
 
     def _enforce_max_live(self) -> None:
-        if self._max_live is None or len(self._live) <= self._max_live:
+        if self._max_live is None or len(self._directory.live) <= self._max_live:
             return
-        excess = len(self._live) - self._max_live
+        excess = len(self._directory.live) - self._max_live
         for session_id in list(self._last_used)[: excess * 2]:
             if excess <= 0:
                 break
@@ -451,10 +465,11 @@ class SupervisorActor(HiveActor):
 
     def on__Tick(self, message: _Tick) -> None:
         depth = self._metrics.mailbox_depth
-        depth.labels("session").set(sum(_inbox_depth(ref) for ref in self._live.values()))
+        depth.labels("session").set(sum(_inbox_depth(e.ref) for e in self._directory.live.values()))
         depth.labels("supervisor").set(_inbox_depth(self.actor_ref))
-        if self._services.persistence is not None:
-            depth.labels("persistence").set(_inbox_depth(self._services.persistence))
+        persistence = self._services.persistence.ref
+        if persistence is not None:
+            depth.labels("persistence").set(_inbox_depth(persistence))
         if self._idle_timeout is not None:
             horizon = time.monotonic() - self._idle_timeout
             for session_id, used in list(self._last_used.items()):
@@ -463,70 +478,57 @@ class SupervisorActor(HiveActor):
                 self._passivate(session_id)
         self._enforce_max_live()
 
-    def on__Continue(self, message: _Continue) -> None:
+    def on_Continue(self, message: Continue) -> None:
         message.fn()
 
     # ------------------------------------------------------------------ queries
 
-    def on_Query(self, message: Query) -> None:
-        kind = message.kind
-        if kind == "list":
-            complete(message.reply, sorted(self._known))
-        elif kind == "count":
-            complete(message.reply, len(self._known))
-        elif kind == "live_count":
-            complete(message.reply, len(self._live))
-        elif kind == "children":
-            complete(message.reply, sorted(self._children.get(message.arg or "", ())))
-        elif kind == "load_all":
-            self._load_all(message.reply)
-        else:
-            fail(message.reply, ValueError(f"unknown supervisor query {kind!r}"))
+    def on_ListSessions(self, message: ListSessions) -> None:
+        complete(message.reply, sorted(self._directory.known))
 
-    def _load_all(self, reply: Reply) -> None:
-        futures: list[Reply] = []
-        for session_id in sorted(self._known - set(self._live)):
-            future: Reply = concurrent.futures.Future()
+    def on_LoadAll(self, message: LoadAll) -> None:
+        futures: list[concurrent.futures.Future[Any]] = []
+        for session_id in sorted(self._directory.known - set(self._directory.live)):
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             futures.append(future)
-            self._dispatch(Route(session_id, Call("version", (), future)))
-        self._gather(futures, lambda done: complete(reply, sum(1 for f in done if f.exception() is None)))
+            self._dispatch(Route(session_id, Activate(future)))
+        self._gather(
+            futures, lambda done: complete(message.reply, sum(1 for f in done if f.exception() is None))
+        )
 
-    def on_Shutdown(self, message: Shutdown) -> None:
-        self._shutting_down = True
-        futures: list[Reply] = []
-        for session_id, ref in list(self._live.items()):
-            done: Reply = concurrent.futures.Future()
+    def on_ShutdownAll(self, message: ShutdownAll) -> None:
+        futures: list[concurrent.futures.Future[Any]] = []
+        for entry in list(self._directory.live.values()):
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
             futures.append(done)
+            assert entry.ref is not None
             try:
-                ref.tell(Call("shutdown", (), done))
+                entry.ref.tell(Shutdown(done))
             except pykka.ActorDeadError:
                 complete(done, None)
-            del session_id
         self._gather(futures, lambda _done: complete(message.reply, None))
 
 
-def _inbox_depth(ref: pykka.ActorRef[Any]) -> int:
-    """Messages waiting in an actor's inbox (queue.Queue for threads, a sized inbox when pooled)."""
+def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass  # the Hive stopped meanwhile
+
+
+def _inbox_depth(ref: pykka.ActorRef[Any] | None) -> int:
+    """Messages waiting in an actor's inbox (queue.Queue for threads, a sized mailbox otherwise)."""
+    if ref is None:
+        return 0
     inbox: Any = ref.actor_inbox
     size = getattr(inbox, "qsize", None)
     if size is not None:
         return int(size())
-    try:
-        return len(inbox)
-    except TypeError:
-        return 0
-
-
-def _with_policy(config: SessionConfig, policy: ConfirmationPolicy) -> SessionConfig:
-    return replace(config, confirmation_policy=policy)
+    return 0
 
 
 def _new_snapshot(
-    session_id: str,
-    parent_id: str | None,
-    config: SessionConfig,
-    policy: ConfirmationPolicy | None,
-    llm_config: LlmConfig | None = None,
+    session_id: str, parent_id: str | None, config: SessionConfig, llm_config: LlmConfig | None = None
 ) -> SessionSnapshot:
     now = time.time()
     return SessionSnapshot(
@@ -535,7 +537,7 @@ def _new_snapshot(
         parent_id=parent_id,
         state="active",
         config=config,
-        confirmation_policy=policy or ConfirmationPolicy(),
+        confirmation_policy=config.confirmation_policy or ConfirmationPolicy(),
         llm_config=llm_config,
         thinking=False,
         budget=None,

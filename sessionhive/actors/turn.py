@@ -1,4 +1,4 @@
-"""Where turns run: one asyncio event loop thread per Hive, off every actor's mailbox.
+"""Where turns run: coroutines on the Hive's event loop, off every actor's mailbox.
 
 A turn spends nearly all its time waiting (LLM streaming, tool subprocesses,
 a human confirmation), so turns are coroutines: ten thousand of them can be
@@ -6,8 +6,14 @@ in flight on one thread without holding a dispatcher thread or an OS thread
 each. ``max_concurrent_turns`` bounds how many run at once; the rest wait
 their turn in order (backpressure), visible in the turns-in-flight gauge.
 
-A turn owns no shared state: it works on an immutable copy of its session's
-history and reports back to its SessionActor with tells (:class:`SessionTurnHooks`).
+With the asyncio backend the loop is the one the session actors run on (so
+a turn and its session talk without a thread hop); with the other backends
+it is a loop thread of its own. A turn owns no shared state: it works on an
+immutable copy of its session's history and reports back to its
+SessionActor with tells (:class:`SessionTurnHooks`). Whatever a turn raises
+(``SystemExit`` from a model client or a tool included) ends that turn
+only: it reaches the session as the turn's outcome and never escapes into
+the event loop, where it would stop every session.
 """
 
 from __future__ import annotations
@@ -35,21 +41,49 @@ __all__ = [
 T = TypeVar("T")
 
 
-class TurnLoop:
-    """An asyncio loop on its own daemon thread, running turns with bounded concurrency."""
+class _Raised:
+    """A turn's exception, carried out of the coroutine as a value (see the module docstring)."""
 
-    def __init__(self, max_concurrent_turns: int = 10_000) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sessionhive-turns", daemon=True)
-        self._thread.start()
-        self._ready.wait()
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class TurnLoop:
+    """Runs turns with bounded concurrency on ``loop``, or on a loop thread of its own."""
+
+    def __init__(
+        self, max_concurrent_turns: int = 10_000, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Without ``loop``, start a loop thread; with one, it must be running in the calling thread."""
+        self._thread: threading.Thread | None = None
+        self.thread_id: int | None = None
+        if loop is None:
+            self.loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="sessionhive-loop", daemon=True
+            )
+            self._thread.start()
+            ready.wait()
+        else:
+            self.loop = loop
+            self.thread_id = threading.get_ident()
         self._slots = asyncio.Semaphore(max_concurrent_turns)
 
-    def _run(self) -> None:
+    def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.call_soon(self._ready.set)
+        self.thread_id = threading.get_ident()
+        self.loop.call_soon(ready.set)
         self.loop.run_forever()
+
+    @property
+    def owns_thread(self) -> bool:
+        return self._thread is not None
+
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self.thread_id
 
     def submit(
         self, coro: Coroutine[Any, Any, T], on_done: Callable[[T | BaseException], None]
@@ -60,38 +94,59 @@ class TurnLoop:
         A turn cancelled while it waits for a slot never starts; ``on_done``
         then gets ``asyncio.CancelledError``.
         """
-        handle = TurnHandle(self.loop)
+        handle = TurnHandle(self)
 
-        def finished(task: asyncio.Task[T]) -> None:
+        def finished(task: asyncio.Task[T | _Raised]) -> None:
             if task.cancelled():
                 on_done(asyncio.CancelledError())
-            else:
-                error = task.exception()
-                on_done(error if error is not None else task.result())
+                return
+            error = task.exception()
+            if error is not None:
+                on_done(error)
+                return
+            result = task.result()
+            on_done(result.error if isinstance(result, _Raised) else result)
 
         def start() -> None:
             handle.task = self.loop.create_task(self._bounded(coro))
             handle.task.add_done_callback(finished)
+            if handle.cancel_requested:
+                handle.task.cancel()
 
-        self.loop.call_soon_threadsafe(start)
+        if self.on_loop():
+            start()
+        else:
+            self.loop.call_soon_threadsafe(start)
         return handle
 
-    async def _bounded(self, coro: Coroutine[Any, Any, T]) -> T:
+    async def _bounded(self, coro: Coroutine[Any, Any, T]) -> T | _Raised:
         try:
             async with self._slots:
                 return await coro
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # noqa: BLE001 - contained: see the module docstring
+            return _Raised(error)
         finally:
             coro.close()  # a turn cancelled while waiting for a slot never started
 
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:
-        self.loop.call_soon_threadsafe(callback, *args)
+        if self.on_loop():
+            self.loop.call_soon(callback, *args)
+        else:
+            self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self) -> None:
+        """Cancel what still runs and, if this loop has its own thread, end it."""
+
         def _shutdown() -> None:
             for task in asyncio.all_tasks(self.loop):
                 task.cancel()
-            self.loop.stop()
+            if self._thread is not None:
+                self.loop.call_soon(self.loop.stop)
 
+        if self._thread is None:
+            return  # a loop we do not own: its owner ends it
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(_shutdown)
             self._thread.join(timeout=10)
@@ -100,17 +155,20 @@ class TurnLoop:
 class TurnHandle:
     """Cancels a submitted coroutine from any thread."""
 
-    __slots__ = ("_loop", "task")
+    __slots__ = ("_turns", "cancel_requested", "task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self, turns: TurnLoop) -> None:
+        self._turns = turns
         self.task: asyncio.Task[Any] | None = None
+        self.cancel_requested = False
 
     def cancel(self) -> None:
-        # Scheduled after the task's own creation callback, so the task exists by then.
-        self._loop.call_soon_threadsafe(self._cancel)
+        self._turns.call_soon(self._cancel)
 
     def _cancel(self) -> None:
+        # On the loop: the task exists unless its start is still scheduled,
+        # and then start() sees the request.
+        self.cancel_requested = True
         if self.task is not None:
             self.task.cancel()
 

@@ -15,7 +15,7 @@ from sessionhive.hive import DEFAULT_ACTOR_BACKEND
 __all__ = ["ACTOR_BACKENDS", "LoadtestOptions", "parse_duration"]
 
 #: The actor backends a load test may ask the Hive for.
-ACTOR_BACKENDS: tuple[str, ...] = ("threads", "pooled")
+ACTOR_BACKENDS: tuple[str, ...] = ("asyncio", "pooled", "threads")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m|min|h)?\s*$")
 _UNIT_SECONDS = {
@@ -63,7 +63,7 @@ class LoadtestOptions:
     - ``store``: where sessions live (``None``: a fresh temporary SQLite file,
       deleted afterwards unless ``keep_store``).
     - ``confirm_rate``: the fraction of tool calls that need a confirmation.
-    - ``actor_backend``: ``"pooled"`` or ``"threads"`` (``None``: the Hive's default).
+    - ``actor_backend``: ``"asyncio"``, ``"pooled"`` or ``"threads"`` (``None``: the Hive's default).
     - ``llm``: a real provider instead of the scripted model.
     - ``metrics_port``: serve ``/metrics`` there while the test runs (0: a free port).
     - ``probe_interval``: seconds between two rounds of control-call probes.
@@ -111,7 +111,9 @@ class LoadtestOptions:
                 f"probe_interval must be a positive number of seconds, got {self.probe_interval!r}"
             )
         if self.actor_backend not in (None, *ACTOR_BACKENDS):
-            raise InvalidConfig(f"actor_backend must be 'threads' or 'pooled', got {self.actor_backend!r}")
+            raise InvalidConfig(
+                f"actor_backend must be 'asyncio', 'pooled' or 'threads', got {self.actor_backend!r}"
+            )
 
     @property
     def backend_name(self) -> str:

@@ -94,6 +94,17 @@ class HiveMetrics:
         self.mailbox_depth = Gauge(
             p + "mailbox_depth", "Messages waiting in actor mailboxes, by actor kind.", ["actor"], registry=r
         )
+        self.calls_rejected = Counter(
+            p + "calls_rejected_total",
+            "Calls refused with Overloaded because a session's mailbox or turn queue was full.",
+            ["queue"],
+            registry=r,
+        )
+        self.session_failures = Counter(
+            p + "session_failures_total",
+            "Sessions marked failed after crashing more often than the restart intensity allows.",
+            registry=r,
+        )
         # Turns
         self.turns = Counter(p + "turns_total", "Turns finished, by outcome.", ["outcome"], registry=r)
         self.turn_duration = Histogram(

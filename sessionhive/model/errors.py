@@ -67,11 +67,14 @@ class SessionExists(SessionhiveError):
 class LlmNotConfigured(SessionhiveError):
     """A turn or compaction needs an LLM and neither the session nor the Hive has one."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, detail: str | None = None) -> None:
         super().__init__(session_id)
         self.session_id = session_id
+        self.detail = detail
 
     def __str__(self) -> str:
+        if self.detail is not None:
+            return f"session {self.session_id!r} cannot use its configured model: {self.detail}"
         return (
             f"no LLM configured for session {self.session_id!r}; pass llm= to Hive.start() "
             "or call configure(session_id, model_config=LlmConfig(...))"

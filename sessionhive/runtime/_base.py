@@ -3,26 +3,55 @@
 Every sessionhive actor derives from :class:`HiveActor`, which leaves pykka's
 three runtime hooks (``_create_actor_inbox``, ``_create_future``,
 ``_start_actor_loop``) to a backend mixed in at spawn time. Swapping how
-actors run (one thread each, or a pool) therefore touches this module only.
+actors run (on an event loop, on a pool, one thread each) therefore touches
+the runtime package only.
 
 Actors talk to each other with ``tell`` only; a request that needs an answer
-carries a :class:`concurrent.futures.Future` (or a reply-to ref) that the
-receiver completes. No handler ever blocks on another actor's future, which
-is what lets a small shared pool of dispatcher threads run every actor.
+carries a *reply*: a :class:`concurrent.futures.Future`, or an
+:class:`asyncio.Future` when the caller awaits on the loop that runs the
+actors. The receiver completes it with :func:`complete` / :func:`fail`. No
+handler ever blocks on another actor's future, which is what lets one event
+loop, or a small shared pool of threads, run every actor.
+
+Every backend contains failures: an exception of any kind in one actor's
+handler stops that actor only, never every actor of the process (pykka's
+``ActorRegistry.stop_all`` rule is not applied).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import logging
+import queue
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import pykka
 
-__all__ = ["ActorBackend", "HiveActor", "ThreadBackend", "complete", "fail", "guarded"]
+if TYPE_CHECKING:
+    from pykka._envelope import Envelope
+
+__all__ = [
+    "ActorBackend",
+    "HiveActor",
+    "Reply",
+    "ThreadBackend",
+    "complete",
+    "complete_threadsafe",
+    "fail",
+    "guarded",
+]
 
 T = TypeVar("T")
+
+pykka_logger = logging.getLogger("pykka")
+
+Reply = concurrent.futures.Future[Any] | asyncio.Future[Any]
+"""Where an actor puts an answer; see :func:`complete`."""
+
+_ALREADY_DONE = (concurrent.futures.InvalidStateError, asyncio.InvalidStateError)
 
 
 class HiveActor(pykka.Actor):
@@ -50,6 +79,27 @@ class HiveActor(pykka.Actor):
             self._handler_cache[kind] = name
         return getattr(self, name)(message)
 
+    def dead_letters(self) -> Callable[[Any], None] | None:
+        """Where ``tell`` messages go that reach this actor after it stopped.
+
+        Asked once when the actor starts; the handler must not keep the
+        actor alive (capture what it needs, not ``self``). ``None`` drops them.
+        """
+        return None
+
+    def _actor_loop_teardown(self) -> None:
+        # pykka's teardown answers asks and drops tells; here tells go to
+        # the dead-letter handler, so a call that raced the stop is not lost.
+        handler = self.dead_letters()
+        inbox = self.actor_inbox
+        while not inbox.empty():
+            envelope = inbox.get()
+            if envelope.reply_to is not None and isinstance(envelope.message, pykka.messages._ActorStop):
+                envelope.reply_to.set(None)
+            else:
+                _deliver_dead_letter(envelope, handler)
+        super()._actor_loop_teardown()
+
 
 @runtime_checkable
 class ActorBackend(Protocol):
@@ -62,8 +112,92 @@ class ActorBackend(Protocol):
     def shutdown(self) -> None: ...
 
 
+class _ThreadInbox(queue.Queue[Any]):
+    """A ThreadingActor inbox that hands mail reaching a dead actor to its dead-letter handler.
+
+    Sealed (under the queue's own mutex) when the actor's loop ends: what is
+    left, and whatever a sender puts afterwards, goes to the handler, so a
+    sender that saw the actor alive just before it stopped loses nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dead_letters: Callable[[Any], None] | None = None
+        self._sealed = False
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        with self.mutex:
+            sealed = self._sealed
+        if sealed:
+            _deliver_dead_letter(item, self._dead_letters)
+            return
+        super().put(item, block, timeout)
+
+    def seal(self, dead_letters: Callable[[Any], None] | None) -> None:
+        with self.mutex:
+            self._sealed = True
+            self._dead_letters = dead_letters
+            left = list(self.queue)
+            self.queue.clear()
+        for item in left:
+            _deliver_dead_letter(item, dead_letters)
+
+
+def _deliver_dead_letter(envelope: Envelope[Any], dead_letters: Callable[[Any], None] | None) -> None:
+    if envelope.reply_to is not None:
+        error = pykka.ActorDeadError("actor stopped before handling the message")
+        envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
+    elif dead_letters is not None:
+        try:
+            dead_letters(envelope.message)
+        except Exception:
+            pykka_logger.exception("sessionhive: dead-letter handler failed")
+
+
+class _ContainedThreadingActor(pykka.ThreadingActor):
+    """pykka's ThreadingActor, minus ``stop_all`` on a BaseException, plus dead letters."""
+
+    use_daemon_thread = True  # an embedding service that exits without Hive.stop() must not hang
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return _ThreadInbox()
+
+    def _actor_loop_running(self) -> None:
+        # pykka's loop (4.1 to 4.5), with a BaseException failing this actor only.
+        while not self.actor_stopped.is_set():
+            envelope = self.actor_inbox.get()
+            try:
+                response = self._handle_receive(envelope.message)
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set(response)
+            except Exception:
+                if envelope.reply_to is not None:
+                    pykka_logger.info(f"Exception returned from {self} to caller:", exc_info=sys.exc_info())
+                    envelope.reply_to.set_exception()
+                else:
+                    self._fail_contained()
+            except BaseException:  # noqa: BLE001 - SystemExit & co. stop this actor, nobody else
+                self._fail_contained()
+
+    def _fail_contained(self) -> None:
+        self._handle_failure(*sys.exc_info())
+        try:
+            self.on_failure(*sys.exc_info())
+        except Exception:  # noqa: BLE001
+            self._handle_failure(*sys.exc_info())
+
+    def _actor_loop_teardown(self) -> None:
+        # Runs after HiveActor's drain (earlier in the MRO): seal, so that a
+        # sender racing the stop reaches the dead-letter handler too.
+        inbox = self.actor_inbox
+        if isinstance(inbox, _ThreadInbox):
+            inbox.seal(self.dead_letters() if isinstance(self, HiveActor) else None)
+        super()._actor_loop_teardown()
+
+
 class ThreadBackend:
-    """pykka's ThreadingActor: one OS thread per actor."""
+    """pykka's ThreadingActor: one OS thread per actor (with failures contained)."""
 
     name = "threads"
 
@@ -73,12 +207,10 @@ class ThreadBackend:
     def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
         concrete = self._concrete.get(actor_class)
         if concrete is None:
-            # Daemon threads: an embedding service that exits without
-            # Hive.stop() must not hang on idle session threads.
             concrete = type(
                 actor_class.__name__,
-                (actor_class, pykka.ThreadingActor),
-                {"use_daemon_thread": True, "__module__": actor_class.__module__},
+                (actor_class, _ContainedThreadingActor),
+                {"__module__": actor_class.__module__},
             )
             self._concrete[actor_class] = concrete
         ref: pykka.ActorRef[Any] = concrete.start(*args, **kwargs)
@@ -88,27 +220,48 @@ class ThreadBackend:
         pass
 
 
-def complete(future: concurrent.futures.Future[T] | None, value: T) -> None:
-    """Set ``future``'s result unless it is absent or already done (a timed-out caller)."""
-    if future is None:
+def complete(future: Reply | None, value: Any) -> None:
+    """Set ``future``'s result unless it is absent or already done (a timed-out or cancelled caller).
+
+    An :class:`asyncio.Future` must be completed on its loop's thread, which
+    is where actors of the asyncio backend run; from any other thread use
+    :func:`complete_threadsafe`.
+    """
+    if future is None or future.done():
         return
     try:
         future.set_result(value)
-    except concurrent.futures.InvalidStateError:
+    except _ALREADY_DONE:
         pass  # already answered (e.g. a cancel raced a result): first answer wins
 
 
-def fail(future: concurrent.futures.Future[Any] | None, error: BaseException | None = None) -> None:
+def fail(future: Reply | None, error: BaseException | None = None) -> None:
     """Set ``future``'s exception (default: the one being handled)."""
-    if future is None:
+    if future is None or future.done():
         return
     if error is None:
         error = sys.exc_info()[1]
         assert error is not None, "fail() without an error outside an except block"
     try:
         future.set_exception(error)
-    except concurrent.futures.InvalidStateError:
+    except _ALREADY_DONE:
         pass  # already answered: first answer wins
+
+
+def complete_threadsafe(future: Reply | None, value: Any, error: BaseException | None = None) -> None:
+    """:func:`complete` (or :func:`fail` with ``error``) from any thread."""
+    if isinstance(future, asyncio.Future):
+        try:
+            if error is None:
+                future.get_loop().call_soon_threadsafe(complete, future, value)
+            else:
+                future.get_loop().call_soon_threadsafe(fail, future, error)
+        except RuntimeError:
+            pass  # its loop is closed: nobody awaits it any more
+    elif error is None:
+        complete(future, value)
+    else:
+        fail(future, error)
 
 
 def guarded(future: concurrent.futures.Future[T] | None, compute: Callable[[], T]) -> None:

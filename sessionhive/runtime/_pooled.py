@@ -49,12 +49,14 @@ Design
   message that slips in after the teardown (a sender that passed
   ``is_alive()`` just before the stop) with ``ActorDeadError`` rather than
   leaving the asker waiting forever, as a stopped ``ThreadingActor`` would.
-* **BaseException.** As in pykka, a ``BaseException`` from a handler (here
-  also from ``on_start``) stops the actor and then every registered actor
-  (``ActorRegistry.stop_all()``). pykka does that blocking, in the failing
-  actor's thread; here it runs in a short-lived thread of its own, because
-  blocking a pool thread on other actors' stops would deadlock a pool whose
-  other threads are busy (or a pool of one).
+* **BaseException.** Unlike pykka, a ``BaseException`` from a handler (or
+  from ``on_start``) fails that actor alone, as an ``Exception`` would: it is
+  logged, ``on_failure`` runs, the actor stops. pykka would stop every
+  registered actor of the process (``ActorRegistry.stop_all()``), which lets
+  one session's ``sys.exit()`` stop every other session, every other Hive
+  and the application's own actors.
+* **Dead letters.** A ``tell`` that reaches a dead actor's mailbox goes to
+  the actor's ``dead_letters()`` handler (asks get ``ActorDeadError``).
 * **Futures.** Asks return a :class:`PooledFuture`, a :class:`pykka.Future`
   with pykka's full contract (``get(timeout=)``, ``map``/``join``/``filter``/
   ``reduce``, get hooks, ``await``, ``queue.Full`` on a second ``set``) built
@@ -110,6 +112,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import count
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
@@ -232,7 +235,7 @@ class _Mailbox:
     ``on_failure`` draining its inbox), and only when the inbox is not empty.
     """
 
-    __slots__ = ("_actor", "_pool", "_queue", "_scheduled", "_started")
+    __slots__ = ("_actor", "_dead_letters", "_pool", "_queue", "_scheduled", "_started")
 
     def __init__(self) -> None:
         self._queue: deque[Envelope[Any]] = deque()
@@ -244,6 +247,7 @@ class _Mailbox:
         self._actor: PooledActor | None = None
         self._pool: _Pool | None = None
         self._started = False
+        self._dead_letters: Callable[[Any], None] | None = None
 
     def put(self, envelope: Envelope[Any], /) -> None:
         self._queue.append(envelope)
@@ -266,6 +270,8 @@ class _Mailbox:
         """Attach the started actor and schedule its first turn (which runs on_start)."""
         self._actor = actor
         self._pool = pool
+        dead_letters = getattr(actor, "dead_letters", None)
+        self._dead_letters = dead_letters() if callable(dead_letters) else None
         pool.submit(self)  # we hold the flag since __init__
 
     def run(self, throughput: int) -> None:
@@ -308,6 +314,11 @@ class _Mailbox:
             if envelope.reply_to is not None:
                 error = ActorDeadError("actor stopped before handling the message")
                 envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+            elif self._dead_letters is not None:
+                try:
+                    self._dead_letters(envelope.message)
+                except Exception:  # a handler bug must not break the dispatcher
+                    logger.exception("sessionhive: dead-letter handler failed")
 
 
 class _Pool:
@@ -407,7 +418,7 @@ class PooledActor(pykka.Actor):
             try:
                 self._actor_loop_setup()
             except BaseException:  # noqa: BLE001  # pykka's BaseException rule, as for handlers
-                self._pooled_stop_everything()
+                self._pooled_contain()
         for _ in range(throughput):
             if stopped.is_set() or not envelopes:
                 break
@@ -434,14 +445,15 @@ class PooledActor(pykka.Actor):
                 except Exception:  # noqa: BLE001
                     self._handle_failure(*sys.exc_info())
         except BaseException:  # noqa: BLE001
-            self._pooled_stop_everything()
+            self._pooled_contain()
 
-    def _pooled_stop_everything(self) -> None:
-        pykka_logger.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
-        self._stop()
-        # pykka blocks the failing actor's thread on every other actor's stop;
-        # a pool thread doing that could wait on actors that need it to run.
-        threading.Thread(target=ActorRegistry.stop_all, name="sessionhive-stop-all", daemon=True).start()
+    def _pooled_contain(self) -> None:
+        # A BaseException fails this actor only (see the module docstring).
+        self._handle_failure(*sys.exc_info())
+        try:
+            self.on_failure(*sys.exc_info())
+        except Exception:  # noqa: BLE001
+            self._handle_failure(*sys.exc_info())
 
 
 class PooledBackend:

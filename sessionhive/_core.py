@@ -1,0 +1,569 @@
+"""``HiveCore``: everything the two facades share — start-up, validation, routing, replies, reads, stop.
+
+``Hive`` and ``AsyncHive`` only adapt *waiting* (a thread blocks on a
+:class:`concurrent.futures.Future`; a coroutine awaits). Everything else is
+written once here, as httpx writes its client once behind ``Client`` and
+``AsyncClient``:
+
+* **Routing.** A call for a live session goes straight to its mailbox,
+  found in the supervisor's published directory; only a session that is not
+  live (resting in the store, activating, passivating) is routed through the
+  supervisor, which activates it. A stale directory entry is harmless: the
+  session hands a call it can no longer take back to the supervisor.
+* **Reads.** ``history``, ``usage``, ``context_usage``, ``pending_confirmations``,
+  ``get_confirmation_policy``, ``get_llm_for_session``, ``get_child_sessions``
+  and ``is_child_session`` read published immutable views: no message, no
+  thread hop, and never behind a queued turn.
+* **Replies.** A call from a coroutine on the loop that runs the actors
+  gets an :class:`asyncio.Future` (completed without a system call); any
+  other caller a :class:`concurrent.futures.Future`.
+* **Backpressure.** A session's mailbox is bounded (``mailbox_size``): a
+  call that finds it full is refused with :class:`~sessionhive.Overloaded`
+  before anything of it is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import pykka
+
+from sessionhive._channels import EventSink
+from sessionhive.actors.directory import Directory, SessionView
+from sessionhive.actors.messages import (
+    Activate,
+    Confirm,
+    Create,
+    DestroyTree,
+    Generate,
+    ListSessions,
+    LoadAll,
+    PersistFailed,
+    ResetSession,
+    Route,
+    SessionCall,
+    ShutdownAll,
+)
+from sessionhive.actors.services import HiveServices, PersistenceLink
+from sessionhive.actors.supervisor import SupervisorActor
+from sessionhive.actors.turn import TurnLoop
+from sessionhive.llm import ClientCache, LlmClient
+from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.config import SessionConfig
+from sessionhive.model.errors import (
+    HiveStopped,
+    InvalidConfig,
+    Overloaded,
+    SessionFailed,
+    SessionNotFound,
+    StoreError,
+)
+from sessionhive.model.events import AgentEvent, ConfirmationRequired
+from sessionhive.model.ids import check_id
+from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.validate import check_positive_int, check_positive_number
+from sessionhive.persistence.actor import Flush, Health
+from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
+from sessionhive.tools import ToolExecutor
+
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_ACTOR_BACKEND",
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_MAILBOX_SIZE",
+    "DEFAULT_STORE",
+    "ConfirmationAnswer",
+    "Default",
+    "HiveCore",
+    "HiveOptions",
+    "Timeout",
+]
+
+log = logging.getLogger("sessionhive")
+
+DEFAULT_STORE = "sqlite:///sessionhive.db"
+DEFAULT_CALL_TIMEOUT = 60.0
+DEFAULT_ACTOR_BACKEND = "asyncio"
+#: Calls waiting in one session's mailbox (and turns in its queue) before
+#: further calls are refused with Overloaded.
+DEFAULT_MAILBOX_SIZE = 1024
+
+
+class Default:
+    """The type of :data:`DEFAULT`: "use the Hive's ``call_timeout``"."""
+
+    _instance: Default | None = None
+
+    def __new__(cls) -> Default:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = Default()
+"""Pass as ``timeout=`` (the default) to use the Hive's ``call_timeout``."""
+
+Timeout: TypeAlias = float | Default | Literal["default"] | None
+"""Seconds; ``None`` waits for ever; :data:`DEFAULT` (or ``"default"``) is the Hive's ``call_timeout``."""
+
+ConfirmationAnswer: TypeAlias = bool | tuple[bool, str | None]
+"""What an ``on_confirmation`` callback returns: approved, or (approved, reason)."""
+
+OnConfirmation: TypeAlias = Callable[
+    [ConfirmationRequired], ConfirmationAnswer | Awaitable[ConfirmationAnswer]
+]
+
+
+@dataclass(frozen=True)
+class HiveOptions:
+    """``Hive.start``'s arguments, validated once for both facades."""
+
+    store: Any = DEFAULT_STORE
+    llm: LlmConfig | LlmClient | None = None
+    workspace: str | os.PathLike[str] = "."
+    metrics: MetricsConfig | None = None
+    actor_backend: str | ActorBackend | None = None
+    tools: ToolExecutor | None = None
+    idle_timeout: float | None = None
+    max_live_sessions: int | None = None
+    batch_size: int | None = None
+    flush_interval: float | None = None
+    max_concurrent_turns: int = 10_000
+    subscriber_queue_size: int = 1024
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    mailbox_size: int = DEFAULT_MAILBOX_SIZE
+    restart_limit: int = 3
+    restart_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_positive_int("max_concurrent_turns", self.max_concurrent_turns)
+        check_positive_int("subscriber_queue_size", self.subscriber_queue_size)
+        check_positive_int("mailbox_size", self.mailbox_size)
+        check_positive_int("restart_limit", self.restart_limit)
+        check_positive_number("call_timeout", self.call_timeout)
+        check_positive_number("restart_window", self.restart_window)
+        if self.idle_timeout is not None:
+            check_positive_number("idle_timeout", self.idle_timeout)
+        if self.max_live_sessions is not None:
+            check_positive_int("max_live_sessions", self.max_live_sessions)
+        if self.llm is not None and not isinstance(self.llm, LlmConfig | LlmClient):
+            raise InvalidConfig("llm must be an LlmConfig, an LlmClient (such as ScriptedLlm) or None")
+
+    def backend_name(self) -> str:
+        choice = self.actor_backend
+        if choice is None:
+            choice = os.environ.get("SESSIONHIVE_ACTOR_BACKEND") or DEFAULT_ACTOR_BACKEND
+        if isinstance(choice, str):
+            if choice not in ("asyncio", "pooled", "threads"):
+                raise InvalidConfig(f"actor_backend must be 'asyncio', 'pooled' or 'threads', got {choice!r}")
+            return choice
+        return getattr(choice, "name", "custom")
+
+
+class _Prepared:
+    """The blocking half of start-up (files, the store, its index), done off any event loop."""
+
+    def __init__(self, options: HiveOptions) -> None:
+        from sessionhive.persistence import PersistenceActor, open_store
+        from sessionhive.persistence.actor import ListIndex
+
+        self.options = options
+        self.workspace = Path(options.workspace).resolve()
+        if not self.workspace.is_dir():
+            raise InvalidConfig(f"workspace {str(self.workspace)!r} is not a directory")
+        self.backend_name = options.backend_name()
+        metrics_config = options.metrics or MetricsConfig()
+        self.metrics_config = metrics_config
+        self.metrics = HiveMetrics(metrics_config.registry)
+        self.llm_clients = ClientCache(self.metrics)
+        self.default_llm, self.default_llm_config = self._default_llm(options.llm)
+        store = open_store(options.store)
+        persistence_options: dict[str, Any] = {
+            "metrics": self.metrics,
+            "on_failure": self._on_persist_failure,
+        }
+        if options.batch_size is not None:
+            persistence_options["batch_size"] = options.batch_size
+        if options.flush_interval is not None:
+            persistence_options["flush_interval"] = options.flush_interval
+        # The persistence actor keeps a thread of its own whatever the
+        # backend: database I/O must never run on the actors' loop or pool.
+        self.persistence = ThreadBackend().spawn(PersistenceActor, store, **persistence_options)
+        index: concurrent.futures.Future[list[tuple[str, str | None]]] = concurrent.futures.Future()
+        self.persistence.tell(ListIndex(index))
+        try:
+            self.stored = index.result(timeout=max(options.call_timeout, 60.0))
+        except Exception as exc:
+            self.persistence.stop()
+            raise StoreError(f"cannot read the session index from {store.name}: {exc}") from exc
+        self.tools = options.tools or ToolExecutor(self.workspace)
+        self.directory: Directory | None = None  # set once launched
+
+    def _default_llm(self, llm: LlmConfig | LlmClient | None) -> tuple[LlmClient | None, LlmConfig | None]:
+        if isinstance(llm, LlmConfig):
+            return self.llm_clients.get(llm), llm.without_key()
+        if llm is None:
+            return None, None
+        known = llm.provider in ("openai", "anthropic", "scripted")
+        return llm, (LlmConfig(llm.provider, llm.model) if known else None)
+
+    def _on_persist_failure(self, session_id: str, error: str) -> None:
+        # Runs on the persistence thread: a directory lookup and a tell, to a live session only.
+        directory = self.directory
+        entry = directory.live.get(session_id) if directory is not None else None
+        if entry is not None and entry.ref is not None:
+            try:
+                entry.ref.tell(PersistFailed("save", error))
+            except pykka.ActorDeadError:
+                pass
+
+
+class HiveCore:
+    """One running Hive: its actors, loop and services (see the module docstring)."""
+
+    def __init__(self, prepared: _Prepared, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Launch the actors: on ``loop`` (running in this thread), or on a loop thread of their own."""
+        options = prepared.options
+        self.options = options
+        self.call_timeout = options.call_timeout
+        self.metrics = prepared.metrics
+        self.tools = prepared.tools
+        self._persistence_ref = prepared.persistence
+        self.turns = TurnLoop(options.max_concurrent_turns, loop)
+        self.backend = self._make_backend(prepared.backend_name, options.actor_backend)
+        self._asyncio = isinstance(self.backend, AsyncioBackend)
+        schedule = self.backend.schedule if isinstance(self.backend, AsyncioBackend) else None
+        self.persistence = PersistenceLink(prepared.persistence, schedule)
+        self.directory = Directory()
+        prepared.directory = self.directory
+        self.services = HiveServices(
+            persistence=self.persistence,
+            turn_loop=self.turns,
+            tools=self.tools,
+            workspace=prepared.workspace,
+            metrics=self.metrics,
+            default_llm=prepared.default_llm,
+            default_llm_config=prepared.default_llm_config,
+            llm_clients=prepared.llm_clients,
+            directory=self.directory,
+            subscriber_queue_size=options.subscriber_queue_size,
+            mailbox_size=options.mailbox_size,
+            restart_limit=options.restart_limit,
+            restart_window=options.restart_window,
+        )
+        singletons = (
+            self.backend if self._asyncio or not isinstance(options.actor_backend, str | None) else None
+        )
+        supervisor_backend = singletons or ThreadBackend()
+        self.supervisor = supervisor_backend.spawn(
+            SupervisorActor,
+            self.services,
+            self.backend,
+            prepared.stored,
+            idle_timeout=options.idle_timeout,
+            max_live_sessions=options.max_live_sessions,
+        )
+        self.exporter: Any = None
+        if prepared.metrics_config.port is not None:
+            from sessionhive.metrics.exporter import MetricsServer
+
+            config = prepared.metrics_config
+            assert config.port is not None
+            self.exporter = MetricsServer(self.metrics.registry, config.addr, config.port)
+        self.stopped = False
+
+    def _make_backend(self, name: str, choice: str | ActorBackend | None) -> ActorBackend:
+        if choice is not None and not isinstance(choice, str):
+            return choice
+        if name == "asyncio":
+            backend = AsyncioBackend(self.turns.loop)
+            assert self.turns.thread_id is not None
+            backend.bind_thread(self.turns.thread_id)
+            return backend
+        if name == "pooled":
+            return PooledBackend()
+        return ThreadBackend()
+
+    # ------------------------------------------------------------------ replies
+
+    def on_loop(self) -> bool:
+        return self.turns.on_loop()
+
+    def new_reply(self, *, awaitable_here: bool) -> Reply:
+        """An asyncio future for a coroutine on the actors' own loop, else a thread-safe future."""
+        if awaitable_here and self._asyncio and self.turns.on_loop():
+            return self.turns.loop.create_future()
+        return concurrent.futures.Future()
+
+    def timeout(self, timeout: Timeout) -> float | None:
+        if timeout is DEFAULT or timeout == "default":
+            return self.call_timeout
+        assert not isinstance(timeout, Default | str)
+        return timeout
+
+    # ------------------------------------------------------------------ routing
+
+    def _tell_supervisor(self, message: Any) -> None:
+        if self.stopped:
+            raise HiveStopped()
+        try:
+            self.supervisor.tell(message)
+        except pykka.ActorDeadError:
+            raise HiveStopped() from None
+
+    def send(self, session_id: str, call: SessionCall) -> None:
+        """Deliver ``call``: straight to a live session's mailbox, else through the supervisor."""
+        if self.stopped:
+            raise HiveStopped()
+        entry = self.directory.live.get(session_id)
+        if entry is not None and entry.ref is not None:
+            inbox: Any = entry.ref.actor_inbox
+            if inbox.qsize() >= self.options.mailbox_size:
+                self.metrics.child(self.metrics.calls_rejected, "mailbox").inc()
+                raise Overloaded(session_id, self.options.mailbox_size)
+            try:
+                entry.ref.tell(call)
+                return
+            except pykka.ActorDeadError:
+                pass  # stopped since we looked: the supervisor knows what became of it
+        failed = self.directory.failed.get(session_id)
+        if failed is not None:
+            raise SessionFailed(session_id, failed)
+        self._tell_supervisor(Route(session_id, call))
+
+    def call(self, session_id: str, make: Callable[[Reply], SessionCall], *, awaitable_here: bool) -> Reply:
+        check_id(session_id)
+        reply = self.new_reply(awaitable_here=awaitable_here)
+        self.send(session_id, make(reply))
+        return reply
+
+    def running(self) -> None:
+        """Raise HiveStopped once the Hive stopped: reads refuse like calls do."""
+        if self.stopped:
+            raise HiveStopped()
+
+    def view(self, session_id: str) -> SessionView | None:
+        """The session's published view if it is live (``None``: activate it first)."""
+        check_id(session_id)
+        self.running()
+        entry = self.directory.live.get(session_id)
+        return entry.view if entry is not None else None
+
+    def activate(self, session_id: str, *, awaitable_here: bool) -> Reply:
+        return self.call(session_id, lambda reply: Activate(reply), awaitable_here=awaitable_here)
+
+    def check_known(self, session_id: str) -> None:
+        check_id(session_id)
+        self.running()
+        if session_id not in self.directory.known and session_id not in self.directory.live:
+            raise SessionNotFound(session_id)
+
+    def children(self, parent_id: str) -> list[str]:
+        check_id(parent_id, "parent session id")
+        self.running()
+        return sorted(self.directory.children.get(parent_id, ()))
+
+    def known_count(self) -> int:
+        self.running()
+        return len(self.directory.known)
+
+    def live_count(self) -> int:
+        self.running()
+        return len(self.directory.live)
+
+    def is_child(self, session_id: str) -> bool:
+        self.check_known(session_id)
+        return session_id in self.directory.parents
+
+    # ------------------------------------------------------------------ supervisor calls
+
+    def create(
+        self,
+        session_id: str,
+        config: SessionConfig | None,
+        parent_id: str | None,
+        *,
+        exist_ok: bool,
+        awaitable_here: bool,
+    ) -> Reply:
+        check_id(session_id)
+        if parent_id is not None:
+            check_id(parent_id, "parent session id")
+        if config is None:
+            config = SessionConfig()
+        elif not isinstance(config, SessionConfig):
+            raise InvalidConfig(f"config must be a SessionConfig, got {type(config).__name__}")
+        reply = self.new_reply(awaitable_here=awaitable_here)
+        self._tell_supervisor(Create(session_id, config, parent_id, reply, exist_ok))
+        return reply
+
+    def destroy(self, session_id: str, *, awaitable_here: bool) -> Reply:
+        check_id(session_id)
+        reply = self.new_reply(awaitable_here=awaitable_here)
+        self._tell_supervisor(DestroyTree(session_id, reply))
+        return reply
+
+    def reset(self, session_id: str, *, awaitable_here: bool) -> Reply:
+        check_id(session_id)
+        reply = self.new_reply(awaitable_here=awaitable_here)
+        self._tell_supervisor(ResetSession(session_id, reply))
+        return reply
+
+    def list_sessions(self, *, awaitable_here: bool) -> Reply:
+        reply = self.new_reply(awaitable_here=awaitable_here)
+        self._tell_supervisor(ListSessions(reply))
+        return reply
+
+    def load_all(self, *, awaitable_here: bool) -> Reply:
+        reply = self.new_reply(awaitable_here=awaitable_here)
+        self._tell_supervisor(LoadAll(reply))
+        return reply
+
+    def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        sink: EventSink | None,
+        on_confirmation: OnConfirmation | None,
+        *,
+        awaitable_here: bool,
+    ) -> tuple[Reply, Reply]:
+        if not isinstance(prompt, str):
+            raise InvalidConfig(f"prompt must be a string, got {type(prompt).__name__}")
+        if on_confirmation is not None:
+            if not callable(on_confirmation):
+                raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")
+            sink = _ConfirmationAnswerer(self, session_id, on_confirmation, sink)
+        accepted = self.new_reply(awaitable_here=awaitable_here)
+        result = self.call(
+            session_id, lambda reply: Generate(reply, prompt, sink, accepted), awaitable_here=awaitable_here
+        )
+        return result, accepted
+
+    # ------------------------------------------------------------------ persistence
+
+    def _to_persistence(self, message: Any) -> None:
+        """Through the link, on the loop, so it follows every snapshot sent before it."""
+        if self._asyncio:
+            self.backend_schedule(lambda: self.persistence.send(message))
+        else:
+            self.persistence.send(message)
+
+    def backend_schedule(self, callback: Callable[[], None]) -> None:
+        assert isinstance(self.backend, AsyncioBackend)
+        self.backend.schedule(callback)
+
+    def flush(self) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if not self._persistence_ref.is_alive():
+            raise HiveStopped()
+        self._to_persistence(Flush(future))
+        return future
+
+    def health(self) -> concurrent.futures.Future[list[tuple[str, str]]]:
+        future: concurrent.futures.Future[list[tuple[str, str]]] = concurrent.futures.Future()
+        if not self._persistence_ref.is_alive():
+            raise HiveStopped()
+        self._to_persistence(Health(future))
+        return future
+
+    # ------------------------------------------------------------------ stop
+
+    def shutdown_sessions(self) -> concurrent.futures.Future[None]:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.supervisor.tell(ShutdownAll(done))
+        return done
+
+    def stop_persistence(self, timeout: float | None) -> None:
+        """Blocking: the last flush and the persistence actor's stop (run it off the loop)."""
+        try:
+            self._persistence_ref.stop(block=True, timeout=timeout)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            log.warning("sessionhive: the persistence actor did not stop in time")
+
+    def release(self) -> None:
+        """The last, non-blocking step of stopping: tools, exporter, metrics, backend."""
+        close = getattr(self.tools, "close", None)
+        if callable(close):
+            close()
+        if self.exporter is not None:
+            self.exporter.close()
+        if self.metrics.joined:
+            self.metrics.unregister()  # a later Hive may join the same registry
+        self.backend.shutdown()
+
+
+def prepare(options: HiveOptions) -> _Prepared:
+    """The blocking half of start-up; see :class:`HiveCore` for the rest."""
+    return _Prepared(options)
+
+
+class _ConfirmationAnswerer:
+    """An event sink that answers a turn's confirmation requests with the caller's callback.
+
+    The callback runs off the actors' loop (a plain function in a thread of
+    its own: it may ask a human; a coroutine function on the loop), and its
+    answer goes back as an ordinary ``confirm_tool``. A callback that raises
+    rejects the call, with the exception as the reason.
+    """
+
+    def __init__(
+        self, core: HiveCore, session_id: str, callback: OnConfirmation, inner: EventSink | None
+    ) -> None:
+        self._core = core
+        self._session_id = session_id
+        self._callback = callback
+        self._inner = inner
+
+    def offer(self, event: AgentEvent) -> None:
+        if self._inner is not None:
+            self._inner.offer(event)
+        if isinstance(event, ConfirmationRequired):
+            if inspect.iscoroutinefunction(self._callback):
+                self._core.turns.call_soon(self._start_async, event)
+            else:
+                threading.Thread(
+                    target=self._answer_blocking, args=(event,), name="sessionhive-confirm", daemon=True
+                ).start()
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+    def _start_async(self, event: ConfirmationRequired) -> None:
+        self._core.turns.loop.create_task(self._answer_async(event))
+
+    async def _answer_async(self, event: ConfirmationRequired) -> None:
+        try:
+            answer = self._callback(event)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except BaseException as error:  # noqa: BLE001 - a failing callback rejects, it never escapes
+            answer = (False, f"on_confirmation raised {type(error).__name__}: {error}")
+        self._confirm(event, answer)
+
+    def _answer_blocking(self, event: ConfirmationRequired) -> None:
+        try:
+            answer: Any = self._callback(event)
+        except BaseException as error:  # noqa: BLE001 - a failing callback rejects, it never escapes
+            answer = (False, f"on_confirmation raised {type(error).__name__}: {error}")
+        self._confirm(event, answer)
+
+    def _confirm(self, event: ConfirmationRequired, answer: Any) -> None:
+        approved, reason = answer if isinstance(answer, tuple) else (answer, None)
+        try:
+            self._core.send(self._session_id, Confirm(None, event.tool_id, bool(approved), reason))
+        except Exception as error:  # noqa: BLE001 - the Hive stopped or the session went: nothing to answer
+            log.debug("sessionhive: on_confirmation answer not delivered: %s", error)

@@ -1,0 +1,344 @@
+"""A pykka actor runtime whose mailboxes are drained by an asyncio event loop.
+
+:class:`AsyncioBackend` runs every actor it spawns on one event loop: the
+Hive's own loop thread for a synchronous ``Hive``, or the application's
+running loop for an ``AsyncHive`` started inside it. Session actors, the
+supervisor and the agent turns (coroutines) then share one thread, so a
+message between them costs a ``deque.append`` and a scheduled callback, never
+a thread hand-off. Blocking work stays off the loop: database I/O runs on the
+persistence actor's own thread, blocking tools on a bounded thread pool.
+
+Design
+------
+* **pykka's three hooks.** :class:`AsyncioActor` implements
+  ``_create_actor_inbox``, ``_create_future`` and ``_start_actor_loop``;
+  ``ActorRef``, ``tell``/``ask``, proxies, ``_handle_receive``, ``_stop``,
+  ``on_start``/``on_stop``/``on_failure`` and pykka's loop set-up and teardown
+  are pykka's. Only the body of the loop is restated, as a bounded *run* of
+  at most ``throughput`` messages scheduled with ``loop.call_soon``.
+* **Mailbox.** A deque plus a *scheduled* flag. A sender appends and, if the
+  flag is clear, sets it and schedules a run (``call_soon`` on the loop
+  thread, ``call_soon_threadsafe`` from any other). The flag is a plain bool:
+  every run happens on the one loop thread, so two runs of one actor can
+  never overlap, and a rare duplicate scheduling (two foreign senders racing)
+  only costs an empty run. The run clears the flag *before* it looks at the
+  deque for more mail, so no message is ever stranded.
+* **Fairness.** A run handles at most ``throughput`` messages (default 50),
+  then goes to the back of the loop's ready queue: one flooded actor delays
+  the others by one run, never by its whole backlog.
+* **Containment.** An exception of any kind from a handler (``SystemExit``
+  and other ``BaseException`` included) fails that actor alone: it is logged,
+  ``on_failure`` runs, and the actor stops. pykka's rule of stopping every
+  registered actor in the process (``ActorRegistry.stop_all``) is never
+  applied, so one session cannot stop another session, another Hive, or the
+  application's own pykka actors. ``KeyboardInterrupt`` is re-raised after
+  the actor is stopped, so Ctrl-C still reaches the program.
+* **No global registry.** Actors are not added to pykka's process-wide
+  ``ActorRegistry`` (a list whose unregister is linear in its length: with
+  100,000 sessions every passivation would pay for all of them). The Hive's
+  supervisor is the registry of its sessions.
+* **Dead letters.** A ``tell`` that reaches an actor after it stopped (the
+  sender looked the actor up just before) is handed to the actor's
+  :meth:`~sessionhive.runtime.HiveActor.dead_letters` handler instead of being
+  dropped; an ``ask`` gets :class:`pykka.ActorDeadError`.
+* **Cost.** An idle actor is its own state, a ref, a mailbox without a deque
+  (created on first mail, released when drained) and a light stopped flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from itertools import count
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pykka
+from pykka import ActorDeadError
+
+from sessionhive.runtime._pooled import PooledFuture
+
+if TYPE_CHECKING:
+    from pykka._actor import ActorInbox
+    from pykka._envelope import Envelope
+
+    from sessionhive.runtime._base import HiveActor
+
+__all__ = ["AsyncioActor", "AsyncioBackend"]
+
+logger = logging.getLogger(__name__)
+pykka_logger = logging.getLogger("pykka")
+
+A = TypeVar("A", bound="HiveActor")
+
+_urns = count(1)
+
+
+class _StopFlag(threading.Event):
+    """``actor_stopped`` without a condition variable: only the loop thread sets it.
+
+    pykka reads it (``ActorRef.is_alive``) from any thread and sets it from
+    the actor's own context; nothing in this runtime waits on it, so the
+    lock and condition of a real :class:`threading.Event` (about 1 KB per
+    actor) are not needed.
+    """
+
+    def __init__(self) -> None:  # no super().__init__(): no condition variable
+        self._stopped = False
+
+    def is_set(self) -> bool:
+        return self._stopped
+
+    def set(self) -> None:
+        self._stopped = True
+
+    def clear(self) -> None:
+        self._stopped = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        msg = "an asyncio actor's stopped flag cannot be waited on; use ActorRef.stop(block=True)"
+        raise RuntimeError(msg)
+
+    def __repr__(self) -> str:
+        return f"<_StopFlag {'set' if self._stopped else 'unset'}>"
+
+
+class _LoopMailbox:
+    """An actor's inbox, drained on its backend's event loop (pykka's ``ActorInbox`` protocol)."""
+
+    __slots__ = ("_actor", "_backend", "_dead_letters", "_queue", "_scheduled", "_started")
+
+    def __init__(self, backend: AsyncioBackend) -> None:
+        self._queue: deque[Envelope[Any]] | None = None
+        # Born scheduled: mail sent before the actor starts (from its own
+        # __init__, say) waits for the first run, which runs on_start first.
+        self._scheduled = True
+        self._backend = backend
+        self._actor: AsyncioActor | None = None
+        self._started = False
+        self._dead_letters: Callable[[Any], None] | None = None
+
+    # -- pykka's ActorInbox protocol
+    def put(self, envelope: Envelope[Any], /) -> None:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(envelope)
+        if not self._scheduled:
+            self._scheduled = True
+            self._backend.schedule(self._run)
+
+    def get(self) -> Envelope[Any]:
+        assert self._queue, "get() on an empty mailbox"
+        return self._queue.popleft()
+
+    def empty(self) -> bool:
+        return not self._queue
+
+    def qsize(self) -> int:
+        """Messages waiting (not counting the one being handled)."""
+        return len(self._queue) if self._queue else 0
+
+    __len__ = qsize
+
+    # -- runtime
+    def bind(self, actor: AsyncioActor) -> None:
+        self._actor = actor
+        self._dead_letters = actor.dead_letters()
+        self._backend.schedule(self._run)  # we hold the flag since __init__
+
+    def _run(self) -> None:
+        actor = self._actor
+        if actor is None:
+            self._scheduled = False
+            self._reject_all()
+            return
+        if not self._started:
+            self._started = True
+            actor._asyncio_setup()
+        stopped = actor.actor_stopped
+        queue = self._queue
+        if queue:
+            budget = self._backend.throughput
+            while queue and budget and not stopped.is_set():
+                budget -= 1
+                actor._asyncio_handle(queue.popleft())
+        if stopped.is_set():
+            actor._actor_loop_teardown()
+            self._actor = None  # stale refs must not keep the actor's state alive
+            self._scheduled = False
+            self._reject_all()
+            return
+        # Cleared before looking for more mail: a message appended after this
+        # line schedules its own run.
+        self._scheduled = False
+        if self._queue:
+            self._scheduled = True
+            self._backend.schedule(self._run)
+        else:
+            self._queue = None
+
+    def _reject_all(self) -> None:
+        queue = self._queue
+        while queue:
+            envelope = queue.popleft()
+            if envelope.reply_to is not None:
+                error = ActorDeadError("actor stopped before handling the message")
+                envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+            elif self._dead_letters is not None:
+                try:
+                    self._dead_letters(envelope.message)
+                except Exception:  # a bug in a dead-letter handler must not break the loop
+                    logger.exception("sessionhive: dead-letter handler failed")
+
+
+class AsyncioActor(pykka.Actor):
+    """A pykka actor whose messages are handled on its backend's event loop.
+
+    Semantics are pykka's (one message at a time, FIFO per sender,
+    ``on_start`` first, ``on_stop``/``on_failure``), except the two listed in
+    the module docstring: no ``stop_all`` on a ``BaseException``, and no
+    global registry. Spawn it with :meth:`AsyncioBackend.spawn`.
+    """
+
+    _asyncio_backend: AsyncioBackend | None = None
+    """The backend this concrete class runs on; set by :meth:`AsyncioBackend.spawn`."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        # pykka's fields without a uuid4 and a threading.Event each (the
+        # bulk of an actor's start-up cost and size); see _StopFlag.
+        backend = type(self)._asyncio_backend
+        if backend is None:
+            msg = f"{type(self).__name__} has no event loop: start it with AsyncioBackend.spawn()"
+            raise RuntimeError(msg)
+        self.actor_urn = f"urn:sessionhive:{next(_urns)}"
+        self.actor_inbox = _LoopMailbox(backend)
+        self.actor_stopped = _StopFlag()
+        self._actor_ref = pykka.ActorRef(self)
+
+    @staticmethod
+    def _create_actor_inbox() -> ActorInbox:  # pragma: no cover - __init__ builds the inbox
+        msg = "AsyncioActor builds its mailbox in __init__"
+        raise NotImplementedError(msg)
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return PooledFuture()
+
+    def _start_actor_loop(self) -> None:
+        inbox = self.actor_inbox
+        assert isinstance(inbox, _LoopMailbox)
+        inbox.bind(self)
+
+    def dead_letters(self) -> Callable[[Any], None] | None:
+        return None  # HiveActor overrides it; here for actors that are not HiveActors
+
+    def _asyncio_setup(self) -> None:
+        try:
+            self._actor_loop_setup()
+        except BaseException:  # noqa: BLE001 - contained: this actor alone stops
+            self._asyncio_contain()
+
+    def _asyncio_handle(self, envelope: Envelope[Any]) -> None:
+        # The body of pykka's Actor._actor_loop_running for one envelope,
+        # with BaseException contained to this actor.
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                pykka_logger.info(f"Exception returned from {self} to caller:", exc_info=sys.exc_info())
+                envelope.reply_to.set_exception()
+            else:
+                self._asyncio_fail()
+        except BaseException:  # noqa: BLE001 - SystemExit & co. fail this actor, nobody else
+            self._asyncio_contain()
+
+    def _asyncio_fail(self) -> None:
+        self._handle_failure(*sys.exc_info())
+        try:
+            self.on_failure(*sys.exc_info())
+        except Exception:  # noqa: BLE001
+            self._handle_failure(*sys.exc_info())
+
+    def _asyncio_contain(self) -> None:
+        error = sys.exc_info()[1]
+        self._asyncio_fail()
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+
+
+class AsyncioBackend:
+    """Runs actors on one asyncio event loop (see the module docstring).
+
+    Args:
+        loop: the event loop that drains every mailbox. It must be running
+            (or about to run) on one thread; actors are spawned from that
+            thread or from any other.
+        throughput: the most messages one actor handles per run before the
+            loop moves on to other callbacks (fairness).
+    """
+
+    name = "asyncio"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, throughput: int = 50) -> None:
+        if throughput < 1:
+            msg = f"AsyncioBackend throughput must be at least 1 message per run, got {throughput}"
+            raise ValueError(msg)
+        self.loop = loop
+        self.throughput = throughput
+        self.loop_thread_id: int | None = None
+        self._concrete: dict[type[Any], type[Any]] = {}
+        self._shut_down = False
+        self._call_soon = loop.call_soon
+        self._call_soon_threadsafe = loop.call_soon_threadsafe
+
+    def __repr__(self) -> str:
+        return f"<AsyncioBackend loop={self.loop!r} throughput={self.throughput}>"
+
+    def bind_thread(self, thread_id: int) -> None:
+        """Record which thread runs the loop (set once, before any actor runs)."""
+        self.loop_thread_id = thread_id
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.loop_thread_id
+
+    def schedule(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop soon: no system call when already on the loop thread."""
+        if threading.get_ident() == self.loop_thread_id:
+            self._call_soon(callback)
+            return
+        try:
+            self._call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop is closed: nobody will ever run this mailbox
+            logger.debug("sessionhive: a message reached an actor after its event loop closed")
+
+    def spawn(self, actor_class: type[A], *args: Any, **kwargs: Any) -> pykka.ActorRef[A]:
+        """Create ``actor_class(*args, **kwargs)`` and start it on the loop; returns its ref.
+
+        ``__init__`` runs in the calling thread; ``on_start`` runs on the loop
+        before the actor's first message.
+        """
+        if self._shut_down:
+            msg = f"{self!r} is shut down; create a new backend to spawn actors"
+            raise RuntimeError(msg)
+        concrete = self._concrete.get(actor_class)
+        if concrete is None:
+            concrete = type(
+                actor_class.__name__,
+                (actor_class, AsyncioActor),
+                {"_asyncio_backend": self, "__module__": actor_class.__module__},
+            )
+            self._concrete[actor_class] = concrete
+        actor = concrete(*args, **kwargs)
+        actor._start_actor_loop()
+        ref: pykka.ActorRef[A] = actor.actor_ref
+        return ref
+
+    def shutdown(self) -> None:
+        """Refuse further spawns. Actors are stopped by their owners (the Hive stops its own)."""
+        self._shut_down = True
