@@ -14,7 +14,7 @@ from typing import IO
 
 import pytest
 
-from sessionhive import ConfirmationRequired, Hive, TurnCancelled
+from sessionhive import ConfirmationRequired, Hive, Message, TurnCancelled
 from sessionhive.client import RemoteHive, ServiceUnavailable, Unauthorized
 
 TOKEN = "drain-test-token-0123456789"
@@ -78,7 +78,7 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path) -> None:
             client.create_session(f"stuck{n}")
 
         completed: dict[str, list[str]] = {f"w{n}": [] for n in range(workers)}
-        last_messages: dict[str, int] = {}
+        last_messages: dict[str, list[Message]] = {}
         refused_while_draining: list[str] = []
         stuck_outcomes: dict[str, BaseException | None] = {}
         stuck_waiting = threading.Barrier(stuck + 1)
@@ -99,7 +99,7 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path) -> None:
                         refused_while_draining.append(exc.error)
                         return
                     completed[session_id].append(prompt)
-                    last_messages[session_id] = len(result.messages)
+                    last_messages[session_id] = result.messages
                     turn += 1
                     if sum(map(len, completed.values())) >= 3 * workers:
                         enough.set()
@@ -144,7 +144,8 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path) -> None:
         for session_id, prompts in completed.items():
             history = reopened.history(session_id)
             assert [m.text for m in history if m.role == "user"] == prompts
-            assert len(history) == last_messages[session_id]
+            # The last turn's messages (whole history or the turn's own) end the stored history.
+            assert history[-len(last_messages[session_id]) :] == last_messages[session_id]
             assert history[-1].role == "assistant" and history[-1].text.startswith("Echo: ")
         for n in range(stuck):
             history = reopened.history(f"stuck{n}")
