@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -11,6 +10,7 @@ from typing import Any
 
 from sessionhive import InvalidConfig, LlmClient, LlmConfig
 from sessionhive.hive import DEFAULT_ACTOR_BACKEND
+from sessionhive.model.validate import check_int, check_number, check_positive_number
 
 __all__ = ["ACTOR_BACKENDS", "LoadtestOptions", "parse_duration"]
 
@@ -36,19 +36,11 @@ def parse_duration(text: str | float) -> float:
     Raises :class:`~sessionhive.InvalidConfig` for anything else, negative values included.
     """
     if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-        if not math.isfinite(value) or value < 0:
-            raise InvalidConfig(f"a duration must be a finite number of seconds >= 0, got {text!r}")
-        return value
+        return check_number("a duration", text, unit="seconds")
     match = _DURATION.match(str(text))
     if match is None:
         raise InvalidConfig(f"cannot read duration {text!r}; write e.g. 1h, 30m, 45s, 500ms or 0.05")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def _require_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidConfig(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -93,23 +85,19 @@ class LoadtestOptions:
     hive_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require_int("sessions", self.sessions, 1)
-        _require_int("turns", self.turns, 1)
-        _require_int("tools_per_turn", self.tools_per_turn, 0)
-        _require_int("children_per_session", self.children_per_session, 0)
+        check_int("sessions", self.sessions, minimum=1)
+        check_int("turns", self.turns, minimum=1)
+        check_int("tools_per_turn", self.tools_per_turn)
+        check_int("children_per_session", self.children_per_session)
         if self.concurrency is not None:
-            _require_int("concurrency", self.concurrency, 1)
-        if not isinstance(self.confirm_rate, int | float) or not 0 <= self.confirm_rate <= 1:
-            raise InvalidConfig(f"confirm_rate must be a fraction in [0, 1], got {self.confirm_rate!r}")
+            check_int("concurrency", self.concurrency, minimum=1)
+        check_number("confirm_rate", self.confirm_rate, maximum=1.0)
         if self.confirm_rate > 0 and not self.stream:
             raise InvalidConfig("confirmations are seen on the turn's stream; confirm_rate needs stream=True")
         if self.confirm_rate > 0 and self.tools_per_turn == 0:
             raise InvalidConfig("confirm_rate needs tool calls to confirm; set tools_per_turn >= 1")
         object.__setattr__(self, "llm_latency", parse_duration(self.llm_latency))
-        if not self.probe_interval > 0:
-            raise InvalidConfig(
-                f"probe_interval must be a positive number of seconds, got {self.probe_interval!r}"
-            )
+        check_positive_number("probe_interval", self.probe_interval, unit="seconds")
         if self.actor_backend not in (None, *ACTOR_BACKENDS):
             raise InvalidConfig(
                 f"actor_backend must be 'asyncio', 'pooled' or 'threads', got {self.actor_backend!r}"
