@@ -47,6 +47,13 @@ def _load(store: SessionStore, session_id: str) -> SessionSnapshot:
     return snapshot
 
 
+def _count(text: str) -> int:
+    """A command-line count: a whole number >= 0 (argparse reports anything else as a usage error)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -199,7 +206,7 @@ def add_sessions_parser(
 
     show = actions.add_parser("show", help="a session's details and history")
     show.add_argument("session_id", metavar="ID", help="the session to show")
-    show.add_argument("--last", type=int, default=0, metavar="N", help="only the last N messages")
+    show.add_argument("--last", type=_count, default=0, metavar="N", help="only the last N messages (0: all)")
     add_store_option(show, DEFAULT_STORE)
     show.set_defaults(func=cmd_show)
 

@@ -107,6 +107,7 @@ def test_version_and_usage_errors(tmp_path: Path) -> None:
         ["run"],  # no prompt
         ["run", "x", "--metrics-port", "99999"],
         ["sessions", "delete"],
+        ["sessions", "show", "x", "--last", "-1"],
     ):
         done = run(argv, tmp_path)
         assert done.returncode == 2, (argv, done.stderr)
