@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from sessionhive.model.messages import ToolResult
+from sessionhive.persistence import FileStore, MemoryStore, SqlStore
 from sessionhive.tools import ToolExecutor
 from sessionhive.tools._sandbox import probe_sandbox
+from tests.conftest_persistence import make_snapshot
 
 SANDBOX = probe_sandbox()
 needs_sandbox = pytest.mark.skipif(
@@ -111,6 +113,23 @@ def test_home_directories_and_hidden_paths_are_invisible(ws: Path, tmp_path: Pat
     assert result.output.split()[:2] == ["0", "0"], result.output
     assert "rows" not in result.output and result.output.endswith("[exit code: 0]")
     assert (ws / "note").read_text() == "ok\n" and db_in_ws.read_text() == "rows"
+
+
+@needs_sandbox
+def test_a_stores_data_paths_hide_its_files_from_bash(ws: Path, tmp_path: Path) -> None:
+    sql = SqlStore(f"sqlite:///{ws / 'hive.db'}")  # even inside the workspace
+    files = FileStore(tmp_path / "sessions")
+    sql.write_batch([make_snapshot("s1")], [])
+    files.write_batch([make_snapshot("s2")], [])
+    try:
+        with ToolExecutor(ws) as executor:
+            executor.hide_from_bash(*sql.data_paths(), *files.data_paths(), *MemoryStore().data_paths())
+            result = bash(executor, f"cat hive.db hive.db-wal; ls {tmp_path / 'sessions'} | wc -l")
+    finally:
+        sql.close()
+    assert "sessionhive_sessions" not in result.output and "You are terse" not in result.output
+    assert result.output.splitlines()[-2] == "0", result.output
+    assert sql.load("s1") == make_snapshot("s1")
 
 
 @needs_sandbox

@@ -214,6 +214,14 @@ class BaseStore:
         except self._wrapped_errors as exc:
             raise wrap_error(exc, self._name, "listing sessions") from exc
 
+    def data_paths(self) -> tuple[str, ...]:
+        """The files and directories holding this store's data on this machine (none by default).
+
+        For example to hide them from sandboxed commands:
+        ``executor.hide_from_bash(*store.data_paths())``.
+        """
+        return ()
+
     def health_check(self) -> None:
         """Raise :class:`StoreError` when the store cannot serve; the default is always healthy."""
 

@@ -215,6 +215,10 @@ class FileStore(BaseStore):
         """Every stored session id (temporary, meta and foreign files skipped)."""
         return list(self._iter_ids())
 
+    def data_paths(self) -> tuple[str, ...]:
+        """The store's directory."""
+        return (os.path.abspath(self._dir),)
+
     def health_check(self) -> None:
         """Raise :class:`StoreError` unless the directory exists and is writable."""
         if not self._dir.is_dir():

@@ -203,6 +203,13 @@ class SqlStore(BaseStore):
             with conn.begin():
                 yield conn
 
+    def data_paths(self) -> tuple[str, ...]:
+        """An SQLite file with its journal, WAL and shared-memory files; nothing for a server."""
+        if not self._name.startswith("sqlite:") or self._name == "sqlite::memory:":
+            return ()
+        database = self._name[len("sqlite:") :]
+        return (database, f"{database}-wal", f"{database}-shm", f"{database}-journal")
+
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine (for inspection, benchmarks and event listeners)."""
