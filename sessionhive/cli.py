@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -111,6 +112,21 @@ def cli_message(exc: SessionhiveError, args: argparse.Namespace | None = None) -
     if isinstance(exc, LlmError) and not text.startswith("LLM"):
         text = f"the model call failed: {text}"
     return text
+
+
+class _CliAdviceFilter(logging.Filter):
+    """Log lines (retries, warnings) in the command line's words, like the errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = cli_text(record.getMessage()), None
+        return True
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sessionhive: %(message)s"))
+    handler.addFilter(_CliAdviceFilter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def _resolve_provider(args: argparse.Namespace) -> str | None:
@@ -489,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if provider is not None:
             args.provider = provider
         tune_gc()  # this process exists to host sessions
+        _log_to_stderr()
         try:
             result: Any = args.func(args)
         except _UsageError as exc:
