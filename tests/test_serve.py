@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -393,3 +394,20 @@ def test_metrics_and_openapi(served: Served) -> None:
     schema = served.anonymous.get("/openapi.json").json()
     assert schema["openapi"].startswith("3.1")
     assert "post" in schema["paths"]["/v1/sessions/{session_id}/confirmations/{tool_id}"]
+
+
+def test_readyz_is_503_while_the_store_is_down(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    with (
+        Hive.start(store=f"file:{store_dir}", workspace=tmp_path) as hive,
+        ServerThread(serve_app(hive, token=TOKEN)) as server,
+    ):
+        http = httpx.Client(base_url=server.url, headers=AUTH)
+        assert http.get("/readyz").status_code == 200
+        shutil.rmtree(store_dir)  # the store's directory vanishes under the running service
+        down = problem(http.get("/readyz"), 503, "StoreUnavailable")
+        assert "does not exist" in down["detail"]
+        assert http.get("/v1/store/health").json()["stores"][0]["status"].startswith("error")
+        assert http.get("/healthz").status_code == 200  # the process itself is fine
+        store_dir.mkdir()
+        assert http.get("/readyz").status_code == 200
