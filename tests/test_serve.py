@@ -369,6 +369,28 @@ def test_serve_app_refuses_to_run_without_a_token(tmp_path: Path, monkeypatch: p
         assert serve_app(hive).hive.sync is hive
 
 
+def test_a_full_session_queue_is_429_overloaded(tmp_path: Path) -> None:
+    with (
+        Hive.start(
+            store="memory", llm=ScriptedLlm(script), workspace=tmp_path, mailbox_size=1, call_timeout=0.5
+        ) as hive,
+        ServerThread(serve_app(hive, token=TOKEN)) as server,
+    ):
+        http = httpx.Client(base_url=server.url, headers=AUTH)
+        http.post("/v1/sessions", json={"id": "olga"})
+        stream = hive.generate_streaming("olga", "write and wait")
+        for event in stream:
+            if isinstance(event, ConfirmationRequired):
+                # Jobs queue behind the turn waiting for a human, until the queue is full.
+                statuses = [http.post("/v1/sessions/olga/clear").status_code for _ in range(3)]
+                assert 429 in statuses and set(statuses) <= {429, 504}
+                refused = problem(http.post("/v1/sessions/olga/clear"), 429, "Overloaded")
+                assert refused["limit"] == 1 and refused["session_id"] == "olga"
+                assert http.post("/v1/sessions/olga/clear").headers["retry-after"] == "1"
+                hive.confirm_tool("olga", event.tool_id, False)
+        stream.result()
+
+
 def test_overloaded_store_and_timeout_errors_map_to_their_statuses() -> None:
     # The runtime raises these under load or failure; their HTTP form is what clients rely on.
     status, body, headers = problem_for(Overloaded("busy", 1000))
