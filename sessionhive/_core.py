@@ -71,7 +71,7 @@ from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.validate import check_positive_int, check_positive_number
-from sessionhive.persistence.actor import Flush, Health
+from sessionhive.persistence.actor import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
 
@@ -96,6 +96,9 @@ DEFAULT_ACTOR_BACKEND = "asyncio"
 #: Calls waiting in one session's mailbox (and turns in its queue) before
 #: further calls are refused with Overloaded.
 DEFAULT_MAILBOX_SIZE = 1024
+
+
+_DEFAULT_CONFIG = SessionConfig()  # immutable: one instance serves every session created without a config
 
 
 class Default:
@@ -190,9 +193,11 @@ class _Prepared:
         self.llm_clients = ClientCache(self.metrics)
         self.default_llm, self.default_llm_config = self._default_llm(options.llm)
         store = open_store(options.store)
+        self.backlog = Backlog()
         persistence_options: dict[str, Any] = {
             "metrics": self.metrics,
             "on_failure": self._on_persist_failure,
+            "backlog": self.backlog,
         }
         if options.batch_size is not None:
             persistence_options["batch_size"] = options.batch_size
@@ -244,8 +249,8 @@ class HiveCore:
         self.turns = TurnLoop(options.max_concurrent_turns, loop)
         self.backend = self._make_backend(prepared.backend_name, options.actor_backend)
         self._asyncio = isinstance(self.backend, AsyncioBackend)
-        schedule = self.backend.schedule if isinstance(self.backend, AsyncioBackend) else None
-        self.persistence = PersistenceLink(prepared.persistence, schedule)
+        self._loop_backend = self.backend if isinstance(self.backend, AsyncioBackend) else None
+        self.persistence = PersistenceLink(prepared.persistence, self._loop_backend)
         self.directory = Directory()
         prepared.directory = self.directory
         self.services = HiveServices(
@@ -262,6 +267,7 @@ class HiveCore:
             mailbox_size=options.mailbox_size,
             restart_limit=options.restart_limit,
             restart_window=options.restart_window,
+            persistence_backlog=prepared.backlog,
         )
         singletons = (
             self.backend if self._asyncio or not isinstance(options.actor_backend, str | None) else None
@@ -315,11 +321,18 @@ class HiveCore:
 
     # ------------------------------------------------------------------ routing
 
+    def _tell(self, ref: pykka.ActorRef[Any], message: Any) -> None:
+        """Tell an actor; on the actors' own loop an idle actor handles it at once, in this frame."""
+        if self._loop_backend is not None:
+            self._loop_backend.tell_inline(ref, message)
+        else:
+            ref.tell(message)
+
     def _tell_supervisor(self, message: Any) -> None:
         if self.stopped:
             raise HiveStopped()
         try:
-            self.supervisor.tell(message)
+            self._tell(self.supervisor, message)
         except pykka.ActorDeadError:
             raise HiveStopped() from None
 
@@ -334,7 +347,7 @@ class HiveCore:
                 self.metrics.child(self.metrics.calls_rejected, "mailbox").inc()
                 raise Overloaded(session_id, self.options.mailbox_size)
             try:
-                entry.ref.tell(call)
+                self._tell(entry.ref, call)
                 return
             except pykka.ActorDeadError:
                 pass  # stopped since we looked: the supervisor knows what became of it
@@ -402,7 +415,7 @@ class HiveCore:
         if parent_id is not None:
             check_id(parent_id, "parent session id")
         if config is None:
-            config = SessionConfig()
+            config = _DEFAULT_CONFIG
         elif not isinstance(config, SessionConfig):
             raise InvalidConfig(f"config must be a SessionConfig, got {type(config).__name__}")
         reply = self.new_reply(awaitable_here=awaitable_here)

@@ -298,10 +298,10 @@ class Hive:
         return make_wsgi_app(self.metrics.registry)
 
     def asgi_app(self) -> Callable[..., Any]:
-        """An ASGI app serving this Hive's metrics, to mount in your own server."""
-        from prometheus_client import make_asgi_app
+        """An ASGI app serving this Hive's metrics; mount it with Starlette's ``Route("/metrics", app)``."""
+        from sessionhive.metrics.exporter import MetricsAsgiApp
 
-        return make_asgi_app(self.metrics.registry)
+        return MetricsAsgiApp(self.metrics.registry)
 
     # ------------------------------------------------------------------ plumbing
 

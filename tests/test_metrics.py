@@ -546,6 +546,7 @@ def test_wsgi_app_served_over_http(metered: Hive) -> None:
 def test_asgi_app_answers_a_real_asgi_call(metered: Hive) -> None:
     metered.create_session("s")
     metered.generate("s", "look")
+    metered.flush()  # every snapshot written: the two scrapes below see the same series
     app = metered.asgi_app()
 
     async def get(headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[bytes, bytes], bytes]:

@@ -14,8 +14,7 @@ here is iterated outside its owner, so no lock is needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sessionhive.model.config import ConfirmationPolicy
 from sessionhive.model.llm_config import LlmConfig
@@ -27,9 +26,12 @@ if TYPE_CHECKING:
 __all__ = ["Directory", "SessionEntry", "SessionView"]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionView:
-    """An immutable picture of one session, as of its last change."""
+class SessionView(NamedTuple):
+    """An immutable picture of one session, as of its last change.
+
+    A named tuple: the view is rebuilt after every change, and a tuple is
+    the cheapest immutable object Python builds.
+    """
 
     version: int
     state: Literal["active", "paused"]

@@ -56,7 +56,7 @@ from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import SessionExists, SessionFailed, SessionNotFound, StoreError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Usage
-from sessionhive.persistence.actor import Load
+from sessionhive.persistence.actor import Batch, Load
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.runtime import ActorBackend, HiveActor, Reply, complete, fail
 
@@ -314,7 +314,7 @@ class SupervisorActor(HiveActor):
         if parent_id is None:
             snapshot = _new_snapshot(session_id, None, message.config)
             self._spawn(snapshot, created=message.reply)
-            self._metrics.session_lifecycle.labels("created").inc()
+            self._metrics.child(self._metrics.session_lifecycle, "created").inc()
             return
         if parent_id not in self._directory.live and parent_id not in self._directory.known:
             fail(message.reply, SessionNotFound(parent_id))
@@ -469,7 +469,9 @@ class SupervisorActor(HiveActor):
         depth.labels("supervisor").set(_inbox_depth(self.actor_ref))
         persistence = self._services.persistence.ref
         if persistence is not None:
-            depth.labels("persistence").set(_inbox_depth(persistence))
+            backlog = self._services.persistence_backlog
+            in_hand = backlog.in_hand if backlog is not None else 0
+            depth.labels("persistence").set(_inbox_depth(persistence) + in_hand)
         if self._idle_timeout is not None:
             horizon = time.monotonic() - self._idle_timeout
             for session_id, used in list(self._last_used.items()):
@@ -517,14 +519,21 @@ def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
 
 
 def _inbox_depth(ref: pykka.ActorRef[Any] | None) -> int:
-    """Messages waiting in an actor's inbox (queue.Queue for threads, a sized mailbox otherwise)."""
+    """Messages waiting in an actor's inbox, a Batch counting as the messages it carries."""
     if ref is None:
         return 0
     inbox: Any = ref.actor_inbox
+    waiting = getattr(inbox, "queue", None)  # a ThreadingActor's queue.Queue
+    if waiting is not None:
+        # tuple(deque) copies in C without releasing the GIL: a consistent
+        # look at a deque that another thread appends to.
+        return sum(len(e.message.messages) if isinstance(e.message, Batch) else 1 for e in tuple(waiting))
     size = getattr(inbox, "qsize", None)
-    if size is not None:
-        return int(size())
-    return 0
+    return int(size()) if size is not None else 0
+
+
+_NO_USAGE = Usage()
+_DEFAULT_POLICY = ConfirmationPolicy()
 
 
 def _new_snapshot(
@@ -537,11 +546,11 @@ def _new_snapshot(
         parent_id=parent_id,
         state="active",
         config=config,
-        confirmation_policy=config.confirmation_policy or ConfirmationPolicy(),
+        confirmation_policy=config.confirmation_policy or _DEFAULT_POLICY,
         llm_config=llm_config,
         thinking=False,
         budget=None,
-        usage=Usage(),
+        usage=_NO_USAGE,
         context_usage=ContextUsage(0, config.max_context_length or DEFAULT_MAX_CONTEXT),
         messages=(),
         history_epoch=0,

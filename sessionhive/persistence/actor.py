@@ -59,6 +59,7 @@ from sessionhive.runtime import HiveActor, complete, fail
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_FLUSH_INTERVAL",
+    "Backlog",
     "Batch",
     "Delete",
     "Exists",
@@ -124,6 +125,19 @@ class Batch:
     """Several messages sent in one ``tell`` (one wake-up of this actor's thread), handled in order."""
 
     messages: tuple[Any, ...]
+
+
+class Backlog:
+    """How many messages of the :class:`Batch` being handled are still to come (for the mailbox gauge).
+
+    Written by the persistence actor alone, read by whoever reports its
+    mailbox depth: a batch stuck behind a slow write is still a backlog.
+    """
+
+    __slots__ = ("in_hand",)
+
+    def __init__(self) -> None:
+        self.in_hand = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +264,10 @@ class PersistenceActor(HiveActor):
         retry_attempts: int = 5,
         retry_max_wait: float = 2.0,
         cache_ids: bool = True,
+        backlog: Backlog | None = None,
     ) -> None:
         super().__init__()
+        self._backlog = backlog if backlog is not None else Backlog()
         check_positive_int("batch_size", batch_size)
         check_positive_number("flush_interval", flush_interval, unit="seconds")
         check_positive_int("retry_attempts", retry_attempts)
@@ -316,7 +332,10 @@ class PersistenceActor(HiveActor):
     # ----------------------------------------------------------------- writes
 
     def on_Batch(self, message: Batch) -> None:
+        backlog = self._backlog
+        backlog.in_hand = len(message.messages)
         for each in message.messages:
+            backlog.in_hand -= 1
             self.on_receive(each)
 
     def on_Save(self, message: Save) -> None:

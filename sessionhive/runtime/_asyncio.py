@@ -58,12 +58,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 from pykka import ActorDeadError
+from pykka._envelope import Envelope
 
 from sessionhive.runtime._pooled import PooledFuture
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
-    from pykka._envelope import Envelope
 
     from sessionhive.runtime._base import HiveActor
 
@@ -144,10 +144,35 @@ class _LoopMailbox:
 
     __len__ = qsize
 
+    def deliver_inline(self, envelope: Envelope[Any]) -> bool:
+        """Handle ``envelope`` now, in the caller's frame, if the actor is idle; False if it is not.
+
+        For a caller already on the loop thread and outside any handler (a
+        coroutine awaiting a Hive call): the message is handled exactly as a
+        scheduled run would handle it, one at a time, without a trip through
+        the loop's ready queue.
+        """
+        backend = self._backend
+        actor = self._actor
+        if self._scheduled or self._queue or backend.handling or actor is None or not self._started:
+            return False
+        if actor.actor_stopped.is_set():
+            return False
+        self._scheduled = True
+        backend.handling = True
+        try:
+            actor._asyncio_handle(envelope)
+        finally:
+            backend.handling = False
+            self._scheduled = False
+        if self._queue or actor.actor_stopped.is_set():
+            self._scheduled = True
+            backend.schedule(self._run)  # more mail, or a stop to tear down
+        return True
+
     # -- runtime
     def bind(self, actor: AsyncioActor) -> None:
         self._actor = actor
-        self._dead_letters = actor.dead_letters()
         self._backend.schedule(self._run)  # we hold the flag since __init__
 
     def _run(self) -> None:
@@ -156,17 +181,24 @@ class _LoopMailbox:
             self._scheduled = False
             self._reject_all()
             return
-        if not self._started:
-            self._started = True
-            actor._asyncio_setup()
-        stopped = actor.actor_stopped
-        queue = self._queue
-        if queue:
-            budget = self._backend.throughput
-            while queue and budget and not stopped.is_set():
-                budget -= 1
-                actor._asyncio_handle(queue.popleft())
+        backend = self._backend
+        backend.handling = True
+        try:
+            if not self._started:
+                self._started = True
+                actor._asyncio_setup()
+            stopped = actor.actor_stopped
+            queue = self._queue
+            if queue:
+                budget = backend.throughput
+                while queue and budget and not stopped.is_set():
+                    budget -= 1
+                    actor._asyncio_handle(queue.popleft())
+        finally:
+            backend.handling = False
         if stopped.is_set():
+            # Asked only now, not at start: an idle actor carries no handler.
+            self._dead_letters = actor.dead_letters()
             actor._actor_loop_teardown()
             self._actor = None  # stale refs must not keep the actor's state alive
             self._scheduled = False
@@ -292,6 +324,7 @@ class AsyncioBackend:
         self.loop = loop
         self.throughput = throughput
         self.loop_thread_id: int | None = None
+        self.handling = False  # True while a handler runs (on the loop thread): no inline delivery then
         self._concrete: dict[type[Any], type[Any]] = {}
         self._shut_down = False
         self._call_soon = loop.call_soon
@@ -307,6 +340,20 @@ class AsyncioBackend:
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self.loop_thread_id
 
+    def tell_inline(self, ref: pykka.ActorRef[Any], message: Any) -> None:
+        """``ref.tell(message)``; handled at once when called on the loop, outside a handler, for an idle actor."""
+        if not ref.is_alive():
+            raise ActorDeadError(f"{ref} not found")
+        envelope = Envelope(message)
+        inbox = ref.actor_inbox
+        if (
+            isinstance(inbox, _LoopMailbox)
+            and threading.get_ident() == self.loop_thread_id
+            and inbox.deliver_inline(envelope)
+        ):
+            return
+        inbox.put(envelope)
+
     def schedule(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the loop soon: no system call when already on the loop thread."""
         if threading.get_ident() == self.loop_thread_id:
@@ -316,6 +363,10 @@ class AsyncioBackend:
             self._call_soon_threadsafe(callback)
         except RuntimeError:  # the loop is closed: nobody will ever run this mailbox
             logger.debug("sessionhive: a message reached an actor after its event loop closed")
+
+    def schedule_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop after ``delay`` seconds; call it on the loop thread."""
+        self.loop.call_later(delay, callback)
 
     def spawn(self, actor_class: type[A], *args: Any, **kwargs: Any) -> pykka.ActorRef[A]:
         """Create ``actor_class(*args, **kwargs)`` and start it on the loop; returns its ref.

@@ -14,6 +14,7 @@ unconfined and asks a human by default).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import stat
@@ -25,10 +26,18 @@ from sessionhive.tools._common import ToolError
 __all__ = ["atomic_write_text", "relative", "resolve_inside", "resolve_root"]
 
 
+@functools.lru_cache(maxsize=4096)
+def _real_root(workspace: str) -> str:
+    # A workspace's real path is resolved once: realpath stats every
+    # component, and it ran on every tool call of every session.
+    return os.path.realpath(workspace)
+
+
 def resolve_root(workspace: str | os.PathLike[str]) -> Path:
     """The real path of a workspace directory; a :class:`ToolError` unless it is an existing directory."""
-    real = os.path.realpath(workspace)
+    real = _real_root(os.fspath(workspace))
     if not os.path.isdir(real):
+        _real_root.cache_clear()  # gone, or replaced: resolve afresh next time
         raise ToolError(
             f"the workspace {os.fspath(workspace)!r} is not an existing directory; "
             "create it, or configure the session with an existing workspace"

@@ -39,11 +39,6 @@ log = logging.getLogger("sessionhive.session")
 class LifecyclePart(ConfirmationsPart):
     """Destroy, Passivate, Shutdown, crash hand-over and the calls that arrive too late."""
 
-    def on_start(self) -> None:
-        if self._created is not None:
-            created, self._created = self._created, None
-            self._commit_and_answer(created, self.session_id, "create")
-
     def _redirect(self, call: SessionCall) -> None:
         """A call for a session that is going away: to its next incarnation, or refused."""
         if self._gone == "destroyed":

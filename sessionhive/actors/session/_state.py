@@ -44,6 +44,43 @@ Gone = Literal["", "passivated", "destroyed", "stopped", "crashed"]
 class SessionState(HiveActor):
     """One session's state; the parts of SessionActor add the handlers."""
 
+    # Slots, not an instance dict: with more than 30 attributes CPython
+    # gives every instance a dict of its own (about 1.6 KB), and a process
+    # may hold a hundred thousand idle sessions.
+    __slots__ = (
+        "_budget",
+        "_config",
+        "_context_cache",
+        "_context_used",
+        "_created_at",
+        "_entry",
+        "_gone",
+        "_history_epoch",
+        "_inherited_llm_config",
+        "_jobs",
+        "_llm_client",
+        "_llm_config",
+        "_llm_problem",
+        "_messages",
+        "_metrics",
+        "_parent_id",
+        "_pending",
+        "_policy",
+        "_running",
+        "_services",
+        "_shutdown_reply",
+        "_state",
+        "_subscribers",
+        "_supervisor",
+        "_thinking",
+        "_turn_seq",
+        "_updated_at",
+        "_usage",
+        "_version",
+        "_view_stale",
+        "session_id",
+    )
+
     def __init__(
         self,
         services: HiveServices,
@@ -75,6 +112,7 @@ class SessionState(HiveActor):
         self._history_epoch = snapshot.history_epoch
         self._usage = snapshot.usage
         self._context_used = snapshot.context_usage.used_tokens
+        self._context_cache = snapshot.context_usage  # rebuilt only when a count changes
         self._state: Literal["active", "paused"] = snapshot.state
         self._version = snapshot.version
         self._created_at = snapshot.created_at
@@ -85,10 +123,14 @@ class SessionState(HiveActor):
         self._subscribers: list[EventSink] = []
         self._turn_seq = 0
         self._gone: Gone = ""
-        self._created = created
         self._shutdown_reply: Reply | None = None
         self._view_stale = True
-        self._publish()
+        if created is not None:
+            # A new session: its first snapshot leaves now, and the creator
+            # gets its answer without waiting for the actor's first run.
+            self._commit_and_answer(created, self.session_id, "create")
+        else:
+            self._publish()
 
     # ------------------------------------------------------------------ the view
 
@@ -96,15 +138,15 @@ class SessionState(HiveActor):
         """Replace the published view with the current state (the only writer of ``entry.view``)."""
         self._view_stale = False
         self._entry.view = SessionView(
-            version=self._version,
-            state=self._state,
-            history=self._messages,
-            usage=self._usage,
-            context_usage=self._context_usage(),
-            pending_confirmations=tuple(self._pending),
-            policy=self._policy,
-            llm_config=self._effective_llm_config(),
-            parent_id=self._parent_id,
+            self._version,
+            self._state,
+            self._messages,
+            self._usage,
+            self._context_usage(),
+            tuple(self._pending),
+            self._policy,
+            self._effective_llm_config(),
+            self._parent_id,
         )
 
     def _touch(self) -> None:
@@ -124,7 +166,11 @@ class SessionState(HiveActor):
     # ------------------------------------------------------------------ derived state
 
     def _context_usage(self) -> ContextUsage:
-        return ContextUsage(self._context_used, self._config.max_context_length or DEFAULT_MAX_CONTEXT)
+        cached = self._context_cache
+        max_tokens = self._config.max_context_length or DEFAULT_MAX_CONTEXT
+        if cached.used_tokens != self._context_used or cached.max_tokens != max_tokens:
+            cached = self._context_cache = ContextUsage(self._context_used, max_tokens)
+        return cached
 
     def _effective_llm_config(self) -> LlmConfig | None:
         config = self._llm_config or self._inherited_llm_config
