@@ -341,7 +341,7 @@ class AsyncioBackend:
         return threading.get_ident() == self.loop_thread_id
 
     def tell_inline(self, ref: pykka.ActorRef[Any], message: Any) -> None:
-        """``ref.tell(message)``; handled at once when called on the loop, outside a handler, for an idle actor."""
+        """``ref.tell(message)``, handled at once if sent from the loop (not a handler) to an idle actor."""
         if not ref.is_alive():
             raise ActorDeadError(f"{ref} not found")
         envelope = Envelope(message)
