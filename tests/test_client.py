@@ -87,6 +87,16 @@ def tour(hive: Any) -> dict[str, Any]:
     out["count"] = hive.session_count()
     out["ids"] = sorted(hive.list_sessions())
     out["result"] = hive.generate("team/lead", "hello there")
+    out["got"] = (hive.get_or_create_session("team/lead"), hive.get_or_create_session("team/new"))
+    out["reset"] = hive.reset_session("team/new")
+    asked: list[str] = []
+
+    def decide(event: ConfirmationRequired) -> tuple[bool, str]:
+        asked.append(event.tool_name)
+        return False, "decided by a callback"
+
+    out["decided"] = hive.generate("team/new", "write by callback", on_confirmation=decide)
+    out["asked"] = asked
     stream = hive.generate_streaming("team/lead", "write a note")
     events = []
     for event in stream:
@@ -140,7 +150,11 @@ def test_the_same_program_gives_the_same_answers_embedded_and_remote(
     here, there = tour(embedded), tour(remote)
     assert there == here
     assert there["events"][0] == "TurnStart" and "ConfirmationResolved" in there["events"]
-    assert there["streamed"].text.startswith("done: ") and there["after_destroy"] == []
+    assert there["streamed"].text.startswith("done: ") and there["after_destroy"] == ["team/new"]
+    assert there["got"] == ("team/lead", "team/new") and there["reset"] is False
+    assert there["asked"] == ["write_file"]
+    tool_message = there["decided"].messages[-2]
+    assert tool_message.role == "tool" and "decided by a callback" in tool_message.text
 
 
 def test_remote_stream_events_are_the_embedded_classes(remote: RemoteHive) -> None:
@@ -217,6 +231,11 @@ def test_async_remote_hive_matches_async_hive(served: tuple[Hive, ServerThread],
             if isinstance(event, ConfirmationRequired):
                 await hive.confirm_tool("lou", event.tool_id, True)
         result = await stream.result()
+
+        async def approve(event: ConfirmationRequired) -> bool:
+            return event.tool_name == "write_file"
+
+        called_back = await hive.generate("lou", "write via coroutine", on_confirmation=approve)
         subscription = await hive.subscribe("lou")
         await hive.generate("lou", "again")
         first = await subscription.get(timeout=10)
@@ -226,7 +245,8 @@ def test_async_remote_hive_matches_async_hive(served: tuple[Hive, ServerThread],
         history = await hive.history("lou")
         usage = await hive.usage("lou")
         await hive.destroy_session("lou")
-        return [[k for k in kinds if k != "TextDelta"], result, first.type if first else None, history, usage]
+        seen = [k for k in kinds if k != "TextDelta"]
+        return [seen, result, called_back, first.type if first else None, history, usage]
 
     async def both() -> tuple[list[Any], list[Any]]:
         async with AsyncRemoteHive(served[1].url, token=TOKEN) as remote:
@@ -235,4 +255,5 @@ def test_async_remote_hive_matches_async_hive(served: tuple[Hive, ServerThread],
         return here, there
 
     here, there = asyncio.run(both())
-    assert there == here and there[2] == "TurnStart"
+    assert there == here and there[3] == "TurnStart"
+    assert there[2].text.startswith("done: overwrote note.txt")  # approved by the coroutine

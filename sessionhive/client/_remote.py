@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import queue
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -23,7 +24,9 @@ from sessionhive import (
     AgentEvent,
     AgentResult,
     CallTimeout,
+    ConfirmationNotFound,
     ConfirmationPolicy,
+    ConfirmationRequired,
     ContextUsage,
     InvalidConfig,
     LlmConfig,
@@ -106,6 +109,14 @@ def _token(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _decision(answer: Any) -> tuple[bool, str | None]:
+    """What an ``on_confirmation`` callback answered: ``bool`` or ``(bool, reason)``."""
+    if isinstance(answer, tuple):
+        approved, reason = answer
+        return bool(approved), reason
+    return bool(answer), None
+
+
 def _stream_outcome(kind: str, data: str) -> tuple[AgentEvent | None, AgentResult | None, Exception | None]:
     payload = load(data)
     if kind == "result":
@@ -118,10 +129,17 @@ def _stream_outcome(kind: str, data: str) -> tuple[AgentEvent | None, AgentResul
 class RemoteTurnStream:
     """A turn's events as they arrive over server-sent events; :meth:`result` for the outcome."""
 
-    def __init__(self, hive: RemoteHive, session_id: str, response: httpx.Response) -> None:
+    def __init__(
+        self,
+        hive: RemoteHive,
+        session_id: str,
+        response: httpx.Response,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+    ) -> None:
         self.session_id = session_id
         self._hive = hive
         self._response = response
+        self._on_confirmation = on_confirmation
         self._lines = response.iter_lines()
         self._result: AgentResult | None = None
         self._error: Exception | None = None
@@ -134,6 +152,10 @@ class RemoteTurnStream:
             for kind, data in iter_sse(self._lines):
                 event, result, error = _stream_outcome(kind, data)
                 if event is not None:
+                    if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                        approved, reason = _decision(self._on_confirmation(event))
+                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                            self._hive.confirm_tool(self.session_id, event.tool_id, approved, reason)
                     yield event
                     continue
                 self._result, self._error = result, error
@@ -298,6 +320,15 @@ class RemoteHive:
         )
         return str(data["id"])
 
+    def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+    ) -> str:
+        body = {"id": session_id, "config": _config_json(config), "exist_ok": True}
+        return str(self._request("POST", "/v1/sessions", json=body, timeout=timeout)["id"])
+
+    def reset_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+        return bool(self._request("POST", _session(session_id, "/reset"), timeout=timeout)["changed"])
+
     def create_child_session(
         self,
         parent_id: str,
@@ -344,15 +375,30 @@ class RemoteHive:
         return int(self._request("POST", "/v1/load-all", timeout=timeout)["loaded"])
 
     # turns
-    def generate(self, session_id: str, prompt: str, *, timeout: float | None = None) -> AgentResult:
+    def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+    ) -> AgentResult:
+        """Run one turn; ``on_confirmation(event) -> bool | (bool, reason)`` answers its confirmations."""
+        if on_confirmation is not None:
+            return self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation).result()
         data = self._request("POST", _session(session_id, "/turns"), json={"prompt": prompt}, timeout=timeout)
         return result_from_dict(data)
 
     def generate_streaming(
-        self, session_id: str, prompt: str, *, timeout: Timeout = "default"
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = "default",
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> RemoteTurnStream:
         response = self._open_stream("POST", _session(session_id, "/turns"), {"prompt": prompt}, timeout)
-        return RemoteTurnStream(self, session_id, response)
+        return RemoteTurnStream(self, session_id, response, on_confirmation)
 
     def history(self, session_id: str, *, timeout: Timeout = "default") -> list[Message]:
         messages: list[Message] = []
@@ -469,10 +515,17 @@ class RemoteHive:
 class AsyncRemoteTurnStream:
     """A turn's events as an async iterator; ``await stream.result()`` for the outcome."""
 
-    def __init__(self, hive: AsyncRemoteHive, session_id: str, response: httpx.Response) -> None:
+    def __init__(
+        self,
+        hive: AsyncRemoteHive,
+        session_id: str,
+        response: httpx.Response,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+    ) -> None:
         self.session_id = session_id
         self._hive = hive
         self._response = response
+        self._on_confirmation = on_confirmation
         self._result: AgentResult | None = None
         self._error: Exception | None = None
         self._finished = False
@@ -491,6 +544,13 @@ class AsyncRemoteTurnStream:
                     continue
                 event, result, error = _stream_outcome(*found)
                 if event is not None:
+                    if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                        answer = self._on_confirmation(event)
+                        if inspect.isawaitable(answer):
+                            answer = await answer
+                        approved, reason = _decision(answer)
+                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                            await self._hive.confirm_tool(self.session_id, event.tool_id, approved, reason)
                     yield event
                     continue
                 self._result, self._error = result, error
@@ -654,6 +714,15 @@ class AsyncRemoteHive:
         body = {"id": session_id, "config": _config_json(config)}
         return str((await self._request("POST", "/v1/sessions", json=body, timeout=timeout))["id"])
 
+    async def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+    ) -> str:
+        body = {"id": session_id, "config": _config_json(config), "exist_ok": True}
+        return str((await self._request("POST", "/v1/sessions", json=body, timeout=timeout))["id"])
+
+    async def reset_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+        return bool((await self._request("POST", _session(session_id, "/reset"), timeout=timeout))["changed"])
+
     async def create_child_session(
         self,
         parent_id: str,
@@ -701,19 +770,35 @@ class AsyncRemoteHive:
     async def load_all_sessions(self, *, timeout: Timeout = None) -> int:
         return int((await self._request("POST", "/v1/load-all", timeout=timeout))["loaded"])
 
-    async def generate(self, session_id: str, prompt: str, *, timeout: float | None = None) -> AgentResult:
+    async def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+    ) -> AgentResult:
+        """Run one turn; ``on_confirmation`` (a function or coroutine function) answers its confirmations."""
+        if on_confirmation is not None:
+            stream = await self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation)
+            return await stream.result(timeout)
         body = {"prompt": prompt}
         return result_from_dict(
             await self._request("POST", _session(session_id, "/turns"), json=body, timeout=timeout)
         )
 
     async def generate_streaming(
-        self, session_id: str, prompt: str, *, timeout: Timeout = "default"
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = "default",
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> AsyncRemoteTurnStream:
         response = await self._open_stream(
             "POST", _session(session_id, "/turns"), {"prompt": prompt}, timeout
         )
-        return AsyncRemoteTurnStream(self, session_id, response)
+        return AsyncRemoteTurnStream(self, session_id, response, on_confirmation)
 
     async def history(self, session_id: str, *, timeout: Timeout = "default") -> list[Message]:
         messages: list[Message] = []

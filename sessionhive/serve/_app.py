@@ -320,6 +320,12 @@ class ServeApp:
         body = await self._body(request)
         session_id = body.get("id")
         config = session_config_from_json(body.get("config"), self.workspace_root)
+        exist_ok = body.get("exist_ok", False)
+        if not isinstance(exist_ok, bool):
+            raise InvalidConfig("exist_ok must be true or false")
+        if exist_ok:  # get_or_create_session: the same answer whether it was there or not
+            found = await self.hive.get_or_create_session(session_id, config)  # type: ignore[arg-type]
+            return _json({"id": found})
         created = await self.hive.create_session(session_id, config)  # type: ignore[arg-type]
         return _json({"id": created}, 201)
 
@@ -520,6 +526,9 @@ class ServeApp:
     async def _h_clear(self, request: Request, p: list[str]) -> Response:
         await self.hive.clear(p[0])
         return Response(status_code=204)
+
+    async def _h_reset(self, request: Request, p: list[str]) -> Response:
+        return _json({"changed": await self.hive.reset_session(p[0])})
 
     async def _h_get_policy(self, request: Request, p: list[str]) -> Response:
         return _json((await self.hive.get_confirmation_policy(p[0])).to_dict())

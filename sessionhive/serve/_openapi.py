@@ -52,6 +52,7 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
         "POST", _S + "/compact", "compact", "Compact the history now (auto=true: only past the threshold)"
     ),
     RouteDoc("POST", _S + "/clear", "clear", "Empty the history", ok=204),
+    RouteDoc("POST", _S + "/reset", "reset", "Let a session marked failed take work again"),
     RouteDoc("GET", _S + "/policy", "get_policy", "The confirmation policy"),
     RouteDoc("PUT", _S + "/policy", "put_policy", "Replace the confirmation policy", "ConfirmationPolicy"),
     RouteDoc("PUT", _S + "/configure", "configure", "Set thinking, budget and model", "Configure", 204),
@@ -74,6 +75,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string", "maxLength": 256},
             "config": {"$ref": "#/components/schemas/SessionConfig"},
+            "exist_ok": {"type": "boolean", "description": "get or create: 200 whether it existed or not"},
         },
     },
     "SessionConfig": {
