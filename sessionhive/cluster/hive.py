@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import ray
 from ray import exceptions as ray_errors
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sessionhive import (
     AgentEvent,
@@ -156,6 +157,13 @@ class _Cluster:
 
     def _spawn(self) -> tuple[str, Any]:
         shard_id = f"shard-{self._next_index}"
+        # Round-robin over the alive nodes: a cluster of machines spreads its shards, and its
+        # CPUs, over them. The affinity is hard because Ray's soft affinity packed every
+        # shard on one node here; a shard whose node is gone waits for that node.
+        nodes = sorted(node["NodeID"] for node in ray.nodes() if node.get("Alive"))
+        placement: Any = "DEFAULT"
+        if len(nodes) > 1:
+            placement = NodeAffinitySchedulingStrategy(nodes[self._next_index % len(nodes)], soft=False)
         self._next_index += 1
         actor = ray.remote(HiveShard).options(
             name=f"sessionhive-{self._name}-{shard_id}",
@@ -163,8 +171,7 @@ class _Cluster:
             max_task_retries=0,
             max_concurrency=10_000,
             num_cpus=0,
-            # One shard per node first: a cluster of machines spreads its shards over them.
-            scheduling_strategy="SPREAD",
+            scheduling_strategy=placement,
         )
         handle = actor.remote(
             shard_id,

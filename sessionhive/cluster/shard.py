@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import ray
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -79,6 +80,10 @@ _SESSION_OPS = MUTATING_OPS | {
 }
 
 Outcome = tuple[str, Any]  # ("ok", value) | ("err", exception) | ("moved", None) | ("interrupted", reason)
+
+
+class _Moved(Exception):
+    """The session's tree was placed on another shard while this one waited for its lease."""
 
 
 @dataclass
@@ -226,6 +231,9 @@ class HiveShard:
         while not self._stopping:
             await asyncio.sleep(self._lease_ttl / 3)
             try:
+                # A lease won for a session placed elsewhere since (the membership moved
+                # while the lease was awaited) is let go here, within a third of a lease.
+                await self._hand_over()
                 lost = await asyncio.to_thread(self._leases.renew)
             except Exception as exc:  # noqa: BLE001 - the next renewal tries again
                 log.warning("shard %s: renewing leases failed: %s", self.shard_id, exc)
@@ -278,7 +286,7 @@ class HiveShard:
             row = conn.execute(select(SESSIONS.c.parent_id).where(SESSIONS.c.id == session_id)).one_or_none()
         return (False, None) if row is None else (True, row[0])
 
-    async def _own(self, session_id: str, deadline: float, *, creating: bool = False) -> None:
+    async def _own(self, session_id: str, root_id: str, deadline: float, *, creating: bool = False) -> None:
         """Hold the lease of ``session_id`` and make sure the Hive's view of it is current."""
         assert self._leases is not None
         generation = self._generation
@@ -297,6 +305,8 @@ class HiveShard:
                     lease = await asyncio.to_thread(self._leases.acquire, session_id)
                     break
                 except LeaseHeld as held:
+                    if self._membership.owner_of(root_id) != self.shard_id:
+                        raise _Moved() from None  # placed elsewhere meanwhile: the caller re-routes
                     if time.monotonic() + min(delay, held.expires_in) > deadline:
                         raise
                     await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
@@ -335,6 +345,7 @@ class HiveShard:
             "shard": self.shard_id,
             "owner": self.owner,
             "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
             "metrics": self._metrics_address,
         }
 
@@ -358,9 +369,11 @@ class HiveShard:
         deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
         generation = self._generation
         try:
-            await self._own(session_id, deadline, creating=op == "create_session")
+            await self._own(session_id, root_id, deadline, creating=op == "create_session")
             if op == "create_child_session":
-                await self._own(args[0], deadline, creating=True)
+                await self._own(args[0], root_id, deadline, creating=True)
+            if self._membership.owner_of(root_id) != self.shard_id:
+                return ("moved", None)  # the membership changed while the lease was awaited
             hive = await self._current_hive()
             generation = self._generation
             value = await getattr(hive, op)(session_id, *args, **kwargs)
@@ -368,6 +381,8 @@ class HiveShard:
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} meanwhile")
             self._note(op, session_id, args)
             return ("ok", value)
+        except _Moved:
+            return ("moved", None)
         except HiveStopped:
             if self._generation != generation or self._hive is None:
                 return ("interrupted", f"shard {self.shard_id} restarted its Hive")
@@ -391,12 +406,16 @@ class HiveShard:
             return ("moved", None)
         deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
         try:
-            await self._own(session_id, deadline)
+            await self._own(session_id, root_id, deadline)
+            if self._membership.owner_of(root_id) != self.shard_id:
+                return ("moved", None)
             hive = await self._current_hive()
             if kind == "turn":
                 source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
             else:
                 source = await hive.subscribe(session_id, timeout=timeout)
+        except _Moved:
+            return ("moved", None)
         except SessionhiveError as exc:
             return ("err", exc)
         feed_id = next(self._feed_ids)
