@@ -160,7 +160,8 @@ class _Cluster:
         # Round-robin over the alive nodes: a cluster of machines spreads its shards, and its
         # CPUs, over them. The affinity is hard because Ray's soft affinity packed every
         # shard on one node here; a shard whose node is gone waits for that node.
-        nodes = sorted(node["NodeID"] for node in ray.nodes() if node.get("Alive"))
+        list_nodes: Any = ray.nodes  # untyped in Ray
+        nodes = sorted(node["NodeID"] for node in list_nodes() if node.get("Alive"))
         placement: Any = "DEFAULT"
         if len(nodes) > 1:
             placement = NodeAffinitySchedulingStrategy(nodes[self._next_index % len(nodes)], soft=False)
