@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sessionhive import (
@@ -126,51 +126,47 @@ def event_from_dict(data: dict[str, Any]) -> AgentEvent:
     return cls(**kwargs)
 
 
-def error_from_problem(status: int, problem: dict[str, Any]) -> SessionhiveError:
-    """The exception the embedded Hive would have raised for this problem document."""
-    name = problem.get("error")
-    sid = str(problem.get("session_id", ""))
-    detail = str(problem.get("detail", ""))
-    error: SessionhiveError
-    if name == "SessionNotFound":
-        error = SessionNotFound(sid)
-    elif name == "SessionExists":
-        error = SessionExists(sid)
-    elif name == "SessionPaused":
-        error = SessionPaused(sid)
-    elif name == "TurnCancelled":
-        error = TurnCancelled(sid, str(problem.get("reason", "cancelled")))
-    elif name == "ConfirmationNotFound":
-        error = ConfirmationNotFound(sid, str(problem.get("tool_id", "")))
-    elif name == "Overloaded":
-        error = Overloaded(sid, int(problem.get("limit", 0)))
-    elif name == "SessionFailed":
-        error = SessionFailed(sid, str(problem.get("last_error", "")))
-    elif name == "LlmNotConfigured":
-        error = LlmNotConfigured(sid)
-    elif name == "HiveStopped":
-        error = HiveStopped()
-    elif name in ("TurnFailed", "LlmError"):
-        error = TurnFailed(detail) if name == "TurnFailed" else LlmError(detail)
-        if isinstance(problem.get("event"), dict):
-            error.event = event_from_dict(problem["event"])
-    elif name in _SIMPLE:
-        error = _SIMPLE[name](detail)
-    elif status == 401:
-        error = Unauthorized(status, problem)
-    elif status == 503:
-        error = ServiceUnavailable(status, problem)
-    else:
-        error = RemoteError(status, problem)
+def _turn_error(cls: type[TurnFailed] | type[LlmError], problem: dict[str, Any]) -> SessionhiveError:
+    error = cls(str(problem.get("detail", "")))
+    if isinstance(problem.get("event"), dict):
+        error.event = event_from_dict(problem["event"])
     return error
 
 
-_SIMPLE: dict[str, type[SessionhiveError]] = {
-    "InvalidSessionId": InvalidSessionId,
-    "InvalidConfig": InvalidConfig,
-    "StoreError": StoreError,
-    "CallTimeout": CallTimeout,
+def _sid(problem: dict[str, Any]) -> str:
+    return str(problem.get("session_id", ""))
+
+
+# Each class the service names, rebuilt from the fields its problem document carries.
+_BUILDERS: dict[str, Callable[[dict[str, Any]], SessionhiveError]] = {
+    "SessionNotFound": lambda p: SessionNotFound(_sid(p)),
+    "SessionExists": lambda p: SessionExists(_sid(p)),
+    "SessionPaused": lambda p: SessionPaused(_sid(p)),
+    "TurnCancelled": lambda p: TurnCancelled(_sid(p), str(p.get("reason", "cancelled"))),
+    "ConfirmationNotFound": lambda p: ConfirmationNotFound(_sid(p), str(p.get("tool_id", ""))),
+    "Overloaded": lambda p: Overloaded(_sid(p), int(p.get("limit", 0))),
+    "SessionFailed": lambda p: SessionFailed(_sid(p), str(p.get("last_error", ""))),
+    "LlmNotConfigured": lambda p: LlmNotConfigured(_sid(p)),
+    "HiveStopped": lambda _p: HiveStopped(),
+    "TurnFailed": lambda p: _turn_error(TurnFailed, p),
+    "LlmError": lambda p: _turn_error(LlmError, p),
+    "InvalidSessionId": lambda p: InvalidSessionId(str(p.get("detail", ""))),
+    "InvalidConfig": lambda p: InvalidConfig(str(p.get("detail", ""))),
+    "StoreError": lambda p: StoreError(str(p.get("detail", ""))),
+    "CallTimeout": lambda p: CallTimeout(str(p.get("detail", ""))),
 }
+
+
+def error_from_problem(status: int, problem: dict[str, Any]) -> SessionhiveError:
+    """The exception the embedded Hive would have raised for this problem document."""
+    build = _BUILDERS.get(str(problem.get("error")))
+    if build is not None:
+        return build(problem)
+    if status == 401:
+        return Unauthorized(status, problem)
+    if status == 503:
+        return ServiceUnavailable(status, problem)
+    return RemoteError(status, problem)
 
 
 class SseParser:

@@ -101,6 +101,7 @@ def remote_hive_factory(
     """A ``hive_factory`` for :func:`sessionhive.loadtest.run_loadtest` that drives the service at ``url``."""
 
     async def start(options: Any, *, store: str, workspace: Path, llm: Any, metrics: bool) -> AsyncRemoteHive:
+        del options, store, llm, metrics  # the service has its own store, model and /metrics
         hive = _LoadtestRemoteHive(url, token=token, connections=connections, local_workspace=workspace)
         await hive.session_count()  # fail now, clearly, when the service or the token is wrong
         return hive

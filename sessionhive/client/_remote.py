@@ -169,6 +169,9 @@ class RemoteTurnStream:
             self._response.close()
 
     def result(self, timeout: float | None = None) -> AgentResult:
+        """The outcome, once the stream has been read to its end (``timeout`` as Hive's, unused:
+        the service ends every turn's stream with its outcome)."""
+        del timeout
         for _ in self:
             pass
         if self._error is not None:
@@ -183,7 +186,7 @@ class RemoteTurnStream:
 class RemoteSubscription:
     """A session's live events; a reader thread keeps the stream drained into a queue."""
 
-    def __init__(self, hive: RemoteHive, session_id: str, response: httpx.Response) -> None:
+    def __init__(self, session_id: str, response: httpx.Response) -> None:
         self.session_id = session_id
         self._response = response
         self._queue: queue.SimpleQueue[AgentEvent | None] = queue.SimpleQueue()
@@ -497,7 +500,7 @@ class RemoteHive:
     def subscribe(self, session_id: str, *, timeout: Timeout = "default") -> RemoteSubscription:
         """Receive the session's events from now on (returns once the service has subscribed)."""
         response = self._open_stream("GET", _session(session_id, "/events"), None, timeout)
-        subscription = RemoteSubscription(self, session_id, response)
+        subscription = RemoteSubscription(session_id, response)
         if not subscription.ready.wait(self._t(timeout)):
             subscription.close()
             raise CallTimeout(f"subscribing to session {session_id!r} got no answer in time")

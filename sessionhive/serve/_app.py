@@ -131,7 +131,15 @@ class _SessionView:
         return "idle"
 
 
-Handler = Callable[[Request, list[str]], Awaitable[Response]]
+@dataclass(frozen=True)
+class _Call:
+    """One API request as a handler sees it: the request and the path's decoded parameters."""
+
+    request: Request
+    p: list[str]
+
+
+Handler = Callable[[_Call], Awaitable[Response]]
 
 
 class ServeApp:
@@ -249,7 +257,7 @@ class ServeApp:
             if route_method != method:
                 allowed.append(route_method)
                 continue
-            return await handler(request, params), f"/v1/{'/'.join(pattern)}"
+            return await handler(_Call(request, params)), f"/v1/{'/'.join(pattern)}"
         if allowed:
             raise HttpProblem(
                 405,
@@ -316,8 +324,8 @@ class ServeApp:
             table.append((route.method, tuple(route.path.split("/")), getattr(self, "_h_" + route.name)))
         return table
 
-    async def _h_create(self, request: Request, p: list[str]) -> Response:
-        body = await self._body(request)
+    async def _h_create(self, call: _Call) -> Response:
+        body = await self._body(call.request)
         session_id = body.get("id")
         config = session_config_from_json(body.get("config"), self.workspace_root)
         exist_ok = body.get("exist_ok", False)
@@ -329,12 +337,12 @@ class ServeApp:
         created = await self.hive.create_session(session_id, config)  # type: ignore[arg-type]
         return _json({"id": created}, 201)
 
-    async def _h_list(self, request: Request, p: list[str]) -> Response:
-        offset, limit = _page(request, 100)
+    async def _h_list(self, call: _Call) -> Response:
+        offset, limit = _page(call.request, 100)
         ids = sorted(await self.hive.list_sessions())
         page = ids[offset : offset + limit]
         data: dict[str, Any] = {"total": len(ids), "offset": offset, "limit": limit, "ids": page}
-        if request.query_params.get("details") in ("1", "true"):
+        if call.request.query_params.get("details") in ("1", "true"):
             data["sessions"] = list(await asyncio.gather(*(self._summary(sid) for sid in page)))
         return _json(data)
 
@@ -348,8 +356,8 @@ class ServeApp:
             "pending_confirmations": len(self.view.confirmations.get(sid, {})),
         }
 
-    async def _h_show(self, request: Request, p: list[str]) -> Response:
-        sid = p[0]
+    async def _h_show(self, call: _Call) -> Response:
+        sid = call.p[0]
         usage = await self.hive.usage(sid)
         context = await self.hive.context_usage(sid)
         pending = await self.hive.pending_confirmations(sid)
@@ -371,27 +379,27 @@ class ServeApp:
             }
         )
 
-    async def _h_destroy(self, request: Request, p: list[str]) -> Response:
-        children = await self.hive.get_child_sessions(p[0])
-        await self.hive.destroy_session(p[0])
-        for sid in [p[0], *children]:
+    async def _h_destroy(self, call: _Call) -> Response:
+        children = await self.hive.get_child_sessions(call.p[0])
+        await self.hive.destroy_session(call.p[0])
+        for sid in [call.p[0], *children]:
             self.view.forget(sid)
         return Response(status_code=204)
 
-    async def _h_create_child(self, request: Request, p: list[str]) -> Response:
-        body = await self._body(request)
+    async def _h_create_child(self, call: _Call) -> Response:
+        body = await self._body(call.request)
         config = session_config_from_json(body.get("config"), self.workspace_root)
-        created = await self.hive.create_child_session(p[0], body.get("id"), config)  # type: ignore[arg-type]
-        return _json({"id": created, "parent_id": p[0]}, 201)
+        created = await self.hive.create_child_session(call.p[0], body.get("id"), config)  # type: ignore[arg-type]
+        return _json({"id": created, "parent_id": call.p[0]}, 201)
 
-    async def _h_children(self, request: Request, p: list[str]) -> Response:
-        return _json({"ids": await self.hive.get_child_sessions(p[0])})
+    async def _h_children(self, call: _Call) -> Response:
+        return _json({"ids": await self.hive.get_child_sessions(call.p[0])})
 
-    async def _h_turn(self, request: Request, p: list[str]) -> Response:
-        sid = p[0]
+    async def _h_turn(self, call: _Call) -> Response:
+        sid = call.p[0]
         if self.draining:
             raise HttpProblem(503, "Draining", "the service is draining before it stops; no new turns")
-        body = await self._body(request)
+        body = await self._body(call.request)
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise InvalidConfig("the turn body needs a string field 'prompt'")
@@ -401,7 +409,7 @@ class ServeApp:
             self.view.paused.add(sid)
             raise
         turn = self._watch(sid, stream)
-        if "text/event-stream" in request.headers.get("accept", ""):
+        if "text/event-stream" in call.request.headers.get("accept", ""):
             return StreamingResponse(
                 self._turn_events(turn),
                 media_type="text/event-stream",
@@ -455,8 +463,8 @@ class ServeApp:
         finally:
             self.open_streams.dec()
 
-    async def _h_events(self, request: Request, p: list[str]) -> Response:
-        sid = p[0]
+    async def _h_events(self, call: _Call) -> Response:
+        sid = call.p[0]
         subscription = await self.hive.subscribe(sid)
         self._subscriptions.add(subscription)
 
@@ -486,9 +494,9 @@ class ServeApp:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def _h_history(self, request: Request, p: list[str]) -> Response:
-        offset, limit = _page(request, 200)
-        messages = await self.hive.history(p[0])
+    async def _h_history(self, call: _Call) -> Response:
+        offset, limit = _page(call.request, 200)
+        messages = await self.hive.history(call.p[0])
         return _json(
             {
                 "total": len(messages),
@@ -498,47 +506,47 @@ class ServeApp:
             }
         )
 
-    async def _h_usage(self, request: Request, p: list[str]) -> Response:
-        return _json((await self.hive.usage(p[0])).to_dict())
+    async def _h_usage(self, call: _Call) -> Response:
+        return _json((await self.hive.usage(call.p[0])).to_dict())
 
-    async def _h_context(self, request: Request, p: list[str]) -> Response:
-        return _json((await self.hive.context_usage(p[0])).to_dict())
+    async def _h_context(self, call: _Call) -> Response:
+        return _json((await self.hive.context_usage(call.p[0])).to_dict())
 
-    async def _h_pause(self, request: Request, p: list[str]) -> Response:
-        changed = await self.hive.pause_session(p[0])
-        self.view.paused.add(p[0])
-        return _json({"changed": changed, "state": self.view.state(p[0])})
+    async def _h_pause(self, call: _Call) -> Response:
+        changed = await self.hive.pause_session(call.p[0])
+        self.view.paused.add(call.p[0])
+        return _json({"changed": changed, "state": self.view.state(call.p[0])})
 
-    async def _h_resume(self, request: Request, p: list[str]) -> Response:
-        changed = await self.hive.resume_session(p[0])
-        self.view.paused.discard(p[0])
-        return _json({"changed": changed, "state": self.view.state(p[0])})
+    async def _h_resume(self, call: _Call) -> Response:
+        changed = await self.hive.resume_session(call.p[0])
+        self.view.paused.discard(call.p[0])
+        return _json({"changed": changed, "state": self.view.state(call.p[0])})
 
-    async def _h_cancel(self, request: Request, p: list[str]) -> Response:
-        return _json({"changed": await self.hive.cancel_operation(p[0])})
+    async def _h_cancel(self, call: _Call) -> Response:
+        return _json({"changed": await self.hive.cancel_operation(call.p[0])})
 
-    async def _h_compact(self, request: Request, p: list[str]) -> Response:
-        if request.query_params.get("auto") in ("1", "true"):
-            return _json({"compacted": await self.hive.maybe_auto_compact(p[0])})
-        await self.hive.compact(p[0])
+    async def _h_compact(self, call: _Call) -> Response:
+        if call.request.query_params.get("auto") in ("1", "true"):
+            return _json({"compacted": await self.hive.maybe_auto_compact(call.p[0])})
+        await self.hive.compact(call.p[0])
         return _json({"compacted": True})
 
-    async def _h_clear(self, request: Request, p: list[str]) -> Response:
-        await self.hive.clear(p[0])
+    async def _h_clear(self, call: _Call) -> Response:
+        await self.hive.clear(call.p[0])
         return Response(status_code=204)
 
-    async def _h_reset(self, request: Request, p: list[str]) -> Response:
-        return _json({"changed": await self.hive.reset_session(p[0])})
+    async def _h_reset(self, call: _Call) -> Response:
+        return _json({"changed": await self.hive.reset_session(call.p[0])})
 
-    async def _h_get_policy(self, request: Request, p: list[str]) -> Response:
-        return _json((await self.hive.get_confirmation_policy(p[0])).to_dict())
+    async def _h_get_policy(self, call: _Call) -> Response:
+        return _json((await self.hive.get_confirmation_policy(call.p[0])).to_dict())
 
-    async def _h_put_policy(self, request: Request, p: list[str]) -> Response:
-        policy = policy_from_json(await self._body(request))
-        return _json((await self.hive.set_confirmation_policy(p[0], policy)).to_dict())
+    async def _h_put_policy(self, call: _Call) -> Response:
+        policy = policy_from_json(await self._body(call.request))
+        return _json((await self.hive.set_confirmation_policy(call.p[0], policy)).to_dict())
 
-    async def _h_configure(self, request: Request, p: list[str]) -> Response:
-        body = await self._body(request)
+    async def _h_configure(self, call: _Call) -> Response:
+        body = await self._body(call.request)
         unknown = sorted(set(body) - {"thinking", "budget", "model_config"})
         if unknown:
             raise InvalidConfig(
@@ -551,16 +559,16 @@ class ServeApp:
             raise InvalidConfig("budget must be an integer number of tokens or null")
         model = body.get("model_config")
         model_config = llm_config_from_json(model) if model is not None else None
-        await self.hive.configure(p[0], thinking, budget, model_config)
+        await self.hive.configure(call.p[0], thinking, budget, model_config)
         return Response(status_code=204)
 
-    async def _h_llm(self, request: Request, p: list[str]) -> Response:
-        config = await self.hive.get_llm_for_session(p[0])
+    async def _h_llm(self, call: _Call) -> Response:
+        config = await self.hive.get_llm_for_session(call.p[0])
         return _json(config.to_dict() if config is not None else None)
 
-    async def _h_confirmations(self, request: Request, p: list[str]) -> Response:
-        ids = await self.hive.pending_confirmations(p[0])
-        known = self.view.confirmations.get(p[0], {})
+    async def _h_confirmations(self, call: _Call) -> Response:
+        ids = await self.hive.pending_confirmations(call.p[0])
+        known = self.view.confirmations.get(call.p[0], {})
         pending = []
         for tool_id in ids:
             event = known.get(tool_id)
@@ -576,31 +584,31 @@ class ServeApp:
             )
         return _json({"pending": pending})
 
-    async def _h_confirm(self, request: Request, p: list[str]) -> Response:
-        body = await self._body(request)
+    async def _h_confirm(self, call: _Call) -> Response:
+        body = await self._body(call.request)
         approved, reason = body.get("approved"), body.get("reason")
         if not isinstance(approved, bool):
             raise InvalidConfig("the confirmation body needs a boolean field 'approved'")
         if reason is not None and not isinstance(reason, str):
             raise InvalidConfig("reason must be a string or null")
-        return _json({"confirmed": await self.hive.confirm_tool(p[0], p[1], approved, reason)})
+        return _json({"confirmed": await self.hive.confirm_tool(call.p[0], call.p[1], approved, reason)})
 
-    async def _h_tools(self, request: Request, p: list[str]) -> Response:
+    async def _h_tools(self, _call: _Call) -> Response:
         return _json({"tools": [t.to_dict() for t in self.hive.list_tools()]})
 
-    async def _h_stats(self, request: Request, p: list[str]) -> Response:
+    async def _h_stats(self, _call: _Call) -> Response:
         count, live = await asyncio.gather(self.hive.session_count(), self.hive.live_session_count())
         return _json({"sessions": count, "live_sessions": live, "turns_in_flight": len(self.turns)})
 
-    async def _h_flush(self, request: Request, p: list[str]) -> Response:
+    async def _h_flush(self, _call: _Call) -> Response:
         await self.hive.flush(timeout=60.0)
         return Response(status_code=204)
 
-    async def _h_health(self, request: Request, p: list[str]) -> Response:
+    async def _h_health(self, _call: _Call) -> Response:
         health = await self.hive.store_health()
         return _json({"stores": [{"name": n, "status": s} for n, s in health]})
 
-    async def _h_load_all(self, request: Request, p: list[str]) -> Response:
+    async def _h_load_all(self, _call: _Call) -> Response:
         return _json({"loaded": await self.hive.load_all_sessions()})
 
     # ------------------------------------------------------------------ draining
