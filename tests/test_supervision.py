@@ -8,6 +8,7 @@ import pytest
 
 from sessionhive import Hive, ScriptedLlm, SessionConfig, TurnFailed
 from sessionhive.actors import session as session_module
+from sessionhive.agent.recovery import history_problems
 from tests.conftest import tool_loop_script
 
 
@@ -33,10 +34,15 @@ def test_crashed_session_is_restarted_and_keeps_its_history(
         monkeypatch.setattr(session_module.SessionActor, "on_TurnEvents", broken)
         with pytest.raises(TurnFailed, match="crashed"):
             hive.generate("s", "look crash")
-        assert hive.history("s") == before  # restarted from the last snapshot
+        # Restarted from the last snapshot, where the turn journal had kept the
+        # crashed turn's steps: that turn is closed, the history stays valid.
+        after = hive.history("s")
+        assert after[: len(before)] == before
+        assert after[len(before)].text == "look crash"
+        assert history_problems(after) == []
         result = hive.generate("s", "look again")
         assert result.text.startswith("done:")
-        assert len(hive.history("s")) == len(before) + 4
+        assert len(hive.history("s")) == len(after) + 4
         restarted = hive.metrics.registry.get_sample_value(
             "sessionhive_session_lifecycle_total", {"event": "restarted"}
         )

@@ -17,9 +17,12 @@ from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.llm_config import LlmConfig
 
 if TYPE_CHECKING:
+    import concurrent.futures
+
     import pykka
 
     from sessionhive._channels import EventSink
+    from sessionhive.agent.loop import TurnJournal
     from sessionhive.persistence.snapshot import SessionSnapshot
     from sessionhive.runtime import Reply
 
@@ -36,6 +39,7 @@ __all__ = [
     "DestroyTree",
     "Generate",
     "Inheritance",
+    "Journaled",
     "ListSessions",
     "LoadAll",
     "MaybeAutoCompact",
@@ -226,6 +230,15 @@ class SessionCrashed:
     snapshot: SessionSnapshot | None
     held: tuple[SessionCall, ...]
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Journaled:
+    """A running turn completed a step: store it now (the turn journal)."""
+
+    turn_id: int
+    journal: TurnJournal
+    ack: concurrent.futures.Future[None] | None
 
 
 @dataclass(frozen=True, slots=True)

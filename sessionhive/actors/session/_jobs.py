@@ -10,20 +10,29 @@ interleaved.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import pykka
 
-from sessionhive.actors.messages import Clear, Compact, Generate, MaybeAutoCompact
+from sessionhive.actors.messages import Clear, Compact, Generate, Journaled, MaybeAutoCompact
 from sessionhive.actors.session._state import SessionState
 from sessionhive.actors.turn import SessionTurnHooks, TurnEvents, TurnHandle
-from sessionhive.agent import compaction
-from sessionhive.agent.loop import CompactionOutcome, TurnOutcome, TurnSpec, run_compaction, run_turn
+from sessionhive.agent import compaction, recovery
+from sessionhive.agent.loop import (
+    CompactionOutcome,
+    TurnJournal,
+    TurnOutcome,
+    TurnSpec,
+    resume_turn,
+    run_compaction,
+    run_turn,
+)
 from sessionhive.model.errors import InvalidConfig, LlmError, LlmNotConfigured, Overloaded, TurnFailed
 from sessionhive.model.events import (
     AgentEvent,
@@ -32,9 +41,11 @@ from sessionhive.model.events import (
     TurnCancelled,
     TurnEnd,
     TurnError,
+    TurnInterrupted,
     TurnStart,
 )
-from sessionhive.model.messages import Message, Usage
+from sessionhive.model.messages import Message, RunningTurn, Usage
+from sessionhive.persistence.actor import Save
 
 if TYPE_CHECKING:
     from sessionhive._channels import EventSink
@@ -48,11 +59,18 @@ log = logging.getLogger("sessionhive.session")
 
 @dataclass
 class Job:
-    kind: Literal["turn", "compact", "auto_compact", "clear"]
+    kind: Literal["turn", "resume", "compact", "auto_compact", "clear"]
     reply: Reply | None
     prompt: str = ""
     sink: EventSink | None = None
     queued_at: float = field(default_factory=time.perf_counter)
+    # A turn resumed from the journal (kind "resume"): its stored steps.
+    journaled: tuple[Message, ...] = ()
+    running_call: str | None = None
+
+    @property
+    def is_turn(self) -> bool:
+        return self.kind in ("turn", "resume")
 
 
 @dataclass
@@ -94,6 +112,40 @@ class JobsPart(SessionState):
 
     def on_Clear(self, message: Clear) -> None:
         self._enqueue(Job("clear", message.reply))
+
+    def _recover_interrupted_turn(self) -> None:
+        """A turn the last process left running (found in the journal): close it, or resume it.
+
+        Closing appends a result for each tool call left open (the one that
+        was running: its effects are unknown) and a closing answer, so the
+        history is valid for any provider. ``resume_interrupted=True``
+        continues the turn instead: no stored model answer is asked again,
+        no tool with a stored result runs again.
+        """
+        running = self._running_turn
+        if running is None:
+            return
+        history, journaled = recovery.journaled_turn(self._messages, running)
+        resume = self._config.resume_interrupted and bool(journaled) and self._llm() is not None
+        unfinished = [call.id for call in recovery.unfinished_calls(journaled)]
+        log.warning(
+            "session %s: turn %d was interrupted by a stop of the process; %s",
+            self.session_id,
+            running.turn_id,
+            "resuming it" if resume else "closing it",
+        )
+        if resume:
+            self._messages = history
+            self._running_turn = None
+            job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
+            self._emit(TurnInterrupted(self.session_id, running.turn_id, running.prompt, True, unfinished))
+            self._jobs.append(job)  # started by on_start, once the actor runs
+            self._metrics.turn_queue_depth.inc()
+            return
+        self._messages = self._messages + recovery.close_interrupted(self._messages, running)
+        self._running_turn = None
+        self._emit(TurnInterrupted(self.session_id, running.turn_id, running.prompt, False, unfinished))
+        self._persist()
 
     def _no_llm(self) -> LlmNotConfigured:
         return LlmNotConfigured(self.session_id, self._llm_problem)
@@ -138,17 +190,17 @@ class JobsPart(SessionState):
                 self._context_used = 0
                 self._commit_and_answer(job.reply, None, "clear")
                 continue
-            if job.kind == "turn" and self._state == "paused":
+            if job.kind == "turn" and self._state == "paused":  # a resumed turn finishes regardless
                 self._reject(job, SessionPaused(self.session_id))
                 continue
             llm = self._llm()
-            if job.kind == "turn" and llm is None:  # configure() may have changed since it was queued
+            if job.is_turn and llm is None:  # configure() may have changed since it was queued
                 self._reject(job, self._no_llm())
                 continue
             self._turn_seq += 1
             running = Running(job, self._turn_seq, None, time.perf_counter())
             self._running = running
-            if job.kind == "turn":
+            if job.is_turn:
                 assert llm is not None
                 self._metrics.turns_in_flight.inc()
                 self._start_turn(running, llm)
@@ -169,10 +221,44 @@ class JobsPart(SessionState):
     def _start_turn(self, running: Running, llm: LlmClient) -> None:
         job = running.job
         loop = self._services.turn_loop
-        spec = self._turn_spec(job, llm)
+        spec = self._turn_spec(job, llm, running.turn_id)
         self._emit(TurnStart(self.session_id, job.prompt, running.turn_id), job.sink)
         hooks = SessionTurnHooks(self.actor_ref, running.turn_id, loop.loop)
-        running.handle = loop.submit(run_turn(spec, hooks), self._on_done(running.turn_id))
+        if job.kind == "resume":
+            turn = resume_turn(spec, hooks, job.journaled, job.running_call)
+        else:
+            self._running_turn = RunningTurn(running.turn_id, job.prompt, time.time(), len(self._messages))
+            turn = run_turn(spec, hooks)
+        running.handle = loop.submit(turn, self._on_done(running.turn_id))
+
+    def _journal_hook(self, turn_id: int) -> Callable[[TurnJournal], Awaitable[None] | None] | None:
+        """What the turn calls after each step: a tell to this actor (sync durability: and a commit wait)."""
+        ref, turns = self.actor_ref, self._services.turn_loop
+        sync = self._config.durability == "sync" and self._stored()
+
+        def on_round(journal: TurnJournal) -> Awaitable[None] | None:
+            ack: concurrent.futures.Future[None] | None = concurrent.futures.Future() if sync else None
+            try:
+                ref.tell(Journaled(turn_id, journal, ack))
+            except pykka.ActorDeadError:
+                return None  # the session is gone; the turn is being abandoned
+            return None if ack is None else asyncio.wrap_future(ack, loop=turns.loop)
+
+        return on_round
+
+    def on_Journaled(self, message: Journaled) -> None:
+        running = self._running
+        if running is None or running.turn_id != message.turn_id or self._running_turn is None:
+            if message.ack is not None:
+                message.ack.set_result(None)  # a late step of a turn that ended: nothing to store
+            return
+        # Kept even for a session outside the store: a crashed actor's
+        # restart (from its in-memory snapshot) recovers the steps too.
+        self._journal = message.journal.messages
+        self._running_turn = replace(self._running_turn, running_call=message.journal.running_call)
+        if self._stored():
+            self._version += 1
+            self._services.persistence.send(Save(self._snapshot(), message.ack))
 
     def _start_compaction(self, running: Running, llm: LlmClient | None) -> None:
         target = int(self._config.auto_compact_threshold * self._context_usage().max_tokens)
@@ -197,7 +283,7 @@ class JobsPart(SessionState):
 
         return on_llm_call
 
-    def _turn_spec(self, job: Job, llm: LlmClient) -> TurnSpec:
+    def _turn_spec(self, job: Job, llm: LlmClient, turn_id: int) -> TurnSpec:
         metrics = self._metrics
 
         def on_tool_call(tool: str, outcome: str) -> None:
@@ -220,16 +306,18 @@ class JobsPart(SessionState):
             stream=self._listened(job.sink),
             on_llm_call=self._llm_metrics_hook(llm),
             on_tool_call=on_tool_call,
+            allow_network=self._config.allow_network,
+            on_round=self._journal_hook(turn_id),
         )
 
     def _finish_running(self) -> Running | None:
         running, self._running = self._running, None
-        if running is not None and running.job.kind == "turn":
+        if running is not None and running.job.is_turn:
             self._metrics.turns_in_flight.dec()
         return running
 
     def _count_turn(self, running: Running, outcome: str) -> None:
-        if running.job.kind != "turn":
+        if not running.job.is_turn:
             return
         metrics = self._metrics
         metrics.child(metrics.turns, outcome).inc()
@@ -262,8 +350,8 @@ class JobsPart(SessionState):
 
                 self._settle(tool_id, turn_id, resolve, Decision(False, "cancelled", "the turn ended"))
         job, outcome = running.job, message.outcome
-        if job.kind == "turn":
-            self._finish_turn(running, _as_turn_outcome(job, outcome))
+        if job.is_turn:
+            self._finish_turn(running, _as_turn_outcome(job, outcome, self._journal or job.journaled))
         else:
             self._finish_compaction(running, outcome)
         if self._gone == "stopped":
@@ -275,6 +363,8 @@ class JobsPart(SessionState):
         job = running.job
         new_messages = tuple(outcome.new_messages)
         self._messages = self._messages + new_messages
+        self._running_turn = None  # the turn's messages are history now: the journal is done
+        self._journal = ()
         self._usage = self._usage + outcome.usage
         if outcome.last_usage is not None:
             self._context_used = outcome.last_usage.total_tokens
@@ -341,16 +431,22 @@ class JobsPart(SessionState):
         raise NotImplementedError
 
 
-def _as_turn_outcome(job: Job, outcome: object) -> TurnOutcome:
-    """A turn's outcome; a turn that raised (anything, SystemExit included) keeps its prompt."""
+def _as_turn_outcome(job: Job, outcome: object, journal: tuple[Message, ...]) -> TurnOutcome:
+    """A turn's outcome; a turn that raised (anything, SystemExit included) keeps what it journaled.
+
+    The journaled steps are stored already, so they stay (the history only
+    ever grows by appending); every tool call left open gets a result
+    saying the turn ended, so the history stays valid for any provider.
+    """
     if isinstance(outcome, TurnOutcome):
         return outcome
+    kept = list(journal) if journal else [Message.user(job.prompt)]
+    status: Literal["error", "cancelled"]
     if isinstance(outcome, asyncio.CancelledError):
-        return TurnOutcome(new_messages=[Message.user(job.prompt)], status="cancelled")
-    assert isinstance(outcome, BaseException)
-    return TurnOutcome(
-        new_messages=[Message.user(job.prompt)],
-        status="error",
-        error=f"{type(outcome).__name__}: {outcome}",
-        error_kind="error",
-    )
+        status, error, reason = "cancelled", "", "cancelled before this tool call finished"
+    else:
+        assert isinstance(outcome, BaseException)
+        error = f"{type(outcome).__name__}: {outcome}"
+        status, reason = "error", f"the turn failed before this tool call finished ({error})"
+    kept.extend(Message.tool(call.id, reason, is_error=True) for call in recovery.unfinished_calls(kept))
+    return TurnOutcome(new_messages=kept, status=status, error=error, error_kind="error" if error else "")

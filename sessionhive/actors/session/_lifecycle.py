@@ -39,6 +39,9 @@ log = logging.getLogger("sessionhive.session")
 class LifecyclePart(ConfirmationsPart):
     """Destroy, Passivate, Shutdown, crash hand-over and the calls that arrive too late."""
 
+    def on_start(self) -> None:
+        self._start_next()  # a turn resumed from the journal, if any
+
     def _redirect(self, call: SessionCall) -> None:
         """A call for a session that is going away: to its next incarnation, or refused."""
         if self._gone == "destroyed":
@@ -64,6 +67,11 @@ class LifecyclePart(ConfirmationsPart):
 
         return forward
 
+    def _withdraw_view(self) -> None:
+        """No published view any more: a read goes through the supervisor (SessionNotFound, or a restart)."""
+        self._view_stale = False
+        self._entry.view = None
+
     def _close_subscribers(self) -> None:
         for subscriber in self._subscribers:
             subscriber.close()
@@ -82,6 +90,7 @@ class LifecyclePart(ConfirmationsPart):
             ack = concurrent.futures.Future() if self._config.durability == "sync" else None
             self._services.persistence.send(Delete(self.session_id, ack))
         self._supervisor.tell(SessionGone(self.session_id, "destroyed", self.actor_ref))
+        self._withdraw_view()
         self._deliver(message.reply, None, ack, "destroy")
         self.actor_ref.stop(block=False)
 
@@ -137,6 +146,7 @@ class LifecyclePart(ConfirmationsPart):
         self._cancel_pending("the session crashed")
         self._close_subscribers()
         self._gone = "crashed"
+        self._withdraw_view()  # readers wait for the restarted actor instead of reading this one's state
         snapshot = None if self._stored() else self._snapshot()
         self._supervisor.tell(SessionCrashed(self.session_id, self.actor_ref, snapshot, (), error))
 

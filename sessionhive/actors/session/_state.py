@@ -19,7 +19,7 @@ from sessionhive.actors.directory import SessionEntry, SessionView
 from sessionhive.model.errors import StoreError
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
-from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage
+from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message
 from sessionhive.persistence.actor import Save
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.runtime import HiveActor, complete, complete_threadsafe, fail
@@ -58,6 +58,7 @@ class SessionState(HiveActor):
         "_history_epoch",
         "_inherited_llm_config",
         "_jobs",
+        "_journal",
         "_llm_client",
         "_llm_config",
         "_llm_problem",
@@ -67,6 +68,7 @@ class SessionState(HiveActor):
         "_pending",
         "_policy",
         "_running",
+        "_running_turn",
         "_services",
         "_shutdown_reply",
         "_state",
@@ -109,6 +111,10 @@ class SessionState(HiveActor):
         self._thinking = snapshot.thinking
         self._budget = snapshot.budget
         self._messages = snapshot.messages
+        # The turn journal: the running turn's stored steps, kept apart from
+        # the history (which readers see) until the turn ends.
+        self._running_turn = snapshot.running_turn
+        self._journal: tuple[Message, ...] = ()
         self._history_epoch = snapshot.history_epoch
         self._usage = snapshot.usage
         self._context_used = snapshot.context_usage.used_tokens
@@ -125,6 +131,9 @@ class SessionState(HiveActor):
         self._gone: Gone = ""
         self._shutdown_reply: Reply | None = None
         self._view_stale = True
+        # Before the first view is published: no reader ever sees a turn
+        # that the last process left half-written.
+        self._recover_interrupted_turn()
         if created is not None:
             # A new session: its first snapshot leaves now, and the creator
             # gets its answer without waiting for the actor's first run.
@@ -212,10 +221,11 @@ class SessionState(HiveActor):
             budget=self._budget,
             usage=self._usage,
             context_usage=self._context_usage(),
-            messages=self._messages,
+            messages=self._messages + self._journal if self._journal else self._messages,
             history_epoch=self._history_epoch,
             created_at=self._created_at,
             updated_at=self._updated_at,
+            running_turn=self._running_turn,
         )
 
     def _stored(self) -> bool:
@@ -292,4 +302,7 @@ class SessionState(HiveActor):
         raise NotImplementedError
 
     def _start_next(self) -> None:
+        raise NotImplementedError
+
+    def _recover_interrupted_turn(self) -> None:
         raise NotImplementedError
