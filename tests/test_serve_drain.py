@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -63,65 +64,76 @@ def _collect(stream: IO[str], lines: list[str]) -> None:
         lines.append(line)
 
 
+@dataclass
+class Load:
+    """What the load threads saw while the service ran and then drained."""
+
+    url: str
+    workers: int
+    stuck: int
+    completed: dict[str, list[str]] = field(default_factory=dict)
+    last_messages: dict[str, list[Message]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    stuck_outcomes: dict[str, BaseException | None] = field(default_factory=dict)
+    enough: threading.Event = field(default_factory=threading.Event)
+    stuck_waiting: threading.Barrier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.completed = {f"w{n}": [] for n in range(self.workers)}
+        self.stuck_waiting = threading.Barrier(self.stuck + 1)
+
+    def work(self, session_id: str) -> None:
+        """Turns back to back, each confirmation approved, until the service refuses (503)."""
+        with RemoteHive(self.url, token=TOKEN) as hive:
+            while True:
+                prompt = f"{session_id} turn {len(self.completed[session_id])}"
+                try:
+                    result = hive.generate(session_id, prompt, on_confirmation=lambda _event: True)
+                except ServiceUnavailable as exc:
+                    self.refused.append(exc.error)
+                    return
+                self.completed[session_id].append(prompt)
+                self.last_messages[session_id] = result.messages
+                if sum(map(len, self.completed.values())) >= 3 * self.workers:
+                    self.enough.set()
+
+    def wait_for_a_human(self, session_id: str) -> None:
+        """A turn whose confirmation nobody answers: the drain must cancel it."""
+        with RemoteHive(self.url, token=TOKEN) as hive:
+            stream = hive.generate_streaming(session_id, "nobody will answer")
+            try:
+                for event in stream:
+                    if isinstance(event, ConfirmationRequired):
+                        self.stuck_waiting.wait(30)
+                stream.result()
+                self.stuck_outcomes[session_id] = None
+            except BaseException as exc:
+                self.stuck_outcomes[session_id] = exc
+
+    def threads(self) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self.work, args=(f"w{n}",)) for n in range(self.workers)]
+        threads += [
+            threading.Thread(target=self.wait_for_a_human, args=(f"stuck{n}",)) for n in range(self.stuck)
+        ]
+        return threads
+
+
 @pytest.mark.slow
 def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'drain.db'}"
     workspace = tmp_path / "ws"
     workspace.mkdir()
     process, url, output = start_serve(store, workspace, "--drain-timeout", "3", "--llm-latency", "0.05")
+    load = Load(url, workers=8, stuck=2)
     try:
-        client = RemoteHive(url, token=TOKEN)
-        workers, stuck = 8, 2
-        for n in range(workers):
-            client.create_session(f"w{n}")
-        for n in range(stuck):
-            client.create_session(f"stuck{n}")
-
-        completed: dict[str, list[str]] = {f"w{n}": [] for n in range(workers)}
-        last_messages: dict[str, list[Message]] = {}
-        refused_while_draining: list[str] = []
-        stuck_outcomes: dict[str, BaseException | None] = {}
-        stuck_waiting = threading.Barrier(stuck + 1)
-        enough = threading.Event()
-
-        def work(session_id: str) -> None:
-            with RemoteHive(url, token=TOKEN) as hive:
-                turn = 0
-                while True:
-                    prompt = f"{session_id} turn {turn}"
-                    try:
-                        stream = hive.generate_streaming(session_id, prompt)
-                        for event in stream:
-                            if isinstance(event, ConfirmationRequired):
-                                hive.confirm_tool(session_id, event.tool_id, True)
-                        result = stream.result()
-                    except ServiceUnavailable as exc:
-                        refused_while_draining.append(exc.error)
-                        return
-                    completed[session_id].append(prompt)
-                    last_messages[session_id] = result.messages
-                    turn += 1
-                    if sum(map(len, completed.values())) >= 3 * workers:
-                        enough.set()
-
-        def wait_for_a_human(session_id: str) -> None:
-            with RemoteHive(url, token=TOKEN) as hive:
-                stream = hive.generate_streaming(session_id, "nobody will answer")
-                try:
-                    for event in stream:
-                        if isinstance(event, ConfirmationRequired):
-                            stuck_waiting.wait(30)
-                    stream.result()
-                    stuck_outcomes[session_id] = None
-                except BaseException as exc:
-                    stuck_outcomes[session_id] = exc
-
-        threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(workers)]
-        threads += [threading.Thread(target=wait_for_a_human, args=(f"stuck{n}",)) for n in range(stuck)]
+        with RemoteHive(url, token=TOKEN) as client:
+            for session_id in [*load.completed, *(f"stuck{n}" for n in range(load.stuck))]:
+                client.create_session(session_id)
+        threads = load.threads()
         for thread in threads:
             thread.start()
-        stuck_waiting.wait(30)
-        assert enough.wait(60), "the load did not get going"
+        load.stuck_waiting.wait(30)
+        assert load.enough.wait(60), "the load did not get going"
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, "".join(output)
@@ -135,19 +147,19 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path) -> None:
     text = "".join(output)
     assert "SIGTERM received, draining" in text and "cancelling the turns of 2 session(s)" in text
     # New turns were refused with 503 while the service drained; nothing else failed.
-    assert refused_while_draining and set(refused_while_draining) <= {"Draining", "Unreachable"}
-    assert "Draining" in refused_while_draining
+    assert load.refused and set(load.refused) <= {"Draining", "Unreachable"}
+    assert "Draining" in load.refused
     # The turns left waiting for a human past --drain-timeout were cancelled, not lost in the air.
-    assert all(isinstance(stuck_outcomes[f"stuck{n}"], TurnCancelled) for n in range(stuck))
+    assert all(isinstance(load.stuck_outcomes[f"stuck{n}"], TurnCancelled) for n in range(load.stuck))
 
     with Hive.start(store=store, workspace=workspace) as reopened:
-        for session_id, prompts in completed.items():
+        for session_id, prompts in load.completed.items():
             history = reopened.history(session_id)
             assert [m.text for m in history if m.role == "user"] == prompts
             # The last turn's messages (whole history or the turn's own) end the stored history.
-            assert history[-len(last_messages[session_id]) :] == last_messages[session_id]
+            assert history[-len(load.last_messages[session_id]) :] == load.last_messages[session_id]
             assert history[-1].role == "assistant" and history[-1].text.startswith("Echo: ")
-        for n in range(stuck):
+        for n in range(load.stuck):
             history = reopened.history(f"stuck{n}")
             assert history[0].text == "nobody will answer"
 
