@@ -45,6 +45,7 @@ from sessionhive.model.events import (
     TurnCancelled,
     TurnEnd,
     TurnError,
+    TurnInterrupted,
     TurnStart,
     event_to_dict,
 )
@@ -57,7 +58,7 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
-from sessionhive.runtime import PooledBackend
+from sessionhive.runtime import AsyncioBackend, PooledBackend, ThreadBackend
 from sessionhive.tools import PermissionPolicy, PermissionRule, ToolContext, ToolExecutor
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ __all__ = [
     "AsyncHive",
     "AsyncSubscription",
     "AsyncTurnStream",
+    "AsyncioBackend",
     "CallTimeout",
     "ConfirmationNotFound",
     "ConfirmationPolicy",
@@ -103,6 +105,7 @@ __all__ = [
     "StoreError",
     "Subscription",
     "TextDelta",
+    "ThreadBackend",
     "ToolCall",
     "ToolContext",
     "ToolDefinition",
@@ -114,6 +117,7 @@ __all__ = [
     "TurnEnd",
     "TurnError",
     "TurnFailed",
+    "TurnInterrupted",
     "TurnStart",
     "TurnStream",
     "Usage",

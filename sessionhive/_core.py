@@ -214,6 +214,9 @@ class _Prepared:
             self.persistence.stop()
             raise StoreError(f"cannot read the session index from {store.name}: {exc}") from exc
         self.tools = options.tools or ToolExecutor(self.workspace)
+        hide, data_paths = getattr(self.tools, "hide_from_bash", None), getattr(store, "data_paths", None)
+        if callable(hide) and callable(data_paths):
+            hide(*data_paths())  # the store's files are nobody's business inside the bash sandbox
         self.directory: Directory | None = None  # set once launched
 
     def _default_llm(self, llm: LlmConfig | LlmClient | None) -> tuple[LlmClient | None, LlmConfig | None]:
