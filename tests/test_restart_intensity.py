@@ -1,4 +1,4 @@
-"""Restart intensity: a session that keeps crashing is restarted a few times, then marked failed until reset."""
+"""Restart intensity: a session that keeps crashing is restarted a few times, then failed until reset."""
 
 from __future__ import annotations
 
