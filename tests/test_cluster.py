@@ -58,6 +58,7 @@ def local_ray() -> Iterator[None]:
     if reason is not None:
         pytest.skip(f"!!! PostgreSQL is NOT REACHABLE, cluster tests skipped: {reason}")
     ray.init(
+        address="local",  # never a Ray that another test run on this machine started
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
         num_cpus=2,
@@ -212,6 +213,31 @@ def test_async_cluster_hive_streams_and_raises_like_async_hive(pg_url: str) -> N
             assert [r.text for r in results] == ["hi"] * 5
             assert len(await hive.history("a1")) == 12
             assert await hive.live_session_count() == 2
+
+    asyncio.run(scenario())
+
+
+def test_async_calls_in_flight_on_a_killed_shard_end_as_interrupted(pg_url: str) -> None:
+    async def scenario() -> None:
+        llm = ScriptedLlm([Reply("hi")], latency=0.5)
+        async with AsyncClusterHive.start(
+            shards=2, store=pg_url, llm=llm, lease_ttl=2.0, suspect_after=30.0
+        ) as hive:
+            await hive.create_session("busy", SYNC)
+            subscription = await hive.subscribe("busy")
+            turns = [asyncio.ensure_future(hive.generate("busy", f"busy#{i}", timeout=60)) for i in range(4)]
+            started = await subscription.get(timeout=10)
+            assert started is not None and started.type == "TurnStart"
+            subscription.close()
+            shard = hive.sync.shard_of("busy")
+            pid = hive.sync.shard_info()[shard]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            outcomes = await asyncio.wait_for(asyncio.gather(*turns, return_exceptions=True), 60)
+            interrupted = [o for o in outcomes if isinstance(o, TurnCancelled)]
+            assert interrupted and all(isinstance(o, TurnCancelled) or o.text == "hi" for o in outcomes)
+            assert "interrupted" in str(interrupted[0])
+            # The restarted shard serves the session from the store once the dead owner's lease expired.
+            assert (await hive.generate("busy", "busy#after", timeout=30)).text == "hi"
 
     asyncio.run(scenario())
 

@@ -14,12 +14,14 @@ leases expire) and comes back once it answers again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -391,7 +393,9 @@ def _start_cluster(
         options.setdefault("namespace", "sessionhive")
         options.setdefault("log_to_driver", False)
         if ray_address is None:
-            # A local Ray for this process: loopback only, no dashboard.
+            # A local Ray for this process ("local": never one that another process
+            # started on this machine): loopback only, no dashboard.
+            options.setdefault("address", "local")
             options.setdefault("_node_ip_address", "127.0.0.1")
             options.setdefault("include_dashboard", False)
             ray.init(**options)
@@ -874,6 +878,85 @@ async def _await_ref(ref: Any, timeout: float | None) -> Any:
     return future.result()
 
 
+class _Pipe:
+    """Batched calls to one shard from one event loop: one Ray call per batch each way.
+
+    Calls made in the same loop iteration go out in one ``submit``; one
+    ``collect`` long-poll at a time brings back every answer ready. When the
+    shard restarts (its owner changes) the answers of the calls the old
+    incarnation held are lost: those calls end as interrupted.
+    """
+
+    def __init__(self, handle: Any, caller: str) -> None:
+        self._handle = handle
+        self._caller = caller
+        self._loop = asyncio.get_running_loop()
+        self._ids = itertools.count(1)
+        # call id -> (its answer, the shard incarnation that took it once known)
+        self._waiting: dict[int, tuple[asyncio.Future[tuple[str, Any]], str | None]] = {}
+        self._queue: list[tuple[Any, ...]] = []
+        self._poller: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Future[Any]] = set()
+
+    def call(self, arguments: tuple[Any, ...]) -> tuple[int, asyncio.Future[tuple[str, Any]]]:
+        call_id = next(self._ids)
+        future: asyncio.Future[tuple[str, Any]] = self._loop.create_future()
+        self._waiting[call_id] = (future, None)
+        self._queue.append((call_id, *arguments))
+        if len(self._queue) == 1:
+            self._loop.call_soon(self._send)
+        if self._poller is None:
+            self._poller = self._loop.create_task(self._poll())
+        return call_id, future
+
+    def forget(self, call_id: int) -> None:
+        self._waiting.pop(call_id, None)
+
+    def _send(self) -> None:
+        batch, self._queue = self._queue, []
+        ids = [int(item[0]) for item in batch]
+        sent = asyncio.wrap_future(self._handle.submit.remote(self._caller, batch).future())
+        self._sending.add(sent)
+
+        def submitted(done: asyncio.Future[Any]) -> None:
+            self._sending.discard(done)
+            error = done.exception()
+            for call_id in ids:
+                entry = self._waiting.get(call_id)
+                if entry is None:
+                    continue
+                if error is not None:
+                    self._finish(call_id, ("interrupted", f"its shard failed ({type(error).__name__})"))
+                else:
+                    self._waiting[call_id] = (entry[0], done.result())
+
+        sent.add_done_callback(submitted)
+
+    def _finish(self, call_id: int, outcome: tuple[str, Any]) -> None:
+        entry = self._waiting.pop(call_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(outcome)
+
+    async def _poll(self) -> None:
+        try:
+            while self._waiting:
+                try:
+                    owner, answers = await _await_ref(self._handle.collect.remote(self._caller, 1.0), None)
+                except _SHARD_GONE as exc:
+                    for call_id, (_future, held_by) in list(self._waiting.items()):
+                        if held_by is not None:
+                            self._finish(call_id, ("interrupted", f"its shard failed ({type(exc).__name__})"))
+                    await asyncio.sleep(0.05)
+                    continue
+                for call_id, outcome in answers:
+                    self._finish(call_id, outcome)
+                for call_id, (_future, held_by) in list(self._waiting.items()):
+                    if held_by is not None and held_by != owner:
+                        self._finish(call_id, ("interrupted", "its shard restarted"))
+        finally:
+            self._poller = None
+
+
 class AsyncClusterTurnStream:
     """:class:`ClusterTurnStream` as an async iterator; ``await stream.result()``."""
 
@@ -1006,6 +1089,16 @@ class AsyncClusterHive:
 
     def __init__(self, hive: ClusterHive) -> None:
         self.sync = hive
+        self._caller = uuid.uuid4().hex
+        self._pipes: dict[tuple[int, str], _Pipe] = {}
+
+    def _pipe(self, shard_id: str) -> _Pipe:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), shard_id)
+        pipe = self._pipes.get(key)
+        if pipe is None:
+            pipe = self._pipes[key] = _Pipe(self.sync._cluster.handle(shard_id), self._caller)
+        return pipe
 
     @staticmethod
     def start(*args: Any, **kwargs: Any) -> _Starting:
@@ -1054,18 +1147,18 @@ class AsyncClusterHive:
         pause = 0.01
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _shard_id, handle = cluster.target(root_id)
-            ref = handle.call.remote(op, session_id, root_id, args, {}, cluster.membership_arg(), remaining)
-            try:
-                outcome = await _await_ref(ref, remaining)
-            except ray_errors.GetTimeoutError:
-                raise CallTimeout(
-                    f"{op}() on session {session_id!r} got no answer within {limit} s"
-                ) from None
-            except _SHARD_GONE as exc:
-                outcome = ("interrupted", f"its shard failed ({type(exc).__name__})")
-            except ray_errors.RayTaskError as exc:
-                raise _unwrap(exc) from None
+            shard_id, _handle = cluster.target(root_id)
+            pipe = self._pipe(shard_id)
+            call_id, answer = pipe.call(
+                (op, session_id, root_id, args, {}, cluster.membership_arg(), remaining)
+            )
+            done, _ = await asyncio.wait({answer}, timeout=remaining)
+            if not done:
+                pipe.forget(call_id)
+                raise CallTimeout(f"{op}() on session {session_id!r} got no answer within {limit} s")
+            outcome = answer.result()
+            if outcome[0] == "err" and isinstance(outcome[1], ray_errors.RayTaskError):
+                raise _unwrap(outcome[1])
             value = _judge(op, session_id, outcome)
             if value is not _RETRY:
                 return value

@@ -175,6 +175,10 @@ class HiveShard:
         self._metrics_address: str | None = None
         self._refreshes = 0
         self._stopping = False
+        # Answers of batched calls (submit/collect), per caller, until it collects them.
+        self._outboxes: dict[str, list[tuple[int, Outcome]]] = {}
+        self._outbox_ready: dict[str, asyncio.Event] = {}
+        self._running: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -389,6 +393,50 @@ class HiveShard:
             return ("err", HiveStopped())
         except SessionhiveError as exc:
             return ("err", exc)
+
+    # ------------------------------------------------------------------ batched calls
+
+    async def submit(self, caller: str, calls: list[tuple[Any, ...]]) -> str:
+        """Start many :meth:`call` s at once; their answers wait for :meth:`collect`. Returns the owner.
+
+        One Ray call carries a whole batch in and one carries every answer
+        ready by then out, so that the Ray overhead (the dominant cost of a
+        call on a small machine) is paid per batch, not per call. The owner
+        (this incarnation) tells the caller which answers a restart lost.
+        """
+        await self._ensure_started()
+        loop = asyncio.get_running_loop()
+        for call_id, *arguments in calls:
+            task = loop.create_task(self._run_batched(caller, int(call_id), arguments))
+            self._running.add(task)  # a task nobody references may be collected mid-call
+            task.add_done_callback(self._running.discard)
+        return self.owner
+
+    async def _run_batched(self, caller: str, call_id: int, arguments: list[Any]) -> None:
+        try:
+            outcome = await self.call(*arguments)
+        except Exception as exc:  # noqa: BLE001 - delivered to the caller
+            outcome = ("err", exc)
+        self._outboxes.setdefault(caller, []).append((call_id, outcome))
+        self._outbox_event(caller).set()
+
+    def _outbox_event(self, caller: str) -> asyncio.Event:
+        event = self._outbox_ready.get(caller)
+        if event is None:
+            event = self._outbox_ready[caller] = asyncio.Event()
+        return event
+
+    async def collect(self, caller: str, wait: float) -> tuple[str, list[tuple[int, Outcome]]]:
+        """The answers ready for ``caller`` (waiting up to ``wait`` s for one), with this shard's owner."""
+        await self._ensure_started()
+        event = self._outbox_event(caller)
+        if not self._outboxes.get(caller):
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), wait)
+            except TimeoutError:
+                pass
+        return self.owner, self._outboxes.pop(caller, [])
 
     async def start_feed(
         self,
