@@ -25,8 +25,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, median, print_table, run_child  # noqa: E402
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import machine_info, median, print_table, run_child
 
 DEFAULT_STORE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
