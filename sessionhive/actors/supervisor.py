@@ -212,13 +212,16 @@ class SupervisorActor(HiveActor):
     ) -> SessionEntry:
         session_id = snapshot.session_id
         entry = SessionEntry(session_id)
-        entry.ref = self._backend.spawn(
-            SessionActor, self._services, self.actor_ref, entry, snapshot, llm_client, inherited, created
-        )
+        # Published before the actor exists: a new session answers its
+        # creator from its constructor, and the creator's next read must
+        # find it (a call meanwhile, seeing no ref yet, comes through here).
         self._directory.known.add(session_id)
         if snapshot.parent_id is not None:
             self._link(session_id, snapshot.parent_id)
-        self._directory.live[session_id] = entry  # published last: the entry is complete
+        self._directory.live[session_id] = entry
+        entry.ref = self._backend.spawn(
+            SessionActor, self._services, self.actor_ref, entry, snapshot, llm_client, inherited, created
+        )
         self._last_used[session_id] = time.monotonic()
         self._set_live_gauge()
         self._enforce_max_live()

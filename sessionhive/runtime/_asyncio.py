@@ -368,7 +368,7 @@ class AsyncioBackend:
         """Run ``callback`` on the loop after ``delay`` seconds; call it on the loop thread."""
         self.loop.call_later(delay, callback)
 
-    def spawn(self, actor_class: type[A], *args: Any, **kwargs: Any) -> pykka.ActorRef[A]:
+    def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
         """Create ``actor_class(*args, **kwargs)`` and start it on the loop; returns its ref.
 
         ``__init__`` runs in the calling thread; ``on_start`` runs on the loop
@@ -387,7 +387,7 @@ class AsyncioBackend:
             self._concrete[actor_class] = concrete
         actor = concrete(*args, **kwargs)
         actor._start_actor_loop()
-        ref: pykka.ActorRef[A] = actor.actor_ref
+        ref: pykka.ActorRef[Any] = actor.actor_ref
         return ref
 
     def shutdown(self) -> None:
