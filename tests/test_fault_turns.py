@@ -163,28 +163,30 @@ def run_child_and_kill(files: Files, resume: bool, cycle: int, rng: random.Rando
     target = before + rng.randint(10, 120)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     args = [str(files.db), str(files.workspace), str(files.ledger), str(files.model_ledger)]
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *args, "resume" if resume else "close", str(cycle)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert child.stdout is not None and child.stderr is not None
+    # Its log goes to a file: a pipe nobody reads could fill up and stall it.
+    errors = files.db.with_name(f"child-{cycle}.log")
+    with errors.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *args, "resume" if resume else "close", str(cycle)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    assert child.stdout is not None
     try:
         if child.stdout.readline() != b"running\n":
             child.wait(timeout=10)
-            pytest.fail(f"the child did not start: {child.stderr.read().decode()[-3000:]}")
+            pytest.fail(f"the child did not start: {errors.read_text()[-3000:]}")
         deadline = time.monotonic() + 30
         while len(files.lines(files.ledger)) < target:
             if child.poll() is not None:
-                pytest.fail(f"the child exited early: {child.stderr.read().decode()[-3000:]}")
+                pytest.fail(f"the child exited early: {errors.read_text()[-3000:]}")
             assert time.monotonic() < deadline, "the child made no progress in 30 s"
             time.sleep(0.002)  # polling an external process's ledger, not waiting for an actor
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
-        child.stderr.close()
 
 
 def history_after_recovery(hive: Hive, session_id: str) -> list[Message]:
