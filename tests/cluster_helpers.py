@@ -19,13 +19,15 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
-from sessionhive import CallTimeout, SessionConfig, SessionhiveError, StoreError, TurnCancelled
+from sessionhive import CallTimeout, SessionConfig, SessionhiveError, StoreError, TurnCancelled, TurnFailed
 from sessionhive.persistence import SqlStore
 from sessionhive.persistence.leases import LEASES, WRITE_LOG
 
 POSTGRES_URL = os.environ.get(
     "SESSIONHIVE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+#: What a write refused by the lease fence says (persistence/actor.py).
+FENCED = "has another writer now"
 #: Each turn returns only once committed: "acknowledged" then means durable.
 SYNC = SessionConfig(durability="sync")
 
@@ -122,6 +124,15 @@ class Load:
                         self.failed[sid].append(prompt)
                         self.interrupted += 1
                     continue
+                except TurnFailed as exc:
+                    with self._lock:
+                        self.failed[sid].append(prompt)
+                        # A shard that lost the lease mid-turn: its write was fenced, the turn failed.
+                        if FENCED in str(exc):
+                            self.interrupted += 1
+                        else:
+                            self.unexpected.append(exc)
+                    continue
                 except SessionhiveError as exc:
                     with self._lock:
                         self.failed[sid].append(prompt)
@@ -153,8 +164,8 @@ def verify_histories(url: str, load: Load) -> None:
     """Nothing acknowledged lost, nothing duplicated or interleaved, nothing invented.
 
     A turn interrupted by a fault (never acknowledged) may have left its
-    prompt without a reply, as a local Hive killed mid-turn would; an
-    acknowledged turn is always whole.
+    prompt without a reply, or with the note a restarted session adds, as a
+    local Hive killed mid-turn would; an acknowledged turn is always whole.
     """
     store = SqlStore(url)
     try:
@@ -166,6 +177,9 @@ def verify_histories(url: str, load: Load) -> None:
             for message in messages:
                 if message.role == "user":
                     turns.append((message.text, False))
+                elif message.role == "assistant" and message.text.startswith("[This turn was interrupted"):
+                    # The note a restarted session leaves on a turn its process did not finish.
+                    assert turns and not turns[-1][1], f"{sid}: an interruption note out of place: {messages}"
                 else:
                     assert message.role == "assistant" and message.text == "ok", f"{sid}: {message}"
                     assert turns and not turns[-1][1], f"{sid}: a reply without its prompt: {messages}"

@@ -34,10 +34,12 @@ from sessionhive import (  # noqa: E402 - after the importorskip
     ToolCall,
     TurnCancelled,
     TurnEnd,
+    TurnFailed,
 )
 from sessionhive.cluster import AsyncClusterHive, ClusterHive, owner_of  # noqa: E402
 from sessionhive.persistence import SqlStore  # noqa: E402
 from tests.cluster_helpers import (  # noqa: E402
+    FENCED,
     SYNC,
     Load,
     fresh_schema,
@@ -240,6 +242,9 @@ def test_async_calls_in_flight_on_a_killed_shard_end_as_interrupted(pg_url: str)
             assert all(result.text == "hi" for result in completed)
             assert "interrupted" in str(interrupted[0])
             # The restarted shard serves the session from the store once the dead owner's lease expired.
+            await asyncio.to_thread(
+                wait_until, lambda: hive.sync.shard_info()[shard]["pid"] != pid, 60, "Ray restarts the shard"
+            )
             assert (await hive.generate("busy", "busy#after", timeout=30)).text == "hi"
 
     asyncio.run(scenario())
@@ -341,8 +346,9 @@ def test_split_brain_a_paused_shard_that_lost_its_lease_cannot_overwrite_the_new
                 assert hive.generate(victim, "on-the-new-owner", timeout=30).text == "ok"
             finally:
                 os.kill(pid, signal.SIGCONT)
-            with pytest.raises((StoreError, TurnCancelled)):
+            with pytest.raises((StoreError, TurnCancelled, TurnFailed)) as refused:
                 in_flight.result(timeout=60)  # never acknowledged: its write was fenced
+            assert FENCED in str(refused.value) or "interrupted" in str(refused.value)
         wait_until(lambda: hive.shards == ["shard-0", "shard-1"], 20, "the shard rejoins")
         assert hive.generate(victim, "after", timeout=30).text == "ok"
         prompts = [m.text for m in hive.history(victim) if m.role == "user"]

@@ -16,6 +16,7 @@ from sessionhive.cluster.hive import (
     ClusterHive,
     ClusterSubscription,
     ClusterTurnStream,
+    cluster_hive_factory,
 )
 from sessionhive.cluster.placement import Membership, owner_of
 from sessionhive.cluster.shard import HiveShard
@@ -29,5 +30,6 @@ __all__ = [
     "ClusterTurnStream",
     "HiveShard",
     "Membership",
+    "cluster_hive_factory",
     "owner_of",
 ]

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -53,7 +53,13 @@ from sessionhive.cluster.placement import Membership
 from sessionhive.cluster.shard import HiveShard
 from sessionhive.model.ids import check_id
 
-__all__ = ["AsyncClusterHive", "ClusterHive", "ClusterSubscription", "ClusterTurnStream"]
+__all__ = [
+    "AsyncClusterHive",
+    "ClusterHive",
+    "ClusterSubscription",
+    "ClusterTurnStream",
+    "cluster_hive_factory",
+]
 
 log = logging.getLogger("sessionhive.cluster")
 
@@ -1377,3 +1383,27 @@ class AsyncClusterHive:
             for entries in await self._each_shard("hive_call", "store_health", timeout=timeout)
             for e in entries
         ]
+
+
+def cluster_hive_factory(
+    shards: int, *, ray_address: str | None = None, **cluster_options: Any
+) -> Callable[..., Awaitable[AsyncClusterHive]]:
+    """A ``hive_factory`` for :func:`sessionhive.loadtest.run_loadtest`: the load test drives a cluster.
+
+    The load test's store must be one every shard can open (its temporary
+    SQLite file works on one machine; PostgreSQL anywhere); its scripted
+    model is shipped to every shard.
+    """
+
+    async def start(
+        options: Any, *, store: str, workspace: Path, llm: Any, metrics: bool
+    ) -> AsyncClusterHive:
+        del metrics  # every shard serves its own /metrics
+        hive_options: dict[str, Any] = dict(getattr(options, "hive_options", {}) or {})
+        if getattr(options, "actor_backend", None) is not None:
+            hive_options["actor_backend"] = options.actor_backend
+        return await AsyncClusterHive.start(
+            shards, store, llm, ray_address, workspace=str(workspace), **cluster_options, **hive_options
+        )
+
+    return start

@@ -97,6 +97,11 @@ def hive_factory_from_args(args: argparse.Namespace) -> HiveFactory:
         from sessionhive.client import remote_hive_factory
 
         return remote_hive_factory(args.target)
+    if getattr(args, "shards", None):
+        # A cluster of hive shards on Ray (pip install 'sessionhive[ray]'): the same turns and checks.
+        from sessionhive.cluster import cluster_hive_factory
+
+        return cluster_hive_factory(args.shards, ray_address=args.ray_address)
     return start_local_hive
 
 
@@ -228,6 +233,17 @@ def add_loadtest_parser(
         metavar="URL",
         help="drive a running `sessionhive serve --loadtest-script K:RATE` at URL over HTTP "
         "(token from $SESSIONHIVE_TOKEN) instead of a Hive in this process",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="drive a cluster of N hive shards on Ray (sessionhive[ray]) instead of a Hive in this process",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --shards: join this Ray cluster ('auto' or host:port) instead of starting a local Ray",
     )
     add_store_option(parser, None, "a fresh temporary SQLite file")
     add_llm_options(parser)
