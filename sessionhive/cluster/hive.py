@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -1075,7 +1075,7 @@ class _Starting:
         self._hive = AsyncClusterHive(sync)
         return self._hive
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncClusterHive]:
         return self._start().__await__()
 
     async def __aenter__(self) -> AsyncClusterHive:
