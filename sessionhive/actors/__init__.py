@@ -1,1 +1,1 @@
-"""Who owns state: the SupervisorActor, SessionActors, the turn loop, and the actor backends."""
+"""Who owns state: the SupervisorActor (the session directory), one SessionActor per session, and the turns they run."""
