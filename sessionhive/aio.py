@@ -146,7 +146,7 @@ class AsyncSubscription:
     def close(self) -> None:
         self._channel.close()
         try:
-            self._hive._core.send(self.session_id, Unsubscribe(None, self._channel))
+            self._hive.core.send(self.session_id, Unsubscribe(None, self._channel))
         except Exception:  # noqa: BLE001 - the session or the Hive is gone: nothing left to detach
             pass
 
@@ -197,7 +197,7 @@ class AsyncHive:
 
     def __init__(self, hive: HiveCore | Hive) -> None:
         """Wrap a running Hive: ``AsyncHive(hive)`` awaits the same actors a sync ``Hive`` drives."""
-        core = hive._core if isinstance(hive, Hive) else hive
+        core = hive.core if isinstance(hive, Hive) else hive
         self._core = core
         self._sync = hive if isinstance(hive, Hive) else Hive(core)
         self.metrics: HiveMetrics = core.metrics
@@ -243,6 +243,11 @@ class AsyncHive:
                 restart_window=restart_window,
             )
         )
+
+    @property
+    def core(self) -> HiveCore:
+        """The running actors and services this facade drives."""
+        return self._core
 
     @property
     def sync(self) -> Hive:
@@ -354,16 +359,16 @@ class AsyncHive:
             await self._wait(self._core.reset(session_id, awaitable_here=True), timeout, "reset_session()")
         )
 
-    async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
+    async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:  # noqa: ARG002 - read from the directory
         return self._core.children(parent_id)
 
-    async def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+    async def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:  # noqa: ARG002 - read from the directory
         return self._core.is_child(session_id)
 
-    async def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+    async def session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002 - read from the directory
         return self._core.known_count()
 
-    async def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+    async def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002 - read from the directory
         return self._core.live_count()
 
     async def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:

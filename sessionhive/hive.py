@@ -115,7 +115,7 @@ class TurnStream:
 
     def result(self, timeout: float | None = None) -> AgentResult:
         result: AgentResult = _wait(
-            self._hive._core, self._result, timeout, f"the turn of session {self.session_id!r}"
+            self._hive.core, self._result, timeout, f"the turn of session {self.session_id!r}"
         )
         return result
 
@@ -150,7 +150,7 @@ class Subscription:
     def close(self) -> None:
         self._channel.close()
         try:
-            self._hive._core.send(self.session_id, Unsubscribe(None, self._channel))
+            self._hive.core.send(self.session_id, Unsubscribe(None, self._channel))
         except Exception:  # noqa: BLE001 - the session or the Hive is gone: nothing left to detach
             pass
 
@@ -173,6 +173,11 @@ class Hive:
     def __init__(self, core: HiveCore) -> None:
         self._core = core
         self.metrics: HiveMetrics = core.metrics
+
+    @property
+    def core(self) -> HiveCore:
+        """The running actors and services this facade drives (shared with ``AsyncHive(hive)``)."""
+        return self._core
 
     # ------------------------------------------------------------------ life cycle
 
@@ -362,17 +367,17 @@ class Hive:
             self._wait(self._core.reset(session_id, awaitable_here=False), timeout, "reset_session()")
         )
 
-    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
+    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:  # noqa: ARG002 - read from the directory
         return self._core.children(parent_id)
 
-    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:  # noqa: ARG002 - read from the directory
         return self._core.is_child(session_id)
 
-    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002 - read from the directory
         """Sessions this Hive knows: live ones and those resting in the store."""
         return self._core.known_count()
 
-    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002 - read from the directory
         """Sessions with a live actor right now (the rest are passivated in the store)."""
         return self._core.live_count()
 

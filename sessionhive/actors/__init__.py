@@ -1,1 +1,1 @@
-"""Who owns state: the SupervisorActor (the session directory), one SessionActor per session, and the turns they run."""
+"""Who owns state: the supervisor (the session directory), one actor per session, and their turns."""

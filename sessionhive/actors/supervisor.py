@@ -466,7 +466,7 @@ class SupervisorActor(HiveActor):
                 self._passivate(session_id)
                 excess -= 1
 
-    def on__Tick(self, message: _Tick) -> None:
+    def on__Tick(self, _message: _Tick) -> None:
         depth = self._metrics.mailbox_depth
         depth.labels("session").set(sum(_inbox_depth(e.ref) for e in self._directory.live.values()))
         depth.labels("supervisor").set(_inbox_depth(self.actor_ref))

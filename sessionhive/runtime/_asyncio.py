@@ -98,7 +98,7 @@ class _StopFlag(threading.Event):
     def clear(self) -> None:
         self._stopped = False
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:  # noqa: ARG002 - threading.Event's signature
         msg = "an asyncio actor's stopped flag cannot be waited on; use ActorRef.stop(block=True)"
         raise RuntimeError(msg)
 

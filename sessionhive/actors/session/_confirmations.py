@@ -31,13 +31,11 @@ class ConfirmationsPart(JobsPart):
         if pending is None:
             raise ConfirmationNotFound(self.session_id, message.tool_id)
         outcome: Literal["approved", "rejected"] = "approved" if message.approved else "rejected"
-        turn_id, resolve = pending
-        self._settle(
-            message.tool_id, turn_id, resolve, Decision(bool(message.approved), outcome, message.reason)
-        )
+        _turn_id, resolve = pending
+        self._settle(message.tool_id, resolve, Decision(bool(message.approved), outcome, message.reason))
         self._answer(message.reply, True)
 
-    def _settle(self, tool_id: str, turn_id: int, resolve: Any, decision: Decision) -> None:
+    def _settle(self, tool_id: str, resolve: Any, decision: Decision) -> None:
         resolve(decision)
         self._touch()
         self._metrics.confirmations_pending.dec()
@@ -52,9 +50,9 @@ class ConfirmationsPart(JobsPart):
 
     def _cancel_pending(self, reason: str) -> bool:
         cancelled = False
-        for tool_id, (turn_id, resolve) in list(self._pending.items()):
+        for tool_id, (_turn_id, resolve) in list(self._pending.items()):
             del self._pending[tool_id]
-            self._settle(tool_id, turn_id, resolve, Decision(False, "cancelled", reason))
+            self._settle(tool_id, resolve, Decision(False, "cancelled", reason))
             cancelled = True
         return cancelled
 
@@ -108,6 +106,4 @@ class ConfirmationsPart(JobsPart):
             return  # answered by confirm_tool or cancel first
         del self._pending[message.tool_id]
         approve = self._policy.on_timeout == "approve"
-        self._settle(
-            message.tool_id, pending[0], pending[1], Decision(approve, "timed_out", "no answer in time")
-        )
+        self._settle(message.tool_id, pending[1], Decision(approve, "timed_out", "no answer in time"))

@@ -348,7 +348,7 @@ class JobsPart(SessionState):
                 del self._pending[tool_id]
                 from sessionhive.agent.loop import Decision
 
-                self._settle(tool_id, turn_id, resolve, Decision(False, "cancelled", "the turn ended"))
+                self._settle(tool_id, resolve, Decision(False, "cancelled", "the turn ended"))
         job, outcome = running.job, message.outcome
         if job.is_turn:
             self._finish_turn(running, _as_turn_outcome(job, outcome, self._journal or job.journaled))

@@ -124,9 +124,9 @@ class LifecyclePart(ConfirmationsPart):
 
     def on_failure(
         self,
-        exception_type: type[BaseException] | None,
+        exception_type: type[BaseException] | None,  # noqa: ARG002 - pykka's hook signature
         exception_value: BaseException | None,
-        traceback: Any,
+        traceback: Any,  # noqa: ARG002 - pykka's hook signature
     ) -> None:
         """A handler raised (a bug): hand everything over to the supervisor, which restarts us.
 

@@ -298,7 +298,7 @@ class SessionState(HiveActor):
         return sink is not None or bool(self._subscribers)
 
     # Implemented by the parts; declared here so each part type-checks alone.
-    def _settle(self, tool_id: str, turn_id: int, resolve: Any, decision: Decision) -> None:
+    def _settle(self, tool_id: str, resolve: Any, decision: Decision) -> None:
         raise NotImplementedError
 
     def _start_next(self) -> None:
