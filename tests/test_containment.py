@@ -128,3 +128,24 @@ def test_a_session_raising_base_exceptions_takes_nothing_else_down(workspace: Pa
     assert bookkeeper.is_alive()
     assert bookkeeper.ask("after stop", timeout=10) == ("booked", "after stop")
     bookkeeper.stop()
+
+
+@pytest.mark.parametrize("raised", [SystemExit, Meltdown], ids=["SystemExit", "Meltdown"])
+def test_an_on_confirmation_callback_raising_a_base_exception_only_rejects_its_call(
+    workspace: Path, raised: type[BaseException]
+) -> None:
+    def write_then_answer(messages: list[Message]) -> Reply:
+        if messages[-1].role == "tool":
+            return Reply(f"done: {messages[-1].text}")
+        return Reply("writing", [ToolCall("write_file", {"path": "note.txt", "content": "x"})])
+
+    def callback(event: object) -> bool:
+        raise raised("the reviewer's code gave up")
+
+    with Hive.start(store="memory", llm=ScriptedLlm(write_then_answer), workspace=workspace) as hive:
+        hive.create_session("s")
+        result = hive.generate("s", "write", on_confirmation=callback, timeout=30)
+        assert "rejected" in result.text and "the reviewer's code gave up" in result.text
+        assert not (workspace / "note.txt").exists()
+        assert hive.generate("s", "write again", on_confirmation=lambda event: True).text.startswith("done:")
+        assert (workspace / "note.txt").exists()

@@ -172,9 +172,11 @@ def test_a_restored_session_whose_model_cannot_be_built_fails_its_turns(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with Hive.start(store=store, llm=ScriptedLlm(tool_loop_script), workspace=workspace) as hive:
         for _ in range(2):
-            with pytest.raises(LlmNotConfigured, match="gpt-4o-mini") as failed:
+            with pytest.raises(LlmNotConfigured, match=r"gpt-4o-mini.*OPENAI_API_KEY") as failed:
                 hive.generate("s", "look")
             assert failed.value.session_id == "s"
+        with pytest.raises(LlmNotConfigured, match="gpt-4o-mini"):
+            hive.generate_streaming("s", "look").result()
         configured = hive.get_llm_for_session("s")
         assert configured is not None and (configured.provider, configured.model) == ("openai", "gpt-4o-mini")
         assert hive.history("s") == []  # never answered by the Hive's scripted default
