@@ -40,6 +40,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 if TYPE_CHECKING:
+    from anthropic.types import (
+        RawContentBlockDeltaEvent,
+        RawContentBlockStartEvent,
+        RawMessageDeltaEvent,
+        RawMessageStartEvent,
+        RawMessageStreamEvent,
+    )
+
     from sessionhive.metrics.registry import HiveMetrics
 
 __all__ = ["DEFAULT_THINKING_BUDGET", "AnthropicClient"]
@@ -95,6 +103,119 @@ class _Block:
     partial_json: list[str] = field(default_factory=list)
     signature: str = ""
     data: str = ""
+
+    def arguments(self) -> dict[str, Any] | str:
+        """A tool_use block's input: its streamed JSON when there was any, else the start's input."""
+        if self.partial_json:
+            return _decode_input("".join(self.partial_json))
+        return self.initial_input if isinstance(self.initial_input, dict) else {}
+
+
+class _StreamAssembler:
+    """Builds one streamed answer from its events: one method per event type, one for the result.
+
+    Text deltas go to ``progress`` as they arrive; everything else waits in
+    the blocks until :meth:`response`.
+    """
+
+    def __init__(self, progress: CallProgress) -> None:
+        self._progress = progress
+        self._blocks: dict[int, _Block] = {}
+        self._prompt_tokens = 0
+        self._completion_tokens = 0
+        self._stop_reason: str | None = None
+        self.finished = False
+        """Whether ``message_stop`` came: a stream that ends without it was cut off."""
+
+    def feed(self, event: RawMessageStreamEvent) -> None:
+        try:
+            if event.type == "message_start":
+                self._message_start(event)
+            elif event.type == "content_block_start":
+                self._block_start(event)
+            elif event.type == "content_block_delta":
+                self._block_delta(event)
+            elif event.type == "message_delta":
+                self._message_delta(event)
+            elif event.type == "message_stop":
+                self.finished = True
+        except (AttributeError, TypeError) as exc:
+            # The SDK does not validate what it streams: a server that is not
+            # quite the Anthropic API shows here, as missing or mistyped fields.
+            raise MalformedResponseError(f"unreadable stream event: {exc}") from None
+
+    def _message_start(self, event: RawMessageStartEvent) -> None:
+        usage = event.message.usage
+        self._prompt_tokens = (
+            (usage.input_tokens or 0)
+            + (usage.cache_creation_input_tokens or 0)
+            + (usage.cache_read_input_tokens or 0)
+        )
+        self._completion_tokens = usage.output_tokens or 0
+
+    def _block_start(self, event: RawContentBlockStartEvent) -> None:
+        start = event.content_block
+        block = _Block(start.type)
+        if start.type == "text":
+            block.text = start.text or ""
+            self._progress.emit(block.text)
+        elif start.type == "tool_use":
+            block.tool_id, block.name, block.initial_input = start.id, start.name, start.input
+        elif start.type == "thinking":
+            block.text, block.signature = start.thinking or "", start.signature or ""
+        elif start.type == "redacted_thinking":
+            block.data = start.data
+        self._blocks[event.index] = block
+
+    def _block_delta(self, event: RawContentBlockDeltaEvent) -> None:
+        target = self._blocks.get(event.index)
+        delta = event.delta
+        if target is None:
+            raise MalformedResponseError(f"a delta for block {event.index}, which never started")
+        if delta.type == "text_delta":
+            target.text += delta.text
+            self._progress.emit(delta.text)
+        elif delta.type == "input_json_delta":
+            target.partial_json.append(delta.partial_json)
+        elif delta.type == "thinking_delta":
+            target.text += delta.thinking
+        elif delta.type == "signature_delta":
+            target.signature = delta.signature
+
+    def _message_delta(self, event: RawMessageDeltaEvent) -> None:
+        self._stop_reason = event.delta.stop_reason or self._stop_reason
+        # Cumulative counts: the last message_delta has the totals.
+        self._completion_tokens = event.usage.output_tokens or self._completion_tokens
+        # getattr: the MessageDeltaUsage of older SDKs (setup.cfg allows anthropic>=0.40) has only
+        # output_tokens.
+        if getattr(event.usage, "input_tokens", None):
+            self._prompt_tokens = (
+                (event.usage.input_tokens or 0)
+                + (getattr(event.usage, "cache_creation_input_tokens", None) or 0)
+                + (getattr(event.usage, "cache_read_input_tokens", None) or 0)
+            )
+
+    def response(self) -> tuple[LlmResponse, list[dict[str, Any]]]:
+        """The answer, and the thinking blocks to replay with its tool calls, in block order."""
+        text: list[str] = []
+        tool_calls: list[ToolCall] = []
+        thinking: list[dict[str, Any]] = []
+        for _, block in sorted(self._blocks.items()):
+            if block.type == "text":
+                text.append(block.text)
+            elif block.type == "tool_use":
+                tool_calls.append(ToolCall(block.name, block.arguments(), block.tool_id))
+            elif block.type == "thinking":
+                thinking.append({"type": "thinking", "thinking": block.text, "signature": block.signature})
+            elif block.type == "redacted_thinking":
+                thinking.append({"type": "redacted_thinking", "data": block.data})
+        response = LlmResponse(
+            "".join(text),
+            tuple(tool_calls),
+            Usage(self._prompt_tokens, self._completion_tokens),
+            normalize_stop_reason(self._stop_reason, ANTHROPIC_STOP_REASONS),
+        )
+        return response, thinking
 
 
 class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
@@ -261,92 +382,16 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
             message = await sdk.messages.create(**params)
             return self._parse_message(message)
         stream = await sdk.messages.create(stream=True, **params)
-        blocks: dict[int, _Block] = {}
-        prompt_tokens = completion_tokens = 0
-        stop_reason: str | None = None
-        finished = False
+        assembler = _StreamAssembler(progress)
         # `async with` closes the HTTP response however the loop ends, cancellation included.
         async with stream:
             async for event in stream:
-                try:
-                    if event.type == "message_start":
-                        usage = event.message.usage
-                        prompt_tokens = (
-                            (usage.input_tokens or 0)
-                            + (usage.cache_creation_input_tokens or 0)
-                            + (usage.cache_read_input_tokens or 0)
-                        )
-                        completion_tokens = usage.output_tokens or 0
-                    elif event.type == "content_block_start":
-                        start = event.content_block
-                        block = _Block(start.type)
-                        if start.type == "text":
-                            block.text = start.text or ""
-                            progress.emit(block.text)
-                        elif start.type == "tool_use":
-                            block.tool_id, block.name, block.initial_input = start.id, start.name, start.input
-                        elif start.type == "thinking":
-                            block.text, block.signature = start.thinking or "", start.signature or ""
-                        elif start.type == "redacted_thinking":
-                            block.data = start.data
-                        blocks[event.index] = block
-                    elif event.type == "content_block_delta":
-                        target = blocks.get(event.index)
-                        delta = event.delta
-                        if target is None:
-                            raise MalformedResponseError(
-                                f"a delta for block {event.index}, which never started"
-                            )
-                        if delta.type == "text_delta":
-                            target.text += delta.text
-                            progress.emit(delta.text)
-                        elif delta.type == "input_json_delta":
-                            target.partial_json.append(delta.partial_json)
-                        elif delta.type == "thinking_delta":
-                            target.text += delta.thinking
-                        elif delta.type == "signature_delta":
-                            target.signature = delta.signature
-                    elif event.type == "message_delta":
-                        stop_reason = event.delta.stop_reason or stop_reason
-                        # Cumulative counts: the last message_delta has the totals.
-                        completion_tokens = event.usage.output_tokens or completion_tokens
-                        if getattr(event.usage, "input_tokens", None):
-                            prompt_tokens = (
-                                (event.usage.input_tokens or 0)
-                                + (getattr(event.usage, "cache_creation_input_tokens", None) or 0)
-                                + (getattr(event.usage, "cache_read_input_tokens", None) or 0)
-                            )
-                    elif event.type == "message_stop":
-                        finished = True
-                except (AttributeError, TypeError) as exc:
-                    raise MalformedResponseError(f"unreadable stream event: {exc}") from None
-        if not finished:
+                assembler.feed(event)
+        if not assembler.finished:
             raise TransientError(f"the stream from {self.endpoint} ended before the model finished")
-        text: list[str] = []
-        tool_calls: list[ToolCall] = []
-        thinking: list[dict[str, Any]] = []
-        for _, block in sorted(blocks.items()):
-            if block.type == "text":
-                text.append(block.text)
-            elif block.type == "tool_use":
-                arguments: dict[str, Any] | str
-                if block.partial_json:
-                    arguments = _decode_input("".join(block.partial_json))
-                else:
-                    arguments = block.initial_input if isinstance(block.initial_input, dict) else {}
-                tool_calls.append(ToolCall(block.name, arguments, block.tool_id))
-            elif block.type == "thinking":
-                thinking.append({"type": "thinking", "thinking": block.text, "signature": block.signature})
-            elif block.type == "redacted_thinking":
-                thinking.append({"type": "redacted_thinking", "data": block.data})
-        calls = tuple(tool_calls)
-        self._remember_thinking(thinking, calls)
-        return LlmResponse(
-            "".join(text),
-            calls,
-            Usage(prompt_tokens, completion_tokens),
-            normalize_stop_reason(stop_reason, ANTHROPIC_STOP_REASONS),
-        )
+        response, thinking = assembler.response()
+        self._remember_thinking(thinking, response.tool_calls)
+        return response
 
     def _parse_message(self, message: object) -> LlmResponse:
         if not isinstance(message, AnthropicMessage):
