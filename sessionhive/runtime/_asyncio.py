@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -60,6 +59,7 @@ import pykka
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 
+from sessionhive.runtime._base import fail_contained, handle_contained
 from sessionhive.runtime._pooled import PooledFuture
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class _LoopMailbox:
         self._scheduled = True
         backend.handling = True
         try:
-            actor._asyncio_handle(envelope)
+            handle_contained(actor, envelope)
         finally:
             backend.handling = False
             self._scheduled = False
@@ -193,7 +193,7 @@ class _LoopMailbox:
                 budget = backend.throughput
                 while queue and budget and not stopped.is_set():
                     budget -= 1
-                    actor._asyncio_handle(queue.popleft())
+                    handle_contained(actor, queue.popleft())
         finally:
             backend.handling = False
         if stopped.is_set():
@@ -272,36 +272,7 @@ class AsyncioActor(pykka.Actor):
         try:
             self._actor_loop_setup()
         except BaseException:  # noqa: BLE001 - contained: this actor alone stops
-            self._asyncio_contain()
-
-    def _asyncio_handle(self, envelope: Envelope[Any]) -> None:
-        # The body of pykka's Actor._actor_loop_running for one envelope,
-        # with BaseException contained to this actor.
-        try:
-            response = self._handle_receive(envelope.message)
-            if envelope.reply_to is not None:
-                envelope.reply_to.set(response)
-        except Exception:
-            if envelope.reply_to is not None:
-                pykka_logger.info(f"Exception returned from {self} to caller:", exc_info=sys.exc_info())
-                envelope.reply_to.set_exception()
-            else:
-                self._asyncio_fail()
-        except BaseException:  # noqa: BLE001 - SystemExit & co. fail this actor, nobody else
-            self._asyncio_contain()
-
-    def _asyncio_fail(self) -> None:
-        self._handle_failure(*sys.exc_info())
-        try:
-            self.on_failure(*sys.exc_info())
-        except Exception:  # noqa: BLE001
-            self._handle_failure(*sys.exc_info())
-
-    def _asyncio_contain(self) -> None:
-        error = sys.exc_info()[1]
-        self._asyncio_fail()
-        if isinstance(error, KeyboardInterrupt):
-            raise error
+            fail_contained(self)
 
 
 class AsyncioBackend:

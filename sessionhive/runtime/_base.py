@@ -41,7 +41,9 @@ __all__ = [
     "complete",
     "complete_threadsafe",
     "fail",
+    "fail_contained",
     "guarded",
+    "handle_contained",
 ]
 
 T = TypeVar("T")
@@ -143,6 +145,42 @@ class _ThreadInbox(queue.Queue[Any]):
             _deliver_dead_letter(item, dead_letters)
 
 
+def handle_contained(actor: pykka.Actor, envelope: Envelope[Any]) -> None:
+    """Handle one message as pykka's actor loop does, but with failures contained to ``actor``.
+
+    An exception from a ``tell`` goes to ``on_failure`` and stops this
+    actor; one from an ``ask`` goes to the asker. Unlike pykka, a
+    ``BaseException`` (``SystemExit`` from a library's ``sys.exit()``...)
+    does the same instead of stopping every actor of the process;
+    ``KeyboardInterrupt`` is re-raised once the actor is stopped, so Ctrl-C
+    still reaches the program. Every backend handles messages with this.
+    """
+    try:
+        response = actor._handle_receive(envelope.message)
+        if envelope.reply_to is not None:
+            envelope.reply_to.set(response)
+    except Exception:
+        if envelope.reply_to is not None:
+            pykka_logger.info(f"Exception returned from {actor} to caller:", exc_info=sys.exc_info())
+            envelope.reply_to.set_exception()
+        else:
+            fail_contained(actor)
+    except BaseException:  # noqa: BLE001 - contained: this actor fails, nobody else
+        fail_contained(actor)
+
+
+def fail_contained(actor: pykka.Actor) -> None:
+    """Stop ``actor`` for the exception being handled: log, run ``on_failure`` (see handle_contained)."""
+    error = sys.exc_info()[1]
+    actor._handle_failure(*sys.exc_info())
+    try:
+        actor.on_failure(*sys.exc_info())
+    except Exception:  # noqa: BLE001
+        actor._handle_failure(*sys.exc_info())
+    if isinstance(error, KeyboardInterrupt):
+        raise error
+
+
 def _deliver_dead_letter(envelope: Envelope[Any], dead_letters: Callable[[Any], None] | None) -> None:
     if envelope.reply_to is not None:
         error = pykka.ActorDeadError("actor stopped before handling the message")
@@ -164,28 +202,9 @@ class _ContainedThreadingActor(pykka.ThreadingActor):
         return _ThreadInbox()
 
     def _actor_loop_running(self) -> None:
-        # pykka's loop (4.1 to 4.5), with a BaseException failing this actor only.
+        # pykka's loop (4.1 to 4.5), each message handled with failures contained.
         while not self.actor_stopped.is_set():
-            envelope = self.actor_inbox.get()
-            try:
-                response = self._handle_receive(envelope.message)
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set(response)
-            except Exception:
-                if envelope.reply_to is not None:
-                    pykka_logger.info(f"Exception returned from {self} to caller:", exc_info=sys.exc_info())
-                    envelope.reply_to.set_exception()
-                else:
-                    self._fail_contained()
-            except BaseException:  # noqa: BLE001 - SystemExit & co. stop this actor, nobody else
-                self._fail_contained()
-
-    def _fail_contained(self) -> None:
-        self._handle_failure(*sys.exc_info())
-        try:
-            self.on_failure(*sys.exc_info())
-        except Exception:  # noqa: BLE001
-            self._handle_failure(*sys.exc_info())
+            handle_contained(self, self.actor_inbox.get())
 
     def _actor_loop_teardown(self) -> None:
         # Runs after HiveActor's drain (earlier in the MRO): seal, so that a

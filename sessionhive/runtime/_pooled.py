@@ -120,6 +120,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 import pykka
 from pykka import ActorDeadError, ActorRegistry
 
+from sessionhive.runtime._base import fail_contained, handle_contained
+
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
     from pykka._envelope import Envelope
@@ -418,42 +420,15 @@ class PooledActor(pykka.Actor):
             try:
                 self._actor_loop_setup()
             except BaseException:  # noqa: BLE001  # pykka's BaseException rule, as for handlers
-                self._pooled_contain()
+                fail_contained(self)
         for _ in range(throughput):
             if stopped.is_set() or not envelopes:
                 break
-            self._pooled_handle(envelopes.popleft())
+            handle_contained(self, envelopes.popleft())
         if not stopped.is_set():
             return True
         self._actor_loop_teardown()
         return False
-
-    def _pooled_handle(self, envelope: Envelope[Any]) -> None:
-        # The body of pykka's Actor._actor_loop_running (4.1 to 4.5), for one envelope.
-        try:
-            response = self._handle_receive(envelope.message)
-            if envelope.reply_to is not None:
-                envelope.reply_to.set(response)
-        except Exception:
-            if envelope.reply_to is not None:
-                pykka_logger.info(f"Exception returned from {self} to caller:", exc_info=sys.exc_info())
-                envelope.reply_to.set_exception()
-            else:
-                self._handle_failure(*sys.exc_info())
-                try:
-                    self.on_failure(*sys.exc_info())
-                except Exception:  # noqa: BLE001
-                    self._handle_failure(*sys.exc_info())
-        except BaseException:  # noqa: BLE001
-            self._pooled_contain()
-
-    def _pooled_contain(self) -> None:
-        # A BaseException fails this actor only (see the module docstring).
-        self._handle_failure(*sys.exc_info())
-        try:
-            self.on_failure(*sys.exc_info())
-        except Exception:  # noqa: BLE001
-            self._handle_failure(*sys.exc_info())
 
 
 class PooledBackend:
