@@ -35,7 +35,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 if TYPE_CHECKING:
-    pass
+    from openai.types.chat import ChatCompletionChunk
+    from openai.types.chat.chat_completion_chunk import Choice, ChoiceDeltaToolCall
 
 __all__ = ["OpenAiClient", "is_reasoning_model"]
 
@@ -116,6 +117,68 @@ class _PartialCall:
     id: str = ""
     name: str = ""
     arguments: str = ""
+
+    def add(self, part: ChoiceDeltaToolCall) -> None:
+        # ids and names arrive whole, in the call's first delta; arguments in pieces.
+        if part.id and not self.id:
+            self.id = part.id
+        if part.function is not None:
+            if part.function.name and not self.name:
+                self.name = part.function.name
+            if part.function.arguments:
+                self.arguments += part.function.arguments
+
+
+class _StreamAssembler:
+    """Builds one streamed answer from its chunks: text and usage as they come, tool calls from pieces.
+
+    Text deltas go to ``progress`` as they arrive. Only the first choice
+    counts: the request never asks for more.
+    """
+
+    def __init__(self, progress: CallProgress) -> None:
+        self._progress = progress
+        self._text: list[str] = []
+        self._calls: dict[int, _PartialCall] = {}
+        self._usage = Usage()
+        self.finish_reason: str | None = None
+        """The first choice's finish_reason: a stream that ends while it is ``None`` was cut off."""
+
+    def feed(self, chunk: ChatCompletionChunk) -> None:
+        try:
+            if chunk.usage is not None:
+                self._usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+            for choice in chunk.choices or ():
+                if choice.index == 0:
+                    self._choice(choice)
+        except (AttributeError, TypeError) as exc:
+            # The SDK does not validate what it streams: a server that is not
+            # quite OpenAI-compatible shows here, as missing or mistyped fields.
+            raise MalformedResponseError(f"unreadable stream chunk: {exc}") from None
+
+    def _choice(self, choice: Choice) -> None:
+        delta = choice.delta
+        if delta is not None:
+            if delta.content:
+                self._text.append(delta.content)
+                self._progress.emit(delta.content)
+            for part in delta.tool_calls or ():
+                self._calls.setdefault(part.index, _PartialCall()).add(part)
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+
+    def response(self) -> LlmResponse:
+        tool_calls = tuple(
+            ToolCall(call.name, decode_arguments(call.arguments), call.id)
+            for _, call in sorted(self._calls.items())
+            if call.name
+        )
+        return LlmResponse(
+            "".join(self._text),
+            tool_calls,
+            self._usage,
+            normalize_stop_reason(self.finish_reason, OPENAI_STOP_REASONS),
+        )
 
 
 class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
@@ -201,48 +264,14 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
         stream = await sdk.chat.completions.create(
             stream=True, stream_options={"include_usage": True}, **params
         )
-        text: list[str] = []
-        calls: dict[int, _PartialCall] = {}
-        usage = Usage()
-        finish: str | None = None
+        assembler = _StreamAssembler(progress)
         # `async with` closes the HTTP response however the loop ends, cancellation included.
         async with stream:
             async for chunk in stream:
-                try:
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                    for choice in chunk.choices or ():
-                        if choice.index != 0:
-                            continue
-                        delta = choice.delta
-                        if delta is not None:
-                            if delta.content:
-                                text.append(delta.content)
-                                progress.emit(delta.content)
-                            for part in delta.tool_calls or ():
-                                call = calls.setdefault(part.index, _PartialCall())
-                                # ids and names arrive whole, in the call's first delta; arguments in pieces.
-                                if part.id and not call.id:
-                                    call.id = part.id
-                                if part.function is not None:
-                                    if part.function.name and not call.name:
-                                        call.name = part.function.name
-                                    if part.function.arguments:
-                                        call.arguments += part.function.arguments
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
-                except (AttributeError, TypeError) as exc:
-                    raise MalformedResponseError(f"unreadable stream chunk: {exc}") from None
-        if finish is None:
+                assembler.feed(chunk)
+        if assembler.finish_reason is None:
             raise TransientError(f"the stream from {self.endpoint} ended before the model finished")
-        tool_calls = tuple(
-            ToolCall(call.name, decode_arguments(call.arguments), call.id)
-            for _, call in sorted(calls.items())
-            if call.name
-        )
-        return LlmResponse(
-            "".join(text), tool_calls, usage, normalize_stop_reason(finish, OPENAI_STOP_REASONS)
-        )
+        return assembler.response()
 
     def _parse_completion(self, completion: object) -> LlmResponse:
         if not isinstance(completion, ChatCompletion):
