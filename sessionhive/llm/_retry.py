@@ -420,7 +420,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
         """What an exception of the SDK means; ``None`` for exceptions that are not the SDK's."""
 
-    def _placeholder_key(self, config: LlmConfig) -> str | None:
+    def _placeholder_key(self, config: LlmConfig) -> str | None:  # noqa: ARG002 - the hook's signature: overrides read it
         """A key to use when none is configured, or ``None`` when one is required."""
         return None
 
