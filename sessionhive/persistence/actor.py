@@ -34,7 +34,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -582,15 +582,31 @@ class PersistenceActor(HiveActor):
             return False
         self._metrics.persistence_flush_duration.observe(time.perf_counter() - started)
         self._metrics.persistence_batch_size.observe(len(session_ids))
+        self._count_written_rows()
+        # A fenced store (a cluster shard, see persistence/leases.py) leaves out the
+        # sessions whose ownership lease this writer lost: retrying cannot help, so
+        # they are dropped, and whoever waits for their durability learns it failed.
+        fenced = getattr(self._store, "last_fenced", None) or frozenset()
+        self._settle_written(session_ids, fenced)
+        if fenced:
+            logger.warning("%d sessions not written to %s: their lease moved", len(fenced), self._store.name)
+        self._pending_changed()
+        if self._failing is not None:
+            logger.info("writes to %s succeed again", self._store.name)
+            self._failing = None
+        return True
+
+    def _count_written_rows(self) -> None:
+        # last_write_rows is not part of the SessionStore protocol: a store
+        # without it (a test double, a third-party store) counts no rows.
         rows = getattr(self._store, "last_write_rows", None)
         if isinstance(rows, Mapping):
             for table, count in rows.items():
                 if count:
                     self._metrics.persistence_rows.labels(table).inc(count)
-        # A fenced store (a cluster shard, see persistence/leases.py) leaves out the
-        # sessions whose ownership lease this writer lost: retrying cannot help, so
-        # they are dropped, and whoever waits for their durability learns it failed.
-        fenced = getattr(self._store, "last_fenced", None) or frozenset()
+
+    def _settle_written(self, session_ids: Sequence[str], fenced: Container[str]) -> None:
+        """Drop the written sessions from the pending set and answer their waiters; the fenced ones fail."""
         for session_id in session_ids:
             entry = self._pending.pop(session_id)
             self._pending_snapshots -= entry.snapshot is not None
@@ -601,13 +617,6 @@ class PersistenceActor(HiveActor):
                     fail(ack, StoreError(f"session {session_id!r} has another writer now; not written"))
                 else:
                     complete(ack, None)
-        if fenced:
-            logger.warning("%d sessions not written to %s: their lease moved", len(fenced), self._store.name)
-        self._pending_changed()
-        if self._failing is not None:
-            logger.info("writes to %s succeed again", self._store.name)
-            self._failing = None
-        return True
 
     def _write_failed(self, exc: BaseException, *, notify: bool) -> None:
         text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
