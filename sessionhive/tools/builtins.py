@@ -107,10 +107,11 @@ class _CommandProtocol(asyncio.SubprocessProtocol):
         self.exited: asyncio.Future[None] = loop.create_future()
         self.eof: asyncio.Future[None] = loop.create_future()
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+    # asyncio passes the callbacks' arguments positionally: the underscores only mark them unused.
+    def pipe_data_received(self, _fd: int, data: bytes | str) -> None:
         self.output.feed(data if isinstance(data, bytes) else data.encode())
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+    def pipe_connection_lost(self, _fd: int, _exc: Exception | None) -> None:
         if not self.eof.done():
             self.eof.set_result(None)
 
@@ -418,6 +419,25 @@ class BuiltinTools:
                 if os.path.commonpath([real, root]) == str(root) and real.is_file():
                     yield real
 
+    def _bash_status(self, returncode: int | None, *, timed_out: bool, timeout: float, limit: float) -> str:
+        """The bracketed line after a command's output: how it ended, and what to do about a timeout."""
+        if timed_out:
+            return (
+                f"[timed out after {timeout:g} s: the command and every process it started were killed; "
+                f"pass a larger timeout_s (at most {limit:g}) or make the command finish sooner]"
+            )
+        if returncode is None:
+            return "[exit status unknown]"
+        if returncode < 0:
+            return f"[killed by signal {_signal_name(-returncode)}]"
+        status = f"[exit code: {returncode}]"
+        # The sandbox's soft CPU limit (ulimit -t) stops the command with SIGXCPU, which
+        # the shell around it reports as 128 + the signal: say so, or the model sees only
+        # an odd exit code.
+        if self.sandbox is not None and returncode == 128 + signal.SIGXCPU:
+            status += f"\n[the command used up its {self.bash_cpu_s} s of CPU time and was stopped]"
+        return status
+
     async def bash(self, command: str, timeout_s: float | None = None, *, context: ToolContext) -> ToolResult:
         """Run ``command`` with ``bash -c`` in the workspace, killing its process group on timeout.
 
@@ -483,19 +503,7 @@ class BuiltinTools:
             raise
         finally:
             transport.close()
-        if timed_out:
-            status = (
-                f"[timed out after {timeout:g} s: the command and every process it started were killed; "
-                f"pass a larger timeout_s (at most {limit:g}) or make the command finish sooner]"
-            )
-        elif returncode is None:
-            status = "[exit status unknown]"
-        elif returncode < 0:
-            status = f"[killed by signal {_signal_name(-returncode)}]"
-        else:
-            status = f"[exit code: {returncode}]"
-            if self.sandbox is not None and returncode == 128 + signal.SIGXCPU:
-                status += f"\n[the command used up its {self.bash_cpu_s} s of CPU time and was stopped]"
+        status = self._bash_status(returncode, timed_out=timed_out, timeout=timeout, limit=limit)
         if not protocol.eof.done():
             status += "\n[a detached process still holds the output open; later output is not shown]"
         text = output.render(self.output_cap - len(status) - 1)
