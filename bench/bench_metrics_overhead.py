@@ -74,7 +74,7 @@ class _NoopMetric:
 
     __slots__ = ()
 
-    def labels(self, *values: object, **labels: object) -> _NoopMetric:
+    def labels(self, *_values: object, **_labels: object) -> _NoopMetric:
         return self
 
     def inc(self, amount: float = 1) -> None:
@@ -95,20 +95,20 @@ class _CountingMetric(_NoopMetric):
 
     __slots__ = ()
 
-    def labels(self, *values: object, **labels: object) -> _NoopMetric:
+    def labels(self, *_values: object, **_labels: object) -> _NoopMetric:
         next(_LOOKUPS)
         return self
 
-    def inc(self, amount: float = 1) -> None:
+    def inc(self, amount: float = 1) -> None:  # noqa: ARG002 - prometheus_client's name, callers may pass it by keyword
         next(_UPDATES)
 
-    def dec(self, amount: float = 1) -> None:
+    def dec(self, amount: float = 1) -> None:  # noqa: ARG002 - prometheus_client's name, callers may pass it by keyword
         next(_UPDATES)
 
-    def set(self, value: float) -> None:
+    def set(self, value: float) -> None:  # noqa: ARG002 - prometheus_client's name, callers may pass it by keyword
         next(_UPDATES)
 
-    def observe(self, amount: float) -> None:
+    def observe(self, amount: float) -> None:  # noqa: ARG002 - prometheus_client's name, callers may pass it by keyword
         next(_UPDATES)
 
 
@@ -125,7 +125,7 @@ class NoopHiveMetrics(HiveMetrics):
 
     stand_in: _NoopMetric = _NOOP
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:  # noqa: ARG002 - HiveMetrics's signature (registry=)
         self.registry = CollectorRegistry(auto_describe=True)
         for name in _metric_attributes():
             setattr(self, name, self.stand_in)
