@@ -161,8 +161,8 @@ def upward_imports(imports: list[Import]) -> set[str]:
     return bad
 
 
-def unit_cycles(imports: list[Import]) -> list[list[str]]:
-    """Groups of units that import each other, directly or around a loop (Tarjan's SCC)."""
+def unit_graph(imports: list[Import]) -> dict[str, set[str]]:
+    """Each unit and the other units it imports (a unit importing only itself is a node without edges)."""
     graph: dict[str, set[str]] = {}
     for imp in imports:
         source, target = unit_of(imp.importer), unit_of(imp.target)
@@ -170,11 +170,16 @@ def unit_cycles(imports: list[Import]) -> list[list[str]]:
         graph.setdefault(target, set())
         if source != target:
             graph[source].add(target)
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The graph's strongly connected components (Tarjan), each sorted; nodes visited in sorted order."""
     index: dict[str, int] = {}
     lowlink: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
-    cycles: list[list[str]] = []
+    components: list[list[str]] = []
 
     def visit(node: str) -> None:
         index[node] = lowlink[node] = len(index)
@@ -194,13 +199,17 @@ def unit_cycles(imports: list[Import]) -> list[list[str]]:
                 component.append(member)
                 if member == node:
                     break
-            if len(component) > 1:
-                cycles.append(sorted(component))
+            components.append(sorted(component))
 
     for node in sorted(graph):
         if node not in index:
             visit(node)
-    return cycles
+    return components
+
+
+def unit_cycles(imports: list[Import]) -> list[list[str]]:
+    """Groups of units that import each other, directly or around a loop."""
+    return [component for component in strongly_connected(unit_graph(imports)) if len(component) > 1]
 
 
 def _is_private(name: str) -> bool:
