@@ -160,7 +160,9 @@ def test_cluster_api_parity_with_a_local_hive(pg_url: str, tmp_path: Path) -> No
     ) as hive:
         assert hive.shards == ["shard-0", "shard-1"]
         assert hive.create_session("alice") == "alice"
+        assert hive.get_or_create_session("alice") == "alice"  # exists: no error, no new session
         hive.create_child_session("alice", "alice/researcher")
+        assert hive.get_or_create_session("alice/researcher") == "alice/researcher"
         assert hive.shard_of("alice/researcher") == hive.shard_of("alice")  # a tree lives on one shard
         assert hive.get_child_sessions("alice") == ["alice/researcher"]
         assert hive.is_child_session("alice/researcher") is True
@@ -201,6 +203,7 @@ def test_cluster_api_parity_with_a_local_hive(pg_url: str, tmp_path: Path) -> No
             hive.generate("alice", "again")
         assert type(paused.value).__name__ == "SessionPaused"
         assert hive.resume_session("alice") is True
+        assert hive.reset_session("alice") is False  # it never failed
 
         with hive.subscribe("alice") as subscription:
             hive.generate("alice", "once more")
@@ -256,6 +259,8 @@ def test_async_cluster_hive_streams_and_raises_like_async_hive(pg_url: str) -> N
             assert [r.text for r in results] == ["hi"] * 5
             assert len(await hive.history("a1")) == 12
             assert await hive.live_session_count() == 2
+            assert await hive.get_or_create_session("a2") == "a2"
+            assert await hive.session_count() == 3
 
     asyncio.run(scenario())
 

@@ -468,7 +468,7 @@ class ClusterTurnStream:
 class ClusterSubscription:
     """A session's events from its shard, fetched in batches, until :meth:`close`."""
 
-    def __init__(self, hive: ClusterHive, session_id: str, handle: Any, feed_id: int) -> None:
+    def __init__(self, session_id: str, handle: Any, feed_id: int) -> None:
         self.session_id = session_id
         self._handle = handle
         self._feed_id = feed_id
@@ -527,6 +527,15 @@ class ClusterHive:
     def __init__(self, cluster: _Cluster) -> None:
         self._cluster = cluster
         self.call_timeout = cluster.call_timeout
+
+    @property
+    def core(self) -> _Cluster:
+        """Membership, placement and shard handles, shared with :class:`AsyncClusterHive`."""
+        return self._cluster
+
+    def resolve_timeout(self, timeout: Timeout) -> float | None:
+        """Seconds to wait for ``timeout`` (``"default"``: ``call_timeout``; ``None``: for ever)."""
+        return self._t(timeout)
 
     @classmethod
     def start(
@@ -706,6 +715,22 @@ class ClusterHive:
         self._cluster.remember_root(session_id, session_id)
         return created
 
+    def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+    ) -> str:
+        """The session ``session_id``, created with ``config`` if it does not exist (live or stored)."""
+        _check_config(config)
+        if self._cluster.cached_root(session_id) is None:
+            self._root(session_id)  # an existing child is placed with its root
+        root = self._cluster.cached_root(session_id) or session_id
+        got: str = self._call("get_or_create_session", session_id, config, timeout=timeout, root=root)
+        self._cluster.remember_root(session_id, root)
+        return got
+
+    def reset_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+        """Let a session marked failed (it crashed too often) take work again; True if it was failed."""
+        return bool(self._call("reset_session", session_id, timeout=timeout))
+
     def create_child_session(
         self,
         parent_id: str,
@@ -846,7 +871,7 @@ class ClusterHive:
 
     def subscribe(self, session_id: str, *, timeout: Timeout = "default") -> ClusterSubscription:
         handle, feed_id = self._feed("subscription", session_id, (), timeout)
-        return ClusterSubscription(self, session_id, handle, feed_id)
+        return ClusterSubscription(session_id, handle, feed_id)
 
     # ------------------------------------------------------------------ store
 
@@ -1103,7 +1128,7 @@ class AsyncClusterHive:
         key = (id(loop), shard_id)
         pipe = self._pipes.get(key)
         if pipe is None:
-            pipe = self._pipes[key] = _Pipe(self.sync._cluster.handle(shard_id), self._caller)
+            pipe = self._pipes[key] = _Pipe(self.sync.core.handle(shard_id), self._caller)
         return pipe
 
     @staticmethod
@@ -1131,7 +1156,7 @@ class AsyncClusterHive:
         await asyncio.to_thread(self.sync.remove_shard, shard_id)
 
     async def _root(self, session_id: str) -> str:
-        cluster = self.sync._cluster
+        cluster = self.sync.core
         root = cluster.cached_root(session_id)
         if root is None:
             found = await _await_ref(cluster.root_lookup(session_id), self.sync.call_timeout)
@@ -1143,11 +1168,11 @@ class AsyncClusterHive:
     async def _call(
         self, op: str, session_id: str, *args: Any, timeout: Timeout, root: str | None = None
     ) -> Any:
-        cluster = self.sync._cluster
+        cluster = self.sync.core
         if cluster.stopped:
             raise HiveStopped()
         check_id(session_id)
-        limit = self.sync._t(timeout)
+        limit = self.sync.resolve_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         root_id = root if root is not None else await self._root(session_id)
         pause = 0.01
@@ -1176,11 +1201,11 @@ class AsyncClusterHive:
     async def _feed(
         self, kind: str, session_id: str, arg: tuple[Any, ...], timeout: Timeout
     ) -> tuple[Any, int]:
-        cluster = self.sync._cluster
+        cluster = self.sync.core
         if cluster.stopped:
             raise HiveStopped()
         check_id(session_id)
-        limit = self.sync._t(timeout)
+        limit = self.sync.resolve_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         root_id = await self._root(session_id)
         pause = 0.01
@@ -1206,11 +1231,11 @@ class AsyncClusterHive:
             pause = min(pause * 2, 0.5)
 
     async def _each_shard(self, method: str, *args: Any, timeout: Timeout) -> list[Any]:
-        cluster = self.sync._cluster
+        cluster = self.sync.core
         if cluster.stopped:
             raise HiveStopped()
         refs = [getattr(cluster.handle(sid), method).remote(*args) for sid in cluster.membership.shard_ids]
-        limit = self.sync._t(timeout)
+        limit = self.sync.resolve_timeout(timeout)
         try:
             return [await _await_ref(ref, limit) for ref in refs]
         except ray_errors.GetTimeoutError:
@@ -1225,8 +1250,20 @@ class AsyncClusterHive:
         created: str = await self._call(
             "create_session", session_id, config, timeout=timeout, root=session_id
         )
-        self.sync._cluster.remember_root(session_id, session_id)
+        self.sync.core.remember_root(session_id, session_id)
         return created
+
+    async def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+    ) -> str:
+        _check_config(config)
+        root = await self._root(session_id)
+        got: str = await self._call("get_or_create_session", session_id, config, timeout=timeout, root=root)
+        self.sync.core.remember_root(session_id, root)
+        return got
+
+    async def reset_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+        return bool(await self._call("reset_session", session_id, timeout=timeout))
 
     async def create_child_session(
         self,
@@ -1242,7 +1279,7 @@ class AsyncClusterHive:
         created: str = await self._call(
             "create_child_session", parent_id, child_id, config, timeout=timeout, root=root
         )
-        self.sync._cluster.remember_root(child_id, root)
+        self.sync.core.remember_root(child_id, root)
         return created
 
     async def destroy_session(self, session_id: str, *, timeout: Timeout = "default") -> None:
@@ -1262,7 +1299,7 @@ class AsyncClusterHive:
         return sum(await self._each_shard("hive_call", "live_session_count", timeout=timeout))
 
     async def list_sessions(self, *, timeout: Timeout = "default") -> list[str]:
-        lists = await self._each_shard("owned_ids", self.sync._cluster.membership_arg(), timeout=timeout)
+        lists = await self._each_shard("owned_ids", self.sync.core.membership_arg(), timeout=timeout)
         return sorted({sid for ids in lists for sid in ids})
 
     def list_tools(self) -> list[ToolDefinition]:
@@ -1272,7 +1309,7 @@ class AsyncClusterHive:
         await self._call("restore_session_by_id", session_id, timeout=timeout)
 
     async def load_all_sessions(self, *, timeout: Timeout = None) -> int:
-        return sum(await self._each_shard("load_owned", self.sync._cluster.membership_arg(), timeout=timeout))
+        return sum(await self._each_shard("load_owned", self.sync.core.membership_arg(), timeout=timeout))
 
     # turns
 

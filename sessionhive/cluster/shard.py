@@ -54,7 +54,9 @@ MUTATING_OPS = frozenset(
     {
         "generate",
         "create_session",
+        "get_or_create_session",
         "create_child_session",
+        "reset_session",
         "destroy_session",
         "clear",
         "compact",
@@ -334,7 +336,7 @@ class HiveShard:
         return not lease.taken_over
 
     def _note(self, op: str, session_id: str, args: tuple[Any, ...]) -> None:
-        if op == "create_session":
+        if op in ("create_session", "get_or_create_session"):
             self._known.add(session_id)
             self._parents[session_id] = None
         elif op == "create_child_session":
@@ -373,7 +375,8 @@ class HiveShard:
         deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
         generation = self._generation
         try:
-            await self._own(session_id, root_id, deadline, creating=op == "create_session")
+            creating = op in ("create_session", "get_or_create_session")
+            await self._own(session_id, root_id, deadline, creating=creating)
             if op == "create_child_session":
                 await self._own(args[0], root_id, deadline, creating=True)
             if self._membership.owner_of(root_id) != self.shard_id:
