@@ -47,7 +47,7 @@ from sessionhive.agent.recovery import (
 ROUNDS = 12  # tool rounds per turn; a final answer follows
 SYNC = [f"sync{n}" for n in range(3)]
 BATCHED = [f"batched{n}" for n in range(3)]
-KILLS = 3
+KILLS = 4
 MODEL_LATENCY = 0.005  # seconds per model call: a turn spans many persistence flushes
 PROBE, PROBE_ANSWER = "probe", "probe answered"  # a turn without tools, kept out of the ledgers
 
@@ -297,6 +297,7 @@ def test_kill_9_in_the_middle_of_long_turns(
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
+    print(f"kill moments drawn with seed {seed}")  # shown with a failure, to replay the same draw
     closed = unknown = recovered_turns = 0
     for kill in range(1, KILLS + 1):
         run_child_and_kill(files, resume, kill, rng)
@@ -316,7 +317,7 @@ def test_kill_9_in_the_middle_of_long_turns(
             # The histories keep every earlier cycle's closings: the last check counts them all.
             closed, unknown = check_after_kill(hive, files, resume, kill, recovered)
             recovered_turns += sum(1 for s in SYNC + BATCHED if recovered(s))
-    print(f"seed {seed}: {recovered_turns} turns recovered, {closed} closed, {unknown} calls in flight")
+    print(f"{recovered_turns} turns recovered, {closed} closed, {unknown} calls in flight at a kill")
     # The kills landed in the middle of turns: turns were found running and recovered.
     assert recovered_turns >= KILLS, f"seed {seed}"
     if not resume:
