@@ -1,4 +1,4 @@
-"""Control-call latency while 1,000 sessions run turns, pooled vs thread-per-actor backend.
+"""Control-call latency while 1,000 sessions run turns, on each actor backend (asyncio, pooled, threads).
 
     python bench/bench_control_latency.py [--sessions 1000] [--turns 5] [--repeat 3] [--store sqlite]
 
@@ -91,7 +91,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.sessions, args.turns, args.store)))
         return
-    runs: dict[str, list[dict[str, float]]] = {"threads": [], "pooled": []}
+    runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "pooled": [], "threads": []}
     for attempt in range(args.repeat):
         for backend in runs:
             command = [sys.executable, __file__, "--child", backend, "--sessions", str(args.sessions)]

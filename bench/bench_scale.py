@@ -51,7 +51,7 @@ from sessionhive.model.messages import ContextUsage, Message, ToolCall, Usage
 from sessionhive.persistence import SessionSnapshot, SqlStore
 
 SCRIPT = Path(__file__).resolve()
-BACKENDS = ("threads", "pooled")
+BACKENDS = ("asyncio", "threads", "pooled")
 
 
 def _pooled_available() -> str | None:

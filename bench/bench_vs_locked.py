@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--actor-backend",
-        choices=["threads", "pooled"],
+        choices=["asyncio", "threads", "pooled"],
         help="sessionhive's actors (default: the Hive's default)",
     )
     parser.add_argument(
