@@ -165,12 +165,6 @@ def model_or_tool_cancelling(messages: list[Message]) -> Reply:
     return Reply("calling", [ToolCall("cancels_itself", {})])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a CancelledError raised by a model or a tool (nobody called cancel_operation) ends the turn "
-    "as TurnCancelled 'cancelled by cancel_operation()', and a tool that ran gets the result 'the turn "
-    "was cancelled before this tool call ran': it should fail the turn with TurnFailed naming it",
-)
 @pytest.mark.parametrize("prompt", ["model cancels", "tool cancels"])
 def test_a_cancelled_error_nobody_asked_for_fails_the_turn(workspace: Path, prompt: str) -> None:
     executor = ToolExecutor(workspace)

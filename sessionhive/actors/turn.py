@@ -242,7 +242,10 @@ class SessionTurnHooks:
     def _send(self) -> None:
         if self._batch:
             batch, self._batch = self._batch, []
-            self._session.tell(TurnEvents(self._turn_id, batch))
+            try:
+                self._session.tell(TurnEvents(self._turn_id, batch))
+            except pykka.ActorDeadError:
+                pass  # the session crashed or went away; this turn is being abandoned
 
     async def confirm(self, call: ToolCall, arguments: dict[str, Any], timeout_s: float) -> Decision:
         future: asyncio.Future[Decision] = self._loop.create_future()
@@ -252,11 +255,17 @@ class SessionTurnHooks:
             loop.call_soon_threadsafe(_settle, future, decision)
 
         self._send()  # the events before the request arrive before it
-        self._session.tell(ConfirmationAsked(self._turn_id, call, arguments, timeout_s, resolve))
+        try:
+            self._session.tell(ConfirmationAsked(self._turn_id, call, arguments, timeout_s, resolve))
+        except pykka.ActorDeadError:
+            return Decision(False, "cancelled", "the session is gone")
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
             # The session is the one arbiter: a confirm_tool that reached it
             # first still wins over the timeout.
-            self._session.tell(ConfirmationTimedOut(self._turn_id, call.id))
+            try:
+                self._session.tell(ConfirmationTimedOut(self._turn_id, call.id))
+            except pykka.ActorDeadError:
+                return Decision(False, "cancelled", "the session is gone")
             return await future

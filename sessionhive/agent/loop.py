@@ -378,7 +378,16 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 return out
             out.tool_calls.extend(calls)
             await _answer_calls(spec, hooks, out, tuple(calls), None)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() == 0:
+            # Nobody cancelled this turn: a model client or a tool raised
+            # CancelledError of its own (a library's cancel scope leaking
+            # out). That is a failure of the turn, not a cancellation.
+            _close_open_calls(out.new_messages, f"error: the turn failed while this tool call ran ({exc!r})")
+            out.status, out.error_kind, out.stop_reason = "error", "error", "error"
+            out.error = f"CancelledError raised by the model or a tool without a cancel: {exc}"
+            return out
         _close_open_calls(out.new_messages, "error: the turn was cancelled before this tool call ran")
         out.status = out.stop_reason = "cancelled"
         return out
