@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sessionhive import Hive, ScriptedLlm, SessionFailed, SessionNotFound, TurnFailed
+from sessionhive import AsyncHive, Hive, ScriptedLlm, SessionFailed, SessionNotFound, TurnFailed
 from sessionhive.actors import session as session_module
 from sessionhive.agent.recovery import history_problems
 from tests.conftest import tool_loop_script
@@ -145,19 +146,13 @@ def test_crashes_spread_wider_than_the_window_keep_being_restarted(
         assert hive.generate(BROKEN, "look healed").text.startswith("done:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a crashed session's turn coroutine still tells the dead actor its events: "
-    "SessionTurnHooks._send (sessionhive/actors/turn.py) raises pykka's ActorDeadError inside a "
-    "call_soon callback, which asyncio logs as 'Exception in callback SessionTurnHooks._send()' "
-    "on every crash",
-)
+@pytest.mark.parametrize("backend", ["asyncio", "pooled", "threads"])
 def test_a_crash_logs_no_error_from_the_abandoned_turn(
-    workspace: Path, crashing: set[str], caplog: pytest.LogCaptureFixture
+    workspace: Path, crashing: set[str], caplog: pytest.LogCaptureFixture, backend: str
 ) -> None:
-    # On the default "asyncio" backend every crash shows it; on "threads" it depends on timing.
+    """The crashed actor's turn is abandoned; its last events must not raise in asyncio callbacks."""
     with Hive.start(
-        store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace, actor_backend="asyncio"
+        store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace, actor_backend=backend
     ) as hive:
         hive.create_session(BROKEN)
         with caplog.at_level(logging.ERROR, logger="asyncio"):
@@ -170,3 +165,34 @@ def test_a_crash_logs_no_error_from_the_abandoned_turn(
             hive.generate(BROKEN, "look healed")
     callbacks = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert callbacks == []
+
+
+def test_restart_limit_one_through_async_hive(workspace: Path, crashing: set[str]) -> None:
+    async def main() -> None:
+        async with AsyncHive.start(
+            store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace, restart_limit=1
+        ) as hive:
+            await hive.create_session(BROKEN)
+            await hive.create_session("healthy")
+            with pytest.raises(TurnFailed, match="injected handler bug #1"):
+                await hive.generate(BROKEN, "look")
+            await hive.history(BROKEN)  # answered by the restarted actor
+            with pytest.raises(TurnFailed, match="injected handler bug #2"):
+                await hive.generate(BROKEN, "look again")
+            with pytest.raises(SessionFailed, match="injected handler bug #2"):
+                await hive.generate(BROKEN, "look once more")
+            with pytest.raises(SessionFailed):
+                await hive.history(BROKEN)
+            assert (await hive.generate("healthy", "look")).text.startswith("done:")
+            registry = hive.metrics.registry
+            assert registry.get_sample_value("sessionhive_session_failures_total") == 1
+            restarted = registry.get_sample_value(
+                "sessionhive_session_lifecycle_total", {"event": "restarted"}
+            )
+            assert restarted == 1
+            crashing.clear()
+            assert await hive.reset_session(BROKEN) is True
+            assert await hive.reset_session("healthy") is False
+            assert (await hive.generate(BROKEN, "look healed")).text.startswith("done:")
+
+    asyncio.run(main())
