@@ -295,6 +295,16 @@ def test_async_calls_in_flight_on_a_killed_shard_end_as_interrupted(pg_url: str)
     asyncio.run(scenario())
 
 
+def test_the_load_test_drives_a_cluster_and_verifies_every_history(pg_url: str) -> None:
+    from sessionhive.cluster import cluster_hive_factory
+    from sessionhive.loadtest import LoadtestOptions, run_loadtest
+
+    options = LoadtestOptions(sessions=40, turns=2, tools_per_turn=1, concurrency=20, store=pg_url)
+    report = run_loadtest(options, hive_factory=cluster_hive_factory(2))
+    assert report.turns_completed == 80 and report.turns_failed == 0
+    assert report.verification.ok, report.verification.mismatches
+
+
 # --------------------------------------------------------------------------- failures
 
 
