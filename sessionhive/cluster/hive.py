@@ -217,7 +217,9 @@ class _Cluster:
                 self._handles[sid].set_membership.remote(new.version, list(new.shard_ids))
                 for sid in reachable
             ]
-            ready, _pending = ray.wait(refs, num_returns=len(refs), timeout=max(self.call_timeout, 30.0))
+            ready: list[Any] = []
+            if refs:  # Ray refuses to wait for nothing
+                ready, _pending = ray.wait(refs, num_returns=len(refs), timeout=max(self.call_timeout, 30.0))
             for ref in ready:
                 try:
                     ray.get(ref)
@@ -266,6 +268,8 @@ class _Cluster:
             if shard_id not in self._pinging:
                 self._pinging[shard_id] = handle.ping.remote()
         refs = list(self._pinging.values())
+        if not refs:
+            return
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self._ping_interval)
         done = set(ready)
         now = time.monotonic()
@@ -346,7 +350,8 @@ class _Cluster:
         self._detector_stop.set()
         self._detector.join(timeout=5)
         refs = [handle.shutdown.remote() for handle in self._handles.values()]
-        ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout)
         for handle in self._handles.values():
             ray.kill(handle, no_restart=True)
         self._handles.clear()
