@@ -9,6 +9,8 @@ the persistence thread per pass instead of one per snapshot).
 
 from __future__ import annotations
 
+import concurrent.futures
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from sessionhive.llm import ClientCache, LlmClient
     from sessionhive.metrics.registry import HiveMetrics
     from sessionhive.model.llm_config import LlmConfig
+    from sessionhive.persistence.snapshot import SessionSnapshot
     from sessionhive.runtime import AsyncioBackend
 
 __all__ = ["SAVE_DELAY", "HiveServices", "PersistenceLink"]
@@ -33,39 +36,99 @@ __all__ = ["SAVE_DELAY", "HiveServices", "PersistenceLink"]
 SAVE_DELAY = 0.002
 
 
+class _PendingSave:
+    """A session's snapshot to send: built when the batch leaves, so only its newest state is built."""
+
+    __slots__ = ("acks", "build")
+
+    def __init__(self, build: Callable[[], SessionSnapshot]) -> None:
+        self.build = build
+        self.acks: list[concurrent.futures.Future[None]] = []
+
+    def message(self) -> Save:
+        acks = self.acks
+        if not acks:
+            return Save(self.build(), None)
+        if len(acks) == 1:
+            return Save(self.build(), acks[0])
+        combined: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def settle(done: concurrent.futures.Future[None]) -> None:
+            error = done.exception()
+            for ack in acks:
+                if error is None:
+                    ack.set_result(None)
+                else:
+                    ack.set_exception(error)
+
+        combined.add_done_callback(settle)
+        return Save(self.build(), combined)
+
+
 class PersistenceLink:
     """Sends messages to the persistence actor in order; batched on the actors' loop when it has one.
 
     With ``backend`` (an :class:`~sessionhive.runtime.AsyncioBackend`) every
-    :meth:`send` must happen on its loop. Snapshots and deletes then wait up
-    to :data:`SAVE_DELAY` seconds and leave together in one ``tell``: the
+    call must happen on its loop. Snapshots then wait up to
+    :data:`SAVE_DELAY` seconds and leave together in one ``tell``: the
     persistence actor writes in batches anyway (every ``flush_interval``),
     and waking its thread once per snapshot would cost a GIL hand-off each.
-    Anything a caller waits on (loads, flushes, health checks) leaves at
-    once, after whatever was sent before it. Without ``backend`` each
-    message is told at once.
+    A session saved several times in that window (each step of a turn is
+    journaled) is sent once, built from its newest state when the batch
+    leaves, with every waiting acknowledgement attached. Anything a caller
+    waits on (loads, flushes, health checks) leaves at once, after whatever
+    was sent before it. Without ``backend`` each message is told at once.
     """
 
     def __init__(self, ref: pykka.ActorRef[Any] | None, backend: AsyncioBackend | None) -> None:
         self.ref = ref
         self._backend = backend
-        self._batch: list[Any] = []  # the loop thread's alone
+        self._batch: list[Any] = []  # messages and _PendingSave entries, in order; the loop's alone
+        self._saves: dict[str, _PendingSave] = {}  # the entry in _batch of each session saved since
         self._timer_armed = False
+
+    def save(
+        self,
+        session_id: str,
+        build: Callable[[], SessionSnapshot],
+        ack: concurrent.futures.Future[None] | None = None,
+    ) -> None:
+        """Persist what ``build()`` returns; a session actor passes its own snapshot method."""
+        ref = self.ref
+        if ref is None:
+            return
+        if self._backend is None:
+            ref.tell(Save(build(), ack))
+            return
+        entry = self._saves.get(session_id)
+        if entry is None:
+            entry = self._saves[session_id] = _PendingSave(build)
+            self._batch.append(entry)
+        else:
+            entry.build = build  # a new incarnation of the session may have taken over
+        if ack is not None:
+            entry.acks.append(ack)
+        self._arm()
 
     def send(self, message: Any) -> None:
         ref = self.ref
         if ref is None:
             return
-        backend = self._backend
-        if backend is None:
+        if self._backend is None:
             ref.tell(message)
             return
         self._batch.append(message)
-        if not isinstance(message, Save | Delete):
+        if isinstance(message, Delete):
+            self._saves.pop(message.session_id, None)  # a save after it belongs to a new session
+            self._arm()
+        else:
             self._send_batch()  # someone waits on this one
-        elif not self._timer_armed:
+
+    def _arm(self) -> None:
+        if not self._timer_armed:
             self._timer_armed = True
-            backend.schedule_later(SAVE_DELAY, self._on_timer)
+            assert self._backend is not None
+            self._backend.schedule_later(SAVE_DELAY, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer_armed = False
@@ -73,11 +136,14 @@ class PersistenceLink:
 
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
-        if self.ref is not None and batch:
-            try:
-                self.ref.tell(batch[0] if len(batch) == 1 else Batch(tuple(batch)))
-            except pykka.ActorDeadError:
-                pass  # the Hive stopped: its last flush already ran
+        self._saves.clear()
+        if self.ref is None or not batch:
+            return
+        messages = [item.message() if isinstance(item, _PendingSave) else item for item in batch]
+        try:
+            self.ref.tell(messages[0] if len(messages) == 1 else Batch(tuple(messages)))
+        except pykka.ActorDeadError:
+            pass  # the Hive stopped: its last flush already ran
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ from sessionhive.model.events import (
     TurnStart,
 )
 from sessionhive.model.messages import Message, RunningTurn, Usage
-from sessionhive.persistence.actor import Save
 
 if TYPE_CHECKING:
     from sessionhive._channels import EventSink
@@ -258,7 +257,7 @@ class JobsPart(SessionState):
         self._running_turn = replace(self._running_turn, running_call=message.journal.running_call)
         if self._stored():
             self._version += 1
-            self._services.persistence.send(Save(self._snapshot(), message.ack))
+            self._services.persistence.save(self.session_id, self._snapshot, message.ack)
 
     def _start_compaction(self, running: Running, llm: LlmClient | None) -> None:
         target = int(self._config.auto_compact_threshold * self._context_usage().max_tokens)

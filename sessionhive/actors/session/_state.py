@@ -20,7 +20,6 @@ from sessionhive.model.errors import StoreError
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message
-from sessionhive.persistence.actor import Save
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.runtime import HiveActor, complete, complete_threadsafe, fail
 
@@ -244,7 +243,7 @@ class SessionState(HiveActor):
         ack: concurrent.futures.Future[None] | None = None
         if self._config.durability == "sync":
             ack = concurrent.futures.Future()
-        self._services.persistence.send(Save(self._snapshot(), ack))
+        self._services.persistence.save(self.session_id, self._snapshot, ack)
         return ack
 
     def _commit_and_answer(self, reply: Reply | None, value: Any, operation: str) -> None:
