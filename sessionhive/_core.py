@@ -251,7 +251,6 @@ class HiveCore:
         self._persistence_ref = prepared.persistence
         self.turns = TurnLoop(options.max_concurrent_turns, loop)
         self.backend = self._make_backend(prepared.backend_name, options.actor_backend)
-        self._asyncio = isinstance(self.backend, AsyncioBackend)
         self._loop_backend = self.backend if isinstance(self.backend, AsyncioBackend) else None
         self.persistence = PersistenceLink(prepared.persistence, self._loop_backend)
         self.directory = Directory()
@@ -273,7 +272,9 @@ class HiveCore:
             persistence_backlog=prepared.backlog,
         )
         singletons = (
-            self.backend if self._asyncio or not isinstance(options.actor_backend, str | None) else None
+            self.backend
+            if self._loop_backend is not None or not isinstance(options.actor_backend, str | None)
+            else None
         )
         supervisor_backend = singletons or ThreadBackend()
         self.supervisor = supervisor_backend.spawn(
@@ -312,7 +313,7 @@ class HiveCore:
 
     def new_reply(self, *, awaitable_here: bool) -> Reply:
         """An asyncio future for a coroutine on the actors' own loop, else a thread-safe future."""
-        if awaitable_here and self._asyncio and self.turns.on_loop():
+        if awaitable_here and self._loop_backend is not None and self.turns.on_loop():
             return self.turns.loop.create_future()
         return concurrent.futures.Future()
 
@@ -472,14 +473,10 @@ class HiveCore:
 
     def _to_persistence(self, message: Any) -> None:
         """Through the link, on the loop, so it follows every snapshot sent before it."""
-        if self._asyncio:
-            self.backend_schedule(lambda: self.persistence.send(message))
+        if self._loop_backend is not None:
+            self._loop_backend.schedule(lambda: self.persistence.send(message))
         else:
             self.persistence.send(message)
-
-    def backend_schedule(self, callback: Callable[[], None]) -> None:
-        assert isinstance(self.backend, AsyncioBackend)
-        self.backend.schedule(callback)
 
     def flush(self) -> concurrent.futures.Future[None]:
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
