@@ -6,7 +6,8 @@ line per run to a ledger file and its model one line per call to another, so
 the parent can tell afterwards what really happened. The parent kills the
 child after a random number of tool runs, opens a Hive on the same file and
 compares the stored histories with the ledgers; then starts the child again
-(a few kills per test).
+(a few kills per test). A last test kills a child while a tool call waits for
+a human, and resumes the turn: the call is asked again, runs once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pytest
 
 from sessionhive import (
     ConfirmationPolicy,
+    ConfirmationRequired,
     Hive,
     Message,
     Reply,
@@ -71,8 +73,8 @@ def turn_messages(messages: list[Message]) -> list[Message]:
     return messages[start:]
 
 
-def make_model(model_ledger: Path) -> ScriptedLlm:
-    """Asks for ``ROUNDS`` ledger entries, one per round, then answers; each call is logged."""
+def make_model(model_ledger: Path, rounds: int = ROUNDS) -> ScriptedLlm:
+    """Asks for ``rounds`` ledger entries, one per round, then answers; each call is logged."""
 
     def script(messages: list[Message]) -> Reply:
         turn = turn_messages(messages)
@@ -81,7 +83,7 @@ def make_model(model_ledger: Path) -> ScriptedLlm:
             return Reply(PROBE_ANSWER)
         done = sum(1 for m in turn if m.role == "tool")
         append_line(model_ledger, [prompt, done])
-        if done >= ROUNDS:
+        if done >= rounds:
             return Reply(f"all {done} recorded")
         return Reply(f"recording {done + 1}", [ToolCall("record", {"turn": prompt, "entry": done + 1})])
 
@@ -113,6 +115,12 @@ def start_hive(db: Path, workspace: Path, ledger: Path, model_ledger: Path) -> H
         workspace=workspace,
         tools=make_tools(workspace, ledger),
     )
+
+
+def confirming_config() -> SessionConfig:
+    """Sync, resumed after a crash, and every ``record`` call waits for a human."""
+    policy = ConfirmationPolicy(require_confirmation=("record",), timeout_s=300.0)
+    return SessionConfig(durability="sync", resume_interrupted=True, confirmation_policy=policy)
 
 
 CHILD = textwrap.dedent(
@@ -322,3 +330,68 @@ def test_kill_9_in_the_middle_of_long_turns(
     assert recovered_turns >= KILLS, f"seed {seed}"
     if not resume:
         assert closed >= KILLS, f"seed {seed}"
+
+
+CONFIRMING_CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    from pathlib import Path
+    from sessionhive import Hive
+    from tests.test_fault_turns import confirming_config, make_model, make_tools
+    db, workspace, ledger, model_ledger = map(Path, sys.argv[1:5])
+    hive = Hive.start(store=f"sqlite:///{db}", llm=make_model(model_ledger, rounds=1), workspace=workspace,
+                      tools=make_tools(workspace, ledger))
+    hive.create_session("asker", confirming_config())
+
+    def ask_a_human_who_never_answers(event):
+        print("asked", event.tool_id, flush=True)
+        threading.Event().wait()
+
+    hive.generate("asker", "t0 asker", on_confirmation=ask_a_human_who_never_answers, timeout=None)
+    """
+)
+
+
+def test_a_confirmation_pending_at_a_kill_is_asked_again_on_resume(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    files = Files(tmp_path / "hive.db", workspace, tmp_path / "tools.jsonl", tmp_path / "model.jsonl")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    args = [str(files.db), str(files.workspace), str(files.ledger), str(files.model_ledger)]
+    errors = tmp_path / "child.log"
+    with errors.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CONFIRMING_CHILD, *args], env=env, stdout=subprocess.PIPE, stderr=stderr
+        )
+    assert child.stdout is not None
+    try:
+        asked = child.stdout.readline().decode().split()
+        assert asked[:1] == ["asked"], errors.read_text()[-3000:]
+    finally:
+        child.send_signal(signal.SIGKILL)  # the kill lands while the call waits for its answer
+        child.wait()
+        child.stdout.close()
+    assert files.lines(files.ledger) == []
+
+    with Hive.start(
+        store=f"sqlite:///{files.db}",
+        llm=make_model(files.model_ledger, rounds=1),
+        workspace=workspace,
+        tools=make_tools(workspace, files.ledger),
+    ) as hive:
+        with hive.subscribe("asker") as events:  # activates it: the turn resumes and asks again
+            pending = hive.pending_confirmations("asker")
+            while not pending:  # asked after we subscribed: the request reaches the subscription
+                event = events.get(timeout=30)
+                assert event is not None, "the resumed turn did not ask again"
+                if isinstance(event, ConfirmationRequired):
+                    pending = [event.tool_id]
+        assert pending == [asked[1]]  # the same call, not a new model answer
+        hive.confirm_tool("asker", pending[0], approved=True)
+        assert hive.generate("asker", PROBE, timeout=30).text == PROBE_ANSWER  # behind the resumed turn
+        history = [m for m in hive.history("asker") if m.text not in (PROBE, PROBE_ANSWER)]
+    assert history_problems(history) == []
+    assert [m.text for m in history] == ["t0 asker", "recording 1", "recorded 1", "all 1 recorded"]
+    assert files.lines(files.ledger) == [("t0 asker", 1)]  # the tool ran once, after the approval
+    # The answer that asked for the call was not asked for again.
+    assert files.lines(files.model_ledger) == [("t0 asker", 0), ("t0 asker", 1)]
