@@ -258,3 +258,37 @@ def test_a_tool_running_when_its_turn_ends_is_not_said_to_have_not_run(
         results = [m.text for m in hive.history("s") if m.role == "tool"]
     assert len(results) == 1
     assert "before this tool call ran" not in results[0], results[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Hive.stop() during a turn ends it with TurnCancelled('cancelled by cancel_operation()'): "
+    "nobody called cancel_operation; the reason should say the Hive stopped",
+)
+def test_a_turn_ended_by_stop_says_the_hive_stopped(workspace: Path) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def waits(messages: list[Message]) -> Reply:
+        if messages[-1].role == "tool":
+            return Reply("done")
+        return Reply("calling", [ToolCall("blocks", {})])
+
+    def blocks() -> str:
+        started.set()
+        release.wait(30)
+        return "released"
+
+    executor = ToolExecutor(workspace)
+    executor.register("blocks", blocks, description="waits to be released")
+    try:
+        hive = Hive.start(store="memory", llm=ScriptedLlm(waits), workspace=workspace, tools=executor)
+        hive.create_session("s")
+        stream = hive.generate_streaming("s", "go")
+        assert started.wait(30)
+        hive.stop()
+        with pytest.raises(TurnCancelled) as cancelled:
+            stream.result(10)
+    finally:
+        release.set()
+    assert "cancel_operation" not in str(cancelled.value)
+    assert "stop" in str(cancelled.value)
