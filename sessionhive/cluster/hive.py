@@ -993,24 +993,31 @@ class _Pipe:
             self._poller = None
 
 
+async def _next_events(pipe: _Pipe, feed_id: int, wait: float) -> tuple[list[Any], bool, Any]:
+    """A batch of a feed's events through the pipe (its shard gone: the feed ends interrupted)."""
+    _call_id, answer = pipe.call(("next_events", feed_id, wait))
+    kind, value = await answer
+    if kind == "ok":
+        events, done, outcome = value
+        return list(events), bool(done), outcome
+    if kind == "err":
+        raise value
+    return [], True, ("interrupted", str(value))
+
+
 class AsyncClusterTurnStream:
     """:class:`ClusterTurnStream` as an async iterator; ``await stream.result()``."""
 
-    def __init__(self, hive: AsyncClusterHive, session_id: str, handle: Any, feed_id: int) -> None:
+    def __init__(self, hive: AsyncClusterHive, session_id: str, pipe: _Pipe, feed_id: int) -> None:
         self.session_id = session_id
         self._hive = hive
-        self._handle = handle
+        self._pipe = pipe
         self._feed_id = feed_id
         self._buffer: list[AgentEvent] = []
         self._outcome: tuple[str, Any] | None = None
 
     async def _fetch(self, wait: float) -> None:
-        try:
-            events, done, outcome = await _await_ref(
-                self._handle.next_events.remote(self._feed_id, wait), None
-            )
-        except _SHARD_GONE as exc:
-            events, done, outcome = [], True, ("interrupted", f"the shard failed: {type(exc).__name__}")
+        events, done, outcome = await _next_events(self._pipe, self._feed_id, wait)
         self._buffer.extend(events)
         if done:
             self._outcome = outcome or ("interrupted", "the stream ended without an outcome")
@@ -1042,9 +1049,10 @@ class AsyncClusterTurnStream:
 class AsyncClusterSubscription:
     """:class:`ClusterSubscription` as an async iterator."""
 
-    def __init__(self, session_id: str, handle: Any, feed_id: int) -> None:
+    def __init__(self, session_id: str, handle: Any, pipe: _Pipe, feed_id: int) -> None:
         self.session_id = session_id
         self._handle = handle
+        self._pipe = pipe
         self._feed_id = feed_id
         self._buffer: list[AgentEvent] = []
         self._closed = False
@@ -1057,12 +1065,7 @@ class AsyncClusterSubscription:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 raise TimeoutError(f"no event of session {self.session_id!r} within {timeout} s")
-            try:
-                events, done, _ = await _await_ref(
-                    self._handle.next_events.remote(self._feed_id, min(wait, 1.0)), None
-                )
-            except _SHARD_GONE:
-                events, done = [], True
+            events, done, _ = await _next_events(self._pipe, self._feed_id, min(wait, 1.0))
             self._buffer.extend(events)
             self._closed = self._closed or done
         return self._buffer.pop(0)
@@ -1185,9 +1188,17 @@ class AsyncClusterHive:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             shard_id, _handle = cluster.target(root_id)
             pipe = self._pipe(shard_id)
-            call_id, answer = pipe.call(
-                (op, session_id, root_id, args, {}, cluster.membership_arg(), remaining)
+            arguments: tuple[Any, ...] = (
+                "call",
+                op,
+                session_id,
+                root_id,
+                args,
+                {},
+                cluster.membership_arg(),
+                remaining,
             )
+            call_id, answer = pipe.call(arguments)
             done, _ = await asyncio.wait({answer}, timeout=remaining)
             if not done:
                 pipe.forget(call_id)
@@ -1205,7 +1216,7 @@ class AsyncClusterHive:
 
     async def _feed(
         self, kind: str, session_id: str, arg: tuple[Any, ...], timeout: Timeout
-    ) -> tuple[Any, int]:
+    ) -> tuple[Any, _Pipe, int]:
         cluster = self.sync.core
         if cluster.stopped:
             raise HiveStopped()
@@ -1216,18 +1227,17 @@ class AsyncClusterHive:
         pause = 0.01
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _shard_id, handle = cluster.target(root_id)
-            ref = handle.start_feed.remote(
-                kind, session_id, root_id, arg, cluster.membership_arg(), remaining
-            )
-            try:
-                outcome = await _await_ref(ref, remaining)
-            except ray_errors.GetTimeoutError:
-                raise CallTimeout(f"session {session_id!r} did not accept the {kind} in time") from None
-            except _SHARD_GONE as exc:
-                outcome = ("interrupted", f"its shard failed ({type(exc).__name__})")
+            shard_id, handle = cluster.target(root_id)
+            pipe = self._pipe(shard_id)
+            arguments = ("start_feed", kind, session_id, root_id, arg, cluster.membership_arg(), remaining)
+            call_id, answer = pipe.call(arguments)
+            done, _ = await asyncio.wait({answer}, timeout=remaining)
+            if not done:
+                pipe.forget(call_id)
+                raise CallTimeout(f"session {session_id!r} did not accept the {kind} in time")
+            outcome = answer.result()
             if outcome[0] == "ok":
-                return handle, int(outcome[1])
+                return handle, pipe, int(outcome[1])
             if outcome[0] == "err":
                 raise outcome[1]
             if deadline is not None and time.monotonic() >= deadline:
@@ -1327,8 +1337,8 @@ class AsyncClusterHive:
         self, session_id: str, prompt: str, *, timeout: Timeout = "default"
     ) -> AsyncClusterTurnStream:
         _check_prompt(prompt)
-        handle, feed_id = await self._feed("turn", session_id, (prompt,), timeout)
-        return AsyncClusterTurnStream(self, session_id, handle, feed_id)
+        _handle, pipe, feed_id = await self._feed("turn", session_id, (prompt,), timeout)
+        return AsyncClusterTurnStream(self, session_id, pipe, feed_id)
 
     async def history(self, session_id: str, *, timeout: Timeout = "default") -> list[Message]:
         messages: list[Message] = await self._call("history", session_id, timeout=timeout)
@@ -1411,8 +1421,8 @@ class AsyncClusterHive:
         return policy
 
     async def subscribe(self, session_id: str, *, timeout: Timeout = "default") -> AsyncClusterSubscription:
-        handle, feed_id = await self._feed("subscription", session_id, (), timeout)
-        return AsyncClusterSubscription(session_id, handle, feed_id)
+        handle, pipe, feed_id = await self._feed("subscription", session_id, (), timeout)
+        return AsyncClusterSubscription(session_id, handle, pipe, feed_id)
 
     # store
 

@@ -400,7 +400,9 @@ class HiveShard:
     # ------------------------------------------------------------------ batched calls
 
     async def submit(self, caller: str, calls: list[tuple[Any, ...]]) -> str:
-        """Start many :meth:`call` s at once; their answers wait for :meth:`collect`. Returns the owner.
+        """Start many calls (``(id, "call" | "start_feed" | "next_events", *arguments)``) at once.
+
+        Their answers wait for :meth:`collect`; returns this incarnation's owner name.
 
         One Ray call carries a whole batch in and one carries every answer
         ready by then out, so that the Ray overhead (the dominant cost of a
@@ -416,8 +418,17 @@ class HiveShard:
         return self.owner
 
     async def _run_batched(self, caller: str, call_id: int, arguments: list[Any]) -> None:
+        method, *rest = arguments
+        outcome: Outcome
         try:
-            outcome = await self.call(*arguments)
+            if method == "call":
+                outcome = await self.call(*rest)
+            elif method == "start_feed":
+                outcome = await self.start_feed(*rest)
+            elif method == "next_events":
+                outcome = ("ok", await self.next_events(*rest))
+            else:
+                outcome = ("err", ValueError(f"not a batched call: {method!r}"))
         except Exception as exc:  # noqa: BLE001 - delivered to the caller
             outcome = ("err", exc)
         self._outboxes.setdefault(caller, []).append((call_id, outcome))
