@@ -215,12 +215,6 @@ def test_failed_streaming_turns_leave_no_unretrieved_future(
     assert never_retrieved == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a turn cancelled (cancel_operation, Hive.stop) while a tool runs stores 'the turn was cancelled "
-    "before this tool call ran' for the running call (agent/loop.py _close_open_calls gives every open "
-    "call that text): the tool did run, its effects are unknown, and the history must say so",
-)
 @pytest.mark.parametrize("interruption", ["cancel_operation", "stop"])
 def test_a_tool_running_when_its_turn_ends_is_not_said_to_have_not_run(
     tmp_path: Path, workspace: Path, interruption: str
@@ -260,11 +254,6 @@ def test_a_tool_running_when_its_turn_ends_is_not_said_to_have_not_run(
     assert "before this tool call ran" not in results[0], results[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Hive.stop() during a turn ends it with TurnCancelled('cancelled by cancel_operation()'): "
-    "nobody called cancel_operation; the reason should say the Hive stopped",
-)
 def test_a_turn_ended_by_stop_says_the_hive_stopped(workspace: Path) -> None:
     started, release = threading.Event(), threading.Event()
 

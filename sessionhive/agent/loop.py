@@ -150,6 +150,9 @@ class TurnOutcome:
     error: str = ""
     error_kind: str = ""
     stop_reason: str = "stop"
+    #: The tool call running right now (set while its tool runs): if the turn
+    #: ends meanwhile, its effects may have happened and the history says so.
+    running_call: str | None = None
 
     def result(self, history: tuple[Message, ...]) -> AgentResult:
         return AgentResult(
@@ -189,13 +192,19 @@ async def _call_llm(spec: TurnSpec, request: LlmRequest, hooks: TurnHooks) -> Ll
             )
 
 
-def _close_open_calls(messages: list[Message], reason: str) -> None:
-    """Give every tool call of the last assistant message a result, so the history stays valid."""
+def _close_open_calls(messages: list[Message], reason: str, running_call: str | None = None) -> None:
+    """Give every tool call of the last assistant message a result, so the history stays valid.
+
+    ``running_call``, whose tool was running when the turn ended, gets one
+    saying its effects are unknown instead: it did start.
+    """
     answered = {m.tool_call_id for m in messages if m.role == "tool"}
     for message in reversed(messages):
         if message.role == "assistant":
             for call in message.tool_calls:
-                if call.id not in answered:
+                if call.id == running_call:
+                    messages.append(Message.tool(call.id, ENDED_WHILE_RUNNING, is_error=True))
+                elif call.id not in answered:
                     messages.append(Message.tool(call.id, reason, is_error=True))
             return
 
@@ -208,7 +217,7 @@ async def _journal(spec: TurnSpec, messages: list[Message], running_call: str | 
 
 
 async def _run_tool(
-    spec: TurnSpec, call: ToolCall, hooks: TurnHooks, messages: list[Message] | None = None
+    spec: TurnSpec, call: ToolCall, hooks: TurnHooks, out: TurnOutcome | None = None
 ) -> ToolResult:
     """Decide on ``call`` (policy, then a human if needed) and run it if approved.
 
@@ -242,8 +251,9 @@ async def _run_tool(
         if verdict.outcome == "cancelled":
             raise asyncio.CancelledError("confirmation cancelled")
         if verdict.approved:
-            if messages is not None:
-                await _journal(spec, messages, running_call=call.id)
+            if out is not None:
+                await _journal(spec, out.new_messages, running_call=call.id)
+                out.running_call = call.id
             hooks.emit(ToolStart(sid, call.id, call.name, arguments))
             result = await spec.tools.execute(
                 call.name,
@@ -252,6 +262,8 @@ async def _run_tool(
                 session_id=sid,
                 allow_network=spec.allow_network,
             )
+            if out is not None:
+                out.running_call = None
             hooks.emit(ToolEnd(sid, call.id, call.name, result.output, result.is_error))
             if spec.on_tool_call:
                 spec.on_tool_call(call.name, "error" if result.is_error else "ok")
@@ -278,6 +290,11 @@ async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
 
 # What a resumed turn gives a tool call that was running when the process stopped: it is
 # not run again (it may have had its effects), and the model learns why.
+#: The result of a call whose tool was running when its turn was cancelled or failed.
+ENDED_WHILE_RUNNING = (
+    "error: the turn ended while this tool call ran; it was stopped and its effects are unknown. "
+    "Check whether it took effect before calling it again."
+)
 INTERRUPTED_WHILE_RUNNING = (
     "error: the process stopped while this tool call ran; its effects are unknown. "
     "Check whether it took effect before calling it again."
@@ -331,7 +348,7 @@ async def _answer_calls(
         if call.id == running_call:
             result = ToolResult(INTERRUPTED_WHILE_RUNNING, True)
         else:
-            result = await _run_tool(spec, call, hooks, out.new_messages)
+            result = await _run_tool(spec, call, hooks, out)
         out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
         await _journal(spec, out.new_messages)
 
@@ -384,20 +401,30 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
             # Nobody cancelled this turn: a model client or a tool raised
             # CancelledError of its own (a library's cancel scope leaking
             # out). That is a failure of the turn, not a cancellation.
-            _close_open_calls(out.new_messages, f"error: the turn failed while this tool call ran ({exc!r})")
+            _close_open_calls(
+                out.new_messages,
+                f"error: the turn failed before this tool call ran ({exc!r})",
+                out.running_call,
+            )
             out.status, out.error_kind, out.stop_reason = "error", "error", "error"
             out.error = f"CancelledError raised by the model or a tool without a cancel: {exc}"
             return out
-        _close_open_calls(out.new_messages, "error: the turn was cancelled before this tool call ran")
+        _close_open_calls(
+            out.new_messages, "error: the turn was cancelled before this tool call ran", out.running_call
+        )
         out.status = out.stop_reason = "cancelled"
         return out
     except LlmError as exc:
-        _close_open_calls(out.new_messages, "error: the turn failed before this tool call ran")
+        _close_open_calls(
+            out.new_messages, "error: the turn failed before this tool call ran", out.running_call
+        )
         out.status, out.error_kind, out.error = "error", "llm", str(exc)
         out.stop_reason = "error"
         return out
     except Exception as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
-        _close_open_calls(out.new_messages, "error: the turn failed before this tool call ran")
+        _close_open_calls(
+            out.new_messages, "error: the turn failed before this tool call ran", out.running_call
+        )
         out.status, out.error_kind, out.stop_reason = "error", "error", "error"
         out.error = f"{type(exc).__name__}: {exc}"
         return out

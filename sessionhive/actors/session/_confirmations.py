@@ -56,14 +56,15 @@ class ConfirmationsPart(JobsPart):
             cancelled = True
         return cancelled
 
-    def _cancel_everything(self) -> bool:
+    def _cancel_everything(self, reason: str = "cancelled by cancel_operation()") -> bool:
         """Cancel pending confirmations, queued jobs and the running job; True if there was any."""
-        did_something = self._cancel_pending("cancelled by cancel_operation()")
-        if self._reject_queued(lambda: TurnCancelled(self.session_id, "cancelled before it started")):
+        did_something = self._cancel_pending(reason)
+        if self._reject_queued(lambda: TurnCancelled(self.session_id, f"{reason}, before it started")):
             did_something = True
         running = self._running
         if running is not None and not running.cancelled and running.handle is not None:
             running.cancelled = True
+            running.cancel_reason = reason
             running.handle.cancel()
             did_something = True
         return did_something

@@ -79,6 +79,7 @@ class Running:
     handle: TurnHandle | None
     started: float
     cancelled: bool = False
+    cancel_reason: str = "cancelled by cancel_operation()"
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +383,7 @@ class JobsPart(SessionState):
             event = TurnEnd(self.session_id, result)
             value = result
         elif outcome.status == "cancelled":
-            event = TurnCancelled(self.session_id)
+            event = TurnCancelled(self.session_id, running.cancel_reason)
             value = event
         else:
             event = TurnError(self.session_id, outcome.error, outcome.error_kind)

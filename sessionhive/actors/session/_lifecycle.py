@@ -79,7 +79,7 @@ class LifecyclePart(ConfirmationsPart):
 
     def on_Destroy(self, message: Destroy) -> None:
         """Stop for good: cancel work, delete from the store, then tell the supervisor."""
-        self._cancel_everything()
+        self._cancel_everything("cancelled because the session was destroyed")
         self._gone = "destroyed"
         running = self._finish_running()
         if running is not None:
@@ -111,7 +111,7 @@ class LifecyclePart(ConfirmationsPart):
         The running turn is given the chance to hand back its partial history
         (the prompt is kept), so the last snapshot is final.
         """
-        self._cancel_everything()
+        self._cancel_everything("cancelled because the Hive stopped")
         self._gone = "stopped"
         self._shutdown_reply = message.reply
         if self._running is None:
