@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionhive import Hive, ScriptedLlm, SessionConfig, TurnFailed
+from sessionhive import Hive, ScriptedLlm, SessionConfig, TurnFailed, TurnInterrupted
 from sessionhive.actors import session as session_module
 from sessionhive.agent.recovery import history_problems
 from tests.conftest import tool_loop_script
@@ -40,6 +40,10 @@ def test_crashed_session_is_restarted_and_keeps_its_history(
         assert after[: len(before)] == before
         assert after[len(before)].text == "look crash"
         assert history_problems(after) == []
+        with hive.subscribe("s") as events:  # the first subscriber hears of the closed turn
+            interrupted = events.get(timeout=10)
+            assert isinstance(interrupted, TurnInterrupted)
+            assert interrupted.prompt == "look crash" and not interrupted.resumed
         result = hive.generate("s", "look again")
         assert result.text.startswith("done:")
         assert len(hive.history("s")) == len(after) + 4

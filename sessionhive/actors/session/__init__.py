@@ -111,6 +111,9 @@ class SessionActor(LifecyclePart):
 
     def on_Subscribe(self, message: Subscribe) -> None:
         self._subscribers.append(message.sink)
+        unheard, self._unheard = self._unheard, None
+        for event in unheard or ():
+            message.sink.offer(event)  # e.g. the TurnInterrupted found when this session was activated
         self._answer(message.reply, None)
 
     def on_Unsubscribe(self, message: Unsubscribe) -> None:

@@ -138,13 +138,15 @@ class JobsPart(SessionState):
             self._messages = history
             self._running_turn = None
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
-            self._emit(TurnInterrupted(self.session_id, running.turn_id, running.prompt, True, unfinished))
+            self._unheard = [
+                TurnInterrupted(self.session_id, running.turn_id, running.prompt, True, unfinished)
+            ]
             self._jobs.append(job)  # started by on_start, once the actor runs
             self._metrics.turn_queue_depth.inc()
             return
         self._messages = self._messages + recovery.close_interrupted(self._messages, running)
         self._running_turn = None
-        self._emit(TurnInterrupted(self.session_id, running.turn_id, running.prompt, False, unfinished))
+        self._unheard = [TurnInterrupted(self.session_id, running.turn_id, running.prompt, False, unfinished)]
         self._persist()
 
     def _no_llm(self) -> LlmNotConfigured:

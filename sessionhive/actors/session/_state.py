@@ -75,6 +75,7 @@ class SessionState(HiveActor):
         "_supervisor",
         "_thinking",
         "_turn_seq",
+        "_unheard",
         "_updated_at",
         "_usage",
         "_version",
@@ -126,6 +127,9 @@ class SessionState(HiveActor):
         self._running: Running | None = None
         self._pending: dict[str, tuple[int, Any]] = {}  # tool id -> (turn id, resolve callback)
         self._subscribers: list[EventSink] = []
+        # Events emitted before anyone could listen (a turn closed on
+        # activation): the first subscriber gets them.
+        self._unheard: list[AgentEvent] | None = None
         self._turn_seq = 0
         self._gone: Gone = ""
         self._shutdown_reply: Reply | None = None
