@@ -149,6 +149,7 @@ class HiveOptions:
     mailbox_size: int = DEFAULT_MAILBOX_SIZE
     restart_limit: int = 3
     restart_window: float = 60.0
+    shared_store: bool = False
 
     def __post_init__(self) -> None:
         check_positive_int("max_concurrent_turns", self.max_concurrent_turns)
@@ -203,6 +204,10 @@ class _Prepared:
             persistence_options["batch_size"] = options.batch_size
         if options.flush_interval is not None:
             persistence_options["flush_interval"] = options.flush_interval
+        if options.shared_store:
+            # Other writers add sessions: never answer "no such session" from
+            # the ids read at start, ask the store.
+            persistence_options["cache_ids"] = False
         # The persistence actor keeps a thread of its own whatever the
         # backend: database I/O must never run on the actors' loop or pool.
         self.persistence = ThreadBackend().spawn(PersistenceActor, store, **persistence_options)

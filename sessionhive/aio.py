@@ -221,6 +221,7 @@ class AsyncHive:
         mailbox_size: int = 1024,
         restart_limit: int = 3,
         restart_window: float = 60.0,
+        shared_store: bool = False,
     ) -> _Starting:
         """Start a Hive (same arguments as :meth:`Hive.start`); the blocking parts run off the loop."""
         return _Starting(
@@ -241,6 +242,7 @@ class AsyncHive:
                 mailbox_size=mailbox_size,
                 restart_limit=restart_limit,
                 restart_window=restart_window,
+                shared_store=shared_store,
             )
         )
 

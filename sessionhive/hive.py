@@ -201,6 +201,7 @@ class Hive:
         mailbox_size: int = 1024,
         restart_limit: int = 3,
         restart_window: float = 60.0,
+        shared_store: bool = False,
     ) -> Hive:
         """Start the actors and return the facade.
 
@@ -217,7 +218,9 @@ class Hive:
         sessions (they come back on their next call). ``mailbox_size`` bounds
         the calls waiting for one session (past it: ``Overloaded``); a session
         that crashes more than ``restart_limit`` times in ``restart_window``
-        seconds is marked failed until :meth:`reset_session`. ``batch_size``
+        seconds is marked failed until :meth:`reset_session`. ``shared_store=True``
+        looks up in the store every id this Hive does not know (other
+        processes write to the same store). ``batch_size``
         and ``flush_interval`` tune the persistence batches (defaults 256 and
         0.05 s, chosen by ``bench/bench_persistence.py``).
         """
@@ -238,6 +241,7 @@ class Hive:
             mailbox_size=mailbox_size,
             restart_limit=restart_limit,
             restart_window=restart_window,
+            shared_store=shared_store,
         )
         return cls(HiveCore(prepare(options), None))
 

@@ -274,3 +274,23 @@ def test_an_async_hive_runs_its_actors_on_the_running_loop(workspace: Path) -> N
             assert hive.sync.history("a") == await hive.history("a")  # views are readable from anywhere
 
     asyncio.run(main())
+
+
+def test_a_session_another_hive_created_on_the_same_store_is_reachable(
+    workspace: Path, tmp_path: Path, actor_backend: str
+) -> None:
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    llm = ScriptedLlm(tool_loop_script)
+    with (
+        Hive.start(store=store, llm=llm, workspace=workspace, actor_backend=actor_backend) as first,
+        Hive.start(
+            store=store, llm=llm, workspace=workspace, actor_backend=actor_backend, shared_store=True
+        ) as second,
+    ):
+        first.create_session("made-by-first")
+        first.generate("made-by-first", "look")
+        first.flush()
+        # The second Hive read the store's index before the session existed.
+        assert second.history("made-by-first") == first.history("made-by-first")
+        with pytest.raises(SessionNotFound):
+            second.history("made-by-nobody")

@@ -244,9 +244,9 @@ class SupervisorActor(HiveActor):
             return
         entry = self._directory.live.get(session_id)
         if entry is None:
-            if session_id not in self._directory.known:
-                fail(message.call.reply, SessionNotFound(session_id))
-                return
+            # Not live: load it. An id this Hive has never seen is looked up
+            # too: another Hive on the same store (a cluster shard) may have
+            # created it since this one read the index.
             self._activate(session_id)
             self._waiting[session_id].append(message)
             return
