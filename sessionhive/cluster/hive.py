@@ -136,7 +136,10 @@ class _Cluster:
         self._sd_file = Path(metrics_sd_file) if metrics_sd_file is not None else None
         self._owns_ray = owns_ray
         self._name = name
-        self._lock = threading.Lock()
+        # Not session state: it serialises membership changes (a shard added,
+        # removed or found dead), which the caller's thread and the health
+        # pinger may start at once; each change is a round of Ray calls that
+        # must not interleave with another. Session state stays with the actors.
         self._membership_lock = threading.Lock()
         self._handles: dict[str, Any] = {}
         self._info: dict[str, dict[str, Any]] = {}

@@ -188,6 +188,8 @@ class HiveShard:
         if self._started:
             return
         if self._start_lock is None:
+            # Coroutine ordering on the shard's one loop (start once, refresh
+            # the Hive once at a time), not shared state between threads.
             self._start_lock = asyncio.Lock()
             self._refresh_lock = asyncio.Lock()
             self._ready = asyncio.Event()

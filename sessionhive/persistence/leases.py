@@ -128,6 +128,10 @@ class LeaseTable:
         self.owner = owner
         self.ttl = float(ttl)
         self.audit = audit
+        # Not session state: the lease bookkeeping below is read by the write
+        # fence on the persistence actor's thread and updated by the shard's
+        # acquire/renew/release on its own; the fence must see a consistent
+        # epoch for every session it checks.
         self._lock = threading.Lock()
         # Session id -> the epoch this owner won it at (kept after a loss or a
         # release: a write of this owner at that epoch must stay refused).
