@@ -209,6 +209,15 @@ def _close_open_calls(messages: list[Message], reason: str, running_call: str | 
             return
 
 
+class _ConfirmationCancelled(asyncio.CancelledError):
+    """The session cancelled a pending confirmation (cancel_operation, stop): the turn is cancelled.
+
+    Raised by the loop itself, possibly before the task's own cancellation
+    arrives, so it is told apart from a CancelledError that a model client
+    or a tool raises without anyone cancelling.
+    """
+
+
 async def _journal(spec: TurnSpec, messages: list[Message], running_call: str | None = None) -> None:
     if spec.on_round is not None:
         waiting = spec.on_round(TurnJournal(tuple(messages), running_call))
@@ -249,7 +258,7 @@ async def _run_tool(
             else Decision(True, "approved")
         )
         if verdict.outcome == "cancelled":
-            raise asyncio.CancelledError("confirmation cancelled")
+            raise _ConfirmationCancelled("confirmation cancelled")
         if verdict.approved:
             if out is not None:
                 await _journal(spec, out.new_messages, running_call=call.id)
@@ -397,7 +406,8 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
             await _answer_calls(spec, hooks, out, tuple(calls), None)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
-        if task is not None and task.cancelling() == 0:
+        ours = isinstance(exc, _ConfirmationCancelled)  # the session cancelled the call's confirmation
+        if not ours and task is not None and task.cancelling() == 0:
             # Nobody cancelled this turn: a model client or a tool raised
             # CancelledError of its own (a library's cancel scope leaking
             # out). That is a failure of the turn, not a cancellation.
