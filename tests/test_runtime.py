@@ -248,7 +248,7 @@ def test_no_session_ever_handles_two_messages_at_once(
 def test_an_async_hive_runs_its_actors_on_the_running_loop(workspace: Path) -> None:
     async def main() -> None:
         async with AsyncHive.start(
-            store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace
+            store="memory", llm=ScriptedLlm(tool_loop_script), workspace=workspace, actor_backend="asyncio"
         ) as hive:
             loop_thread = threading.get_ident()
             seen: list[int] = []
