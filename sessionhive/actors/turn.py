@@ -150,6 +150,10 @@ class TurnLoop:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(_shutdown)
             self._thread.join(timeout=10)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            # Its selector and wake-up socket pair are file descriptors: a
+            # service that starts and stops Hives must not leak them.
+            self.loop.close()
 
 
 class TurnHandle:
