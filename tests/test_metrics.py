@@ -766,8 +766,14 @@ def test_series_do_not_grow_with_the_number_of_sessions(workspace: Path) -> None
     llm = ScriptedLlm([Reply("ok")])
     with start(workspace, llm=llm, actor_backend="pooled", flush_interval=3600) as hive:
         run_sessions(hive, [f"few-{n}" for n in range(5)])
-        # Wait for one supervisor tick, so that the timer-driven gauges exist in both scrapes.
-        few = scrape_until(hive, lambda e: "sessionhive_mailbox_depth" in e.names(), "the first tick")
+        # Wait for one supervisor tick, so that its message counter exists in both scrapes.
+        few = scrape_until(
+            hive,
+            lambda e: (
+                e.value("sessionhive_actor_messages_total", actor="supervisor", kind="_Tick") is not None
+            ),
+            "the first tick",
+        )
         run_sessions(hive, [f"many-{n:04d}" for n in range(5_000 - 5)])
         many = scrape(hive)
     assert many.get("sessionhive_turns_total", outcome="completed") == 5_000

@@ -124,7 +124,8 @@ class SupervisorActor(HiveActor):
         return HiveActor.on_receive(self, message)
 
     def on_start(self) -> None:
-        # The tick passivates idle sessions and refreshes the mailbox-depth gauges.
+        self._gauge_mailboxes()
+        # The tick passivates idle sessions.
         ref = self.actor_ref
         stop = self._ticker_stop
         interval = self._tick_interval
@@ -466,20 +467,37 @@ class SupervisorActor(HiveActor):
                 self._passivate(session_id)
                 excess -= 1
 
-    def on__Tick(self, _message: _Tick) -> None:
+    def _gauge_mailboxes(self) -> None:
+        """Mailbox depths are computed when metrics are scraped, not on every tick.
+
+        Summing every live session's mailbox is linear in the sessions; a
+        scrape comes every 15 s or so, a tick every second. The functions run
+        on the scraper's thread and only read: a C-level copy of the directory
+        and the length of each mailbox.
+        """
         depth = self._metrics.mailbox_depth
-        depth.labels("session").set(sum(_inbox_depth(e.ref) for e in self._directory.live.values()))
-        depth.labels("supervisor").set(_inbox_depth(self.actor_ref))
-        persistence = self._services.persistence.ref
-        if persistence is not None:
-            backlog = self._services.persistence_backlog
-            in_hand = backlog.in_hand if backlog is not None else 0
-            depth.labels("persistence").set(_inbox_depth(persistence) + in_hand)
+        directory, services, own = self._directory, self._services, self.actor_ref
+
+        def sessions() -> float:
+            return sum(_inbox_depth(entry.ref) for entry in list(directory.live.values()))
+
+        def persistence() -> float:
+            backlog = services.persistence_backlog
+            return _inbox_depth(services.persistence.ref) + (backlog.in_hand if backlog is not None else 0)
+
+        depth.labels("session").set_function(sessions)
+        depth.labels("supervisor").set_function(lambda: _inbox_depth(own))
+        depth.labels("persistence").set_function(persistence)
+
+    def on__Tick(self, _message: _Tick) -> None:
         if self._idle_timeout is not None:
             horizon = time.monotonic() - self._idle_timeout
-            for session_id, used in list(self._last_used.items()):
+            stale = []
+            for session_id, used in self._last_used.items():
                 if used > horizon:
                     break  # ordered by last use: the rest are more recent
+                stale.append(session_id)
+            for session_id in stale:
                 self._passivate(session_id)
         self._enforce_max_live()
 
