@@ -53,7 +53,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from itertools import count
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pykka
 from pykka import ActorDeadError
@@ -65,14 +65,10 @@ from sessionhive.runtime._pooled import PooledFuture
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
 
-    from sessionhive.runtime._base import HiveActor
 
 __all__ = ["AsyncioActor", "AsyncioBackend"]
 
 logger = logging.getLogger(__name__)
-pykka_logger = logging.getLogger("pykka")
-
-A = TypeVar("A", bound="HiveActor")
 
 _urns = count(1)
 

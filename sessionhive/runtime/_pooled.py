@@ -133,7 +133,6 @@ if TYPE_CHECKING:
 __all__ = ["PooledActor", "PooledBackend", "PooledFuture"]
 
 logger = logging.getLogger(__name__)
-pykka_logger = logging.getLogger("pykka")
 
 A = TypeVar("A", bound="HiveActor")
 T = TypeVar("T")
