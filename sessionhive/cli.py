@@ -139,7 +139,18 @@ def _resolve_provider(args: argparse.Namespace) -> str | None:
             provider = "openai"
         elif os.environ.get("ANTHROPIC_API_KEY"):
             provider = "anthropic"
+        else:
+            # A named model never falls back to the demo in silence: the user asked for a real one.
+            raise _UsageError(_missing_key_message(args.model))
     return provider or "scripted"
+
+
+def _missing_key_message(model: str) -> str:
+    variable = "ANTHROPIC_API_KEY" if model.lower().startswith("claude") else "OPENAI_API_KEY"
+    return (
+        f"--model {model} needs {variable} in the environment (or --provider openai|anthropic "
+        "with a key); pass --provider scripted for the demo model"
+    )
 
 
 def _llm_from_args(args: argparse.Namespace) -> LlmConfig | LlmClient:
@@ -155,8 +166,8 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--provider",
         choices=["openai", "anthropic", "scripted"],
-        help="LLM provider (default: openai or anthropic when --model is given and OPENAI_API_KEY or "
-        "ANTHROPIC_API_KEY is set, else the scripted demo model)",
+        help="LLM provider (default: the scripted demo model; with --model, openai or anthropic by "
+        "which of OPENAI_API_KEY or ANTHROPIC_API_KEY is set, and an error when neither is)",
     )
     parser.add_argument("--model", metavar="NAME", help="model name, e.g. gpt-4o-mini or claude-sonnet-4-5")
     parser.add_argument(
@@ -499,7 +510,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         command_parser = _subparser(parser, args.command)
-        provider = _resolve_provider(args)
+        try:
+            provider = _resolve_provider(args)
+        except _UsageError as exc:
+            command_parser.error(str(exc))
         if provider in ("openai", "anthropic") and not args.model:
             command_parser.error(f"--model is required with --provider {provider}")
         if provider is not None:

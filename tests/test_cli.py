@@ -118,6 +118,20 @@ def test_version_and_usage_errors(tmp_path: Path) -> None:
     assert "--metrics-port" in port.stderr and "MetricsConfig" not in port.stderr
 
 
+@pytest.mark.parametrize(
+    ("model", "variable"), [("gpt-4o-mini", "OPENAI_API_KEY"), ("claude-x", "ANTHROPIC_API_KEY")]
+)
+def test_a_named_model_without_a_key_is_refused_not_answered_by_the_demo(
+    tmp_path: Path, model: str, variable: str
+) -> None:
+    done = run(["run", "--model", model, "hi"], tmp_path)
+    assert done.returncode == 2, done.stdout
+    assert variable in done.stderr and "--provider scripted" in done.stderr
+    assert "Echo" not in done.stdout and not (tmp_path / "sessionhive.db").exists()
+    demo = run(["run", "--provider", "scripted", "--model", model, "hi"], tmp_path)
+    assert demo.returncode == 0 and "Echo: hi" in demo.stdout, demo.stderr
+
+
 def test_errors_give_command_line_advice(tmp_path: Path) -> None:
     assert run(["run", "hi", "--session", "alpha"], tmp_path).returncode == 0
     for argv in (["sessions", "show", "ghost"], ["sessions", "export", "ghost"]):
