@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -192,3 +193,20 @@ def test_serve_reads_its_token_from_a_file(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert "stopped; every session flushed" in "".join(output)
+
+
+def test_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        refused = subprocess.run(
+            [sys.executable, "-c", SERVE, "serve", "--store", "memory", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SESSIONHIVE_TOKEN": TOKEN},
+            timeout=60,
+        )
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in refused.stderr
