@@ -405,7 +405,7 @@ class RemoteHive:
         timeout: float | None = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> AgentResult:
-        """Run one turn; ``on_confirmation(event) -> bool | (bool, reason)`` answers its confirmations."""
+        """Run one turn; ``on_confirmation(event)`` answers its confirmations, as with ``Hive``."""
         if on_confirmation is not None:
             return self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation).result()
         data = self._request("POST", _session(session_id, "/turns"), json={"prompt": prompt}, timeout=timeout)
