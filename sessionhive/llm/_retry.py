@@ -30,7 +30,6 @@ import asyncio
 import email.utils
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -46,6 +45,7 @@ from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base, wait_random_exponential
 
 from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
+from sessionhive.llm.keys import EndpointKeys, ProviderEndpoint, resolve_key
 from sessionhive.model.errors import InvalidConfig, LlmError
 from sessionhive.model.llm_config import LlmConfig
 
@@ -379,6 +379,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
 
     provider_name: ClassVar[str]
     key_env_var: ClassVar[str]
+    base_url_env_var: ClassVar[str]
     default_endpoint: ClassVar[str]
 
     def __init__(
@@ -387,6 +388,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
         *,
         metrics: HiveMetrics | None = None,
         retry: RetryPolicy | None = None,
+        keys: EndpointKeys | None = None,
     ) -> None:
         if not isinstance(config, LlmConfig):
             raise InvalidConfig(f"{type(self).__name__} needs an LlmConfig, got {type(config).__name__}")
@@ -395,7 +397,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
                 f"{type(self).__name__} serves provider {self.provider_name!r}, but the config names "
                 f"{config.provider!r}; build clients with sessionhive.llm.create_client(config)"
             )
-        self._secret = Secret(self._resolve_key(config))
+        self._secret = Secret(self._resolve_key(config, keys))
         self._config = config.without_key()
         self._metrics = metrics
         self._policy = retry if retry is not None else RetryPolicy()
@@ -478,14 +480,11 @@ class SdkClientBase(ABC, Generic[SdkT]):
 
     # -- internals -----------------------------------------------------------------
 
-    def _resolve_key(self, config: LlmConfig) -> str:
-        key = config.api_key or os.environ.get(self.key_env_var) or self._placeholder_key(config)
-        if not key:
-            raise LlmError(
-                f"no API key for {self.provider_name} model {config.model!r}: set the {self.key_env_var} "
-                f"environment variable or pass LlmConfig(api_key=...)"
-            )
-        return key
+    def _resolve_key(self, config: LlmConfig, keys: EndpointKeys | None) -> str:
+        provider = ProviderEndpoint(
+            self.provider_name, self.key_env_var, self.base_url_env_var, self.default_endpoint
+        )
+        return resolve_key(config, provider, self._placeholder_key(config), keys)
 
     def _sdk(self) -> SdkT:
         loop = asyncio.get_running_loop()

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         RawMessageStreamEvent,
     )
 
+    from sessionhive.llm.keys import EndpointKeys
     from sessionhive.metrics.registry import HiveMetrics
 
 __all__ = ["DEFAULT_THINKING_BUDGET", "AnthropicClient"]
@@ -223,8 +224,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
 
     Built from an :class:`~sessionhive.llm.LlmConfig` with
     ``provider="anthropic"``. The key is ``config.api_key``, else the
-    ``ANTHROPIC_API_KEY`` environment variable; without either, construction
-    raises :class:`~sessionhive.LlmError`. The ``anthropic.AsyncAnthropic``
+    ``ANTHROPIC_API_KEY`` environment variable (in a Hive, only for the
+    endpoints it belongs to: see :mod:`sessionhive.llm.keys`); without either,
+    construction raises :class:`~sessionhive.LlmError`. The ``anthropic.AsyncAnthropic``
     client is created on first use, on the running event loop, with the SDK's
     own retries off: ``metrics`` and ``retry`` govern retries (529
     "overloaded" included), and :meth:`aclose` releases its connections.
@@ -254,6 +256,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
 
     provider_name = "anthropic"
     key_env_var = "ANTHROPIC_API_KEY"
+    base_url_env_var = "ANTHROPIC_BASE_URL"
     default_endpoint = ANTHROPIC_ENDPOINT
 
     def __init__(
@@ -262,8 +265,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         *,
         metrics: HiveMetrics | None = None,
         retry: RetryPolicy | None = None,
+        keys: EndpointKeys | None = None,
     ) -> None:
-        super().__init__(config, metrics=metrics, retry=retry)
+        super().__init__(config, metrics=metrics, retry=retry, keys=keys)
         # Written and read only by coroutines on the client's event loop.
         self._thinking_blocks: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
 
