@@ -463,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="let sessions configure a model at this endpoint: a prefix of scheme, host, port and path "
         "(repeatable; default: only --base-url, besides a model's default endpoint; link-local and "
-        "cloud metadata addresses only when named here). The environment's API keys are not sent there",
+        "cloud metadata addresses only when named here). The environment's API keys go only to "
+        "--base-url and the provider's own endpoint",
     )
     serve.add_argument(
         "--llm-latency", type=float, default=0.0, help="seconds the scripted demo model waits per answer"

@@ -30,6 +30,7 @@ from sessionhive import (
 from sessionhive.client import RemoteHive
 from sessionhive.model.urls import BaseUrlPolicy
 from tests.llm_servers import AnthropicServer, LoopbackLlmServer, OpenAiServer, ReplySpec
+from tests.test_cli import clean_env, sessionhive_command
 from tests.test_serve_drain import TOKEN, start_serve
 
 OPENAI_SECRET = "sk-operator-openai-7c1e-SECRET"
@@ -169,6 +170,19 @@ def test_a_malformed_allowed_url_fails_the_start_and_a_password_is_never_shown(t
     with pytest.raises(BaseUrlNotAllowed) as refused:
         BaseUrlPolicy().check("http://user:hunter2-SECRET@llm.example/v1")
     assert "hunter2" not in str(refused.value) and "hunter2" not in refused.value.base_url
+
+
+def test_serve_refuses_a_malformed_allow_base_url_before_taking_its_port(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*sessionhive_command(), "serve", "--store", "memory", "--allow-base-url", "vllm:8000/v1"],
+        env={**clean_env(tmp_path), "SESSIONHIVE_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--allow-base-url" in done.stderr and "http:// or https://" in done.stderr
 
 
 # ---------------------------------------------------------------------------------- the library

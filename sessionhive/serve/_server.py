@@ -136,7 +136,10 @@ def run_service(options: ServeOptions) -> int:
         raise InvalidConfig(f"--drain-timeout must be >= 0 seconds, got {options.drain_timeout}")
     # Over HTTP the allow-list is always closed: an endpoint is the operator's decision.
     allowed = tuple(options.allow_base_urls)
-    BaseUrlPolicy(allowed)  # a malformed --allow-base-url fails here, before the port is taken
+    try:
+        BaseUrlPolicy(allowed)  # a malformed --allow-base-url fails here, before the port is taken
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"--allow-base-url: {exc}") from None
     sock = _bind(options.host, options.port)
     hive = Hive.start(
         store=options.store, llm=options.llm, workspace=options.workspace, allow_base_urls=allowed
