@@ -13,6 +13,8 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ from sessionhive import (
     Hive,
     InvalidConfig,
     LlmConfig,
+    LlmError,
     LlmNotConfigured,
     Reply,
     ScriptedLlm,
@@ -267,6 +270,50 @@ def test_an_allowed_endpoint_works_and_gets_the_sessions_key_or_none(
         keys = [server.received_key(request) for request in server.requests]
     secret = OPENAI_SECRET if provider == "openai" else ANTHROPIC_SECRET
     assert keys == [PLACEHOLDERS[provider], "sk-the-sessions-own", secret]
+
+
+class Redirector:
+    """An HTTP server on 127.0.0.1 that answers every request with ``307`` to ``target``."""
+
+    def __init__(self, target: str) -> None:
+        location = target
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(307)
+                self.send_header("Location", location + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_an_allowed_endpoint_cannot_redirect_the_call_elsewhere(
+    provider: str, listener: Listener, operator_keys: None, tmp_path: Path
+) -> None:
+    redirector = Redirector(listener.url(""))
+    try:
+        own = LlmConfig(provider, MODELS[provider], api_key="sk-own-REDIRECTED", base_url=redirector.url)
+        with Hive.start(store="memory", workspace=tmp_path, allow_base_urls=[redirector.url]) as hive:
+            hive.create_session("s")
+            hive.configure("s", model_config=replace(own, max_retries=0))
+            with pytest.raises(LlmError, match=r"redirect \(307\).*not followed"):
+                hive.generate("s", "hi")
+    finally:
+        redirector.close()
+    listener.assert_untouched()
 
 
 # ---------------------------------------------------------------------------------- over HTTP

@@ -48,6 +48,7 @@ from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
 from sessionhive.llm.keys import EndpointKeys, ProviderEndpoint, resolve_key
 from sessionhive.model.errors import InvalidConfig, LlmError
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.urls import shown_url
 
 if TYPE_CHECKING:
     from sessionhive.metrics.registry import HiveMetrics
@@ -259,6 +260,13 @@ def status_error(
     secret: Secret | None,
 ) -> TransientError | LlmError:
     """Classify an HTTP error answer: a :class:`TransientError` to retry, or an :class:`LlmError` to raise."""
+    if 300 <= status < 400:
+        location = shown_url(headers.get("location", "")) if headers is not None else ""
+        return LlmError(
+            f"{provider} at {endpoint} answered with a redirect ({status}) to {location or 'elsewhere'}, "
+            "which is not followed (it would send the call to an endpoint nobody allowed): set "
+            "LlmConfig.base_url to the endpoint that answers"
+        )
     detail = server_message(body)
     said = f" (the server said: {redact(detail, secret)})" if detail else ""
     should_retry = (headers.get("x-should-retry") if headers is not None else None) or ""

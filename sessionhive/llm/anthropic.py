@@ -283,6 +283,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
             base_url=self._config.base_url,
             timeout=self._config.timeout_s,
             max_retries=0,
+            # A redirect would carry the call, and its x-api-key header (which httpx keeps across
+            # origins), to a URL nobody allowed: a model API never needs one, so it is an error.
+            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False),
         )
 
     # -- request ---------------------------------------------------------------------
@@ -450,7 +453,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         if isinstance(exc, transport_errors()):
             # A connection that broke mid-stream, which the SDK does not always wrap.
             return TransientError(f"the connection to {self.endpoint} broke: {exc}")
-        if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 400:
+        if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 300:  # redirects included
             base_url = (self._config.base_url or "").rstrip("/")
             if exc.status_code == 404 and base_url.endswith("/v1"):
                 # The SDK appends /v1/messages itself: the usual slip with a copied OpenAI-style URL.

@@ -232,6 +232,9 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
             base_url=self._config.base_url,
             timeout=self._config.timeout_s,
             max_retries=0,
+            # A redirect would carry the call (and, across an origin httpx trusts, the key) to a
+            # URL nobody allowed: a model API never needs one, so it is an error instead.
+            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
         )
 
     # -- request ---------------------------------------------------------------------
