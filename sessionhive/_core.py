@@ -30,10 +30,10 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import pykka
 
@@ -56,7 +56,8 @@ from sessionhive.actors.messages import (
 from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
 from sessionhive.actors.turn import TurnLoop
-from sessionhive.llm import BaseUrlPolicy, ClientCache, EndpointKeys, LlmClient
+from sessionhive.llm import ClientCache, LlmClient
+from sessionhive.llm.keys import EndpointKeys
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import SessionConfig
 from sessionhive.model.errors import (
@@ -70,10 +71,14 @@ from sessionhive.model.errors import (
 from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.model.validate import check_positive_int, check_positive_number
 from sessionhive.persistence.actor import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "DEFAULT",

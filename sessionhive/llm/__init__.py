@@ -14,9 +14,7 @@ from sessionhive.model.urls import BaseUrlPolicy
 
 __all__ = [
     "PROVIDERS",
-    "BaseUrlPolicy",
     "ClientCache",
-    "EndpointKeys",
     "LlmClient",
     "LlmConfig",
     "LlmRequest",
