@@ -324,13 +324,16 @@ def test_sessionhive_serve_accepts_only_the_endpoints_the_operator_allowed(
     listener: Listener, operator_keys: None, tmp_path: Path
 ) -> None:
     store = tmp_path / "served.db"
-    with OpenAiServer() as allowed:
+    with OpenAiServer() as operator, OpenAiServer() as allowed:
+        operator.script(ReplySpec("the operator's model"), ReplySpec("the operator's model again"))
         allowed.script(ReplySpec("from the allowed endpoint"))
-        process, url, output = start_serve(f"sqlite:///{store}", tmp_path, "--allow-base-url", allowed.url)
+        model_flags = ("--provider", "openai", "--model", "gpt-4o-mini", "--base-url", operator.url)
+        process, url, output = start_serve(
+            f"sqlite:///{store}", tmp_path, *model_flags, "--allow-base-url", allowed.url
+        )
         try:
             with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
-                unconfirmed = {"confirmation_policy": {"enabled": False}}
-                http.post("/v1/sessions", json={"id": "s", "config": unconfirmed}).raise_for_status()
+                http.post("/v1/sessions", json={"id": "s"}).raise_for_status()
                 refused_bodies = []
                 for provider in ("openai", "anthropic"):
                     for base_url in (listener.url(), METADATA_URLS[0]):
@@ -339,24 +342,27 @@ def test_sessionhive_serve_accepts_only_the_endpoints_the_operator_allowed(
                         assert refused.status_code == 403, refused.text
                         assert refused.headers["content-type"] == "application/problem+json"
                         problem = refused.json()
-                        assert (
-                            problem["error"] == "BaseUrlNotAllowed"
-                            and "--allow-base-url" in problem["detail"]
-                        )
+                        assert problem["error"] == "BaseUrlNotAllowed"
+                        assert "--allow-base-url" in problem["detail"]
                         refused_bodies.append(refused.text)
-                # Nothing changed: the turn is the served demo model's.
+                # Nothing changed: the turn goes to the served model.
                 turn = http.post("/v1/sessions/s/turns", json={"prompt": "hi"})
-                assert turn.status_code == 200 and turn.json()["text"].startswith("Echo: hi")
+                assert turn.status_code == 200 and turn.json()["text"] == "the operator's model"
 
                 with RemoteHive(url, token=TOKEN) as remote:
                     with pytest.raises(BaseUrlNotAllowed) as raised:
                         remote.configure("s", model_config=LlmConfig("openai", "m", base_url=listener.url()))
                     assert raised.value.base_url == listener.url()
 
-                model = {"provider": "openai", "model": "gpt-4o-mini", "base_url": allowed.url}
-                assert http.put("/v1/sessions/s/configure", json={"model_config": model}).status_code == 204
-                turn = http.post("/v1/sessions/s/turns", json={"prompt": "hi"})
-                assert turn.status_code == 200 and turn.json()["text"] == "from the allowed endpoint"
+                for base_url, answer in (
+                    (operator.url, "the operator's model again"),  # --base-url: allowed implicitly
+                    (allowed.url, "from the allowed endpoint"),
+                ):
+                    model = {"provider": "openai", "model": "gpt-4o-mini", "base_url": base_url}
+                    configured = http.put("/v1/sessions/s/configure", json={"model_config": model})
+                    assert configured.status_code == 204, configured.text
+                    turn = http.post("/v1/sessions/s/turns", json={"prompt": "hi"})
+                    assert turn.status_code == 200 and turn.json()["text"] == answer
                 metrics = http.get("/metrics").text
                 listed = http.get("/v1/sessions?details=true").text
         finally:
@@ -365,6 +371,8 @@ def test_sessionhive_serve_accepts_only_the_endpoints_the_operator_allowed(
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        # The environment's key went to --base-url, its home, and nowhere else.
+        assert [operator.received_key(r) for r in operator.requests] == [OPENAI_SECRET, OPENAI_SECRET]
         assert [allowed.received_key(r) for r in allowed.requests] == ["sk-no-key"]
     listener.assert_untouched()
     assert_no_secret(*refused_bodies, metrics, listed, "".join(output), store.read_bytes())
