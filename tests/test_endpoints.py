@@ -8,6 +8,7 @@ library, and in a ``sessionhive serve`` subprocess over real HTTP.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -31,7 +32,9 @@ from sessionhive import (
     ScriptedLlm,
 )
 from sessionhive.client import RemoteHive
+from sessionhive.client._codec import error_from_problem
 from sessionhive.model.urls import BaseUrlPolicy
+from sessionhive.serve._problems import problem_for
 from tests.llm_servers import AnthropicServer, LoopbackLlmServer, OpenAiServer, ReplySpec
 from tests.test_cli import clean_env, sessionhive_command
 from tests.test_serve_drain import TOKEN, start_serve
@@ -186,6 +189,17 @@ def test_serve_refuses_a_malformed_allow_base_url_before_taking_its_port(tmp_pat
     )
     assert done.returncode == 2
     assert "--allow-base-url" in done.stderr and "http:// or https://" in done.stderr
+
+
+def test_remote_callers_get_the_same_errors_with_their_fields() -> None:
+    for error in (
+        BaseUrlNotAllowed("http://llm.example/v1", "it is not among the endpoints the operator allowed"),
+        LlmNotConfigured("s", "openai model 'm': OPENAI_API_KEY belongs to https://api.openai.com/v1"),
+    ):
+        status, problem, _headers = problem_for(error)
+        rebuilt = error_from_problem(status, json.loads(json.dumps(problem)))
+        assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
+    assert problem_for(BaseUrlNotAllowed("http://x", "no"))[0] == 403
 
 
 # ---------------------------------------------------------------------------------- the library
