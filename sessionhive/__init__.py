@@ -15,6 +15,7 @@ from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
 from sessionhive.metrics.registry import MetricsConfig
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import (
+    BaseUrlNotAllowed,
     CallTimeout,
     ConfirmationNotFound,
     HiveStopped,
@@ -70,6 +71,7 @@ __all__ = [
     "AsyncSubscription",
     "AsyncTurnStream",
     "AsyncioBackend",
+    "BaseUrlNotAllowed",
     "CallTimeout",
     "ConfirmationNotFound",
     "ConfirmationPolicy",

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import pykka
 
@@ -57,6 +57,7 @@ from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
 from sessionhive.actors.turn import TurnLoop
 from sessionhive.llm import ClientCache, LlmClient
+from sessionhive.llm.keys import EndpointKeys
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import SessionConfig
 from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
@@ -71,10 +72,14 @@ from sessionhive.model.errors import (
 from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.model.validate import check_positive_int, check_positive_number
 from sessionhive.persistence.actor import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "DEFAULT",
@@ -145,8 +150,15 @@ class HiveOptions:
     restart_limit: int = 3
     restart_window: float = 60.0
     shared_store: bool = False
+    allow_base_urls: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.allow_base_urls is not None:
+            # One list, parsed now: a malformed entry fails the start, not the first configure.
+            if isinstance(self.allow_base_urls, str):
+                raise InvalidConfig("allow_base_urls must be a list of URLs, not one string")
+            object.__setattr__(self, "allow_base_urls", tuple(self.allow_base_urls))
+            BaseUrlPolicy(self.allow_base_urls)
         check_positive_int("max_concurrent_turns", self.max_concurrent_turns)
         check_positive_int("subscriber_queue_size", self.subscriber_queue_size)
         check_positive_int("mailbox_size", self.mailbox_size)
@@ -186,7 +198,7 @@ class _Prepared:
         metrics_config = options.metrics or MetricsConfig()
         self.metrics_config = metrics_config
         self.metrics = HiveMetrics(metrics_config.registry)
-        self.llm_clients = ClientCache(self.metrics)
+        self.llm_clients = self._client_cache(options)
         self.default_llm, self.default_llm_config = self._default_llm(options.llm)
         store = open_store(options.store)
         self.backlog = Backlog()
@@ -218,6 +230,13 @@ class _Prepared:
         if callable(hide) and callable(data_paths):
             hide(*data_paths())  # the store's files are nobody's business inside the bash sandbox
         self.directory: Directory | None = None  # set once launched
+
+    def _client_cache(self, options: HiveOptions) -> ClientCache:
+        # The Hive's own model is the operator's: its endpoint is allowed, and its key belongs there.
+        operator_llm = options.llm if isinstance(options.llm, LlmConfig) else None
+        own = (operator_llm.base_url,) if operator_llm is not None and operator_llm.base_url else ()
+        policy = BaseUrlPolicy(options.allow_base_urls, operator=own)
+        return ClientCache(self.metrics, policy=policy, keys=EndpointKeys.for_hive(operator_llm, policy))
 
     def _default_llm(self, llm: LlmConfig | LlmClient | None) -> tuple[LlmClient | None, LlmConfig | None]:
         if isinstance(llm, LlmConfig):

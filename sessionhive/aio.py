@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -223,6 +223,7 @@ class AsyncHive:
         restart_limit: int = 3,
         restart_window: float = 60.0,
         shared_store: bool = False,
+        allow_base_urls: Sequence[str] | None = None,
     ) -> _Starting:
         """Start a Hive (same arguments as :meth:`Hive.start`); the blocking parts run off the loop."""
         return _Starting(
@@ -244,6 +245,7 @@ class AsyncHive:
                 restart_limit=restart_limit,
                 restart_window=restart_window,
                 shared_store=shared_store,
+                allow_base_urls=allow_base_urls,
             )
         )
 

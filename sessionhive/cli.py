@@ -107,6 +107,8 @@ def cli_message(exc: SessionhiveError, args: argparse.Namespace | None = None) -
     if isinstance(exc, SessionExists):
         return f"session {exc.session_id!r} already exists; pick another id or delete it first"
     if isinstance(exc, LlmNotConfigured):
+        if exc.detail is not None:  # a model is configured but cannot be used: say why
+            return cli_text(str(exc))
         return f"no model for session {exc.session_id!r}: pass --provider and --model"
     text = cli_text(str(exc))
     if isinstance(exc, LlmError) and not text.startswith("LLM"):
@@ -364,8 +366,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         max_body=args.max_body,
         cors_origins=tuple(args.cors_origin or ()),
+        allow_base_urls=_allowed_base_urls(args, llm),
     )
     return run_service(options)
+
+
+def _allowed_base_urls(args: argparse.Namespace, llm: LlmConfig | LlmClient) -> tuple[str, ...]:
+    """``--allow-base-url``, plus ``--base-url`` when the Hive's model does not carry it (allowed too)."""
+    allowed = tuple(args.allow_base_url or ())
+    if args.base_url and not isinstance(llm, LlmConfig):
+        allowed += (args.base_url,)
+    return allowed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -445,6 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--workspace",
         default=".",
         help="directory the tools are confined to; sessions may pick one inside it",
+    )
+    serve.add_argument(
+        "--allow-base-url",
+        action="append",
+        metavar="URL",
+        help="let sessions configure a model at this endpoint: a prefix of scheme, host, port and path "
+        "(repeatable; default: only --base-url, besides a model's default endpoint; link-local and "
+        "cloud metadata addresses only when named here). The environment's API keys go only to "
+        "--base-url and the provider's own endpoint",
     )
     serve.add_argument(
         "--llm-latency", type=float, default=0.0, help="seconds the scripted demo model waits per answer"

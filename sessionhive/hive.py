@@ -16,7 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -203,6 +203,7 @@ class Hive:
         restart_limit: int = 3,
         restart_window: float = 60.0,
         shared_store: bool = False,
+        allow_base_urls: Sequence[str] | None = None,
     ) -> Hive:
         """Start the actors and return the facade.
 
@@ -224,6 +225,16 @@ class Hive:
         processes write to the same store). ``batch_size``
         and ``flush_interval`` tune the persistence batches (defaults 256 and
         0.05 s, chosen by ``bench/bench_persistence.py``).
+
+        ``allow_base_urls`` lists the endpoints a session's
+        ``LlmConfig.base_url`` may name (prefixes: scheme, host, port, path),
+        besides the base URL of ``llm``; any other raises
+        :class:`~sessionhive.BaseUrlNotAllowed` before anything is sent.
+        ``None`` (the default) accepts any endpoint but link-local and cloud
+        metadata addresses. Whatever the list, the key of
+        ``OPENAI_API_KEY``/``ANTHROPIC_API_KEY`` goes only to the provider's
+        own endpoint and ``llm``'s base URL: a session naming another must
+        carry its own key (see :mod:`sessionhive.llm.keys`).
         """
         options = HiveOptions(
             store=store,
@@ -243,6 +254,7 @@ class Hive:
             restart_limit=restart_limit,
             restart_window=restart_window,
             shared_store=shared_store,
+            allow_base_urls=allow_base_urls,
         )
         return cls(HiveCore(prepare(options), None))
 

@@ -14,6 +14,7 @@ from typing import Any
 from sessionhive import (
     AgentEvent,
     AgentResult,
+    BaseUrlNotAllowed,
     CallTimeout,
     ConfirmationNotFound,
     ConfirmationRequired,
@@ -146,12 +147,15 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], SessionhiveError]] = {
     "ConfirmationNotFound": lambda p: ConfirmationNotFound(_sid(p), str(p.get("tool_id", ""))),
     "Overloaded": lambda p: Overloaded(_sid(p), int(p.get("limit", 0))),
     "SessionFailed": lambda p: SessionFailed(_sid(p), str(p.get("last_error", ""))),
-    "LlmNotConfigured": lambda p: LlmNotConfigured(_sid(p)),
+    "LlmNotConfigured": lambda p: LlmNotConfigured(
+        _sid(p), str(p["llm_problem"]) if p.get("llm_problem") is not None else None
+    ),
     "HiveStopped": lambda _p: HiveStopped(),
     "TurnFailed": lambda p: _turn_error(TurnFailed, p),
     "LlmError": lambda p: _turn_error(LlmError, p),
     "InvalidSessionId": lambda p: InvalidSessionId(str(p.get("detail", ""))),
     "InvalidConfig": lambda p: InvalidConfig(str(p.get("detail", ""))),
+    "BaseUrlNotAllowed": lambda p: BaseUrlNotAllowed(str(p.get("base_url", "")), str(p.get("reason", ""))),
     "StoreError": lambda p: StoreError(str(p.get("detail", ""))),
     "CallTimeout": lambda p: CallTimeout(str(p.get("detail", ""))),
 }

@@ -6,9 +6,11 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse, TextCallback
+from sessionhive.llm.keys import EndpointKeys
 from sessionhive.llm.scripted import Reply, ScriptedLlm
 from sessionhive.model.llm_config import PROVIDERS, LlmConfig
 from sessionhive.model.messages import ToolCall
+from sessionhive.model.urls import BaseUrlPolicy
 
 __all__ = [
     "PROVIDERS",
@@ -28,21 +30,26 @@ if TYPE_CHECKING:
     from sessionhive.metrics.registry import HiveMetrics
 
 
-def create_client(config: LlmConfig, *, metrics: HiveMetrics | None = None) -> LlmClient:
+def create_client(
+    config: LlmConfig, *, metrics: HiveMetrics | None = None, keys: EndpointKeys | None = None
+) -> LlmClient:
     """Build the client ``config`` names (imports the provider SDK only when needed).
 
     ``provider="scripted"`` gives the demo model (:meth:`ScriptedLlm.demo`).
     A missing key raises :class:`~sessionhive.LlmError` naming the variable to set.
+    ``keys`` pairs the environment's keys with their endpoints (a Hive passes
+    its own; ``None`` trusts the config's endpoint, as code that builds a
+    client itself is the operator's): see :mod:`sessionhive.llm.keys`.
     """
     if config.provider == "scripted":
         return ScriptedLlm.demo()
     if config.provider == "openai":
         from sessionhive.llm.openai import OpenAiClient
 
-        return OpenAiClient(config, metrics=metrics)
+        return OpenAiClient(config, metrics=metrics, keys=keys)
     from sessionhive.llm.anthropic import AnthropicClient
 
-    return AnthropicClient(config, metrics=metrics)
+    return AnthropicClient(config, metrics=metrics, keys=keys)
 
 
 def _cache_key(config: LlmConfig) -> tuple[Any, ...]:
@@ -56,17 +63,41 @@ class ClientCache:
     sessions configured alike share one. Entries are only ever added
     (``dict.setdefault`` is atomic), never changed, so session actors may call
     :meth:`get` concurrently without a lock.
+
+    Every client of a Hive is built here, so this is where its endpoint rules
+    hold: ``policy`` refuses a ``base_url`` the operator did not allow (before
+    any client exists, so nothing is sent), and ``keys`` keeps each
+    environment key to its own endpoints. Both are fixed for the Hive's life,
+    so a config found in the cache has passed them already.
     """
 
-    def __init__(self, metrics: HiveMetrics | None = None) -> None:
+    def __init__(
+        self,
+        metrics: HiveMetrics | None = None,
+        *,
+        policy: BaseUrlPolicy | None = None,
+        keys: EndpointKeys | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._policy = policy if policy is not None else BaseUrlPolicy()
+        self._keys = keys if keys is not None else EndpointKeys(policy=self._policy)
         self._clients: dict[tuple[Any, ...], LlmClient] = {}
 
+    @property
+    def policy(self) -> BaseUrlPolicy:
+        """The base URLs this Hive accepts."""
+        return self._policy
+
     def get(self, config: LlmConfig) -> LlmClient:
+        """The shared client for ``config``; raises :class:`~sessionhive.BaseUrlNotAllowed` or
+        :class:`~sessionhive.LlmError` (no key for its endpoint) before anything is sent."""
         key = _cache_key(config)
         client = self._clients.get(key)
         if client is None:
-            client = self._clients.setdefault(key, create_client(config, metrics=self._metrics))
+            if config.provider != "scripted":
+                self._policy.check(config.base_url)
+            built = create_client(config, metrics=self._metrics, keys=self._keys)
+            client = self._clients.setdefault(key, built)
         return client
 
     async def aclose(self) -> None:

@@ -30,7 +30,6 @@ import asyncio
 import email.utils
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -46,8 +45,10 @@ from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base, wait_random_exponential
 
 from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
+from sessionhive.llm.keys import EndpointKeys, ProviderEndpoint, resolve_key
 from sessionhive.model.errors import InvalidConfig, LlmError
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.urls import shown_url
 
 if TYPE_CHECKING:
     from sessionhive.metrics.registry import HiveMetrics
@@ -259,6 +260,13 @@ def status_error(
     secret: Secret | None,
 ) -> TransientError | LlmError:
     """Classify an HTTP error answer: a :class:`TransientError` to retry, or an :class:`LlmError` to raise."""
+    if 300 <= status < 400:
+        location = shown_url(headers.get("location", "")) if headers is not None else ""
+        return LlmError(
+            f"{provider} at {endpoint} answered with a redirect ({status}) to {location or 'elsewhere'}, "
+            "which is not followed (it would send the call to an endpoint nobody allowed): set "
+            "LlmConfig.base_url to the endpoint that answers"
+        )
     detail = server_message(body)
     said = f" (the server said: {redact(detail, secret)})" if detail else ""
     should_retry = (headers.get("x-should-retry") if headers is not None else None) or ""
@@ -379,6 +387,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
 
     provider_name: ClassVar[str]
     key_env_var: ClassVar[str]
+    base_url_env_var: ClassVar[str]
     default_endpoint: ClassVar[str]
 
     def __init__(
@@ -387,6 +396,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
         *,
         metrics: HiveMetrics | None = None,
         retry: RetryPolicy | None = None,
+        keys: EndpointKeys | None = None,
     ) -> None:
         if not isinstance(config, LlmConfig):
             raise InvalidConfig(f"{type(self).__name__} needs an LlmConfig, got {type(config).__name__}")
@@ -395,7 +405,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
                 f"{type(self).__name__} serves provider {self.provider_name!r}, but the config names "
                 f"{config.provider!r}; build clients with sessionhive.llm.create_client(config)"
             )
-        self._secret = Secret(self._resolve_key(config))
+        self._secret = Secret(self._resolve_key(config, keys))
         self._config = config.without_key()
         self._metrics = metrics
         self._policy = retry if retry is not None else RetryPolicy()
@@ -478,14 +488,11 @@ class SdkClientBase(ABC, Generic[SdkT]):
 
     # -- internals -----------------------------------------------------------------
 
-    def _resolve_key(self, config: LlmConfig) -> str:
-        key = config.api_key or os.environ.get(self.key_env_var) or self._placeholder_key(config)
-        if not key:
-            raise LlmError(
-                f"no API key for {self.provider_name} model {config.model!r}: set the {self.key_env_var} "
-                f"environment variable or pass LlmConfig(api_key=...)"
-            )
-        return key
+    def _resolve_key(self, config: LlmConfig, keys: EndpointKeys | None) -> str:
+        provider = ProviderEndpoint(
+            self.provider_name, self.key_env_var, self.base_url_env_var, self.default_endpoint
+        )
+        return resolve_key(config, provider, self._placeholder_key(config), keys)
 
     def _sdk(self) -> SdkT:
         loop = asyncio.get_running_loop()

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         RawMessageStreamEvent,
     )
 
+    from sessionhive.llm.keys import EndpointKeys
     from sessionhive.metrics.registry import HiveMetrics
 
 __all__ = ["DEFAULT_THINKING_BUDGET", "AnthropicClient"]
@@ -223,8 +224,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
 
     Built from an :class:`~sessionhive.llm.LlmConfig` with
     ``provider="anthropic"``. The key is ``config.api_key``, else the
-    ``ANTHROPIC_API_KEY`` environment variable; without either, construction
-    raises :class:`~sessionhive.LlmError`. The ``anthropic.AsyncAnthropic``
+    ``ANTHROPIC_API_KEY`` environment variable (in a Hive, only for the
+    endpoints it belongs to: see :mod:`sessionhive.llm.keys`); without either,
+    construction raises :class:`~sessionhive.LlmError`. The ``anthropic.AsyncAnthropic``
     client is created on first use, on the running event loop, with the SDK's
     own retries off: ``metrics`` and ``retry`` govern retries (529
     "overloaded" included), and :meth:`aclose` releases its connections.
@@ -254,6 +256,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
 
     provider_name = "anthropic"
     key_env_var = "ANTHROPIC_API_KEY"
+    base_url_env_var = "ANTHROPIC_BASE_URL"
     default_endpoint = ANTHROPIC_ENDPOINT
 
     def __init__(
@@ -262,8 +265,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         *,
         metrics: HiveMetrics | None = None,
         retry: RetryPolicy | None = None,
+        keys: EndpointKeys | None = None,
     ) -> None:
-        super().__init__(config, metrics=metrics, retry=retry)
+        super().__init__(config, metrics=metrics, retry=retry, keys=keys)
         # Written and read only by coroutines on the client's event loop.
         self._thinking_blocks: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
 
@@ -279,6 +283,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
             base_url=self._config.base_url,
             timeout=self._config.timeout_s,
             max_retries=0,
+            # A redirect would carry the call, and its x-api-key header (which httpx keeps across
+            # origins), to a URL nobody allowed: a model API never needs one, so it is an error.
+            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False),
         )
 
     # -- request ---------------------------------------------------------------------
@@ -446,7 +453,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         if isinstance(exc, transport_errors()):
             # A connection that broke mid-stream, which the SDK does not always wrap.
             return TransientError(f"the connection to {self.endpoint} broke: {exc}")
-        if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 400:
+        if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 300:  # redirects included
             base_url = (self._config.base_url or "").rstrip("/")
             if exc.status_code == 404 and base_url.endswith("/v1"):
                 # The SDK appends /v1/messages itself: the usual slip with a copied OpenAI-style URL.

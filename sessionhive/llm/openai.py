@@ -190,7 +190,9 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     raises :class:`~sessionhive.LlmError` — except when ``base_url`` points
     anywhere but ``api.openai.com``: local servers need no key, so the
     placeholder ``"sk-no-key"`` is sent (a server that does want one answers
-    401, reported as a rejected key).
+    401, reported as a rejected key). In a Hive, the environment's key goes
+    only to the endpoints it belongs to (``keys``, see
+    :mod:`sessionhive.llm.keys`).
 
     The ``openai.AsyncOpenAI`` client is created on first use, on the running
     event loop, with the SDK's own retries off: ``metrics`` (a
@@ -216,6 +218,7 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
 
     provider_name = "openai"
     key_env_var = "OPENAI_API_KEY"
+    base_url_env_var = "OPENAI_BASE_URL"
     default_endpoint = OPENAI_ENDPOINT
 
     def _placeholder_key(self, config: LlmConfig) -> str | None:
@@ -229,6 +232,9 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
             base_url=self._config.base_url,
             timeout=self._config.timeout_s,
             max_retries=0,
+            # A redirect would carry the call (and, across an origin httpx trusts, the key) to a
+            # URL nobody allowed: a model API never needs one, so it is an error instead.
+            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
         )
 
     # -- request ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ reading a traceback in a long-running service knows how to recover.
 from __future__ import annotations
 
 __all__ = [
+    "BaseUrlNotAllowed",
     "CallTimeout",
     "ConfirmationNotFound",
     "HiveStopped",
@@ -34,6 +35,25 @@ class InvalidSessionId(SessionhiveError, ValueError):
 
 class InvalidConfig(SessionhiveError, ValueError):
     """A configuration value is out of range or of the wrong type."""
+
+
+class BaseUrlNotAllowed(InvalidConfig):
+    """A model's ``base_url`` is not an endpoint the operator allowed; nothing was sent to it.
+
+    ``base_url`` is the refused URL (never with a user or password: such URLs
+    are refused before they are shown) and ``reason`` says what refused it.
+    """
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(base_url, reason)
+        self.base_url = base_url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"base URL {self.base_url!r} is not allowed: {self.reason}; the operator allows an endpoint "
+            "with 'sessionhive serve --allow-base-url URL' (or Hive.start(allow_base_urls=[URL]))"
+        )
 
 
 class SessionNotFound(SessionhiveError, KeyError):

@@ -117,7 +117,8 @@ _SCHEMAS: dict[str, Any] = {
             "model_config": {
                 "type": ["object", "null"],
                 "description": "provider, model, base_url, max_tokens, temperature, timeout_s, max_retries; "
-                "api_key is refused (keys come from the service's environment)",
+                "api_key is refused (keys come from the service's environment); a base_url outside "
+                "the operator's --base-url and --allow-base-url prefixes is a 403 BaseUrlNotAllowed",
             },
         },
     },

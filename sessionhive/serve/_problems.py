@@ -13,6 +13,7 @@ from typing import Any
 from starlette.responses import Response
 
 from sessionhive import (
+    BaseUrlNotAllowed,
     CallTimeout,
     ConfirmationNotFound,
     HiveStopped,
@@ -46,6 +47,8 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (SessionPaused, 409),
     (TurnCancelled, 409),
     (InvalidSessionId, 400),
+    # Before InvalidConfig, its base class: the operator's decision, not a malformed body.
+    (BaseUrlNotAllowed, 403),
     (InvalidConfig, 422),
     (LlmNotConfigured, 422),
     (Overloaded, 429),
@@ -99,10 +102,12 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
         "error": name,
     }
     # The fields the client needs to rebuild the very exception.
-    for field in ("session_id", "tool_id", "limit", "last_error", "reason"):
+    for field in ("session_id", "tool_id", "limit", "last_error", "reason", "base_url"):
         value = getattr(exc, field, None)
         if isinstance(value, str | int) and not isinstance(value, bool):
             body[field] = value
+    if isinstance(exc, LlmNotConfigured) and exc.detail is not None:
+        body["llm_problem"] = exc.detail  # why the configured model cannot be used (never a key)
     event = getattr(exc, "event", None)
     if isinstance(event, TurnError):
         body["event"] = event_to_dict(event)

@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from sessionhive import Hive, InvalidConfig
+from sessionhive.model.urls import BaseUrlPolicy
 
 from ._app import DEFAULT_MAX_BODY, ServeApp
 
@@ -34,6 +35,8 @@ class ServeOptions:
     drain_timeout: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
     cors_origins: Sequence[str] = field(default_factory=tuple)
+    #: Endpoints a session's base_url may name besides the Hive's own (``--allow-base-url``).
+    allow_base_urls: Sequence[str] = field(default_factory=tuple)
     say: Callable[[str], None] = field(default=lambda text: print(text, flush=True))
 
 
@@ -131,8 +134,16 @@ def run_service(options: ServeOptions) -> int:
         say(f"sessionhive serve: no token configured; this run's token is {token}")
     if options.drain_timeout < 0:
         raise InvalidConfig(f"--drain-timeout must be >= 0 seconds, got {options.drain_timeout}")
+    # Over HTTP the allow-list is always closed: an endpoint is the operator's decision.
+    allowed = tuple(options.allow_base_urls)
+    try:
+        BaseUrlPolicy(allowed)  # a malformed --allow-base-url fails here, before the port is taken
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"--allow-base-url: {exc}") from None
     sock = _bind(options.host, options.port)
-    hive = Hive.start(store=options.store, llm=options.llm, workspace=options.workspace)
+    hive = Hive.start(
+        store=options.store, llm=options.llm, workspace=options.workspace, allow_base_urls=allowed
+    )
     try:
         app = ServeApp(
             hive,

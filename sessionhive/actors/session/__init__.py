@@ -28,7 +28,7 @@ from sessionhive.actors.messages import (
 )
 from sessionhive.actors.session._lifecycle import LifecyclePart
 from sessionhive.model.config import ConfirmationPolicy
-from sessionhive.model.errors import InvalidConfig
+from sessionhive.model.errors import InvalidConfig, LlmError, LlmNotConfigured
 from sessionhive.model.events import PersistenceFailed, SessionPaused, SessionResumed
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.runtime import HiveActor
@@ -72,7 +72,13 @@ class SessionActor(LifecyclePart):
         if model_config is not None and not isinstance(model_config, LlmConfig):
             raise InvalidConfig("configure(model_config=...) must be an LlmConfig")
         if model_config is not None:
-            client = self._services.llm_clients.get(model_config)  # raises before anything changed
+            try:
+                client = self._services.llm_clients.get(model_config)  # raises before anything changed
+            except LlmError as exc:
+                # No key for that endpoint (or no SDK): the same answer its turns would give.
+                raise LlmNotConfigured(
+                    self.session_id, f"{model_config.provider} model {model_config.model!r}: {exc}"
+                ) from None
             self._llm_config = model_config
             self._llm_client = client
             self._llm_problem = None
