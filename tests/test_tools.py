@@ -211,7 +211,19 @@ def test_decorator_forms(executor: ToolExecutor) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"bash_timeout_s": 0}, {"bash_timeout_s": float("nan")}, {"output_cap": 10}, {"max_workers": 0}],
+    [
+        {"bash_timeout_s": 0},
+        {"bash_timeout_s": float("nan")},
+        {"output_cap": 10},
+        {"max_workers": 0},
+        {"max_workers_per_session": 0},
+        {"builtin_workers": 0},
+        {"tool_timeout_s": -1},
+        {"bash_max_processes": 0},
+        {"bash_env": {"A=B": "c"}},
+        {"bash_env": {"A": 1}},
+        {"session_bash_env": "not callable"},
+    ],
 )
 def test_invalid_executor_settings_are_refused(ws: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidConfig):

@@ -308,8 +308,10 @@ class ToolExecutor:
     def hide_from_bash(self, *paths: str | os.PathLike[str]) -> None:
         """Mask ``paths`` (directories or files, e.g. the store's) inside the ``bash`` sandbox.
 
-        Home directories are always hidden. A path that contains a workspace
-        hides everything in it but that workspace.
+        Only paths the sandbox would show need this (the sandbox holds the
+        system directories, some of ``/etc`` and the workspace, nothing else of
+        the host): a store file inside a workspace is the usual case. A path
+        that contains a workspace hides everything in it but that workspace.
         """
         for path in paths:
             resolved = os.path.realpath(path)
