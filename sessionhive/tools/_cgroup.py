@@ -188,12 +188,22 @@ def _usable(parent: PidsCgroupParent) -> bool:
     return True
 
 
+def _remove_stale(parent: PidsCgroupParent) -> None:
+    """Remove the empty call cgroups of processes that died without removing them (a SIGKILL)."""
+    for path in parent.path.glob("sessionhive-*-*"):
+        owner = path.name.split("-")[1]
+        if owner.isdigit() and not Path("/proc", owner).exists():
+            with suppress(OSError):  # still busy, or another process got there first
+                path.rmdir()
+
+
 @functools.lru_cache(maxsize=1)
 def find_pids_cgroup() -> PidsCgroupParent | None:
     """Where per-call ``pids`` cgroups can be made here, or None (checked once per process)."""
     for parent in _candidates():
         try:
             if _usable(parent):
+                _remove_stale(parent)
                 return parent
         except OSError as exc:
             logger.debug("no per-call pids cgroup under %s: %s", parent.path, exc)

@@ -92,9 +92,8 @@ class ToolLane:
             if self._fits(session_id):
                 self._take(session_id)
                 return
-            waiter = _Waiter(
-                session_id, asyncio.get_running_loop(), asyncio.get_running_loop().create_future()
-            )
+            loop = asyncio.get_running_loop()
+            waiter = _Waiter(session_id, loop, loop.create_future())
             self._waiters.append(waiter)
         try:
             await waiter.granted

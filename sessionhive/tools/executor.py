@@ -141,7 +141,8 @@ class ToolExecutor:
     :param unsandboxed_bash: run ``bash`` without a sandbox (the explicit opt-out; default False).
     :param bash_cpu_s: CPU seconds a sandboxed command (with its children) may use.
     :param bash_max_file_bytes: the largest file a sandboxed command may write.
-    :param bash_max_processes: processes a sandboxed command (with its children) may run at once.
+    :param bash_max_processes: processes a sandboxed command (with its children, and the two of
+        bubblewrap itself) may run at once.
     :param session_bash_env: called with a session id, returns variables added for that
         session's ``bash`` commands (after ``bash_env``).
     :param max_workers_per_session: of ``max_workers``, how many one session may hold
