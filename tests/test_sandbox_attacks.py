@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +31,21 @@ pytestmark = pytest.mark.skipif(
     not SANDBOX.available, reason=f"no working bubblewrap here: {SANDBOX.reason} (.ci/run installs it)"
 )
 POSTGRES_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
+# Forks children that sleep until fork fails (or 500 are running), then says how many it made.
+FORKER = """
+import os, time
+n = 0
+while n < 500:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    n += 1
+print("forked", n)
+"""
 # Connects to a Unix socket by path (or by abstract name, after an '@') and says what happened.
 CONNECT = """
 import socket, sys
@@ -149,22 +168,8 @@ def test_the_command_runs_unprivileged_with_a_read_only_system(executor: ToolExe
     assert "CapEff:\t0000000000000000" in output
 
 
-def test_the_process_limit_holds_for_root(ws: Path) -> None:
-    forker = (
-        "import os, time\n"
-        "n = 0\n"
-        "while n < 500:\n"
-        "    try:\n"
-        "        pid = os.fork()\n"
-        "    except OSError:\n"
-        "        break\n"
-        "    if pid == 0:\n"
-        "        time.sleep(30)\n"
-        "        os._exit(0)\n"
-        "    n += 1\n"
-        "print('forked', n)\n"
-    )
-    (ws / "forker.py").write_text(forker)
+def test_forks_beyond_bash_max_processes_fail_even_for_root(ws: Path) -> None:
+    (ws / "forker.py").write_text(FORKER)
     with ToolExecutor(ws, bash_max_processes=40) as executor:
         output = bash(executor, "python3 forker.py").output
     forked = int(output.split("forked ")[1].split()[0])
@@ -214,3 +219,43 @@ def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+NOBODY_CHILD = """
+import asyncio, sys
+from sessionhive.tools import ToolExecutor
+with ToolExecutor(sys.argv[1], bash_max_processes=30) as executor:
+    assert executor.bash_sandbox is not None and executor.bash_sandbox.cgroups is None
+    print(asyncio.run(executor.execute("bash", {"command": "python3 forker.py"})).output)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_the_process_limit_holds_for_an_unprivileged_service_too() -> None:
+    # A service running as an ordinary user cannot make cgroups: RLIMIT_NPROC holds instead.
+    ws = Path(tempfile.mkdtemp(prefix="sessionhive-nobody-"))
+    try:
+        ws.chmod(0o777)
+        (ws / "forker.py").write_text(FORKER)
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                NOBODY_CHILD,
+                str(ws),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"},
+            check=False,
+        )
+    finally:
+        shutil.rmtree(ws)
+    assert done.returncode == 0, done.stderr
+    forked = int(done.stdout.split("forked ")[1].split()[0])
+    assert 0 < forked < 30, done.stdout
