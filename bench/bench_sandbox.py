@@ -12,9 +12,10 @@ variants so that warm caches favour none.
   (bubblewrap, namespaces, nobody, a ``pids`` cgroup per call where one can
   be made) and sandboxed without the per-call cgroup (what the process limit
   costs).
-- ``list_dir``: the built-in on its lane (a daemon thread per call, a slot
-  per session) vs the same function run with ``asyncio.to_thread`` (the
-  default pool: reused threads, no per-session share).
+- ``list_dir``: ``execute("list_dir")`` (argument check, a slot of the
+  built-in lane for the session, a reused daemon thread) vs the same
+  function called with ``asyncio.to_thread`` (the default pool, no argument
+  check, no per-session share).
 
 The last column is the ratio to the baseline of its group.
 """

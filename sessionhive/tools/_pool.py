@@ -3,12 +3,14 @@
 A :class:`ToolLane` hands out a bounded number of slots, and at most
 ``per_session`` of them to any one session, so a session whose tools hang
 (a ``time.sleep(120)``, a read on a FIFO) waits for its own slots while
-other sessions keep theirs. Each call runs on a daemon thread of its own:
-when the call is cancelled or times out, its slot is given back at once and
-its thread is *abandoned*, left to finish on its own, counted in
-``sessionhive_tool_threads_abandoned``, and never keeping the process
-alive at exit (``concurrent.futures`` pools join their threads at exit, so
-one hung tool would hold ``stop()`` hostage; these threads are not joined).
+other sessions keep theirs. Calls run on daemon threads (reused while they
+are idle, as a pool's would be): when a call is cancelled or times out, its
+slot is given back at once and its thread is *abandoned*, left to finish on
+its own, counted in ``sessionhive_tool_threads_abandoned``, and never
+keeping the process alive at exit (``concurrent.futures`` pools join their
+threads at exit, so one hung tool would hold ``stop()`` hostage; these
+threads are not joined). The number of threads is bounded by the slots
+plus the abandoned calls still running.
 
 Slots are taken and given back from any thread and any event loop: one
 executor serves sessions that may run on several loops (the threaded and
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -34,6 +37,44 @@ __all__ = ["LaneClosed", "ToolLane", "run_on_thread"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# An idle thread waits this long for another call before it exits.
+_IDLE_THREAD_S = 30.0
+
+
+class _DaemonThreads:
+    """Daemon threads that run submitted callables, reusing idle ones and starting more as needed."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Guarded by _lock: threads waiting for a job that no submit has claimed yet.
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # claimed: one waiting thread will take this job
+                self._jobs.put(job)
+                return
+        threading.Thread(target=self._work, args=(job,), name="sessionhive-tool", daemon=True).start()
+
+    def _work(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            with self._lock:
+                self._idle += 1
+            try:
+                job = self._jobs.get(timeout=_IDLE_THREAD_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # nobody claimed a waiting thread: one can go
+                        self._idle -= 1
+                        return
+                # Every waiting thread was claimed as this one timed out: a job is on its way.
+                job = self._jobs.get()
+
+
+_threads = _DaemonThreads()
 
 
 class LaneClosed(Exception):
@@ -165,7 +206,7 @@ def _fail(granted: asyncio.Future[None], name: str) -> None:
 
 
 class _Job(Generic[_T]):
-    """One call on its own thread; either it finishes and gives its slot back, or it is abandoned."""
+    """One call on a thread; either it finishes and gives its slot back, or it is abandoned."""
 
     def __init__(
         self,
@@ -181,13 +222,12 @@ class _Job(Generic[_T]):
         self.tool = tool
         self.loop = loop
         self.result: asyncio.Future[_T] = loop.create_future()
-        self.thread = threading.Thread(target=self._run, name=f"sessionhive-tool-{tool}", daemon=True)
         self._lock = threading.Lock()
         # Guarded by _lock: exactly one of "the thread finished" and "the call gave up" owns the slot.
         self._finished = False
         self._abandoned_at: float | None = None
 
-    def _run(self) -> None:
+    def run(self) -> None:
         value: _T | None = None
         error: BaseException | None = None
         try:
@@ -255,7 +295,7 @@ async def run_on_thread(
     await lane.acquire(session_id)
     job = _Job(func, lane, session_id, tool, asyncio.get_running_loop())
     try:
-        job.thread.start()
+        _threads.submit(job.run)
     except BaseException:
         lane.release(session_id)
         raise
