@@ -88,6 +88,40 @@ def test_a_session_holds_at_most_its_share_and_others_keep_theirs(ws: Path, bloc
     assert stuck == [ToolResult("released")] * 8
 
 
+def test_a_freed_slot_goes_to_the_first_waiter_whose_session_is_under_its_share(ws: Path) -> None:
+    gates = {name: threading.Event() for name in ("a1", "a2", "c")}
+    started = {name: threading.Event() for name in gates}
+
+    def gated(name: str) -> str:
+        started[name].set()
+        gates[name].wait(60)
+        return name
+
+    with ToolExecutor(ws, max_workers=2, max_workers_per_session=1) as executor:
+        executor.register("gated", gated)
+
+        async def scenario() -> tuple[str, bool, list[str]]:
+            def gate(name: str, session: str) -> asyncio.Task[ToolResult]:
+                return asyncio.create_task(executor.execute("gated", {"name": name}, session_id=session))
+
+            a1, c = gate("a1", "a"), gate("c", "c")
+            await asyncio.to_thread(lambda: started["a1"].wait(10) and started["c"].wait(10))
+            a2 = gate("a2", "a")  # waits: session a is at its share (and the lane is full)
+            await asyncio.sleep(0)  # one step, and a2 waits for a slot (nothing before that yields)
+            waiting_b = gate("c", "b")  # waits too: the lane is full
+            await asyncio.sleep(0)
+            gates["c"].set()  # c's slot frees: a2, first in line, cannot take it (a holds one); b can
+            b_result = await waiting_b
+            a2_started = started["a2"].is_set()
+            gates["a1"].set()
+            gates["a2"].set()
+            return b_result.output, a2_started, [r.output for r in await asyncio.gather(a1, c, a2)]
+
+        b_output, a2_started, rest = asyncio.run(scenario())
+    assert b_output == "c" and not a2_started
+    assert rest == ["a1", "c", "a2"]
+
+
 def test_built_in_tools_answer_while_every_user_tool_slot_is_taken(ws: Path, blocker: Blocker) -> None:
     with ToolExecutor(ws, max_workers=1) as executor:
         executor.register("block", blocker)
