@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import logging
 import os
 import re
 import shutil
@@ -34,8 +33,6 @@ from sessionhive.tools._sandbox import SANDBOX_HOME, SandboxStatus, bwrap_comman
 from sessionhive.tools._workspace import atomic_write_text, relative, resolve_inside
 
 __all__ = ["BUILTIN_TOOLS", "BuiltinTool", "BuiltinTools", "SessionEnv"]
-
-logger = logging.getLogger(__name__)
 
 BUILTIN_TOOLS: tuple[str, ...] = ("read_file", "write_file", "edit_file", "list_dir", "grep", "bash")
 """Names of the built-in tools, in the order :meth:`ToolExecutor.definitions` lists them."""

@@ -41,7 +41,7 @@ DEFAULT_BASH_MAX_PROCESSES = 256
 _SESSION_SHARE = 4
 
 
-def default_share(workers: int) -> int:
+def _default_share(workers: int) -> int:
     """The slots of a lane of ``workers`` that one session may hold by default."""
     return max(1, workers // _SESSION_SHARE)
 
@@ -218,10 +218,10 @@ class ToolExecutor:
         for builtin in builtins.tools():
             self._add(builtin.name, builtin.func, builtin.schema, builtin.description, builtin=True)
         per_session = (
-            default_share(max_workers) if max_workers_per_session is None else max_workers_per_session
+            _default_share(max_workers) if max_workers_per_session is None else max_workers_per_session
         )
         self._user_lane = ToolLane("user tools", max_workers, per_session)
-        self._builtin_lane = ToolLane("built-in tools", builtin_workers, default_share(builtin_workers))
+        self._builtin_lane = ToolLane("built-in tools", builtin_workers, _default_share(builtin_workers))
         self._tool_timeout_s = tool_timeout_s
 
     @property
