@@ -230,6 +230,7 @@ with ToolExecutor(sys.argv[1], bash_max_processes=30) as executor:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_the_process_limit_holds_for_an_unprivileged_service_too() -> None:
     # A service running as an ordinary user cannot make cgroups: RLIMIT_NPROC holds instead.
