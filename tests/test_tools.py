@@ -211,7 +211,19 @@ def test_decorator_forms(executor: ToolExecutor) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"bash_timeout_s": 0}, {"bash_timeout_s": float("nan")}, {"output_cap": 10}, {"max_workers": 0}],
+    [
+        {"bash_timeout_s": 0},
+        {"bash_timeout_s": float("nan")},
+        {"output_cap": 10},
+        {"max_workers": 0},
+        {"max_workers_per_session": 0},
+        {"builtin_workers": 0},
+        {"tool_timeout_s": -1},
+        {"bash_max_processes": 0},
+        {"bash_env": {"A=B": "c"}},
+        {"bash_env": {"A": 1}},
+        {"session_bash_env": "not callable"},
+    ],
 )
 def test_invalid_executor_settings_are_refused(ws: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidConfig):
@@ -623,18 +635,24 @@ def test_cancelling_a_running_bash_propagates_and_kills_the_process(executor: To
     assert all_end(seconds), f"processes {running_with(seconds)} survived cancellation"
 
 
-def test_bash_environment_hides_credentials(
-    executor: ToolExecutor, ws: Path, monkeypatch: pytest.MonkeyPatch
+def test_bash_environment_is_an_allow_list_plus_what_the_operator_adds(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SH_TEST_API_KEY", "sk-do-not-leak")
-    monkeypatch.setenv("SH_TEST_VISIBLE", "visible")
-    output = call(executor, "bash", {"command": "env"}).output
-    assert "visible" in output and "sk-do-not-leak" not in output
-
-    with ToolExecutor(ws, bash_env={"ONLY": "this"}) as explicit:
-        assert call(explicit, "bash", {"command": "echo $ONLY ${SH_TEST_VISIBLE:-unset}"}).output.startswith(
-            "this unset\n"
-        )
+    monkeypatch.setenv("SH_TEST_VISIBLE", "not-named-so-not-passed")
+    monkeypatch.setenv("LC_TIME", "C")
+    with ToolExecutor(
+        ws, bash_env={"ONLY": "this"}, session_bash_env=lambda sid: {"WHO": f"for-{sid}"}
+    ) as ex:
+        output = call(ex, "bash", {"command": "env"}, session_id="s7").output
+    assert "ONLY=this\n" in output and "WHO=for-s7\n" in output and "LC_TIME=C\n" in output
+    assert "sk-do-not-leak" not in output and "not-named-so-not-passed" not in output
+    names = {line.split("=", 1)[0] for line in output.splitlines()[:-1]}
+    # What bash itself sets (PWD, SHLVL, _) aside, only the allow-list and the additions.
+    assert names - {"PWD", "OLDPWD", "SHLVL", "_"} <= {
+        *("PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ", "LC_TIME", "LC_ALL", "LC_CTYPE"),
+        *("ONLY", "WHO"),
+    }, names
 
 
 def test_bash_rejects_out_of_range_timeouts(executor: ToolExecutor) -> None:

@@ -9,6 +9,7 @@ so the number of series does not grow with the number of sessions.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +27,25 @@ _TURN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 _LLM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class ProcessCount:
+    """A count shared by the whole process, changed from any thread, read by gauges when scraped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self._value += delta
+
+    def get(self) -> int:
+        return self._value
+
+
+abandoned_tool_threads = ProcessCount()
+"""Tool threads still running after their call was cancelled or timed out (every executor's)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,13 @@ class HiveMetrics:
         self.tool_calls = Counter(
             p + "tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r
         )
+        # Threads belong to the process, not to one Hive: every Hive's registry shows the same count.
+        self.tool_threads_abandoned = Gauge(
+            p + "tool_threads_abandoned",
+            "Tool threads still running after their call was cancelled or timed out, in this process.",
+            registry=r,
+        )
+        self.tool_threads_abandoned.set_function(abandoned_tool_threads.get)
         self.confirmations_pending = Gauge(
             p + "confirmations_pending", "Tool calls waiting for a human decision.", registry=r
         )

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from sessionhive.model.messages import ToolResult
+from sessionhive.tools._cgroup import CallCgroup
 from sessionhive.tools._common import CappedText, ToolContext, ToolError
-from sessionhive.tools._sandbox import SandboxStatus, bwrap_command
+from sessionhive.tools._sandbox import SANDBOX_HOME, SandboxStatus, bwrap_command, command_environment
 from sessionhive.tools._workspace import atomic_write_text, relative, resolve_inside
 
-__all__ = ["BUILTIN_TOOLS", "BuiltinTool", "BuiltinTools"]
+__all__ = ["BUILTIN_TOOLS", "BuiltinTool", "BuiltinTools", "SessionEnv"]
 
 BUILTIN_TOOLS: tuple[str, ...] = ("read_file", "write_file", "edit_file", "list_dir", "grep", "bash")
 """Names of the built-in tools, in the order :meth:`ToolExecutor.definitions` lists them."""
@@ -44,9 +45,9 @@ _GREP_PRUNED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modul
 _MAX_BASH_TIMEOUT_S = 600.0
 # After a command exits, how long its output pipe may stay open before we stop reading it.
 _DRAIN_S = 1.0
-# Environment variables whose names contain one of these never reach a command: an API key
-# printed by `env` would land in the session's history, its store and the provider's logs.
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+SessionEnv = Callable[[str], Mapping[str, str]]
+"""A per-session addition to ``bash``'s environment: called with the session id, returns variables."""
 
 
 def _object_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -125,11 +126,13 @@ class BuiltinTools:
 
     ``output_cap`` bounds what ``read_file`` and ``bash`` collect (the executor
     caps every result again); ``bash_timeout_s`` is the default command
-    timeout; ``bash_env`` replaces the environment commands run with (default:
-    this process's environment without credential-like variables).
+    timeout; commands see the allow-listed variables of this process's
+    environment (see :func:`~sessionhive.tools._sandbox.command_environment`)
+    plus ``bash_env`` plus what ``session_bash_env(session_id)`` returns.
     ``sandbox`` confines ``bash`` (``None``: the explicit opt-out, commands
     run unconfined); ``hidden_paths`` are masked inside the sandbox;
-    ``bash_cpu_s`` and ``bash_max_file_bytes`` limit each sandboxed command.
+    ``bash_cpu_s``, ``bash_max_file_bytes`` and ``bash_max_processes`` limit
+    each sandboxed command.
     """
 
     def __init__(
@@ -141,17 +144,41 @@ class BuiltinTools:
         sandbox: SandboxStatus | None = None,
         bash_cpu_s: int = 300,
         bash_max_file_bytes: int = 1 << 30,
+        bash_max_processes: int = 256,
+        session_bash_env: SessionEnv | None = None,
     ) -> None:
         self.output_cap = output_cap
         self.bash_timeout_s = bash_timeout_s
-        self.bash_env = dict(bash_env) if bash_env is not None else None
+        self.bash_env = dict(bash_env or {})
+        self.session_bash_env = session_bash_env
+        self.bash_max_processes = bash_max_processes
         self.shell = shutil.which("bash") or "/bin/sh"
         self.sandbox = sandbox
         self.hidden_paths: list[str] = []
         self.bash_cpu_s = bash_cpu_s
         self.bash_max_file_bytes = bash_max_file_bytes
 
-    def _bash_argv(self, command: str, context: ToolContext) -> list[str]:
+    def _bash_env(self, context: ToolContext) -> dict[str, str]:
+        added = dict(self.bash_env)
+        if self.session_bash_env is not None:
+            added.update(self.session_bash_env(context.session_id))
+        # Unconfined, a command shares this process's home; sandboxed, it has its own.
+        home = SANDBOX_HOME if self.sandbox is not None else os.environ.get("HOME", "/")
+        return command_environment(os.environ, home=home, added=added)
+
+    def _new_cgroup(self) -> CallCgroup | None:
+        """The call's own pids cgroup where the sandbox has them, else None."""
+        if self.sandbox is None or self.sandbox.cgroups is None:
+            return None
+        try:
+            return self.sandbox.cgroups.new_call(self.bash_max_processes)
+        except OSError as exc:
+            # Running without the limit would let one command starve the host: refuse instead.
+            raise ToolError(
+                f"bash could not set up its process limit ({exc}); the command did not run"
+            ) from None
+
+    def _bash_argv(self, command: str, context: ToolContext, cgroup: CallCgroup | None) -> list[str]:
         """The command line for ``command``: sandboxed, or plain under the explicit opt-out."""
         argv = [self.shell, "-c", command]
         if self.sandbox is None:
@@ -170,6 +197,8 @@ class BuiltinTools:
             hidden=self.hidden_paths,
             cpu_seconds=self.bash_cpu_s,
             max_file_bytes=self.bash_max_file_bytes,
+            max_processes=self.bash_max_processes,
+            cgroup_procs=None if cgroup is None else cgroup.procs_file,
         )
 
     def tools(self) -> list[BuiltinTool]:
@@ -438,30 +467,16 @@ class BuiltinTools:
             status += f"\n[the command used up its {self.bash_cpu_s} s of CPU time and was stopped]"
         return status
 
-    async def bash(self, command: str, timeout_s: float | None = None, *, context: ToolContext) -> ToolResult:
-        """Run ``command`` with ``bash -c`` in the workspace, killing its process group on timeout.
+    async def _run_command(
+        self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float, cgroup: CallCgroup | None
+    ) -> tuple[int | None, bool, _CommandProtocol]:
+        """Run ``argv`` until it exits or ``timeout``; kill whatever of it is left either way."""
 
-        In the sandbox (the default) the command can write only inside the
-        workspace, sees the rest of the filesystem read-only with home
-        directories and the store hidden, has no network unless the session
-        allows it, and has a CPU-time and file-size limit. Under the
-        ``unsandboxed_bash=True`` opt-out it can reach anything the process
-        can. Either way the default :class:`~sessionhive.ConfirmationPolicy`
-        asks a human before each call. The command runs in a new session (process group) with stdin from
-        ``/dev/null``; on timeout, on cancellation, and when it exits, that
-        whole group is killed, so no call leaks processes. A non-zero exit code
-        is reported, not treated as a tool error: the command ran.
-        """
-        limit = max(_MAX_BASH_TIMEOUT_S, self.bash_timeout_s)
-        timeout = self.bash_timeout_s if timeout_s is None else float(timeout_s)
-        if not 0 < timeout <= limit:
-            raise ToolError(f"timeout_s must be more than 0 and at most {limit:g} seconds, got {timeout_s}")
-        if not command.strip():
-            raise ToolError("command is empty; give a bash command line to run")
-        argv = self._bash_argv(command, context)
-        env = self.bash_env
-        if env is None:
-            env = {name: value for name, value in os.environ.items() if not _SECRET_NAME.search(name)}
+        def kill(pid: int) -> None:
+            _kill_group(pid)
+            if cgroup is not None:  # what left the group (the sandbox's own session) dies here
+                cgroup.kill()
+
         loop = asyncio.get_running_loop()
         output = CappedText(self.output_cap)
         spawn = asyncio.ensure_future(
@@ -471,7 +486,7 @@ class BuiltinTools:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                cwd=context.workspace,
+                cwd=cwd,
                 env=env,
                 start_new_session=True,
             )
@@ -486,27 +501,60 @@ class BuiltinTools:
             # which takes milliseconds, and kill the whole group.
             with suppress(Exception):
                 started, _ = await spawn
-                _kill_group(started.get_pid())
+                kill(started.get_pid())
                 started.close()
             raise
         pid = transport.get_pid()
         try:
             done, _ = await asyncio.wait({protocol.exited}, timeout=timeout)
             timed_out = not done
-            _kill_group(pid)
+            kill(pid)
             # Output may still sit in the pipe after the exit: read it, but do not wait on a
             # process that detached itself from the group while keeping the pipe open.
             await asyncio.wait({protocol.exited, protocol.eof}, timeout=_DRAIN_S)
             returncode = transport.get_returncode()
         except BaseException:
-            _kill_group(pid)  # cancelled: the turn stops, and so does the command
+            kill(pid)  # cancelled: the turn stops, and so does the command
             raise
         finally:
             transport.close()
+        return returncode, timed_out, protocol
+
+    async def bash(self, command: str, timeout_s: float | None = None, *, context: ToolContext) -> ToolResult:
+        """Run ``command`` with ``bash -c`` in the workspace, killing its process group on timeout.
+
+        In the sandbox (the default) the command sees only the system
+        directories, a list of safe ``/etc`` files, its workspace (the only
+        place it can write, store files masked) and private ``/tmp`` and home;
+        it runs as ``nobody`` with an allow-listed environment, no network
+        unless the session allows it, and limits on CPU time, file size and
+        processes. Under the
+        ``unsandboxed_bash=True`` opt-out it can reach anything the process
+        can. Either way the default :class:`~sessionhive.ConfirmationPolicy`
+        asks a human before each call. The command runs in a new session (process group) with stdin from
+        ``/dev/null``; on timeout, on cancellation, and when it exits, that
+        whole group is killed, so no call leaks processes. A non-zero exit code
+        is reported, not treated as a tool error: the command ran.
+        """
+        limit = max(_MAX_BASH_TIMEOUT_S, self.bash_timeout_s)
+        timeout = self.bash_timeout_s if timeout_s is None else float(timeout_s)
+        if not 0 < timeout <= limit:
+            raise ToolError(f"timeout_s must be more than 0 and at most {limit:g} seconds, got {timeout_s}")
+        if not command.strip():
+            raise ToolError("command is empty; give a bash command line to run")
+        env = self._bash_env(context)
+        cgroup = self._new_cgroup() if self.sandbox is not None and self.sandbox.available else None
+        try:
+            returncode, timed_out, protocol = await self._run_command(
+                self._bash_argv(command, context, cgroup), env, context.workspace, timeout, cgroup
+            )
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
         status = self._bash_status(returncode, timed_out=timed_out, timeout=timeout, limit=limit)
         if not protocol.eof.done():
             status += "\n[a detached process still holds the output open; later output is not shown]"
-        text = output.render(self.output_cap - len(status) - 1)
+        text = protocol.output.render(self.output_cap - len(status) - 1)
         if not text:
             text = "(no output)"
         separator = "" if text.endswith("\n") else "\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import inspect
@@ -10,7 +9,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,10 +18,11 @@ from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.messages import ToolDefinition, ToolResult
 from sessionhive.model.validate import check_int, check_positive_int, check_positive_number
 from sessionhive.tools._common import ToolContext, ToolError, truncate
+from sessionhive.tools._pool import LaneClosed, ToolLane, run_on_thread
 from sessionhive.tools._sandbox import SandboxStatus, probe_sandbox
 from sessionhive.tools._schema import CONTEXT_PARAMETER, ArgumentSpec
 from sessionhive.tools._workspace import resolve_root
-from sessionhive.tools.builtins import BUILTIN_TOOLS, BuiltinTools
+from sessionhive.tools.builtins import BUILTIN_TOOLS, BuiltinTools, SessionEnv
 
 __all__ = ["ToolContext", "ToolExecutor"]
 
@@ -34,6 +33,17 @@ _T = TypeVar("_T")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MIN_OUTPUT_CAP = 1000
 _CLOSED = "the tool executor is closed (its Hive is stopping); the tool did not run"
+DEFAULT_MAX_WORKERS = 16
+DEFAULT_BUILTIN_WORKERS = 8
+DEFAULT_BASH_MAX_PROCESSES = 256
+# A session may hold a quarter of a lane: four sessions with every call stuck still leave
+# nothing for a fifth, but one stuck session leaves three quarters to everyone else.
+_SESSION_SHARE = 4
+
+
+def _default_share(workers: int) -> int:
+    """The slots of a lane of ``workers`` that one session may hold by default."""
+    return max(1, workers // _SESSION_SHARE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class _Tool:
     func: Callable[..., Any]
     arguments: ArgumentSpec
     is_async: bool
+    builtin: bool = False
 
 
 class ToolExecutor:
@@ -69,30 +80,42 @@ class ToolExecutor:
     promptly (a running ``bash`` command is killed).
 
     Nothing blocking runs on the event loop: file tools and synchronous user
-    tools run on a thread pool of ``max_workers`` threads owned by the
-    executor (:meth:`close` shuts it down), and ``bash`` uses an asyncio
-    subprocess. Outputs longer than ``output_cap`` characters keep their head
-    and tail around a marker that says how many characters were cut.
+    tools run on threads, and ``bash`` uses an asyncio subprocess. Threads
+    come in two lanes, so a stuck tool holds only its own session: user tools
+    get ``max_workers`` slots, at most ``max_workers_per_session`` of them per
+    session, and the built-in file tools ``builtin_workers`` slots of their
+    own (a quarter of them per session). A call that is cancelled (its turn
+    was) or runs past ``tool_timeout_s`` gives its slot back at once; its
+    thread is abandoned (a daemon: it never keeps the process alive at exit),
+    counted in ``sessionhive_tool_threads_abandoned`` and named in a warning
+    log with its session and tool. Outputs longer than ``output_cap``
+    characters keep their head and tail around a marker that says how many
+    characters were cut.
 
     The built-ins are :data:`BUILTIN_TOOLS`: ``read_file``, ``write_file``,
     ``edit_file``, ``list_dir`` and ``grep`` resolve every path (symlinks
     included) and refuse anything outside the workspace without touching it.
     ``bash`` runs ``bash -c`` with the workspace as its working directory,
-    killed with its whole process group after ``bash_timeout_s`` (or the
-    call's ``timeout_s``). On Linux it runs inside a bubblewrap sandbox: the
-    workspace writable, the rest of the filesystem read-only, home
-    directories and :meth:`hide_from_bash` paths hidden, no network unless
-    the session allows it (``SessionConfig.allow_network``), at most
-    ``bash_cpu_s`` CPU seconds and ``bash_max_file_bytes`` per file written.
-    Whether the sandbox works is checked once, when the first executor is
-    created; where it does not (no bubblewrap, not Linux, a container without
-    user namespaces), ``bash`` refuses every command with a message saying
-    why, unless the executor was created with ``unsandboxed_bash=True``
-    (commands then reach anything the process can). The default
-    :class:`~sessionhive.ConfirmationPolicy` asks a human before every
-    ``bash`` call either way. Commands see this process's environment minus
-    variables named like credentials (``*KEY*``, ``*TOKEN*``, ``*SECRET*``,
-    ``*PASSWORD*``, ...), or exactly ``bash_env`` when given.
+    killed with its whole process tree after ``bash_timeout_s`` (or the
+    call's ``timeout_s``). On Linux it runs inside a bubblewrap sandbox that
+    holds only what it was given: the system directories and a list of
+    ``/etc`` files that hold no secrets, read-only; the workspace, writable
+    (:meth:`hide_from_bash` paths masked); a private ``/tmp`` and home. No
+    Unix socket of the host is reachable, and no network unless the session
+    allows it (``SessionConfig.allow_network``). The command runs as
+    ``nobody`` with at most ``bash_cpu_s`` CPU seconds, ``bash_max_file_bytes``
+    per file written and ``bash_max_processes`` processes (a ``pids`` cgroup
+    per call where one can be made, which holds for root too; else
+    ``RLIMIT_NPROC``). Its environment is ``PATH``, ``LANG``, ``LC_*``,
+    ``TERM``, ``TZ`` and ``HOME`` (its own), plus ``bash_env`` and what
+    ``session_bash_env(session_id)`` returns; nothing else of this process's
+    environment passes. Whether the sandbox works is checked once, when the
+    first executor is created; where it does not (no bubblewrap, not Linux, a
+    container without user namespaces), ``bash`` refuses every command with a
+    message saying why, unless the executor was created with
+    ``unsandboxed_bash=True`` (commands then reach anything the process can).
+    The default :class:`~sessionhive.ConfirmationPolicy` asks a human before
+    every ``bash`` call either way.
 
     User tools are plain or ``async`` functions taking the tool's arguments as
     keywords, plus ``context: ToolContext`` if they declare it::
@@ -113,11 +136,20 @@ class ToolExecutor:
     :param workspace: the default workspace; must be an existing directory.
     :param bash_timeout_s: seconds before a ``bash`` command without ``timeout_s`` is killed.
     :param output_cap: the most characters of a tool output the LLM sees (at least 1000).
-    :param max_workers: threads running blocking tool work.
-    :param bash_env: the exact environment of ``bash`` commands (default: see above).
+    :param max_workers: synchronous user tool calls running at once, all sessions together.
+    :param bash_env: variables added, by name, to the environment of ``bash`` commands.
     :param unsandboxed_bash: run ``bash`` without a sandbox (the explicit opt-out; default False).
     :param bash_cpu_s: CPU seconds a sandboxed command (with its children) may use.
     :param bash_max_file_bytes: the largest file a sandboxed command may write.
+    :param bash_max_processes: processes a sandboxed command (with its children, and the two of
+        bubblewrap itself) may run at once.
+    :param session_bash_env: called with a session id, returns variables added for that
+        session's ``bash`` commands (after ``bash_env``).
+    :param max_workers_per_session: of ``max_workers``, how many one session may hold
+        (default: a quarter, at least 1).
+    :param builtin_workers: threads for the built-in file tools, apart from user tools.
+    :param tool_timeout_s: seconds a synchronous user tool may run before its call fails
+        and its thread is abandoned (default: no limit).
     :raises InvalidConfig: on an out-of-range value or a missing workspace.
     """
 
@@ -127,19 +159,37 @@ class ToolExecutor:
         *,
         bash_timeout_s: float = 30.0,
         output_cap: int = 64_000,
-        max_workers: int = 16,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         bash_env: Mapping[str, str] | None = None,
         unsandboxed_bash: bool = False,
         bash_cpu_s: int = 300,
         bash_max_file_bytes: int = 1 << 30,
+        bash_max_processes: int = DEFAULT_BASH_MAX_PROCESSES,
+        session_bash_env: SessionEnv | None = None,
+        max_workers_per_session: int | None = None,
+        builtin_workers: int = DEFAULT_BUILTIN_WORKERS,
+        tool_timeout_s: float | None = None,
     ) -> None:
         check_positive_number("bash_timeout_s", bash_timeout_s, unit="seconds")
         check_int("output_cap", output_cap, minimum=_MIN_OUTPUT_CAP)
         check_positive_int("max_workers", max_workers)
         check_positive_int("bash_cpu_s", bash_cpu_s)
         check_positive_int("bash_max_file_bytes", bash_max_file_bytes)
+        check_positive_int("bash_max_processes", bash_max_processes)
+        check_positive_int("builtin_workers", builtin_workers)
+        if max_workers_per_session is not None:
+            check_positive_int("max_workers_per_session", max_workers_per_session)
+        if tool_timeout_s is not None:
+            check_positive_number("tool_timeout_s", tool_timeout_s, unit="seconds")
         if not isinstance(unsandboxed_bash, bool):
             raise InvalidConfig(f"unsandboxed_bash must be a bool, got {unsandboxed_bash!r}")
+        if session_bash_env is not None and not callable(session_bash_env):
+            raise InvalidConfig(
+                f"session_bash_env must be a callable(session_id) -> dict, got {session_bash_env!r}"
+            )
+        for name, value in (bash_env or {}).items():
+            if not isinstance(name, str) or not isinstance(value, str) or not name or "=" in name:
+                raise InvalidConfig(f"bash_env entries must be NAME: value strings, got {name!r}: {value!r}")
         self._workspace = Path(os.path.abspath(workspace))
         if not self._workspace.is_dir():
             raise InvalidConfig(f"workspace {self._workspace} is not an existing directory; create it first")
@@ -152,6 +202,8 @@ class ToolExecutor:
             logger.warning(
                 "bash will refuse to run: %s (see ToolExecutor(unsandboxed_bash=True))", sandbox.reason
             )
+        elif sandbox is not None and sandbox.cgroups is None and os.geteuid() == 0:
+            logger.warning("bash runs as root without a process limit: %s", sandbox.process_limit)
         builtins = BuiltinTools(
             output_cap=output_cap,
             bash_timeout_s=bash_timeout_s,
@@ -159,11 +211,18 @@ class ToolExecutor:
             sandbox=sandbox,
             bash_cpu_s=bash_cpu_s,
             bash_max_file_bytes=bash_max_file_bytes,
+            bash_max_processes=bash_max_processes,
+            session_bash_env=session_bash_env,
         )
         self._builtins = builtins
         for builtin in builtins.tools():
-            self._add(builtin.name, builtin.func, builtin.schema, builtin.description)
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sessionhive-tool")
+            self._add(builtin.name, builtin.func, builtin.schema, builtin.description, builtin=True)
+        per_session = (
+            _default_share(max_workers) if max_workers_per_session is None else max_workers_per_session
+        )
+        self._user_lane = ToolLane("user tools", max_workers, per_session)
+        self._builtin_lane = ToolLane("built-in tools", builtin_workers, _default_share(builtin_workers))
+        self._tool_timeout_s = tool_timeout_s
 
     @property
     def workspace(self) -> Path:
@@ -250,8 +309,10 @@ class ToolExecutor:
     def hide_from_bash(self, *paths: str | os.PathLike[str]) -> None:
         """Mask ``paths`` (directories or files, e.g. the store's) inside the ``bash`` sandbox.
 
-        Home directories are always hidden. A path that contains a workspace
-        hides everything in it but that workspace.
+        Only paths the sandbox would show need this (the sandbox holds the
+        system directories, some of ``/etc`` and the workspace, nothing else of
+        the host): a store file inside a workspace is the usual case. A path
+        that contains a workspace hides everything in it but that workspace.
         """
         for path in paths:
             resolved = os.path.realpath(path)
@@ -312,13 +373,18 @@ class ToolExecutor:
             return self._error(f"tool {name!r} failed: {detail}")
 
     def close(self, *, wait: bool = False) -> None:
-        """Shut the thread pool down; later calls return an error result. Idempotent.
+        """Stop taking calls; later and still waiting ones return an error result. Idempotent.
 
-        Work not yet started is cancelled; with ``wait=True`` this returns once
-        running tool functions have finished (a hung one would block it).
+        Calls waiting for a thread get the error; running ones go on. With
+        ``wait=True`` this returns once running tool functions have finished
+        (abandoned ones excepted; a hung one still running would block it).
         """
         self._closed = True
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        for lane in (self._user_lane, self._builtin_lane):
+            lane.close()
+        if wait:
+            for lane in (self._user_lane, self._builtin_lane):
+                lane.wait_idle()
 
     def __enter__(self) -> Self:
         return self
@@ -332,21 +398,40 @@ class ToolExecutor:
         self.close()
 
     def _add(
-        self, name: str, func: Callable[..., Any], schema: Mapping[str, Any] | None, description: str
+        self,
+        name: str,
+        func: Callable[..., Any],
+        schema: Mapping[str, Any] | None,
+        description: str,
+        *,
+        builtin: bool = False,
     ) -> None:
         arguments = ArgumentSpec.build(name, func, schema)
         # The second test catches objects whose class defines ``async def __call__``.
         is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
         definition = ToolDefinition(name, description, dict(arguments.schema))
-        self._tools[name] = _Tool(definition, func, arguments, is_async)
+        self._tools[name] = _Tool(definition, func, arguments, is_async, builtin)
         self._definitions = None
 
     async def _call(self, tool: _Tool, kwargs: dict[str, Any], place: ToolPlace) -> Any:
+        name = tool.definition.name
         if tool.is_async:
             if tool.arguments.wants_context:
-                kwargs[CONTEXT_PARAMETER] = await self._offload(self._context, place)
+                # Resolving the workspace touches the filesystem: a built-in lane's job.
+                context = functools.partial(self._context, place)
+                kwargs[CONTEXT_PARAMETER] = await self._offload(self._builtin_lane, place, name, context)
             return await tool.func(**kwargs)
-        result = await self._offload(self._call_sync, tool, kwargs, place)
+        lane = self._builtin_lane if tool.builtin else self._user_lane
+        # A built-in's own work is bounded (file sizes are capped); a user tool may hang.
+        timeout_s = None if tool.builtin else self._tool_timeout_s
+        call = functools.partial(self._call_sync, tool, kwargs, place)
+        try:
+            result = await self._offload(lane, place, name, call, timeout_s=timeout_s)
+        except TimeoutError:
+            raise ToolError(
+                f"tool {name!r} did not return within {timeout_s:g} s and was abandoned; "
+                "try again with a smaller request, or do without it"
+            ) from None
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             result = await result
         return result
@@ -361,22 +446,21 @@ class ToolExecutor:
         root = self._workspace if place.workspace is None else self._workspace / place.workspace
         return ToolContext(resolve_root(root), place.session_id, place.allow_network)
 
-    async def _offload(self, func: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
+    async def _offload(
+        self,
+        lane: ToolLane,
+        place: ToolPlace,
+        name: str,
+        func: Callable[[], _T],
+        *,
+        timeout_s: float | None = None,
+    ) -> _T:
         # Copy the context so context variables (tracing, request ids) reach the tool's thread.
-        call = functools.partial(contextvars.copy_context().run, func, *args)
+        call = functools.partial(contextvars.copy_context().run, func)
         try:
-            future = loop.run_in_executor(self._pool, call)
-        except RuntimeError:  # the pool was shut down after execute() checked
+            return await run_on_thread(lane, place.session_id, name, call, timeout_s=timeout_s)
+        except LaneClosed:  # close() came while the call waited for a thread
             raise ToolError(_CLOSED) from None
-        try:
-            return await future
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            # close() cancels queued work, which surfaces here as a cancellation this task never got.
-            if self._closed and task is not None and task.cancelling() == 0:
-                raise ToolError(_CLOSED) from None
-            raise
 
     def _error(self, message: str) -> ToolResult:
         return ToolResult(truncate(message, self._output_cap), is_error=True)
