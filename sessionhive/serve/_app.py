@@ -38,7 +38,13 @@ from sessionhive import (
     event_to_dict,
 )
 
-from ._bodies import llm_config_from_json, parse_json_object, policy_from_json, session_config_from_json
+from ._bodies import (
+    llm_config_from_json,
+    parse_json_object,
+    policy_from_json,
+    session_config_from_json,
+    tool_id_from_path,
+)
 from ._openapi import ROUTE_DOCS, openapi_document
 from ._problems import HttpProblem, problem_for, problem_response
 
@@ -591,7 +597,8 @@ class ServeApp:
             raise InvalidConfig("the confirmation body needs a boolean field 'approved'")
         if reason is not None and not isinstance(reason, str):
             raise InvalidConfig("reason must be a string or null")
-        return _json({"confirmed": await self.hive.confirm_tool(call.p[0], call.p[1], approved, reason)})
+        tool_id = tool_id_from_path(call.p[1])
+        return _json({"confirmed": await self.hive.confirm_tool(call.p[0], tool_id, approved, reason)})
 
     async def _h_tools(self, _call: _Call) -> Response:
         return _json({"tools": [t.to_dict() for t in self.hive.list_tools()]})
