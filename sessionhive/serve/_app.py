@@ -45,7 +45,7 @@ from ._bodies import (
     session_config_from_json,
     tool_id_from_path,
 )
-from ._openapi import ROUTE_DOCS, openapi_document
+from ._openapi import MAX_OFFSET, MAX_PAGE, ROUTE_DOCS, openapi_document
 from ._problems import HttpProblem, problem_for, problem_response
 
 __all__ = ["DEFAULT_MAX_BODY", "ServeApp", "serve_app"]
@@ -54,7 +54,6 @@ log = logging.getLogger("sessionhive.serve")
 
 DEFAULT_MAX_BODY = 1 << 20
 SSE_KEEPALIVE_S = 15.0
-MAX_PAGE = 1000
 _STATIC = ("index.html", "console.js", "console.css")
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 
@@ -671,7 +670,7 @@ def _page(request: Request, default_limit: int) -> tuple[int, int]:
             raise HttpProblem(400, "InvalidBody", f"query parameter {name} must be in [{low}, {high}]")
         return value
 
-    return number("offset", 0, 0, 1 << 62), number("limit", default_limit, 1, MAX_PAGE)
+    return number("offset", 0, 0, MAX_OFFSET), number("limit", default_limit, 1, MAX_PAGE)
 
 
 def serve_app(

@@ -7,7 +7,7 @@ A body that is not a well-formed request is a 400 ``InvalidBody`` before any
 field is read: not UTF-8 JSON, arrays and objects nested deeper than
 :data:`MAX_DEPTH` (found by counting brackets, so a body nested 100,000 deep
 never reaches the recursive parser), a number no field could hold (beyond a
-signed 64-bit integer, a float that overflows, ``NaN``/``Infinity``), a lone
+signed 64-bit integer, in whatever notation, or ``NaN``/``Infinity``), a lone
 UTF-16 surrogate (no response could carry it back), or a NUL in an id or a
 path. A well-formed body whose value is out of its field's range is a 422
 ``InvalidConfig`` naming the field.
@@ -68,20 +68,28 @@ class _OutOfRange(ValueError):
     """A number in the body that no field can hold."""
 
 
+def _beyond(text: str) -> _OutOfRange:
+    shown = text if len(text) <= 30 else text[:27] + "..."
+    return _OutOfRange(
+        f"the number {shown} is beyond what any field takes: every number in a body must lie "
+        "within the range of a signed 64-bit integer"
+    )
+
+
 def _int_in_range(text: str) -> int:
     # Checked on the digits first: int() of a 100,000-digit string is itself slow work.
     if len(text.lstrip("-")) > _INT_DIGITS or not -MAX_INT - 1 <= (value := int(text)) <= MAX_INT:
-        shown = text if len(text) <= 30 else text[:27] + "..."
-        raise _OutOfRange(f"the integer {shown} is beyond the range of any field (a signed 64-bit integer)")
+        raise _beyond(text)
     return value
 
 
-def _finite_float(text: str) -> float:
+def _float_in_range(text: str) -> float | int:
+    # The same bound as for an integer: JSON has one number type, and 1e300 is 10**300 written short.
     value = float(text)
-    if value in (float("inf"), float("-inf")):
-        shown = text if len(text) <= 30 else text[:27] + "..."
-        raise _OutOfRange(f"the number {shown} is beyond the range of a 64-bit float")
-    return value
+    if not -MAX_INT - 1 <= value <= MAX_INT:  # inf included
+        raise _beyond(text)
+    # 3.0 is the integer 3, as JSON Schema reads it: a count given as 3.0 is a count, not a refusal.
+    return int(value) if value.is_integer() else value
 
 
 def _no_constant(name: str) -> Any:
@@ -135,7 +143,7 @@ def parse_json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, Any
         )
     try:
         value = json.loads(
-            text, parse_int=_int_in_range, parse_float=_finite_float, parse_constant=_no_constant
+            text, parse_int=_int_in_range, parse_float=_float_in_range, parse_constant=_no_constant
         )
     except _OutOfRange as exc:
         raise HttpProblem(400, "InvalidBody", str(exc)) from None
@@ -187,7 +195,7 @@ def llm_config_from_json(value: Any) -> LlmConfig:
             "in the service's environment"
         )
     _check_keys(data, _LLM_KEYS, "model_config")
-    _check_llm_numbers(data)
+    _check_llm_fields(data)
     try:
         return LlmConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
@@ -204,6 +212,8 @@ def session_config_from_json(value: Any, workspace_root: Path | None) -> Session
         if workspace_root is None:
             raise InvalidConfig("this service does not let a session choose its workspace")
         data = {**data, "workspace": _workspace_inside(workspace, workspace_root)}
+    if data.get("metadata") is not None:
+        _object(data["metadata"], "config.metadata")
     if data.get("confirmation_policy") is not None:
         policy_from_json(data["confirmation_policy"])  # the precise error for a bad policy
     try:
@@ -216,8 +226,10 @@ def session_config_from_json(value: Any, workspace_root: Path | None) -> Session
         raise InvalidConfig(f"invalid session config: {exc}") from None
 
 
-def _check_llm_numbers(data: dict[str, Any]) -> None:
-    """What LlmConfig leaves open over HTTP: a temperature the providers take, a timeout a socket can."""
+def _check_llm_fields(data: dict[str, Any]) -> None:
+    """What LlmConfig leaves open: a string endpoint, a temperature providers take, a timeout a socket can."""
+    if data.get("base_url") is not None and not isinstance(data["base_url"], str):
+        raise InvalidConfig(f"model_config.base_url must be a URL string or null, got {data['base_url']!r}")
     if data.get("temperature") is not None:
         check_number("model_config.temperature", data["temperature"], maximum=2.0)
     if "timeout_s" in data:
