@@ -82,11 +82,16 @@ def check_number(
             maximum is None or value <= maximum
         )
     if not ok:
-        low = f"> {minimum:g}" if exclusive_minimum else f">= {minimum:g}"
-        bound = low if maximum is None else f"{low} and <= {maximum:g}"
+        low = f"> {_shown(minimum)}" if exclusive_minimum else f">= {_shown(minimum)}"
+        bound = low if maximum is None else f"{low} and <= {_shown(maximum)}"
         suffix = f" {unit}" if unit else ""
         raise InvalidConfig(f"{name} must be a finite number {bound}{suffix}, got {value!r}")
     return float(value)
+
+
+def _shown(bound: float) -> str:
+    """A bound as a person writes it: 2592000, not 2.592e+06; 0.5 as 0.5."""
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
 
 
 def check_positive_number(name: str, value: Any, *, unit: str = "") -> float:
