@@ -220,3 +220,8 @@ def test_every_authenticated_route_documents_401_and_403_and_every_body_route_40
                 assert {"400", "413", "422"} <= statuses, path
             if "{session_id}" in path:
                 assert {"400", "404"} <= statuses, path
+
+
+def test_a_blank_paging_parameter_is_refused_not_ignored(served: Served) -> None:
+    for query in ("offset=", "limit=", "limit=0", "offset=-1", "limit=x"):
+        invalid_body(served.http.get(f"/v1/sessions?{query}"), "query parameter")

@@ -658,7 +658,7 @@ def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
 
 
 def _page(request: Request, default_limit: int) -> tuple[int, int]:
-    query = parse_qs(request.url.query)
+    query = parse_qs(request.url.query, keep_blank_values=True)  # "offset=" is refused, not ignored
 
     def number(name: str, default: int, low: int, high: int) -> int:
         raw = query.get(name, [str(default)])[-1]

@@ -230,10 +230,90 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
+
+def _object(**properties: Any) -> dict[str, Any]:
+    """An object with exactly these properties, all of them present."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+_INT = {"type": "integer"}
+_STRING = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_ID_LIST = {"type": "array", "items": _STRING}
+
+_SCHEMAS.update(
+    {
+        "Usage": _object(prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT),
+        "ContextUsage": _object(used_tokens=_INT, max_tokens=_INT, percent={"type": "number"}),
+        "ToolCall": _object(id=_STRING, name=_STRING, arguments={"type": "object"}),
+        "Message": {
+            "type": "object",
+            "required": ["role", "text"],
+            "properties": {
+                "role": _STRING,
+                "text": _STRING,
+                "tool_calls": {"type": "array", "items": _ref("ToolCall")},
+                "tool_call_id": _STRING,
+                "is_error": _BOOL,
+            },
+        },
+        "AgentResult": _object(
+            text=_STRING,
+            messages={"type": "array", "items": _ref("Message")},
+            usage=_ref("Usage"),
+            tool_calls={"type": "array", "items": _ref("ToolCall")},
+            rounds=_INT,
+            stop_reason=_STRING,
+        ),
+    }
+)
+
+_STATE = {"enum": ["idle", "running", "waiting", "paused"]}
+_PAGE = {"total": _INT, "offset": _INT, "limit": _INT}
+# What each route answers on success, as JSON (the SSE form of a turn is described in its summary).
+_RESULTS: dict[str, dict[str, Any]] = {
+    "create": _object(id=_STRING),
+    "list": {**_object(**_PAGE, ids=_ID_LIST), "description": "details=true adds `sessions`"},
+    "show": _object(
+        id=_STRING,
+        state=_STATE,
+        is_child=_BOOL,
+        children=_ID_LIST,
+        usage=_ref("Usage"),
+        context=_ref("ContextUsage"),
+        pending_confirmations=_ID_LIST,
+        llm={"type": ["object", "null"]},
+        confirmation_policy={"type": "object"},
+    ),
+    "create_child": _object(id=_STRING, parent_id=_STRING),
+    "children": _object(ids=_ID_LIST),
+    "turn": _ref("AgentResult"),
+    "history": _object(**_PAGE, messages={"type": "array", "items": _ref("Message")}),
+    "usage": _ref("Usage"),
+    "context": _ref("ContextUsage"),
+    "pause": _object(changed=_BOOL, state=_STATE),
+    "resume": _object(changed=_BOOL, state=_STATE),
+    "cancel": _object(changed=_BOOL),
+    "compact": _object(compacted=_BOOL),
+    "reset": _object(changed=_BOOL),
+    "get_policy": _ref("ConfirmationPolicy"),
+    "put_policy": _ref("ConfirmationPolicy"),
+    "llm": {"type": ["object", "null"], "description": "provider, model, base_url...; never the key"},
+    "confirmations": _object(pending={"type": "array", "items": {"type": "object", "required": ["tool_id"]}}),
+    "confirm": _object(confirmed=_BOOL),
+    "tools": _object(
+        tools={"type": "array", "items": _object(name=_STRING, description=_STRING, parameters={})}
+    ),
+    "stats": _object(sessions=_INT, live_sessions=_INT, turns_in_flight=_INT),
+    "health": _object(stores={"type": "array", "items": _object(name=_STRING, status=_STRING)}),
+    "load_all": _object(loaded=_INT),
+}
+
+
 # Every authenticated route can answer these.
 _ALWAYS = {
     "401": "Unauthorized: missing or wrong bearer token",
-    "403": "Forbidden: the token lacks the scope this route needs",
+    "403": "Forbidden: the token lacks the scope the route needs (`scope` names it)",
     "503": "Draining, StoreError or HiveStopped",
     "504": "CallTimeout",
 }
@@ -310,7 +390,9 @@ def openapi_document() -> dict[str, Any]:
                     **(
                         {
                             "content": {
-                                "application/json": {},
+                                "application/json": (
+                                    {"schema": _RESULTS[route.name]} if route.name in _RESULTS else {}
+                                ),
                                 **({"text/event-stream": {}} if route.sse else {}),
                             }
                         }
@@ -327,7 +409,7 @@ def openapi_document() -> dict[str, Any]:
         if route.name == "create":  # exist_ok answers 200 for a session that was there already
             operation["responses"]["200"] = {
                 "description": "exist_ok: the session",
-                "content": {"application/json": {}},
+                "content": {"application/json": {"schema": _RESULTS["create"]}},
             }
         params = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
         operation["parameters"] = [
