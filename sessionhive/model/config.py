@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.permissions import PermissionPolicy
-from sessionhive.model.validate import check_int, check_number, check_positive_number
+from sessionhive.model.validate import check_int, check_number, check_path, check_positive_number
 
 __all__ = ["DEFAULT_CONFIRMED_TOOLS", "ConfirmationPolicy", "SessionConfig"]
 
@@ -121,8 +121,8 @@ class SessionConfig:
             raise InvalidConfig("SessionConfig.system_prompt must be a string or None")
         if isinstance(self.workspace, Path):
             object.__setattr__(self, "workspace", str(self.workspace))
-        if self.workspace is not None and (not isinstance(self.workspace, str) or not self.workspace):
-            raise InvalidConfig("SessionConfig.workspace must be a non-empty path or None")
+        if self.workspace is not None:
+            check_path("SessionConfig.workspace", self.workspace)
         check_int("SessionConfig.max_context_length", self.max_context_length, minimum=0)
         check_int("SessionConfig.max_tool_rounds", self.max_tool_rounds, minimum=1)
         for flag in ("auto_compact", "allow_network", "resume_interrupted"):

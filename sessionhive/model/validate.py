@@ -1,33 +1,56 @@
-"""Numeric argument checks written once: an int that is not a bool, a finite real number, in range.
+"""Argument checks written once: an int that is not a bool, a finite real number, a path, in range.
 
-Every constructor that takes a count or a duration from a user checks it
-here, so that ``True`` is never accepted as ``1``, ``nan`` never as a
-timeout, and the error always names the argument and the value given.
+Every constructor that takes a count, a duration or a path from a user
+checks it here, so that ``True`` is never accepted as ``1``, ``nan`` never as
+a timeout, a NUL byte never reaches the file system, and the error always
+names the argument and the value given.
+
+Nothing is unbounded: an integer must fit the store's signed 64-bit columns
+(:data:`MAX_INT`), a duration in seconds is at most :data:`MAX_SECONDS`, a
+path at most :data:`MAX_PATH_BYTES` with components of at most
+:data:`MAX_NAME_BYTES`. Past those, the error comes here, at construction,
+instead of as an ``OverflowError`` or ``OSError`` from deep inside a turn.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from sessionhive.model.errors import InvalidConfig
 
-__all__ = ["check_int", "check_number", "check_positive_int", "check_positive_number"]
+__all__ = [
+    "MAX_INT",
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
+    "MAX_SECONDS",
+    "check_int",
+    "check_number",
+    "check_path",
+    "check_positive_int",
+    "check_positive_number",
+]
+
+# What a signed 64-bit column (SQLite INTEGER, PostgreSQL BIGINT) holds.
+MAX_INT = 2**63 - 1
+# 30 days: longer than any wait for a person or a model call, and far inside every OS timer
+# (threading's TIMEOUT_MAX, a socket's timeval); 1e300 seconds would overflow them mid-turn.
+MAX_SECONDS = 30 * 24 * 3600.0
+# Linux's PATH_MAX and NAME_MAX: longer paths fail in open()/mkdir() with ENAMETOOLONG.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
 
 
-def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:
+def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_INT) -> int:
     """``value`` if it is an ``int`` (not a ``bool``) within ``[minimum, maximum]``; else InvalidConfig.
 
     ``name`` is how the caller spells the argument (``"SessionConfig.max_tool_rounds"``).
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise InvalidConfig(f"{name} must be an integer {bound}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        bound = f">= {minimum}" if maximum == MAX_INT else f"in [{minimum}, {maximum}]"
+        limit = " (and below 2**63)" if maximum == MAX_INT else ""
+        raise InvalidConfig(f"{name} must be an integer {bound}{limit}, got {value!r}")
     return value
 
 
@@ -48,21 +71,55 @@ def check_number(
     """``value`` as a float if it is a finite real number (not a ``bool``) in range; else InvalidConfig.
 
     The range is ``[minimum, maximum]``, or ``(minimum, maximum]`` with
-    ``exclusive_minimum``. ``unit`` (``"seconds"``) only words the error.
+    ``exclusive_minimum``. With ``unit="seconds"`` and no ``maximum``, the
+    maximum is :data:`MAX_SECONDS`. ``unit`` otherwise only words the error.
     """
+    if maximum is None and unit == "seconds":
+        maximum = MAX_SECONDS
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value > minimum if exclusive_minimum else value >= minimum) and (
             maximum is None or value <= maximum
         )
     if not ok:
-        low = f"> {minimum:g}" if exclusive_minimum else f">= {minimum:g}"
-        bound = low if maximum is None else f"{low} and <= {maximum:g}"
+        low = f"> {_shown(minimum)}" if exclusive_minimum else f">= {_shown(minimum)}"
+        bound = low if maximum is None else f"{low} and <= {_shown(maximum)}"
         suffix = f" {unit}" if unit else ""
         raise InvalidConfig(f"{name} must be a finite number {bound}{suffix}, got {value!r}")
     return float(value)
 
 
+def _shown(bound: float) -> str:
+    """A bound as a person writes it: 2592000, not 2.592e+06; 0.5 as 0.5."""
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
+
+
 def check_positive_number(name: str, value: Any, *, unit: str = "") -> float:
     """``value`` as a float if it is a finite real number > 0 (not a ``bool``); else InvalidConfig."""
     return check_number(name, value, minimum=0.0, exclusive_minimum=True, unit=unit)
+
+
+def check_path(name: str, value: Any) -> str:
+    """``value`` if it is a non-empty path string the file system can take; else InvalidConfig.
+
+    Refused: a NUL byte (``open()`` raises ``ValueError: embedded null byte``),
+    characters the file system encoding cannot hold, more than
+    :data:`MAX_PATH_BYTES` in all or :data:`MAX_NAME_BYTES` in one component.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidConfig(f"{name} must be a non-empty path, got {value!r}")
+    if "\0" in value:
+        raise InvalidConfig(f"{name} must not contain a NUL character, got {value!r}")
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeEncodeError:
+        raise InvalidConfig(f"{name} holds characters no file name can: {value!r}") from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise InvalidConfig(f"{name} is {len(encoded)} bytes long; the limit is {MAX_PATH_BYTES}")
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > MAX_NAME_BYTES:
+        raise InvalidConfig(
+            f"{name} has a component of {len(longest)} bytes ({longest[:40]!r}...); "
+            f"the limit is {MAX_NAME_BYTES}"
+        )
+    return value

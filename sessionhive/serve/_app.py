@@ -38,8 +38,14 @@ from sessionhive import (
     event_to_dict,
 )
 
-from ._bodies import llm_config_from_json, parse_json_object, policy_from_json, session_config_from_json
-from ._openapi import ROUTE_DOCS, openapi_document
+from ._bodies import (
+    llm_config_from_json,
+    parse_json_object,
+    policy_from_json,
+    session_config_from_json,
+    tool_id_from_path,
+)
+from ._openapi import MAX_OFFSET, MAX_PAGE, ROUTE_DOCS, openapi_document
 from ._problems import HttpProblem, problem_for, problem_response
 
 __all__ = ["DEFAULT_MAX_BODY", "ServeApp", "serve_app"]
@@ -48,7 +54,6 @@ log = logging.getLogger("sessionhive.serve")
 
 DEFAULT_MAX_BODY = 1 << 20
 SSE_KEEPALIVE_S = 15.0
-MAX_PAGE = 1000
 _STATIC = ("index.html", "console.js", "console.css")
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 
@@ -591,7 +596,8 @@ class ServeApp:
             raise InvalidConfig("the confirmation body needs a boolean field 'approved'")
         if reason is not None and not isinstance(reason, str):
             raise InvalidConfig("reason must be a string or null")
-        return _json({"confirmed": await self.hive.confirm_tool(call.p[0], call.p[1], approved, reason)})
+        tool_id = tool_id_from_path(call.p[1])
+        return _json({"confirmed": await self.hive.confirm_tool(call.p[0], tool_id, approved, reason)})
 
     async def _h_tools(self, _call: _Call) -> Response:
         return _json({"tools": [t.to_dict() for t in self.hive.list_tools()]})
@@ -652,7 +658,7 @@ def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
 
 
 def _page(request: Request, default_limit: int) -> tuple[int, int]:
-    query = parse_qs(request.url.query)
+    query = parse_qs(request.url.query, keep_blank_values=True)  # "offset=" is refused, not ignored
 
     def number(name: str, default: int, low: int, high: int) -> int:
         raw = query.get(name, [str(default)])[-1]
@@ -664,7 +670,7 @@ def _page(request: Request, default_limit: int) -> tuple[int, int]:
             raise HttpProblem(400, "InvalidBody", f"query parameter {name} must be in [{low}, {high}]")
         return value
 
-    return number("offset", 0, 0, 1 << 62), number("limit", default_limit, 1, MAX_PAGE)
+    return number("offset", 0, 0, MAX_OFFSET), number("limit", default_limit, 1, MAX_PAGE)
 
 
 def serve_app(

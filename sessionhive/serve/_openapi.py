@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ROUTE_DOCS", "RouteDoc", "openapi_document"]
+from sessionhive.model.ids import MAX_ID_LENGTH, id_pattern
+from sessionhive.model.llm_config import PROVIDERS
+from sessionhive.model.validate import MAX_INT, MAX_PATH_BYTES, MAX_SECONDS
+
+__all__ = ["MAX_OFFSET", "MAX_PAGE", "ROUTE_DOCS", "RouteDoc", "openapi_document"]
+
+# The paging bounds of list and history (the server refuses others with a 400).
+MAX_PAGE = 1000
+MAX_OFFSET = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -68,31 +76,75 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
     RouteDoc("POST", "load-all", "load_all", "Activate every stored session; returns how many"),
 )
 
+_INT64 = {"minimum": -MAX_INT - 1, "maximum": MAX_INT}
+_NULL = {"type": "null"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, _NULL]}
+
+
+def _id_schema(what: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_LENGTH,
+        "pattern": id_pattern(),
+        "description": f"{what}: no control characters, no leading or trailing whitespace",
+    }
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# Request schemas say what the server accepts, no more: a body they refuse is refused (400 or 422),
+# and a body they accept is not refused for its shape. schemathesis holds the server to both.
 _SCHEMAS: dict[str, Any] = {
     "CreateSession": {
         "type": "object",
         "required": ["id"],
         "properties": {
-            "id": {"type": "string", "maxLength": 256},
-            "config": {"$ref": "#/components/schemas/SessionConfig"},
+            "id": _id_schema("the new session's id"),
+            "config": _nullable(_ref("SessionConfig")),
             "exist_ok": {"type": "boolean", "description": "get or create: 200 whether it existed or not"},
         },
+        "additionalProperties": _ref("JsonValue"),
+    },
+    "JsonValue": {
+        "description": "any JSON value nested at most 64 deep whose numbers fit a signed 64-bit integer's "
+        "range (the bound of every body, 400 InvalidBody past it)",
+        "anyOf": [
+            {"type": ["string", "boolean", "null"]},
+            {"type": "number", **_INT64},
+            {"type": "array", "items": _ref("JsonValue")},
+            {"type": "object", "additionalProperties": _ref("JsonValue")},
+        ],
     },
     "SessionConfig": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
             "system_prompt": {"type": ["string", "null"]},
-            "workspace": {"type": ["string", "null"], "description": "inside the service's workspace"},
-            "max_context_length": {"type": "integer", "minimum": 0},
+            "workspace": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_PATH_BYTES,
+                "pattern": "^[^\\u0000]*$",
+                "description": "a directory inside the service's workspace (created if missing); "
+                "a NUL or a path too long is a 400, a path outside the workspace a 422",
+            },
+            "max_context_length": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
             "auto_compact": {"type": "boolean"},
             "auto_compact_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-            "confirmation_policy": {"$ref": "#/components/schemas/ConfirmationPolicy"},
-            "permission_policy": {"type": ["object", "null"]},
+            "confirmation_policy": _nullable(_ref("ConfirmationPolicy")),
+            "permission_policy": _nullable(_ref("PermissionPolicy")),
             "storage": {"enum": ["default", "memory"]},
             "durability": {"enum": ["batched", "sync"]},
-            "max_tool_rounds": {"type": "integer", "minimum": 1},
-            "metadata": {"type": "object"},
+            "max_tool_rounds": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "allow_network": {"type": "boolean"},
+            "resume_interrupted": {"type": "boolean"},
+            "metadata": _nullable({"type": "object", "additionalProperties": _ref("JsonValue")}),
         },
     },
     "ConfirmationPolicy": {
@@ -101,35 +153,73 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "enabled": {"type": "boolean"},
             "require_confirmation": {
-                "oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]
+                "oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string", "minLength": 1}}]
             },
-            "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
             "on_timeout": {"enum": ["reject", "approve"]},
         },
     },
-    "Turn": {"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+    "PermissionPolicy": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "rules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["action"],
+                    "properties": {
+                        "action": {"enum": ["allow", "deny", "ask"]},
+                        "tool": {"type": "string", "minLength": 1, "description": "a glob; default *"},
+                        "pattern": {"type": ["string", "null"]},
+                        "argument": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        },
+    },
+    "Turn": {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {"prompt": {"type": "string"}},
+        "additionalProperties": _ref("JsonValue"),
+    },
     "Configure": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
             "thinking": {"type": ["boolean", "null"]},
-            "budget": {"type": ["integer", "null"]},
-            "model_config": {
-                "type": ["object", "null"],
-                "description": "provider, model, base_url, max_tokens, temperature, timeout_s, max_retries; "
-                "api_key is refused (keys come from the service's environment); a base_url outside "
-                "the operator's --base-url and --allow-base-url prefixes is a 403 BaseUrlNotAllowed",
-            },
+            "budget": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_INT},
+            "model_config": _nullable(_ref("ModelConfig")),
+        },
+    },
+    "ModelConfig": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["provider", "model"],
+        "description": "api_key is refused: keys come from the service's environment; a base_url outside "
+        "the operator's --base-url and --allow-base-url prefixes is a 403 BaseUrlNotAllowed",
+        "properties": {
+            "provider": {"enum": list(PROVIDERS)},
+            "model": {"type": "string", "minLength": 1},
+            "base_url": {"type": ["string", "null"]},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
         },
     },
     "Confirmation": {
         "type": "object",
         "required": ["approved"],
         "properties": {"approved": {"type": "boolean"}, "reason": {"type": ["string", "null"]}},
+        "additionalProperties": _ref("JsonValue"),
     },
     "Problem": {
         "type": "object",
         "description": "RFC 9457 problem details; `error` names the sessionhive exception class",
+        "required": ["type", "title", "status", "detail", "error"],
         "properties": {
             "type": {"type": "string"},
             "title": {"type": "string"},
@@ -141,16 +231,147 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
-_ERRORS = {
-    "400": "InvalidSessionId or InvalidBody",
+
+def _object(**properties: Any) -> dict[str, Any]:
+    """An object with exactly these properties, all of them present."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+_INT = {"type": "integer"}
+_STRING = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_ID_LIST = {"type": "array", "items": _STRING}
+
+_SCHEMAS.update(
+    {
+        "Usage": _object(prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT),
+        "ContextUsage": _object(used_tokens=_INT, max_tokens=_INT, percent={"type": "number"}),
+        "ToolCall": _object(id=_STRING, name=_STRING, arguments={"type": "object"}),
+        "Message": {
+            "type": "object",
+            "required": ["role", "text"],
+            "properties": {
+                "role": _STRING,
+                "text": _STRING,
+                "tool_calls": {"type": "array", "items": _ref("ToolCall")},
+                "tool_call_id": _STRING,
+                "is_error": _BOOL,
+            },
+        },
+        "AgentResult": _object(
+            text=_STRING,
+            messages={"type": "array", "items": _ref("Message")},
+            usage=_ref("Usage"),
+            tool_calls={"type": "array", "items": _ref("ToolCall")},
+            rounds=_INT,
+            stop_reason=_STRING,
+        ),
+    }
+)
+
+_STATE = {"enum": ["idle", "running", "waiting", "paused"]}
+_PAGE = {"total": _INT, "offset": _INT, "limit": _INT}
+# What each route answers on success, as JSON (the SSE form of a turn is described in its summary).
+_RESULTS: dict[str, dict[str, Any]] = {
+    "create": _object(id=_STRING),
+    "list": {**_object(**_PAGE, ids=_ID_LIST), "description": "details=true adds `sessions`"},
+    "show": _object(
+        id=_STRING,
+        state=_STATE,
+        is_child=_BOOL,
+        children=_ID_LIST,
+        usage=_ref("Usage"),
+        context=_ref("ContextUsage"),
+        pending_confirmations=_ID_LIST,
+        llm={"type": ["object", "null"]},
+        confirmation_policy={"type": "object"},
+    ),
+    "create_child": _object(id=_STRING, parent_id=_STRING),
+    "children": _object(ids=_ID_LIST),
+    "turn": _ref("AgentResult"),
+    "history": _object(**_PAGE, messages={"type": "array", "items": _ref("Message")}),
+    "usage": _ref("Usage"),
+    "context": _ref("ContextUsage"),
+    "pause": _object(changed=_BOOL, state=_STATE),
+    "resume": _object(changed=_BOOL, state=_STATE),
+    "cancel": _object(changed=_BOOL),
+    "compact": _object(compacted=_BOOL),
+    "reset": _object(changed=_BOOL),
+    "get_policy": _ref("ConfirmationPolicy"),
+    "put_policy": _ref("ConfirmationPolicy"),
+    "llm": {"type": ["object", "null"], "description": "provider, model, base_url...; never the key"},
+    "confirmations": _object(pending={"type": "array", "items": {"type": "object", "required": ["tool_id"]}}),
+    "confirm": _object(confirmed=_BOOL),
+    "tools": _object(
+        tools={"type": "array", "items": _object(name=_STRING, description=_STRING, parameters={})}
+    ),
+    "stats": _object(sessions=_INT, live_sessions=_INT, turns_in_flight=_INT),
+    "health": _object(stores={"type": "array", "items": _object(name=_STRING, status=_STRING)}),
+    "load_all": _object(loaded=_INT),
+}
+
+
+# Every authenticated route can answer these.
+_ALWAYS = {
     "401": "Unauthorized: missing or wrong bearer token",
-    "404": "SessionNotFound or ConfirmationNotFound",
-    "409": "SessionExists, SessionPaused or TurnCancelled",
-    "413": "PayloadTooLarge",
-    "422": "InvalidConfig or LlmNotConfigured",
-    "429": "Overloaded: the session's mailbox is full",
+    "403": "Forbidden: the token lacks the scope the route needs (`scope` names it)",
     "503": "Draining, StoreError or HiveStopped",
     "504": "CallTimeout",
+}
+_SESSION = {
+    "400": "InvalidSessionId",
+    "404": "SessionNotFound",
+    "409": "SessionExists, SessionPaused or TurnCancelled",
+    "429": "Overloaded: the session's mailbox is full",
+    "500": "SessionFailed: the session crashed too often; reset it",
+}
+_BODY = {
+    "400": "InvalidBody: not a JSON object, nested deeper than 64, a NUL in a path or id, "
+    "a number no field can hold",
+    "413": "PayloadTooLarge",
+    "422": "InvalidConfig: a field out of its range",
+}
+_MODEL = {
+    "422": "LlmNotConfigured",
+    "500": "TurnFailed or SessionFailed",
+    "502": "LlmError: the provider refused",
+}
+_PAGED = {"400": "InvalidBody: offset or limit out of range"}
+
+
+def _responses(route: RouteDoc) -> dict[str, str]:
+    """Each status ``route`` can answer besides success, with the errors behind it."""
+    parts = [_ALWAYS]
+    if "{session_id}" in route.path or route.name == "create":
+        parts.append(_SESSION)
+    if route.body:
+        parts.append(_BODY)
+    if route.name in ("turn", "compact"):
+        parts.append(_MODEL)
+    if route.name in ("list", "history"):
+        parts.append(_PAGED)
+    if route.name == "confirm":
+        parts.append(
+            {"400": "InvalidBody: a control character in the tool id", "404": "ConfirmationNotFound"}
+        )
+    merged: dict[str, str] = {}
+    for part in parts:
+        for status, text in part.items():
+            merged[status] = f"{merged[status]}; {text}" if status in merged else text
+    return dict(sorted(merged.items()))
+
+
+_PAGE_PARAMS = (
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+)
+_QUERY: dict[str, tuple[dict[str, Any], ...]] = {
+    "list": (
+        *_PAGE_PARAMS,
+        {"name": "details", "in": "query", "schema": {"type": "string"}, "description": "true or 1"},
+    ),
+    "history": _PAGE_PARAMS,
+    "compact": ({"name": "auto", "in": "query", "schema": {"type": "string"}, "description": "true or 1"},),
 }
 
 
@@ -158,7 +379,7 @@ def openapi_document() -> dict[str, Any]:
     from sessionhive import __version__
 
     paths: dict[str, Any] = {}
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    problem = {"application/problem+json": {"schema": _ref("Problem")}}
     for route in ROUTE_DOCS:
         operation: dict[str, Any] = {
             "operationId": route.name,
@@ -170,7 +391,9 @@ def openapi_document() -> dict[str, Any]:
                     **(
                         {
                             "content": {
-                                "application/json": {},
+                                "application/json": (
+                                    {"schema": _RESULTS[route.name]} if route.name in _RESULTS else {}
+                                ),
                                 **({"text/event-stream": {}} if route.sse else {}),
                             }
                         }
@@ -178,25 +401,34 @@ def openapi_document() -> dict[str, Any]:
                         else {}
                     ),
                 },
-                **{code: {"description": text, "content": problem} for code, text in _ERRORS.items()},
+                **{
+                    code: {"description": text, "content": problem}
+                    for code, text in _responses(route).items()
+                },
             },
         }
+        if route.name == "create":  # exist_ok answers 200 for a session that was there already
+            operation["responses"]["200"] = {
+                "description": "exist_ok: the session",
+                "content": {"application/json": {"schema": _RESULTS["create"]}},
+            }
         params = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
-        if params:
-            operation["parameters"] = [
-                {
-                    "name": name,
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string"},
-                    "description": "percent-encoded; '/' in an id is sent as %2F",
-                }
-                for name in params
-            ]
+        operation["parameters"] = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _id_schema("a session id" if name == "session_id" else "a tool call id"),
+                "description": "percent-encoded; '/' in an id is sent as %2F",
+            }
+            for name in params
+        ] + [dict(param) for param in _QUERY.get(route.name, ())]
+        if not operation["parameters"]:
+            del operation["parameters"]
         if route.body:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body}"}}},
+                "content": {"application/json": {"schema": _ref(route.body)}},
             }
         paths.setdefault("/v1/" + route.path, {})[route.method.lower()] = operation
     for path, summary in (
@@ -204,9 +436,10 @@ def openapi_document() -> dict[str, Any]:
         ("/readyz", "The store is reachable and the service is not draining"),
         ("/metrics", "Prometheus metrics"),
     ):
-        paths[path] = {
-            "get": {"summary": summary, "security": [], "responses": {"200": {"description": "ok"}}}
-        }
+        responses: dict[str, Any] = {"200": {"description": "ok"}}
+        if path == "/readyz":
+            responses["503"] = {"description": "Draining or StoreUnavailable", "content": problem}
+        paths[path] = {"get": {"summary": summary, "security": [], "responses": responses}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "sessionhive", "version": __version__},
