@@ -8,6 +8,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -296,5 +298,85 @@ def test_the_driver_takes_any_hive_with_the_async_interface(tmp_path: Path) -> N
     assert report.ok, (report.failures, report.probe_errors, report.verification.mismatches)
     assert report.verification.matched == 4 and report.confirmations > 0
     assert report.live_sessions == 4
-    assert report.metrics_url is None and report.persistence_batches == 0  # no registry to read
+    # No registry to read: the persistence figures say "not measured", never a made-up 0.
+    assert report.metrics_url is None and report.persistence_batches is None
+    assert report.rows_written is None and report.metrics_targets == []
+    assert dict(report.rows())["rows written"].startswith("not measured")
     assert report.probe_errors == []
+
+
+def test_cluster_options_that_cannot_be_honoured_are_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    targets = tmp_path / "targets.json"
+    args = ["loadtest", "--sessions", "2", "--turns", "1", "-q"]
+    assert main([*args, "--shards", "2", "--metrics-port", "9464", "--file-sd", str(targets)]) == 2
+    error = capsys.readouterr().err
+    assert "--metrics-port 9464 cannot be honoured with --shards" in error
+    assert "--metrics-port 0" in error and "Traceback" not in error
+    assert main([*args, "--file-sd", str(targets)]) == 2
+    assert "--file-sd lists the shards of a cluster; it needs --shards N" in capsys.readouterr().err
+    assert main([*args, "--advertise-host", "metrics.example"]) == 2
+    assert "--advertise-host" in capsys.readouterr().err
+    assert not targets.exists()
+
+
+@pytest.mark.slow
+def test_a_cluster_run_lists_its_shards_for_prometheus_and_reports_their_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    targets, out = tmp_path / "targets.json", tmp_path / "figures.json"
+    seen: dict[str, str] = {}  # target -> its /metrics body, read while the shards run
+    found_targets: list[Any] = []
+    stop = threading.Event()
+
+    def watch_targets_file() -> None:
+        # The file is written by the cluster while the test runs and removed when it stops.
+        while not stop.wait(0.05):
+            try:
+                entries = json.loads(targets.read_text())
+            except (OSError, ValueError):
+                continue
+            if len(entries) == 2:
+                found_targets.extend(entries)
+                for entry in entries:
+                    url = f"http://{entry['targets'][0]}/metrics"
+                    with urllib.request.urlopen(url, timeout=10) as response:
+                        seen[entry["targets"][0]] = response.read().decode()
+                return
+
+    watcher = threading.Thread(target=watch_targets_file)
+    watcher.start()
+    try:
+        code = main(
+            [
+                "loadtest",
+                "--sessions", "10",
+                "--turns", "2",
+                "--tools-per-turn", "1",
+                "--no-verify",
+                "--shards", "2",
+                "--metrics-port", "0",
+                "--file-sd", str(targets),
+                "--advertise-host", "localhost",
+                "--json", str(out),
+                "-q",
+            ]
+        )  # fmt: skip
+    finally:
+        stop.set()
+        watcher.join()
+    assert code == 0, capsys.readouterr()
+    # Prometheus keeps its own job label: the file sets only the shard, at the advertised host.
+    labels = sorted((entry["labels"] for entry in found_targets), key=str)
+    assert labels == [{"shard": "shard-0"}, {"shard": "shard-1"}]
+    assert all(entry["targets"][0].startswith("localhost:") for entry in found_targets)
+    assert len(seen) == 2 and all("sessionhive_turns_total" in body for body in seen.values())
+    assert not targets.exists()  # the shards are gone, and so is the file
+    figures = json.loads(out.read_text())
+    # Rows written are the shards' own counts, summed: each message once.
+    assert figures["rows_written"]["messages"] == 10 * 2 * (2 * 1 + 2)
+    assert figures["persistence_batches"] >= 1 and figures["persistence_failures"] == 0
+    assert len(figures["metrics_targets"]) == 2
+    assert all(url.startswith("http://127.0.0.1:") for url in figures["metrics_targets"])
