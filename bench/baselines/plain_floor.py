@@ -41,7 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BATCH_ROWS", "FLUSH_INTERVAL", "MODES", "PlainFloorRun", "run_plain_floor"]
+__all__ = [
+    "BATCH_ROWS",
+    "FLUSH_INTERVAL",
+    "MODES",
+    "PlainFloorRun",
+    "RowWriter",
+    "run_plain_floor",
+    "run_turn",
+]
 
 #: The floor's two acknowledgement rules.
 MODES = ("durable", "batched")
@@ -91,7 +99,7 @@ def list_dir(workspace: str, path: str) -> tuple[str, bool]:
     return "\n".join(names), False
 
 
-class _Writer:
+class RowWriter:
     """One thread appending rows to SQLite; durable mode answers each turn once its rows are committed."""
 
     def __init__(self, db_path: Path, mode: str, loop: asyncio.AbstractEventLoop) -> None:
@@ -178,8 +186,8 @@ def _acknowledge(futures: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
-async def _turn(
-    session: list[MessageDict], session_id: str, prompt: str, workspace: str, writer: _Writer, mode: str
+async def run_turn(
+    session: list[MessageDict], session_id: str, prompt: str, workspace: str, writer: RowWriter, mode: str
 ) -> None:
     start = len(session)
     session.append({"role": "user", "content": prompt})
@@ -210,13 +218,13 @@ async def run_plain_floor(
     """``sessions`` sessions, all in flight, ``turns`` turns each; returns once every row is committed."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    writer = _Writer(db_path, mode, asyncio.get_running_loop())
+    writer = RowWriter(db_path, mode, asyncio.get_running_loop())
     root = os.path.realpath(workspace)
     store: dict[str, list[MessageDict]] = {f"s{n}": [] for n in range(sessions)}
 
     async def one_session(session_id: str) -> None:
         for turn in range(turns):
-            await _turn(store[session_id], session_id, f"{session_id} turn {turn}", root, writer, mode)
+            await run_turn(store[session_id], session_id, f"{session_id} turn {turn}", root, writer, mode)
 
     started = time.perf_counter()
     await asyncio.gather(*(one_session(session_id) for session_id in store))
