@@ -247,7 +247,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 def _label(config: str) -> str:
     backend, durability = config.split(":")
-    default = " (default)" if durability == SessionConfig().durability else ""
+    # Compared through SessionConfig, so that an alias ("sync" for "durable") counts as its name.
+    chosen = SessionConfig(durability=durability).durability  # type: ignore[arg-type]
+    default = " (default)" if chosen == SessionConfig().durability else ""
     return f"sessionhive {backend}, {durability}{default}"
 
 
