@@ -321,6 +321,18 @@ def test_cluster_options_that_cannot_be_honoured_are_refused_before_anything_sta
     assert not targets.exists()
 
 
+def test_advertising_a_host_that_cannot_reach_loopback_shards_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    targets = tmp_path / "targets.json"
+    args = ["loadtest", "--sessions", "2", "--turns", "1", "-q", "--shards", "2", "--file-sd", str(targets)]
+    assert main([*args, "--advertise-host", "metrics.example"]) == 2
+    error = capsys.readouterr().err
+    assert "listen on 127.0.0.1, which metrics.example cannot reach" in error and "Traceback" not in error
+    assert not targets.exists()
+
+
 @pytest.mark.slow
 def test_a_cluster_run_lists_its_shards_for_prometheus_and_reports_their_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
