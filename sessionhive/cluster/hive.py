@@ -433,7 +433,8 @@ def _start_cluster(
     ):
         raise InvalidConfig(
             f"the shards' /metrics listen on {metrics_addr}, which {metrics_advertise_host} cannot reach; "
-            "set metrics_addr (--metrics-addr) to an address of this host, or 0.0.0.0, to advertise another host"
+            "set metrics_addr (--metrics-addr) to an address of this host, or 0.0.0.0, "
+            "to advertise another host"
         )
     owns_ray = False
     if not ray.is_initialized():
