@@ -122,7 +122,7 @@ class RowWriter:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        connection = sqlite3.connect(self._db_path, check_same_thread=False)
+        connection = sqlite3.connect(self._db_path)
         connection.execute("pragma journal_mode=wal")
         connection.execute("pragma synchronous=normal")
         connection.execute("create table messages (session_id text, seq integer, body text)")
