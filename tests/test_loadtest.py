@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sessionhive import AsyncHive, Hive, InvalidConfig
@@ -28,6 +31,7 @@ from sessionhive.loadtest import (
 from sessionhive.persistence import SqlStore
 
 REPO = Path(__file__).resolve().parent.parent
+PROMETHEUS = shutil.which("prometheus")
 
 
 def loadtest_args(store: Path, out: Path, *extra: str) -> list[str]:
@@ -333,19 +337,54 @@ def test_advertising_a_host_that_cannot_reach_loopback_shards_is_refused(
     assert not targets.exists()
 
 
+def start_prometheus(
+    tmp_path: Path, targets_file: Path, job: str
+) -> tuple[subprocess.Popen[str], str] | None:
+    """A real Prometheus reading ``targets_file`` as the file_sd of ``job`` (None without the binary)."""
+    if PROMETHEUS is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        web = f"127.0.0.1:{probe.getsockname()[1]}"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: {job}\n    file_sd_configs:\n      - files: ['{targets_file}']\n"
+    )
+    command = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address={web}",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True), web
+
+
+def scraped_up_series(web: str, job: str) -> list[dict[str, str]]:
+    """The ``up`` series Prometheus has for ``job`` now, by their labels, when every one is up."""
+    try:
+        answer = httpx.get(f"http://{web}/api/v1/query", params={"query": f'up{{job="{job}"}}'}).json()
+    except httpx.HTTPError:
+        return []
+    results = answer.get("data", {}).get("result", [])
+    return [r["metric"] for r in results] if all(r["value"][1] == "1" for r in results) else []
+
+
 @pytest.mark.slow
 def test_a_cluster_run_lists_its_shards_for_prometheus_and_reports_their_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("ray")
-    targets, out = tmp_path / "targets.json", tmp_path / "figures.json"
+    targets, out, job = tmp_path / "targets.json", tmp_path / "figures.json", "loadtest-shards"
     seen: dict[str, str] = {}  # target -> its /metrics body, read while the shards run
     found_targets: list[Any] = []
+    up_series: list[dict[str, str]] = []
     stop = threading.Event()
+    prometheus = start_prometheus(tmp_path, targets, job)
 
-    def watch_targets_file() -> None:
-        # The file is written by the cluster while the test runs and removed when it stops.
-        while not stop.wait(0.05):
+    def watch_while_the_shards_run() -> None:
+        # Polling what other processes write (the cluster's file, Prometheus's API) until the run ends.
+        while not found_targets and not stop.wait(0.05):
             try:
                 entries = json.loads(targets.read_text())
             except (OSError, ValueError):
@@ -356,17 +395,22 @@ def test_a_cluster_run_lists_its_shards_for_prometheus_and_reports_their_rows(
                     url = f"http://{entry['targets'][0]}/metrics"
                     with urllib.request.urlopen(url, timeout=10) as response:
                         seen[entry["targets"][0]] = response.read().decode()
+        while prometheus is not None and not stop.wait(0.25):
+            found = scraped_up_series(prometheus[1], job)
+            if len(found) == 2:
+                up_series.extend(found)
                 return
 
-    watcher = threading.Thread(target=watch_targets_file)
+    watcher = threading.Thread(target=watch_while_the_shards_run)
     watcher.start()
     try:
         code = main(
             [
                 "loadtest",
                 "--sessions", "10",
-                "--turns", "2",
+                "--turns", "4",
                 "--tools-per-turn", "1",
+                "--llm-latency", "1s",  # the shards live long enough for Prometheus to scrape them
                 "--no-verify",
                 "--shards", "2",
                 "--metrics-port", "0",
@@ -379,16 +423,24 @@ def test_a_cluster_run_lists_its_shards_for_prometheus_and_reports_their_rows(
     finally:
         stop.set()
         watcher.join()
+        if prometheus is not None:
+            prometheus[0].terminate()
+            prometheus[0].wait(30)
     assert code == 0, capsys.readouterr()
-    # Prometheus keeps its own job label: the file sets only the shard, at the advertised host.
+    # The file sets only the shard label, at the advertised host.
     labels = sorted((entry["labels"] for entry in found_targets), key=str)
     assert labels == [{"shard": "shard-0"}, {"shard": "shard-1"}]
     assert all(entry["targets"][0].startswith("localhost:") for entry in found_targets)
     assert len(seen) == 2 and all("sessionhive_turns_total" in body for body in seen.values())
+    if prometheus is not None:
+        # A real Prometheus scraped both shards there, and the job is its scrape config's.
+        assert sorted(series["shard"] for series in up_series) == ["shard-0", "shard-1"]
+        assert all(series["job"] == job for series in up_series)
+        assert all(series["instance"].startswith("localhost:") for series in up_series)
     assert not targets.exists()  # the shards are gone, and so is the file
     figures = json.loads(out.read_text())
     # Rows written are the shards' own counts, summed: each message once.
-    assert figures["rows_written"]["messages"] == 10 * 2 * (2 * 1 + 2)
+    assert figures["rows_written"]["messages"] == 10 * 4 * (2 * 1 + 2)
     assert figures["persistence_batches"] >= 1 and figures["persistence_failures"] == 0
     assert len(figures["metrics_targets"]) == 2
     assert all(url.startswith("http://127.0.0.1:") for url in figures["metrics_targets"])
