@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -279,6 +280,7 @@ def main() -> None:
     configs = [f"{backend}:{mode}" for backend in backends for mode in DURABILITY_MODES]
     floors = {"plain-durable": PLAIN_DURABLE, "plain-batched": PLAIN_BATCHED, "shared-floor": SHARED_FLOOR}
     runs: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
     for run in range(args.runs):
         figures: dict[str, Any] = {}
         for name in (*floors, *configs):
@@ -292,6 +294,11 @@ def main() -> None:
     print(
         f"\n{args.sessions} sessions x {args.turns} turns, 2 list_dir per turn, SQLite; "
         f"medians of {args.runs} runs; ratios taken within each run"
+    )
+    # Other processes on the machine move every figure; the ratios within a run less so.
+    print(
+        f"{os.cpu_count()} CPUs; 1-minute load average {load_before:.1f} before the runs, "
+        f"{os.getloadavg()[0]:.1f} after"
     )
     rows: list[list[Any]] = []
     for name, label in [*floors.items(), *((config, _label(config)) for config in configs)]:
