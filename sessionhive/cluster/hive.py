@@ -391,15 +391,6 @@ def _judge(op: str, session_id: str, outcome: tuple[str, Any]) -> Any:
     raise _interrupted(op, session_id, str(value))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
-
-
 def _start_cluster(
     store: str,
     llm: Any,
@@ -1511,3 +1502,13 @@ def cluster_hive_factory(
         )
 
     return start
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback (a host name other than localhost: not known)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
