@@ -332,9 +332,11 @@ def main() -> None:
                     f"{_label(config)}: {name}",
                     median(r[config]["probes"][name]["p50_ms"] for r in runs),
                     median(r[config]["probes"][name]["p99_ms"] for r in runs),
+                    # A call that waits long gets few samples: its p99 is then its worst.
+                    min(r[config]["probes"][name]["n"] for r in runs),
                 ]
             )
-    print_table(["", "p50", "p99"], probe_rows)
+    print_table(["", "p50", "p99", "fewest samples in a run"], probe_rows)
     print(f"\nidle Hive ({args.creates:,} sessions created on the loop, a tenth from a thread; memory store)")
     idle_rows = []
     for backend in backends:
