@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sessionhive import AsyncHive, Hive, InvalidConfig
@@ -26,6 +31,7 @@ from sessionhive.loadtest import (
 from sessionhive.persistence import SqlStore
 
 REPO = Path(__file__).resolve().parent.parent
+PROMETHEUS = shutil.which("prometheus")
 
 
 def loadtest_args(store: Path, out: Path, *extra: str) -> list[str]:
@@ -296,5 +302,145 @@ def test_the_driver_takes_any_hive_with_the_async_interface(tmp_path: Path) -> N
     assert report.ok, (report.failures, report.probe_errors, report.verification.mismatches)
     assert report.verification.matched == 4 and report.confirmations > 0
     assert report.live_sessions == 4
-    assert report.metrics_url is None and report.persistence_batches == 0  # no registry to read
+    # No registry to read: the persistence figures say "not measured", never a made-up 0.
+    assert report.metrics_url is None and report.persistence_batches is None
+    assert report.rows_written is None and report.metrics_targets == []
+    assert dict(report.rows())["rows written"].startswith("not measured")
     assert report.probe_errors == []
+
+
+def test_cluster_options_that_cannot_be_honoured_are_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    targets = tmp_path / "targets.json"
+    args = ["loadtest", "--sessions", "2", "--turns", "1", "-q"]
+    assert main([*args, "--shards", "2", "--metrics-port", "9464", "--file-sd", str(targets)]) == 2
+    error = capsys.readouterr().err
+    assert "--metrics-port 9464 cannot be honoured with --shards" in error
+    assert "--metrics-port 0" in error and "Traceback" not in error
+    assert main([*args, "--file-sd", str(targets)]) == 2
+    assert "--file-sd lists the shards of a cluster; it needs --shards N" in capsys.readouterr().err
+    assert main([*args, "--advertise-host", "metrics.example"]) == 2
+    assert "--advertise-host" in capsys.readouterr().err
+    assert not targets.exists()
+
+
+def test_advertising_a_host_that_cannot_reach_loopback_shards_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    targets = tmp_path / "targets.json"
+    args = ["loadtest", "--sessions", "2", "--turns", "1", "-q", "--shards", "2", "--file-sd", str(targets)]
+    assert main([*args, "--advertise-host", "metrics.example"]) == 2
+    error = capsys.readouterr().err
+    assert "listen on 127.0.0.1, which metrics.example cannot reach" in error and "Traceback" not in error
+    assert not targets.exists()
+
+
+def start_prometheus(
+    tmp_path: Path, targets_file: Path, job: str
+) -> tuple[subprocess.Popen[str], str] | None:
+    """A real Prometheus reading ``targets_file`` as the file_sd of ``job`` (None without the binary)."""
+    if PROMETHEUS is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        web = f"127.0.0.1:{probe.getsockname()[1]}"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: {job}\n    file_sd_configs:\n      - files: ['{targets_file}']\n"
+    )
+    command = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address={web}",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True), web
+
+
+def scraped_up_series(web: str, job: str) -> list[dict[str, str]]:
+    """The ``up`` series Prometheus has for ``job`` now, by their labels, when every one is up."""
+    try:
+        answer = httpx.get(f"http://{web}/api/v1/query", params={"query": f'up{{job="{job}"}}'}).json()
+    except httpx.HTTPError:
+        return []
+    results = answer.get("data", {}).get("result", [])
+    return [r["metric"] for r in results] if all(r["value"][1] == "1" for r in results) else []
+
+
+@pytest.mark.slow
+def test_a_cluster_run_lists_its_shards_for_prometheus_and_reports_their_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    targets, out, job = tmp_path / "targets.json", tmp_path / "figures.json", "loadtest-shards"
+    seen: dict[str, str] = {}  # target -> its /metrics body, read while the shards run
+    found_targets: list[Any] = []
+    up_series: list[dict[str, str]] = []
+    stop = threading.Event()
+    prometheus = start_prometheus(tmp_path, targets, job)
+
+    def watch_while_the_shards_run() -> None:
+        # Polling what other processes write (the cluster's file, Prometheus's API) until the run ends.
+        while not found_targets and not stop.wait(0.05):
+            try:
+                entries = json.loads(targets.read_text())
+            except (OSError, ValueError):
+                continue
+            if len(entries) == 2:
+                found_targets.extend(entries)
+                for entry in entries:
+                    url = f"http://{entry['targets'][0]}/metrics"
+                    with urllib.request.urlopen(url, timeout=10) as response:
+                        seen[entry["targets"][0]] = response.read().decode()
+        while prometheus is not None and not stop.wait(0.25):
+            found = scraped_up_series(prometheus[1], job)
+            if len(found) == 2:
+                up_series.extend(found)
+                return
+
+    watcher = threading.Thread(target=watch_while_the_shards_run)
+    watcher.start()
+    try:
+        code = main(
+            [
+                "loadtest",
+                "--sessions", "10",
+                "--turns", "4",
+                "--tools-per-turn", "1",
+                "--llm-latency", "1s",  # the shards live long enough for Prometheus to scrape them
+                "--no-verify",
+                "--shards", "2",
+                "--metrics-port", "0",
+                "--file-sd", str(targets),
+                "--advertise-host", "localhost",
+                "--json", str(out),
+                "-q",
+            ]
+        )  # fmt: skip
+    finally:
+        stop.set()
+        watcher.join()
+        if prometheus is not None:
+            prometheus[0].terminate()
+            prometheus[0].wait(30)
+    assert code == 0, capsys.readouterr()
+    # The file sets only the shard label, at the advertised host.
+    labels = sorted((entry["labels"] for entry in found_targets), key=str)
+    assert labels == [{"shard": "shard-0"}, {"shard": "shard-1"}]
+    assert all(entry["targets"][0].startswith("localhost:") for entry in found_targets)
+    assert len(seen) == 2 and all("sessionhive_turns_total" in body for body in seen.values())
+    if prometheus is not None:
+        # A real Prometheus scraped both shards there, and the job is its scrape config's.
+        assert sorted(series["shard"] for series in up_series) == ["shard-0", "shard-1"]
+        assert all(series["job"] == job for series in up_series)
+        assert all(series["instance"].startswith("localhost:") for series in up_series)
+    assert not targets.exists()  # the shards are gone, and so is the file
+    figures = json.loads(out.read_text())
+    # Rows written are the shards' own counts, summed: each message once.
+    assert figures["rows_written"]["messages"] == 10 * 4 * (2 * 1 + 2)
+    assert figures["persistence_batches"] >= 1 and figures["persistence_failures"] == 0
+    assert len(figures["metrics_targets"]) == 2
+    assert all(url.startswith("http://127.0.0.1:") for url in figures["metrics_targets"])

@@ -314,6 +314,28 @@ def test_a_turn_ended_by_destroy_is_counted_as_cancelled(metered: Hive) -> None:
 # --------------------------------------------------------------------------- sessions
 
 
+def test_a_fresh_hive_exposes_its_fixed_label_sets_at_zero(metered: Hive) -> None:
+    # A rule such as "errors / all turns" needs the error series before the first error:
+    # Prometheus sees no series for a label value that was never used.
+    m = scrape(metered)
+    for outcome in ("completed", "error", "cancelled"):
+        assert m.get("sessionhive_turns_total", outcome=outcome) == 0
+        assert m.get("sessionhive_turn_duration_seconds_count", outcome=outcome) == 0
+    for outcome in ("approved", "rejected", "timed_out", "cancelled"):
+        assert m.get("sessionhive_confirmations_total", outcome=outcome) == 0
+    for event in ("created", "destroyed", "activated", "passivated", "restarted", "failed"):
+        assert m.get("sessionhive_session_lifecycle_total", event=event) == 0
+    assert m.get("sessionhive_calls_rejected_total", queue="mailbox") == 0
+    assert m.get("sessionhive_compactions_total", trigger="auto") == 0
+    assert m.get("sessionhive_persistence_rows_written_total", table="messages") == 0
+    metered.create_session("s")
+    metered.generate("s", "look around")
+    m = scrape(metered)
+    assert m.get("sessionhive_turns_total", outcome="completed") == 1
+    assert m.get("sessionhive_turns_total", outcome="error") == 0
+    assert "session_id" not in m.label_names()
+
+
 def test_lifecycle_counters_and_live_sessions(workspace: Path, tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'hive.db'}"
     with start(workspace, store=store) as hive:
@@ -331,7 +353,7 @@ def test_lifecycle_counters_and_live_sessions(workspace: Path, tmp_path: Path) -
     with start(workspace, store=store, idle_timeout=0.05) as hive:  # as a new process would
         m = scrape(hive)
         assert m.get("sessionhive_live_sessions") == 0
-        assert m.value("sessionhive_session_lifecycle_total", event="created") is None
+        assert m.get("sessionhive_session_lifecycle_total", event="created") == 0
         hive.restore_session_by_id("other")
         hive.restore_session_by_id("idle")
         assert scrape(hive).get("sessionhive_session_lifecycle_total", event="activated") == 2
@@ -367,7 +389,7 @@ def test_a_restart_is_not_also_counted_as_an_activation(
     assert [m.text for m in metered.history("s") if m.role == "user"] == ["look crash"]
     m = scrape(metered)
     assert m.get("sessionhive_session_lifecycle_total", event="restarted") == 1
-    assert m.value("sessionhive_session_lifecycle_total", event="activated") is None
+    assert m.get("sessionhive_session_lifecycle_total", event="activated") == 0
 
 
 def test_actor_message_counters_by_actor_and_kind(workspace: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ leases expire) and comes back once it answers again.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
@@ -122,6 +123,8 @@ class _Cluster:
         ping_interval: float,
         audit_writes: bool,
         metrics_sd_file: str | os.PathLike[str] | None,
+        metrics_addr: str,
+        metrics_advertise_host: str | None,
         call_timeout: float,
         owns_ray: bool,
         name: str,
@@ -135,6 +138,8 @@ class _Cluster:
         self._suspect_after = suspect_after
         self._ping_interval = ping_interval
         self._sd_file = Path(metrics_sd_file) if metrics_sd_file is not None else None
+        self._metrics_addr = metrics_addr
+        self._advertise_host = metrics_advertise_host
         self._owns_ray = owns_ray
         self._name = name
         # Not session state: it serialises membership changes (a shard added,
@@ -193,6 +198,7 @@ class _Cluster:
             self._hive_options,
             lease_ttl=self.lease_ttl,
             audit_writes=self._audit,
+            metrics_addr=self._metrics_addr,
         )
         self._handles[shard_id] = handle
         return shard_id, handle
@@ -312,8 +318,10 @@ class _Cluster:
     def _write_sd_file(self) -> None:
         if self._sd_file is None:
             return
+        # No `job` label: Prometheus gives the job its scrape config names, and a label here
+        # would override it. The address is the one other hosts reach (metrics_advertise_host).
         targets = [
-            {"targets": [info["metrics"]], "labels": {"shard": shard_id, "job": "sessionhive"}}
+            {"targets": [self._advertised(info["metrics"])], "labels": {"shard": shard_id}}
             for shard_id, info in sorted(self._info.items())
             if info.get("metrics")
         ]
@@ -322,6 +330,12 @@ class _Cluster:
         with os.fdopen(fd, "w") as handle:
             json.dump(targets, handle, indent=1)
         os.replace(tmp, self._sd_file)
+
+    def _advertised(self, address: str) -> str:
+        if self._advertise_host is None:
+            return address
+        host = f"[{self._advertise_host}]" if ":" in self._advertise_host else self._advertise_host
+        return f"{host}:{address.rsplit(':', 1)[1]}"
 
     # ------------------------------------------------------------------ placement
 
@@ -389,6 +403,8 @@ def _start_cluster(
     ping_interval: float,
     audit_writes: bool,
     metrics_sd_file: str | os.PathLike[str] | None,
+    metrics_addr: str,
+    metrics_advertise_host: str | None,
     call_timeout: float,
     ray_options: dict[str, Any] | None,
     hive_options: dict[str, Any],
@@ -402,6 +418,16 @@ def _start_cluster(
         raise InvalidConfig(f"shards must be a positive integer, got {shards!r}")
     if "metrics" in hive_options:
         raise InvalidConfig("each shard serves its own /metrics; use metrics_sd_file= to find them")
+    if (
+        metrics_advertise_host is not None
+        and _is_loopback(metrics_addr)
+        and not _is_loopback(metrics_advertise_host)
+    ):
+        raise InvalidConfig(
+            f"the shards' /metrics listen on {metrics_addr}, which {metrics_advertise_host} cannot reach; "
+            "set metrics_addr (--metrics-addr) to an address of this host, or 0.0.0.0, "
+            "to advertise another host"
+        )
     owns_ray = False
     if not ray.is_initialized():
         options = dict(ray_options or {})
@@ -427,6 +453,8 @@ def _start_cluster(
         ping_interval=ping_interval,
         audit_writes=audit_writes,
         metrics_sd_file=metrics_sd_file,
+        metrics_addr=metrics_addr,
+        metrics_advertise_host=metrics_advertise_host,
         call_timeout=call_timeout,
         owns_ray=owns_ray,
         name=os.urandom(4).hex(),
@@ -559,6 +587,8 @@ class ClusterHive:
         ping_interval: float = 0.5,
         audit_writes: bool = False,
         metrics_sd_file: str | os.PathLike[str] | None = None,
+        metrics_addr: str = "127.0.0.1",
+        metrics_advertise_host: str | None = None,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         ray_options: dict[str, Any] | None = None,
         **hive_options: Any,
@@ -568,7 +598,11 @@ class ClusterHive:
         ``lease_ttl``: seconds a silent shard keeps its sessions; ``suspect_after``
         (default ``lease_ttl``): seconds of silence after which its sessions
         move to other shards. ``metrics_sd_file``: a Prometheus ``file_sd``
-        targets file listing every shard's ``/metrics``. ``audit_writes``
+        targets file listing every shard's ``/metrics`` (with a ``shard``
+        label; the job is the scrape config's). Each shard serves it on a free
+        port of ``metrics_addr`` (``"0.0.0.0"``: every interface, listed at its
+        node's address); ``metrics_advertise_host`` is the host the file lists
+        instead, the one a Prometheus elsewhere reaches. ``audit_writes``
         records each write's owner and epoch in ``sessionhive_write_log``.
         """
         return cls(
@@ -582,6 +616,8 @@ class ClusterHive:
                 ping_interval=ping_interval,
                 audit_writes=audit_writes,
                 metrics_sd_file=metrics_sd_file,
+                metrics_addr=metrics_addr,
+                metrics_advertise_host=metrics_advertise_host,
                 call_timeout=call_timeout,
                 ray_options=ray_options,
                 hive_options=hive_options,
@@ -1484,12 +1520,26 @@ def cluster_hive_factory(
     async def start(
         options: Any, *, store: str, workspace: Path, llm: Any, metrics: bool
     ) -> AsyncClusterHive:
-        del metrics  # every shard serves its own /metrics
+        # Every shard serves its own /metrics; only the driven cluster lists them in the
+        # targets file, not the one that verifies the store afterwards.
+        cluster = dict(cluster_options)
+        if not metrics:
+            cluster.pop("metrics_sd_file", None)
         hive_options: dict[str, Any] = dict(getattr(options, "hive_options", {}) or {})
         if getattr(options, "actor_backend", None) is not None:
             hive_options["actor_backend"] = options.actor_backend
         return await AsyncClusterHive.start(
-            shards, store, llm, ray_address, workspace=str(workspace), **cluster_options, **hive_options
+            shards, store, llm, ray_address, workspace=str(workspace), **cluster, **hive_options
         )
 
     return start
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback (a host name other than localhost: not known)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere

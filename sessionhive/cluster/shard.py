@@ -130,6 +130,10 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+#: Listen addresses that mean "every interface": not an address anyone can reach.
+_ANY_ADDRESS = frozenset({"", "0.0.0.0"})
+
+
 class HiveShard:
     """One shard of a cluster: an :class:`~sessionhive.AsyncHive` behind a Ray async actor.
 
@@ -148,6 +152,7 @@ class HiveShard:
         lease_ttl: float = 10.0,
         audit_writes: bool = False,
         metrics: bool = True,
+        metrics_addr: str = "127.0.0.1",
     ) -> None:
         self.shard_id = shard_id
         self._store_url = store_url
@@ -156,6 +161,7 @@ class HiveShard:
         self._lease_ttl = float(lease_ttl)
         self._audit = audit_writes
         self._want_metrics = metrics
+        self._metrics_addr = metrics_addr
         # A restarted process is another owner: its predecessor's leases must expire first.
         self.owner = f"{shard_id}@{uuid.uuid4().hex[:12]}"
         self._started = False
@@ -229,10 +235,13 @@ class HiveShard:
                 self.shard_id, lambda: self._hive.metrics.registry if self._hive is not None else None
             )
         )
-        server = make_server("127.0.0.1", 0, make_wsgi_app(registry), handler_class=_QuietHandler)
+        server = make_server(self._metrics_addr, 0, make_wsgi_app(registry), handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="sessionhive-shard-metrics", daemon=True).start()
         self._metrics_server = server
-        self._metrics_address = f"127.0.0.1:{server.server_port}"
+        # Listening on every interface: the node's address is the one to reach it at.
+        node_ip: Any = ray.util.get_node_ip_address  # untyped in Ray
+        host = self._metrics_addr if self._metrics_addr not in _ANY_ADDRESS else node_ip()
+        self._metrics_address = f"{host}:{server.server_port}"
 
     async def _renew_forever(self) -> None:
         assert self._leases is not None

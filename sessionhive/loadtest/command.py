@@ -101,8 +101,29 @@ def hive_factory_from_args(args: argparse.Namespace) -> HiveFactory:
         # A cluster of hive shards on Ray (pip install 'sessionhive[ray]'): the same turns and checks.
         from sessionhive.cluster import cluster_hive_factory
 
-        return cluster_hive_factory(args.shards, ray_address=args.ray_address)
+        return cluster_hive_factory(
+            args.shards,
+            ray_address=args.ray_address,
+            metrics_sd_file=args.file_sd,
+            metrics_addr=args.metrics_addr,
+            metrics_advertise_host=args.advertise_host,
+        )
     return start_local_hive
+
+
+def check_cluster_args(args: argparse.Namespace) -> None:
+    """Refuse, naming the fix, the options a cluster cannot honour and the cluster options without one."""
+    if args.shards:
+        if args.metrics_port not in (None, 0):
+            raise InvalidConfig(
+                f"--metrics-port {args.metrics_port} cannot be honoured with --shards: each shard serves "
+                "/metrics on a free port of its own; pass --metrics-port 0 (the report lists them) and "
+                "--file-sd PATH to hand them to Prometheus"
+            )
+        return
+    for option, value in (("--file-sd", args.file_sd), ("--advertise-host", args.advertise_host)):
+        if value is not None:
+            raise InvalidConfig(f"{option} lists the shards of a cluster; it needs --shards N")
 
 
 def _duration_arg(text: str) -> float:
@@ -114,6 +135,7 @@ def _duration_arg(text: str) -> float:
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     """Run, show progress on a terminal, print the summary, write ``--json``; 0 when all checked out."""
+    check_cluster_args(args)
     hive_options: dict[str, Any] = {}
     if args.max_live_sessions is not None:
         hive_options["max_live_sessions"] = args.max_live_sessions
@@ -131,6 +153,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         actor_backend=args.actor_backend,
         llm=_llm_from_args(args),
         metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
         verify=not args.no_verify,
         stream=not args.no_stream,
         keep_store=args.keep_store,
@@ -215,6 +238,11 @@ def add_loadtest_parser(
         "--metrics-port", type=int, help="serve /metrics on this port while running (0: any free port)"
     )
     parser.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        help="address /metrics listens on, the shards' too (default: 127.0.0.1; 0.0.0.0: every interface)",
+    )
+    parser.add_argument(
         "--max-live-sessions", type=int, help="passivate least recently used sessions beyond this"
     )
     parser.add_argument(
@@ -244,6 +272,18 @@ def add_loadtest_parser(
         "--ray-address",
         metavar="ADDR",
         help="with --shards: join this Ray cluster ('auto' or host:port) instead of starting a local Ray",
+    )
+    parser.add_argument(
+        "--file-sd",
+        metavar="PATH",
+        help="with --shards: write a Prometheus file_sd targets file listing every shard's /metrics "
+        "(label shard; the job is your scrape config's) while the test runs",
+    )
+    parser.add_argument(
+        "--advertise-host",
+        metavar="HOST",
+        help="with --file-sd: the host the file lists, the one a Prometheus elsewhere reaches "
+        "(needs --metrics-addr the shards can be reached on, e.g. 0.0.0.0)",
     )
     add_store_option(parser, None, "a fresh temporary SQLite file")
     add_llm_options(parser)

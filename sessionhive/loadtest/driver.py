@@ -18,11 +18,15 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from sessionhive import (
     AgentResult,
@@ -52,6 +56,8 @@ _BATCH = 500
 _PROGRESS_INTERVAL = 0.25
 #: The progress display's latency is the median of this many most recent turns.
 _RECENT_TURNS = 500
+#: Seconds to wait for one shard's ``/metrics``.
+_SCRAPE_TIMEOUT = 30.0
 
 
 class HiveFactory(Protocol):
@@ -86,7 +92,7 @@ async def start_local_hive(
     if options.actor_backend is not None:
         kwargs["actor_backend"] = options.actor_backend
     if metrics and options.metrics_port is not None:
-        kwargs["metrics"] = MetricsConfig(port=options.metrics_port)
+        kwargs["metrics"] = MetricsConfig(port=options.metrics_port, addr=options.metrics_addr)
     return await AsyncHive.start(**kwargs)
 
 
@@ -146,29 +152,45 @@ async def _dispatch_cost_us(hive: Any, session_ids: Sequence[str]) -> float:
 
 
 class _Metrics:
-    """Samples of the hive's Prometheus registry (zeros for a hive that exposes none)."""
+    """The hive's metrics, summed over its registries: its own, or one scrape of each shard's ``/metrics``.
 
-    def __init__(self, hive: Any) -> None:
-        metrics = getattr(hive, "metrics", None)
-        self._registry = getattr(metrics, "registry", None)
+    ``None`` for a figure of a hive that exposes no metrics: "not measured", never a made-up 0.
+    """
 
-    def sample(self, name: str, labels: dict[str, str] | None = None) -> int:
-        if self._registry is None:
-            return 0
-        return int(self._registry.get_sample_value(name, labels) or 0)
+    def __init__(self, samples: list[Sample] | None) -> None:
+        self._samples = samples
 
-    def total(self, name: str) -> int:
-        """The sum of a counter over all its labels."""
-        if self._registry is None:
-            return 0
-        return int(
-            sum(
-                sample.value
-                for metric in self._registry.collect()
-                for sample in metric.samples
-                if sample.name == name
-            )
-        )
+    @classmethod
+    async def of(cls, hive: Any, targets: list[str]) -> _Metrics:
+        registry = getattr(getattr(hive, "metrics", None), "registry", None)
+        if registry is not None:
+            return cls([sample for metric in registry.collect() for sample in metric.samples])
+        if not targets:
+            return cls(None)
+        scrapes = await asyncio.gather(*(asyncio.to_thread(_scrape, url) for url in targets))
+        return cls([sample for scrape in scrapes for sample in scrape])
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> int | None:
+        """The sum of ``name`` over the series carrying ``labels`` (a shard label may come on top)."""
+        if self._samples is None:
+            return None
+        wanted = (labels or {}).items()
+        return int(sum(s.value for s in self._samples if s.name == name and wanted <= s.labels.items()))
+
+
+async def _metrics_targets(hive: Any) -> list[str]:
+    """The ``/metrics`` URLs of a cluster's shards (``shard_info()`` of its blocking twin); [] for others."""
+    shard_info = getattr(getattr(hive, "sync", None), "shard_info", None)
+    if not callable(shard_info):
+        return []
+    infos: dict[str, dict[str, Any]] = await asyncio.to_thread(shard_info)
+    return [f"http://{info['metrics']}/metrics" for _id, info in sorted(infos.items()) if info.get("metrics")]
+
+
+def _scrape(url: str) -> list[Sample]:
+    with urllib.request.urlopen(url, timeout=_SCRAPE_TIMEOUT) as response:
+        text = response.read().decode("utf-8")
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 def _sqlite_path(store: str) -> Path | None:
@@ -360,6 +382,14 @@ class _Run:
         return verification
 
 
+def _rows_written(metrics: _Metrics) -> dict[str, int] | None:
+    rows = {
+        table: metrics.sample("sessionhive_persistence_rows_written_total", {"table": table})
+        for table in ("sessions", "messages")
+    }
+    return None if any(count is None for count in rows.values()) else {k: v or 0 for k, v in rows.items()}
+
+
 def _control_target(hive: Any) -> ControlTarget:
     """A blocking view of ``hive`` for the prober thread: its own blocking twin when it has one."""
     sync = getattr(hive, "sync", None)
@@ -402,7 +432,8 @@ async def _run_async(
             verification = await run.verify(hive, "same Hive after flush (memory store)")
         else:
             verification = Verification(method="skipped")
-        metrics = _Metrics(hive)
+        targets = await _metrics_targets(hive)
+        metrics = await _Metrics.of(hive, targets)
         control = prober.stats()
         control["confirm_driver"] = LatencyStats.of(run.confirm_seconds)
         report = LoadtestReport(
@@ -426,15 +457,13 @@ async def _run_async(
             memory_per_session_kb=memory_per_session_kb,
             dispatch_cost_us=dispatch_us,
             persistence_batches=metrics.sample("sessionhive_persistence_batch_size_count"),
-            rows_written={
-                table: metrics.sample("sessionhive_persistence_rows_written_total", {"table": table})
-                for table in ("sessions", "messages")
-            },
+            rows_written=_rows_written(metrics),
             persistence_retries=metrics.sample("sessionhive_persistence_retries_total"),
             persistence_failures=metrics.sample("sessionhive_persistence_failures_total"),
-            llm_retries=metrics.total("sessionhive_llm_retries_total"),
+            llm_retries=metrics.sample("sessionhive_llm_retries_total"),
             store_bytes=None,
             metrics_url=getattr(hive, "metrics_url", None),
+            metrics_targets=targets,
             verification=verification,
             failures=list(run.failures),
             probe_errors=list(prober.errors),

@@ -58,6 +58,7 @@ class LoadtestOptions:
     - ``actor_backend``: ``"asyncio"``, ``"pooled"`` or ``"threads"`` (``None``: the Hive's default).
     - ``llm``: a real provider instead of the scripted model.
     - ``metrics_port``: serve ``/metrics`` there while the test runs (0: a free port).
+    - ``metrics_addr``: the address ``/metrics`` listens on.
     - ``probe_interval``: seconds between two rounds of control-call probes.
     - ``stream``: run turns with ``generate_streaming`` and read every event
       (the default, as a user interface does); ``False`` uses ``generate``,
@@ -77,6 +78,7 @@ class LoadtestOptions:
     actor_backend: str | None = None
     llm: LlmConfig | LlmClient | None = None
     metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
     workspace: str | None = None
     probe_interval: float = 0.005
     stream: bool = True

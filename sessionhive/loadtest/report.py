@@ -81,6 +81,13 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+_NOT_MEASURED = "not measured (the hive exposes no metrics to read)"
+
+
+def _measured(value: int | None) -> str:
+    return _NOT_MEASURED if value is None else f"{value}"
+
+
 def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f} ms"
 
@@ -100,7 +107,9 @@ class LoadtestReport:
     Latencies are milliseconds. ``control`` holds the prober's figures by
     call kind (``history``, ``confirm``, ``pause_resume``) plus
     ``confirm_driver``, the driver's real approvals. Persistence figures come
-    from the Hive's metrics registry (zero for a hive that has none).
+    from the Hive's metrics registry, or for a cluster from one scrape of
+    each shard's ``/metrics`` (``metrics_targets``), summed; ``None`` (not
+    measured) for a hive that exposes neither.
     ``live_sessions`` counts the driven sessions still live at the end (the
     prober's own session is not one of them).
     """
@@ -124,16 +133,17 @@ class LoadtestReport:
     live_sessions: int
     memory_per_session_kb: float
     dispatch_cost_us: float
-    persistence_batches: int
-    rows_written: dict[str, int]
-    persistence_retries: int
-    persistence_failures: int
-    llm_retries: int
+    persistence_batches: int | None
+    rows_written: dict[str, int] | None
+    persistence_retries: int | None
+    persistence_failures: int | None
+    llm_retries: int | None
     store_bytes: int | None
     metrics_url: str | None
     verification: Verification
     failures: list[str]
     probe_errors: list[str]
+    metrics_targets: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -186,10 +196,18 @@ class LoadtestReport:
                 f"{self.dispatch_cost_us:.1f} us (context_usage of every session at once)",
             ),
             ("flush", f"{self.flush_seconds * 1000:.1f} ms"),
-            ("persistence batches", f"{self.persistence_batches}"),
-            ("rows written", ", ".join(f"{k}: {v}" for k, v in sorted(self.rows_written.items())) or "0"),
-            ("retries (store / llm)", f"{self.persistence_retries} / {self.llm_retries}"),
-            ("persistence failures", f"{self.persistence_failures}"),
+            ("persistence batches", _measured(self.persistence_batches)),
+            (
+                "rows written",
+                _NOT_MEASURED
+                if self.rows_written is None
+                else ", ".join(f"{k}: {v}" for k, v in sorted(self.rows_written.items())),
+            ),
+            (
+                "retries (store / llm)",
+                f"{_measured(self.persistence_retries)} / {_measured(self.llm_retries)}",
+            ),
+            ("persistence failures", _measured(self.persistence_failures)),
         ]
         kept = self.options.get("keep_store", False)
         where = (
@@ -202,6 +220,8 @@ class LoadtestReport:
             rows.append(("store size", f"{self.store_bytes / 1e6:.2f} MB"))
         if self.metrics_url:
             rows.append(("metrics", self.metrics_url))
+        if self.metrics_targets:
+            rows.append(("metrics (per shard)", ", ".join(self.metrics_targets)))
         rows.append(("verification", self.verification.verdict))
         return rows
 

@@ -27,6 +27,20 @@ _TURN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 _LLM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+# Label values exposed at 0 from the start, so that a rule such as the turn error ratio
+# has series on a service that never failed (Prometheus sees no series until a child exists).
+# Only fixed sets: labels taken from tool names or models appear when first used.
+_INITIAL_LABELS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "turns": (("completed",), ("error",), ("cancelled",)),
+    "turn_duration": (("completed",), ("error",), ("cancelled",)),
+    "session_lifecycle": tuple(
+        (event,) for event in ("created", "destroyed", "activated", "passivated", "restarted", "failed")
+    ),
+    "calls_rejected": (("mailbox",), ("jobs",)),
+    "confirmations": (("approved",), ("rejected",), ("timed_out",), ("cancelled",)),
+    "compactions": (("manual",), ("auto",)),
+    "persistence_rows": (("sessions",), ("messages",)),
+}
 
 
 class ProcessCount:
@@ -71,6 +85,7 @@ class HiveMetrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         try:
             self._define(self.registry)
+            self._expose_initial_labels()
         except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
             self.unregister()
             raise InvalidConfig(
@@ -85,6 +100,12 @@ class HiveMetrics:
         if found is None:
             found = self._children.setdefault(key, metric.labels(*labels))
         return found  # type: ignore[no-any-return]
+
+    def _expose_initial_labels(self) -> None:
+        for attribute, label_sets in _INITIAL_LABELS.items():
+            metric = getattr(self, attribute)
+            for labels in label_sets:
+                self.child(metric, *labels)
 
     def unregister(self) -> None:
         """Take these metrics out of a registry that was joined (a Hive's own registry just goes)."""
