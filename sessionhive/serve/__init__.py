@@ -9,20 +9,27 @@ SIGTERM/SIGINT. Needs the ``serve`` extra (``pip install sessionhive[serve]``).
 from __future__ import annotations
 
 from ._app import DEFAULT_MAX_BODY, ServeApp, serve_app
+from ._auth import ALL_SCOPES, Principal, TenantQuota, TokenTable, new_token, token_digest
 from ._openapi import openapi_document
 from ._problems import HttpProblem
 from ._server import ServeOptions, is_loopback, read_token, run_service
 from ._thread import ServerThread
 
 __all__ = [
+    "ALL_SCOPES",
     "DEFAULT_MAX_BODY",
     "HttpProblem",
+    "Principal",
     "ServeApp",
     "ServeOptions",
     "ServerThread",
+    "TenantQuota",
+    "TokenTable",
     "is_loopback",
+    "new_token",
     "openapi_document",
     "read_token",
     "run_service",
     "serve_app",
+    "token_digest",
 ]

@@ -66,6 +66,8 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
     RouteDoc("POST", "flush", "flush", "Durability barrier: returns once everything is committed", ok=204),
     RouteDoc("GET", "store/health", "health", "Each store's health"),
     RouteDoc("POST", "load-all", "load_all", "Activate every stored session; returns how many"),
+    RouteDoc("GET", "audit", "audit", "Who did what to which session (paged; session_id= filters)"),
+    RouteDoc("GET", "whoami", "whoami", "The caller's token name, tenant, scopes and quotas"),
 )
 
 _SCHEMAS: dict[str, Any] = {
@@ -143,11 +145,12 @@ _SCHEMAS: dict[str, Any] = {
 _ERRORS = {
     "400": "InvalidSessionId or InvalidBody",
     "401": "Unauthorized: missing or wrong bearer token",
+    "403": "Forbidden: the token lacks the scope the route needs (`scope` names it)",
     "404": "SessionNotFound or ConfirmationNotFound",
     "409": "SessionExists, SessionPaused or TurnCancelled",
     "413": "PayloadTooLarge",
     "422": "InvalidConfig or LlmNotConfigured",
-    "429": "Overloaded: the session's mailbox is full",
+    "429": "Overloaded (the session's mailbox is full) or QuotaExceeded (the tenant's quota)",
     "503": "Draining, StoreError or HiveStopped",
     "504": "CallTimeout",
 }

@@ -15,12 +15,14 @@ from starlette.responses import Response
 from sessionhive import (
     CallTimeout,
     ConfirmationNotFound,
+    Forbidden,
     HiveStopped,
     InvalidConfig,
     InvalidSessionId,
     LlmError,
     LlmNotConfigured,
     Overloaded,
+    QuotaExceeded,
     SessionExists,
     SessionFailed,
     SessionhiveError,
@@ -48,7 +50,9 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidSessionId, 400),
     (InvalidConfig, 422),
     (LlmNotConfigured, 422),
+    (Forbidden, 403),
     (Overloaded, 429),
+    (QuotaExceeded, 429),
     (StoreError, 503),
     (HiveStopped, 503),
     (CallTimeout, 504),
@@ -99,7 +103,7 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
         "error": name,
     }
     # The fields the client needs to rebuild the very exception.
-    for field in ("session_id", "tool_id", "limit", "last_error", "reason"):
+    for field in ("session_id", "tool_id", "limit", "last_error", "reason", "scope", "tenant", "quota"):
         value = getattr(exc, field, None)
         if isinstance(value, str | int) and not isinstance(value, bool):
             body[field] = value
