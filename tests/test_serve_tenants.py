@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -449,3 +450,44 @@ def test_token_new_and_serve_tokens_as_processes(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) or shutil.which("chromium")),
+    reason="LOUD SKIP: Debian's chromium is missing at /usr/bin/chromium (.ci/run installs it)",
+)
+def test_the_console_shows_who_you_are_and_hides_what_the_token_may_not_do(service: Service) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    alice = service.as_("alice")
+    alice.post("/v1/sessions", json={"id": "shown"})
+    bob_session = service.as_("bob").post("/v1/sessions", json={"id": "hidden"})
+    assert bob_session.status_code == 201
+    turn = Turn(alice, "shown", "write the page")
+    turn.start()
+    assert turn.asked.wait(10)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(service.url + "/")
+            page.fill("#token", service.tokens["carol"])
+            page.click("#login button[type=submit]")
+            page.wait_for_selector('#sessions tr[data-session="shown"]')
+            assert page.inner_text("#whoami") == "carol · tenant acme · read"
+            assert page.locator('#sessions tr[data-session="hidden"]').count() == 0
+            assert not page.is_visible("#create") and not page.is_visible("#prompt-form")
+            page.click('#sessions tr[data-session="shown"]')
+            card = page.wait_for_selector("#confirmations li.confirmation")
+            assert card is not None and "may not decide" in card.inner_text()
+            assert page.locator("#confirmations button.approve").count() == 0
+        finally:
+            browser.close()
+    service.as_("dana").post(f"/v1/sessions/shown/confirmations/{turn.tool_id}", json={"approved": False})
+    turn.join(10)

@@ -158,7 +158,7 @@ function describe(e) {
     case "ToolEnd": return `tool ${e.tool_name} ${e.is_error ? "failed" : "done"}: ${e.output}`;
     case "ConfirmationRequired": return `${e.tool_name} waits for a decision`;
     case "ConfirmationResolved":
-      return `${e.outcome}${e.decided_by ? " by " + e.decided_by : ""}${e.reason ? " (" + e.reason + ")" : ""}`;
+      return `${e.outcome}${e.reason ? " (" + e.reason + ")" : ""}${e.decided_by ? " by " + e.decided_by : ""}`;
     case "TurnEnd": return `turn done: ${e.result.rounds} LLM call(s), ${e.result.usage.total_tokens} tokens`;
     case "TurnError": return `turn failed: ${e.error}`;
     case "TurnCancelled": return `turn cancelled: ${e.reason}`;
