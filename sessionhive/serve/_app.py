@@ -283,7 +283,7 @@ class ServeApp:
             self.tenancy.require(principal, name)
             owner = ""
             if pattern[0] == "sessions" and params:
-                owner = await self.tenancy.check(principal, params[0])
+                owner = self.tenancy.check(principal, params[0])
             return await handler(_Call(request, params, principal, owner)), f"/v1/{'/'.join(pattern)}"
         if allowed:
             raise HttpProblem(
@@ -361,7 +361,7 @@ class ServeApp:
             raise InvalidConfig("exist_ok must be true or false")
         principal = call.principal
         tenant = principal.tenant
-        if exist_ok and isinstance(session_id, str) and self.tenancy.known_owner(session_id) == tenant:
+        if exist_ok and isinstance(session_id, str) and self.tenancy.claimed_by(session_id) == tenant:
             # Already this tenant's: get_or_create must answer even when the tenant is at quota.
             found = await self.hive.get_or_create_session(session_id, config)
             return _json({"id": found})
@@ -387,7 +387,7 @@ class ServeApp:
                 created = await self.hive.create_session(session_id, config)
         except SessionExists:
             # get_or_create of a session that exists: the same answer, if the caller may see it.
-            if exist_ok and (principal.is_admin or await self.tenancy.owner(session_id) == tenant):
+            if exist_ok and (principal.is_admin or self.tenancy.owner(session_id) == tenant):
                 return str(session_id)
             raise
         finally:

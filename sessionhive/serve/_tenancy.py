@@ -88,19 +88,22 @@ class Tenancy:
 
     # ------------------------------------------------------------------ ownership
 
-    async def owner(self, session_id: str) -> str:
-        """The tenant of ``session_id``; an id this service has not seen is looked up in the store."""
-        found = self._owners.get(session_id)
-        if found is None:
-            # Another service on the same store may have created it since this one started.
-            found = await asyncio.to_thread(self.audit.owner, session_id)
-            if found is not None:
-                self._remember(session_id, found)
-        return found if found is not None else DEFAULT_TENANT
+    def owner(self, session_id: str) -> str:
+        """The tenant of ``session_id`` (:data:`DEFAULT_TENANT` for a session nobody claimed).
 
-    async def check(self, principal: Principal, session_id: str) -> str:
+        Read from memory: the owners table is loaded once at start and this service is its
+        only writer (one service per store, as ``sessionhive serve`` runs), so no request
+        waits on the database to learn whose session it names.
+        """
+        return self._owners.get(session_id, DEFAULT_TENANT)
+
+    def claimed_by(self, session_id: str) -> str | None:
+        """The tenant that claimed ``session_id`` through this service, if any."""
+        return self._owners.get(session_id)
+
+    def check(self, principal: Principal, session_id: str) -> str:
         """The session's tenant, or :class:`SessionNotFound` when ``principal`` may not see it."""
-        tenant = await self.owner(session_id)
+        tenant = self.owner(session_id)
         if not principal.is_admin and tenant != principal.tenant:
             raise SessionNotFound(session_id)
         return tenant
@@ -109,9 +112,6 @@ class Tenancy:
         if principal.is_admin:
             return list(session_ids)
         return [s for s in session_ids if self._owners.get(s, DEFAULT_TENANT) == principal.tenant]
-
-    def known_owner(self, session_id: str) -> str | None:
-        return self._owners.get(session_id)
 
     def reserve_session(self, tenant: str) -> None:
         """Hold a place for a new session of ``tenant``, or refuse it at ``max_sessions``.
