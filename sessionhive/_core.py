@@ -30,7 +30,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -59,6 +59,7 @@ from sessionhive.actors.turn import TurnLoop
 from sessionhive.llm import ClientCache, LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import SessionConfig
+from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
 from sessionhive.model.errors import (
     HiveStopped,
     InvalidConfig,
@@ -85,6 +86,7 @@ __all__ = [
     "Default",
     "HiveCore",
     "HiveOptions",
+    "OnConfirmation",
     "Timeout",
 ]
 
@@ -120,13 +122,6 @@ DEFAULT = Default()
 
 Timeout: TypeAlias = float | Default | Literal["default"] | None
 """Seconds; ``None`` waits for ever; :data:`DEFAULT` (or ``"default"``) is the Hive's ``call_timeout``."""
-
-ConfirmationAnswer: TypeAlias = bool | tuple[bool, str | None]
-"""What an ``on_confirmation`` callback returns: approved, or (approved, reason)."""
-
-OnConfirmation: TypeAlias = Callable[
-    [ConfirmationRequired], ConfirmationAnswer | Awaitable[ConfirmationAnswer]
-]
 
 
 @dataclass(frozen=True)
@@ -532,9 +527,13 @@ class _ConfirmationAnswerer:
     """An event sink that answers a turn's confirmation requests with the caller's callback.
 
     The callback runs off the actors' loop (a plain function in a thread of
-    its own: it may ask a human; a coroutine function on the loop), and its
-    answer goes back as an ordinary ``confirm_tool``. A callback that raises
-    rejects the call, with the exception as the reason.
+    its own: it may ask a human; a coroutine function on the loop). What it
+    returns is read on the loop by
+    :func:`~sessionhive.model.confirmation.read_confirmation_answer`: an
+    awaitable answer (a plain function may return one too) is awaited for the
+    confirmation's timeout, and only ``bool`` or ``(bool, reason)`` counts.
+    The decision goes back as an ordinary ``confirm_tool``. A callback that
+    raises rejects the call, with the exception as the reason.
     """
 
     def __init__(
@@ -544,44 +543,50 @@ class _ConfirmationAnswerer:
         self._session_id = session_id
         self._callback = callback
         self._inner = inner
+        self._answering: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     def offer(self, event: AgentEvent) -> None:
         if self._inner is not None:
             self._inner.offer(event)
         if isinstance(event, ConfirmationRequired):
             if inspect.iscoroutinefunction(self._callback):
-                self._core.turns.call_soon(self._start_async, event)
+                self._core.turns.call_soon(self._start_async, event, None)
             else:
                 threading.Thread(
-                    target=self._answer_blocking, args=(event,), name="sessionhive-confirm", daemon=True
+                    target=self._ask_blocking, args=(event,), name="sessionhive-confirm", daemon=True
                 ).start()
 
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()
 
-    def _start_async(self, event: ConfirmationRequired) -> None:
-        self._core.turns.loop.create_task(self._answer_async(event))
-
-    async def _answer_async(self, event: ConfirmationRequired) -> None:
+    def _ask_blocking(self, event: ConfirmationRequired) -> None:
         try:
-            answer = self._callback(event)
-            if inspect.isawaitable(answer):
-                answer = await answer
+            answer: object = self._callback(event)
         except BaseException as error:  # noqa: BLE001 - a failing callback rejects, it never escapes
             answer = (False, f"on_confirmation raised {type(error).__name__}: {error}")
-        self._confirm(event, answer)
-
-    def _answer_blocking(self, event: ConfirmationRequired) -> None:
         try:
-            answer: Any = self._callback(event)
-        except BaseException as error:  # noqa: BLE001 - a failing callback rejects, it never escapes
+            self._core.turns.call_soon(self._start_async, event, (answer,))
+        except RuntimeError:  # the loop closed: the Hive stopped, nothing waits for this answer
+            if inspect.iscoroutine(answer):
+                answer.close()
+
+    def _start_async(self, event: ConfirmationRequired, answered: tuple[object] | None) -> None:
+        task = self._core.turns.loop.create_task(self._answer(event, answered))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, event: ConfirmationRequired, answered: tuple[object] | None) -> None:
+        """Read the callback's answer (calling it here if ``answered`` is None) and confirm by it."""
+        try:
+            answer = self._callback(event) if answered is None else answered[0]
+        except Exception as error:  # noqa: BLE001 - a failing callback rejects, it never escapes
             answer = (False, f"on_confirmation raised {type(error).__name__}: {error}")
-        self._confirm(event, answer)
-
-    def _confirm(self, event: ConfirmationRequired, answer: Any) -> None:
-        approved, reason = answer if isinstance(answer, tuple) else (answer, None)
+        decision = await read_confirmation_answer(answer, event.timeout_s)
+        if decision is None:
+            return  # no answer in time: the session's own timer settles the call by its policy
+        approved, reason = decision
         try:
-            self._core.send(self._session_id, Confirm(None, event.tool_id, bool(approved), reason))
+            self._core.send(self._session_id, Confirm(None, event.tool_id, approved, reason))
         except Exception as error:  # noqa: BLE001 - the Hive stopped or the session went: nothing to answer
             log.debug("sessionhive: on_confirmation answer not delivered: %s", error)

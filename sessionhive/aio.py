@@ -43,10 +43,11 @@ from sessionhive.actors.messages import (
     Subscribe,
     Unsubscribe,
 )
-from sessionhive.hive import Hive, _check_policy, _check_tool_id
+from sessionhive.hive import Hive, _check_policy
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
@@ -488,11 +489,15 @@ class AsyncHive:
         approved: bool,
         reason: str | None = None,
         *,
+        decided_by: str | None = None,
         timeout: Timeout = DEFAULT,
     ) -> bool:
-        _check_tool_id(tool_id)
+        check_confirm_arguments(tool_id, approved, reason, decided_by)
         confirm = await self._call(
-            session_id, lambda r: Confirm(r, tool_id, bool(approved), reason), timeout, "confirm_tool()"
+            session_id,
+            lambda r: Confirm(r, tool_id, approved, reason, decided_by),
+            timeout,
+            "confirm_tool()",
         )
         return bool(confirm)
 

@@ -50,6 +50,7 @@ from sessionhive.actors.messages import (
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.errors import CallTimeout, InvalidConfig
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
@@ -517,13 +518,21 @@ class Hive:
         approved: bool,
         reason: str | None = None,
         *,
+        decided_by: str | None = None,
         timeout: Timeout = DEFAULT,
     ) -> bool:
-        """Answer a ConfirmationRequired; raises ConfirmationNotFound for an id that does not wait."""
-        _check_tool_id(tool_id)
+        """Answer a ConfirmationRequired; raises ConfirmationNotFound for an id that does not wait.
+
+        ``approved`` must be a bool. ``decided_by`` names who decided; the
+        ``ConfirmationResolved`` event carries it.
+        """
+        check_confirm_arguments(tool_id, approved, reason, decided_by)
         return bool(
             self._call(
-                session_id, lambda r: Confirm(r, tool_id, bool(approved), reason), timeout, "confirm_tool()"
+                session_id,
+                lambda r: Confirm(r, tool_id, approved, reason, decided_by),
+                timeout,
+                "confirm_tool()",
             )
         )
 
@@ -561,11 +570,6 @@ class Hive:
         """``[(store name, "ok" | "error: ...")]`` for each store."""
         health: list[tuple[str, str]] = self._wait(self._core.health(), timeout, "store_health()")
         return health
-
-
-def _check_tool_id(tool_id: object) -> None:
-    if not isinstance(tool_id, str) or not tool_id:
-        raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
 
 
 def _check_policy(policy: object) -> None:

@@ -24,6 +24,7 @@ from sessionhive import (  # noqa: E402 - after the importorskip
     AgentResult,
     ConfirmationPolicy,
     ConfirmationRequired,
+    ConfirmationResolved,
     InvalidConfig,
     Reply,
     ScriptedLlm,
@@ -179,12 +180,16 @@ def test_cluster_api_parity_with_a_local_hive(pg_url: str, tmp_path: Path) -> No
         )
         stream = hive.generate_streaming("bob", "look around")
         seen: list[str] = []
+        deciders: list[str | None] = []
         for event in stream:
             seen.append(event.type)
             if isinstance(event, ConfirmationRequired):
                 assert hive.pending_confirmations("bob") == [event.tool_id]
-                assert hive.confirm_tool("bob", event.tool_id, approved=True)
+                assert hive.confirm_tool("bob", event.tool_id, approved=True, decided_by="carol")
+            if isinstance(event, ConfirmationResolved):
+                deciders.append(event.decided_by)
         assert stream.result().text == "done"
+        assert deciders == ["carol"]  # who decided crosses the shard too
         assert seen[0] == "TurnStart" and seen[-1] == "TurnEnd"
         assert "ConfirmationRequired" in seen and "ConfirmationResolved" in seen and "ToolEnd" in seen
 

@@ -62,7 +62,6 @@ KNOWN_PRIVATE_NAME_IMPORTS: frozenset[str] = frozenset(
         # AsyncHive borrows Hive's private validation; it belongs in the core
         # both facades share (issue 12, item 3).
         "sessionhive.aio -> sessionhive.hive:_check_policy",
-        "sessionhive.aio -> sessionhive.hive:_check_tool_id",
     }
 )
 

@@ -129,6 +129,7 @@ class Confirm(SessionCall):
     tool_id: str
     approved: bool
     reason: str | None
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,11 @@ class TurnSpec:
     #: The turn journal (see the module docstring): called with each :class:`TurnJournal`;
     #: an awaitable it returns (e.g. resolved when the entry committed) is awaited.
     on_round: Callable[[TurnJournal], Awaitable[None] | None] | None = None
+    #: A number no earlier turn of the session started with (the session passes its version,
+    #: which every turn's end raises). Tool calls the model leaves without an id are named
+    #: ``call_<turn_key>_<position in the turn>``: unique in the session's whole history, so
+    #: a late answer meant for an earlier turn's call never fits a call of this one.
+    turn_key: int = 0
 
 
 @dataclass
@@ -365,7 +370,7 @@ async def _answer_calls(
 async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Resume | None) -> TurnOutcome:
     """The loop of model calls and tool calls, from ``out`` on, until a final answer or an error."""
     tool_defs = tuple(spec.tools.definitions())
-    call_seq = len(out.tool_calls)  # ids for calls that came without one stay distinct after a resume
+    call_seq = len(out.tool_calls)  # positions go on after a resume, past the journaled calls
     try:
         if resume is None:
             await _journal(spec, out.new_messages)
@@ -394,7 +399,13 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
             calls = []
             for call in response.tool_calls:
                 call_seq += 1
-                calls.append(call if call.id else ToolCall(call.name, call.arguments, f"call_{call_seq}"))
+                # A provider's id is kept as it is: the provider matches results to calls by it.
+                unnamed = not call.id
+                calls.append(
+                    ToolCall(call.name, call.arguments, f"call_{spec.turn_key}_{call_seq}")
+                    if unnamed
+                    else call
+                )
             out.new_messages.append(Message.assistant(response.text, tuple(calls)))
             out.text = response.text
             await _journal(spec, out.new_messages)

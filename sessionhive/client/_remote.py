@@ -8,6 +8,7 @@ problem documents come back as the same exception classes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import os
@@ -34,6 +35,11 @@ from sessionhive import (
     SessionConfig,
     ToolDefinition,
     Usage,
+)
+from sessionhive.model.confirmation import (
+    check_confirm_arguments,
+    decision_from_answer,
+    read_confirmation_answer,
 )
 
 from ._codec import (
@@ -109,12 +115,24 @@ def _token(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _decision(answer: Any) -> tuple[bool, str | None]:
-    """What an ``on_confirmation`` callback answered: ``bool`` or ``(bool, reason)``."""
-    if isinstance(answer, tuple):
-        approved, reason = answer
-        return bool(approved), reason
-    return bool(answer), None
+def _ask(callback: Callable[[ConfirmationRequired], Any], event: ConfirmationRequired) -> object:
+    """The callback's answer; one that raises answers a rejection with the error as the reason."""
+    try:
+        return callback(event)
+    except Exception as error:  # noqa: BLE001 - a failing callback rejects, as with an embedded Hive
+        return (False, f"on_confirmation raised {type(error).__name__}: {error}")
+
+
+def _decide_blocking(answer: object, timeout_s: float) -> tuple[bool, str | None] | None:
+    """:func:`read_confirmation_answer` from sync code: an awaitable answer runs on a loop of its own.
+
+    In a thread of its own too, so it works even where this thread runs a loop
+    already (a notebook); ``None`` means no answer in time (the service's timer decides).
+    """
+    if not inspect.isawaitable(answer):
+        return decision_from_answer(answer)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessionhive-confirm") as pool:
+        return pool.submit(asyncio.run, read_confirmation_answer(answer, timeout_s)).result()
 
 
 def _stream_outcome(kind: str, data: str) -> tuple[AgentEvent | None, AgentResult | None, Exception | None]:
@@ -153,9 +171,10 @@ class RemoteTurnStream:
                 event, result, error = _stream_outcome(kind, data)
                 if event is not None:
                     if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                        approved, reason = _decision(self._on_confirmation(event))
-                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                            self._hive.confirm_tool(self.session_id, event.tool_id, approved, reason)
+                        decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
+                        if decision is not None:
+                            with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                                self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
                     yield event
                     continue
                 self._result, self._error = result, error
@@ -386,7 +405,7 @@ class RemoteHive:
         timeout: float | None = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> AgentResult:
-        """Run one turn; ``on_confirmation(event) -> bool | (bool, reason)`` answers its confirmations."""
+        """Run one turn; ``on_confirmation(event)`` answers its confirmations, as with ``Hive``."""
         if on_confirmation is not None:
             return self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation).result()
         data = self._request("POST", _session(session_id, "/turns"), json={"prompt": prompt}, timeout=timeout)
@@ -472,12 +491,10 @@ class RemoteHive:
         *,
         timeout: Timeout = "default",
     ) -> bool:
-        if not isinstance(tool_id, str) or not tool_id:
-            raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
+        # No decided_by: the service names who decided from the caller's token.
+        check_confirm_arguments(tool_id, approved, reason, None)
         path = _session(session_id, f"/confirmations/{quote(tool_id, safe='')}")
-        data = self._request(
-            "POST", path, json={"approved": bool(approved), "reason": reason}, timeout=timeout
-        )
+        data = self._request("POST", path, json={"approved": approved, "reason": reason}, timeout=timeout)
         return bool(data["confirmed"])
 
     def pending_confirmations(self, session_id: str, *, timeout: Timeout = "default") -> list[str]:
@@ -548,12 +565,11 @@ class AsyncRemoteTurnStream:
                 event, result, error = _stream_outcome(*found)
                 if event is not None:
                     if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                        answer = self._on_confirmation(event)
-                        if inspect.isawaitable(answer):
-                            answer = await answer
-                        approved, reason = _decision(answer)
-                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                            await self._hive.confirm_tool(self.session_id, event.tool_id, approved, reason)
+                        answer = _ask(self._on_confirmation, event)
+                        decision = await read_confirmation_answer(answer, event.timeout_s)
+                        if decision is not None:
+                            with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                                await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
                     yield event
                     continue
                 self._result, self._error = result, error
@@ -878,10 +894,9 @@ class AsyncRemoteHive:
         *,
         timeout: Timeout = "default",
     ) -> bool:
-        if not isinstance(tool_id, str) or not tool_id:
-            raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
+        check_confirm_arguments(tool_id, approved, reason, None)  # the service names who decided
         path = _session(session_id, f"/confirmations/{quote(tool_id, safe='')}")
-        body = {"approved": bool(approved), "reason": reason}
+        body = {"approved": approved, "reason": reason}
         return bool((await self._request("POST", path, json=body, timeout=timeout))["confirmed"])
 
     async def pending_confirmations(self, session_id: str, *, timeout: Timeout = "default") -> list[str]:

@@ -51,6 +51,7 @@ from sessionhive import (
 )
 from sessionhive.cluster.placement import Membership
 from sessionhive.cluster.shard import HiveShard
+from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.ids import check_id
 
 __all__ = [
@@ -642,7 +643,15 @@ class ClusterHive:
                 self._cluster.remember_root(session_id, root)
         return root
 
-    def _call(self, op: str, session_id: str, *args: Any, timeout: Timeout, root: str | None = None) -> Any:
+    def _call(
+        self,
+        op: str,
+        session_id: str,
+        *args: Any,
+        timeout: Timeout,
+        root: str | None = None,
+        keywords: dict[str, Any] | None = None,
+    ) -> Any:
         if self._cluster.stopped:
             raise HiveStopped()
         check_id(session_id)
@@ -654,7 +663,7 @@ class ClusterHive:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             _shard_id, handle = self._cluster.target(root_id)
             ref = handle.call.remote(
-                op, session_id, root_id, args, {}, self._cluster.membership_arg(), remaining
+                op, session_id, root_id, args, keywords or {}, self._cluster.membership_arg(), remaining
             )
             try:
                 outcome = ray.get(ref, timeout=remaining)
@@ -853,11 +862,20 @@ class ClusterHive:
         approved: bool,
         reason: str | None = None,
         *,
+        decided_by: str | None = None,
         timeout: Timeout = "default",
     ) -> bool:
-        if not isinstance(tool_id, str) or not tool_id:
-            raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
-        return bool(self._call("confirm_tool", session_id, tool_id, bool(approved), reason, timeout=timeout))
+        check_confirm_arguments(tool_id, approved, reason, decided_by)
+        answered = self._call(
+            "confirm_tool",
+            session_id,
+            tool_id,
+            approved,
+            reason,
+            timeout=timeout,
+            keywords={"decided_by": decided_by},
+        )
+        return bool(answered)
 
     def pending_confirmations(self, session_id: str, *, timeout: Timeout = "default") -> list[str]:
         ids: list[str] = self._call("pending_confirmations", session_id, timeout=timeout)
@@ -1177,7 +1195,13 @@ class AsyncClusterHive:
         return root
 
     async def _call(
-        self, op: str, session_id: str, *args: Any, timeout: Timeout, root: str | None = None
+        self,
+        op: str,
+        session_id: str,
+        *args: Any,
+        timeout: Timeout,
+        root: str | None = None,
+        keywords: dict[str, Any] | None = None,
     ) -> Any:
         cluster = self.sync.core
         if cluster.stopped:
@@ -1197,7 +1221,7 @@ class AsyncClusterHive:
                 session_id,
                 root_id,
                 args,
-                {},
+                keywords or {},
                 cluster.membership_arg(),
                 remaining,
             )
@@ -1395,13 +1419,20 @@ class AsyncClusterHive:
         approved: bool,
         reason: str | None = None,
         *,
+        decided_by: str | None = None,
         timeout: Timeout = "default",
     ) -> bool:
-        if not isinstance(tool_id, str) or not tool_id:
-            raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
-        return bool(
-            await self._call("confirm_tool", session_id, tool_id, bool(approved), reason, timeout=timeout)
+        check_confirm_arguments(tool_id, approved, reason, decided_by)
+        answered = await self._call(
+            "confirm_tool",
+            session_id,
+            tool_id,
+            approved,
+            reason,
+            timeout=timeout,
+            keywords={"decided_by": decided_by},
         )
+        return bool(answered)
 
     async def pending_confirmations(self, session_id: str, *, timeout: Timeout = "default") -> list[str]:
         ids: list[str] = await self._call("pending_confirmations", session_id, timeout=timeout)

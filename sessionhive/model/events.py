@@ -88,10 +88,18 @@ class ConfirmationRequired(AgentEvent):
 
 @dataclass
 class ConfirmationResolved(AgentEvent):
+    """How a tool call's confirmation ended.
+
+    ``decided_by`` names who answered when the answer said so
+    (``confirm_tool(..., decided_by=...)``; the service puts the caller's
+    token name there); ``None`` for an unnamed answer, a timeout or a cancel.
+    """
+
     tool_id: str
     approved: bool
     outcome: str  # approved | rejected | timed_out | cancelled
     reason: str | None = None
+    decided_by: str | None = None
 
 
 @dataclass

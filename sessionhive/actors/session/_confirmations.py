@@ -27,15 +27,20 @@ class ConfirmationsPart(JobsPart):
     """Confirm, cancel, and the turn's confirmation requests and timeouts."""
 
     def on_Confirm(self, message: Confirm) -> None:
+        # Only a call that waits now can be answered: ids are unique within the
+        # session's history (the loop names the calls a model leaves unnamed by
+        # turn and position), so a late or repeated answer meant for an earlier
+        # call finds nothing here instead of deciding a later call.
         pending = self._pending.pop(message.tool_id, None)
         if pending is None:
             raise ConfirmationNotFound(self.session_id, message.tool_id)
         outcome: Literal["approved", "rejected"] = "approved" if message.approved else "rejected"
         _turn_id, resolve = pending
-        self._settle(message.tool_id, resolve, Decision(bool(message.approved), outcome, message.reason))
+        decision = Decision(bool(message.approved), outcome, message.reason)
+        self._settle(message.tool_id, resolve, decision, message.decided_by)
         self._answer(message.reply, True)
 
-    def _settle(self, tool_id: str, resolve: Any, decision: Decision) -> None:
+    def _settle(self, tool_id: str, resolve: Any, decision: Decision, decided_by: str | None = None) -> None:
         resolve(decision)
         self._touch()
         self._metrics.confirmations_pending.dec()
@@ -43,7 +48,7 @@ class ConfirmationsPart(JobsPart):
         sink = self._running.job.sink if self._running else None
         self._emit(
             ConfirmationResolved(
-                self.session_id, tool_id, decision.approved, decision.outcome, decision.reason
+                self.session_id, tool_id, decision.approved, decision.outcome, decision.reason, decided_by
             ),
             sink,
         )

@@ -310,6 +310,7 @@ class JobsPart(SessionState):
             on_tool_call=on_tool_call,
             allow_network=self._config.allow_network,
             on_round=self._journal_hook(turn_id),
+            turn_key=self._version,  # grows with every turn's end: names unnamed tool calls uniquely
         )
 
     def _finish_running(self) -> Running | None:
