@@ -225,7 +225,7 @@ def test_a_read_token_cannot_start_a_turn_approve_or_delete(service: Service) ->
     dana.post(f"/v1/sessions/notes/confirmations/{turn.tool_id}", json={"approved": False, "reason": "no"})
     turn.join(10)
     resolved = dict(turn.events)["ConfirmationResolved"]
-    assert resolved["outcome"] == "rejected" and resolved["reason"] == "no"
+    assert (resolved["outcome"], resolved["reason"], resolved["decided_by"]) == ("rejected", "no", "dana")
 
 
 def test_the_audit_log_records_who_approved_what(service: Service) -> None:
@@ -256,6 +256,8 @@ def test_the_audit_log_records_who_approved_what(service: Service) -> None:
         ("cancel", "root", "ops"),  # the operator's action shows in the tenant's own log
         ("delete", "alice", "acme"),
     ]
+    resolved = dict(turn.events)["ConfirmationResolved"]
+    assert resolved["decided_by"] == "dana" and resolved["reason"] == "reviewed"
     confirm = records[2]
     assert confirm["session_id"] == "deploy" and confirm["time"].endswith("+00:00")
     assert confirm["detail"] == {

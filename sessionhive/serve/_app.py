@@ -680,7 +680,10 @@ class ServeApp:
             raise InvalidConfig("the confirmation body needs a boolean field 'approved'")
         if reason is not None and not isinstance(reason, str):
             raise InvalidConfig("reason must be a string or null")
-        confirmed = await self.hive.confirm_tool(call.p[0], call.p[1], approved, reason)
+        # ConfirmationResolved names the token that decided, as the audit record below does.
+        confirmed = await self.hive.confirm_tool(
+            call.p[0], call.p[1], approved, reason, decided_by=call.principal.name
+        )
         await self._audit(
             call,
             "confirm",
