@@ -9,6 +9,7 @@ missing scope, 429 at a quota, and the audit log naming who approved what.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from sessionhive import (
     SessionNotFound,
     ToolCall,
 )
-from sessionhive.client import RemoteHive, Unauthorized
+from sessionhive.client import AsyncRemoteHive, RemoteHive, Unauthorized
 from sessionhive.persistence import AuditLog, open_store
 from sessionhive.serve import ServerThread, TokenTable, new_token, serve_app
 
@@ -272,6 +273,7 @@ def test_the_audit_log_records_who_approved_what(service: Service) -> None:
     # Another tenant reads none of it; the admin reads it all.
     assert bob.get("/v1/audit").json() == {"total": 0, "offset": 0, "limit": 100, "records": []}
     assert root.get("/v1/audit").json()["total"] == 8
+    problem(root.get("/v1/audit", params={"session_id": "bad\x00id"}), 400, "InvalidSessionId")
     # No token, digest or key is ever written.
     dump = json.dumps(root.get("/v1/audit").json())
     assert all(token not in dump for token in service.tokens.values())
@@ -334,6 +336,23 @@ def test_remote_hive_works_with_a_tenant_token_and_raises_the_new_errors(service
         pytest.raises(Unauthorized),
     ):
         stranger.list_sessions()
+
+
+def test_async_remote_hive_works_with_tenant_tokens(service: Service) -> None:
+    async def scenario() -> None:
+        async with (
+            AsyncRemoteHive(service.url, token=service.tokens["bob"]) as bob,
+            AsyncRemoteHive(service.url, token=service.tokens["carol"]) as carol,
+        ):
+            await bob.create_session("async-1")
+            assert (await bob.generate("async-1", "hi")).text == "echo hi"
+            assert await bob.list_sessions() == ["async-1"] and await carol.list_sessions() == []
+            with pytest.raises(SessionNotFound):
+                await carol.history("async-1")
+            with pytest.raises(Forbidden):
+                await carol.create_session("carols")
+
+    asyncio.run(scenario())
 
 
 def test_owners_and_audit_survive_a_restart_on_the_same_store(tmp_path: Path) -> None:

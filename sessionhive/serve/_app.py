@@ -37,6 +37,7 @@ from sessionhive import (
     SessionResumed,
     event_to_dict,
 )
+from sessionhive.model.ids import check_id
 from sessionhive.persistence.audit import DEFAULT_TENANT, AuditLog
 
 from ._auth import ALL_SCOPES, Principal, TokenTable
@@ -718,6 +719,8 @@ class ServeApp:
     async def _h_audit(self, call: _Call) -> Response:
         offset, limit = _page(call.request, 100)
         session_id = call.request.query_params.get("session_id") or None
+        if session_id is not None:
+            check_id(session_id)  # 400 for what no session id can be (NUL, control characters...)
         total, records = await self.tenancy.records(call.principal, session_id, limit, offset)
         return _json(
             {"total": total, "offset": offset, "limit": limit, "records": [r.to_dict() for r in records]}
