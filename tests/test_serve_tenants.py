@@ -39,8 +39,11 @@ from sessionhive import (
     ToolCall,
 )
 from sessionhive.client import AsyncRemoteHive, RemoteHive, Unauthorized
-from sessionhive.persistence import AuditLog, open_store
+from sessionhive.persistence import AuditLog, AuditRecord, open_store
 from sessionhive.serve import ServerThread, TokenTable, new_token, serve_app
+from tests.conftest_persistence import StoreFactory
+
+pytest_plugins = ("tests.conftest_persistence",)
 
 SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
 PEOPLE = {
@@ -372,6 +375,30 @@ def test_owners_and_audit_survive_a_restart_on_the_same_store(tmp_path: Path) ->
                 assert [r["action"] for r in alice.get("/v1/audit").json()["records"]] == ["create"]
         finally:
             hive.stop()
+
+
+def test_the_audit_log_lives_in_each_sql_store_and_in_memory_beside_the_others(stores: StoreFactory) -> None:
+    log = AuditLog.for_store(stores.open())
+    assert log.persistent == stores.is_sql
+    log.claim(["a/1", "a/2"], "acme")
+    log.claim(["b/1"], "globex")
+    log.release(["a/2"])
+    log.record(AuditRecord(1_700_000_000.5, "dana", "acme", "confirm", "a/1", "acme", {"approved": True}))
+    log.record(AuditRecord(1_700_000_001.0, "root", "ops", "delete", "b/1", "globex"))
+    if stores.is_sql:  # a new process on the same database reads what the last one wrote
+        log = AuditLog.for_store(stores.open())
+    assert log.owners() == {"a/1": "acme", "b/1": "globex"}
+    total, records = log.records(session_tenant="acme")
+    assert total == 1 and records[0].to_dict() == {
+        "time": "2023-11-14T22:13:20.500000+00:00",
+        "token_name": "dana",
+        "tenant": "acme",
+        "action": "confirm",
+        "session_id": "a/1",
+        "detail": {"approved": True},
+    }
+    assert [r.action for r in log.records(limit=1, offset=1)[1]] == ["delete"]
+    log.close()
 
 
 def test_single_token_mode_keeps_every_scope(tmp_path: Path) -> None:
