@@ -441,12 +441,19 @@ class ServeApp:
         )
 
     async def _h_destroy(self, call: _Call) -> Response:
-        children = await self.hive.get_child_sessions(call.p[0])
+        # Every depth: the session's descendants go with it, and so do their owner rows (else
+        # they would count against the tenant's max_sessions for ever).
+        descendants: list[str] = []
+        parents = [call.p[0]]
+        while parents:
+            children = await asyncio.gather(*(self.hive.get_child_sessions(p) for p in parents))
+            parents = [child for found in children for child in found]
+            descendants.extend(parents)
         await self.hive.destroy_session(call.p[0])
-        for sid in [call.p[0], *children]:
+        for sid in [call.p[0], *descendants]:
             self.view.forget(sid)
-        await self.tenancy.release([call.p[0], *children])
-        await self.tenancy.record(call.principal, "delete", call.p[0], call.owner, {"children": children})
+        await self.tenancy.release([call.p[0], *descendants])
+        await self._audit(call, "delete", {"descendants": descendants})
         return Response(status_code=204)
 
     async def _h_create_child(self, call: _Call) -> Response:
