@@ -6,8 +6,8 @@ Each configuration runs against a fresh ``sessionhive serve --tokens FILE``
 subprocess on 127.0.0.1 (SQLite store, the load test's scripted model: one
 ``list_dir`` call per turn, so two model answers, each after
 ``--llm-latency`` seconds; no confirmations; an audit row per turn). Tenant ``quiet``
-runs ``--turns`` turns one after another and times each; tenant ``loud``
-keeps ``--flood`` turns in flight on as many sessions, retrying 50 ms after a
+runs ``--turns`` turns one after another and times each; tenant ``loud``,
+from a process of its own, keeps ``--flood`` turns in flight on as many sessions, retrying 50 ms after a
 429 (a polite client would wait the 1 s ``Retry-After`` says; this one does
 not, to press harder). Three runs:
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import re
 import statistics
@@ -107,7 +108,8 @@ async def _quiet(url: str, token: str, turns: int) -> list[float]:
     return latencies
 
 
-async def _loud(url: str, token: str, flood: int, stop: asyncio.Event, counts: dict[str, int]) -> None:
+async def _loud(url: str, token: str, flood: int, ready: Any, stop: Any) -> dict[str, int]:
+    counts = {"turns": 0, "refused": 0, "transport_errors": 0}
     limits = httpx.Limits(max_connections=flood, max_keepalive_connections=flood)
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
@@ -116,6 +118,7 @@ async def _loud(url: str, token: str, flood: int, stop: asyncio.Event, counts: d
             (
                 await http.post("/v1/sessions", json={"id": f"loud-{n}", "config": NO_CONFIRMATION})
             ).raise_for_status()
+        ready.set()
 
         async def worker(n: int) -> None:
             while not stop.is_set():
@@ -133,25 +136,38 @@ async def _loud(url: str, token: str, flood: int, stop: asyncio.Event, counts: d
                     counts["turns"] += 1
 
         await asyncio.gather(*(worker(n) for n in range(flood)))
+    return counts
 
 
-async def _measure(url: str, tokens: dict[str, str], turns: int, flood: int) -> dict[str, Any]:
-    stop = asyncio.Event()
-    counts = {"turns": 0, "refused": 0, "transport_errors": 0}
-    loud = asyncio.create_task(_loud(url, tokens["loud"], flood, stop, counts)) if flood else None
-    if loud is not None:
-        await asyncio.sleep(2.0)  # let the flood reach its steady state
+def _flood_child(url: str, token: str, flood: int, ready: Any, stop: Any, results: Any) -> None:
+    """The loud tenant in a process of its own: its client work must not delay the quiet client's loop."""
+    results.put(asyncio.run(_loud(url, token, flood, ready, stop)))
+
+
+def _measure(url: str, tokens: dict[str, str], turns: int, flood: int) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    ready, stop, results = context.Event(), context.Event(), context.Queue()
+    loud = None
+    if flood:
+        loud = context.Process(target=_flood_child, args=(url, tokens["loud"], flood, ready, stop, results))
+        loud.start()
+        if not ready.wait(120):
+            loud.kill()
+            raise RuntimeError("the loud tenant did not start")
+        time.sleep(2.0)  # let the flood reach its steady state
     started = time.perf_counter()
-    latencies = await _quiet(url, tokens["quiet"], turns)
+    latencies = asyncio.run(_quiet(url, tokens["quiet"], turns))
     elapsed = time.perf_counter() - started
-    stop.set()
+    counts = {"turns": 0, "refused": 0, "transport_errors": 0}
     if loud is not None:
-        await loud
+        stop.set()
+        counts = results.get(timeout=120)
+        loud.join(60)
     return {
         "median_ms": statistics.median(latencies) * 1000,
         "p95_ms": statistics.quantiles(latencies, n=20)[-1] * 1000,
-        "loud_turns_per_s": counts["turns"] / elapsed if flood else 0.0,
-        "loud_refused_per_s": counts["refused"] / elapsed if flood else 0.0,
+        "loud_turns_per_s": counts["turns"] / elapsed,
+        "loud_refused_per_s": counts["refused"] / elapsed,
         "loud_transport_errors": counts["transport_errors"],
     }
 
@@ -162,7 +178,7 @@ def run(turns: int, flood: int, quota: int | None, llm_latency: float) -> dict[s
         tokens = _tokens_file(directory, quota)
         process, url = _start(directory, llm_latency)
         try:
-            return asyncio.run(_measure(url, tokens, turns, flood))
+            return _measure(url, tokens, turns, flood)
         finally:
             process.terminate()
             process.wait(60)
