@@ -418,6 +418,33 @@ def test_the_audit_log_lives_in_each_sql_store_and_in_memory_beside_the_others(s
     log.close()
 
 
+def test_the_in_memory_audit_log_keeps_its_newest_records_and_takes_writers_in_turn() -> None:
+    log = AuditLog.in_memory(max_records=50)
+    assert not log.persistent
+
+    failures: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        try:
+            for n in range(40):
+                log.record(AuditRecord(float(n), f"w{writer}", "t", "turn", f"s{writer}", "t", {"n": n}))
+        except BaseException as exc:  # handed to the test thread below
+            failures.append(exc)
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    log.record(AuditRecord(99.0, "last", "t", "turn", "s", "t"))
+    total, records = log.records(limit=1000)
+    # 321 writes, 320 of them from 8 threads on one shared connection, none failed; the log
+    # trims to its newest 50 every 50 writes, so it holds between 50 and 100, the last one too.
+    assert failures == []
+    assert 50 <= total <= 100 and len(records) == total and records[-1].token_name == "last"
+    log.close()
+
+
 def test_single_token_mode_keeps_every_scope(tmp_path: Path) -> None:
     token = "single-token-0123456789abcdef"
     with Hive.start(store="memory", llm=ScriptedLlm(script), workspace=tmp_path) as hive:

@@ -12,15 +12,17 @@
 
 With a :class:`~sessionhive.persistence.SqlStore` both tables live in the
 store's database and go through its engine (SQLite or PostgreSQL); with any
-other store they live in an in-memory SQLite database and end with the process.
+other store they live in an in-memory SQLite database, which keeps the newest
+:data:`MEMORY_RECORDS` records and ends with the process.
 Every method blocks on the database: the service calls them off its event loop.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -54,6 +56,11 @@ DEFAULT_TENANT = "default"
 
 _NAME_MAX = 128
 _ACTION_MAX = 32
+#: Records an in-memory log keeps (the newest): a service on a memory or file store must not
+#: grow without bound with every turn it runs. About 200 bytes each in SQLite: ~20 MB.
+MEMORY_RECORDS = 100_000
+#: The in-memory log trims its oldest records once per this many writes, not on every one.
+_TRIM_EVERY = 1_000
 
 
 class _AuditBase(DeclarativeBase):
@@ -115,9 +122,19 @@ class AuditRecord:
 class AuditLog:
     """The owners and audit tables on ``engine`` (created if missing)."""
 
-    def __init__(self, engine: Engine, *, name: str = "audit") -> None:
+    def __init__(self, engine: Engine, *, name: str = "audit", max_records: int | None = None) -> None:
         self._engine = engine
         self._name = name
+        #: False for the in-memory log: what it holds ends with the process.
+        self.persistent = max_records is None
+        self._max_records = max_records
+        self._writes = 0  # guarded by _serial when trimming matters (in memory); else a hint
+        # The in-memory engine is one shared connection (StaticPool): two threads in it at once
+        # would mix their transactions (and can crash sqlite3), so its callers take turns. A
+        # store's engine pools connections and needs no such turn-taking.
+        self._serial: AbstractContextManager[object] = (
+            threading.Lock() if max_records is not None else nullcontext()
+        )
         try:
             with self._write() as conn:
                 _AuditBase.metadata.create_all(conn, checkfirst=True)
@@ -125,24 +142,27 @@ class AuditLog:
             raise StoreError(f"cannot create the audit tables in {name}: {exc}") from exc
 
     @classmethod
-    def in_memory(cls) -> AuditLog:
+    def in_memory(cls, max_records: int = MEMORY_RECORDS) -> AuditLog:
+        """A log that ends with the process and keeps about its newest ``max_records`` records."""
         engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-        return cls(engine, name="sqlite::memory:")
+        return cls(engine, name="sqlite::memory:", max_records=max_records)
 
     @classmethod
     def for_store(cls, store: SessionStore) -> AuditLog:
-        """In ``store``'s own database when it is a SQL store, else in memory."""
-        if isinstance(store, SqlStore):
+        """In ``store``'s own database when it is a SQL store on disk or a server, else in memory."""
+        # An in-memory SQLite store is one connection its writer thread uses: not to be shared.
+        if isinstance(store, SqlStore) and store.name != "sqlite::memory:":
             return cls(store.engine, name=store.name)
         return cls.in_memory()
 
-    @property
-    def persistent(self) -> bool:
-        return self._name != "sqlite::memory:"
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._serial, self._engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
+        with self._serial, self._engine.connect() as conn:
             # The store's SQLite engine begins with BEGIN IMMEDIATE on this option, so that a
             # write never fails upgrading a read lock while the store writes too.
             conn.execution_options(sessionhive_write=True)
@@ -153,11 +173,11 @@ class AuditLog:
 
     def owners(self) -> dict[str, str]:
         """Every claimed session's tenant."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return {row.session_id: row.tenant for row in conn.execute(select(_OWNERS))}
 
     def owner(self, session_id: str) -> str | None:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             found = conn.execute(
                 select(_OWNERS.c.tenant).where(_OWNERS.c.session_id == session_id)
             ).scalar_one_or_none()
@@ -193,6 +213,10 @@ class AuditLog:
                     detail=record.detail,
                 )
             )
+            self._writes += 1
+            if self._max_records is not None and self._writes % min(_TRIM_EVERY, self._max_records) == 0:
+                newest = conn.execute(select(func.max(_AUDIT.c.id))).scalar_one()
+                conn.execute(delete(_AUDIT).where(_AUDIT.c.id <= newest - self._max_records))
 
     def records(
         self,
@@ -208,7 +232,7 @@ class AuditLog:
             where.append(_AUDIT.c.session_id == session_id)
         if session_tenant is not None:
             where.append(_AUDIT.c.session_tenant == session_tenant)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             total = conn.execute(select(func.count()).select_from(_AUDIT).where(*where)).scalar_one()
             rows = conn.execute(
                 select(_AUDIT).where(*where).order_by(_AUDIT.c.id).offset(offset).limit(limit)
