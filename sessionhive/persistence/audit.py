@@ -176,13 +176,6 @@ class AuditLog:
         with self._read() as conn:
             return {row.session_id: row.tenant for row in conn.execute(select(_OWNERS))}
 
-    def owner(self, session_id: str) -> str | None:
-        with self._read() as conn:
-            found = conn.execute(
-                select(_OWNERS.c.tenant).where(_OWNERS.c.session_id == session_id)
-            ).scalar_one_or_none()
-        return str(found) if found is not None else None
-
     def claim(self, session_ids: Sequence[str], tenant: str) -> None:
         """Record ``tenant`` as the owner of each of ``session_ids`` (replacing an older claim)."""
         now = time.time()
