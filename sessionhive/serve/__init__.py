@@ -4,6 +4,11 @@
 run their own server; ``run_service`` is what the ``sessionhive serve``
 command runs: uvicorn on one port, a bearer token, and a graceful drain on
 SIGTERM/SIGINT. Needs the ``serve`` extra (``pip install sessionhive[serve]``).
+
+Several tokens, each with a tenant and scopes: ``TokenTable.load(path)`` reads
+a token file (``new_token`` makes an entry) and ``serve_app(hive,
+tokens=..., audit=AuditLog.for_store(store))`` serves each tenant its own
+sessions, within its quotas, with an audit log.
 """
 
 from __future__ import annotations
