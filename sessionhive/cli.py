@@ -362,7 +362,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workspace=args.workspace,
         host=args.host,
         port=args.port,
-        token=read_token(args.token_file, dict(os.environ)),
+        # With --tokens, SESSIONHIVE_TOKEN in the environment is not a second way in.
+        token=read_token(args.token_file, {} if args.tokens else dict(os.environ)),
+        tokens_file=args.tokens,
         drain_timeout=args.drain_timeout,
         max_body=args.max_body,
         cors_origins=tuple(args.cors_origin or ()),
@@ -377,6 +379,22 @@ def _allowed_base_urls(args: argparse.Namespace, llm: LlmConfig | LlmClient) -> 
     if args.base_url and not isinstance(llm, LlmConfig):
         allowed += (args.base_url,)
     return allowed
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    """The table goes to stdout and the token to stderr: ``>> tokens.toml`` appends no secret."""
+    try:
+        from sessionhive.serve import new_token
+    except ImportError as exc:
+        raise SystemExit(
+            f"sessionhive token needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
+        ) from None
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    token, table = new_token(args.name, args.tenant, scopes)
+    print(f"token for {args.name} (shown once; the table below holds only its SHA-256):", file=sys.stderr)
+    print(token, file=sys.stderr)
+    print(table, end="", flush=True)
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -439,6 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
         "a token is generated and printed, and only a loopback --host is allowed)",
     )
     serve.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help="TOML file of [[token]] tables (name, tenant, scopes, sha256) and [tenant.NAME] quotas; "
+        "make entries with 'sessionhive token new' (instead of --token-file)",
+    )
+    serve.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -478,6 +502,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_option(serve)
     _add_llm_options(serve)
     serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="make bearer tokens for 'serve --tokens'")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    new = token_sub.add_parser(
+        "new",
+        help="print a new token and the [[token]] table that admits it",
+        description="Print the [[token]] table of a new bearer token on stdout (append it to the file "
+        "'serve --tokens' reads: it holds only the token's SHA-256) and the token itself on stderr, "
+        "once (give it to its holder): sessionhive token new --name N --tenant T >> tokens.toml",
+    )
+    new.add_argument("--name", required=True, help="who holds it, as the audit log names them")
+    new.add_argument("--tenant", required=True, help="the tenant whose sessions it sees")
+    new.add_argument(
+        "--scopes",
+        default="read,write,confirm",
+        help="comma-separated, any of read, write, confirm, admin (default: read,write,confirm)",
+    )
+    new.set_defaults(func=cmd_token_new)
 
     from sessionhive._cli_sessions import add_sessions_parser
     from sessionhive.loadtest import add_loadtest_parser

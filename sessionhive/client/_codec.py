@@ -22,6 +22,7 @@ from sessionhive import (
     ContextCompacted,
     ContextUsage,
     EventsDropped,
+    Forbidden,
     HiveStopped,
     InvalidConfig,
     InvalidSessionId,
@@ -30,6 +31,7 @@ from sessionhive import (
     Message,
     Overloaded,
     PersistenceFailed,
+    QuotaExceeded,
     SessionExists,
     SessionFailed,
     SessionhiveError,
@@ -146,6 +148,10 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], SessionhiveError]] = {
     "TurnCancelled": lambda p: TurnCancelled(_sid(p), str(p.get("reason", "cancelled"))),
     "ConfirmationNotFound": lambda p: ConfirmationNotFound(_sid(p), str(p.get("tool_id", ""))),
     "Overloaded": lambda p: Overloaded(_sid(p), int(p.get("limit", 0))),
+    "Forbidden": lambda p: Forbidden(str(p.get("scope", ""))),
+    "QuotaExceeded": lambda p: QuotaExceeded(
+        str(p.get("tenant", "")), str(p.get("quota", "")), int(p.get("limit", 0))
+    ),
     "SessionFailed": lambda p: SessionFailed(_sid(p), str(p.get("last_error", ""))),
     "LlmNotConfigured": lambda p: LlmNotConfigured(
         _sid(p), str(p["llm_problem"]) if p.get("llm_problem") is not None else None

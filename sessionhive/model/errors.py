@@ -10,12 +10,14 @@ __all__ = [
     "BaseUrlNotAllowed",
     "CallTimeout",
     "ConfirmationNotFound",
+    "Forbidden",
     "HiveStopped",
     "InvalidConfig",
     "InvalidSessionId",
     "LlmError",
     "LlmNotConfigured",
     "Overloaded",
+    "QuotaExceeded",
     "SessionExists",
     "SessionFailed",
     "SessionNotFound",
@@ -180,4 +182,40 @@ class SessionFailed(SessionhiveError):
         return (
             f"session {self.session_id!r} crashed too often and is marked failed (last crash: "
             f"{self.last_error}); reset_session() brings it back"
+        )
+
+
+class Forbidden(SessionhiveError):
+    """The caller's token lacks the scope this request needs (403 over HTTP); ``scope`` names it."""
+
+    def __init__(self, scope: str, action: str = "this request") -> None:
+        super().__init__(scope, action)
+        self.scope = scope
+        self.action = action
+
+    def __str__(self) -> str:
+        return (
+            f"this token lacks the {self.scope!r} scope needed for {self.action}; "
+            f"ask the operator for a token whose scopes include {self.scope!r}"
+        )
+
+
+class QuotaExceeded(SessionhiveError):
+    """A tenant is at one of its quotas (429 over HTTP): ``quota`` is its name, ``limit`` its value.
+
+    Nothing of the refused request was done: wait (a turn ends, a session is
+    deleted) and retry, or ask the operator to raise the quota.
+    """
+
+    def __init__(self, tenant: str, quota: str, limit: int) -> None:
+        super().__init__(tenant, quota, limit)
+        self.tenant = tenant
+        self.quota = quota
+        self.limit = limit
+
+    def __str__(self) -> str:
+        what = "sessions" if self.quota == "max_sessions" else "turns running at once"
+        return (
+            f"tenant {self.tenant!r} is at its {self.quota} quota ({self.limit} {what}); nothing was done: "
+            f"retry once one ends, or raise it in the token file's [tenant.{self.tenant}] table"
         )

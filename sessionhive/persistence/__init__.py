@@ -10,6 +10,8 @@
   answers :class:`Flush` barriers. Its messages: :class:`Save`,
   :class:`Delete`, :class:`Flush`, :class:`Load`, :class:`Exists`,
   :class:`ListIds`, :class:`Health`, :class:`Tick`.
+- :class:`AuditLog`: who owns each session served over HTTP, and who did
+  what to it (:class:`AuditRecord`), in the store's database.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sessionhive.persistence.actor import (
     Save,
     Tick,
 )
+from sessionhive.persistence.audit import AuditLog, AuditRecord
 from sessionhive.persistence.snapshot import SCHEMA_VERSION, SessionSnapshot
 from sessionhive.persistence.stores import (
     FileStore,
@@ -43,6 +46,8 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_FLUSH_INTERVAL",
     "SCHEMA_VERSION",
+    "AuditLog",
+    "AuditRecord",
     "Delete",
     "Exists",
     "FileStore",

@@ -8,7 +8,6 @@ it as ``alice%2Fresearcher`` and it must stay one segment.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -33,11 +32,15 @@ from sessionhive import (
     ConfirmationResolved,
     Hive,
     InvalidConfig,
+    SessionExists,
     SessionPaused,
     SessionResumed,
     event_to_dict,
 )
+from sessionhive.model.ids import check_id
+from sessionhive.persistence.audit import DEFAULT_TENANT, AuditLog
 
+from ._auth import ALL_SCOPES, Principal, TokenTable
 from ._bodies import (
     llm_config_from_json,
     parse_json_object,
@@ -47,6 +50,7 @@ from ._bodies import (
 )
 from ._openapi import MAX_OFFSET, MAX_PAGE, ROUTE_DOCS, openapi_document
 from ._problems import HttpProblem, problem_for, problem_response
+from ._tenancy import Tenancy
 
 __all__ = ["DEFAULT_MAX_BODY", "ServeApp", "serve_app"]
 
@@ -75,6 +79,7 @@ class _Turn:
     """One turn this service runs: its events fan out to the HTTP response, if anyone still listens."""
 
     session_id: str
+    tenant: str
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     outcome: asyncio.Future[AgentResult] = field(
@@ -136,12 +141,21 @@ class _SessionView:
         return "idle"
 
 
+#: Who calls when the service runs without a token (only allowed on loopback): the operator.
+_NOBODY = Principal("anonymous", DEFAULT_TENANT, frozenset(ALL_SCOPES))
+
+
 @dataclass(frozen=True)
 class _Call:
-    """One API request as a handler sees it: the request and the path's decoded parameters."""
+    """One API request as a handler sees it: the request, the path's decoded parameters, the caller.
+
+    ``owner`` is the tenant of the session the path names (``""`` on other routes).
+    """
 
     request: Request
     p: list[str]
+    principal: Principal = _NOBODY
+    owner: str = ""
 
 
 Handler = Callable[[_Call], Awaitable[Response]]
@@ -158,11 +172,20 @@ class ServeApp:
         max_body: int = DEFAULT_MAX_BODY,
         workspace_root: str | Path | None = None,
         cors_origins: Sequence[str] = (),
+        tokens: TokenTable | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.hive = hive if isinstance(hive, AsyncHive) else AsyncHive(hive)
         if token is not None and (not isinstance(token, str) or len(token) < 16):
             raise InvalidConfig("the bearer token must be a string of at least 16 characters")
-        self._token = token.encode() if token is not None else None
+        if token is not None and tokens is not None:
+            raise InvalidConfig(
+                "pass either token= (one token, every scope) or tokens= (a token file), not both"
+            )
+        self._tokens = (
+            tokens if tokens is not None else TokenTable.single(token) if token is not None else None
+        )
+        self.tenancy = Tenancy(self._tokens, audit if audit is not None else AuditLog.in_memory())
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
             raise InvalidConfig(f"max_body must be a positive number of bytes, got {max_body!r}")
         self.max_body = max_body
@@ -252,17 +275,22 @@ class ServeApp:
             raise HttpProblem(
                 404, "NotFound", f"no route {path}; the API lives under /v1 (see /openapi.json)"
             )
-        self._authorize(request)
+        principal = self._authorize(request)
         segments = [unquote(s) for s in path[len("/v1/") :].split("/")]
         allowed: list[str] = []
-        for route_method, pattern, handler in self._routes:
+        for route_method, pattern, name, handler in self._routes:
             params = _match(pattern, segments)
             if params is None:
                 continue
             if route_method != method:
                 allowed.append(route_method)
                 continue
-            return await handler(_Call(request, params)), f"/v1/{'/'.join(pattern)}"
+            # The scope first: a refusal for want of a scope says nothing about any session.
+            self.tenancy.require(principal, name)
+            owner = ""
+            if pattern[0] == "sessions" and params:
+                owner = self.tenancy.check(principal, params[0])
+            return await handler(_Call(request, params, principal, owner)), f"/v1/{'/'.join(pattern)}"
         if allowed:
             raise HttpProblem(
                 405,
@@ -272,19 +300,20 @@ class ServeApp:
             )
         raise HttpProblem(404, "NotFound", f"no route {path} (see /openapi.json)")
 
-    def _authorize(self, request: Request) -> None:
-        if self._token is None:
-            return
+    def _authorize(self, request: Request) -> Principal:
+        if self._tokens is None:
+            return _NOBODY
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        # compare_digest on bytes takes the same time wherever the first difference is.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+        principal = self._tokens.authenticate(given.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
             raise HttpProblem(
                 401,
                 "Unauthorized",
                 "a valid bearer token is required (Authorization: Bearer <token>)",
                 {"WWW-Authenticate": 'Bearer realm="sessionhive"'},
             )
+        return principal
 
     async def _body(self, request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
         declared = request.headers.get("content-length")
@@ -323,11 +352,11 @@ class ServeApp:
 
     # ------------------------------------------------------------------ routes
 
-    def _route_table(self) -> list[tuple[str, tuple[str, ...], Handler]]:
-        table: list[tuple[str, tuple[str, ...], Handler]] = []
-        for route in ROUTE_DOCS:
-            table.append((route.method, tuple(route.path.split("/")), getattr(self, "_h_" + route.name)))
-        return table
+    def _route_table(self) -> list[tuple[str, tuple[str, ...], str, Handler]]:
+        return [
+            (route.method, tuple(route.path.split("/")), route.name, getattr(self, "_h_" + route.name))
+            for route in ROUTE_DOCS
+        ]
 
     async def _h_create(self, call: _Call) -> Response:
         body = await self._body(call.request)
@@ -336,15 +365,47 @@ class ServeApp:
         exist_ok = body.get("exist_ok", False)
         if not isinstance(exist_ok, bool):
             raise InvalidConfig("exist_ok must be true or false")
-        if exist_ok:  # get_or_create_session: the same answer whether it was there or not
-            found = await self.hive.get_or_create_session(session_id, config)  # type: ignore[arg-type]
+        principal = call.principal
+        tenant = principal.tenant
+        if exist_ok and isinstance(session_id, str) and self.tenancy.claimed_by(session_id) == tenant:
+            # Already this tenant's: get_or_create must answer even when the tenant is at quota.
+            found = await self.hive.get_or_create_session(session_id, config)
             return _json({"id": found})
-        created = await self.hive.create_session(session_id, config)  # type: ignore[arg-type]
-        return _json({"id": created}, 201)
+        created = await self._create_owned(principal, tenant, session_id, config, exist_ok=exist_ok)
+        return _json({"id": created}, 200 if exist_ok else 201)
+
+    async def _create_owned(
+        self,
+        principal: Principal,
+        tenant: str,
+        session_id: Any,
+        config: Any,
+        *,
+        exist_ok: bool,
+        parent: str = "",
+    ) -> str:
+        """Create a session of ``tenant`` within its quota, claim it and audit it."""
+        self.tenancy.reserve_session(tenant)
+        try:
+            if parent:
+                created = await self.hive.create_child_session(parent, session_id, config)
+            else:
+                created = await self.hive.create_session(session_id, config)
+        except SessionExists:
+            # get_or_create of a session that exists: the same answer, if the caller may see it.
+            if exist_ok and (principal.is_admin or self.tenancy.owner(session_id) == tenant):
+                return str(session_id)
+            raise
+        finally:
+            self.tenancy.unreserve_session(tenant)
+        await self.tenancy.claim([created], tenant)
+        detail = {"parent_id": parent} if parent else {}
+        await self.tenancy.record(principal, "create", created, tenant, detail)
+        return created
 
     async def _h_list(self, call: _Call) -> Response:
         offset, limit = _page(call.request, 100)
-        ids = sorted(await self.hive.list_sessions())
+        ids = sorted(self.tenancy.visible(call.principal, await self.hive.list_sessions()))
         page = ids[offset : offset + limit]
         data: dict[str, Any] = {"total": len(ids), "offset": offset, "limit": limit, "ids": page}
         if call.request.query_params.get("details") in ("1", "true"):
@@ -385,16 +446,28 @@ class ServeApp:
         )
 
     async def _h_destroy(self, call: _Call) -> Response:
-        children = await self.hive.get_child_sessions(call.p[0])
+        # Every depth: the session's descendants go with it, and so do their owner rows (else
+        # they would count against the tenant's max_sessions for ever).
+        descendants: list[str] = []
+        parents = [call.p[0]]
+        while parents:
+            children = await asyncio.gather(*(self.hive.get_child_sessions(p) for p in parents))
+            parents = [child for found in children for child in found]
+            descendants.extend(parents)
         await self.hive.destroy_session(call.p[0])
-        for sid in [call.p[0], *children]:
+        for sid in [call.p[0], *descendants]:
             self.view.forget(sid)
+        await self.tenancy.release([call.p[0], *descendants])
+        await self._audit(call, "delete", {"descendants": descendants})
         return Response(status_code=204)
 
     async def _h_create_child(self, call: _Call) -> Response:
         body = await self._body(call.request)
         config = session_config_from_json(body.get("config"), self.workspace_root)
-        created = await self.hive.create_child_session(call.p[0], body.get("id"), config)  # type: ignore[arg-type]
+        # A child belongs to its parent's tenant (an admin creating it does not take it over).
+        created = await self._create_owned(
+            call.principal, call.owner, body.get("id"), config, exist_ok=False, parent=call.p[0]
+        )
         return _json({"id": created, "parent_id": call.p[0]}, 201)
 
     async def _h_children(self, call: _Call) -> Response:
@@ -408,12 +481,17 @@ class ServeApp:
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise InvalidConfig("the turn body needs a string field 'prompt'")
+        # Counted against the session's tenant: the quota bounds what its sessions cost the machine.
+        self.tenancy.turn_started(call.owner)
         try:
             stream = await self.hive.generate_streaming(sid, prompt)
-        except SessionPaused:
-            self.view.paused.add(sid)
+        except BaseException as exc:
+            self.tenancy.turn_ended(call.owner)
+            if isinstance(exc, SessionPaused):
+                self.view.paused.add(sid)
             raise
-        turn = self._watch(sid, stream)
+        turn = self._watch(sid, call.owner, stream)
+        await self.tenancy.record(call.principal, "turn", sid, call.owner, {"prompt_chars": len(prompt)})
         if "text/event-stream" in call.request.headers.get("accept", ""):
             return StreamingResponse(
                 self._turn_events(turn),
@@ -422,8 +500,8 @@ class ServeApp:
             )
         return _json(_result_json(await asyncio.shield(turn.outcome)))
 
-    def _watch(self, sid: str, stream: AsyncTurnStream) -> _Turn:
-        turn = _Turn(sid)
+    def _watch(self, sid: str, tenant: str, stream: AsyncTurnStream) -> _Turn:
+        turn = _Turn(sid, tenant)
         self.view.turn_started(sid)
         self.turns.add(turn)
 
@@ -442,6 +520,7 @@ class ServeApp:
                     turn.queue.put_nowait(("result", result))
             finally:
                 self.view.turn_ended(sid)
+                self.tenancy.turn_ended(tenant)
                 self.turns.discard(turn)
                 if not turn.outcome.done():
                     turn.outcome.cancel()
@@ -517,38 +596,53 @@ class ServeApp:
     async def _h_context(self, call: _Call) -> Response:
         return _json((await self.hive.context_usage(call.p[0])).to_dict())
 
+    async def _audit(self, call: _Call, action: str, detail: dict[str, Any] | None = None) -> None:
+        await self.tenancy.record(call.principal, action, call.p[0], call.owner, detail)
+
     async def _h_pause(self, call: _Call) -> Response:
         changed = await self.hive.pause_session(call.p[0])
         self.view.paused.add(call.p[0])
+        await self._audit(call, "pause", {"changed": changed})
         return _json({"changed": changed, "state": self.view.state(call.p[0])})
 
     async def _h_resume(self, call: _Call) -> Response:
         changed = await self.hive.resume_session(call.p[0])
         self.view.paused.discard(call.p[0])
+        await self._audit(call, "resume", {"changed": changed})
         return _json({"changed": changed, "state": self.view.state(call.p[0])})
 
     async def _h_cancel(self, call: _Call) -> Response:
-        return _json({"changed": await self.hive.cancel_operation(call.p[0])})
+        changed = await self.hive.cancel_operation(call.p[0])
+        await self._audit(call, "cancel", {"changed": changed})
+        return _json({"changed": changed})
 
     async def _h_compact(self, call: _Call) -> Response:
         if call.request.query_params.get("auto") in ("1", "true"):
-            return _json({"compacted": await self.hive.maybe_auto_compact(call.p[0])})
-        await self.hive.compact(call.p[0])
-        return _json({"compacted": True})
+            compacted = await self.hive.maybe_auto_compact(call.p[0])
+        else:
+            await self.hive.compact(call.p[0])
+            compacted = True
+        await self._audit(call, "compact", {"compacted": compacted})
+        return _json({"compacted": compacted})
 
     async def _h_clear(self, call: _Call) -> Response:
         await self.hive.clear(call.p[0])
+        await self._audit(call, "clear")
         return Response(status_code=204)
 
     async def _h_reset(self, call: _Call) -> Response:
-        return _json({"changed": await self.hive.reset_session(call.p[0])})
+        changed = await self.hive.reset_session(call.p[0])
+        await self._audit(call, "reset", {"changed": changed})
+        return _json({"changed": changed})
 
     async def _h_get_policy(self, call: _Call) -> Response:
         return _json((await self.hive.get_confirmation_policy(call.p[0])).to_dict())
 
     async def _h_put_policy(self, call: _Call) -> Response:
         policy = policy_from_json(await self._body(call.request))
-        return _json((await self.hive.set_confirmation_policy(call.p[0], policy)).to_dict())
+        stored = (await self.hive.set_confirmation_policy(call.p[0], policy)).to_dict()
+        await self._audit(call, "policy", {"confirmation_policy": stored})
+        return _json(stored)
 
     async def _h_configure(self, call: _Call) -> Response:
         body = await self._body(call.request)
@@ -565,6 +659,9 @@ class ServeApp:
         model = body.get("model_config")
         model_config = llm_config_from_json(model) if model is not None else None
         await self.hive.configure(call.p[0], thinking, budget, model_config)
+        # to_dict() never holds the API key (and a body's api_key is refused before this).
+        model = model_config.to_dict() if model_config is not None else None
+        await self._audit(call, "configure", {"thinking": thinking, "budget": budget, "model_config": model})
         return Response(status_code=204)
 
     async def _h_llm(self, call: _Call) -> Response:
@@ -597,14 +694,29 @@ class ServeApp:
         if reason is not None and not isinstance(reason, str):
             raise InvalidConfig("reason must be a string or null")
         tool_id = tool_id_from_path(call.p[1])
-        return _json({"confirmed": await self.hive.confirm_tool(call.p[0], tool_id, approved, reason)})
+        # ConfirmationResolved names the token that decided, as the audit record below does.
+        confirmed = await self.hive.confirm_tool(
+            call.p[0], tool_id, approved, reason, decided_by=call.principal.name
+        )
+        await self._audit(
+            call,
+            "confirm",
+            {"tool_id": tool_id, "approved": approved, "reason": reason, "confirmed": confirmed},
+        )
+        return _json({"confirmed": confirmed})
 
     async def _h_tools(self, _call: _Call) -> Response:
         return _json({"tools": [t.to_dict() for t in self.hive.list_tools()]})
 
-    async def _h_stats(self, _call: _Call) -> Response:
+    async def _h_stats(self, call: _Call) -> Response:
         count, live = await asyncio.gather(self.hive.session_count(), self.hive.live_session_count())
-        return _json({"sessions": count, "live_sessions": live, "turns_in_flight": len(self.turns)})
+        if call.principal.is_admin:
+            return _json({"sessions": count, "live_sessions": live, "turns_in_flight": len(self.turns)})
+        # A tenant counts its own sessions and turns; how many are resident in memory is the
+        # service's figure (it tells nothing of whose they are).
+        own = self.tenancy.visible(call.principal, await self.hive.list_sessions())
+        running = self.tenancy.turns_running(call.principal.tenant)
+        return _json({"sessions": len(own), "live_sessions": live, "turns_in_flight": running})
 
     async def _h_flush(self, _call: _Call) -> Response:
         await self.hive.flush(timeout=60.0)
@@ -616,6 +728,28 @@ class ServeApp:
 
     async def _h_load_all(self, _call: _Call) -> Response:
         return _json({"loaded": await self.hive.load_all_sessions()})
+
+    async def _h_audit(self, call: _Call) -> Response:
+        offset, limit = _page(call.request, 100)
+        session_id = call.request.query_params.get("session_id") or None
+        if session_id is not None:
+            check_id(session_id)  # 400 for what no session id can be (NUL, control characters...)
+        total, records = await self.tenancy.records(call.principal, session_id, limit, offset)
+        return _json(
+            {"total": total, "offset": offset, "limit": limit, "records": [r.to_dict() for r in records]}
+        )
+
+    async def _h_whoami(self, call: _Call) -> Response:
+        quota = self.tenancy.quota(call.principal.tenant)
+        return _json(
+            {
+                **call.principal.to_dict(),
+                "quota": {
+                    "max_sessions": quota.max_sessions,
+                    "max_concurrent_turns": quota.max_concurrent_turns,
+                },
+            }
+        )
 
     # ------------------------------------------------------------------ draining
 
@@ -681,24 +815,36 @@ def serve_app(
     workspace_root: str | Path | None = None,
     cors_origins: Sequence[str] = (),
     require_token: bool = True,
+    tokens: TokenTable | None = None,
+    audit: AuditLog | None = None,
 ) -> ServeApp:
     """The service as an ASGI app, for running under your own server.
 
     ``token`` (default: ``SESSIONHIVE_TOKEN``) is the bearer token every /v1
-    route requires; without one, pass ``require_token=False`` knowingly (the
-    ``serve`` command allows that only on a loopback address). ``workspace_root``
+    route requires, with every scope; ``tokens`` (``TokenTable.load(path)``)
+    instead admits the tokens of a token file, each with its tenant and
+    scopes; ``audit`` keeps owners and the audit log (default: in memory;
+    ``AuditLog.for_store(store)`` keeps them in a SQL store). Without a token,
+    pass ``require_token=False`` knowingly (the ``serve`` command allows that
+    only on a loopback address). ``workspace_root``
     lets sessions pick a workspace inside it; ``cors_origins`` enables CORS for
     those origins only.
     """
     import os
 
-    if token is None:
+    if token is None and tokens is None:
         token = os.environ.get("SESSIONHIVE_TOKEN") or None
-    if token is None and require_token:
+    if token is None and tokens is None and require_token:
         raise InvalidConfig(
             "serve_app needs a bearer token: pass token= or set SESSIONHIVE_TOKEN "
             "(or require_token=False for a server only this machine can reach)"
         )
     return ServeApp(
-        hive, token=token, max_body=max_body, workspace_root=workspace_root, cors_origins=cors_origins
+        hive,
+        token=token,
+        max_body=max_body,
+        workspace_root=workspace_root,
+        cors_origins=cors_origins,
+        tokens=tokens,
+        audit=audit,
     )

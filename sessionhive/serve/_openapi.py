@@ -74,6 +74,8 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
     RouteDoc("POST", "flush", "flush", "Durability barrier: returns once everything is committed", ok=204),
     RouteDoc("GET", "store/health", "health", "Each store's health"),
     RouteDoc("POST", "load-all", "load_all", "Activate every stored session; returns how many"),
+    RouteDoc("GET", "audit", "audit", "Who did what to which session (paged; session_id= filters)"),
+    RouteDoc("GET", "whoami", "whoami", "The caller's token name, tenant, scopes and quotas"),
 )
 
 _INT64 = {"minimum": -MAX_INT - 1, "maximum": MAX_INT}
@@ -308,6 +310,21 @@ _RESULTS: dict[str, dict[str, Any]] = {
     "stats": _object(sessions=_INT, live_sessions=_INT, turns_in_flight=_INT),
     "health": _object(stores={"type": "array", "items": _object(name=_STRING, status=_STRING)}),
     "load_all": _object(loaded=_INT),
+    "audit": _object(
+        **_PAGE,
+        records={
+            "type": "array",
+            "items": _object(
+                time=_STRING,
+                token_name=_STRING,
+                tenant=_STRING,
+                action=_STRING,
+                session_id={"type": ["string", "null"]},
+                detail={"type": ["object", "null"]},
+            ),
+        },
+    ),
+    "whoami": {"type": "object", "required": ["name", "tenant", "scopes", "quota"]},
 }
 
 
@@ -350,6 +367,10 @@ def _responses(route: RouteDoc) -> dict[str, str]:
         parts.append(_MODEL)
     if route.name in ("list", "history"):
         parts.append(_PAGED)
+    if route.name in ("create", "create_child", "turn"):
+        parts.append({"429": "QuotaExceeded: the tenant's max_sessions or max_concurrent_turns"})
+    if route.name == "audit":
+        parts.append({"400": "InvalidBody or InvalidSessionId: a bad offset, limit or session_id"})
     if route.name == "confirm":
         parts.append(
             {"400": "InvalidBody: a control character in the tool id", "404": "ConfirmationNotFound"}
@@ -371,6 +392,15 @@ _QUERY: dict[str, tuple[dict[str, Any], ...]] = {
         {"name": "details", "in": "query", "schema": {"type": "string"}, "description": "true or 1"},
     ),
     "history": _PAGE_PARAMS,
+    "audit": (
+        *_PAGE_PARAMS,
+        {
+            "name": "session_id",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "one session's records",
+        },
+    ),
     "compact": ({"name": "auto", "in": "query", "schema": {"type": "string"}, "description": "true or 1"},),
 }
 

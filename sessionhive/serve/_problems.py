@@ -16,12 +16,14 @@ from sessionhive import (
     BaseUrlNotAllowed,
     CallTimeout,
     ConfirmationNotFound,
+    Forbidden,
     HiveStopped,
     InvalidConfig,
     InvalidSessionId,
     LlmError,
     LlmNotConfigured,
     Overloaded,
+    QuotaExceeded,
     SessionExists,
     SessionFailed,
     SessionhiveError,
@@ -51,7 +53,9 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (BaseUrlNotAllowed, 403),
     (InvalidConfig, 422),
     (LlmNotConfigured, 422),
+    (Forbidden, 403),
     (Overloaded, 429),
+    (QuotaExceeded, 429),
     (StoreError, 503),
     (HiveStopped, 503),
     (CallTimeout, 504),
@@ -102,7 +106,17 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
         "error": name,
     }
     # The fields the client needs to rebuild the very exception.
-    for field in ("session_id", "tool_id", "limit", "last_error", "reason", "base_url"):
+    for field in (
+        "session_id",
+        "tool_id",
+        "limit",
+        "last_error",
+        "reason",
+        "base_url",
+        "scope",
+        "tenant",
+        "quota",
+    ):
         value = getattr(exc, field, None)
         if isinstance(value, str | int) and not isinstance(value, bool):
             body[field] = value

@@ -18,8 +18,11 @@ import uvicorn
 
 from sessionhive import Hive, InvalidConfig
 from sessionhive.model.urls import BaseUrlPolicy
+from sessionhive.persistence import open_store
+from sessionhive.persistence.audit import AuditLog
 
 from ._app import DEFAULT_MAX_BODY, ServeApp
+from ._auth import TokenTable
 
 __all__ = ["ServeOptions", "is_loopback", "read_token", "run_service"]
 
@@ -32,6 +35,8 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
+    #: A TOML token file (``--tokens``): tokens with tenants and scopes, instead of ``token``.
+    tokens_file: str | None = None
     drain_timeout: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
     cors_origins: Sequence[str] = field(default_factory=tuple)
@@ -124,7 +129,15 @@ def run_service(options: ServeOptions) -> int:
     """Host a Hive behind the HTTP API until SIGTERM/SIGINT; returns the exit code."""
     say = options.say
     token = options.token
-    if token is None:
+    tokens = None
+    if options.tokens_file is not None:
+        if token is not None:
+            raise InvalidConfig(
+                "--tokens replaces --token-file and SESSIONHIVE_TOKEN: give one or the other "
+                "(a token file's [[token]] with every scope stands for the single token)"
+            )
+        tokens = TokenTable.load(options.tokens_file)
+    elif token is None:
         if not is_loopback(options.host):
             raise InvalidConfig(
                 f"refusing to listen on {options.host} without a bearer token: set SESSIONHIVE_TOKEN "
@@ -141,13 +154,20 @@ def run_service(options: ServeOptions) -> int:
     except InvalidConfig as exc:
         raise InvalidConfig(f"--allow-base-url: {exc}") from None
     sock = _bind(options.host, options.port)
-    hive = Hive.start(
-        store=options.store, llm=options.llm, workspace=options.workspace, allow_base_urls=allowed
-    )
+    # Opened here so that owners and the audit log go to the same database as the sessions.
+    store = open_store(options.store)
+    hive = Hive.start(store=store, llm=options.llm, workspace=options.workspace, allow_base_urls=allowed)
     try:
+        audit = AuditLog.for_store(store)
+        if tokens is not None and not audit.persistent:
+            say(
+                "sessionhive serve: the store is not SQL; session owners and the audit log last only this run"
+            )
         app = ServeApp(
             hive,
             token=token,
+            tokens=tokens,
+            audit=audit,
             max_body=options.max_body,
             workspace_root=options.workspace,
             cors_origins=options.cors_origins,

@@ -7,6 +7,10 @@ const TOKEN_KEY = "sessionhive-token";
 const $ = (id) => document.getElementById(id);
 let current = null;        // the selected session id
 let eventsAbort = null;    // aborts the live event stream of the selected session
+let scopes = new Set();    // what this token may do (GET /v1/whoami); controls it lacks are hidden
+
+// The server refuses what a token may not do (403); hiding the control only spares a click.
+function may(scope) { return scopes.has(scope) || scopes.has("admin"); }
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 function enc(id) { return encodeURIComponent(id); }
@@ -41,12 +45,17 @@ function showLogin(message) {
 
 function logout(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  scopes = new Set(); $("whoami").textContent = "";
   if (eventsAbort) eventsAbort.abort();
   showLogin(message);
 }
 
 async function start() {
   $("login").hidden = true; $("console").hidden = false; $("logout").hidden = false;
+  const me = await api("GET", "/v1/whoami");
+  scopes = new Set(me.scopes);
+  $("whoami").textContent = `${me.name} · tenant ${me.tenant} · ${me.scopes.join(", ")}`;
+  for (const node of document.querySelectorAll("[data-needs]")) node.hidden = !may(node.dataset.needs);
   say("connected");
   await loadSessions();
   const fromHash = decodeURIComponent(location.hash.replace(/^#session=/, ""));
@@ -115,6 +124,14 @@ async function loadConfirmations() {
   list.replaceChildren();
   if (!data.pending.length) list.append(el("li", { class: "hint none" }, "nothing is waiting"));
   for (const p of data.pending) {
+    const item = el("li", { class: "confirmation", "data-tool-id": p.tool_id },
+      el("strong", {}, p.tool_name || p.tool_id),
+      el("pre", {}, p.arguments ? JSON.stringify(p.arguments, null, 2) : ""));
+    list.append(item);
+    if (!may("confirm")) {
+      item.append(el("span", { class: "hint" }, "this token may not decide tool calls"));
+      continue;
+    }
     const reason = el("input", { placeholder: "reason (optional)", class: "reason" });
     const approve = el("button", { type: "button", class: "approve" }, "Approve");
     const reject = el("button", { type: "button", class: "reject" }, "Reject");
@@ -129,10 +146,7 @@ async function loadConfirmations() {
     };
     approve.addEventListener("click", () => decide(true));
     reject.addEventListener("click", () => decide(false));
-    list.append(el("li", { class: "confirmation", "data-tool-id": p.tool_id },
-      el("strong", {}, p.tool_name || p.tool_id),
-      el("pre", {}, p.arguments ? JSON.stringify(p.arguments, null, 2) : ""),
-      reason, " ", approve, " ", reject));
+    item.append(reason, " ", approve, " ", reject);
   }
 }
 
@@ -143,7 +157,8 @@ function describe(e) {
     case "ToolStart": return `tool ${e.tool_name} ${JSON.stringify(e.arguments)}`;
     case "ToolEnd": return `tool ${e.tool_name} ${e.is_error ? "failed" : "done"}: ${e.output}`;
     case "ConfirmationRequired": return `${e.tool_name} waits for a decision`;
-    case "ConfirmationResolved": return `${e.outcome}${e.reason ? " (" + e.reason + ")" : ""}`;
+    case "ConfirmationResolved":
+      return `${e.outcome}${e.reason ? " (" + e.reason + ")" : ""}${e.decided_by ? " by " + e.decided_by : ""}`;
     case "TurnEnd": return `turn done: ${e.result.rounds} LLM call(s), ${e.result.usage.total_tokens} tokens`;
     case "TurnError": return `turn failed: ${e.error}`;
     case "TurnCancelled": return `turn cancelled: ${e.reason}`;
