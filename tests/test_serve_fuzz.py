@@ -137,6 +137,12 @@ def test_no_request_gets_a_5xx_and_every_answer_is_documented(
             # control character): that request is negative data, refused with a 400 as it should be.
             assume(body_is_valid(case.body))
             assume(all(ID.fullmatch(unquote(value)) for value in (case.path_parameters or {}).values()))
+            # jsonschema checks `pattern` with re.search, whose `$` also matches before a final
+            # newline: an id ending in "\n" passes the schema here but not check_id (nor ECMA-262).
+            ids = [(case.query or {}).get("session_id")]
+            if isinstance(case.body, dict):
+                ids.append(case.body.get("id"))
+            assume(all(ID.fullmatch(value) for value in ids if isinstance(value, str)))
         case.call_and_validate(headers=AUTH, timeout=30)
 
     every_answer_is_right()

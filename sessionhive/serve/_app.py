@@ -731,9 +731,9 @@ class ServeApp:
 
     async def _h_audit(self, call: _Call) -> Response:
         offset, limit = _page(call.request, 100)
-        session_id = call.request.query_params.get("session_id") or None
+        session_id = call.request.query_params.get("session_id")
         if session_id is not None:
-            check_id(session_id)  # 400 for what no session id can be (NUL, control characters...)
+            check_id(session_id)  # 400 for what no session id can be (empty, NUL, control characters...)
         total, records = await self.tenancy.records(call.principal, session_id, limit, offset)
         return _json(
             {"total": total, "offset": offset, "limit": limit, "records": [r.to_dict() for r in records]}

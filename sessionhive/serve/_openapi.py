@@ -397,7 +397,7 @@ _QUERY: dict[str, tuple[dict[str, Any], ...]] = {
         {
             "name": "session_id",
             "in": "query",
-            "schema": {"type": "string"},
+            "schema": _id_schema("session id"),
             "description": "one session's records",
         },
     ),
