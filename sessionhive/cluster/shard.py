@@ -1,12 +1,19 @@
 """``HiveShard``: the Ray actor that hosts one AsyncHive and the ownership leases of its sessions.
 
 A shard serves the sessions whose tree root the cluster's placement gives
-it. Before a call reaches its Hive, the shard holds the session's lease in
+it. A session's calls enter one line on the shard in the order they arrive,
+before any lease wait (the wait belongs to the session, not to each call),
+and leave it in that order for the session's mailbox; a call whose client
+deadline passed before it started leaves unrun ("expired"). Before a call
+reaches its Hive, the shard holds the session's lease in
 the shared SQL store (winning it may wait for a previous owner to release it
 or for its lease to expire); its store is fenced by those leases, so once
 another shard took a session over, nothing this shard still has of it is
 ever written. Leases are renewed in one statement every third of their
-duration and released when the shard hands sessions over or stops.
+duration and released when the shard hands sessions over or stops. A shard
+that was stopped (SIGSTOP) past its leases finds them taken when it
+continues: the calls it still held for those sessions are handed back
+("moved") without running.
 
 The Hive reads the index of stored sessions when it starts. When a call names
 a session the Hive cannot know (created by another shard later) or one that
@@ -22,13 +29,14 @@ arrived since the last one), never one Ray call per event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -39,7 +47,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import select
 
-from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError
+from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
 from sessionhive.cluster.placement import Membership
 from sessionhive.persistence import SqlStore
 from sessionhive.persistence.leases import LeaseHeld, LeaseTable
@@ -81,7 +89,29 @@ _SESSION_OPS = MUTATING_OPS | {
     "get_child_sessions",
 }
 
-Outcome = tuple[str, Any]  # ("ok", value) | ("err", exception) | ("moved", None) | ("interrupted", reason)
+# ("ok", value) | ("err", exception) | ("moved", None): not run, ask the shard the membership names |
+# ("expired", reason): not run, its client's deadline passed first |
+# ("interrupted", reason): handed to the Hive, then cut off: it may or may not have happened.
+Outcome = tuple[str, Any]
+
+
+class _Expired(Exception):
+    """The call's client deadline passed before the call started: it is dropped unrun."""
+
+
+class _SessionLine:
+    """The calls of one session waiting, in arrival order, to reach its mailbox."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        # asyncio.Lock wakes its waiters first come, first served: the line's order.
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+#: Seconds kept, of a call's client timeout, for its answer to travel back.
+_ANSWER_MARGIN = 0.05
 
 
 class _Moved(Exception):
@@ -181,6 +211,12 @@ class HiveShard:
         self._outboxes: dict[str, list[tuple[int, Outcome]]] = {}
         self._outbox_ready: dict[str, asyncio.Event] = {}
         self._running: set[asyncio.Task[None]] = set()
+        # Per session, on the shard's one loop: its calls in arrival order until they reach the mailbox.
+        self._lines: dict[str, _SessionLine] = {}
+        # Sessions whose lease another owner took (seen at a renewal): their held calls go back.
+        self._lost: set[str] = set()
+        # Sessions whose running turn this shard cancelled to hand them over: not the client's cancel.
+        self._handed_over: set[str] = set()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -247,6 +283,7 @@ class HiveShard:
                 log.warning("shard %s: renewing leases failed: %s", self.shard_id, exc)
                 continue
             if lost:
+                self._lost.update(lost)
                 log.warning("shard %s lost the lease of %d sessions", self.shard_id, len(lost))
 
     async def _current_hive(self) -> AsyncHive:
@@ -313,12 +350,16 @@ class HiveShard:
                     lease = await asyncio.to_thread(self._leases.acquire, session_id)
                     break
                 except LeaseHeld as held:
-                    if self._membership.owner_of(root_id) != self.shard_id:
-                        raise _Moved() from None  # placed elsewhere meanwhile: the caller re-routes
+                    if self._membership.owner_of(root_id) != self.shard_id or session_id in self._lost:
+                        # Placed elsewhere meanwhile, or taken while this shard was stopped:
+                        # the caller re-routes; nothing of the call ran here.
+                        raise _Moved() from None
                     if time.monotonic() + min(delay, held.expires_in) > deadline:
-                        raise
+                        raise _Expired(str(held)) from None
                     await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
                     delay = min(delay * 2, 0.25)
+            self._lost.discard(session_id)
+            self._handed_over.discard(session_id)
             touched = session_id in self._touched or self._root(session_id) in self._touched
             if lease.taken_over and touched and refresh is None:
                 refresh = f"session {session_id!r} was written by another shard since it was here"
@@ -357,6 +398,52 @@ class HiveShard:
             "metrics": self._metrics_address,
         }
 
+    @contextlib.asynccontextmanager
+    async def _in_line(self, session_id: str) -> AsyncIterator[None]:
+        """Wait for the session's earlier calls to reach its mailbox (joining the line never yields first)."""
+        line = self._lines.get(session_id)
+        if line is None:
+            line = self._lines[session_id] = _SessionLine()
+        line.users += 1
+        try:
+            async with line.lock:
+                yield
+        finally:
+            line.users -= 1
+            if line.users == 0:
+                del self._lines[session_id]
+
+    async def _enter(
+        self,
+        session_id: str,
+        root_id: str,
+        deadline: float,
+        *,
+        creating: bool = False,
+        child: str | None = None,
+    ) -> AsyncHive:
+        """Own the session (and a new ``child``) for a call at the head of its line; the Hive to run it on."""
+        if time.monotonic() >= deadline:
+            raise _Expired("its deadline passed while it waited for the calls before it")
+        await self._own(session_id, root_id, deadline, creating=creating)
+        if child is not None:
+            await self._own(child, root_id, deadline, creating=True)
+        if self._membership.owner_of(root_id) != self.shard_id:
+            raise _Moved()  # the membership changed while the lease was awaited
+        hive = await self._current_hive()
+        if time.monotonic() >= deadline:
+            raise _Expired("its deadline passed while the session's lease was awaited")
+        return hive
+
+    def _deadline(self, arrived: float, timeout: float | None) -> float:
+        if timeout is None:
+            return (
+                arrived + 3 * self._lease_ttl
+            )  # a call without a timeout still waits for a lease only so long
+        # A call that starts later could not answer before its client stops waiting:
+        # dropping it then lets the client hear "never started" instead of "unknown".
+        return arrived + timeout - _ANSWER_MARGIN
+
     async def call(
         self,
         op: str,
@@ -367,37 +454,61 @@ class HiveShard:
         membership: tuple[int, list[str]],
         timeout: float | None,
     ) -> Outcome:
-        """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf."""
+        """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf.
+
+        ``timeout`` is what is left of the client's own: a call that has not
+        started when it runs out is dropped unrun (``"expired"``).
+        """
+        arrived = time.monotonic()
         if op not in _SESSION_OPS:
             return ("err", ValueError(f"not a session call: {op!r}"))
         await self._ensure_started()
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
+        deadline = self._deadline(arrived, timeout)
         generation = self._generation
         try:
-            creating = op in ("create_session", "get_or_create_session")
-            await self._own(session_id, root_id, deadline, creating=creating)
-            if op == "create_child_session":
-                await self._own(args[0], root_id, deadline, creating=True)
-            if self._membership.owner_of(root_id) != self.shard_id:
-                return ("moved", None)  # the membership changed while the lease was awaited
-            hive = await self._current_hive()
-            generation = self._generation
-            value = await getattr(hive, op)(session_id, *args, **kwargs)
+            async with self._in_line(session_id):
+                hive = await self._enter(
+                    session_id,
+                    root_id,
+                    deadline,
+                    creating=op in ("create_session", "get_or_create_session"),
+                    child=args[0] if op == "create_child_session" else None,
+                )
+                generation = self._generation
+                running = asyncio.ensure_future(getattr(hive, op)(session_id, *args, **kwargs))
+                # One loop turn runs the call's first step, which puts it in the session's
+                # mailbox; only then may the next call of the line follow it there.
+                await asyncio.sleep(0)
+            value = await running
             if op in MUTATING_OPS and not await self._still_owned(session_id):
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} meanwhile")
             self._note(op, session_id, args)
             return ("ok", value)
         except _Moved:
             return ("moved", None)
+        except _Expired as expired:
+            return ("expired", str(expired))
         except HiveStopped:
             if self._generation != generation or self._hive is None:
                 return ("interrupted", f"shard {self.shard_id} restarted its Hive")
             return ("err", HiveStopped())
+        except TurnCancelled as cancelled:
+            return self._cancelled(session_id, generation, cancelled)
         except SessionhiveError as exc:
+            if op in MUTATING_OPS and session_id in self._touched and not await self._still_owned(session_id):
+                # Failed because another owner took the session (a fenced write): what
+                # this call wrote before that is in the store, what it wrote after is not.
+                return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} mid-call")
             return ("err", exc)
+
+    def _cancelled(self, session_id: str, generation: int, cancelled: TurnCancelled) -> Outcome:
+        """A turn this shard cancelled itself (handing over, restarting its Hive) may have been stored."""
+        if self._generation != generation or session_id in self._handed_over:
+            return ("interrupted", f"shard {self.shard_id} handed the session over mid-turn")
+        return ("err", cancelled)
 
     # ------------------------------------------------------------------ batched calls
 
@@ -464,22 +575,23 @@ class HiveShard:
         timeout: float | None,
     ) -> Outcome:
         """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id."""
+        arrived = time.monotonic()
         await self._ensure_started()
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
+        deadline = self._deadline(arrived, timeout)
         try:
-            await self._own(session_id, root_id, deadline)
-            if self._membership.owner_of(root_id) != self.shard_id:
-                return ("moved", None)
-            hive = await self._current_hive()
-            if kind == "turn":
-                source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
-            else:
-                source = await hive.subscribe(session_id, timeout=timeout)
+            async with self._in_line(session_id):
+                hive = await self._enter(session_id, root_id, deadline)
+                if kind == "turn":
+                    source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
+                else:
+                    source = await hive.subscribe(session_id, timeout=timeout)
         except _Moved:
             return ("moved", None)
+        except _Expired as expired:
+            return ("expired", str(expired))
         except SessionhiveError as exc:
             return ("err", exc)
         feed_id = next(self._feed_ids)
@@ -553,6 +665,7 @@ class HiveShard:
         # Stop their work (a running turn ends cancelled), write what they have, then let go.
         for sid in moving:
             if sid in self._touched:
+                self._handed_over.add(sid)
                 try:
                     await hive.cancel_operation(sid)
                 except SessionhiveError:
