@@ -460,7 +460,7 @@ def test_a_sessions_calls_keep_their_order_while_its_lease_is_awaited_and_expire
             await asyncio.to_thread(LeaseTable(engine, "another-owner@1", ttl=3.0).acquire, "queue")
             calls = [hive.generate("queue", "queue#0", timeout=0.5)]  # gives up before the lease frees
             calls += [hive.generate("queue", f"queue#{n}", timeout=60) for n in range(1, 9)]
-            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            outcomes: list[object] = list(await asyncio.gather(*calls, return_exceptions=True))
             outcomes.append(await hive.history("queue"))
             return outcomes
 
