@@ -101,6 +101,8 @@ class Load:
         self.acked: dict[str, list[str]] = defaultdict(list)
         self.failed: dict[str, list[str]] = defaultdict(list)
         self.unknown: dict[str, list[str]] = defaultdict(list)
+        # Prompt -> what its client was told, for every turn that failed.
+        self.why: dict[str, str] = {}
         self.answered: dict[str, list[float]] = defaultdict(list)
         self.interrupted = 0
         self.unexpected: list[BaseException] = []
@@ -138,13 +140,15 @@ class Load:
                         self.unknown[sid].append(prompt)
                         self.interrupted += 1
                     continue
-                except (TurnCancelled, StoreError, CallTimeout):
+                except (TurnCancelled, StoreError, CallTimeout) as exc:
                     with self._lock:
+                        self.why[prompt] = repr(exc)
                         self.failed[sid].append(prompt)
                         self.interrupted += 1
                     continue
                 except TurnFailed as exc:
                     with self._lock:
+                        self.why[prompt] = repr(exc)
                         self.failed[sid].append(prompt)
                         # A shard that lost the lease mid-turn: its write was fenced, the turn failed.
                         if FENCED in str(exc):
@@ -212,7 +216,9 @@ def verify_histories(url: str, load: Load) -> None:
             missing = set(load.acked[sid]) - whole
             assert not missing, f"{sid}: acknowledged turns lost or torn: {sorted(missing)}"
             told_failed = set(prompts) & set(load.failed[sid])
-            assert not told_failed, f"{sid}: turns reported failed, yet stored: {sorted(told_failed)}"
+            assert not told_failed, (
+                f"{sid}: reported failed, yet stored: {[load.why[p] for p in told_failed]}"
+            )
             invented = set(prompts) - set(load.acked[sid]) - set(load.unknown[sid])
             assert not invented, f"{sid}: turns nobody sent: {invented}"
     finally:

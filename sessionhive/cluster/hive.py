@@ -120,6 +120,11 @@ class _CallRule:
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
+    def wall_deadline(self) -> float | None:
+        """The deadline by ``time.time()``, as shards read it: a duration would restart if delivered late."""
+        remaining = self.remaining()
+        return None if remaining is None else time.time() + remaining
+
     def slice(self) -> float:
         """How long to wait for an answer before looking at the shard's health again."""
         remaining = self.remaining()
@@ -713,7 +718,7 @@ class ClusterHive:
         while True:
             shard_id, handle = self._cluster.target(root_id)
             ref = handle.call.remote(
-                op, session_id, root_id, args, {}, self._cluster.membership_arg(), rule.remaining()
+                op, session_id, root_id, args, {}, self._cluster.membership_arg(), rule.wall_deadline()
             )
             value = rule.judge(self._answer(rule, shard_id, ref))
             if value is not _RETRY:
@@ -747,7 +752,7 @@ class ClusterHive:
         while True:
             shard_id, handle = self._cluster.target(root_id)
             ref = handle.start_feed.remote(
-                kind, session_id, root_id, arg, self._cluster.membership_arg(), rule.remaining()
+                kind, session_id, root_id, arg, self._cluster.membership_arg(), rule.wall_deadline()
             )
             value = rule.judge(self._answer(rule, shard_id, ref))
             if value is not _RETRY:
@@ -1246,7 +1251,7 @@ class AsyncClusterHive:
                 args,
                 {},
                 cluster.membership_arg(),
-                rule.remaining(),
+                rule.wall_deadline(),
             )
             value = rule.judge(await self._answer(rule, shard_id, arguments))
             if value is not _RETRY:
@@ -1290,7 +1295,7 @@ class AsyncClusterHive:
                 root_id,
                 arg,
                 cluster.membership_arg(),
-                rule.remaining(),
+                rule.wall_deadline(),
             )
             value = rule.judge(await self._answer(rule, shard_id, arguments))
             if value is not _RETRY:

@@ -215,8 +215,9 @@ class HiveShard:
         self._lines: dict[str, _SessionLine] = {}
         # Sessions whose lease another owner took (seen at a renewal): their held calls go back.
         self._lost: set[str] = set()
-        # Sessions whose running turn this shard cancelled to hand them over: not the client's cancel.
-        self._handed_over: set[str] = set()
+        # Per session, how often this shard cancelled its work to hand it over: a call that
+        # ends cancelled after such a hand-over began was not cancelled by its client.
+        self._handovers: dict[str, int] = {}
 
     # ------------------------------------------------------------------ life cycle
 
@@ -359,7 +360,6 @@ class HiveShard:
                     await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
                     delay = min(delay * 2, 0.25)
             self._lost.discard(session_id)
-            self._handed_over.discard(session_id)
             touched = session_id in self._touched or self._root(session_id) in self._touched
             if lease.taken_over and touched and refresh is None:
                 refresh = f"session {session_id!r} was written by another shard since it was here"
@@ -435,14 +435,20 @@ class HiveShard:
             raise _Expired("its deadline passed while the session's lease was awaited")
         return hive
 
-    def _deadline(self, arrived: float, timeout: float | None) -> float:
-        if timeout is None:
+    def _deadline(self, arrived: float, deadline: float | None) -> float:
+        """The client's wall-clock ``deadline`` on this shard's monotonic clock.
+
+        Wall clock, not a duration: a call delivered late (to a shard that was
+        stopped, or to the restarted incarnation of a killed one) must not get
+        its whole timeout again, or it would run after its client moved on.
+        """
+        if deadline is None:
             return (
                 arrived + 3 * self._lease_ttl
             )  # a call without a timeout still waits for a lease only so long
         # A call that starts later could not answer before its client stops waiting:
         # dropping it then lets the client hear "never started" instead of "unknown".
-        return arrived + timeout - _ANSWER_MARGIN
+        return arrived + (deadline - time.time()) - _ANSWER_MARGIN
 
     async def call(
         self,
@@ -452,12 +458,12 @@ class HiveShard:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         membership: tuple[int, list[str]],
-        timeout: float | None,
+        deadline: float | None,
     ) -> Outcome:
         """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf.
 
-        ``timeout`` is what is left of the client's own: a call that has not
-        started when it runs out is dropped unrun (``"expired"``).
+        ``deadline`` (``time.time()``) is when its client stops waiting: a call
+        that has not started by then is dropped unrun (``"expired"``).
         """
         arrived = time.monotonic()
         if op not in _SESSION_OPS:
@@ -466,18 +472,18 @@ class HiveShard:
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        deadline = self._deadline(arrived, timeout)
-        generation = self._generation
+        until = self._deadline(arrived, deadline)
+        hive: AsyncHive | None = None  # the Hive the call ran on; replaced or stopped: not its client's doing
+        handovers = self._handovers.get(session_id, 0)
         try:
             async with self._in_line(session_id):
                 hive = await self._enter(
                     session_id,
                     root_id,
-                    deadline,
+                    until,
                     creating=op in ("create_session", "get_or_create_session"),
                     child=args[0] if op == "create_child_session" else None,
                 )
-                generation = self._generation
                 running = asyncio.ensure_future(getattr(hive, op)(session_id, *args, **kwargs))
                 # One loop turn runs the call's first step, which puts it in the session's
                 # mailbox; only then may the next call of the line follow it there.
@@ -492,23 +498,22 @@ class HiveShard:
         except _Expired as expired:
             return ("expired", str(expired))
         except HiveStopped:
-            if self._generation != generation or self._hive is None:
+            if hive is not None and self._hive is not hive:
                 return ("interrupted", f"shard {self.shard_id} restarted its Hive")
             return ("err", HiveStopped())
         except TurnCancelled as cancelled:
-            return self._cancelled(session_id, generation, cancelled)
+            if (hive is not None and self._hive is not hive) or self._handovers.get(
+                session_id, 0
+            ) != handovers:
+                # This shard cancelled it itself (handing over, restarting its Hive): it may have been stored.
+                return ("interrupted", f"shard {self.shard_id} handed the session over mid-turn")
+            return ("err", cancelled)
         except SessionhiveError as exc:
             if op in MUTATING_OPS and session_id in self._touched and not await self._still_owned(session_id):
                 # Failed because another owner took the session (a fenced write): what
                 # this call wrote before that is in the store, what it wrote after is not.
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} mid-call")
             return ("err", exc)
-
-    def _cancelled(self, session_id: str, generation: int, cancelled: TurnCancelled) -> Outcome:
-        """A turn this shard cancelled itself (handing over, restarting its Hive) may have been stored."""
-        if self._generation != generation or session_id in self._handed_over:
-            return ("interrupted", f"shard {self.shard_id} handed the session over mid-turn")
-        return ("err", cancelled)
 
     # ------------------------------------------------------------------ batched calls
 
@@ -572,18 +577,22 @@ class HiveShard:
         root_id: str,
         args: tuple[Any, ...],
         membership: tuple[int, list[str]],
-        timeout: float | None,
+        deadline: float | None,
     ) -> Outcome:
-        """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id."""
+        """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id.
+
+        ``deadline`` as for :meth:`call`: the stream must be accepted by then.
+        """
         arrived = time.monotonic()
         await self._ensure_started()
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        deadline = self._deadline(arrived, timeout)
+        until = self._deadline(arrived, deadline)
+        timeout = None if deadline is None else max(0.0, until - time.monotonic())
         try:
             async with self._in_line(session_id):
-                hive = await self._enter(session_id, root_id, deadline)
+                hive = await self._enter(session_id, root_id, until)
                 if kind == "turn":
                     source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
                 else:
@@ -665,7 +674,7 @@ class HiveShard:
         # Stop their work (a running turn ends cancelled), write what they have, then let go.
         for sid in moving:
             if sid in self._touched:
-                self._handed_over.add(sid)
+                self._handovers[sid] = self._handovers.get(sid, 0) + 1
                 try:
                     await hive.cancel_operation(sid)
                 except SessionhiveError:
