@@ -332,11 +332,21 @@ class HiveShard:
             row = conn.execute(select(SESSIONS.c.parent_id).where(SESSIONS.c.id == session_id)).one_or_none()
         return (False, None) if row is None else (True, row[0])
 
-    async def _own(self, session_id: str, root_id: str, deadline: float, *, creating: bool = False) -> None:
-        """Hold the lease of ``session_id`` and make sure the Hive's view of it is current."""
+    async def _own(
+        self, session_id: str, root_id: str, deadline: float, routed_under: int, *, creating: bool = False
+    ) -> None:
+        """Hold the lease of ``session_id`` and make sure the Hive's view of it is current.
+
+        Raises ``_Moved`` for a call routed under an older membership than this
+        shard's when the session changed hands since: it was sent before the
+        session went elsewhere (to this shard while it was stopped, or to the
+        dead incarnation it replaces), and its client has moved on; running it
+        now would put it after turns sent later.
+        """
         assert self._leases is not None
         generation = self._generation
         refresh: str | None = None
+        stale = False
         if session_id not in self._known:
             exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
             if exists:
@@ -360,12 +370,15 @@ class HiveShard:
                     await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
                     delay = min(delay * 2, 0.25)
             self._lost.discard(session_id)
+            stale = lease.changed_hands and routed_under < self._membership.version
             touched = session_id in self._touched or self._root(session_id) in self._touched
             if lease.taken_over and touched and refresh is None:
                 refresh = f"session {session_id!r} was written by another shard since it was here"
         if refresh is not None:
             await self._refresh(generation, refresh)
         self._touched.add(session_id)
+        if stale:
+            raise _Moved()  # after the refresh: whatever runs next here sees the other owner's writes
 
     async def _still_owned(self, session_id: str) -> bool:
         """Whether the lease is still ours, so that an answer may be given (a query only when in doubt)."""
@@ -418,6 +431,7 @@ class HiveShard:
         session_id: str,
         root_id: str,
         deadline: float,
+        routed_under: int,
         *,
         creating: bool = False,
         child: str | None = None,
@@ -425,9 +439,9 @@ class HiveShard:
         """Own the session (and a new ``child``) for a call at the head of its line; the Hive to run it on."""
         if time.monotonic() >= deadline:
             raise _Expired("its deadline passed while it waited for the calls before it")
-        await self._own(session_id, root_id, deadline, creating=creating)
+        await self._own(session_id, root_id, deadline, routed_under, creating=creating)
         if child is not None:
-            await self._own(child, root_id, deadline, creating=True)
+            await self._own(child, root_id, deadline, routed_under, creating=True)
         if self._membership.owner_of(root_id) != self.shard_id:
             raise _Moved()  # the membership changed while the lease was awaited
         hive = await self._current_hive()
@@ -481,6 +495,7 @@ class HiveShard:
                     session_id,
                     root_id,
                     until,
+                    membership[0],
                     creating=op in ("create_session", "get_or_create_session"),
                     child=args[0] if op == "create_child_session" else None,
                 )
@@ -592,7 +607,7 @@ class HiveShard:
         timeout = None if deadline is None else max(0.0, until - time.monotonic())
         try:
             async with self._in_line(session_id):
-                hive = await self._enter(session_id, root_id, until)
+                hive = await self._enter(session_id, root_id, until, membership[0])
                 if kind == "turn":
                     source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
                 else:

@@ -100,11 +100,16 @@ class Lease:
 
     ``taken_over`` is True when another owner held the session since this
     owner last did: whatever this owner still has of it in memory is stale.
+    ``changed_hands`` is True when the lease was won from another owner (an
+    expired or released lease of someone else, this owner's earlier
+    incarnations included): work sent to the session before that hand-over
+    was meant for that owner.
     """
 
     session_id: str
     epoch: int
     taken_over: bool
+    changed_hands: bool = False
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -203,7 +208,12 @@ class LeaseTable:
         with self._lock:
             self._epochs[session_id] = epoch
             self._valid_until[session_id] = started + self.ttl
-        return Lease(session_id, epoch, taken_over=mine is not None and mine != epoch)
+        return Lease(
+            session_id,
+            epoch,
+            taken_over=mine is not None and mine != epoch,
+            changed_hands=row is not None and row[0] != self.owner,
+        )
 
     def is_valid(self, session_id: str, margin: float = 0.0) -> bool:
         """Whether this owner surely still holds the lease, by its own clock (no query)."""
