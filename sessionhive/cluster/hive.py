@@ -120,10 +120,11 @@ class _CallRule:
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
-    def wall_deadline(self) -> float | None:
-        """The deadline by ``time.time()``, as shards read it: a duration would restart if delivered late."""
+    def timing(self) -> tuple[float, float | None]:
+        """(now, deadline) by ``time.time()``: a duration would start again if the call was delivered late."""
+        now = time.time()
         remaining = self.remaining()
-        return None if remaining is None else time.time() + remaining
+        return now, None if remaining is None else now + remaining
 
     def slice(self) -> float:
         """How long to wait for an answer before looking at the shard's health again."""
@@ -718,7 +719,7 @@ class ClusterHive:
         while True:
             shard_id, handle = self._cluster.target(root_id)
             ref = handle.call.remote(
-                op, session_id, root_id, args, {}, self._cluster.membership_arg(), rule.wall_deadline()
+                op, session_id, root_id, args, {}, self._cluster.membership_arg(), rule.timing()
             )
             value = rule.judge(self._answer(rule, shard_id, ref))
             if value is not _RETRY:
@@ -752,7 +753,7 @@ class ClusterHive:
         while True:
             shard_id, handle = self._cluster.target(root_id)
             ref = handle.start_feed.remote(
-                kind, session_id, root_id, arg, self._cluster.membership_arg(), rule.wall_deadline()
+                kind, session_id, root_id, arg, self._cluster.membership_arg(), rule.timing()
             )
             value = rule.judge(self._answer(rule, shard_id, ref))
             if value is not _RETRY:
@@ -1251,7 +1252,7 @@ class AsyncClusterHive:
                 args,
                 {},
                 cluster.membership_arg(),
-                rule.wall_deadline(),
+                rule.timing(),
             )
             value = rule.judge(await self._answer(rule, shard_id, arguments))
             if value is not _RETRY:
@@ -1295,7 +1296,7 @@ class AsyncClusterHive:
                 root_id,
                 arg,
                 cluster.membership_arg(),
-                rule.wall_deadline(),
+                rule.timing(),
             )
             value = rule.judge(await self._answer(rule, shard_id, arguments))
             if value is not _RETRY:

@@ -333,15 +333,16 @@ class HiveShard:
         return (False, None) if row is None else (True, row[0])
 
     async def _own(
-        self, session_id: str, root_id: str, deadline: float, routed_under: int, *, creating: bool = False
+        self, session_id: str, root_id: str, deadline: float, sent_at: float, *, creating: bool = False
     ) -> None:
         """Hold the lease of ``session_id`` and make sure the Hive's view of it is current.
 
-        Raises ``_Moved`` for a call routed under an older membership than this
-        shard's when the session changed hands since: it was sent before the
-        session went elsewhere (to this shard while it was stopped, or to the
-        dead incarnation it replaces), and its client has moved on; running it
-        now would put it after turns sent later.
+        Raises ``_Moved`` for a call sent (``sent_at``, by ``time.time()``)
+        before the owner this shard won the lease from had won it: the call
+        was sent to this shard while it was stopped, or to the dead
+        incarnation it replaces, and its client has moved on; that owner may
+        have run the client's later calls, and running this one now would put
+        it after them.
         """
         assert self._leases is not None
         generation = self._generation
@@ -370,7 +371,7 @@ class HiveShard:
                     await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
                     delay = min(delay * 2, 0.25)
             self._lost.discard(session_id)
-            stale = lease.changed_hands and routed_under < self._membership.version
+            stale = lease.changed_hands and lease.previous_won_at > sent_at
             touched = session_id in self._touched or self._root(session_id) in self._touched
             if lease.taken_over and touched and refresh is None:
                 refresh = f"session {session_id!r} was written by another shard since it was here"
@@ -431,7 +432,7 @@ class HiveShard:
         session_id: str,
         root_id: str,
         deadline: float,
-        routed_under: int,
+        sent_at: float,
         *,
         creating: bool = False,
         child: str | None = None,
@@ -439,9 +440,9 @@ class HiveShard:
         """Own the session (and a new ``child``) for a call at the head of its line; the Hive to run it on."""
         if time.monotonic() >= deadline:
             raise _Expired("its deadline passed while it waited for the calls before it")
-        await self._own(session_id, root_id, deadline, routed_under, creating=creating)
+        await self._own(session_id, root_id, deadline, sent_at, creating=creating)
         if child is not None:
-            await self._own(child, root_id, deadline, routed_under, creating=True)
+            await self._own(child, root_id, deadline, sent_at, creating=True)
         if self._membership.owner_of(root_id) != self.shard_id:
             raise _Moved()  # the membership changed while the lease was awaited
         hive = await self._current_hive()
@@ -472,12 +473,13 @@ class HiveShard:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         membership: tuple[int, list[str]],
-        deadline: float | None,
+        timing: tuple[float, float | None],
     ) -> Outcome:
         """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf.
 
-        ``deadline`` (``time.time()``) is when its client stops waiting: a call
-        that has not started by then is dropped unrun (``"expired"``).
+        ``timing``: when the client sent the call and when it stops waiting
+        (``time.time()``, ``None``: never). A call that has not started by
+        then is dropped unrun (``"expired"``).
         """
         arrived = time.monotonic()
         if op not in _SESSION_OPS:
@@ -486,7 +488,7 @@ class HiveShard:
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        until = self._deadline(arrived, deadline)
+        until = self._deadline(arrived, timing[1])
         hive: AsyncHive | None = None  # the Hive the call ran on; replaced or stopped: not its client's doing
         handovers = self._handovers.get(session_id, 0)
         try:
@@ -495,7 +497,7 @@ class HiveShard:
                     session_id,
                     root_id,
                     until,
-                    membership[0],
+                    timing[0],
                     creating=op in ("create_session", "get_or_create_session"),
                     child=args[0] if op == "create_child_session" else None,
                 )
@@ -592,22 +594,22 @@ class HiveShard:
         root_id: str,
         args: tuple[Any, ...],
         membership: tuple[int, list[str]],
-        deadline: float | None,
+        timing: tuple[float, float | None],
     ) -> Outcome:
         """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id.
 
-        ``deadline`` as for :meth:`call`: the stream must be accepted by then.
+        ``timing`` as for :meth:`call`: the stream must be accepted by its deadline.
         """
         arrived = time.monotonic()
         await self._ensure_started()
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        until = self._deadline(arrived, deadline)
-        timeout = None if deadline is None else max(0.0, until - time.monotonic())
+        until = self._deadline(arrived, timing[1])
+        timeout = None if timing[1] is None else max(0.0, until - time.monotonic())
         try:
             async with self._in_line(session_id):
-                hive = await self._enter(session_id, root_id, until, membership[0])
+                hive = await self._enter(session_id, root_id, until, timing[0])
                 if kind == "turn":
                     source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
                 else:
@@ -730,7 +732,9 @@ class HiveShard:
         """Activate every session placed here (see ``load_all_sessions``)."""
         count = 0
         for sid in await self.owned_ids(membership):
-            outcome = await self.call("restore_session_by_id", sid, self._root(sid), (), {}, membership, None)
+            outcome = await self.call(
+                "restore_session_by_id", sid, self._root(sid), (), {}, membership, (time.time(), None)
+            )
             count += outcome[0] == "ok"
         return count
 

@@ -60,6 +60,8 @@ LEASES = Table(
     Column("epoch", BigInteger, nullable=False),
     # Unix time by the owner's clock; 0 once released.
     Column("expires_at", Double, nullable=False),
+    # Unix time at which this owner won it (the epoch began).
+    Column("won_at", Double, nullable=True),
 )
 
 WRITE_LOG = Table(
@@ -102,14 +104,20 @@ class Lease:
     owner last did: whatever this owner still has of it in memory is stale.
     ``changed_hands`` is True when the lease was won from another owner (an
     expired or released lease of someone else, this owner's earlier
-    incarnations included): work sent to the session before that hand-over
-    was meant for that owner.
+    incarnations included); ``previous_won_at`` is then when that owner
+    had won it (Unix time): work sent to the session before then may have
+    been overtaken, on that owner, by work sent later.
     """
 
     session_id: str
     epoch: int
     taken_over: bool
     changed_hands: bool = False
+    previous_won_at: float = 0.0
+
+
+# A locked lease row: owner, epoch, expires_at, won_at.
+_Row = tuple[str, int, float, float | None]
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -159,36 +167,41 @@ class LeaseTable:
         conn.execution_options(sessionhive_write=True)
         return _Txn(conn)
 
-    def _lock_rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, int, float]]:
-        rows: dict[str, tuple[str, int, float]] = {}
+    def _lock_rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, _Row]:
+        rows: dict[str, _Row] = {}
         for chunk in _chunks(sorted(ids)):
             query = (
-                select(LEASES.c.session_id, LEASES.c.owner, LEASES.c.epoch, LEASES.c.expires_at)
+                select(
+                    LEASES.c.session_id, LEASES.c.owner, LEASES.c.epoch, LEASES.c.expires_at, LEASES.c.won_at
+                )
                 .where(LEASES.c.session_id.in_(chunk))
                 .order_by(LEASES.c.session_id)  # one lock order for every owner: no deadlock
                 .with_for_update()
             )
-            for sid, owner, epoch, expires in conn.execute(query):
-                rows[sid] = (owner, int(epoch), float(expires))
+            for sid, owner, epoch, expires, won in conn.execute(query):
+                rows[sid] = (owner, int(epoch), float(expires), None if won is None else float(won))
         return rows
 
-    def _claim(
-        self, conn: Connection, session_id: str, row: tuple[str, int, float] | None, now: float
-    ) -> int:
+    def _claim(self, conn: Connection, session_id: str, row: _Row | None, now: float) -> int:
         """Make this owner the holder of ``session_id`` (the row is locked or absent); its new epoch."""
         if row is None:
             epoch = 1
             conn.execute(
                 insert(LEASES).values(
-                    session_id=session_id, owner=self.owner, epoch=epoch, expires_at=now + self.ttl
+                    session_id=session_id,
+                    owner=self.owner,
+                    epoch=epoch,
+                    expires_at=now + self.ttl,
+                    won_at=now,
                 )
             )
         else:
             epoch = row[1] if row[0] == self.owner else row[1] + 1
+            won_at = row[3] if row[0] == self.owner else now
             conn.execute(
                 update(LEASES)
                 .where(LEASES.c.session_id == session_id)
-                .values(owner=self.owner, epoch=epoch, expires_at=now + self.ttl)
+                .values(owner=self.owner, epoch=epoch, expires_at=now + self.ttl, won_at=won_at)
             )
         return epoch
 
@@ -213,6 +226,7 @@ class LeaseTable:
             epoch,
             taken_over=mine is not None and mine != epoch,
             changed_hands=row is not None and row[0] != self.owner,
+            previous_won_at=(row[3] or 0.0) if row is not None and row[0] != self.owner else 0.0,
         )
 
     def is_valid(self, session_id: str, margin: float = 0.0) -> bool:
