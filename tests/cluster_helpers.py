@@ -135,8 +135,9 @@ class Load:
                 prompt = f"{sid}#{counters[sid]}"
                 try:
                     result = self.hive.generate(sid, prompt, timeout=self.timeout)
-                except OutcomeUnknown:
+                except OutcomeUnknown as exc:
                     with self._lock:
+                        self.why[prompt] = repr(exc)
                         self.unknown[sid].append(prompt)
                         self.interrupted += 1
                     continue
@@ -211,7 +212,11 @@ def verify_histories(url: str, load: Load) -> None:
             prompts = [prompt for prompt, _whole in turns]
             assert len(prompts) == len(set(prompts)), f"{sid}: a turn stored twice: {prompts}"
             numbers = [int(p.rsplit("#", 1)[1]) for p in prompts]
-            assert numbers == sorted(numbers), f"{sid}: turns out of order: {prompts}"
+            out_of_order = [
+                p for p, n, later in zip(prompts, numbers, numbers[1:], strict=False) if n > later
+            ]
+            told = [load.why.get(p) for p in out_of_order]
+            assert not out_of_order, f"{sid}: turns out of order: {prompts}; clients were told {told}"
             whole = {prompt for prompt, complete in turns if complete}
             missing = set(load.acked[sid]) - whole
             assert not missing, f"{sid}: acknowledged turns lost or torn: {sorted(missing)}"

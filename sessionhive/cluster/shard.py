@@ -46,6 +46,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
 from sessionhive.cluster.placement import Membership
@@ -386,11 +387,12 @@ class HiveShard:
         assert self._leases is not None
         if self._leases.is_valid(session_id):
             return True
+        # Read, never win: a lease won here would skip the Hive refresh that _own does
+        # when another owner wrote meanwhile, and let this Hive's stale copy be written.
         try:
-            lease = await asyncio.to_thread(self._leases.acquire, session_id)
-        except SessionhiveError:
+            return await asyncio.to_thread(self._leases.still_holds, session_id)
+        except SQLAlchemyError:
             return False
-        return not lease.taken_over
 
     def _note(self, op: str, session_id: str, args: tuple[Any, ...]) -> None:
         if op in ("create_session", "get_or_create_session"):

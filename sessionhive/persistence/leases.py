@@ -229,6 +229,22 @@ class LeaseTable:
             previous_won_at=(row[3] or 0.0) if row is not None and row[0] != self.owner else 0.0,
         )
 
+    def still_holds(self, session_id: str) -> bool:
+        """Whether the lease row still names this owner at the epoch it won (one read, nothing claimed).
+
+        True also for a lease that expired or was released while nobody took
+        it: everything this owner wrote under it stands.
+        """
+        with self._lock:
+            mine = self._epochs.get(session_id)
+        if mine is None:
+            return False
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(LEASES.c.owner, LEASES.c.epoch).where(LEASES.c.session_id == session_id)
+            ).one_or_none()
+        return row is not None and row[0] == self.owner and int(row[1]) == mine
+
     def is_valid(self, session_id: str, margin: float = 0.0) -> bool:
         """Whether this owner surely still holds the lease, by its own clock (no query)."""
         with self._lock:
