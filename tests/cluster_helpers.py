@@ -211,12 +211,13 @@ def verify_histories(url: str, load: Load) -> None:
                     turns[-1] = (turns[-1][0], True)
             prompts = [prompt for prompt, _whole in turns]
             assert len(prompts) == len(set(prompts)), f"{sid}: a turn stored twice: {prompts}"
-            numbers = [int(p.rsplit("#", 1)[1]) for p in prompts]
-            out_of_order = [
-                p for p, n, later in zip(prompts, numbers, numbers[1:], strict=False) if n > later
-            ]
-            told = [load.why.get(p) for p in out_of_order]
-            assert not out_of_order, f"{sid}: turns out of order: {prompts}; clients were told {told}"
+            # The acknowledged turns, in the order their client sent (and so acknowledged) them.
+            acked = set(load.acked[sid])
+            numbers = [int(p.rsplit("#", 1)[1]) for p in prompts if p in acked]
+            assert numbers == sorted(numbers), (
+                f"{sid}: acknowledged turns out of order: {prompts}; "
+                f"writes (version, owner, epoch): {_writes_of(store, sid)}"
+            )
             whole = {prompt for prompt, complete in turns if complete}
             missing = set(load.acked[sid]) - whole
             assert not missing, f"{sid}: acknowledged turns lost or torn: {sorted(missing)}"
@@ -228,6 +229,19 @@ def verify_histories(url: str, load: Load) -> None:
             assert not invented, f"{sid}: turns nobody sent: {invented}"
     finally:
         store.close()
+
+
+def _writes_of(store: SqlStore, session_id: str) -> list[tuple[int, str, int]]:
+    """The audited writes of one session, oldest first (for a failure message)."""
+    with store.engine.connect() as conn:
+        return [
+            (int(version), str(owner), int(epoch))
+            for version, owner, epoch in conn.execute(
+                select(WRITE_LOG.c.version, WRITE_LOG.c.owner, WRITE_LOG.c.epoch)
+                .where(WRITE_LOG.c.session_id == session_id)
+                .order_by(WRITE_LOG.c.seq)
+            )
+        ]
 
 
 def verify_single_writer(url: str) -> None:
