@@ -165,8 +165,9 @@ class HiveShard:
     """One shard of a cluster: an :class:`~sessionhive.AsyncHive` behind a Ray async actor.
 
     Created by :class:`~sessionhive.cluster.ClusterHive` (``ray.remote(HiveShard)``);
-    a restarted actor (its process killed) is a new lease owner and waits
-    for the old incarnation's leases to expire before it serves their sessions.
+    a restarted actor (its process killed) is a new lease owner that takes
+    the old incarnation's leases over at once (Ray restarts an actor only
+    once its process is gone; the new epoch fences it anyway).
     """
 
     def __init__(
@@ -360,7 +361,11 @@ class HiveShard:
             delay = 0.02
             while True:
                 try:
-                    lease = await asyncio.to_thread(self._leases.acquire, session_id)
+                    # An earlier incarnation of this shard is dead (Ray restarted it): its leases
+                    # are taken over at once instead of waited out.
+                    lease = await asyncio.to_thread(
+                        self._leases.acquire, session_id, supersedes=f"{self.shard_id}@"
+                    )
                     break
                 except LeaseHeld as held:
                     if self._membership.owner_of(root_id) != self.shard_id or session_id in self._lost:

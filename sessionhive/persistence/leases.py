@@ -207,15 +207,22 @@ class LeaseTable:
 
     # ------------------------------------------------------------------ the owner's side
 
-    def acquire(self, session_id: str) -> Lease:
-        """Win (or renew) the lease of ``session_id``; raises :class:`LeaseHeld` if another owner has it."""
+    def acquire(self, session_id: str, *, supersedes: str | None = None) -> Lease:
+        """Win (or renew) the lease of ``session_id``; raises :class:`LeaseHeld` if another owner has it.
+
+        ``supersedes``: a prefix of owner names this owner replaces (the
+        earlier incarnations of one shard, which its restart proves dead): a
+        lease they hold is taken over at once, not at its expiry. The new
+        epoch fences whatever such an owner might still try to write.
+        """
         started = time.monotonic()
         with self._begin() as conn:
             now = time.time()
             row = self._lock_rows(conn, [session_id]).get(session_id)
             with self._lock:
                 mine = self._epochs.get(session_id)
-            if row is not None and row[0] != self.owner and row[2] > now:
+            replaced = supersedes is not None and row is not None and row[0].startswith(supersedes)
+            if row is not None and row[0] != self.owner and row[2] > now and not replaced:
                 raise LeaseHeld(session_id, row[0], row[2] - now)
             epoch = self._claim(conn, session_id, row, now)
         with self._lock:
