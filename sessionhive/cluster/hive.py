@@ -633,7 +633,7 @@ class ClusterHive:
         """Start (or join, with ``ray_address="auto"`` or an address) Ray and ``shards`` shards.
 
         ``lease_ttl``: seconds a silent shard keeps its sessions; ``suspect_after``
-        (default ``lease_ttl``): seconds of silence after which its sessions
+        (default 0.6 x ``lease_ttl``): seconds of silence after which its sessions
         move to other shards. ``metrics_sd_file``: a Prometheus ``file_sd``
         targets file listing every shard's ``/metrics``. ``audit_writes``
         records each write's owner and epoch in ``sessionhive_write_log``.
