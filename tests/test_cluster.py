@@ -457,6 +457,8 @@ def test_a_sessions_calls_keep_their_order_while_its_lease_is_awaited_and_expire
 
     async def scenario() -> list[object]:
         async with AsyncClusterHive.start(shards=1, store=pg_url, llm=ScriptedLlm([Reply("ok")])) as hive:
+            # Known placement: each call below goes out as soon as it is made, in that order.
+            assert hive.sync.shard_of("queue") == "shard-0"
             await asyncio.to_thread(LeaseTable(engine, "another-owner@1", ttl=3.0).acquire, "queue")
             calls = [hive.generate("queue", "queue#0", timeout=0.5)]  # gives up before the lease frees
             calls += [hive.generate("queue", f"queue#{n}", timeout=60) for n in range(1, 9)]

@@ -381,8 +381,12 @@ class HiveShard:
             touched = session_id in self._touched or self._root(session_id) in self._touched
             if lease.taken_over and touched and refresh is None:
                 refresh = f"session {session_id!r} was written by another shard since it was here"
-        if refresh is not None:
-            await self._refresh(generation, refresh)
+        try:
+            if refresh is not None:
+                await self._refresh(generation, refresh)
+        finally:
+            # The Hive that had a stale copy is gone (or never had one): writes may go through.
+            self._leases.mark_fresh(session_id)
         self._touched.add(session_id)
         if stale:
             raise _Moved()  # after the refresh: whatever runs next here sees the other owner's writes

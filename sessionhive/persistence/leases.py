@@ -154,6 +154,9 @@ class LeaseTable:
         self._epochs: dict[str, int] = {}
         # Session id -> local monotonic deadline until which the lease is surely ours.
         self._valid_until: dict[str, float] = {}
+        # Sessions won back (``taken_over``) whose stale in-memory copy may still try to write:
+        # refused by the fence until the owner says its copy is fresh (:meth:`mark_fresh`).
+        self._stale: set[str] = set()
         self.fenced_total = 0
         with self._begin() as conn:
             if engine.dialect.name == "postgresql":
@@ -235,6 +238,10 @@ class LeaseTable:
                 raise LeaseHeld(session_id, row[0], row[2] - now)
             epoch = self._claim(conn, session_id, row, now)
         with self._lock:
+            if mine is not None and mine != epoch:
+                # Won back after another owner wrote it: the copy this owner still has in
+                # memory is stale, and must not be written under the new epoch.
+                self._stale.add(session_id)
             self._epochs[session_id] = epoch
             self._valid_until[session_id] = started + self.ttl
         return Lease(
@@ -244,6 +251,11 @@ class LeaseTable:
             changed_hands=row is not None and row[0] != self.owner,
             previous_won_at=(row[3] or 0.0) if row is not None and row[0] != self.owner else 0.0,
         )
+
+    def mark_fresh(self, session_id: str) -> None:
+        """The owner dropped its stale copy of a session it won back: its writes are let through again."""
+        with self._lock:
+            self._stale.discard(session_id)
 
     def still_holds(self, session_id: str) -> bool:
         """Whether the lease row still names this owner at the epoch it won (one read, nothing claimed).
@@ -334,12 +346,13 @@ class LeaseTable:
         claimed: dict[str, int] = {}
         with self._lock:
             epochs = {sid: self._epochs.get(sid) for sid in ids}
+            stale = self._stale & set(ids)
         written: list[dict[str, Any]] = []
         for sid in ids:
             row = rows.get(sid)
             mine = epochs[sid]
             if mine is not None:
-                ok = row is not None and row[0] == self.owner and row[1] == mine
+                ok = row is not None and row[0] == self.owner and row[1] == mine and sid not in stale
                 epoch = mine
             elif row is None or row[2] <= now or row[0] == self.owner:
                 epoch = claimed[sid] = self._claim(conn, sid, row, now)
