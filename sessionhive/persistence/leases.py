@@ -76,9 +76,6 @@ WRITE_LOG = Table(
 )
 
 _IN_CHUNK = 500
-# The shortest idle time after which PostgreSQL ends a lease transaction: a busy but live
-# process never leaves one idle that long between two statements.
-_MIN_IDLE_MS = 1000
 # Arbitrary constant key of the PostgreSQL advisory lock held while creating the lease tables.
 _PG_LEASES_LOCK = 0x5E55_1EA5E5
 
@@ -174,12 +171,6 @@ class LeaseTable:
         return _Txn(conn)
 
     def _lock_rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, _Row]:
-        if conn.dialect.name == "postgresql":
-            # A process stopped (SIGSTOP) inside this transaction would hold these row locks,
-            # and with them every other shard's take-over, until it continues: PostgreSQL
-            # ends a transaction left idle this long, which frees them within a fifth of a lease.
-            idle_ms = max(_MIN_IDLE_MS, int(self.ttl * 1000 / 5))
-            conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
         rows: dict[str, _Row] = {}
         for chunk in _chunks(sorted(ids)):
             query = (
