@@ -1,6 +1,7 @@
 """A local Hive vs a cluster of 1 and 2 hive shards on Ray: turns/s, and what a cluster call adds to latency.
 
     python bench/bench_cluster.py [--sessions 1000] [--turns 5] [--concurrency 200] [--repeat 3] [--store URL]
+    python bench/bench_cluster.py --faults [--lease-ttl 5] [--pause 8] [--rounds 2] [--durability sync,...]
 
 Each configuration runs in a fresh child process on its own PostgreSQL schema
 (``--store``, default the local test database) with a zero-latency scripted
@@ -11,6 +12,16 @@ the p50 of 300 sequential ``history()`` calls and of 100 sequential
 ``generate()`` calls through the sync API on an idle system. A cluster starts
 its own local Ray (loopback only). Figures are medians over ``--repeat`` runs;
 the ratios compare each cluster with the local Hive.
+
+``--faults``: how long a shard's sessions go unanswered when it is killed
+(SIGKILL) or paused (SIGSTOP for ``--pause`` s, then SIGCONT). Two shards,
+60 sessions, each with its own client thread running one turn after
+another with 4 s timeouts (so that no session waits behind another's call);
+per fault, every session placed on the victim is timed from the fault to
+its first acknowledged turn after it (median and max over the victim's
+sessions of every round). The baseline in the same run is the
+same measure on the other shard's sessions (what a fault costs a session it
+does not touch); the target ratio divides the max by lease + 1 s.
 """
 
 from __future__ import annotations
@@ -114,6 +125,129 @@ def child(mode: str, sessions: int, turns: int, concurrency: int, base: str) -> 
         _drop(base, schema)
 
 
+def faults_child(lease_ttl: float, pause: float, rounds: int, durability: str, base: str) -> dict[str, Any]:
+    import os
+    import signal
+    import threading
+
+    from sessionhive import OutcomeUnknown, Reply, ScriptedLlm, SessionConfig, SessionhiveError
+    from sessionhive.cluster import ClusterHive
+
+    schema, url = _schema(base)
+    acked: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    try:
+        hive = ClusterHive.start(
+            shards=2,
+            store=url,
+            llm=ScriptedLlm([Reply("ok")]),
+            lease_ttl=lease_ttl,
+            ray_options={"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024},
+        )
+        ids = [f"s{i:03d}" for i in range(60)]
+        config = (
+            SessionConfig(durability="sync") if durability == "sync" else SessionConfig(durability="batched")
+        )
+        for sid in ids:
+            hive.create_session(sid, config)
+            acked[sid] = []
+
+        def worker(mine: list[str]) -> None:
+            turn = 0
+            while not stop.is_set():
+                for sid in mine:
+                    turn += 1
+                    try:
+                        hive.generate(sid, f"{sid}#{turn}", timeout=4)
+                    except SessionhiveError as exc:
+                        kind = "OutcomeUnknown" if isinstance(exc, OutcomeUnknown) else type(exc).__name__
+                        with lock:
+                            errors[kind] = errors.get(kind, 0) + 1
+                        continue
+                    with lock:
+                        acked[sid].append(time.monotonic())
+
+        threads = [threading.Thread(target=worker, args=([sid],), daemon=True) for sid in ids]
+        for thread in threads:
+            thread.start()
+        time.sleep(3.0)  # warm: every session owned by its shard
+        gaps: dict[str, list[float]] = {
+            "kill": [],
+            "pause": [],
+            "kill, other shard": [],
+            "pause, other shard": [],
+        }
+        for _round in range(rounds):
+            for fault in ("kill", "pause"):
+                victim = "shard-0"
+                pid = int(hive.shard_info()[victim]["pid"])
+                on_victim = {sid for sid in ids if hive.shard_of(sid) == victim}
+                at = time.monotonic()
+                if fault == "kill":
+                    os.kill(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGSTOP)
+                    time.sleep(pause)  # the fault schedule
+                    os.kill(pid, signal.SIGCONT)
+                time.sleep(
+                    max(0.0, at + pause + 3 * lease_ttl - time.monotonic())
+                )  # settle: rejoin, hand back
+                for sid in ids:
+                    with lock:
+                        after = [t for t in acked[sid] if t > at]
+                    gap = (after[0] - at) if after else float("inf")
+                    gaps[fault if sid in on_victim else f"{fault}, other shard"].append(gap)
+                print(f"{fault} {durability}: done", file=sys.stderr, flush=True)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        hive.stop()
+        return {
+            key: {"median": statistics.median(values), "max": max(values), "sessions": len(values)}
+            for key, values in gaps.items()
+        } | {"errors": errors}
+    finally:
+        stop.set()
+        _drop(base, schema)
+
+
+def faults_main(args: argparse.Namespace) -> None:
+    results: dict[str, dict[str, Any]] = {}
+    for durability in args.durability.split(","):
+        common = [f"--lease-ttl={args.lease_ttl}", f"--pause={args.pause}", f"--rounds={args.rounds}"]
+        result = run_child(
+            Path(__file__), [*common, f"--store={args.store}", f"--durability={durability}", "--child=faults"]
+        )
+        print(f"{durability}: {result}", file=sys.stderr, flush=True)
+        results[durability] = result
+    print(json.dumps(machine_info()))
+    print(
+        f"2 shards, 60 sessions with a client thread each (4 s timeouts), lease_ttl={args.lease_ttl} s, "
+        f"pause {args.pause} s, {args.rounds} rounds of each fault; seconds from the fault to each "
+        "victim session's next acknowledged turn"
+    )
+    rows = []
+    for durability, result in results.items():
+        for fault in ("kill", "pause"):
+            hit, other = result[fault], result[f"{fault}, other shard"]
+            rows.append(
+                [
+                    f"{fault} ({durability})",
+                    hit["sessions"],
+                    hit["median"],
+                    hit["max"],
+                    other["median"],
+                    hit["max"] / (args.lease_ttl + 1.0),
+                ]
+            )
+        print(f"{durability}: errors clients saw: {result['errors']}")
+    print_table(
+        ["fault", "sessions", "median s", "max s", "other shard median s", "max / (lease + 1 s)"], rows
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,8 +259,22 @@ def main() -> None:
     parser.add_argument(
         "--store", default=DEFAULT_STORE, help="PostgreSQL URL (a schema per run is made in it)"
     )
+    parser.add_argument(
+        "--faults", action="store_true", help="measure unavailability after a kill and a pause"
+    )
+    parser.add_argument("--lease-ttl", type=float, default=5.0)
+    parser.add_argument("--pause", type=float, default=8.0, help="seconds a paused shard stays stopped")
+    parser.add_argument("--rounds", type=int, default=2, help="kills and pauses each")
+    parser.add_argument("--durability", default="sync,batched", help="comma-separated durabilities to run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "faults":
+        result = faults_child(args.lease_ttl, args.pause, args.rounds, args.durability, args.store)
+        print(json.dumps(result))
+        return
+    if args.faults:
+        faults_main(args)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.sessions, args.turns, args.concurrency, args.store)))
         return

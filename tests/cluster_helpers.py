@@ -2,8 +2,9 @@
 
 The proofs read the store, not the cluster: every acknowledged turn is in its
 session's history exactly once, histories are whole user/assistant pairs in
-the order each session's client sent them, and the write log shows that the
-epochs of a session never overlap (no two owners wrote it at once).
+the order each session's client sent them, a turn its client was told failed
+is not there (only an ``OutcomeUnknown`` one may be), and the write log shows
+that the epochs of a session never overlap (no two owners wrote it at once).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
-from sessionhive import CallTimeout, SessionConfig, SessionhiveError, StoreError, TurnCancelled, TurnFailed
+from sessionhive import (
+    CallTimeout,
+    OutcomeUnknown,
+    SessionConfig,
+    SessionhiveError,
+    StoreError,
+    TurnCancelled,
+    TurnFailed,
+)
 from sessionhive.persistence import SqlStore
 from sessionhive.persistence.leases import LEASES, WRITE_LOG
 
@@ -81,13 +90,20 @@ class Load:
 
     A prompt is ``"<session>#<n>"`` with ``n`` growing per session, so the
     store's history tells which attempt each turn was and in which order.
-    A turn is acknowledged when ``generate`` returned its result.
+    A turn is acknowledged when ``generate`` returned its result; it failed
+    when ``generate`` raised anything but ``OutcomeUnknown`` (then ``unknown``).
+    ``answered`` keeps, per session, when each of its turns was acknowledged.
     """
 
-    def __init__(self, hive: Any, sessions: list[str], *, workers: int) -> None:
+    def __init__(self, hive: Any, sessions: list[str], *, workers: int, timeout: float = 30) -> None:
         self.hive = hive
+        self.timeout = timeout
         self.acked: dict[str, list[str]] = defaultdict(list)
         self.failed: dict[str, list[str]] = defaultdict(list)
+        self.unknown: dict[str, list[str]] = defaultdict(list)
+        # Prompt -> what its client was told, for every turn that failed.
+        self.why: dict[str, str] = {}
+        self.answered: dict[str, list[float]] = defaultdict(list)
         self.interrupted = 0
         self.unexpected: list[BaseException] = []
         self._lock = threading.Lock()
@@ -118,14 +134,22 @@ class Load:
                 counters[sid] += 1
                 prompt = f"{sid}#{counters[sid]}"
                 try:
-                    result = self.hive.generate(sid, prompt, timeout=30)
-                except (TurnCancelled, StoreError, CallTimeout):
+                    result = self.hive.generate(sid, prompt, timeout=self.timeout)
+                except OutcomeUnknown as exc:
                     with self._lock:
+                        self.why[prompt] = repr(exc)
+                        self.unknown[sid].append(prompt)
+                        self.interrupted += 1
+                    continue
+                except (TurnCancelled, StoreError, CallTimeout) as exc:
+                    with self._lock:
+                        self.why[prompt] = repr(exc)
                         self.failed[sid].append(prompt)
                         self.interrupted += 1
                     continue
                 except TurnFailed as exc:
                     with self._lock:
+                        self.why[prompt] = repr(exc)
                         self.failed[sid].append(prompt)
                         # A shard that lost the lease mid-turn: its write was fenced, the turn failed.
                         if FENCED in str(exc):
@@ -142,6 +166,7 @@ class Load:
                     if result.text != "ok":
                         self.unexpected.append(AssertionError(f"{sid}: unexpected reply {result.text!r}"))
                     self.acked[sid].append(prompt)
+                    self.answered[sid].append(time.monotonic())
                     self._count += 1
                     self._changed.notify_all()
 
@@ -169,7 +194,7 @@ def verify_histories(url: str, load: Load) -> None:
     """
     store = SqlStore(url)
     try:
-        for sid in set(load.acked) | set(load.failed):
+        for sid in set(load.acked) | set(load.failed) | set(load.unknown):
             snapshot = store.load(sid)
             assert snapshot is not None, sid
             messages = list(snapshot.messages)
@@ -186,15 +211,37 @@ def verify_histories(url: str, load: Load) -> None:
                     turns[-1] = (turns[-1][0], True)
             prompts = [prompt for prompt, _whole in turns]
             assert len(prompts) == len(set(prompts)), f"{sid}: a turn stored twice: {prompts}"
-            numbers = [int(p.rsplit("#", 1)[1]) for p in prompts]
-            assert numbers == sorted(numbers), f"{sid}: turns out of order: {prompts}"
+            # The acknowledged turns, in the order their client sent (and so acknowledged) them.
+            acked = set(load.acked[sid])
+            numbers = [int(p.rsplit("#", 1)[1]) for p in prompts if p in acked]
+            assert numbers == sorted(numbers), (
+                f"{sid}: acknowledged turns out of order: {prompts}; "
+                f"writes (version, owner, epoch): {_writes_of(store, sid)}"
+            )
             whole = {prompt for prompt, complete in turns if complete}
             missing = set(load.acked[sid]) - whole
             assert not missing, f"{sid}: acknowledged turns lost or torn: {sorted(missing)}"
-            invented = set(prompts) - set(load.acked[sid]) - set(load.failed[sid])
+            told_failed = set(prompts) & set(load.failed[sid])
+            assert not told_failed, (
+                f"{sid}: reported failed, yet stored: {[load.why[p] for p in told_failed]}"
+            )
+            invented = set(prompts) - set(load.acked[sid]) - set(load.unknown[sid])
             assert not invented, f"{sid}: turns nobody sent: {invented}"
     finally:
         store.close()
+
+
+def _writes_of(store: SqlStore, session_id: str) -> list[tuple[int, str, int]]:
+    """The audited writes of one session, oldest first (for a failure message)."""
+    with store.engine.connect() as conn:
+        return [
+            (int(version), str(owner), int(epoch))
+            for version, owner, epoch in conn.execute(
+                select(WRITE_LOG.c.version, WRITE_LOG.c.owner, WRITE_LOG.c.epoch)
+                .where(WRITE_LOG.c.session_id == session_id)
+                .order_by(WRITE_LOG.c.seq)
+            )
+        ]
 
 
 def verify_single_writer(url: str) -> None:

@@ -2,9 +2,12 @@
 
 The cluster is joined by address, as a deployment would. The chaos test
 kills (SIGKILL) or pauses (SIGSTOP past the lease, then SIGCONT) a shard every
-few seconds for a minute under load, then proves from the store that no
-acknowledged turn was lost, no history was interleaved or duplicated, and no
-two shards ever wrote one session at the same time.
+few seconds for most of a minute under 25 client threads with 4 s timeouts,
+then proves from the store and the write log that each session's turns are
+stored in the order its client sent them, no acknowledged turn was lost or
+torn, none stored twice, none its client was told failed stored (only an
+``OutcomeUnknown`` one may be), and no two shards ever wrote one session at
+the same time.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def test_shards_on_two_nodes_serve_one_api_and_survive_a_killed_shard(two_nodes:
 
 @pytest.mark.slow
 def test_chaos_kill_or_pause_a_shard_every_few_seconds_for_a_minute(two_nodes: Any, pg_url: str) -> None:
-    lease_ttl = 1.5
+    lease_ttl = 1.5  # suspect_after defaults to 0.6 of it
     rng = random.Random(13)
     faults: list[str] = []
     with ClusterHive.start(
@@ -103,17 +106,16 @@ def test_chaos_kill_or_pause_a_shard_every_few_seconds_for_a_minute(two_nodes: A
         llm=ScriptedLlm([Reply("ok")]),
         ray_address=two_nodes.address,
         lease_ttl=lease_ttl,
-        suspect_after=1.0,
         ping_interval=0.25,
         audit_writes=True,
     ) as hive:
-        sessions = [f"c{i}" for i in range(30)]
+        sessions = [f"c{i}" for i in range(50)]
         for sid in sessions:
-            hive.create_session(sid, SYNC)
-        with Load(hive, sessions, workers=6) as load:
+            hive.create_session(sid, SYNC)  # until "durable" is the default everywhere
+        with Load(hive, sessions, workers=25, timeout=4) as load:
             load.wait_for_turns(50)
             started = time.monotonic()
-            while time.monotonic() - started < 60:
+            while time.monotonic() - started < 45:
                 shard_id = rng.choice(hive._cluster.shard_ids())
                 pid = _pid(hive, shard_id)
                 if pid is not None:

@@ -2,13 +2,17 @@
 
 The facade owns the membership (which shards serve) and the placement (the
 shard of a session is the rendezvous-hash winner for its tree's root, among
-the serving shards). A session call is one Ray call to that shard; a shard
-that answers "moved" (it has a newer membership) or "interrupted" (it died,
-restarted or lost the lease) is retried when the call can safely run twice,
-otherwise the caller gets the error a local Hive would give for a turn that
-did not complete. A failure detector pings every shard: a shard silent for
-``suspect_after`` seconds leaves the membership (its sessions move, once their
-leases expire) and comes back once it answers again.
+the serving shards). A session call is one Ray call to that shard, carrying
+what is left of its client's timeout; one :class:`_CallRule` per call decides
+what each answer means. "moved" (not run: the shard has a newer membership,
+or lost the lease) is retried; "expired" (not run: the deadline passed before
+it started) is a :class:`CallTimeout`; a call cut off after it was handed
+over (its shard died, restarted, lost the lease, or went silent) is retried
+when it can safely run twice, otherwise it is an :class:`OutcomeUnknown`: a
+client is told "failed" only for work that did not and will not commit.
+A failure detector pings every shard: a shard silent for ``suspect_after``
+seconds leaves the membership (its sessions move, once their leases expire),
+the calls waiting on it stop waiting, and it comes back once it answers again.
 """
 
 from __future__ import annotations
@@ -42,12 +46,11 @@ from sessionhive import (
     InvalidConfig,
     LlmConfig,
     Message,
+    OutcomeUnknown,
     SessionConfig,
     SessionhiveError,
-    StoreError,
     ToolDefinition,
     ToolExecutor,
-    TurnCancelled,
     Usage,
 )
 from sessionhive.cluster.placement import Membership
@@ -68,6 +71,14 @@ log = logging.getLogger("sessionhive.cluster")
 Timeout = float | None | Literal["default"]
 
 DEFAULT_CALL_TIMEOUT = 60.0
+#: ``suspect_after`` as a share of ``lease_ttl``: a silent shard leaves the membership while its
+#: leases still run, so that its sessions are placed elsewhere by the time the leases expire
+#: (an 8 s pause with a 5 s lease: sessions answered again after about the lease, not after the pause).
+SUSPECT_SHARE_OF_LEASE = 0.6
+#: How often a client waiting for a shard's answer checks whether that shard went silent.
+_WAIT_SLICE = 0.2
+#: The longest back-off between two attempts of a call that found no serving shard.
+_MAX_PAUSE = 0.25
 _RETRY = object()
 # Calls that may run twice without changing the outcome: retried after an interruption.
 _IDEMPOTENT = frozenset(
@@ -86,17 +97,83 @@ _IDEMPOTENT = frozenset(
         "resume_session",
         "set_confirmation_policy",
         "cancel_operation",
+        "subscribe",
     }
 )
 _SHARD_GONE = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
 
 
-def _interrupted(op: str, session_id: str, reason: str) -> SessionhiveError:
-    if op == "generate":
-        return TurnCancelled(session_id, reason=f"interrupted: {reason}")
-    return StoreError(
-        f"{op}() on session {session_id!r} was interrupted ({reason}); it may or may not have happened"
-    )
+class _CallRule:
+    """One call's deadline, retries and back-off, and what each answer means to its client.
+
+    The sync and async facades, their calls and their streams all ask this
+    one rule; they differ only in how they wait.
+    """
+
+    def __init__(self, op: str, session_id: str, limit: float | None) -> None:
+        self.op = op
+        self.session_id = session_id
+        self.limit = limit
+        self.deadline = None if limit is None else time.monotonic() + limit
+        # Names this attempt in the OutcomeUnknown a client may get (and in the logs).
+        self.run_id = uuid.uuid4().hex[:16]
+        self._pause = 0.01
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def timing(self) -> tuple[float, float | None]:
+        """(now, deadline) by ``time.time()``: a duration would start again if the call was delivered late."""
+        now = time.time()
+        remaining = self.remaining()
+        return now, None if remaining is None else now + remaining
+
+    def slice(self) -> float:
+        """How long to wait for an answer before looking at the shard's health again."""
+        remaining = self.remaining()
+        return _WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining)
+
+    def passed(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def judge(self, outcome: tuple[str, Any]) -> Any:
+        """The call's value, ``_RETRY``, or the exception that tells the client what happened."""
+        kind, value = outcome
+        if kind == "ok":
+            return value
+        if kind == "err":
+            raise value
+        if kind == "expired":
+            raise CallTimeout(f"{self.op}() on session {self.session_id!r} did not start in time: {value}")
+        if kind == "moved":
+            return _RETRY
+        return self.cut_off(str(value))
+
+    def cut_off(self, reason: str) -> Any:
+        """The call reached a shard that then failed or went silent: retried if it may run twice."""
+        if self.op in _IDEMPOTENT:
+            return _RETRY
+        raise OutcomeUnknown(self.session_id, self.op, self.run_id, reason)
+
+    def unanswered(self) -> SessionhiveError:
+        """The client's timeout ran out while a shard held the call."""
+        if self.op in _IDEMPOTENT:
+            return CallTimeout(
+                f"{self.op}() on session {self.session_id!r} got no answer within {self.limit} s"
+            )
+        return OutcomeUnknown(
+            self.session_id, self.op, self.run_id, f"its shard gave no answer within {self.limit} s"
+        )
+
+    def back_off(self) -> float:
+        """Seconds to wait before the next attempt; CallTimeout once the deadline passed (nothing ran)."""
+        if self.passed():
+            raise CallTimeout(
+                f"{self.op}() on session {self.session_id!r} found no serving shard within {self.limit} s"
+            )
+        pause, self._pause = self._pause, min(self._pause * 2, _MAX_PAUSE)
+        remaining = self.remaining()
+        return pause if remaining is None else min(pause, remaining)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -205,6 +282,10 @@ class _Cluster:
 
     def handle(self, shard_id: str) -> Any:
         return self._handles[shard_id]
+
+    def silent(self, shard_id: str) -> bool:
+        """Whether ``shard_id`` has not answered a ping for ``suspect_after`` s (paused, cut off, gone)."""
+        return time.monotonic() - self._last_ok.get(shard_id, 0.0) >= self._suspect_after
 
     def shard_ids(self) -> list[str]:
         return sorted(self._handles)
@@ -379,19 +460,6 @@ class _Cluster:
             ray.shutdown()
 
 
-def _judge(op: str, session_id: str, outcome: tuple[str, Any]) -> Any:
-    kind, value = outcome
-    if kind == "ok":
-        return value
-    if kind == "err":
-        raise value
-    if kind == "moved":
-        return _RETRY
-    if op in _IDEMPOTENT:
-        return _RETRY
-    raise _interrupted(op, session_id, str(value))
-
-
 def _start_cluster(
     store: str,
     llm: Any,
@@ -449,7 +517,7 @@ def _start_cluster(
         hive_options=hive_options,
         shards=shards,
         lease_ttl=lease_ttl,
-        suspect_after=suspect_after if suspect_after is not None else lease_ttl,
+        suspect_after=suspect_after if suspect_after is not None else SUSPECT_SHARE_OF_LEASE * lease_ttl,
         ping_interval=ping_interval,
         audit_writes=audit_writes,
         metrics_sd_file=metrics_sd_file,
@@ -495,7 +563,7 @@ class ClusterTurnStream:
             if deadline is not None and time.monotonic() >= deadline:
                 raise CallTimeout(f"the turn of session {self.session_id!r} got no answer within {timeout} s")
             self._fetch(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
-        result: AgentResult = _judge("generate", self.session_id, self._outcome)
+        result: AgentResult = _CallRule("generate", self.session_id, None).judge(self._outcome)
         return result
 
     def cancel(self) -> bool:
@@ -596,7 +664,7 @@ class ClusterHive:
         """Start (or join, with ``ray_address="auto"`` or an address) Ray and ``shards`` shards.
 
         ``lease_ttl``: seconds a silent shard keeps its sessions; ``suspect_after``
-        (default ``lease_ttl``): seconds of silence after which its sessions
+        (default 0.6 x ``lease_ttl``): seconds of silence after which its sessions
         move to other shards. ``metrics_sd_file``: a Prometheus ``file_sd``
         targets file listing every shard's ``/metrics`` (with a ``shard``
         label; the job is the scrape config's). Each shard serves it on a free
@@ -691,62 +759,51 @@ class ClusterHive:
         if self._cluster.stopped:
             raise HiveStopped()
         check_id(session_id)
-        limit = self._t(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
+        rule = _CallRule(op, session_id, self._t(timeout))
         root_id = root if root is not None else self._root(session_id)
-        pause = 0.01
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _shard_id, handle = self._cluster.target(root_id)
+            shard_id, handle = self._cluster.target(root_id)
             ref = handle.call.remote(
-                op, session_id, root_id, args, keywords or {}, self._cluster.membership_arg(), remaining
+                op, session_id, root_id, args, keywords or {}, self._cluster.membership_arg(), rule.timing()
             )
-            try:
-                outcome = ray.get(ref, timeout=remaining)
-            except ray_errors.GetTimeoutError:
-                raise CallTimeout(
-                    f"{op}() on session {session_id!r} got no answer within {limit} s"
-                ) from None
-            except _SHARD_GONE as exc:
-                outcome = ("interrupted", f"its shard failed ({type(exc).__name__})")
-            except ray_errors.RayTaskError as exc:
-                raise _unwrap(exc) from None
-            value = _judge(op, session_id, outcome)
+            value = rule.judge(self._answer(rule, shard_id, ref))
             if value is not _RETRY:
                 return value
-            if deadline is not None and time.monotonic() >= deadline:
-                raise CallTimeout(f"{op}() on session {session_id!r} found no serving shard within {limit} s")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            time.sleep(rule.back_off())
+
+    def _answer(self, rule: _CallRule, shard_id: str, ref: Any) -> tuple[str, Any]:
+        """The shard's answer to a call it was handed; a cut-off outcome if it died or went silent."""
+        while True:
+            ready, _ = ray.wait([ref], timeout=rule.slice())
+            if ready:
+                try:
+                    outcome: tuple[str, Any] = ray.get(ref)
+                except _SHARD_GONE as exc:
+                    return ("interrupted", f"its shard failed ({type(exc).__name__})")
+                except ray_errors.RayTaskError as exc:
+                    raise _unwrap(exc) from None
+                return outcome
+            if rule.passed():
+                raise rule.unanswered()
+            if self._cluster.silent(shard_id):
+                # Not waiting for a stopped shard: its leases run out, its sessions move on.
+                return ("interrupted", f"{shard_id} stopped answering")
 
     def _feed(self, kind: str, session_id: str, arg: tuple[Any, ...], timeout: Timeout) -> tuple[Any, int]:
         if self._cluster.stopped:
             raise HiveStopped()
         check_id(session_id)
-        limit = self._t(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
+        rule = _CallRule("generate" if kind == "turn" else "subscribe", session_id, self._t(timeout))
         root_id = self._root(session_id)
-        pause = 0.01
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _shard_id, handle = self._cluster.target(root_id)
+            shard_id, handle = self._cluster.target(root_id)
             ref = handle.start_feed.remote(
-                kind, session_id, root_id, arg, self._cluster.membership_arg(), remaining
+                kind, session_id, root_id, arg, self._cluster.membership_arg(), rule.timing()
             )
-            try:
-                outcome = ray.get(ref, timeout=remaining)
-            except ray_errors.GetTimeoutError:
-                raise CallTimeout(f"session {session_id!r} did not accept the {kind} in time") from None
-            except _SHARD_GONE as exc:
-                outcome = ("interrupted", f"its shard failed ({type(exc).__name__})")
-            if outcome[0] == "ok":
-                return handle, int(outcome[1])
-            if outcome[0] == "err":
-                raise outcome[1]
-            if deadline is not None and time.monotonic() >= deadline:
-                raise CallTimeout(f"session {session_id!r} found no serving shard in time")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            value = rule.judge(self._answer(rule, shard_id, ref))
+            if value is not _RETRY:
+                return handle, int(value)
+            time.sleep(rule.back_off())
 
     def _each_shard(self, method: str, *args: Any, timeout: Timeout) -> list[Any]:
         if self._cluster.stopped:
@@ -1096,7 +1153,7 @@ class AsyncClusterTurnStream:
             if deadline is not None and time.monotonic() >= deadline:
                 raise CallTimeout(f"the turn of session {self.session_id!r} got no answer within {timeout} s")
             await self._fetch(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
-        result: AgentResult = _judge("generate", self.session_id, self._outcome)
+        result: AgentResult = _CallRule("generate", self.session_id, None).judge(self._outcome)
         return result
 
     async def cancel(self) -> bool:
@@ -1243,14 +1300,10 @@ class AsyncClusterHive:
         if cluster.stopped:
             raise HiveStopped()
         check_id(session_id)
-        limit = self.sync.resolve_timeout(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
+        rule = _CallRule(op, session_id, self.sync.resolve_timeout(timeout))
         root_id = root if root is not None else await self._root(session_id)
-        pause = 0.01
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             shard_id, _handle = cluster.target(root_id)
-            pipe = self._pipe(shard_id)
             arguments: tuple[Any, ...] = (
                 "call",
                 op,
@@ -1259,23 +1312,29 @@ class AsyncClusterHive:
                 args,
                 keywords or {},
                 cluster.membership_arg(),
-                remaining,
+                rule.timing(),
             )
-            call_id, answer = pipe.call(arguments)
-            done, _ = await asyncio.wait({answer}, timeout=remaining)
-            if not done:
-                pipe.forget(call_id)
-                raise CallTimeout(f"{op}() on session {session_id!r} got no answer within {limit} s")
-            outcome = answer.result()
-            if outcome[0] == "err" and isinstance(outcome[1], ray_errors.RayTaskError):
-                raise _unwrap(outcome[1])
-            value = _judge(op, session_id, outcome)
+            value = rule.judge(await self._answer(rule, shard_id, arguments))
             if value is not _RETRY:
                 return value
-            if deadline is not None and time.monotonic() >= deadline:
-                raise CallTimeout(f"{op}() on session {session_id!r} found no serving shard within {limit} s")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            await asyncio.sleep(rule.back_off())
+
+    async def _answer(self, rule: _CallRule, shard_id: str, arguments: tuple[Any, ...]) -> tuple[str, Any]:
+        """The answer of ``shard_id`` to a batched call; a cut-off outcome if it died or went silent."""
+        pipe = self._pipe(shard_id)
+        call_id, answer = pipe.call(arguments)
+        while True:
+            done, _ = await asyncio.wait({answer}, timeout=rule.slice())
+            if done:
+                outcome = answer.result()
+                if outcome[0] == "err" and isinstance(outcome[1], ray_errors.RayTaskError):
+                    raise _unwrap(outcome[1])
+                return outcome
+            if rule.passed() or self.sync.core.silent(shard_id):
+                pipe.forget(call_id)
+                if rule.passed():
+                    raise rule.unanswered()
+                return ("interrupted", f"{shard_id} stopped answering")
 
     async def _feed(
         self, kind: str, session_id: str, arg: tuple[Any, ...], timeout: Timeout
@@ -1284,29 +1343,25 @@ class AsyncClusterHive:
         if cluster.stopped:
             raise HiveStopped()
         check_id(session_id)
-        limit = self.sync.resolve_timeout(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
+        rule = _CallRule(
+            "generate" if kind == "turn" else "subscribe", session_id, self.sync.resolve_timeout(timeout)
+        )
         root_id = await self._root(session_id)
-        pause = 0.01
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             shard_id, handle = cluster.target(root_id)
-            pipe = self._pipe(shard_id)
-            arguments = ("start_feed", kind, session_id, root_id, arg, cluster.membership_arg(), remaining)
-            call_id, answer = pipe.call(arguments)
-            done, _ = await asyncio.wait({answer}, timeout=remaining)
-            if not done:
-                pipe.forget(call_id)
-                raise CallTimeout(f"session {session_id!r} did not accept the {kind} in time")
-            outcome = answer.result()
-            if outcome[0] == "ok":
-                return handle, pipe, int(outcome[1])
-            if outcome[0] == "err":
-                raise outcome[1]
-            if deadline is not None and time.monotonic() >= deadline:
-                raise CallTimeout(f"session {session_id!r} found no serving shard in time")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            arguments = (
+                "start_feed",
+                kind,
+                session_id,
+                root_id,
+                arg,
+                cluster.membership_arg(),
+                rule.timing(),
+            )
+            value = rule.judge(await self._answer(rule, shard_id, arguments))
+            if value is not _RETRY:
+                return handle, self._pipe(shard_id), int(value)
+            await asyncio.sleep(rule.back_off())
 
     async def _each_shard(self, method: str, *args: Any, timeout: Timeout) -> list[Any]:
         cluster = self.sync.core

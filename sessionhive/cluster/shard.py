@@ -1,12 +1,19 @@
 """``HiveShard``: the Ray actor that hosts one AsyncHive and the ownership leases of its sessions.
 
 A shard serves the sessions whose tree root the cluster's placement gives
-it. Before a call reaches its Hive, the shard holds the session's lease in
+it. A session's calls enter one line on the shard in the order they arrive,
+before any lease wait (the wait belongs to the session, not to each call),
+and leave it in that order for the session's mailbox; a call whose client
+deadline passed before it started leaves unrun ("expired"). Before a call
+reaches its Hive, the shard holds the session's lease in
 the shared SQL store (winning it may wait for a previous owner to release it
 or for its lease to expire); its store is fenced by those leases, so once
 another shard took a session over, nothing this shard still has of it is
 ever written. Leases are renewed in one statement every third of their
-duration and released when the shard hands sessions over or stops.
+duration and released when the shard hands sessions over or stops. A shard
+that was stopped (SIGSTOP) past its leases finds them taken when it
+continues: the calls it still held for those sessions are handed back
+("moved") without running.
 
 The Hive reads the index of stored sessions when it starts. When a call names
 a session the Hive cannot know (created by another shard later) or one that
@@ -22,13 +29,14 @@ arrived since the last one), never one Ray call per event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -38,8 +46,9 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
-from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError
+from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
 from sessionhive.cluster.placement import Membership
 from sessionhive.persistence import SqlStore
 from sessionhive.persistence.leases import LeaseHeld, LeaseTable
@@ -81,7 +90,29 @@ _SESSION_OPS = MUTATING_OPS | {
     "get_child_sessions",
 }
 
-Outcome = tuple[str, Any]  # ("ok", value) | ("err", exception) | ("moved", None) | ("interrupted", reason)
+# ("ok", value) | ("err", exception) | ("moved", None): not run, ask the shard the membership names |
+# ("expired", reason): not run, its client's deadline passed first |
+# ("interrupted", reason): handed to the Hive, then cut off: it may or may not have happened.
+Outcome = tuple[str, Any]
+
+
+class _Expired(Exception):
+    """The call's client deadline passed before the call started: it is dropped unrun."""
+
+
+class _SessionLine:
+    """The calls of one session waiting, in arrival order, to reach its mailbox."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        # asyncio.Lock wakes its waiters first come, first served: the line's order.
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+#: Seconds kept, of a call's client timeout, for its answer to travel back.
+_ANSWER_MARGIN = 0.05
 
 
 class _Moved(Exception):
@@ -138,8 +169,9 @@ class HiveShard:
     """One shard of a cluster: an :class:`~sessionhive.AsyncHive` behind a Ray async actor.
 
     Created by :class:`~sessionhive.cluster.ClusterHive` (``ray.remote(HiveShard)``);
-    a restarted actor (its process killed) is a new lease owner and waits
-    for the old incarnation's leases to expire before it serves their sessions.
+    a restarted actor (its process killed) is a new lease owner that takes
+    the old incarnation's leases over at once (Ray restarts an actor only
+    once its process is gone; the new epoch fences it anyway).
     """
 
     def __init__(
@@ -187,6 +219,13 @@ class HiveShard:
         self._outboxes: dict[str, list[tuple[int, Outcome]]] = {}
         self._outbox_ready: dict[str, asyncio.Event] = {}
         self._running: set[asyncio.Task[None]] = set()
+        # Per session, on the shard's one loop: its calls in arrival order until they reach the mailbox.
+        self._lines: dict[str, _SessionLine] = {}
+        # Sessions whose lease another owner took (seen at a renewal): their held calls go back.
+        self._lost: set[str] = set()
+        # Per session, how often this shard cancelled its work to hand it over: a call that
+        # ends cancelled after such a hand-over began was not cancelled by its client.
+        self._handovers: dict[str, int] = {}
 
     # ------------------------------------------------------------------ life cycle
 
@@ -256,6 +295,7 @@ class HiveShard:
                 log.warning("shard %s: renewing leases failed: %s", self.shard_id, exc)
                 continue
             if lost:
+                self._lost.update(lost)
                 log.warning("shard %s lost the lease of %d sessions", self.shard_id, len(lost))
 
     async def _current_hive(self) -> AsyncHive:
@@ -303,11 +343,22 @@ class HiveShard:
             row = conn.execute(select(SESSIONS.c.parent_id).where(SESSIONS.c.id == session_id)).one_or_none()
         return (False, None) if row is None else (True, row[0])
 
-    async def _own(self, session_id: str, root_id: str, deadline: float, *, creating: bool = False) -> None:
-        """Hold the lease of ``session_id`` and make sure the Hive's view of it is current."""
+    async def _own(
+        self, session_id: str, root_id: str, deadline: float, sent_at: float, *, creating: bool = False
+    ) -> None:
+        """Hold the lease of ``session_id`` and make sure the Hive's view of it is current.
+
+        Raises ``_Moved`` for a call sent (``sent_at``, by ``time.time()``)
+        before the owner this shard won the lease from had won it: the call
+        was sent to this shard while it was stopped, or to the dead
+        incarnation it replaces, and its client has moved on; that owner may
+        have run the client's later calls, and running this one now would put
+        it after them.
+        """
         assert self._leases is not None
         generation = self._generation
         refresh: str | None = None
+        stale = False
         if session_id not in self._known:
             exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
             if exists:
@@ -319,32 +370,47 @@ class HiveShard:
             delay = 0.02
             while True:
                 try:
-                    lease = await asyncio.to_thread(self._leases.acquire, session_id)
+                    # An earlier incarnation of this shard is dead (Ray restarted it): its leases
+                    # are taken over at once instead of waited out.
+                    lease = await asyncio.to_thread(
+                        self._leases.acquire, session_id, supersedes=f"{self.shard_id}@"
+                    )
                     break
                 except LeaseHeld as held:
-                    if self._membership.owner_of(root_id) != self.shard_id:
-                        raise _Moved() from None  # placed elsewhere meanwhile: the caller re-routes
+                    if self._membership.owner_of(root_id) != self.shard_id or session_id in self._lost:
+                        # Placed elsewhere meanwhile, or taken while this shard was stopped:
+                        # the caller re-routes; nothing of the call ran here.
+                        raise _Moved() from None
                     if time.monotonic() + min(delay, held.expires_in) > deadline:
-                        raise
+                        raise _Expired(str(held)) from None
                     await asyncio.sleep(min(delay, max(held.expires_in, 0.005)))
                     delay = min(delay * 2, 0.25)
+            self._lost.discard(session_id)
+            stale = lease.changed_hands and lease.previous_won_at > sent_at
             touched = session_id in self._touched or self._root(session_id) in self._touched
             if lease.taken_over and touched and refresh is None:
                 refresh = f"session {session_id!r} was written by another shard since it was here"
-        if refresh is not None:
-            await self._refresh(generation, refresh)
+        try:
+            if refresh is not None:
+                await self._refresh(generation, refresh)
+        finally:
+            # The Hive that had a stale copy is gone (or never had one): writes may go through.
+            self._leases.mark_fresh(session_id)
         self._touched.add(session_id)
+        if stale:
+            raise _Moved()  # after the refresh: whatever runs next here sees the other owner's writes
 
     async def _still_owned(self, session_id: str) -> bool:
         """Whether the lease is still ours, so that an answer may be given (a query only when in doubt)."""
         assert self._leases is not None
         if self._leases.is_valid(session_id):
             return True
+        # Read, never win: a lease won here would skip the Hive refresh that _own does
+        # when another owner wrote meanwhile, and let this Hive's stale copy be written.
         try:
-            lease = await asyncio.to_thread(self._leases.acquire, session_id)
-        except SessionhiveError:
+            return await asyncio.to_thread(self._leases.still_holds, session_id)
+        except SQLAlchemyError:
             return False
-        return not lease.taken_over
 
     def _note(self, op: str, session_id: str, args: tuple[Any, ...]) -> None:
         if op in ("create_session", "get_or_create_session"):
@@ -366,6 +432,59 @@ class HiveShard:
             "metrics": self._metrics_address,
         }
 
+    @contextlib.asynccontextmanager
+    async def _in_line(self, session_id: str) -> AsyncIterator[None]:
+        """Wait for the session's earlier calls to reach its mailbox (joining the line never yields first)."""
+        line = self._lines.get(session_id)
+        if line is None:
+            line = self._lines[session_id] = _SessionLine()
+        line.users += 1
+        try:
+            async with line.lock:
+                yield
+        finally:
+            line.users -= 1
+            if line.users == 0:
+                del self._lines[session_id]
+
+    async def _enter(
+        self,
+        session_id: str,
+        root_id: str,
+        deadline: float,
+        sent_at: float,
+        *,
+        creating: bool = False,
+        child: str | None = None,
+    ) -> AsyncHive:
+        """Own the session (and a new ``child``) for a call at the head of its line; the Hive to run it on."""
+        if time.monotonic() >= deadline:
+            raise _Expired("its deadline passed while it waited for the calls before it")
+        await self._own(session_id, root_id, deadline, sent_at, creating=creating)
+        if child is not None:
+            await self._own(child, root_id, deadline, sent_at, creating=True)
+        if self._membership.owner_of(root_id) != self.shard_id:
+            raise _Moved()  # the membership changed while the lease was awaited
+        hive = await self._current_hive()
+        if time.monotonic() >= deadline:
+            raise _Expired("its deadline passed while the session's lease was awaited")
+        return hive
+
+    def _deadline(self, arrived: float, deadline: float | None) -> float:
+        """The client's wall-clock ``deadline`` on this shard's monotonic clock.
+
+        Wall clock, not a duration: a call delivered late (to a shard that was
+        stopped, or to the restarted incarnation of a killed one) must not get
+        its whole timeout again, or it would run after its client moved on.
+        """
+        if deadline is None:
+            return (
+                arrived + 3 * self._lease_ttl
+            )  # a call without a timeout still waits for a lease only so long
+        # A call that starts later could not answer before its client stops waiting:
+        # dropping it then lets the client hear "never started" instead of "unknown".
+        return arrived + (deadline - time.time()) - _ANSWER_MARGIN
+
     async def call(
         self,
         op: str,
@@ -374,38 +493,63 @@ class HiveShard:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         membership: tuple[int, list[str]],
-        timeout: float | None,
+        timing: tuple[float, float | None],
     ) -> Outcome:
-        """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf."""
+        """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf.
+
+        ``timing``: when the client sent the call and when it stops waiting
+        (``time.time()``, ``None``: never). A call that has not started by
+        then is dropped unrun (``"expired"``).
+        """
+        arrived = time.monotonic()
         if op not in _SESSION_OPS:
             return ("err", ValueError(f"not a session call: {op!r}"))
         await self._ensure_started()
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
-        generation = self._generation
+        until = self._deadline(arrived, timing[1])
+        hive: AsyncHive | None = None  # the Hive the call ran on; replaced or stopped: not its client's doing
+        handovers = self._handovers.get(session_id, 0)
         try:
-            creating = op in ("create_session", "get_or_create_session")
-            await self._own(session_id, root_id, deadline, creating=creating)
-            if op == "create_child_session":
-                await self._own(args[0], root_id, deadline, creating=True)
-            if self._membership.owner_of(root_id) != self.shard_id:
-                return ("moved", None)  # the membership changed while the lease was awaited
-            hive = await self._current_hive()
-            generation = self._generation
-            value = await getattr(hive, op)(session_id, *args, **kwargs)
+            async with self._in_line(session_id):
+                hive = await self._enter(
+                    session_id,
+                    root_id,
+                    until,
+                    timing[0],
+                    creating=op in ("create_session", "get_or_create_session"),
+                    child=args[0] if op == "create_child_session" else None,
+                )
+                running = asyncio.ensure_future(getattr(hive, op)(session_id, *args, **kwargs))
+                # One loop turn runs the call's first step, which puts it in the session's
+                # mailbox; only then may the next call of the line follow it there.
+                await asyncio.sleep(0)
+            value = await running
             if op in MUTATING_OPS and not await self._still_owned(session_id):
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} meanwhile")
             self._note(op, session_id, args)
             return ("ok", value)
         except _Moved:
             return ("moved", None)
+        except _Expired as expired:
+            return ("expired", str(expired))
         except HiveStopped:
-            if self._generation != generation or self._hive is None:
+            if hive is not None and self._hive is not hive:
                 return ("interrupted", f"shard {self.shard_id} restarted its Hive")
             return ("err", HiveStopped())
+        except TurnCancelled as cancelled:
+            if (hive is not None and self._hive is not hive) or self._handovers.get(
+                session_id, 0
+            ) != handovers:
+                # This shard cancelled it itself (handing over, restarting its Hive): it may have been stored.
+                return ("interrupted", f"shard {self.shard_id} handed the session over mid-turn")
+            return ("err", cancelled)
         except SessionhiveError as exc:
+            if op in MUTATING_OPS and session_id in self._touched and not await self._still_owned(session_id):
+                # Failed because another owner took the session (a fenced write): what
+                # this call wrote before that is in the store, what it wrote after is not.
+                return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} mid-call")
             return ("err", exc)
 
     # ------------------------------------------------------------------ batched calls
@@ -470,25 +614,30 @@ class HiveShard:
         root_id: str,
         args: tuple[Any, ...],
         membership: tuple[int, list[str]],
-        timeout: float | None,
+        timing: tuple[float, float | None],
     ) -> Outcome:
-        """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id."""
+        """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id.
+
+        ``timing`` as for :meth:`call`: the stream must be accepted by its deadline.
+        """
+        arrived = time.monotonic()
         await self._ensure_started()
         self._adopt(*membership)
         if self._membership.owner_of(root_id) != self.shard_id:
             return ("moved", None)
-        deadline = time.monotonic() + (timeout if timeout is not None else 3 * self._lease_ttl)
+        until = self._deadline(arrived, timing[1])
+        timeout = None if timing[1] is None else max(0.0, until - time.monotonic())
         try:
-            await self._own(session_id, root_id, deadline)
-            if self._membership.owner_of(root_id) != self.shard_id:
-                return ("moved", None)
-            hive = await self._current_hive()
-            if kind == "turn":
-                source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
-            else:
-                source = await hive.subscribe(session_id, timeout=timeout)
+            async with self._in_line(session_id):
+                hive = await self._enter(session_id, root_id, until, timing[0])
+                if kind == "turn":
+                    source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
+                else:
+                    source = await hive.subscribe(session_id, timeout=timeout)
         except _Moved:
             return ("moved", None)
+        except _Expired as expired:
+            return ("expired", str(expired))
         except SessionhiveError as exc:
             return ("err", exc)
         feed_id = next(self._feed_ids)
@@ -562,6 +711,7 @@ class HiveShard:
         # Stop their work (a running turn ends cancelled), write what they have, then let go.
         for sid in moving:
             if sid in self._touched:
+                self._handovers[sid] = self._handovers.get(sid, 0) + 1
                 try:
                     await hive.cancel_operation(sid)
                 except SessionhiveError:
@@ -602,7 +752,9 @@ class HiveShard:
         """Activate every session placed here (see ``load_all_sessions``)."""
         count = 0
         for sid in await self.owned_ids(membership):
-            outcome = await self.call("restore_session_by_id", sid, self._root(sid), (), {}, membership, None)
+            outcome = await self.call(
+                "restore_session_by_id", sid, self._root(sid), (), {}, membership, (time.time(), None)
+            )
             count += outcome[0] == "ok"
         return count
 

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidSessionId",
     "LlmError",
     "LlmNotConfigured",
+    "OutcomeUnknown",
     "Overloaded",
     "QuotaExceeded",
     "SessionExists",
@@ -140,6 +141,31 @@ class StoreError(SessionhiveError):
 
 class CallTimeout(SessionhiveError, TimeoutError):
     """A call did not get its answer within its ``timeout``; the work may still finish."""
+
+
+class OutcomeUnknown(SessionhiveError):
+    """A call was handed to a shard that then died or stopped answering: it may or may not have run.
+
+    Raised instead of a failure when nobody can tell whether the work
+    committed (the shard was killed after it took the call, or it went
+    silent and the session moved on without it). Do not retry blindly: read
+    the session's history once it answers again (``run_id`` names the call)
+    to see whether the turn is there. Calls that provably never started
+    raise :class:`CallTimeout` instead.
+    """
+
+    def __init__(self, session_id: str, op: str, run_id: str, detail: str) -> None:
+        super().__init__(session_id, op, run_id, detail)
+        self.session_id = session_id
+        self.op = op
+        self.run_id = run_id
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return (
+            f"{self.op}() on session {self.session_id!r} (run {self.run_id}) may or may not have happened: "
+            f"{self.detail}; read the session's history once it answers to know"
+        )
 
 
 class HiveStopped(SessionhiveError):

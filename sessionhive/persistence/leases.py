@@ -60,6 +60,8 @@ LEASES = Table(
     Column("epoch", BigInteger, nullable=False),
     # Unix time by the owner's clock; 0 once released.
     Column("expires_at", Double, nullable=False),
+    # Unix time at which this owner won it (the epoch began).
+    Column("won_at", Double, nullable=True),
 )
 
 WRITE_LOG = Table(
@@ -100,11 +102,22 @@ class Lease:
 
     ``taken_over`` is True when another owner held the session since this
     owner last did: whatever this owner still has of it in memory is stale.
+    ``changed_hands`` is True when the lease was won from another owner (an
+    expired or released lease of someone else, this owner's earlier
+    incarnations included); ``previous_won_at`` is then when that owner
+    had won it (Unix time): work sent to the session before then may have
+    been overtaken, on that owner, by work sent later.
     """
 
     session_id: str
     epoch: int
     taken_over: bool
+    changed_hands: bool = False
+    previous_won_at: float = 0.0
+
+
+# A locked lease row: owner, epoch, expires_at, won_at.
+_Row = tuple[str, int, float, float | None]
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -138,6 +151,9 @@ class LeaseTable:
         self._epochs: dict[str, int] = {}
         # Session id -> local monotonic deadline until which the lease is surely ours.
         self._valid_until: dict[str, float] = {}
+        # Sessions won back (``taken_over``) whose stale in-memory copy may still try to write:
+        # refused by the fence until the owner says its copy is fresh (:meth:`mark_fresh`).
+        self._stale: set[str] = set()
         self.fenced_total = 0
         with self._begin() as conn:
             if engine.dialect.name == "postgresql":
@@ -154,56 +170,99 @@ class LeaseTable:
         conn.execution_options(sessionhive_write=True)
         return _Txn(conn)
 
-    def _lock_rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, tuple[str, int, float]]:
-        rows: dict[str, tuple[str, int, float]] = {}
+    def _lock_rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, _Row]:
+        rows: dict[str, _Row] = {}
         for chunk in _chunks(sorted(ids)):
             query = (
-                select(LEASES.c.session_id, LEASES.c.owner, LEASES.c.epoch, LEASES.c.expires_at)
+                select(
+                    LEASES.c.session_id, LEASES.c.owner, LEASES.c.epoch, LEASES.c.expires_at, LEASES.c.won_at
+                )
                 .where(LEASES.c.session_id.in_(chunk))
                 .order_by(LEASES.c.session_id)  # one lock order for every owner: no deadlock
                 .with_for_update()
             )
-            for sid, owner, epoch, expires in conn.execute(query):
-                rows[sid] = (owner, int(epoch), float(expires))
+            for sid, owner, epoch, expires, won in conn.execute(query):
+                rows[sid] = (owner, int(epoch), float(expires), None if won is None else float(won))
         return rows
 
-    def _claim(
-        self, conn: Connection, session_id: str, row: tuple[str, int, float] | None, now: float
-    ) -> int:
+    def _claim(self, conn: Connection, session_id: str, row: _Row | None, now: float) -> int:
         """Make this owner the holder of ``session_id`` (the row is locked or absent); its new epoch."""
         if row is None:
             epoch = 1
             conn.execute(
                 insert(LEASES).values(
-                    session_id=session_id, owner=self.owner, epoch=epoch, expires_at=now + self.ttl
+                    session_id=session_id,
+                    owner=self.owner,
+                    epoch=epoch,
+                    expires_at=now + self.ttl,
+                    won_at=now,
                 )
             )
         else:
             epoch = row[1] if row[0] == self.owner else row[1] + 1
+            won_at = row[3] if row[0] == self.owner else now
             conn.execute(
                 update(LEASES)
                 .where(LEASES.c.session_id == session_id)
-                .values(owner=self.owner, epoch=epoch, expires_at=now + self.ttl)
+                .values(owner=self.owner, epoch=epoch, expires_at=now + self.ttl, won_at=won_at)
             )
         return epoch
 
     # ------------------------------------------------------------------ the owner's side
 
-    def acquire(self, session_id: str) -> Lease:
-        """Win (or renew) the lease of ``session_id``; raises :class:`LeaseHeld` if another owner has it."""
+    def acquire(self, session_id: str, *, supersedes: str | None = None) -> Lease:
+        """Win (or renew) the lease of ``session_id``; raises :class:`LeaseHeld` if another owner has it.
+
+        ``supersedes``: a prefix of owner names this owner replaces (the
+        earlier incarnations of one shard, which its restart proves dead): a
+        lease they hold is taken over at once, not at its expiry. The new
+        epoch fences whatever such an owner might still try to write.
+        """
         started = time.monotonic()
         with self._begin() as conn:
             now = time.time()
             row = self._lock_rows(conn, [session_id]).get(session_id)
             with self._lock:
                 mine = self._epochs.get(session_id)
-            if row is not None and row[0] != self.owner and row[2] > now:
+            replaced = supersedes is not None and row is not None and row[0].startswith(supersedes)
+            if row is not None and row[0] != self.owner and row[2] > now and not replaced:
                 raise LeaseHeld(session_id, row[0], row[2] - now)
             epoch = self._claim(conn, session_id, row, now)
         with self._lock:
+            if mine is not None and mine != epoch:
+                # Won back after another owner wrote it: the copy this owner still has in
+                # memory is stale, and must not be written under the new epoch.
+                self._stale.add(session_id)
             self._epochs[session_id] = epoch
             self._valid_until[session_id] = started + self.ttl
-        return Lease(session_id, epoch, taken_over=mine is not None and mine != epoch)
+        return Lease(
+            session_id,
+            epoch,
+            taken_over=mine is not None and mine != epoch,
+            changed_hands=row is not None and row[0] != self.owner,
+            previous_won_at=(row[3] or 0.0) if row is not None and row[0] != self.owner else 0.0,
+        )
+
+    def mark_fresh(self, session_id: str) -> None:
+        """The owner dropped its stale copy of a session it won back: its writes are let through again."""
+        with self._lock:
+            self._stale.discard(session_id)
+
+    def still_holds(self, session_id: str) -> bool:
+        """Whether the lease row still names this owner at the epoch it won (one read, nothing claimed).
+
+        True also for a lease that expired or was released while nobody took
+        it: everything this owner wrote under it stands.
+        """
+        with self._lock:
+            mine = self._epochs.get(session_id)
+        if mine is None:
+            return False
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(LEASES.c.owner, LEASES.c.epoch).where(LEASES.c.session_id == session_id)
+            ).one_or_none()
+        return row is not None and row[0] == self.owner and int(row[1]) == mine
 
     def is_valid(self, session_id: str, margin: float = 0.0) -> bool:
         """Whether this owner surely still holds the lease, by its own clock (no query)."""
@@ -278,12 +337,13 @@ class LeaseTable:
         claimed: dict[str, int] = {}
         with self._lock:
             epochs = {sid: self._epochs.get(sid) for sid in ids}
+            stale = self._stale & set(ids)
         written: list[dict[str, Any]] = []
         for sid in ids:
             row = rows.get(sid)
             mine = epochs[sid]
             if mine is not None:
-                ok = row is not None and row[0] == self.owner and row[1] == mine
+                ok = row is not None and row[0] == self.owner and row[1] == mine and sid not in stale
                 epoch = mine
             elif row is None or row[2] <= now or row[0] == self.owner:
                 epoch = claimed[sid] = self._claim(conn, sid, row, now)
