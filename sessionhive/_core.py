@@ -257,7 +257,7 @@ class HiveCore:
         self.turns = TurnLoop(options.max_concurrent_turns, loop)
         self.backend = self._make_backend(prepared.backend_name, options.actor_backend)
         self._loop_backend = self.backend if isinstance(self.backend, AsyncioBackend) else None
-        self.persistence = PersistenceLink(prepared.persistence, self._loop_backend)
+        self.persistence = PersistenceLink(prepared.persistence, self._loop_backend, prepared.backlog)
         self.directory = Directory()
         prepared.directory = self.directory
         self.services = HiveServices(

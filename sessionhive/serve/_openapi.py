@@ -90,7 +90,7 @@ _SCHEMAS: dict[str, Any] = {
             "confirmation_policy": {"$ref": "#/components/schemas/ConfirmationPolicy"},
             "permission_policy": {"type": ["object", "null"]},
             "storage": {"enum": ["default", "memory"]},
-            "durability": {"enum": ["batched", "sync"]},
+            "durability": {"enum": ["durable", "batched", "sync"]},
             "max_tool_rounds": {"type": "integer", "minimum": 1},
             "metadata": {"type": "object"},
         },

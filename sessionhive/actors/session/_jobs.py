@@ -234,12 +234,18 @@ class JobsPart(SessionState):
         running.handle = loop.submit(turn, self._on_done(running.turn_id))
 
     def _journal_hook(self, turn_id: int) -> Callable[[TurnJournal], Awaitable[None] | None] | None:
-        """What the turn calls after each step: a tell to this actor (sync durability: and a commit wait)."""
-        ref, turns = self.actor_ref, self._services.turn_loop
-        sync = self._config.durability == "sync" and self._stored()
+        """What the turn calls after each step: a tell to this actor, and a wait for the step's commit.
+
+        Durable sessions wait for every step; batched ones only while the
+        writer is behind (backpressure: the turn goes at the store's pace).
+        """
+        ref, turns, link = self.actor_ref, self._services.turn_loop, self._services.persistence
+        stored = self._stored()
+        durable = self._config.durability == "durable" and stored
 
         def on_round(journal: TurnJournal) -> Awaitable[None] | None:
-            ack: concurrent.futures.Future[None] | None = concurrent.futures.Future() if sync else None
+            wait = durable or (stored and link.congested)
+            ack: concurrent.futures.Future[None] | None = concurrent.futures.Future() if wait else None
             try:
                 ref.tell(Journaled(turn_id, journal, ack))
             except pykka.ActorDeadError:
