@@ -83,8 +83,9 @@ class PersistenceLink:
     was sent before it. Without ``backend`` each message is told at once.
 
     Every save is counted in ``backlog`` (if given) until the persistence
-    actor commits it; :attr:`congested` tells sessions to wait for their
-    commits (backpressure on batched durability).
+    actor commits it; :meth:`waits_for_commit` tells a session whether a
+    change must wait for its commit. ``durable_store=False`` (the memory
+    store) has no commit worth waiting for.
     """
 
     def __init__(
@@ -92,10 +93,13 @@ class PersistenceLink:
         ref: pykka.ActorRef[Any] | None,
         backend: AsyncioBackend | None,
         backlog: Backlog | None = None,
+        *,
+        durable_store: bool = True,
     ) -> None:
         self.ref = ref
         self._backend = backend
         self._backlog = backlog
+        self._durable_store = durable_store
         self._batch: list[Any] = []  # messages and _PendingSave entries, in order; the loop's alone
         self._saves: dict[str, _PendingSave] = {}  # the entry in _batch of each session saved since
         self._timer_armed = False
@@ -126,9 +130,14 @@ class PersistenceLink:
             entry.acks.append(ack)
         self._arm()
 
-    @property
-    def congested(self) -> bool:
-        """Whether the writer is behind: a batched change should wait for its commit."""
+    def waits_for_commit(self, durability: str) -> bool:
+        """Whether a change of a session with this durability is answered only after its commit.
+
+        Durable sessions wait when the store outlives the process; every
+        session waits while the writer is behind (backpressure on batched).
+        """
+        if durability == "durable" and self._durable_store:
+            return True
         backlog = self._backlog
         return backlog is not None and backlog.congested
 

@@ -240,11 +240,10 @@ class JobsPart(SessionState):
         writer is behind (backpressure: the turn goes at the store's pace).
         """
         ref, turns, link = self.actor_ref, self._services.turn_loop, self._services.persistence
-        stored = self._stored()
-        durable = self._config.durability == "durable" and stored
+        stored, durability = self._stored(), self._config.durability
 
         def on_round(journal: TurnJournal) -> Awaitable[None] | None:
-            wait = durable or (stored and link.congested)
+            wait = stored and link.waits_for_commit(durability)
             ack: concurrent.futures.Future[None] | None = concurrent.futures.Future() if wait else None
             try:
                 ref.tell(Journaled(turn_id, journal, ack))

@@ -247,7 +247,7 @@ class SessionState(HiveActor):
             return None
         link = self._services.persistence
         ack: concurrent.futures.Future[None] | None = None
-        if self._config.durability == "durable" or link.congested:
+        if link.waits_for_commit(self._config.durability):
             ack = concurrent.futures.Future()
         link.save(self.session_id, self._snapshot, ack)
         return ack
