@@ -227,6 +227,11 @@ class JobsPart(SessionState):
         self._emit(TurnStart(self.session_id, job.prompt, running.turn_id), job.sink)
         hooks = SessionTurnHooks(self.actor_ref, running.turn_id, loop.loop)
         if job.kind == "resume":
+            # The resumed turn journals its steps as a new one does: without the record, a
+            # second crash would resume from the first one's journal and run its tools again.
+            self._running_turn = RunningTurn(
+                running.turn_id, job.prompt, time.time(), len(self._messages), job.running_call
+            )
             turn = resume_turn(spec, hooks, job.journaled, job.running_call)
         else:
             self._running_turn = RunningTurn(running.turn_id, job.prompt, time.time(), len(self._messages))
