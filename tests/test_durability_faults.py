@@ -50,9 +50,9 @@ pytestmark = pytest.mark.slow
 SESSIONS = [f"s{n}" for n in range(6)]
 ROUNDS = 2  # tool calls per turn; a final answer follows
 FLUSH_INTERVAL = 0.05  # the Hive's default; the batched bound is counted from it
-# What a loaded 2-core machine may add to the batched deadline: the persistence thread
-# waiting for the CPU (other test processes run alongside) after its timer fired.
-SCHEDULING_ALLOWANCE = 0.1
+# What may come on top of the batched deadline: one slow commit (a WAL checkpoint, the persistence
+# thread waiting for the CPU); see tests/test_sustained_load.py.
+SCHEDULING_ALLOWANCE = 0.15
 # Fewest acknowledged turns for a run to prove something (a loaded machine runs few turns per kill).
 ENOUGH_ACKS = 10
 
