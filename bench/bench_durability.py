@@ -10,6 +10,12 @@ memory store: ``create_session`` on the Hive's own loop (``AsyncHive``) and
 from another thread (sync ``Hive``).
 
     .venv/bin/python bench/bench_durability.py [--runs 3] [--sessions 1000] [--turns 3] [--json out.json]
+    .venv/bin/python bench/bench_durability.py --profile    # where a durable turn's time goes
+
+``--profile`` runs the durable load once under a sampling profiler (every
+thread's stack every millisecond, no dependency) and prints, per thread
+group, the share of samples each sessionhive/SQLAlchemy/driver function was
+running in (its own code, or what it called outside those packages).
 
 Targets: durable >= 0.9x batched; ``create_session`` < 30 us on the loop and
 < 60 us from another thread.
@@ -107,6 +113,48 @@ def create_costs(creates: int) -> dict[str, float]:
     return result
 
 
+class Sampler(threading.Thread):
+    """Samples every other thread's innermost frame each millisecond (a poor man's py-spy)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.counts: dict[str, dict[str, int]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        names = {}
+        while not self.stop.wait(0.001):
+            for thread in threading.enumerate():
+                names[thread.ident] = thread.name
+            for ident, frame in sys._current_frames().items():  # noqa: SLF001 - sampling is the point
+                if ident == self.ident:
+                    continue
+                group = "persistence" if "Persistence" in names.get(ident, "") else names.get(ident, "?")
+                group = "main loop" if group == "MainThread" else group.split("-")[0]
+                code = frame.f_code
+                where = f"{Path(code.co_filename).name}:{code.co_name}"
+                per = self.counts.setdefault(group, {})
+                per[where] = per.get(where, 0) + 1
+
+
+def profile(sessions: int, turns: int) -> None:
+    sampler = Sampler()
+    sampler.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = asyncio.run(load("durable", sessions, turns, Path(tmp)))
+    sampler.stop.set()
+    sampler.join()
+    print(f"durable: {figures['turns_per_s']:.0f} turns/s while sampled")
+    for group, counts in sorted(sampler.counts.items(), key=lambda item: -sum(item[1].values())):
+        total = sum(counts.values())
+        if total < 100:
+            continue
+        top = sorted(counts.items(), key=lambda item: -item[1])[:8]
+        print(f"\n{group}: {total} samples")
+        for where, count in top:
+            print(f"  {count / total:6.1%}  {where}")
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     if args.child == "create":
         return create_costs(args.creates)
@@ -123,8 +171,12 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--creates", type=int, default=20_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        profile(args.sessions, args.turns)
+        return
     if args.child:
         print(json.dumps(child(args)))
         return

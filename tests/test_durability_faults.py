@@ -52,7 +52,7 @@ ROUNDS = 2  # tool calls per turn; a final answer follows
 FLUSH_INTERVAL = 0.05  # the Hive's default; the batched bound is counted from it
 # What may come on top of the batched deadline: one slow commit (a WAL checkpoint, the persistence
 # thread waiting for the CPU); see tests/test_sustained_load.py.
-SCHEDULING_ALLOWANCE = 0.15
+SCHEDULING_ALLOWANCE = 0.2
 # Fewest acknowledged turns for a run to prove something (a loaded machine runs few turns per kill).
 ENOUGH_ACKS = 10
 
