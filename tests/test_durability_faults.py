@@ -338,7 +338,7 @@ def test_batched_loses_only_what_was_acknowledged_within_the_flush_interval(batc
     run = batched_run
     rng = random.Random(21)
     oldest_lost = 0.0
-    for cycle in range(10):
+    for cycle in range(20):
         before = len(run.acks)
         killed_at = run.kill_at_random(cycle, rng)
         histories = run.stored()

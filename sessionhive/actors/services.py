@@ -103,6 +103,7 @@ class PersistenceLink:
         self._batch: list[Any] = []  # messages and _PendingSave entries, in order; the loop's alone
         self._saves: dict[str, _PendingSave] = {}  # the entry in _batch of each session saved since
         self._timer_armed = False
+        self._urgent_armed = False
 
     def save(
         self,
@@ -128,7 +129,9 @@ class PersistenceLink:
         entry.saves += 1
         if ack is not None:
             entry.acks.append(ack)
-        self._arm()
+            self._arm_urgent()
+        else:
+            self._arm()
 
     def waits_for_commit(self, durability: str) -> bool:
         """Whether a change of a session with this durability is answered only after its commit.
@@ -160,6 +163,18 @@ class PersistenceLink:
             self._timer_armed = True
             assert self._backend is not None
             self._backend.schedule_later(SAVE_DELAY, self._on_timer)
+
+    def _arm_urgent(self) -> None:
+        # Someone waits for this commit: leave at the end of this loop pass (with every
+        # save made in it), not after SAVE_DELAY; the writer's group commit does the batching.
+        if not self._urgent_armed:
+            self._urgent_armed = True
+            assert self._backend is not None
+            self._backend.schedule_later(0.0, self._on_urgent)
+
+    def _on_urgent(self) -> None:
+        self._urgent_armed = False
+        self._send_batch()
 
     def _on_timer(self) -> None:
         self._timer_armed = False

@@ -645,6 +645,9 @@ class PersistenceActor(HiveActor):
             chunk = list(islice(self._pending, self._batch_size))
             if not self._write_chunk(chunk, notify=notify):
                 return False
+        # Nothing left for the timer: a durable Hive's writes are group commits, and an idle
+        # one should not wake its writer for nothing (a Tick already told is harmless).
+        self._cancel_timer()
         return True
 
     def _write_chunk(self, session_ids: Sequence[str], *, notify: bool) -> bool:
