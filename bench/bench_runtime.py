@@ -67,7 +67,7 @@ SCRIPT = [
 CONFIRMED = [Reply("", [ToolCall("write_file", {"path": "probe.txt", "content": "x"})]), Reply("written")]
 NO_CONFIRMATION = SessionConfig()
 #: sessionhive's durability that acknowledges a turn only once it is committed ("durable" once renamed).
-DURABLE = "sync"
+DURABLE = "durable"
 #: sessionhive's durability that acknowledges at once and commits within flush_interval.
 BATCHED = "batched"
 DURABILITY_MODES = (DURABLE, BATCHED)

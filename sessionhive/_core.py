@@ -202,6 +202,7 @@ class _Prepared:
         self.default_llm, self.default_llm_config = self._default_llm(options.llm)
         store = open_store(options.store)
         self.backlog = Backlog()
+        self.durable_store: bool = getattr(store, "durable", True)
         persistence_options: dict[str, Any] = {
             "metrics": self.metrics,
             "on_failure": self._on_persist_failure,
@@ -271,7 +272,9 @@ class HiveCore:
         self.turns = TurnLoop(options.max_concurrent_turns, loop)
         self.backend = self._make_backend(prepared.backend_name, options.actor_backend)
         self._loop_backend = self.backend if isinstance(self.backend, AsyncioBackend) else None
-        self.persistence = PersistenceLink(prepared.persistence, self._loop_backend)
+        self.persistence = PersistenceLink(
+            prepared.persistence, self._loop_backend, prepared.backlog, durable_store=prepared.durable_store
+        )
         self.directory = Directory()
         prepared.directory = self.directory
         self.services = HiveServices(

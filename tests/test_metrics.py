@@ -392,11 +392,15 @@ def test_a_restart_is_not_also_counted_as_an_activation(
     assert m.get("sessionhive_session_lifecycle_total", event="activated") == 0
 
 
+# Answered before the commit: what these tests count happens in the persistence actor's own time.
+BATCHED = SessionConfig(durability="batched")
+
+
 def test_actor_message_counters_by_actor_and_kind(workspace: Path, tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'hive.db'}"
     with start(workspace, store=store, flush_interval=3600) as hive:
         for n in range(3):
-            hive.create_session(f"s{n}")
+            hive.create_session(f"s{n}", BATCHED)
         for n in range(3):
             hive.generate(f"s{n}", "look")
         for _ in range(5):
@@ -430,7 +434,7 @@ def test_mailbox_depth_shows_a_backed_up_persistence_actor(workspace: Path) -> N
     with start(workspace, store=store, batch_size=1) as hive:
         try:
             for n in range(30):
-                hive.create_session(f"s{n}")  # batched durability: answered before the write
+                hive.create_session(f"s{n}", BATCHED)  # answered before the write
             assert store.writing.wait(SCRAPE_DEADLINE_S), "the first write never started"
             # The first write hangs; the other 29 snapshots wait in the persistence mailbox.
             m = scrape_until(
@@ -510,7 +514,7 @@ def test_persistence_metrics_on_a_real_sqlite_store(workspace: Path, tmp_path: P
     store = f"sqlite:///{tmp_path / 'hive.db'}"
     with start(workspace, store=store, flush_interval=3600, batch_size=1000) as hive:
         for n in range(5):
-            hive.create_session(f"s{n}")
+            hive.create_session(f"s{n}", BATCHED)
         hive.generate("s0", "look")
         hive.create_session("volatile", SessionConfig(storage="memory"))
         assert [status for _, status in hive.store_health()] == ["ok"]  # answered after the saves

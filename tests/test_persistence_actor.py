@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pykka
@@ -28,6 +30,7 @@ from sessionhive.persistence import (
     SessionSnapshot,
     SessionStore,
 )
+from sessionhive.persistence.actor import MIN_BACKLOG, Backlog, Batch
 from sessionhive.runtime import ThreadBackend
 from tests.conftest_persistence import FaultyStore, StoreFactory, conversation, make_snapshot
 
@@ -461,3 +464,86 @@ def _memory() -> Any:
     from sessionhive.persistence import MemoryStore
 
     return MemoryStore()
+
+
+# --------------------------------------------------------------------------- group commit, deadline, backlog
+
+
+class _WatchedStore:
+    """A real store that tells each ``write_batch`` it received."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self.inner = inner
+        self.wrote = threading.Event()
+
+    def write_batch(self, snapshots: Any, deletes: Any) -> None:
+        self.inner.write_batch(snapshots, deletes)
+        self.wrote.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_durable_saves_told_together_share_one_commit(harness: Harness, sql: StoreFactory) -> None:
+    """Group commit: 50 sessions waiting for their commits get one transaction, with no timer wait."""
+    ref = harness.spawn(sql.open())  # flush_interval: an hour
+    acks: list[concurrent.futures.Future[None]] = [concurrent.futures.Future() for _ in range(50)]
+    ref.tell(Batch(tuple(Save(make_snapshot(f"s{n}"), ack, saves=1) for n, ack in enumerate(acks))))
+
+    for ack in acks:
+        ack.result(timeout=WAIT)
+
+    name = "sessionhive_store_commit_batch_size"
+    assert value(harness.metrics, name + "_count") == 1
+    assert value(harness.metrics, name + "_sum") == 50
+    reader = sql.open()
+    assert all(reader.load(f"s{n}") is not None for n in range(50))
+
+
+def test_a_batched_save_is_written_by_its_deadline_counted_from_its_acknowledgement(
+    harness: Harness, sql: StoreFactory
+) -> None:
+    """A save acknowledged a whole interval ago (it waited on the way here) is written at once."""
+    interval = 30.0
+    fresh = _WatchedStore(sql.open())
+    ref = harness.spawn(fresh, flush_interval=interval)
+    ref.tell(Save(make_snapshot("fresh"), issued=time.monotonic()))
+    assert not fresh.wrote.wait(0.3)  # its deadline is 30 s away
+
+    late = _WatchedStore(sql.open())
+    ref = harness.spawn(late, flush_interval=interval)
+    ref.tell(Save(make_snapshot("late"), issued=time.monotonic() - interval))
+    assert late.wrote.wait(WAIT)
+    assert sql.open().load("late") is not None
+
+
+def test_the_backlog_counts_saves_until_they_commit(harness: Harness, sql: StoreFactory) -> None:
+    backlog = Backlog(limit=MIN_BACKLOG)
+    ref = harness.spawn(sql.open(), backlog=backlog)
+    backlog.told(MIN_BACKLOG + 1)  # as the sessions' link does for each save it sends
+    assert backlog.congested
+    ref.tell(Save(make_snapshot("s"), saves=MIN_BACKLOG + 1))
+    flush(ref)
+    assert backlog.unwritten == 0
+    assert not backlog.congested
+
+
+def test_step_writes_keep_the_stored_session_whole(sql: StoreFactory) -> None:
+    """A step updates a few columns; a changed header, or a row another writer changed, is written in full."""
+    store = sql.open()
+    first = make_snapshot("s", version=1, messages=2)
+    store.write_batch([first], [])
+    step = replace(first, version=2, messages=conversation(4), updated_at=first.updated_at + 1)
+    store.write_batch([step], [])
+    assert store.load("s") == step
+
+    other = sql.open()  # another writer moves the row on, with a new config
+    moved = replace(step, version=3, config=replace(step.config, system_prompt="Another."))
+    other.write_batch([moved], [])
+    # Same header as this store last wrote, but over a row it did not write: a full write.
+    resumed = replace(step, version=4, messages=conversation(6))
+    store.write_batch([resumed], [])
+    assert store.load("s") == resumed
+    renamed = replace(resumed, version=5, state="paused")
+    store.write_batch([renamed], [])
+    assert store.load("s") == renamed

@@ -150,7 +150,7 @@ def test_destroy_cascades_to_children_that_are_only_in_the_store(store_url: str,
         assert hive.list_sessions() == []
 
 
-def test_sync_durability_commits_before_returning(tmp_path: Path, workspace: Path) -> None:
+def test_durable_default_commits_before_returning(tmp_path: Path, workspace: Path) -> None:
     db = tmp_path / "hive.db"
 
     def stored_messages(session_id: str) -> int | None:
@@ -162,10 +162,10 @@ def test_sync_durability_commits_before_returning(tmp_path: Path, workspace: Pat
             reader.close()
 
     with start(f"sqlite:///{db}", workspace, flush_interval=60.0, batch_size=10_000) as hive:
-        hive.create_session("batched", SessionConfig(confirmation_policy=NO_CONFIRM))
+        hive.create_session("batched", SessionConfig(durability="batched", confirmation_policy=NO_CONFIRM))
         hive.generate("batched", "look")
         assert stored_messages("batched") is None  # waits for its batch (60 s interval)
-        hive.create_session("sync", SessionConfig(durability="sync", confirmation_policy=NO_CONFIRM))
+        hive.create_session("sync", SessionConfig(confirmation_policy=NO_CONFIRM))  # durable by default
         assert stored_messages("sync") == 0  # committed before create_session returned...
         assert stored_messages("batched") == 4  # ...in one transaction with what was pending
         hive.generate("sync", "look")
@@ -252,8 +252,8 @@ class FlakyStore:
 def test_store_outage_loses_nothing(store_url: str, workspace: Path) -> None:
     flaky = FlakyStore(open_store(store_url))
     with start(flaky, workspace) as hive:
-        for n in range(8):
-            hive.create_session(f"s{n}")
+        for n in range(8):  # batched: the durable default would refuse turns while the store is down
+            hive.create_session(f"s{n}", SessionConfig(durability="batched"))
         hive.flush()
         subscription = hive.subscribe("s0")
         flaky.failing.set()
@@ -290,7 +290,7 @@ CRASH_DRIVER = textwrap.dedent(
     sync = SessionConfig(durability="sync", confirmation_policy=ConfirmationPolicy(enabled=False))
     acked = open(acked_path, "a", buffering=1)
     for n in range(6):
-        hive.create_session(f"b{n}")
+        hive.create_session(f"b{n}", SessionConfig(durability="batched"))
         hive.create_session(f"y{n}", sync)
     turn = 0
     while True:

@@ -10,6 +10,7 @@ the persistence thread per pass instead of one per snapshot).
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +40,20 @@ SAVE_DELAY = 0.002
 class _PendingSave:
     """A session's snapshot to send: built when the batch leaves, so only its newest state is built."""
 
-    __slots__ = ("acks", "build")
+    __slots__ = ("acks", "build", "issued", "saves")
 
     def __init__(self, build: Callable[[], SessionSnapshot]) -> None:
         self.build = build
         self.acks: list[concurrent.futures.Future[None]] = []
+        self.issued = time.monotonic()  # the oldest change it carries: the batched deadline counts from it
+        self.saves = 0
 
     def message(self) -> Save:
         acks = self.acks
         if not acks:
-            return Save(self.build(), None)
+            return Save(self.build(), None, self.issued, self.saves)
         if len(acks) == 1:
-            return Save(self.build(), acks[0])
+            return Save(self.build(), acks[0], self.issued, self.saves)
         combined: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def settle(done: concurrent.futures.Future[None]) -> None:
@@ -62,7 +65,7 @@ class _PendingSave:
                     ack.set_exception(error)
 
         combined.add_done_callback(settle)
-        return Save(self.build(), combined)
+        return Save(self.build(), combined, self.issued, self.saves)
 
 
 class PersistenceLink:
@@ -78,14 +81,29 @@ class PersistenceLink:
     leaves, with every waiting acknowledgement attached. Anything a caller
     waits on (loads, flushes, health checks) leaves at once, after whatever
     was sent before it. Without ``backend`` each message is told at once.
+
+    Every save is counted in ``backlog`` (if given) until the persistence
+    actor commits it; :meth:`waits_for_commit` tells a session whether a
+    change must wait for its commit. ``durable_store=False`` (the memory
+    store) has no commit worth waiting for.
     """
 
-    def __init__(self, ref: pykka.ActorRef[Any] | None, backend: AsyncioBackend | None) -> None:
+    def __init__(
+        self,
+        ref: pykka.ActorRef[Any] | None,
+        backend: AsyncioBackend | None,
+        backlog: Backlog | None = None,
+        *,
+        durable_store: bool = True,
+    ) -> None:
         self.ref = ref
         self._backend = backend
+        self._backlog = backlog
+        self._durable_store = durable_store
         self._batch: list[Any] = []  # messages and _PendingSave entries, in order; the loop's alone
         self._saves: dict[str, _PendingSave] = {}  # the entry in _batch of each session saved since
         self._timer_armed = False
+        self._urgent_armed = False
 
     def save(
         self,
@@ -97,8 +115,10 @@ class PersistenceLink:
         ref = self.ref
         if ref is None:
             return
+        if self._backlog is not None:
+            self._backlog.told(1)
         if self._backend is None:
-            ref.tell(Save(build(), ack))
+            ref.tell(Save(build(), ack, time.monotonic(), 1))
             return
         entry = self._saves.get(session_id)
         if entry is None:
@@ -106,9 +126,23 @@ class PersistenceLink:
             self._batch.append(entry)
         else:
             entry.build = build  # a new incarnation of the session may have taken over
+        entry.saves += 1
         if ack is not None:
             entry.acks.append(ack)
-        self._arm()
+            self._arm_urgent()
+        else:
+            self._arm()
+
+    def waits_for_commit(self, durability: str) -> bool:
+        """Whether a change of a session with this durability is answered only after its commit.
+
+        Durable sessions wait when the store outlives the process; every
+        session waits while the writer is behind (backpressure on batched).
+        """
+        if durability == "durable" and self._durable_store:
+            return True
+        backlog = self._backlog
+        return backlog is not None and backlog.congested
 
     def send(self, message: Any) -> None:
         ref = self.ref
@@ -129,6 +163,18 @@ class PersistenceLink:
             self._timer_armed = True
             assert self._backend is not None
             self._backend.schedule_later(SAVE_DELAY, self._on_timer)
+
+    def _arm_urgent(self) -> None:
+        # Someone waits for this commit: leave at the end of this loop pass (with every
+        # save made in it), not after SAVE_DELAY; the writer's group commit does the batching.
+        if not self._urgent_armed:
+            self._urgent_armed = True
+            assert self._backend is not None
+            self._backend.schedule_later(0.0, self._on_urgent)
+
+    def _on_urgent(self) -> None:
+        self._urgent_armed = False
+        self._send_batch()
 
     def _on_timer(self) -> None:
         self._timer_armed = False

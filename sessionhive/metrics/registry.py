@@ -206,6 +206,12 @@ class HiveMetrics:
         self.persistence_batch_size = Histogram(
             p + "persistence_batch_size", "Sessions written per batch.", buckets=_BATCH_BUCKETS, registry=r
         )
+        self.store_commit_batch_size = Histogram(
+            p + "store_commit_batch_size",
+            "Saves and deletes (steps, turns, calls) that one store transaction commits (group commit).",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
         self.persistence_flush_duration = Histogram(
             p + "persistence_flush_duration_seconds",
             "Duration of one batch write, retries included.",

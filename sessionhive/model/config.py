@@ -18,6 +18,12 @@ __all__ = ["DEFAULT_CONFIRMED_TOOLS", "ConfirmationPolicy", "SessionConfig"]
 
 DEFAULT_CONFIRMED_TOOLS: tuple[str, ...] = ("write_file", "edit_file", "bash")
 
+#: Acknowledged means committed unless a session opts into ``"batched"`` (issue 20):
+#: group commit makes the durable turn cost within 10% of a batched one (bench/bench_durability.py).
+DEFAULT_DURABILITY: Literal["durable"] = "durable"
+#: Accepted spellings; ``"sync"`` (the name before the durable default) means ``"durable"``.
+DURABILITIES = ("durable", "batched", "sync")
+
 
 @dataclass(frozen=True)
 class ConfirmationPolicy:
@@ -92,14 +98,21 @@ class SessionConfig:
     - ``confirmation_policy``: ``None`` takes the default policy, or the
       parent's for a child session.
     - ``storage``: ``"memory"`` keeps this session out of the store.
-    - ``durability``: ``"sync"`` makes each call return only after the
-      session's snapshot committed; ``"batched"`` lets it ride the next batch.
+    - ``durability``: ``"durable"`` (the default; ``"sync"`` is accepted as
+      an alias) acknowledges a turn, each of its steps and every call that
+      changes the session only once the change committed, sharing each
+      commit with every session waiting (group commit). ``"batched"`` answers
+      first and commits within the Hive's ``flush_interval`` of the answer;
+      when the store falls behind, turns wait for it (see README,
+      "Durability").
     - ``max_tool_rounds``: LLM calls per turn before it ends with a TurnError.
     - ``allow_network``: let this session's ``bash`` commands use the network
       (the sandbox cuts it off by default).
     - ``resume_interrupted``: when the session is restored with a turn that a
       crash interrupted, continue that turn from its journal (no completed
       model call or stored tool result is repeated) instead of closing it.
+      At-most-once tool effects need the durable default: under
+      ``"batched"`` the last steps before a crash may be lost and run again.
     """
 
     system_prompt: str | None = None
@@ -110,7 +123,7 @@ class SessionConfig:
     confirmation_policy: ConfirmationPolicy | None = None
     permission_policy: PermissionPolicy | None = None
     storage: Literal["default", "memory"] = "default"
-    durability: Literal["batched", "sync"] = "batched"
+    durability: Literal["durable", "batched", "sync"] = DEFAULT_DURABILITY
     max_tool_rounds: int = 50
     allow_network: bool = False
     resume_interrupted: bool = False
@@ -143,10 +156,13 @@ class SessionConfig:
             raise InvalidConfig("SessionConfig.permission_policy must be a PermissionPolicy or None")
         if self.storage not in ("default", "memory"):
             raise InvalidConfig(f"SessionConfig.storage must be 'default' or 'memory', got {self.storage!r}")
-        if self.durability not in ("batched", "sync"):
+        if self.durability not in DURABILITIES:
             raise InvalidConfig(
-                f"SessionConfig.durability must be 'batched' or 'sync', got {self.durability!r}"
+                "SessionConfig.durability must be 'durable' (alias 'sync') or 'batched', "
+                f"got {self.durability!r}"
             )
+        if self.durability == "sync":
+            object.__setattr__(self, "durability", "durable")  # one spelling from here on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -178,7 +194,7 @@ class SessionConfig:
             confirmation_policy=ConfirmationPolicy.from_dict(confirmation) if confirmation else None,
             permission_policy=PermissionPolicy.from_dict(permission) if permission else None,
             storage=data.get("storage", "default"),
-            durability=data.get("durability", "batched"),
+            durability=data.get("durability", DEFAULT_DURABILITY),
             max_tool_rounds=data.get("max_tool_rounds", 50),
             allow_network=data.get("allow_network", False),
             resume_interrupted=data.get("resume_interrupted", False),

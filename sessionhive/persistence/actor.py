@@ -2,9 +2,22 @@
 
 Session actors ``tell`` it a :class:`Save` after every change. It keeps only
 the newest pending snapshot of each session and writes the pending ones in a
-single ``write_batch`` when ``batch_size`` sessions are pending, when
-``flush_interval`` has passed since the first of them arrived, when a
-``durability="sync"`` save asks for it, or on a :class:`Flush` barrier.
+single ``write_batch``:
+
+- at once (group commit) when a save waits for its commit (the durable
+  default): the write starts after the messages already in the mailbox, so
+  every session whose save arrived during the previous commit shares the
+  next one, and nobody waits for a timer;
+- for ``durability="batched"`` saves, before ``flush_interval`` has passed
+  since the *acknowledgement* of the oldest of them (:attr:`Save.issued`),
+  less the time a commit is expected to take;
+- when ``batch_size`` sessions are pending, or on a :class:`Flush` barrier.
+
+:class:`Backlog` counts the saves told and not yet committed; when it
+exceeds its limit (what the writer commits in half a ``flush_interval``,
+measured, between :data:`MIN_BACKLOG` and :data:`MAX_BACKLOG` saves) the
+sessions make their batched saves wait for the commit too: turns slow down
+to the writer's pace instead of the backlog (and memory) growing.
 
 Every request that needs an answer carries its own reply channel (a
 :class:`concurrent.futures.Future` or a callback), completed from the actor's
@@ -59,6 +72,8 @@ from sessionhive.runtime import HiveActor, complete, fail
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_FLUSH_INTERVAL",
+    "MAX_BACKLOG",
+    "MIN_BACKLOG",
     "Backlog",
     "Batch",
     "Delete",
@@ -89,6 +104,16 @@ DEFAULT_BATCH_SIZE = 256
 #: of unwritten state well under a turn's duration at a quarter of the
 #: transactions of 0.01 s.
 DEFAULT_FLUSH_INTERVAL = 0.05
+#: Bounds of the backlog of batched saves told and not committed before turns
+#: wait for the writer. Between them the limit follows the measured commit
+#: rate: what one commit writes in half a ``flush_interval``, so that the
+#: backlog itself commits within the batched deadline.
+MIN_BACKLOG = 64
+MAX_BACKLOG = 4096
+# Time for a Tick to reach this actor's thread once its timer fires.
+_HANDOFF = 0.005
+# Fewest saves in a commit that tell the commit rate (below, fixed costs dominate).
+_RATE_SAMPLE = 16
 
 
 # --------------------------------------------------------------------------- messages
@@ -98,14 +123,22 @@ DEFAULT_FLUSH_INTERVAL = 0.05
 class Save:
     """Persist ``snapshot``. Only the newest pending snapshot of a session is written.
 
-    With ``ack`` (``durability="sync"``) the future completes once a write
+    With ``ack`` (``durability="durable"``) the future completes once a write
     holding this version (or a newer one of the session, or its delete)
     committed; it gets a :class:`~sessionhive.StoreError` if that write
     failed after its retries (the snapshot stays pending and is retried).
+
+    ``issued`` is the :func:`time.monotonic` time of the oldest change this
+    save carries (when it was acknowledged): the batched deadline counts from
+    it. ``0.0`` means "when the actor receives it". ``saves`` is how many
+    saves of the :class:`Backlog` it stands for (the link merges a session's
+    saves of one loop pass into one).
     """
 
     snapshot: SessionSnapshot
     ack: concurrent.futures.Future[None] | None = None
+    issued: float = 0.0
+    saves: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +161,43 @@ class Batch:
 
 
 class Backlog:
-    """How many messages of the :class:`Batch` being handled are still to come (for the mailbox gauge).
+    """The writer's backlog, shared by the senders of saves and the persistence actor.
 
-    Written by the persistence actor alone, read by whoever reports its
-    mailbox depth: a batch stuck behind a slow write is still a backlog.
+    - ``in_hand``: messages of the :class:`Batch` being handled still to come
+      (for the mailbox gauge; written by the persistence actor alone): a
+      batch stuck behind a slow write is still a backlog.
+    - :attr:`unwritten`: saves told (:meth:`told`, by whoever sends them) and
+      not yet committed (:meth:`committed`, by the persistence actor).
+    - ``limit``: past it, :attr:`congested` is true and sessions wait for the
+      commit of their batched saves (set by the persistence actor from the
+      commit rate it measures).
     """
 
-    __slots__ = ("in_hand",)
+    __slots__ = ("_lock", "_unwritten", "in_hand", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_BACKLOG) -> None:
         self.in_hand = 0
+        self.limit = limit
+        self._unwritten = 0
+        # Senders run on the actors' loop, on callers' threads and on the turn loop.
+        self._lock = threading.Lock()
+
+    def told(self, saves: int) -> None:
+        with self._lock:
+            self._unwritten += saves
+
+    def committed(self, saves: int) -> None:
+        with self._lock:
+            self._unwritten -= saves
+
+    @property
+    def unwritten(self) -> int:
+        return self._unwritten
+
+    @property
+    def congested(self) -> bool:
+        """Whether the writer is behind: new batched saves should wait for their commit."""
+        return self._unwritten > self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +259,7 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class _WriteSoon:
-    """Sent to itself by a ``sync`` save: write after the messages already queued (group commit)."""
+    """Sent to itself by a durable save: write after the messages already queued (group commit)."""
 
 
 # --------------------------------------------------------------------------- state
@@ -208,12 +268,14 @@ class _WriteSoon:
 class _Pending:
     """What is waiting to be written for one session: a delete, a snapshot, or both (delete first)."""
 
-    __slots__ = ("acks", "delete", "snapshot")
+    __slots__ = ("acks", "delete", "issued", "saves", "snapshot")
 
-    def __init__(self) -> None:
+    def __init__(self, issued: float) -> None:
         self.delete = False
         self.snapshot: SessionSnapshot | None = None
         self.acks: list[concurrent.futures.Future[None]] = []
+        self.issued = issued  # monotonic time of the oldest change not written
+        self.saves = 0  # saves of the Backlog this entry settles
 
 
 def _store_error(text: str, cause: BaseException) -> StoreError:
@@ -298,6 +360,10 @@ class PersistenceActor(HiveActor):
         self._failing: str | None = None  # error text of the last failed write, until one succeeds
         self._cooldown_until = 0.0
         self._notified: set[str] = set()
+        # Measured on every commit: the longest recent commit (decaying), which
+        # the batched deadline keeps in hand, and the saves committed per second.
+        self._commit_estimate = 0.0
+        self._commit_rate = 0.0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -340,7 +406,8 @@ class PersistenceActor(HiveActor):
 
     def on_Save(self, message: Save) -> None:
         snapshot = message.snapshot
-        entry = self._entry(snapshot.session_id)
+        entry = self._entry(snapshot.session_id, message.issued)
+        entry.saves += message.saves
         if entry.snapshot is None:
             entry.snapshot = snapshot
             self._pending_snapshots += 1
@@ -355,15 +422,17 @@ class PersistenceActor(HiveActor):
         self._pending_changed()
         if len(self._pending) >= self._batch_size and not self._cooling_down():
             self._write_all()
-        elif message.ack is not None and not self._write_soon_queued:
-            # Writing at once would give every sync save its own transaction;
-            # a message to self lets the saves already queued join this one.
+        elif (message.ack is not None or self._deadline_due()) and not self._write_soon_queued:
+            # Writing at once would give every durable save its own transaction;
+            # a message to self lets the saves already queued join this one. A
+            # batched save that finds the deadline reached does the same: a
+            # busy mailbox would hold the timer's Tick back.
             self._write_soon_queued = True
             self.actor_ref.tell(_WriteSoon())
         self._arm_timer()
 
     def on_Delete(self, message: Delete) -> None:
-        entry = self._entry(message.session_id)
+        entry = self._entry(message.session_id, 0.0)
         if entry.snapshot is not None:
             entry.snapshot = None
             self._pending_snapshots -= 1
@@ -492,10 +561,10 @@ class PersistenceActor(HiveActor):
 
     # ----------------------------------------------------------------- internals
 
-    def _entry(self, session_id: str) -> _Pending:
+    def _entry(self, session_id: str, issued: float) -> _Pending:
         entry = self._pending.get(session_id)
         if entry is None:
-            entry = self._pending[session_id] = _Pending()
+            entry = self._pending[session_id] = _Pending(issued or time.monotonic())
         return entry
 
     def _pending_changed(self) -> None:
@@ -527,10 +596,25 @@ class PersistenceActor(HiveActor):
     def _cooling_down(self) -> bool:
         return self._failing is not None and time.monotonic() < self._cooldown_until
 
+    def _write_deadline(self) -> float:
+        """When the pending writes must start (monotonic time); call with something pending.
+
+        The deadline counts from the acknowledgement of the oldest pending
+        change, not from its arrival here, and keeps the expected commit time
+        (plus a hand-off to this thread) in hand.
+        """
+        oldest = next(iter(self._pending.values())).issued
+        # Half the interval is kept in hand too: a commit may take several times the
+        # last ones (a WAL checkpoint, a starved thread; measured by tests/test_sustained_load.py).
+        return oldest + self._flush_interval / 2 - self._commit_estimate - _HANDOFF
+
+    def _deadline_due(self) -> bool:
+        return bool(self._pending) and time.monotonic() >= self._write_deadline()
+
     def _arm_timer(self) -> None:
         if self._timer is not None or not self._pending:
             return
-        delay = self._flush_interval
+        delay = min(self._flush_interval, max(0.0, self._write_deadline() - time.monotonic()))
         if self._failing is not None:
             delay = max(delay, self._cooldown_until - time.monotonic())
         ref = self.actor_ref
@@ -561,6 +645,9 @@ class PersistenceActor(HiveActor):
             chunk = list(islice(self._pending, self._batch_size))
             if not self._write_chunk(chunk, notify=notify):
                 return False
+        # Nothing left for the timer: a durable Hive's writes are group commits, and an idle
+        # one should not wake its writer for nothing (a Tick already told is harmless).
+        self._cancel_timer()
         return True
 
     def _write_chunk(self, session_ids: Sequence[str], *, notify: bool) -> bool:
@@ -580,8 +667,10 @@ class PersistenceActor(HiveActor):
             self._metrics.persistence_failures.inc()
             self._write_failed(exc, notify=notify)
             return False
-        self._metrics.persistence_flush_duration.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self._metrics.persistence_flush_duration.observe(took)
         self._metrics.persistence_batch_size.observe(len(session_ids))
+        self._measure_commit(session_ids, took)
         self._count_written_rows()
         # A fenced store (a cluster shard, see persistence/leases.py) leaves out the
         # sessions whose ownership lease this writer lost: retrying cannot help, so
@@ -596,6 +685,21 @@ class PersistenceActor(HiveActor):
             self._failing = None
         return True
 
+    def _measure_commit(self, session_ids: Sequence[str], took: float) -> None:
+        """Record what one commit carried and took; adapt the backlog limit to the commit rate."""
+        pending = self._pending
+        saves = sum(pending[sid].saves for sid in session_ids)
+        self._metrics.store_commit_batch_size.observe(
+            sum(max(pending[sid].saves, 1) + pending[sid].delete for sid in session_ids)
+        )
+        self._commit_estimate = max(took, self._commit_estimate * 0.9)
+        if saves >= _RATE_SAMPLE and took > 0:
+            # Small commits are all fixed cost: they would understate the rate.
+            rate = saves / took
+            self._commit_rate = rate if self._commit_rate == 0 else 0.8 * self._commit_rate + 0.2 * rate
+            wanted = int(self._commit_rate * self._flush_interval / 2)
+            self._backlog.limit = min(MAX_BACKLOG, max(MIN_BACKLOG, wanted))
+
     def _count_written_rows(self) -> None:
         # last_write_rows is not part of the SessionStore protocol: a store
         # without it (a test double, a third-party store) counts no rows.
@@ -607,8 +711,10 @@ class PersistenceActor(HiveActor):
 
     def _settle_written(self, session_ids: Sequence[str], fenced: Container[str]) -> None:
         """Drop the written sessions from the pending set and answer their waiters; the fenced ones fail."""
+        settled = 0
         for session_id in session_ids:
             entry = self._pending.pop(session_id)
+            settled += entry.saves
             self._pending_snapshots -= entry.snapshot is not None
             self._pending_deletes -= entry.delete
             self._notified.discard(session_id)
@@ -617,6 +723,8 @@ class PersistenceActor(HiveActor):
                     fail(ack, StoreError(f"session {session_id!r} has another writer now; not written"))
                 else:
                     complete(ack, None)
+        if settled:
+            self._backlog.committed(settled)
 
     def _write_failed(self, exc: BaseException, *, notify: bool) -> None:
         text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"

@@ -142,7 +142,7 @@ _SCHEMAS: dict[str, Any] = {
             "confirmation_policy": _nullable(_ref("ConfirmationPolicy")),
             "permission_policy": _nullable(_ref("PermissionPolicy")),
             "storage": {"enum": ["default", "memory"]},
-            "durability": {"enum": ["batched", "sync"]},
+            "durability": {"enum": ["durable", "batched", "sync"]},
             "max_tool_rounds": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
             "allow_network": {"type": "boolean"},
             "resume_interrupted": {"type": "boolean"},

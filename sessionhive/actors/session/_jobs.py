@@ -227,6 +227,11 @@ class JobsPart(SessionState):
         self._emit(TurnStart(self.session_id, job.prompt, running.turn_id), job.sink)
         hooks = SessionTurnHooks(self.actor_ref, running.turn_id, loop.loop)
         if job.kind == "resume":
+            # The resumed turn journals its steps as a new one does: without the record, a
+            # second crash would resume from the first one's journal and run its tools again.
+            self._running_turn = RunningTurn(
+                running.turn_id, job.prompt, time.time(), len(self._messages), job.running_call
+            )
             turn = resume_turn(spec, hooks, job.journaled, job.running_call)
         else:
             self._running_turn = RunningTurn(running.turn_id, job.prompt, time.time(), len(self._messages))
@@ -234,12 +239,17 @@ class JobsPart(SessionState):
         running.handle = loop.submit(turn, self._on_done(running.turn_id))
 
     def _journal_hook(self, turn_id: int) -> Callable[[TurnJournal], Awaitable[None] | None] | None:
-        """What the turn calls after each step: a tell to this actor (sync durability: and a commit wait)."""
-        ref, turns = self.actor_ref, self._services.turn_loop
-        sync = self._config.durability == "sync" and self._stored()
+        """What the turn calls after each step: a tell to this actor, and a wait for the step's commit.
+
+        Durable sessions wait for every step; batched ones only while the
+        writer is behind (backpressure: the turn goes at the store's pace).
+        """
+        ref, turns, link = self.actor_ref, self._services.turn_loop, self._services.persistence
+        stored, durability = self._stored(), self._config.durability
 
         def on_round(journal: TurnJournal) -> Awaitable[None] | None:
-            ack: concurrent.futures.Future[None] | None = concurrent.futures.Future() if sync else None
+            wait = stored and link.waits_for_commit(durability)
+            ack: concurrent.futures.Future[None] | None = concurrent.futures.Future() if wait else None
             try:
                 ref.tell(Journaled(turn_id, journal, ack))
             except pykka.ActorDeadError:

@@ -87,7 +87,8 @@ class LifecyclePart(ConfirmationsPart):
         self._close_subscribers()
         ack: concurrent.futures.Future[None] | None = None
         if self._stored():
-            ack = concurrent.futures.Future() if self._config.durability == "sync" else None
+            wait = self._services.persistence.waits_for_commit(self._config.durability)
+            ack = concurrent.futures.Future() if wait else None
             self._services.persistence.send(Delete(self.session_id, ack))
         self._supervisor.tell(SessionGone(self.session_id, "destroyed", self.actor_ref))
         self._withdraw_view()

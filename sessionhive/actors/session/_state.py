@@ -237,21 +237,23 @@ class SessionState(HiveActor):
     def _persist(self) -> concurrent.futures.Future[None] | None:
         """Record a change: bump the version, send the snapshot, mark the view stale.
 
-        Returns the commit acknowledgement for ``durability="sync"`` sessions.
+        Returns the commit acknowledgement for durable sessions, and for
+        batched ones while the writer is behind (backpressure).
         """
         self._version += 1
         self._updated_at = time.time()
         self._view_stale = True
         if not self._stored():
             return None
+        link = self._services.persistence
         ack: concurrent.futures.Future[None] | None = None
-        if self._config.durability == "sync":
+        if link.waits_for_commit(self._config.durability):
             ack = concurrent.futures.Future()
-        self._services.persistence.save(self.session_id, self._snapshot, ack)
+        link.save(self.session_id, self._snapshot, ack)
         return ack
 
     def _commit_and_answer(self, reply: Reply | None, value: Any, operation: str) -> None:
-        """Persist the change, then answer: at once, or after the commit for sync sessions."""
+        """Persist the change, then answer: after the commit for durable sessions, else at once."""
         self._deliver(reply, value, self._persist(), operation)
 
     def _deliver(
@@ -263,7 +265,7 @@ class SessionState(HiveActor):
     ) -> None:
         """Answer with ``value`` (an exception is raised to the caller) once ``ack`` committed.
 
-        A sync session's call that could not commit fails with StoreError.
+        A durable session's call that could not commit fails with StoreError.
         """
         if self._view_stale:
             self._publish()

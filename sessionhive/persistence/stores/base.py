@@ -159,6 +159,10 @@ class BaseStore:
     """
 
     is_transient = staticmethod(is_transient)
+    #: Whether what it commits outlives the process. A store that does not
+    #: (the memory store) has no commit worth waiting for: durable sessions
+    #: are answered at once, as batched ones are.
+    durable = True
     #: Exceptions of the medium that a hook may raise and that the base turns into StoreError.
     _wrapped_errors: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, TypeError)
 

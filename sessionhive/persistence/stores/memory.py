@@ -20,6 +20,8 @@ class MemoryStore(BaseStore):
     A batch is all or nothing: it is encoded in full before anything changes.
     """
 
+    durable = False  # gone with the process: waiting for its commits would protect nothing
+
     def __init__(self) -> None:
         super().__init__("memory")
         self._data: dict[str, tuple[int, str]] = {}

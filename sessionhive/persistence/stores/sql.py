@@ -67,12 +67,106 @@ def _session_row(snap: SessionSnapshot) -> dict[str, Any]:
     }
 
 
-# One executemany UPDATE for every existing session of a batch. The version
+def _header_key(snap: SessionSnapshot) -> tuple[Any, ...]:
+    """The session-row fields a turn's steps leave alone (compared by identity first, then value)."""
+    return (
+        snap.parent_id,
+        snap.state,
+        snap.config,
+        snap.confirmation_policy,
+        snap.llm_config,
+        snap.thinking,
+        snap.budget,
+        snap.history_epoch,
+        snap.created_at,
+    )
+
+
+def _step_row(snap: SessionSnapshot) -> dict[str, Any]:
+    """The session-row columns a step of a turn changes: the rest is already stored."""
+    return {
+        "usage": snap.usage.to_dict(),
+        "context_usage": {
+            "used_tokens": snap.context_usage.used_tokens,
+            "max_tokens": snap.context_usage.max_tokens,
+        },
+        "version": snap.version,
+        "message_count": len(snap.messages),
+        "updated_at": snap.updated_at,
+        "running_turn": snap.running_turn.to_dict() if snap.running_turn else None,
+    }
+
+
+# One executemany UPDATE for the existing sessions of a batch (the columns it
+# sets are the keys of the rows: all of them, or a step's few). The version
 # guard repeats the check made under the row lock, so that even a database
 # without SELECT ... FOR UPDATE never lets an older snapshot win.
 _UPDATE_SESSION = update(SESSIONS).where(
     SESSIONS.c.id == bindparam("b_id"), SESSIONS.c.version < bindparam("b_version")
 )
+# Most sessions whose header fields this store remembers; past it the memory is dropped
+# (the next write of each session is a full one).
+_HEADER_MEMORY = 100_000
+
+
+class _WritePlan:
+    """The statements' rows for one batch, sorted by kind, and the headers it commits."""
+
+    __slots__ = (
+        "clear_messages",
+        "headers",
+        "new_messages",
+        "new_sessions",
+        "stepped_sessions",
+        "updated_sessions",
+    )
+
+    def __init__(self) -> None:
+        self.new_sessions: list[dict[str, Any]] = []
+        self.updated_sessions: list[dict[str, Any]] = []
+        self.stepped_sessions: list[dict[str, Any]] = []
+        self.new_messages: list[dict[str, Any]] = []
+        self.clear_messages: list[str] = []
+        self.headers: dict[str, tuple[int, tuple[Any, ...]]] = {}
+
+    def add(
+        self,
+        snap: SessionSnapshot,
+        held: tuple[int, int, int] | None,
+        known: tuple[int, tuple[Any, ...]] | None,
+    ) -> None:
+        """Plan ``snap`` over its stored row ``held``; ``known`` is what this store last committed of it."""
+        sid = snap.session_id
+        key = _header_key(snap)
+        if held is None:
+            row = _session_row(snap)
+            row["id"] = sid
+            self.new_sessions.append(row)
+            self.clear_messages.append(sid)  # stray rows of a half-deleted session must not collide
+            start = 0
+        else:
+            version, epoch, count = held
+            if version >= snap.version:
+                return  # the store already holds this state or a newer one
+            if epoch == snap.history_epoch and count <= len(snap.messages):
+                start = count  # append-only: the stored messages are a prefix of these
+            else:
+                start = 0
+                self.clear_messages.append(sid)  # cleared or compacted: rewrite the history
+            if known is not None and known[0] == version and known[1] == key:
+                # The stored row is the one this store committed last, and only a step's columns changed.
+                row = _step_row(snap)
+                self.stepped_sessions.append(row)
+            else:
+                row = _session_row(snap)
+                self.updated_sessions.append(row)
+            row["b_id"] = sid
+            row["b_version"] = snap.version
+        self.headers[sid] = (snap.version, key)
+        self.new_messages.extend(
+            {"session_id": sid, "seq": seq, "role": message.role, "payload": message.to_dict()}
+            for seq, message in enumerate(snap.messages[start:], start)
+        )
 
 
 class SqlStore(BaseStore):
@@ -132,6 +226,9 @@ class SqlStore(BaseStore):
         self.write_fence: Callable[[Connection, dict[str, int], Sequence[str]], set[str]] | None = None
         #: The ids the fence left out of the last successful ``write_batch``.
         self.last_fenced: frozenset[str] = frozenset()
+        # Session id -> (version, header key) of the last row this store committed: a
+        # later snapshot with the same header, over that very version, is a step.
+        self._committed_headers: dict[str, tuple[int, tuple[Any, ...]]] = {}
         options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self._backend == "sqlite":
             if self._name == "sqlite::memory:":
@@ -230,15 +327,42 @@ class SqlStore(BaseStore):
                     newest = {sid: snap for sid, snap in newest.items() if sid not in refused}
                     deletes = [sid for sid in deletes if sid not in refused]
                     self.last_fenced = frozenset(refused)
-            return self._write(conn, newest, deletes)
+            rows, headers = self._write(conn, newest, deletes)
+        # Only now, after the commit: a rolled-back batch must not be taken as stored.
+        remembered = self._committed_headers
+        for sid in deletes:
+            remembered.pop(sid, None)
+        if len(remembered) + len(headers) > _HEADER_MEMORY:
+            remembered.clear()
+        remembered.update(headers)
+        return rows
 
     def _write(
         self, conn: Connection, newest: dict[str, SessionSnapshot], deletes: list[str]
-    ) -> dict[str, int]:
+    ) -> tuple[dict[str, int], dict[str, tuple[int, tuple[Any, ...]]]]:
         for chunk in chunks(deletes):
             conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
             conn.execute(delete(SESSIONS).where(SESSIONS.c.id.in_(chunk)))
-        ids = sorted(newest)
+        plan = _WritePlan()
+        stored = self._locked_rows(conn, sorted(newest))
+        for sid in sorted(newest):
+            plan.add(newest[sid], stored.get(sid), self._committed_headers.get(sid))
+        for chunk in chunks(plan.clear_messages):
+            conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
+        if plan.new_messages:
+            conn.execute(insert(MESSAGES), plan.new_messages)
+        if plan.new_sessions:
+            conn.execute(insert(SESSIONS), plan.new_sessions)
+        if plan.updated_sessions:
+            conn.execute(_UPDATE_SESSION, plan.updated_sessions)
+        if plan.stepped_sessions:
+            conn.execute(_UPDATE_SESSION, plan.stepped_sessions)
+        written = len(plan.new_sessions) + len(plan.updated_sessions) + len(plan.stepped_sessions)
+        return {"sessions": written, "messages": len(plan.new_messages)}, plan.headers
+
+    @staticmethod
+    def _locked_rows(conn: Connection, ids: list[str]) -> dict[str, tuple[int, int, int]]:
+        """``{id: (version, history_epoch, message_count)}`` of the stored rows among ``ids``, locked."""
         stored: dict[str, tuple[int, int, int]] = {}
         for chunk in chunks(ids):
             query = (
@@ -249,46 +373,7 @@ class SqlStore(BaseStore):
             )
             for sid, version, epoch, count in conn.execute(query):
                 stored[sid] = (version, epoch, count)
-
-        new_sessions: list[dict[str, Any]] = []
-        updated_sessions: list[dict[str, Any]] = []
-        new_messages: list[dict[str, Any]] = []
-        clear_messages: list[str] = []
-        for sid in ids:
-            snap = newest[sid]
-            row = _session_row(snap)
-            held = stored.get(sid)
-            if held is None:
-                start = 0
-                row["id"] = sid
-                new_sessions.append(row)
-                clear_messages.append(sid)  # stray rows of a half-deleted session must not collide
-            else:
-                version, epoch, count = held
-                if version >= snap.version:
-                    continue  # the store already holds this state or a newer one
-                if epoch == snap.history_epoch and count <= len(snap.messages):
-                    start = count  # append-only: the stored messages are a prefix of these
-                else:
-                    start = 0
-                    clear_messages.append(sid)  # cleared or compacted: rewrite the history
-                row["b_id"] = sid
-                row["b_version"] = snap.version
-                updated_sessions.append(row)
-            new_messages.extend(
-                {"session_id": sid, "seq": seq, "role": message.role, "payload": message.to_dict()}
-                for seq, message in enumerate(snap.messages[start:], start)
-            )
-
-        for chunk in chunks(clear_messages):
-            conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
-        if new_messages:
-            conn.execute(insert(MESSAGES), new_messages)
-        if new_sessions:
-            conn.execute(insert(SESSIONS), new_sessions)
-        if updated_sessions:
-            conn.execute(_UPDATE_SESSION, updated_sessions)
-        return {"sessions": len(new_sessions) + len(updated_sessions), "messages": len(new_messages)}
+        return stored
 
     def _do_load(self, session_id: str) -> SessionSnapshot | None:
         """The stored snapshot of ``session_id`` with its messages in order, or ``None``."""
