@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import ProcessCollector
 
 from sessionhive import Hive, InvalidConfig
 from sessionhive.model.urls import BaseUrlPolicy
@@ -172,6 +173,8 @@ def run_service(options: ServeOptions) -> int:
             workspace_root=options.workspace,
             cors_origins=options.cors_origins,
         )
+        # The process's memory and CPU on /metrics: a load test reports the service's, not its own.
+        ProcessCollector(registry=app.serve_registry)
         config = uvicorn.Config(
             app,
             log_level="warning",
