@@ -35,7 +35,12 @@ class _ScrapedRegistry:
         self._url = url
 
     def _samples(self) -> list[Sample]:
-        text = httpx.get(self._url, timeout=30).text
+        try:
+            text = httpx.get(self._url, timeout=30).text
+        except httpx.HTTPError as exc:  # the load test reads this as "the service went away"
+            raise ServiceUnavailable(
+                0, {"detail": f"cannot read {self._url}: {exc}", "error": "Unreachable"}
+            ) from None
         return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
     def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
