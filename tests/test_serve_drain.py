@@ -18,8 +18,9 @@ from typing import IO
 import httpx
 import pytest
 
-from sessionhive import ConfirmationRequired, Hive, Message, TurnCancelled
+from sessionhive import ConfirmationRequired, Hive, Message, Reply, ScriptedLlm, TurnCancelled
 from sessionhive.client import RemoteHive, ServiceUnavailable, Unauthorized
+from sessionhive.serve import ServerThread, serve_app
 
 TOKEN = "drain-test-token-0123456789"
 SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
@@ -314,3 +315,15 @@ def test_a_second_signal_ends_every_stream_with_its_last_event_and_no_traceback(
     assert turn.events[-1][0] == "error" and turn.events[-1][1]["reason"] == "cancelled by shutdown"
     assert events.names()[-2:] == ["TurnCancelled", "end"], events.events
     assert events.events[-1][1] == {"session_id": "s1", "draining": True}
+
+
+def test_stopping_a_server_thread_ends_a_running_turn_stream_with_its_last_event(tmp_path: Path) -> None:
+    # The model would answer in ten minutes: stop() must not wait for it, nor drop the stream silently.
+    with Hive.start(store="memory", llm=ScriptedLlm([Reply(text="late")], 600), workspace=tmp_path) as hive:
+        hive.create_session("s1")
+        server = ServerThread(serve_app(hive, token=TOKEN))
+        turn = SseReader("POST", f"{server.url}/v1/sessions/s1/turns", {"prompt": "a long one"})
+        assert turn.opened.wait(30) and turn.names()[:1] == ["TurnStart"], turn.events
+        server.stop()
+        assert turn.ended.wait(10)
+    assert turn.events[-1][0] == "error" and turn.events[-1][1]["reason"] == "cancelled by shutdown"

@@ -88,6 +88,27 @@ def _bind(host: str, port: int) -> socket.socket:
 _STOP_NOW_TIMEOUT = 5.0
 
 
+async def end_every_stream(app: ServeApp, timeout: float = _STOP_NOW_TIMEOUT) -> None:
+    """Cancel the running turns "by shutdown" and end the event streams, so each gets its last event.
+
+    A turn's stream then carries its TurnCancelled error (given ``timeout``
+    seconds to be sent); an event stream gets ``end``. Nothing is left for
+    the server to cancel, hence no CancelledError tracebacks when it stops.
+    """
+    running = [turn for turn in list(app.turns) if turn.task is not None]
+    sessions = sorted({turn.session_id for turn in running})
+    try:
+        await asyncio.gather(
+            *(app.hive.cancel_operation(sid, reason=SHUTDOWN_REASON) for sid in sessions),
+            return_exceptions=True,
+        )
+        tasks = [turn.task for turn in running if turn.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+    finally:
+        app.close_streams()
+
+
 class _DrainingServer(uvicorn.Server):
     """uvicorn, except that the first SIGTERM/SIGINT drains the app before the server stops.
 
@@ -133,19 +154,9 @@ class _DrainingServer(uvicorn.Server):
             self.force_exit = True
 
     async def _stop_now(self) -> None:
-        running = [turn for turn in list(self._app.turns) if turn.task is not None]
-        sessions = sorted({turn.session_id for turn in running})
         try:
-            await asyncio.gather(
-                *(self._app.hive.cancel_operation(sid, reason=SHUTDOWN_REASON) for sid in sessions),
-                return_exceptions=True,
-            )
-            tasks = [turn.task for turn in running if turn.task is not None]
-            if tasks:
-                # Each turn's stream now carries its TurnCancelled error; let the responses send it.
-                await asyncio.wait(tasks, timeout=_STOP_NOW_TIMEOUT)
+            await end_every_stream(self._app)
         finally:
-            self._app.close_streams()
             self.should_exit = True
 
     async def _drain(self) -> None:
