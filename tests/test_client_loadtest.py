@@ -166,6 +166,10 @@ def test_a_service_stopped_mid_run_leaves_a_partial_report_of_what_was_verified(
     assert report["verification"]["checked"] == 0 and report["verification"]["ok"] is False
     assert report["verification"]["method"].startswith("not done: the hive went away")
     assert report["hive_figures"]["before"]["turns"] is not None and report["hive_figures"]["after"] is None
+    assert report["partial_run"][:2] == [
+        f"{report['turns_completed']} turns ended with the hive's result (seen by this client)",
+        "4 stored histories were not read back",
+    ]
     assert "INTERRUPTED" in stdout and "NOT DONE" in stdout
     assert f"partial run: {report['turns_completed']} turns ended with the hive's result" in stdout
     assert "partial run: 4 stored histories were not read back" in stdout

@@ -287,7 +287,8 @@ def add_loadtest_parser(
         "--target",
         metavar="URL",
         help="drive a running `sessionhive serve --loadtest-script K:RATE` at URL over HTTP "
-        "(token from $SESSIONHIVE_TOKEN) instead of a Hive in this process",
+        "(token from $SESSIONHIVE_TOKEN) instead of a Hive in this process; refused (exit 2) when its "
+        "script is not K:RATE = --tools-per-turn:--confirm-rate; reports the service's own figures",
     )
     parser.add_argument(
         "--shards",

@@ -261,6 +261,7 @@ class LoadtestReport:
         data = asdict(self)
         data["ok"] = self.ok
         data["turns_not_run"] = self.turns_not_run
+        data["partial_run"] = self.unverified()  # what an interrupted run checked and what it did not
         if self.hive_figures is not None:
             data["hive_figures"]["model_latency_ms"] = self.hive_figures.model_latency_ms()
         data["verification"]["ok"] = self.verification.ok
