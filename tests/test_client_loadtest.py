@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
+from tests.conftest import PG_URL, pg_available
 from tests.test_serve_drain import SERVE, TOKEN, start_serve
 
 LOADTEST = [sys.executable, "-c", SERVE, "loadtest", "-q", "--concurrency", "4", "--target"]
@@ -174,3 +176,23 @@ def test_a_service_stopped_mid_run_leaves_a_partial_report_of_what_was_verified(
     assert f"partial run: {report['turns_completed']} turns ended with the hive's result" in stdout
     assert "partial run: 4 stored histories were not read back" in stdout
     assert f"figures written to {figures}" in stdout
+
+
+def test_info_names_the_store_kind_never_its_url_or_password(tmp_path: Path) -> None:
+    reason = pg_available()
+    if reason is not None:
+        pytest.skip(reason)
+    # With trust authentication the password is not checked, but it is in the URL the service was given.
+    url_with_password = make_url(PG_URL).set(password="s3cret-pw").render_as_string(hide_password=False)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    process, url, output = start_serve(url_with_password, workspace, "--loadtest-script", "1:0")
+    try:
+        answer = httpx.get(f"{url}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, "".join(output)
+    assert answer.status_code == 200
+    assert answer.json()["store"] == {"kind": "postgresql"}
+    assert answer.json()["model"] == {"provider": "scripted", "model": "loadtest"}
+    assert "s3cret-pw" not in answer.text and "127.0.0.1:5432" not in answer.text
