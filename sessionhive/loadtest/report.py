@@ -95,41 +95,39 @@ class HiveFigures:
         return seconds / calls * 1000 if calls and seconds is not None else None
 
     def rows(self, who: str) -> list[tuple[str, str]]:
-        gone = "not read (the hive could not be asked after the run)"
+        """The figures as report rows, each label starting with ``who`` ("service")."""
+        labels = [f"{who} {what}" for what in ("turns (its /metrics)", "model latency", "store writes")]
+        memory_label = f"{who} resident memory"
+        memory_before = self.before.get("resident_memory_mb")
+        if self.after is None:
+            gone = "not read (it could not be asked after the run)"
+            memory = gone if memory_before is None else f"{memory_before:.1f} MB before; after: {gone}"
+            return [(label, gone) for label in labels] + [(memory_label, memory)]
 
         def count(key: str) -> str:
             value = self.delta(key)
-            return gone if self.after is None else "not exposed" if value is None else f"{value:.0f}"
+            return "not exposed" if value is None else f"{value:.0f}"
 
         latency = self.model_latency_ms()
-        calls = self.delta("llm_calls")
-        memory_before, memory_after = (
-            self.before.get("resident_memory_mb"),
-            (self.after or {}).get("resident_memory_mb"),
-        )
-        if self.after is None:
-            memory = gone if memory_before is None else f"{memory_before:.1f} MB before, after: {gone}"
-        elif memory_before is None or memory_after is None:
-            memory = "not exposed"
-        else:
-            memory = f"{memory_before:.1f} MB before, {memory_after:.1f} MB after"
+        memory_after = self.after.get("resident_memory_mb")
         return [
-            (f"{who} turns (its /metrics)", count("turns")),
+            (labels[0], count("turns")),
             (
-                f"{who} model latency",
-                gone
-                if self.after is None
-                else "no model call"
+                labels[1],
+                "no model call"
                 if latency is None
-                else f"{latency:.1f} ms mean over {calls:.0f} calls",
+                else f"{latency:.1f} ms mean over {count('llm_calls')} calls",
             ),
             (
-                f"{who} store writes",
-                gone
-                if self.after is None
-                else f"sessions {count('rows_written_sessions')}, messages {count('rows_written_messages')}",
+                labels[2],
+                f"sessions {count('rows_written_sessions')}, messages {count('rows_written_messages')}",
             ),
-            (f"{who} resident memory", memory),
+            (
+                memory_label,
+                "not exposed"
+                if memory_before is None or memory_after is None
+                else f"{memory_before:.1f} MB before, {memory_after:.1f} MB after",
+            ),
         ]
 
 
@@ -309,7 +307,7 @@ class LoadtestReport:
         missing = _GONE if self.interrupted is not None else _NOT_MEASURED
         rows += [
             (f"peak RSS{client}", f"{self.peak_rss_mb:.1f} MB"),
-            ("live sessions at end", f"{self.live_sessions}"),
+            ("live sessions at end", _GONE if self.interrupted is not None else f"{self.live_sessions}"),
             (
                 f"memory per live session{client}",
                 f"{self.memory_per_session_kb:.1f} KB (RSS growth while creating them)",
