@@ -481,8 +481,11 @@ class AsyncHive:
     async def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(await self._call(session_id, lambda r: Resume(r), timeout, "resume_session()"))
 
-    async def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(await self._call(session_id, lambda r: Cancel(r), timeout, "cancel_operation()"))
+    async def cancel_operation(
+        self, session_id: str, *, reason: str | None = None, timeout: Timeout = DEFAULT
+    ) -> bool:
+        message = (lambda r: Cancel(r)) if reason is None else (lambda r: Cancel(r, reason))
+        return bool(await self._call(session_id, message, timeout, "cancel_operation()"))
 
     async def confirm_tool(
         self,

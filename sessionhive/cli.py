@@ -343,7 +343,7 @@ def _loadtest_model(spec: str, latency: float) -> ScriptedLlm:
         raise _UsageError(
             f"--loadtest-script takes TOOLS_PER_TURN[:CONFIRM_RATE], e.g. 2:0.2, not {spec!r}"
         ) from None
-    return ScriptedLlm(script, latency)
+    return ScriptedLlm(script, latency, model="loadtest")  # GET /v1/info names it
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -519,9 +519,16 @@ class Hive:
     def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(self._call(session_id, lambda r: Resume(r), timeout, "resume_session()"))
 
-    def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        """Cancel pending confirmations, queued turns and the running turn; True if anything was cancelled."""
-        return bool(self._call(session_id, lambda r: Cancel(r), timeout, "cancel_operation()"))
+    def cancel_operation(
+        self, session_id: str, *, reason: str | None = None, timeout: Timeout = DEFAULT
+    ) -> bool:
+        """Cancel pending confirmations, queued turns and the running turn; True if anything was cancelled.
+
+        ``reason`` is what the cancelled turn says (``TurnCancelled.reason``); by default
+        "cancelled by cancel_operation()".
+        """
+        message = (lambda r: Cancel(r)) if reason is None else (lambda r: Cancel(r, reason))
+        return bool(self._call(session_id, message, timeout, "cancel_operation()"))
 
     def confirm_tool(
         self,

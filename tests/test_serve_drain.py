@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import httpx
 import pytest
 
-from sessionhive import ConfirmationRequired, Hive, Message, TurnCancelled
+from sessionhive import ConfirmationRequired, Hive, Message, Reply, ScriptedLlm, TurnCancelled
 from sessionhive.client import RemoteHive, ServiceUnavailable, Unauthorized
+from sessionhive.serve import ServerThread, serve_app
 
 TOKEN = "drain-test-token-0123456789"
 SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
@@ -152,6 +155,9 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path) -> None:
     assert "Draining" in load.refused
     # The turns left waiting for a human past --drain-timeout were cancelled, not lost in the air.
     assert all(isinstance(load.stuck_outcomes[f"stuck{n}"], TurnCancelled) for n in range(load.stuck))
+    assert {str(getattr(outcome, "reason", "")) for outcome in load.stuck_outcomes.values()} == {
+        "cancelled by shutdown"
+    }
 
     with Hive.start(store=store, workspace=workspace) as reopened:
         for session_id, prompts in load.completed.items():
@@ -210,3 +216,114 @@ def test_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in refused.stderr
+
+
+class SseReader:
+    """Reads one server-sent event stream in a thread: each event's name and data, in order."""
+
+    def __init__(self, method: str, url: str, body: dict[str, str] | None = None) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+        self.opened = threading.Event()  # the first event arrived
+        self.ended = threading.Event()  # the server closed the stream
+        self._request = (method, url, body)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        method, url, body = self._request
+        headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream"}
+        name = "message"
+        try:
+            with httpx.stream(method, url, json=body, headers=headers, timeout=120) as response:
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        name = line[len("event: ") :]
+                    elif line.startswith("data: "):
+                        self.events.append((name, json.loads(line[len("data: ") :])))
+                        self.opened.set()
+        except httpx.HTTPError as exc:
+            self.events.append(("transport-error", {"detail": str(exc)}))
+        finally:
+            self.opened.set()
+            self.ended.set()
+
+    def names(self) -> list[str]:
+        return [name for name, _data in self.events]
+
+
+def wait_for_output(lines: list[str], text: str, timeout: float = 60) -> None:
+    """Until the service subprocess has printed ``text`` (its output is all a test can watch)."""
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in lines):
+        assert time.monotonic() < deadline, f"never printed {text!r}:\n" + "".join(lines)
+        time.sleep(0.05)
+
+
+def _serve_with_a_running_turn(
+    tmp_path: Path, drain_timeout: str
+) -> tuple[subprocess.Popen[str], str, list[str]]:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    # The scripted model waits far longer than any test: the turn is running when the signal comes.
+    process, url, output = start_serve(
+        f"sqlite:///{tmp_path / 's.db'}", workspace, "--llm-latency", "600", "--drain-timeout", drain_timeout
+    )
+    with RemoteHive(url, token=TOKEN) as client:
+        client.create_session("s1")
+    return process, url, output
+
+
+def test_turns_the_drain_cancels_say_they_were_cancelled_by_shutdown(tmp_path: Path) -> None:
+    process, url, output = _serve_with_a_running_turn(tmp_path, "0.2")
+    try:
+        turn = SseReader("POST", f"{url}/v1/sessions/s1/turns", {"prompt": "a long one"})
+        assert turn.opened.wait(30) and turn.names()[:1] == ["TurnStart"], turn.events
+        process.send_signal(signal.SIGTERM)
+        assert turn.ended.wait(60)
+        assert process.wait(60) == 0, "".join(output)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    name, data = turn.events[-1]
+    assert name == "error" and data["error"] == "TurnCancelled", turn.events
+    assert data["reason"] == "cancelled by shutdown"
+    assert "cancel_operation()" not in json.dumps(turn.events) + "".join(output)
+    with Hive.start(store=f"sqlite:///{tmp_path / 's.db'}", workspace=tmp_path / "ws") as reopened:
+        assert [m.text for m in reopened.history("s1") if m.role == "user"] == ["a long one"]
+
+
+def test_a_second_signal_ends_every_stream_with_its_last_event_and_no_traceback(tmp_path: Path) -> None:
+    # The drain would wait a minute for the turn: the second signal must not.
+    process, url, output = _serve_with_a_running_turn(tmp_path, "60")
+    try:
+        events = SseReader("GET", f"{url}/v1/sessions/s1/events")
+        assert events.opened.wait(30) and events.names() == ["subscribed"]
+        turn = SseReader("POST", f"{url}/v1/sessions/s1/turns", {"prompt": "a long one"})
+        assert turn.opened.wait(30) and turn.names()[:1] == ["TurnStart"], turn.events
+        process.send_signal(signal.SIGTERM)
+        wait_for_output(output, "draining: 1 turn(s) running")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0, "".join(output)
+        assert turn.ended.wait(10) and events.ended.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = "".join(output)
+    assert "second signal" in text and "stopped; every session flushed" in text
+    assert "Traceback" not in text and "CancelledError" not in text, text
+    # Each stream got its terminal event: the turn its TurnCancelled error, the event stream `end`.
+    assert turn.events[-1][0] == "error" and turn.events[-1][1]["reason"] == "cancelled by shutdown"
+    assert events.names()[-2:] == ["TurnCancelled", "end"], events.events
+    assert events.events[-1][1] == {"session_id": "s1", "draining": True}
+
+
+def test_stopping_a_server_thread_ends_a_running_turn_stream_with_its_last_event(tmp_path: Path) -> None:
+    # The model would answer in ten minutes: stop() must not wait for it, nor drop the stream silently.
+    with Hive.start(store="memory", llm=ScriptedLlm([Reply(text="late")], 600), workspace=tmp_path) as hive:
+        hive.create_session("s1")
+        server = ServerThread(serve_app(hive, token=TOKEN))
+        turn = SseReader("POST", f"{server.url}/v1/sessions/s1/turns", {"prompt": "a long one"})
+        assert turn.opened.wait(30) and turn.names()[:1] == ["TurnStart"], turn.events
+        server.stop()
+        assert turn.ended.wait(10)
+    assert turn.events[-1][0] == "error" and turn.events[-1][1]["reason"] == "cancelled by shutdown"

@@ -121,7 +121,8 @@ class Resume(SessionCall):
 
 @dataclass(frozen=True, slots=True)
 class Cancel(SessionCall):
-    pass
+    #: What the cancelled turn and confirmations say (``TurnCancelled.reason``).
+    reason: str = "cancelled by cancel_operation()"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from ._codec import (
     event_from_dict,
     result_from_dict,
 )
-from ._loadtest import remote_hive_factory
+from ._loadtest import check_target, remote_hive_factory
 from ._remote import (
     AsyncRemoteHive,
     AsyncRemoteSubscription,
@@ -39,6 +39,7 @@ __all__ = [
     "RemoteTurnStream",
     "ServiceUnavailable",
     "Unauthorized",
+    "check_target",
     "error_from_problem",
     "event_from_dict",
     "remote_hive_factory",

@@ -72,6 +72,11 @@ class ScriptedLlm:
         self._cursors: dict[str, int] = {}
 
     @property
+    def replies(self) -> ReplyScript:
+        """What it plays: the replies, or the callable that makes them (a service tells its script)."""
+        return self._replies
+
+    @property
     def provider(self) -> str:
         return "scripted"
 

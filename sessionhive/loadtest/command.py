@@ -18,7 +18,7 @@ from sessionhive.hive import DEFAULT_ACTOR_BACKEND
 
 from .driver import DriveProgress, HiveFactory, run_loadtest, start_local_hive
 from .options import ACTOR_BACKENDS, LoadtestOptions, parse_duration
-from .report import LoadtestReport
+from .report import LoadtestReport, describe_service
 
 __all__ = ["add_loadtest_parser", "cmd_loadtest"]
 
@@ -76,6 +76,8 @@ def report_table(report: LoadtestReport) -> Table:
         style = None
         if label == "verification":
             style = "green" if report.verification.ok else "red"
+        elif label == "INTERRUPTED":
+            style = "bold red"
         table.add_row(label, value, style=style)
     for note in report.notes():
         table.add_row("", note, style="red")
@@ -171,13 +173,38 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     model = "scripted" if options.llm is None else f"{options.llm.provider}/{options.llm.model}"
     children = options.sessions * options.children_per_session
     concurrency = options.concurrency or options.total_sessions
-    out.print(
-        f"sessionhive loadtest: {options.sessions} sessions + {children} children x {options.turns} turns "
-        f"x {options.tools_per_turn} tools, model {model} (latency {options.llm_latency * 1000:g} ms), "
-        f"concurrency {concurrency}, confirm rate {options.confirm_rate:g}, {options.backend_name} actors",
-        markup=False,
-    )
-    out.print(f"store: {where}", markup=False)
+    if args.target:
+        # The service's facts, not this client's: its script must be the one verified (else exit 2).
+        from sessionhive.client import check_target
+
+        service = check_target(args.target, options)
+        out.print(
+            f"sessionhive loadtest --target {args.target}: {options.sessions} sessions + {children} "
+            f"children x {options.turns} turns, concurrency {concurrency}",
+            markup=False,
+        )
+        out.print(f"service: {describe_service(service)}", markup=False)
+        out.print(
+            "the model, its latency, the store and the actors are the service's; its figures come from "
+            "its /metrics before and after the run; every history is verified by re-reading it over HTTP",
+            markup=False,
+        )
+        served_latency = service.get("llm_latency_s")
+        if args.llm_latency and served_latency is not None and args.llm_latency != served_latency:
+            out.print(
+                f"note: --llm-latency {args.llm_latency * 1000:g} ms is ignored: the service's model "
+                f"waits {served_latency * 1000:g} ms (serve --llm-latency)",
+                markup=False,
+            )
+    else:
+        out.print(
+            f"sessionhive loadtest: {options.sessions} sessions + {children} children x {options.turns} "
+            f"turns x {options.tools_per_turn} tools, model {model} (latency "
+            f"{options.llm_latency * 1000:g} ms), concurrency {concurrency}, confirm rate "
+            f"{options.confirm_rate:g}, {options.backend_name} actors",
+            markup=False,
+        )
+        out.print(f"store: {where}", markup=False)
     out.file.flush()
     errors = Console(stderr=True)
     progress = LiveProgress(errors) if errors.is_terminal and not args.quiet else None
@@ -260,7 +287,8 @@ def add_loadtest_parser(
         "--target",
         metavar="URL",
         help="drive a running `sessionhive serve --loadtest-script K:RATE` at URL over HTTP "
-        "(token from $SESSIONHIVE_TOKEN) instead of a Hive in this process",
+        "(token from $SESSIONHIVE_TOKEN) instead of a Hive in this process; refused (exit 2) when its "
+        "script is not K:RATE = --tools-per-turn:--confirm-rate; reports the service's own figures",
     )
     parser.add_argument(
         "--shards",

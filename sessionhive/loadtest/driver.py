@@ -12,6 +12,7 @@ generator.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import resource
 import shutil
@@ -33,6 +34,7 @@ from sessionhive import (
     AsyncHive,
     ConfirmationPolicy,
     ConfirmationRequired,
+    HiveStopped,
     LlmClient,
     LlmConfig,
     Message,
@@ -45,7 +47,15 @@ from sessionhive import (
 
 from .options import LoadtestOptions
 from .probe import ControlProber, ControlTarget, LoopBoundTarget
-from .report import MAX_MISMATCHES, LatencyStats, LoadtestReport, Verification, percentile
+from .report import (
+    MAX_MISMATCHES,
+    NOT_DONE,
+    HiveFigures,
+    LatencyStats,
+    LoadtestReport,
+    Verification,
+    percentile,
+)
 from .script import LoadtestScript, prompt_for
 
 __all__ = ["DriveProgress", "HiveFactory", "ProgressListener", "run_loadtest", "start_local_hive"]
@@ -177,6 +187,40 @@ class _Metrics:
         wanted = (labels or {}).items()
         return int(sum(s.value for s in self._samples if s.name == name and wanted <= s.labels.items()))
 
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """:meth:`sample` as a float; ``None`` also when no series of ``name`` is exposed."""
+        if self._samples is None:
+            return None
+        wanted = (labels or {}).items()
+        found = [s.value for s in self._samples if s.name == name and wanted <= s.labels.items()]
+        return float(sum(found)) if found else None
+
+    def figures(self) -> dict[str, float | None]:
+        """The hive's own figures of :data:`~sessionhive.loadtest.report.HIVE_FIGURES`."""
+        memory = self.value("process_resident_memory_bytes")
+        figures = {
+            "turns": self.value("sessionhive_turns_total"),
+            "llm_calls": self.value("sessionhive_llm_request_duration_seconds_count"),
+            "llm_seconds": self.value("sessionhive_llm_request_duration_seconds_sum"),
+            "rows_written_sessions": self.value(
+                "sessionhive_persistence_rows_written_total", {"table": "sessions"}
+            ),
+            "rows_written_messages": self.value(
+                "sessionhive_persistence_rows_written_total", {"table": "messages"}
+            ),
+            "resident_memory_mb": None if memory is None else memory / 1e6,
+        }
+        if self._samples is not None:  # a counter not incremented yet is 0, not "not exposed"
+            for key in (
+                "turns",
+                "llm_calls",
+                "llm_seconds",
+                "rows_written_sessions",
+                "rows_written_messages",
+            ):
+                figures[key] = figures[key] or 0.0
+        return figures
+
 
 async def _metrics_targets(hive: Any) -> list[str]:
     """The ``/metrics`` URLs of a cluster's shards (``shard_info()`` of its blocking twin); [] for others."""
@@ -236,6 +280,10 @@ class _Run:
         self.in_flight = 0
         self.tool_calls = 0
         self.confirmations = 0
+        #: The errors that mean the hive itself is gone (a service stopped), not one turn failing.
+        self.gone_errors: tuple[type[BaseException], ...] = (HiveStopped,)
+        #: Why the hive went away mid-run; the driver then sends no more turns.
+        self.gone: str | None = None
 
     def llm(self) -> LlmConfig | LlmClient:
         if self.options.llm is not None:
@@ -285,6 +333,8 @@ class _Run:
             log.failed = True
             self.turns_failed += 1
             self._fail(f"{session_id} turn {turn}: {type(exc).__name__}: {exc}")
+            if isinstance(exc, self.gone_errors) and self.gone is None:
+                self.gone = f"{type(exc).__name__}: {exc}"
             return
         self.turn_seconds.append(time.perf_counter() - started)
         self.turns_done += 1
@@ -323,6 +373,8 @@ class _Run:
         async def session_task(session_id: str) -> None:
             for turn in range(1, self.options.turns + 1):
                 async with slots:
+                    if self.gone is not None:
+                        return  # the rest of its turns count as not run
                     self.in_flight += 1
                     try:
                         await self.one_turn(hive, session_id, turn)
@@ -382,12 +434,12 @@ class _Run:
         return verification
 
 
-def _rows_written(metrics: _Metrics) -> dict[str, int] | None:
-    rows = {
-        table: metrics.sample("sessionhive_persistence_rows_written_total", {"table": table})
-        for table in ("sessions", "messages")
-    }
-    return None if any(count is None for count in rows.values()) else {k: v or 0 for k, v in rows.items()}
+def _rows_written(figures: HiveFigures) -> dict[str, int] | None:
+    """Rows the run wrote: the hive's counters after it, less before (a service counts since it started)."""
+    rows = {table: figures.delta(f"rows_written_{table}") for table in ("sessions", "messages")}
+    return (
+        None if any(count is None for count in rows.values()) else {k: int(v or 0) for k, v in rows.items()}
+    )
 
 
 def _control_target(hive: Any) -> ControlTarget:
@@ -402,38 +454,59 @@ async def _run_async(
     options: LoadtestOptions, run: _Run, factory: HiveFactory, listener: ProgressListener | None
 ) -> LoadtestReport:
     hive = await factory(options, store=run.store, workspace=run.workspace, llm=run.llm(), metrics=True)
+    run.gone_errors = (HiveStopped, *getattr(hive, "unavailable_errors", ()))
+    # What the hive says it runs (a service's GET /v1/info), read by the factory that reached it.
+    service: dict[str, Any] | None = getattr(hive, "service_info", None)
     try:
+        figures = HiveFigures(before=(await _Metrics.of(hive, await _metrics_targets(hive))).figures())
         rss_before = _rss_now_mb()
         setup_started = time.perf_counter()
-        await run.create_sessions(hive)
+        try:
+            await run.create_sessions(hive)
+        except run.gone_errors as exc:
+            run.gone = f"{type(exc).__name__}: {exc} (while creating the sessions)"
         setup_seconds = time.perf_counter() - setup_started
         created = len(run.all_sessions)
         memory_per_session_kb = (_rss_now_mb() - rss_before) * 1024 / created if created else 0.0
         busy = run.all_sessions
         target = _control_target(hive)
-        prober = ControlProber(target, busy, run.probe_session, interval=options.probe_interval).start()
+        prober = ControlProber(target, busy, run.probe_session, interval=options.probe_interval)
         drive_started = time.perf_counter()
-        try:
-            await run.drive(hive, listener)
-        finally:
-            drive_seconds = time.perf_counter() - drive_started
-            await asyncio.to_thread(prober.stop)
-        # The prober's session is not one of the driven sessions: gone before they are counted.
-        await hive.destroy_session(run.probe_session)
+        if run.gone is None:
+            prober.start()
+            try:
+                await run.drive(hive, listener)
+            finally:
+                await asyncio.to_thread(prober.stop)
+        drive_seconds = time.perf_counter() - drive_started
         peak_rss = _rss_peak_mb()
-        live = await hive.live_session_count()
-        dispatch_us = await _dispatch_cost_us(hive, busy)
-        flush_started = time.perf_counter()
-        await hive.flush()
-        flush_seconds = time.perf_counter() - flush_started
+        # What is not measured once the hive is gone stays at these: nan or None, never a made-up 0.
+        live, dispatch_us, flush_seconds = 0, math.nan, math.nan
+        verification = Verification(method="skipped")
+        targets: list[str] = []
+        metrics = _Metrics(None)
         memory = run.store.strip() == "memory"
-        if options.verify and memory:
-            # A memory store is gone with its Hive: read the histories back from this one.
-            verification = await run.verify(hive, "same Hive after flush (memory store)")
-        else:
-            verification = Verification(method="skipped")
-        targets = await _metrics_targets(hive)
-        metrics = await _Metrics.of(hive, targets)
+        try:
+            if run.gone is not None:
+                raise HiveStopped()
+            # The prober's session is not one of the driven sessions: gone before they are counted.
+            await hive.destroy_session(run.probe_session)
+            live = await hive.live_session_count()
+            dispatch_us = await _dispatch_cost_us(hive, busy)
+            flush_started = time.perf_counter()
+            await hive.flush()
+            flush_seconds = time.perf_counter() - flush_started
+            if options.verify and memory:
+                # A memory store is gone with its Hive: read the histories back from this one.
+                verification = await run.verify(hive, "same Hive after flush (memory store)")
+            targets = await _metrics_targets(hive)
+            metrics = await _Metrics.of(hive, targets)
+            figures.after = metrics.figures()
+        except run.gone_errors as exc:
+            if run.gone is None:
+                run.gone = f"{type(exc).__name__}: {exc}"
+        except OSError as exc:  # a scrape of /metrics that found nobody
+            run.gone = run.gone or f"{type(exc).__name__}: {exc}"
         control = prober.stats()
         control["confirm_driver"] = LatencyStats.of(run.confirm_seconds)
         report = LoadtestReport(
@@ -457,7 +530,7 @@ async def _run_async(
             memory_per_session_kb=memory_per_session_kb,
             dispatch_cost_us=dispatch_us,
             persistence_batches=metrics.sample("sessionhive_persistence_batch_size_count"),
-            rows_written=_rows_written(metrics),
+            rows_written=_rows_written(figures),
             persistence_retries=metrics.sample("sessionhive_persistence_retries_total"),
             persistence_failures=metrics.sample("sessionhive_persistence_failures_total"),
             llm_retries=metrics.sample("sessionhive_llm_retries_total"),
@@ -467,15 +540,27 @@ async def _run_async(
             verification=verification,
             failures=list(run.failures),
             probe_errors=list(prober.errors),
+            service=service,
+            hive_figures=figures,
+            interrupted=None
+            if run.gone is None
+            else f"the {'service' if service else 'hive'} went away during the run: {run.gone}",
         )
     finally:
         await hive.stop()
-    report.store_bytes = _store_bytes(run.store)
-    if options.verify and not memory:
-        # A fresh hive on the same store: what a restarted service would see.
+    if service is None:
+        report.store_bytes = _store_bytes(run.store)
+    if run.gone is not None:
+        report.verification = Verification(
+            method=f"{NOT_DONE}: the hive went away, no stored history could be read back"
+        )
+    elif options.verify and not memory:
+        # A fresh hive on the same store: what a restarted service would see (a remote one says
+        # how it reads them back instead).
         fresh = await factory(options, store=run.store, workspace=run.workspace, llm=None, metrics=False)
+        method = getattr(fresh, "verification_method", "fresh Hive on the same store")
         try:
-            report.verification = await run.verify(fresh, "fresh Hive on the same store")
+            report.verification = await run.verify(fresh, method)
         finally:
             await fresh.stop()
     return report

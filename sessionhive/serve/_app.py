@@ -48,6 +48,7 @@ from ._bodies import (
     session_config_from_json,
     tool_id_from_path,
 )
+from ._info import service_info
 from ._openapi import MAX_OFFSET, MAX_PAGE, ROUTE_DOCS, openapi_document
 from ._problems import HttpProblem, problem_for, problem_response
 from ._tenancy import Tenancy
@@ -58,6 +59,8 @@ log = logging.getLogger("sessionhive.serve")
 
 DEFAULT_MAX_BODY = 1 << 20
 SSE_KEEPALIVE_S = 15.0
+#: What a turn cancelled by the drain says (its TurnCancelled reason).
+SHUTDOWN_REASON = "cancelled by shutdown"
 _STATIC = ("index.html", "console.js", "console.css")
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 
@@ -739,6 +742,9 @@ class ServeApp:
             {"total": total, "offset": offset, "limit": limit, "records": [r.to_dict() for r in records]}
         )
 
+    async def _h_info(self, _call: _Call) -> Response:
+        return _json(service_info(self.hive))
+
     async def _h_whoami(self, call: _Call) -> Response:
         quota = self.tenancy.quota(call.principal.tenant)
         return _json(
@@ -765,7 +771,8 @@ class ServeApp:
                 sessions = sorted({t.session_id for t in list(self.turns)})
                 log_to(f"draining: cancelling the turns of {len(sessions)} session(s) still running")
                 await asyncio.gather(
-                    *(self.hive.cancel_operation(sid) for sid in sessions), return_exceptions=True
+                    *(self.hive.cancel_operation(sid, reason=SHUTDOWN_REASON) for sid in sessions),
+                    return_exceptions=True,
                 )
                 await asyncio.wait(late, timeout=30.0)
         started = time.monotonic()

@@ -76,6 +76,12 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
     RouteDoc("POST", "load-all", "load_all", "Activate every stored session; returns how many"),
     RouteDoc("GET", "audit", "audit", "Who did what to which session (paged; session_id= filters)"),
     RouteDoc("GET", "whoami", "whoami", "The caller's token name, tenant, scopes and quotas"),
+    RouteDoc(
+        "GET",
+        "info",
+        "info",
+        "What the service runs: version, store kind, model, load-test script, latency, actor backend",
+    ),
 )
 
 _INT64 = {"minimum": -MAX_INT - 1, "maximum": MAX_INT}
@@ -325,6 +331,17 @@ _RESULTS: dict[str, dict[str, Any]] = {
         },
     ),
     "whoami": {"type": "object", "required": ["name", "tenant", "scopes", "quota"]},
+    "info": _object(
+        version=_STRING,
+        store={
+            **_object(kind=_STRING),
+            "description": "sqlite, postgresql, file or memory: never a path or a URL",
+        },
+        model=_nullable(_object(provider=_STRING, model=_STRING)),
+        llm_latency_s={"type": ["number", "null"], "description": "the scripted model's wait per answer"},
+        loadtest_script=_nullable(_object(tools_per_turn=_INT, confirm_rate={"type": "number"})),
+        actor_backend=_STRING,
+    ),
 }
 
 

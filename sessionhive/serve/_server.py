@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import ProcessCollector
 
 from sessionhive import Hive, InvalidConfig
 from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.persistence import open_store
 from sessionhive.persistence.audit import AuditLog
 
-from ._app import DEFAULT_MAX_BODY, ServeApp
+from ._app import DEFAULT_MAX_BODY, SHUTDOWN_REASON, ServeApp
 from ._auth import TokenTable
 
 __all__ = ["ServeOptions", "is_loopback", "read_token", "run_service"]
@@ -83,8 +84,38 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: Seconds a second signal gives the cancelled turns to send their last event.
+_STOP_NOW_TIMEOUT = 5.0
+
+
+async def end_every_stream(app: ServeApp, timeout: float = _STOP_NOW_TIMEOUT) -> None:
+    """Cancel the running turns "by shutdown" and end the event streams, so each gets its last event.
+
+    A turn's stream then carries its TurnCancelled error (given ``timeout``
+    seconds to be sent); an event stream gets ``end``. Nothing is left for
+    the server to cancel, hence no CancelledError tracebacks when it stops.
+    """
+    running = [turn for turn in list(app.turns) if turn.task is not None]
+    sessions = sorted({turn.session_id for turn in running})
+    try:
+        await asyncio.gather(
+            *(app.hive.cancel_operation(sid, reason=SHUTDOWN_REASON) for sid in sessions),
+            return_exceptions=True,
+        )
+        tasks = [turn.task for turn in running if turn.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+    finally:
+        app.close_streams()
+
+
 class _DrainingServer(uvicorn.Server):
-    """uvicorn, except that the first SIGTERM/SIGINT drains the app before the server stops."""
+    """uvicorn, except that the first SIGTERM/SIGINT drains the app before the server stops.
+
+    A second signal cancels the running turns (their streams end with the
+    TurnCancelled error) and ends the event streams, then stops; a third exits
+    without waiting for any stream.
+    """
 
     def __init__(
         self, config: uvicorn.Config, app: ServeApp, drain_timeout: float, say: Callable[[str], None]
@@ -94,6 +125,7 @@ class _DrainingServer(uvicorn.Server):
         self._drain_timeout = drain_timeout
         self._say = say
         self._drain_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -111,11 +143,21 @@ class _DrainingServer(uvicorn.Server):
         if self._drain_task is None:
             self._say(f"sessionhive serve: {signal.Signals(sig).name} received, draining")
             self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+        elif self._stop_task is None:
+            # A second signal: stop now, but still end every stream with its last event: the turns
+            # are cancelled (their streams get the TurnCancelled error), the event streams get `end`.
+            self._say("sessionhive serve: second signal, cancelling the running turns and stopping")
+            self._stop_task = asyncio.get_running_loop().create_task(self._stop_now())
         else:
-            # A second signal: stop now; Hive.stop() still cancels the turns and flushes.
-            self._say("sessionhive serve: second signal, stopping without waiting for turns")
+            self._say("sessionhive serve: third signal, exiting without waiting for streams")
             self.should_exit = True
             self.force_exit = True
+
+    async def _stop_now(self) -> None:
+        try:
+            await end_every_stream(self._app)
+        finally:
+            self.should_exit = True
 
     async def _drain(self) -> None:
         try:
@@ -172,6 +214,8 @@ def run_service(options: ServeOptions) -> int:
             workspace_root=options.workspace,
             cors_origins=options.cors_origins,
         )
+        # The process's memory and CPU on /metrics: a load test reports the service's, not its own.
+        ProcessCollector(registry=app.serve_registry)
         config = uvicorn.Config(
             app,
             log_level="warning",

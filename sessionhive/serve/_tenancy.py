@@ -58,6 +58,7 @@ ROUTE_SCOPES: dict[str, str] = {
     "load_all": "admin",
     "audit": "read",
     "whoami": "",  # any valid token may ask who it is
+    "info": "read",
 }
 
 _WHAT = {"read": "reading sessions", "write": "changing sessions", "confirm": "deciding tool calls"}

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from types import TracebackType
 from typing import Any
 
 import uvicorn
+
+from ._app import ServeApp
+from ._server import end_every_stream
 
 __all__ = ["ServerThread"]
 
@@ -57,9 +61,17 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self) -> None:
-        close_streams = getattr(self.server.config.app, "close_streams", None)
-        if callable(close_streams) and self.loop is not None:
-            self.loop.call_soon_threadsafe(close_streams)  # live event streams would hold the shutdown
+        app = self.server.config.app
+        if isinstance(app, ServeApp) and self.loop is not None and self._thread.is_alive():
+            # Running turns and live event streams would hold the shutdown: each ends with its last
+            # event (a turn "cancelled by shutdown", an event stream `end`) before the server stops.
+            done = asyncio.run_coroutine_threadsafe(end_every_stream(app), self.loop)
+            with contextlib.suppress(Exception):
+                done.result(30)
+        else:
+            close_streams = getattr(app, "close_streams", None)
+            if callable(close_streams) and self.loop is not None:
+                self.loop.call_soon_threadsafe(close_streams)
         self.server.should_exit = True
         self._thread.join(30)
         self._socket.close()

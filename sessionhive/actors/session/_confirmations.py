@@ -75,7 +75,7 @@ class ConfirmationsPart(JobsPart):
         return did_something
 
     def on_Cancel(self, message: Cancel) -> None:
-        self._answer(message.reply, self._cancel_everything())
+        self._answer(message.reply, self._cancel_everything(message.reason))
 
     def on_ConfirmationAsked(self, message: ConfirmationAsked) -> None:
         running = self._running
