@@ -66,7 +66,6 @@ class _LoadtestRemoteHive(AsyncRemoteHive):
     def __init__(self, base_url: str, *, token: str | None, connections: int, local_workspace: Path) -> None:
         super().__init__(base_url, token=token, call_timeout=120.0, max_connections=connections)
         self.metrics = RemoteMetrics(base_url)
-        self.metrics_url = self.base_url + "/metrics"
         self._local_workspace = local_workspace.resolve()
 
     def _relative(self, config: SessionConfig | None) -> SessionConfig | None:

@@ -8,8 +8,10 @@ it as ``alice%2Fresearcher`` and it must stay one segment.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
+import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,9 @@ log = logging.getLogger("sessionhive.serve")
 
 DEFAULT_MAX_BODY = 1 << 20
 SSE_KEEPALIVE_S = 15.0
+#: How many of a session's last messages the confirmation inbox shows with each confirmation.
+INBOX_RECENT = 6
+_STATES = ("waiting", "running", "paused", "idle")
 _STATIC = ("index.html", "console.js", "console.css")
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 
@@ -99,13 +104,17 @@ class _SessionView:
         self.paused: set[str] = set()
         self.running: dict[str, int] = {}
         self.confirmations: dict[str, dict[str, ConfirmationRequired]] = {}
+        # When each confirmation began waiting (wall clock), so the inbox lists the oldest first.
+        self.waiting_since: dict[tuple[str, str], float] = {}
 
     def observe(self, event: AgentEvent) -> None:
         sid = event.session_id
         if isinstance(event, ConfirmationRequired):
             self.confirmations.setdefault(sid, {})[event.tool_id] = event
+            self.waiting_since.setdefault((sid, event.tool_id), time.time())
         elif isinstance(event, ConfirmationResolved):
             waiting = self.confirmations.get(sid)
+            self.waiting_since.pop((sid, event.tool_id), None)
             if waiting is not None:
                 waiting.pop(event.tool_id, None)
                 if not waiting:
@@ -124,12 +133,24 @@ class _SessionView:
             self.running[sid] = left
         else:
             self.running.pop(sid, None)
-            self.confirmations.pop(sid, None)
+            self._drop_confirmations(sid)
 
     def forget(self, sid: str) -> None:
         self.paused.discard(sid)
         self.running.pop(sid, None)
-        self.confirmations.pop(sid, None)
+        self._drop_confirmations(sid)
+
+    def _drop_confirmations(self, sid: str) -> None:
+        for tool_id in self.confirmations.pop(sid, {}):
+            self.waiting_since.pop((sid, tool_id), None)
+
+    def in_state(self, state: str) -> set[str]:
+        """The sessions in ``state``, other than idle (which is every session not in another)."""
+        if state == "paused":
+            return set(self.paused)
+        if state == "waiting":
+            return {sid for sid, waiting in self.confirmations.items() if waiting} - self.paused
+        return set(self.running) - self.paused - self.in_state("waiting")
 
     def state(self, sid: str) -> str:
         if sid in self.paused:
@@ -345,10 +366,10 @@ class ServeApp:
         if self.draining:
             raise HttpProblem(503, "Draining", "the service is draining before it stops")
         health = await self.hive.store_health(timeout=5.0)
-        failing = [f"{name}: {status}" for name, status in health if status != "ok"]
+        failing = [f"{s['name']}: {s['status']}" for s in _public_health(health) if s["status"] != "ok"]
         if failing:
             raise HttpProblem(503, "StoreUnavailable", "; ".join(failing))
-        return _json({"status": "ready", "stores": [{"name": n, "status": s} for n, s in health]})
+        return _json({"status": "ready", "stores": _public_health(health)})
 
     # ------------------------------------------------------------------ routes
 
@@ -405,10 +426,29 @@ class ServeApp:
 
     async def _h_list(self, call: _Call) -> Response:
         offset, limit = _page(call.request, 100)
-        ids = sorted(self.tenancy.visible(call.principal, await self.hive.list_sessions()))
-        page = ids[offset : offset + limit]
-        data: dict[str, Any] = {"total": len(ids), "offset": offset, "limit": limit, "ids": page}
-        if call.request.query_params.get("details") in ("1", "true"):
+        query = call.request.query_params
+        prefix = query.get("q", "")
+        state = query.get("state")
+        if state is not None and state not in _STATES:
+            raise HttpProblem(400, "InvalidBody", f"state must be one of {', '.join(_STATES)}")
+        # Ids only (the Hive's directory, sorted): no session is activated to be listed, so the
+        # cost is one pass over the ids, whatever their number; only the page gets details.
+        ids = _with_prefix(await self.hive.list_sessions(), prefix)
+        ids = self.tenancy.visible(call.principal, ids)
+        if state is not None and state != "idle":
+            chosen = self.view.in_state(state)
+            ordered = [sid for sid in ids if sid in chosen]
+        else:
+            busy = set().union(*(self.view.in_state(s) for s in _STATES if s != "idle"))
+            waiting = self.view.in_state("waiting")
+            if state == "idle":
+                ordered = [sid for sid in ids if sid not in busy]
+            else:  # the sessions waiting for a decision first, then the rest, each by id
+                ordered = [sid for sid in ids if sid in waiting]
+                ordered += [sid for sid in ids if sid not in waiting]
+        page = ordered[offset : offset + limit]
+        data: dict[str, Any] = {"total": len(ordered), "offset": offset, "limit": limit, "ids": page}
+        if query.get("details") in ("1", "true"):
             data["sessions"] = list(await asyncio.gather(*(self._summary(sid) for sid in page)))
         return _json(data)
 
@@ -581,14 +621,55 @@ class ServeApp:
     async def _h_history(self, call: _Call) -> Response:
         offset, limit = _page(call.request, 200)
         messages = await self.hive.history(call.p[0])
+        before = _before(call.request, len(messages))
+        if before is not None:  # the page that ends where the caller's newest-loaded page began
+            offset = max(0, before - limit)
+            shown = messages[offset:before]
+        else:
+            shown = messages[offset : offset + limit]
         return _json(
             {
                 "total": len(messages),
                 "offset": offset,
                 "limit": limit,
-                "messages": [m.to_dict() for m in messages[offset : offset + limit]],
+                "messages": [m.to_dict() for m in shown],
             }
         )
+
+    async def _h_inbox(self, call: _Call) -> Response:
+        waiting = [
+            (since, sid, tool_id)
+            for (sid, tool_id), since in self.view.waiting_since.items()
+            if tool_id in self.view.confirmations.get(sid, {})
+        ]
+        visible = set(self.tenancy.visible(call.principal, {sid for _, sid, _ in waiting}))
+        waiting = sorted(item for item in waiting if item[1] in visible)
+        histories = dict(
+            zip(
+                visible,
+                await asyncio.gather(*(self.hive.history(sid) for sid in visible), return_exceptions=True),
+                strict=True,
+            )
+        )
+        pending = []
+        for since, sid, tool_id in waiting:
+            event = self.view.confirmations[sid][tool_id]
+            history = histories.get(sid)
+            messages = history if isinstance(history, list) else []
+            prompts = [m.text for m in messages if m.role == "user"]
+            pending.append(
+                {
+                    "session_id": sid,
+                    "tool_id": tool_id,
+                    "tool_name": event.tool_name,
+                    "arguments": event.arguments,
+                    "timeout_s": event.timeout_s,
+                    "waiting_since": since,
+                    "prompt": prompts[-1] if prompts else "",
+                    "recent": [m.to_dict() for m in messages[-INBOX_RECENT:]],
+                }
+            )
+        return _json({"pending": pending})
 
     async def _h_usage(self, call: _Call) -> Response:
         return _json((await self.hive.usage(call.p[0])).to_dict())
@@ -723,8 +804,8 @@ class ServeApp:
         return Response(status_code=204)
 
     async def _h_health(self, _call: _Call) -> Response:
-        health = await self.hive.store_health()
-        return _json({"stores": [{"name": n, "status": s} for n, s in health]})
+        # Remote callers learn the store's kind and file name, not where it lives on the server.
+        return _json({"stores": _public_health(await self.hive.store_health())})
 
     async def _h_load_all(self, _call: _Call) -> Response:
         return _json({"loaded": await self.hive.load_all_sessions()})
@@ -805,6 +886,49 @@ def _page(request: Request, default_limit: int) -> tuple[int, int]:
         return value
 
     return number("offset", 0, 0, MAX_OFFSET), number("limit", default_limit, 1, MAX_PAGE)
+
+
+def _with_prefix(sorted_ids: list[str], prefix: str) -> list[str]:
+    """The ids that start with ``prefix``: a contiguous run of a sorted list, found by bisection."""
+    if not prefix:
+        return sorted_ids
+    start = bisect.bisect_left(sorted_ids, prefix)
+    end = start
+    while end < len(sorted_ids) and sorted_ids[end].startswith(prefix):
+        end += 1
+    return sorted_ids[start:end]
+
+
+def _before(request: Request, total: int) -> int | None:
+    """Where a history page ends: ``before=``, else the newest message unless ``offset=`` pages forward."""
+    query = parse_qs(request.url.query, keep_blank_values=True)
+    if "before" not in query:
+        return None if "offset" in query else total
+    if "offset" in query:
+        raise HttpProblem(400, "InvalidBody", "pass offset (page forward) or before (page back), not both")
+    try:
+        before = int(query["before"][-1])
+    except ValueError:
+        raise HttpProblem(400, "InvalidBody", "query parameter before must be an integer") from None
+    if not 0 <= before <= MAX_OFFSET:
+        raise HttpProblem(400, "InvalidBody", f"query parameter before must be in [0, {MAX_OFFSET}]")
+    return min(before, total)
+
+
+def _public_store_name(name: str) -> str:
+    """A store's name as remote callers see it: its kind and file name, never a path on the server."""
+    kind, sep, where = name.partition(":")
+    if sep and where.startswith("/"):
+        return f"{kind}:{posixpath.basename(where.rstrip('/')) or '/'}"
+    return name
+
+
+def _public_health(health: list[tuple[str, str]]) -> list[dict[str, str]]:
+    stores = []
+    for name, status in health:
+        shown = _public_store_name(name)
+        stores.append({"name": shown, "status": status.replace(name, shown)})
+    return stores
 
 
 def serve_app(
