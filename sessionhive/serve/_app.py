@@ -34,9 +34,11 @@ from sessionhive import (
     ConfirmationResolved,
     Hive,
     InvalidConfig,
+    Message,
     SessionExists,
     SessionPaused,
     SessionResumed,
+    TurnStart,
     event_to_dict,
 )
 from sessionhive.model.ids import check_id
@@ -106,10 +108,14 @@ class _SessionView:
         self.confirmations: dict[str, dict[str, ConfirmationRequired]] = {}
         # When each confirmation began waiting (wall clock), so the inbox lists the oldest first.
         self.waiting_since: dict[tuple[str, str], float] = {}
+        # The prompt of each session's running turn: the history holds it only once the turn ends.
+        self.prompts: dict[str, str] = {}
 
     def observe(self, event: AgentEvent) -> None:
         sid = event.session_id
-        if isinstance(event, ConfirmationRequired):
+        if isinstance(event, TurnStart):
+            self.prompts[sid] = event.prompt
+        elif isinstance(event, ConfirmationRequired):
             self.confirmations.setdefault(sid, {})[event.tool_id] = event
             self.waiting_since.setdefault((sid, event.tool_id), time.time())
         elif isinstance(event, ConfirmationResolved):
@@ -133,11 +139,13 @@ class _SessionView:
             self.running[sid] = left
         else:
             self.running.pop(sid, None)
+            self.prompts.pop(sid, None)
             self._drop_confirmations(sid)
 
     def forget(self, sid: str) -> None:
         self.paused.discard(sid)
         self.running.pop(sid, None)
+        self.prompts.pop(sid, None)
         self._drop_confirmations(sid)
 
     def _drop_confirmations(self, sid: str) -> None:
@@ -657,6 +665,10 @@ class ServeApp:
             history = histories.get(sid)
             messages = history if isinstance(history, list) else []
             prompts = [m.text for m in messages if m.role == "user"]
+            prompt = self.view.prompts.get(sid)
+            if prompt is not None and prompt != (prompts[-1] if prompts else None):
+                # The running turn's prompt is not in the history yet: it is what led to the call.
+                messages = [*messages, Message.user(prompt)]
             pending.append(
                 {
                     "session_id": sid,
@@ -665,7 +677,7 @@ class ServeApp:
                     "arguments": event.arguments,
                     "timeout_s": event.timeout_s,
                     "waiting_since": since,
-                    "prompt": prompts[-1] if prompts else "",
+                    "prompt": prompt if prompt is not None else (prompts[-1] if prompts else ""),
                     "recent": [m.to_dict() for m in messages[-INBOX_RECENT:]],
                 }
             )
