@@ -443,17 +443,15 @@ class ServeApp:
         # cost is one pass over the ids, whatever their number; only the page gets details.
         ids = _with_prefix(await self.hive.list_sessions(), prefix)
         ids = self.tenancy.visible(call.principal, ids)
-        if state is not None and state != "idle":
+        if state == "idle":
+            busy = set().union(*(self.view.in_state(other) for other in _STATES if other != "idle"))
+            ordered = [sid for sid in ids if sid not in busy]
+        elif state is not None:
             chosen = self.view.in_state(state)
             ordered = [sid for sid in ids if sid in chosen]
-        else:
-            busy = set().union(*(self.view.in_state(s) for s in _STATES if s != "idle"))
+        else:  # the sessions waiting for a decision first, then the rest, each by id
             waiting = self.view.in_state("waiting")
-            if state == "idle":
-                ordered = [sid for sid in ids if sid not in busy]
-            else:  # the sessions waiting for a decision first, then the rest, each by id
-                ordered = [sid for sid in ids if sid in waiting]
-                ordered += [sid for sid in ids if sid not in waiting]
+            ordered = [sid for sid in ids if sid in waiting] + [sid for sid in ids if sid not in waiting]
         page = ordered[offset : offset + limit]
         data: dict[str, Any] = {"total": len(ordered), "offset": offset, "limit": limit, "ids": page}
         if query.get("details") in ("1", "true"):
@@ -630,11 +628,11 @@ class ServeApp:
         offset, limit = _page(call.request, 200)
         messages = await self.hive.history(call.p[0])
         before = _before(call.request, len(messages))
-        if before is not None:  # the page that ends where the caller's newest-loaded page began
+        if "offset" in call.request.query_params:  # forward from offset, stopping short of before
+            shown = messages[offset : min(offset + limit, before)]
+        else:  # the page that ends where the caller's oldest loaded page began (the newest first)
             offset = max(0, before - limit)
             shown = messages[offset:before]
-        else:
-            shown = messages[offset : offset + limit]
         return _json(
             {
                 "total": len(messages),
@@ -645,43 +643,40 @@ class ServeApp:
         )
 
     async def _h_inbox(self, call: _Call) -> Response:
-        waiting = [
-            (since, sid, tool_id)
-            for (sid, tool_id), since in self.view.waiting_since.items()
-            if tool_id in self.view.confirmations.get(sid, {})
-        ]
-        visible = set(self.tenancy.visible(call.principal, {sid for _, sid, _ in waiting}))
-        waiting = sorted(item for item in waiting if item[1] in visible)
-        histories = dict(
-            zip(
-                visible,
-                await asyncio.gather(*(self.hive.history(sid) for sid in visible), return_exceptions=True),
-                strict=True,
-            )
-        )
-        pending = []
-        for since, sid, tool_id in waiting:
-            event = self.view.confirmations[sid][tool_id]
-            history = histories.get(sid)
-            messages = history if isinstance(history, list) else []
-            prompts = [m.text for m in messages if m.role == "user"]
-            prompt = self.view.prompts.get(sid)
-            if prompt is not None and prompt != (prompts[-1] if prompts else None):
-                # The running turn's prompt is not in the history yet: it is what led to the call.
-                messages = [*messages, Message.user(prompt)]
-            pending.append(
-                {
-                    "session_id": sid,
-                    "tool_id": tool_id,
-                    "tool_name": event.tool_name,
-                    "arguments": event.arguments,
-                    "timeout_s": event.timeout_s,
-                    "waiting_since": since,
-                    "prompt": prompt if prompt is not None else (prompts[-1] if prompts else ""),
-                    "recent": [m.to_dict() for m in messages[-INBOX_RECENT:]],
-                }
-            )
+        sessions = self.tenancy.visible(call.principal, list(self.view.confirmations))
+        # The Hive says what still waits (a call answered by someone this service did not see
+        # leaves); the history says what led to it.
+        asked = await asyncio.gather(*(self._waiting_in(sid) for sid in sessions), return_exceptions=True)
+        pending = [item for found in asked if isinstance(found, list) for item in found]
+        pending.sort(key=lambda item: (item["waiting_since"], item["session_id"], item["tool_id"]))
         return _json({"pending": pending})
+
+    async def _waiting_in(self, sid: str) -> list[dict[str, Any]]:
+        """One session's inbox entries: its waiting calls, with the prompt and the messages before."""
+        still, messages = await asyncio.gather(self.hive.pending_confirmations(sid), self.hive.history(sid))
+        prompts = [m.text for m in messages if m.role == "user"]
+        prompt = self.view.prompts.get(sid)
+        if prompt is not None and prompt != (prompts[-1] if prompts else None):
+            # The running turn's prompt reaches the history when the turn ends: it led to the call.
+            messages = [*messages, Message.user(prompt)]
+        elif prompt is None:
+            prompt = prompts[-1] if prompts else ""
+        recent = [m.to_dict() for m in messages[-INBOX_RECENT:]]
+        known = self.view.confirmations.get(sid, {})
+        return [
+            {
+                "session_id": sid,
+                "tool_id": tool_id,
+                "tool_name": event.tool_name,
+                "arguments": event.arguments,
+                "timeout_s": event.timeout_s,
+                "waiting_since": self.view.waiting_since.get((sid, tool_id), 0.0),
+                "prompt": prompt,
+                "recent": recent,
+            }
+            for tool_id, event in known.items()
+            if tool_id in still
+        ]
 
     async def _h_usage(self, call: _Call) -> Response:
         return _json((await self.hive.usage(call.p[0])).to_dict())
@@ -911,15 +906,13 @@ def _with_prefix(sorted_ids: list[str], prefix: str) -> list[str]:
     return sorted_ids[start:end]
 
 
-def _before(request: Request, total: int) -> int | None:
-    """Where a history page ends: ``before=``, else the newest message unless ``offset=`` pages forward."""
-    query = parse_qs(request.url.query, keep_blank_values=True)
-    if "before" not in query:
-        return None if "offset" in query else total
-    if "offset" in query:
-        raise HttpProblem(400, "InvalidBody", "pass offset (page forward) or before (page back), not both")
+def _before(request: Request, total: int) -> int:
+    """Where a history page ends: ``before=`` (at most ``total``), else after the newest message."""
+    raw = request.query_params.get("before")
+    if raw is None:
+        return total
     try:
-        before = int(query["before"][-1])
+        before = int(raw)
     except ValueError:
         raise HttpProblem(400, "InvalidBody", "query parameter before must be an integer") from None
     if not 0 <= before <= MAX_OFFSET:

@@ -395,7 +395,7 @@ def _responses(route: RouteDoc) -> dict[str, str]:
     if route.name == "list":
         parts.append({"400": "InvalidBody: offset, limit or state out of range"})
     if route.name == "history":
-        parts.append({"400": "InvalidBody: offset, limit or before out of range, or offset with before"})
+        parts.append({"400": "InvalidBody: offset, limit or before out of range"})
     if route.name in ("create", "create_child", "turn"):
         parts.append({"429": "QuotaExceeded: the tenant's max_sessions or max_concurrent_turns"})
     if route.name == "audit":
@@ -433,7 +433,7 @@ _QUERY: dict[str, tuple[dict[str, Any], ...]] = {
             "name": "before",
             "in": "query",
             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
-            "description": "the `limit` messages before this index (not with offset)",
+            "description": "the `limit` messages before this index (with offset: stop before it)",
         },
     ),
     "audit": (
