@@ -6,6 +6,7 @@ Hive and a real HTTP service serve them; turns wait on real confirmations.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -353,3 +354,11 @@ def test_with_ten_thousand_sessions_the_console_finds_and_approves_the_last_ones
             page.screenshot(path=str(tmp_path / "console-scale.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_readme_documents_every_field_of_a_message() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("A `Message` (what")
+    paragraph = readme[start : readme.index("\n\n", start)]
+    missing = [f.name for f in dataclasses.fields(Message) if f"`{f.name}`" not in paragraph]
+    assert missing == [], f"README's Message paragraph does not name {missing}"
