@@ -111,7 +111,7 @@ def test_chaos_kill_or_pause_a_shard_every_few_seconds_for_a_minute(two_nodes: A
     ) as hive:
         sessions = [f"c{i}" for i in range(50)]
         for sid in sessions:
-            hive.create_session(sid, SYNC)  # until "durable" is the default everywhere
+            hive.create_session(sid)  # default settings: "durable" is the default
         with Load(hive, sessions, workers=25, timeout=4) as load:
             load.wait_for_turns(50)
             started = time.monotonic()

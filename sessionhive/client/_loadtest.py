@@ -87,7 +87,6 @@ class _LoadtestRemoteHive(AsyncRemoteHive):
     ) -> None:
         super().__init__(base_url, token=token, call_timeout=120.0, max_connections=connections)
         self.metrics = RemoteMetrics(base_url)
-        self.metrics_url = self.base_url + "/metrics"
         self.service_info = service_info
         self.verification_method = f"each history re-read over HTTP from {self.base_url}"
         self._local_workspace = local_workspace.resolve()

@@ -16,6 +16,7 @@ import queue
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -57,13 +58,91 @@ __all__ = [
     "AsyncRemoteHive",
     "AsyncRemoteSubscription",
     "AsyncRemoteTurnStream",
+    "HistoryPage",
+    "PendingConfirmation",
     "RemoteHive",
     "RemoteSubscription",
     "RemoteTurnStream",
+    "SessionPage",
 ]
 
 Timeout = float | None | Literal["default"]
 _PAGE = 1000
+#: The page size of :meth:`RemoteHive.find_sessions` and :meth:`RemoteHive.history_page` by default.
+DEFAULT_PAGE = 100
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of :meth:`RemoteHive.find_sessions`: ``total`` sessions matched, ``ids`` from ``offset``."""
+
+    total: int
+    offset: int
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Messages ``offset`` to ``offset + len(messages)`` of a history of ``total``.
+
+    Page back with ``history_page(session_id, before=page.offset)`` while ``offset > 0``.
+    """
+
+    total: int
+    offset: int
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
+class PendingConfirmation:
+    """A tool call waiting for a decision, as :meth:`RemoteHive.confirmation_inbox` lists it.
+
+    ``prompt`` is the session's last prompt and ``recent`` its last messages (what led to the
+    call); ``waiting_since`` is the Unix time it began waiting.
+    """
+
+    session_id: str
+    tool_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    timeout_s: float
+    waiting_since: float
+    prompt: str
+    recent: list[Message]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingConfirmation:
+        return cls(
+            session_id=data["session_id"],
+            tool_id=data["tool_id"],
+            tool_name=data["tool_name"],
+            arguments=dict(data["arguments"]),
+            timeout_s=float(data["timeout_s"]),
+            waiting_since=float(data["waiting_since"]),
+            prompt=data["prompt"],
+            recent=[Message.from_dict(m) for m in data["recent"]],
+        )
+
+
+def _find_params(prefix: str, state: str | None, offset: int, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"offset": offset, "limit": limit}
+    if prefix:
+        params["q"] = prefix
+    if state is not None:
+        params["state"] = state
+    return params
+
+
+def _history_params(before: int | None, limit: int) -> dict[str, Any]:
+    return {"limit": limit} if before is None else {"before": before, "limit": limit}
+
+
+def _history_page(data: dict[str, Any]) -> HistoryPage:
+    return HistoryPage(
+        int(data["total"]), int(data["offset"]), [Message.from_dict(m) for m in data["messages"]]
+    )
+
+
 _SSE = {"Accept": "text/event-stream"}
 
 
@@ -531,6 +610,46 @@ class RemoteHive:
         data = self._request("GET", "/v1/store/health", timeout=timeout)
         return [(s["name"], s["status"]) for s in data["stores"]]
 
+    @property
+    def metrics_url(self) -> str:
+        """The service's Prometheus endpoint (``/metrics``, served without a token)."""
+        return self.base_url + "/metrics"
+
+    def find_sessions(
+        self,
+        prefix: str = "",
+        *,
+        state: str | None = None,
+        offset: int = 0,
+        limit: int = DEFAULT_PAGE,
+        timeout: Timeout = "default",
+    ) -> SessionPage:
+        """One page of the sessions whose id starts with ``prefix``, waiting ones first.
+
+        ``state`` (``waiting``, ``running``, ``paused``, ``idle``) keeps only those.
+        """
+        params = _find_params(prefix, state, offset, limit)
+        data = self._request("GET", "/v1/sessions", params=params, timeout=timeout)
+        return SessionPage(int(data["total"]), int(data["offset"]), list(data["ids"]))
+
+    def history_page(
+        self,
+        session_id: str,
+        *,
+        before: int | None = None,
+        limit: int = DEFAULT_PAGE,
+        timeout: Timeout = "default",
+    ) -> HistoryPage:
+        """The ``limit`` messages before index ``before`` (default: the newest ``limit``)."""
+        path = _session(session_id, "/history")
+        params = _history_params(before, limit)
+        return _history_page(self._request("GET", path, params=params, timeout=timeout))
+
+    def confirmation_inbox(self, *, timeout: Timeout = "default") -> list[PendingConfirmation]:
+        """Every tool call waiting for a decision in the sessions this token sees, oldest first."""
+        data = self._request("GET", "/v1/confirmations", timeout=timeout)
+        return [PendingConfirmation.from_dict(p) for p in data["pending"]]
+
 
 class AsyncRemoteTurnStream:
     """A turn's events as an async iterator; ``await stream.result()`` for the outcome."""
@@ -935,3 +1054,43 @@ class AsyncRemoteHive:
     async def store_health(self, *, timeout: Timeout = "default") -> list[tuple[str, str]]:
         data = await self._request("GET", "/v1/store/health", timeout=timeout)
         return [(s["name"], s["status"]) for s in data["stores"]]
+
+    @property
+    def metrics_url(self) -> str:
+        """The service's Prometheus endpoint (``/metrics``, served without a token)."""
+        return self.base_url + "/metrics"
+
+    async def find_sessions(
+        self,
+        prefix: str = "",
+        *,
+        state: str | None = None,
+        offset: int = 0,
+        limit: int = DEFAULT_PAGE,
+        timeout: Timeout = "default",
+    ) -> SessionPage:
+        """One page of the sessions whose id starts with ``prefix``, waiting ones first.
+
+        ``state`` (``waiting``, ``running``, ``paused``, ``idle``) keeps only those.
+        """
+        params = _find_params(prefix, state, offset, limit)
+        data = await self._request("GET", "/v1/sessions", params=params, timeout=timeout)
+        return SessionPage(int(data["total"]), int(data["offset"]), list(data["ids"]))
+
+    async def history_page(
+        self,
+        session_id: str,
+        *,
+        before: int | None = None,
+        limit: int = DEFAULT_PAGE,
+        timeout: Timeout = "default",
+    ) -> HistoryPage:
+        """The ``limit`` messages before index ``before`` (default: the newest ``limit``)."""
+        path = _session(session_id, "/history")
+        params = _history_params(before, limit)
+        return _history_page(await self._request("GET", path, params=params, timeout=timeout))
+
+    async def confirmation_inbox(self, *, timeout: Timeout = "default") -> list[PendingConfirmation]:
+        """Every tool call waiting for a decision in the sessions this token sees, oldest first."""
+        data = await self._request("GET", "/v1/confirmations", timeout=timeout)
+        return [PendingConfirmation.from_dict(p) for p in data["pending"]]

@@ -8,8 +8,10 @@ it as ``alice%2Fresearcher`` and it must stay one segment.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
+import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +34,11 @@ from sessionhive import (
     ConfirmationResolved,
     Hive,
     InvalidConfig,
+    Message,
     SessionExists,
     SessionPaused,
     SessionResumed,
+    TurnStart,
     event_to_dict,
 )
 from sessionhive.model.ids import check_id
@@ -61,6 +65,9 @@ DEFAULT_MAX_BODY = 1 << 20
 SSE_KEEPALIVE_S = 15.0
 #: What a turn cancelled by the drain says (its TurnCancelled reason).
 SHUTDOWN_REASON = "cancelled by shutdown"
+#: How many of a session's last messages the confirmation inbox shows with each confirmation.
+INBOX_RECENT = 6
+_STATES = ("waiting", "running", "paused", "idle")
 _STATIC = ("index.html", "console.js", "console.css")
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 
@@ -102,13 +109,21 @@ class _SessionView:
         self.paused: set[str] = set()
         self.running: dict[str, int] = {}
         self.confirmations: dict[str, dict[str, ConfirmationRequired]] = {}
+        # When each confirmation began waiting (wall clock), so the inbox lists the oldest first.
+        self.waiting_since: dict[tuple[str, str], float] = {}
+        # The prompt of each session's running turn: the history holds it only once the turn ends.
+        self.prompts: dict[str, str] = {}
 
     def observe(self, event: AgentEvent) -> None:
         sid = event.session_id
-        if isinstance(event, ConfirmationRequired):
+        if isinstance(event, TurnStart):
+            self.prompts[sid] = event.prompt
+        elif isinstance(event, ConfirmationRequired):
             self.confirmations.setdefault(sid, {})[event.tool_id] = event
+            self.waiting_since.setdefault((sid, event.tool_id), time.time())
         elif isinstance(event, ConfirmationResolved):
             waiting = self.confirmations.get(sid)
+            self.waiting_since.pop((sid, event.tool_id), None)
             if waiting is not None:
                 waiting.pop(event.tool_id, None)
                 if not waiting:
@@ -127,12 +142,26 @@ class _SessionView:
             self.running[sid] = left
         else:
             self.running.pop(sid, None)
-            self.confirmations.pop(sid, None)
+            self.prompts.pop(sid, None)
+            self._drop_confirmations(sid)
 
     def forget(self, sid: str) -> None:
         self.paused.discard(sid)
         self.running.pop(sid, None)
-        self.confirmations.pop(sid, None)
+        self.prompts.pop(sid, None)
+        self._drop_confirmations(sid)
+
+    def _drop_confirmations(self, sid: str) -> None:
+        for tool_id in self.confirmations.pop(sid, {}):
+            self.waiting_since.pop((sid, tool_id), None)
+
+    def in_state(self, state: str) -> set[str]:
+        """The sessions in ``state``, other than idle (which is every session not in another)."""
+        if state == "paused":
+            return set(self.paused)
+        if state == "waiting":
+            return {sid for sid, waiting in self.confirmations.items() if waiting} - self.paused
+        return set(self.running) - self.paused - self.in_state("waiting")
 
     def state(self, sid: str) -> str:
         if sid in self.paused:
@@ -348,10 +377,10 @@ class ServeApp:
         if self.draining:
             raise HttpProblem(503, "Draining", "the service is draining before it stops")
         health = await self.hive.store_health(timeout=5.0)
-        failing = [f"{name}: {status}" for name, status in health if status != "ok"]
+        failing = [f"{s['name']}: {s['status']}" for s in _public_health(health) if s["status"] != "ok"]
         if failing:
             raise HttpProblem(503, "StoreUnavailable", "; ".join(failing))
-        return _json({"status": "ready", "stores": [{"name": n, "status": s} for n, s in health]})
+        return _json({"status": "ready", "stores": _public_health(health)})
 
     # ------------------------------------------------------------------ routes
 
@@ -408,10 +437,27 @@ class ServeApp:
 
     async def _h_list(self, call: _Call) -> Response:
         offset, limit = _page(call.request, 100)
-        ids = sorted(self.tenancy.visible(call.principal, await self.hive.list_sessions()))
-        page = ids[offset : offset + limit]
-        data: dict[str, Any] = {"total": len(ids), "offset": offset, "limit": limit, "ids": page}
-        if call.request.query_params.get("details") in ("1", "true"):
+        query = call.request.query_params
+        prefix = query.get("q", "")
+        state = query.get("state")
+        if state is not None and state not in _STATES:
+            raise HttpProblem(400, "InvalidBody", f"state must be one of {', '.join(_STATES)}")
+        # Ids only (the Hive's directory, sorted): no session is activated to be listed, so the
+        # cost is one pass over the ids, whatever their number; only the page gets details.
+        ids = _with_prefix(await self.hive.list_sessions(), prefix)
+        ids = self.tenancy.visible(call.principal, ids)
+        if state == "idle":
+            busy = set().union(*(self.view.in_state(other) for other in _STATES if other != "idle"))
+            ordered = [sid for sid in ids if sid not in busy]
+        elif state is not None:
+            chosen = self.view.in_state(state)
+            ordered = [sid for sid in ids if sid in chosen]
+        else:  # the sessions waiting for a decision first, then the rest, each by id
+            waiting = self.view.in_state("waiting")
+            ordered = [sid for sid in ids if sid in waiting] + [sid for sid in ids if sid not in waiting]
+        page = ordered[offset : offset + limit]
+        data: dict[str, Any] = {"total": len(ordered), "offset": offset, "limit": limit, "ids": page}
+        if query.get("details") in ("1", "true"):
             data["sessions"] = list(await asyncio.gather(*(self._summary(sid) for sid in page)))
         return _json(data)
 
@@ -584,14 +630,56 @@ class ServeApp:
     async def _h_history(self, call: _Call) -> Response:
         offset, limit = _page(call.request, 200)
         messages = await self.hive.history(call.p[0])
+        before = _before(call.request, len(messages))
+        if "offset" in call.request.query_params:  # forward from offset, stopping short of before
+            shown = messages[offset : min(offset + limit, before)]
+        else:  # the page that ends where the caller's oldest loaded page began (the newest first)
+            offset = max(0, before - limit)
+            shown = messages[offset:before]
         return _json(
             {
                 "total": len(messages),
                 "offset": offset,
                 "limit": limit,
-                "messages": [m.to_dict() for m in messages[offset : offset + limit]],
+                "messages": [m.to_dict() for m in shown],
             }
         )
+
+    async def _h_inbox(self, call: _Call) -> Response:
+        sessions = self.tenancy.visible(call.principal, list(self.view.confirmations))
+        # The Hive says what still waits (a call answered by someone this service did not see
+        # leaves); the history says what led to it.
+        asked = await asyncio.gather(*(self._waiting_in(sid) for sid in sessions), return_exceptions=True)
+        pending = [item for found in asked if isinstance(found, list) for item in found]
+        pending.sort(key=lambda item: (item["waiting_since"], item["session_id"], item["tool_id"]))
+        return _json({"pending": pending})
+
+    async def _waiting_in(self, sid: str) -> list[dict[str, Any]]:
+        """One session's inbox entries: its waiting calls, with the prompt and the messages before."""
+        still, messages = await asyncio.gather(self.hive.pending_confirmations(sid), self.hive.history(sid))
+        prompts = [m.text for m in messages if m.role == "user"]
+        prompt = self.view.prompts.get(sid)
+        if prompt is not None and prompt != (prompts[-1] if prompts else None):
+            # The running turn's prompt reaches the history when the turn ends: it led to the call.
+            messages = [*messages, Message.user(prompt)]
+        elif prompt is None:
+            prompt = prompts[-1] if prompts else ""
+        recent = [m.to_dict() for m in messages[-INBOX_RECENT:]]
+        known = self.view.confirmations.get(sid, {})
+        return [
+            {
+                "session_id": sid,
+                "tool_id": tool_id,
+                "tool_name": event.tool_name,
+                "arguments": event.arguments,
+                "timeout_s": event.timeout_s,
+                "waiting_since": self.view.waiting_since.get((sid, tool_id), 0.0),
+                "prompt": prompt,
+                "recent": recent,
+            }
+            for tool_id, event in known.items()
+            if tool_id in still
+        ]
 
     async def _h_usage(self, call: _Call) -> Response:
         return _json((await self.hive.usage(call.p[0])).to_dict())
@@ -726,8 +814,8 @@ class ServeApp:
         return Response(status_code=204)
 
     async def _h_health(self, _call: _Call) -> Response:
-        health = await self.hive.store_health()
-        return _json({"stores": [{"name": n, "status": s} for n, s in health]})
+        # Remote callers learn the store's kind and file name, not where it lives on the server.
+        return _json({"stores": _public_health(await self.hive.store_health())})
 
     async def _h_load_all(self, _call: _Call) -> Response:
         return _json({"loaded": await self.hive.load_all_sessions()})
@@ -812,6 +900,47 @@ def _page(request: Request, default_limit: int) -> tuple[int, int]:
         return value
 
     return number("offset", 0, 0, MAX_OFFSET), number("limit", default_limit, 1, MAX_PAGE)
+
+
+def _with_prefix(sorted_ids: list[str], prefix: str) -> list[str]:
+    """The ids that start with ``prefix``: a contiguous run of a sorted list, found by bisection."""
+    if not prefix:
+        return sorted_ids
+    start = bisect.bisect_left(sorted_ids, prefix)
+    end = start
+    while end < len(sorted_ids) and sorted_ids[end].startswith(prefix):
+        end += 1
+    return sorted_ids[start:end]
+
+
+def _before(request: Request, total: int) -> int:
+    """Where a history page ends: ``before=`` (at most ``total``), else after the newest message."""
+    raw = request.query_params.get("before")
+    if raw is None:
+        return total
+    try:
+        before = int(raw)
+    except ValueError:
+        raise HttpProblem(400, "InvalidBody", "query parameter before must be an integer") from None
+    if not 0 <= before <= MAX_OFFSET:
+        raise HttpProblem(400, "InvalidBody", f"query parameter before must be in [0, {MAX_OFFSET}]")
+    return min(before, total)
+
+
+def _public_store_name(name: str) -> str:
+    """A store's name as remote callers see it: its kind and file name, never a path on the server."""
+    kind, sep, where = name.partition(":")
+    if sep and where.startswith("/"):
+        return f"{kind}:{posixpath.basename(where.rstrip('/')) or '/'}"
+    return name
+
+
+def _public_health(health: list[tuple[str, str]]) -> list[dict[str, str]]:
+    stores = []
+    for name, status in health:
+        shown = _public_store_name(name)
+        stores.append({"name": shown, "status": status.replace(name, shown)})
+    return stores
 
 
 def serve_app(

@@ -35,7 +35,8 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
         "GET",
         "sessions",
         "list",
-        "List session ids (paged: offset, limit; details=true adds state and usage)",
+        "List session ids: waiting for a decision first, then by id (paged: offset, limit; q= an id "
+        "prefix; state= one state; details=true adds state and usage)",
     ),
     RouteDoc("GET", _S, "show", "A session: state, usage, context, children, model, policy"),
     RouteDoc("DELETE", _S, "destroy", "Destroy a session and its descendants", ok=204),
@@ -50,7 +51,12 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
         sse=True,
     ),
     RouteDoc("GET", _S + "/events", "events", "Live server-sent events of the session", sse=True),
-    RouteDoc("GET", _S + "/history", "history", "The session's messages (paged: offset, limit)"),
+    RouteDoc(
+        "GET",
+        _S + "/history",
+        "history",
+        "The session's messages: the newest `limit` by default, `before=` pages back, `offset=` forward",
+    ),
     RouteDoc("GET", _S + "/usage", "usage", "Tokens the session has spent"),
     RouteDoc("GET", _S + "/context", "context", "How full the context window is"),
     RouteDoc("POST", _S + "/pause", "pause", "Pause: new turns are refused with SessionPaused"),
@@ -68,6 +74,13 @@ ROUTE_DOCS: tuple[RouteDoc, ...] = (
     RouteDoc("GET", _S + "/confirmations", "confirmations", "Tool calls waiting for a decision"),
     RouteDoc(
         "POST", _S + "/confirmations/{tool_id}", "confirm", "Approve or reject a tool call", "Confirmation"
+    ),
+    RouteDoc(
+        "GET",
+        "confirmations",
+        "inbox",
+        "Every tool call waiting for a decision in the caller's sessions, oldest first, with the "
+        "prompt and the last messages that led to it",
     ),
     RouteDoc("GET", "tools", "tools", "The tools sessions can call"),
     RouteDoc("GET", "stats", "stats", "Session counts and turns in flight"),
@@ -310,6 +323,21 @@ _RESULTS: dict[str, dict[str, Any]] = {
     "llm": {"type": ["object", "null"], "description": "provider, model, base_url...; never the key"},
     "confirmations": _object(pending={"type": "array", "items": {"type": "object", "required": ["tool_id"]}}),
     "confirm": _object(confirmed=_BOOL),
+    "inbox": _object(
+        pending={
+            "type": "array",
+            "items": _object(
+                session_id=_STRING,
+                tool_id=_STRING,
+                tool_name=_STRING,
+                arguments={"type": "object"},
+                timeout_s={"type": "number"},
+                waiting_since={"type": "number", "description": "Unix time the call began waiting"},
+                prompt={**_STRING, "description": "the session's last prompt"},
+                recent={"type": "array", "items": _ref("Message"), "description": "its last messages"},
+            ),
+        }
+    ),
     "tools": _object(
         tools={"type": "array", "items": _object(name=_STRING, description=_STRING, parameters={})}
     ),
@@ -370,7 +398,6 @@ _MODEL = {
     "500": "TurnFailed or SessionFailed",
     "502": "LlmError: the provider refused",
 }
-_PAGED = {"400": "InvalidBody: offset or limit out of range"}
 
 
 def _responses(route: RouteDoc) -> dict[str, str]:
@@ -382,8 +409,10 @@ def _responses(route: RouteDoc) -> dict[str, str]:
         parts.append(_BODY)
     if route.name in ("turn", "compact"):
         parts.append(_MODEL)
-    if route.name in ("list", "history"):
-        parts.append(_PAGED)
+    if route.name == "list":
+        parts.append({"400": "InvalidBody: offset, limit or state out of range"})
+    if route.name == "history":
+        parts.append({"400": "InvalidBody: offset, limit or before out of range"})
     if route.name in ("create", "create_child", "turn"):
         parts.append({"429": "QuotaExceeded: the tenant's max_sessions or max_concurrent_turns"})
     if route.name == "audit":
@@ -407,8 +436,23 @@ _QUERY: dict[str, tuple[dict[str, Any], ...]] = {
     "list": (
         *_PAGE_PARAMS,
         {"name": "details", "in": "query", "schema": {"type": "string"}, "description": "true or 1"},
+        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "an id prefix"},
+        {
+            "name": "state",
+            "in": "query",
+            "schema": {"enum": ["waiting", "running", "paused", "idle"]},
+            "description": "only sessions in this state (default: all, those waiting first)",
+        },
     ),
-    "history": _PAGE_PARAMS,
+    "history": (
+        *_PAGE_PARAMS,
+        {
+            "name": "before",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+            "description": "the `limit` messages before this index (with offset: stop before it)",
+        },
+    ),
     "audit": (
         *_PAGE_PARAMS,
         {

@@ -51,6 +51,7 @@ ROUTE_SCOPES: dict[str, str] = {
     "llm": "read",
     "confirmations": "read",
     "confirm": "confirm",
+    "inbox": "read",
     "tools": "read",
     "stats": "read",
     "flush": "admin",

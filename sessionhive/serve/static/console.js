@@ -1,6 +1,8 @@
-// The sessionhive console: sessions, a session's history and live events, and the tool calls
-// waiting for a human. Plain JavaScript against the /v1 API; the bearer token lives in this
-// tab's sessionStorage. Live events are read with fetch (EventSource cannot send a header).
+// The sessionhive console: an approvals inbox of every tool call waiting for a human, a paged and
+// searchable session list, a session's history (newest first) and live events. Plain JavaScript
+// against the /v1 API; the bearer token lives in this tab's sessionStorage. Live events are read
+// with fetch (EventSource cannot send a header); the inbox and the list are polled, as no single
+// stream covers thousands of sessions.
 "use strict";
 
 const TOKEN_KEY = "sessionhive-token";
@@ -8,6 +10,12 @@ const $ = (id) => document.getElementById(id);
 let current = null;        // the selected session id
 let eventsAbort = null;    // aborts the live event stream of the selected session
 let scopes = new Set();    // what this token may do (GET /v1/whoami); controls it lacks are hidden
+const LIST_PAGE = 50;      // sessions per page of the list
+const HISTORY_PAGE = 100;  // messages per page of a history
+const POLL_MS = 2000;      // how often the inbox and the list are refreshed
+let listOffset = 0;        // the list page shown
+let listRequest = 0;       // answers to older list requests are dropped (search typed faster)
+let historyOldest = 0;     // index of the oldest message shown of the selected session
 
 // The server refuses what a token may not do (403); hiding the control only spares a click.
 function may(scope) { return scopes.has(scope) || scopes.has("admin"); }
@@ -57,13 +65,23 @@ async function start() {
   $("whoami").textContent = `${me.name} · tenant ${me.tenant} · ${me.scopes.join(", ")}`;
   for (const node of document.querySelectorAll("[data-needs]")) node.hidden = !may(node.dataset.needs);
   say("connected");
-  await loadSessions();
+  await Promise.all([loadSessions(), loadInbox()]);
   const fromHash = decodeURIComponent(location.hash.replace(/^#session=/, ""));
   if (location.hash.startsWith("#session=") && fromHash) await select(fromHash);
 }
 
 async function loadSessions() {
-  const data = await api("GET", "/v1/sessions?details=true&limit=200");
+  const params = new URLSearchParams({ details: "true", limit: LIST_PAGE, offset: listOffset });
+  const prefix = $("search").value.trim();
+  if (prefix) params.set("q", prefix);
+  if ($("state-filter").value) params.set("state", $("state-filter").value);
+  const asked = ++listRequest;
+  const data = await api("GET", "/v1/sessions?" + params);
+  if (asked !== listRequest) return;
+  if (data.total && listOffset >= data.total) {  // the page emptied under us: show the last one
+    listOffset = Math.floor((data.total - 1) / LIST_PAGE) * LIST_PAGE;
+    return loadSessions();
+  }
   const body = $("sessions").querySelector("tbody");
   body.replaceChildren();
   for (const s of data.sessions) {
@@ -76,8 +94,77 @@ async function loadSessions() {
     row.addEventListener("click", () => select(s.id));
     body.append(row);
   }
-  $("sessions-more").textContent = data.total > data.sessions.length
-    ? `showing ${data.sessions.length} of ${data.total}` : `${data.total} session(s)`;
+  $("sessions-more").textContent = data.total
+    ? `${data.offset + 1} to ${data.offset + data.sessions.length} of ${data.total}`
+    : (prefix || $("state-filter").value ? "no session matches" : "no sessions yet");
+  $("sessions-prev").disabled = listOffset === 0;
+  $("sessions-next").disabled = listOffset + LIST_PAGE >= data.total;
+  document.body.dataset.listed = String(data.total);
+}
+
+function pageSessions(step) {
+  listOffset = Math.max(0, listOffset + step * LIST_PAGE);
+  loadSessions().catch((err) => say(String(err.message)));
+}
+
+function messageItem(m, index) {
+  const calls = (m.tool_calls || []).map((c) => `\n→ ${c.name} ${JSON.stringify(c.arguments)}`).join("");
+  return el("li", { class: "msg msg-" + m.role, "data-index": String(index) },
+    el("span", { class: "role" }, m.role), m.text + calls);
+}
+
+async function loadInbox() {
+  const data = await api("GET", "/v1/confirmations");
+  const list = $("inbox");
+  const key = (p) => p.session_id + "\n" + p.tool_id;
+  const pending = new Map(data.pending.map((p) => [key(p), p]));
+  // Keyed, not rebuilt: a reason being typed survives the refresh; answered calls leave.
+  for (const item of [...list.children]) {
+    if (!pending.has(item.dataset.key)) item.remove();
+  }
+  const shown = new Set([...list.children].map((item) => item.dataset.key));
+  for (const p of data.pending) {
+    if (!shown.has(key(p))) list.append(inboxItem(p, key(p)));
+  }
+  const count = data.pending.length;
+  $("inbox-count").textContent = String(count);
+  $("inbox-count").className = "state" + (count ? " state-waiting" : "");
+  if (!count) list.append(el("li", { class: "hint none", "data-key": "" }, "nothing is waiting"));
+}
+
+function inboxItem(p, key) {
+  const open = el("button", { type: "button", class: "session-link" }, p.session_id);
+  open.addEventListener("click", () => select(p.session_id));
+  const recent = el("ol", { class: "recent" });
+  for (const m of p.recent) recent.append(messageItem(m, ""));
+  const since = new Date(p.waiting_since * 1000).toLocaleTimeString();
+  const item = el("li", { class: "pending", "data-key": key, "data-session": p.session_id, "data-tool-id": p.tool_id },
+    el("strong", {}, p.tool_name), " in ", open, el("span", { class: "hint" }, ` · waiting since ${since}`),
+    el("pre", { class: "arguments" }, JSON.stringify(p.arguments, null, 2)),
+    el("div", { class: "prompt" }, el("span", { class: "role" }, "prompt"), p.prompt),
+    recent);
+  if (!may("confirm")) {
+    item.append(el("span", { class: "hint" }, "this token may not decide tool calls"));
+    return item;
+  }
+  const reason = el("input", { placeholder: "reason (optional)", class: "reason" });
+  const approve = el("button", { type: "button", class: "approve" }, "Approve");
+  const reject = el("button", { type: "button", class: "reject" }, "Reject");
+  const decide = async (approved) => {
+    approve.disabled = reject.disabled = true;
+    try {
+      await api("POST", `/v1/sessions/${enc(p.session_id)}/confirmations/${enc(p.tool_id)}`,
+        { approved, reason: reason.value || null });
+      say(`${approved ? "approved" : "rejected"} ${p.tool_name} in ${p.session_id}`);
+      item.remove();
+    } catch (err) { say(String(err.message)); approve.disabled = reject.disabled = false; }
+    await loadInbox();
+    if (p.session_id === current) await loadConfirmations();
+  };
+  approve.addEventListener("click", () => decide(true));
+  reject.addEventListener("click", () => decide(false));
+  item.append(reason, " ", approve, " ", reject);
+  return item;
 }
 
 async function select(id) {
@@ -107,13 +194,24 @@ async function loadDetail() {
 
 async function loadHistory() {
   if (!current) return;
-  const data = await api("GET", `/v1/sessions/${enc(current)}/history?limit=1000`);
+  const data = await api("GET", `/v1/sessions/${enc(current)}/history?limit=${HISTORY_PAGE}`);
+  $("history").replaceChildren();
+  showHistoryPage(data);
+}
+
+async function loadOlder() {
+  if (!current || historyOldest === 0) return;
+  const data = await api("GET", `/v1/sessions/${enc(current)}/history?before=${historyOldest}&limit=${HISTORY_PAGE}`);
+  showHistoryPage(data);
+}
+
+// Newest first: a page is shown newest message first, below the newer pages shown already.
+function showHistoryPage(data) {
   const list = $("history");
-  list.replaceChildren();
-  for (const m of data.messages) {
-    const calls = (m.tool_calls || []).map((c) => `\n→ ${c.name} ${JSON.stringify(c.arguments)}`).join("");
-    list.append(el("li", { class: "msg msg-" + m.role }, el("span", { class: "role" }, m.role), m.text + calls));
-  }
+  for (let i = data.messages.length - 1; i >= 0; i--) list.append(messageItem(data.messages[i], data.offset + i));
+  historyOldest = data.offset;
+  $("history-older").hidden = data.offset === 0;
+  $("history-older").textContent = `older messages (${data.offset} more)`;
 }
 
 async function loadConfirmations() {
@@ -221,7 +319,7 @@ function onEvent(type, data) {
   if (type === "subscribed") { document.body.dataset.live = data.session_id; return; }
   if (type === "end") return;
   showEvent(data);
-  if (type === "ConfirmationRequired" || type === "ConfirmationResolved") loadConfirmations();
+  if (type === "ConfirmationRequired" || type === "ConfirmationResolved") { loadConfirmations(); loadInbox(); }
   if (type === "TurnEnd" || type === "TurnError" || type === "TurnCancelled") { loadHistory(); loadConfirmations(); }
   loadDetail().catch(() => {});
 }
@@ -231,7 +329,7 @@ async function control(action) {
     const data = await api("POST", `/v1/sessions/${enc(current)}/${action}`);
     say(`${action}: ${data && data.changed ? "done" : "nothing to do"}`);
   } catch (err) { say(String(err.message)); }
-  await Promise.all([loadDetail(), loadSessions(), loadConfirmations()]);
+  await Promise.all([loadDetail(), loadSessions(), loadConfirmations(), loadInbox()]);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -264,6 +362,17 @@ document.addEventListener("DOMContentLoaded", () => {
     if (sessionId === current) await loadHistory();
   });
   for (const action of ["pause", "resume", "cancel"]) $(action).addEventListener("click", () => control(action));
-  setInterval(() => { if (token() && !$("console").hidden) loadSessions().catch(() => {}); }, 3000);
+  $("sessions-prev").addEventListener("click", () => pageSessions(-1));
+  $("sessions-next").addEventListener("click", () => pageSessions(1));
+  let typing = null;
+  $("search").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { listOffset = 0; loadSessions().catch((err) => say(String(err.message))); }, 200);
+  });
+  $("state-filter").addEventListener("change", () => { listOffset = 0; loadSessions().catch((err) => say(String(err.message))); });
+  $("history-older").addEventListener("click", () => loadOlder().catch((err) => say(String(err.message))));
+  setInterval(() => {
+    if (token() && !$("console").hidden) { loadSessions().catch(() => {}); loadInbox().catch(() => {}); }
+  }, POLL_MS);
   if (token()) start().catch((err) => say(String(err.message))); else showLogin();
 });
