@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from sessionhive._gc import tune_gc
 from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
+from sessionhive.api import (
+    AsyncHiveAPI,
+    AsyncSubscriptionAPI,
+    AsyncTurnStreamAPI,
+    HiveAPI,
+    SubscriptionAPI,
+    TurnStreamAPI,
+)
 from sessionhive.hive import Hive, Subscription, TurnStream
 from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
 from sessionhive.metrics.registry import MetricsConfig
@@ -70,8 +78,11 @@ __all__ = [
     "AgentEvent",
     "AgentResult",
     "AsyncHive",
+    "AsyncHiveAPI",
     "AsyncSubscription",
+    "AsyncSubscriptionAPI",
     "AsyncTurnStream",
+    "AsyncTurnStreamAPI",
     "AsyncioBackend",
     "BaseUrlNotAllowed",
     "CallTimeout",
@@ -84,6 +95,7 @@ __all__ = [
     "EventsDropped",
     "Forbidden",
     "Hive",
+    "HiveAPI",
     "HiveStopped",
     "InvalidConfig",
     "InvalidSessionId",
@@ -110,6 +122,7 @@ __all__ = [
     "SessionhiveError",
     "StoreError",
     "Subscription",
+    "SubscriptionAPI",
     "TextDelta",
     "ThreadBackend",
     "ToolCall",
@@ -126,6 +139,7 @@ __all__ = [
     "TurnInterrupted",
     "TurnStart",
     "TurnStream",
+    "TurnStreamAPI",
     "Usage",
     "__version__",
     "event_to_dict",

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from sessionhive import SessionConfig
+from sessionhive.api import Timeout
 
-from ._remote import AsyncRemoteHive, Timeout
+from ._remote import AsyncRemoteHive
 
 __all__ = ["RemoteMetrics", "remote_hive_factory"]
 
