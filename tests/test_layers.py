@@ -211,7 +211,7 @@ def _is_private(name: str) -> bool:
 
 
 def private_module_imports(imports: list[Import]) -> set[str]:
-    """Imports of a unit's private module (``llm._retry``) from outside that unit."""
+    """Imports of a unit's private module (``llm._sdk_base``) from outside that unit."""
     bad: set[str] = set()
     for imp in imports:
         if unit_of(imp.importer) == unit_of(imp.target):

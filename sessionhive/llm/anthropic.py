@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sessionhive.llm._retry import (
+from sessionhive.llm._sdk_base import (
     CallProgress,
     MalformedResponseError,
     RetryPolicy,
@@ -20,8 +20,6 @@ from sessionhive.llm._retry import (
     TransientError,
     redact,
     server_message,
-    status_error,
-    transport_errors,
 )
 from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
@@ -443,16 +441,11 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
     # -- errors ----------------------------------------------------------------------
 
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
-        if isinstance(exc, anthropic.APITimeoutError):
-            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
-        if isinstance(exc, anthropic.APIConnectionError):
-            return TransientError(
-                f"could not reach {self.endpoint} ({exc.message}; is the server up, "
-                "and LlmConfig.base_url right?)"
-            )
-        if isinstance(exc, transport_errors()):
-            # A connection that broke mid-stream, which the SDK does not always wrap.
-            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        unanswered = self._transport_failure(
+            exc, timeout_error=anthropic.APITimeoutError, connection_error=anthropic.APIConnectionError
+        )
+        if unanswered is not None:
+            return unanswered
         if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 300:  # redirects included
             base_url = (self._config.base_url or "").rstrip("/")
             if exc.status_code == 404 and base_url.endswith("/v1"):
@@ -461,16 +454,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                     f"{self.endpoint} answered 404 (not found) for /v1/messages: the Anthropic API adds "
                     f"/v1 itself, so try the base URL without the trailing /v1: {base_url[:-3]}"
                 )
-            return status_error(
-                exc.status_code,
-                headers=exc.response.headers,
-                body=exc.body,
-                provider=self.provider_name,
-                model=self._config.model,
-                endpoint=self.endpoint,
-                key_env_var=self.key_env_var,
-                secret=self._secret,
-            )
+            return self._status_error(exc.status_code, exc.response.headers, exc.body)
         if isinstance(exc, anthropic.APIError):
             # An `error` event inside a 200 stream: the server failed midway.
             body = exc.body

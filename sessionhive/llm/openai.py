@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sessionhive.llm._retry import (
+from sessionhive.llm._sdk_base import (
     CallProgress,
     MalformedResponseError,
     SdkClientBase,
     TransientError,
-    status_error,
-    transport_errors,
 )
 from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
@@ -197,7 +195,7 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     The ``openai.AsyncOpenAI`` client is created on first use, on the running
     event loop, with the SDK's own retries off: ``metrics`` (a
     :class:`~sessionhive.metrics.HiveMetrics`) and ``retry`` (a
-    :class:`~sessionhive.llm._retry.RetryPolicy`) govern retries, and
+    :class:`~sessionhive.llm._sdk_base.RetryPolicy`) govern retries, and
     :meth:`aclose` releases its connections.
 
     Mapping: ``request.system`` becomes the first ``system`` message; tool
@@ -309,16 +307,11 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     # -- errors ----------------------------------------------------------------------
 
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
-        if isinstance(exc, openai.APITimeoutError):
-            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
-        if isinstance(exc, openai.APIConnectionError):
-            return TransientError(
-                f"could not reach {self.endpoint} ({exc.message}; is the server up, "
-                "and LlmConfig.base_url right?)"
-            )
-        if isinstance(exc, transport_errors()):
-            # A connection that broke mid-stream, which the SDK does not always wrap.
-            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        unanswered = self._transport_failure(
+            exc, timeout_error=openai.APITimeoutError, connection_error=openai.APIConnectionError
+        )
+        if unanswered is not None:
+            return unanswered
         if isinstance(exc, openai.APIStatusError):
             base_url = (self._config.base_url or "").rstrip("/")
             if exc.status_code == 404 and base_url and "/v1" not in base_url:
@@ -327,28 +320,10 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
                     f"{self.endpoint} answered 404 (not found): OpenAI-compatible servers serve the API "
                     f"under /v1, so try the base URL {base_url}/v1"
                 )
-            return status_error(
-                exc.status_code,
-                headers=exc.response.headers,
-                body=exc.body,
-                provider=self.provider_name,
-                model=self._config.model,
-                endpoint=self.endpoint,
-                key_env_var=self.key_env_var,
-                secret=self._secret,
-            )
+            return self._status_error(exc.status_code, exc.response.headers, exc.body)
         if isinstance(exc, openai.APIError):
             # An error object inside a 200 stream: the server failed midway.
-            return status_error(
-                500,
-                headers=None,
-                body=exc.body,
-                provider=self.provider_name,
-                model=self._config.model,
-                endpoint=self.endpoint,
-                key_env_var=self.key_env_var,
-                secret=self._secret,
-            )
+            return self._status_error(500, None, exc.body)
         if isinstance(exc, json.JSONDecodeError):  # raised by the SDK: the body is not JSON at all
             return LlmError(
                 f"{self.endpoint} sent a response that is not valid JSON ({exc}): check LlmConfig.base_url "

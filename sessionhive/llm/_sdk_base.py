@@ -506,6 +506,41 @@ class SdkClientBase(ABC, Generic[SdkT]):
     def _describe(self) -> str:
         return f"{self.provider_name} call to model {self._config.model!r}"
 
+    def _transport_failure(
+        self, exc: Exception, *, timeout_error: type[Exception], connection_error: type[Exception]
+    ) -> TransientError | None:
+        """A retryable failure for ``exc`` when the call never got an answer; ``None`` otherwise.
+
+        ``timeout_error`` and ``connection_error`` are the SDK's own classes
+        (checked in that order: an SDK's timeout is a kind of connection error).
+        """
+        if isinstance(exc, timeout_error):
+            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
+        if isinstance(exc, connection_error):
+            reason = getattr(exc, "message", str(exc))
+            return TransientError(
+                f"could not reach {self.endpoint} ({reason}; is the server up, and LlmConfig.base_url right?)"
+            )
+        if isinstance(exc, transport_errors()):
+            # A connection that broke mid-stream, which the SDK does not always wrap.
+            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        return None
+
+    def _status_error(
+        self, status: int, headers: Mapping[str, str] | None, body: object
+    ) -> TransientError | LlmError:
+        """:func:`status_error` for this client's provider, model, endpoint and key."""
+        return status_error(
+            status,
+            headers=headers,
+            body=body,
+            provider=self.provider_name,
+            model=self._config.model,
+            endpoint=self.endpoint,
+            key_env_var=self.key_env_var,
+            secret=self._secret,
+        )
+
     def _count_retry(self) -> None:
         if self._metrics is not None:
             self._metrics.llm_retries.labels(self.provider_name).inc()
