@@ -110,14 +110,7 @@ class AsyncTurnStream:
             result.add_done_callback(_retrieve)
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[AgentEvent]:
-        while True:
-            event = await self._channel.get()
-            if event is None:
-                return
-            yield event
+        return aiter(self._channel)
 
     async def result(self, timeout: float | None = None) -> AgentResult:
         result: AgentResult = await _await(self._result, timeout, f"the turn of session {self.session_id!r}")
@@ -136,14 +129,7 @@ class AsyncSubscription:
         self._channel = channel
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[AgentEvent]:
-        while True:
-            event = await self._channel.get()
-            if event is None:
-                return
-            yield event
+        return aiter(self._channel)
 
     async def get(self, timeout: float | None = None) -> AgentEvent | None:
         return await asyncio.wait_for(self._channel.get(), timeout)

@@ -116,11 +116,7 @@ class TurnStream:
         self._result = result
 
     def __iter__(self) -> Iterator[AgentEvent]:
-        while True:
-            event = self._channel.get()
-            if event is None:
-                return
-            yield event
+        return iter(self._channel)
 
     def result(self, timeout: float | None = None) -> AgentResult:
         result: AgentResult = _wait(
@@ -146,11 +142,7 @@ class Subscription:
         self._channel = channel
 
     def __iter__(self) -> Iterator[AgentEvent]:
-        while True:
-            event = self._channel.get()
-            if event is None:
-                return
-            yield event
+        return iter(self._channel)
 
     def get(self, timeout: float | None = None) -> AgentEvent | None:
         """The next event (``None`` when closed); raises ``TimeoutError`` after ``timeout``."""
