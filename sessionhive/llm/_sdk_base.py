@@ -38,7 +38,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.asyncio import AsyncRetrying
@@ -389,6 +390,8 @@ class SdkClientBase(ABC, Generic[SdkT]):
     key_env_var: ClassVar[str]
     base_url_env_var: ClassVar[str]
     default_endpoint: ClassVar[str]
+    provider_host: ClassVar[str]
+    placeholder_key: ClassVar[str]
 
     def __init__(
         self,
@@ -419,8 +422,8 @@ class SdkClientBase(ABC, Generic[SdkT]):
     # -- what a subclass provides ------------------------------------------------
 
     @abstractmethod
-    def _build_sdk(self, api_key: str) -> SdkT:
-        """A new SDK client with the SDK's own retries off."""
+    def _sdk_classes(self) -> tuple[Callable[..., SdkT], Callable[..., Any]]:
+        """The SDK's async client class and its httpx client class (``DefaultAsyncHttpxClient``)."""
 
     @abstractmethod
     async def _attempt(self, sdk: SdkT, request: LlmRequest, progress: CallProgress) -> LlmResponse:
@@ -430,9 +433,28 @@ class SdkClientBase(ABC, Generic[SdkT]):
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
         """What an exception of the SDK means; ``None`` for exceptions that are not the SDK's."""
 
-    def _placeholder_key(self, config: LlmConfig) -> str | None:  # noqa: ARG002 - the hook's signature: overrides read it
-        """A key to use when none is configured, or ``None`` when one is required."""
+    def _placeholder_key(self, config: LlmConfig) -> str | None:
+        """A key for a self-hosted compatible server, which needs none (the SDK insists on one).
+
+        ``None`` for the provider's own host: there a missing key is an error,
+        and the placeholder is never sent to it.
+        """
+        if config.base_url and urlsplit(config.base_url).hostname != self.provider_host:
+            return self.placeholder_key
         return None
+
+    def _build_sdk(self, api_key: str) -> SdkT:
+        """A new SDK client with the SDK's own retries off."""
+        client_class, http_client_class = self._sdk_classes()
+        return client_class(
+            api_key=api_key,
+            base_url=self._config.base_url,
+            timeout=self._config.timeout_s,
+            max_retries=0,
+            # A redirect would carry the call, and its key header (which httpx keeps across
+            # origins it trusts), to a URL nobody allowed: a model API never needs one, so it is an error.
+            http_client=http_client_class(follow_redirects=False),
+        )
 
     # -- public surface ------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from sessionhive.llm._sdk_base import (
     CallProgress,
@@ -256,6 +255,8 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
     key_env_var = "ANTHROPIC_API_KEY"
     base_url_env_var = "ANTHROPIC_BASE_URL"
     default_endpoint = ANTHROPIC_ENDPOINT
+    provider_host = "api.anthropic.com"
+    placeholder_key = LOCAL_PLACEHOLDER_KEY
 
     def __init__(
         self,
@@ -269,22 +270,8 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         # Written and read only by coroutines on the client's event loop.
         self._thinking_blocks: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
 
-    def _placeholder_key(self, config: LlmConfig) -> str | None:
-        # A local or self-hosted Anthropic-compatible server needs no key; the SDK insists on one.
-        if config.base_url and urlsplit(config.base_url).hostname != "api.anthropic.com":
-            return LOCAL_PLACEHOLDER_KEY
-        return None
-
-    def _build_sdk(self, api_key: str) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=self._config.base_url,
-            timeout=self._config.timeout_s,
-            max_retries=0,
-            # A redirect would carry the call, and its x-api-key header (which httpx keeps across
-            # origins), to a URL nobody allowed: a model API never needs one, so it is an error.
-            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False),
-        )
+    def _sdk_classes(self) -> tuple[type[anthropic.AsyncAnthropic], type[anthropic.DefaultAsyncHttpxClient]]:
+        return anthropic.AsyncAnthropic, anthropic.DefaultAsyncHttpxClient
 
     # -- request ---------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from sessionhive.llm._sdk_base import (
     CallProgress,
@@ -21,7 +20,6 @@ from sessionhive.llm._sdk_base import (
 )
 from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
-from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
 try:
@@ -218,22 +216,11 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     key_env_var = "OPENAI_API_KEY"
     base_url_env_var = "OPENAI_BASE_URL"
     default_endpoint = OPENAI_ENDPOINT
+    provider_host = "api.openai.com"
+    placeholder_key = PLACEHOLDER_KEY
 
-    def _placeholder_key(self, config: LlmConfig) -> str | None:
-        if config.base_url and urlsplit(config.base_url).hostname != "api.openai.com":
-            return PLACEHOLDER_KEY
-        return None
-
-    def _build_sdk(self, api_key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=self._config.base_url,
-            timeout=self._config.timeout_s,
-            max_retries=0,
-            # A redirect would carry the call (and, across an origin httpx trusts, the key) to a
-            # URL nobody allowed: a model API never needs one, so it is an error instead.
-            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
-        )
+    def _sdk_classes(self) -> tuple[type[openai.AsyncOpenAI], type[openai.DefaultAsyncHttpxClient]]:
+        return openai.AsyncOpenAI, openai.DefaultAsyncHttpxClient
 
     # -- request ---------------------------------------------------------------------
 
