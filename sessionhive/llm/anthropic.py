@@ -5,6 +5,7 @@ Install with ``pip install sessionhive[anthropic]``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from sessionhive.llm._sdk_base import (
     CallProgress,
     MalformedResponseError,
-    RetryPolicy,
     SdkClientBase,
     TransientError,
     redact,
@@ -22,7 +22,6 @@ from sessionhive.llm._sdk_base import (
 )
 from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
-from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
 # What the SDK gets as a key for a local endpoint that wants none (never sent to api.anthropic.com).
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
         RawMessageStreamEvent,
     )
 
-    from sessionhive.llm.keys import EndpointKeys
-    from sessionhive.metrics.registry import HiveMetrics
 
 __all__ = ["DEFAULT_THINKING_BUDGET", "AnthropicClient"]
 
@@ -258,17 +255,10 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
     provider_host = "api.anthropic.com"
     placeholder_key = LOCAL_PLACEHOLDER_KEY
 
-    def __init__(
-        self,
-        config: LlmConfig,
-        *,
-        metrics: HiveMetrics | None = None,
-        retry: RetryPolicy | None = None,
-        keys: EndpointKeys | None = None,
-    ) -> None:
-        super().__init__(config, metrics=metrics, retry=retry, keys=keys)
+    @functools.cached_property
+    def _thinking_blocks(self) -> OrderedDict[str, tuple[dict[str, Any], ...]]:
         # Written and read only by coroutines on the client's event loop.
-        self._thinking_blocks: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
+        return OrderedDict()
 
     def _sdk_classes(self) -> tuple[type[anthropic.AsyncAnthropic], type[anthropic.DefaultAsyncHttpxClient]]:
         return anthropic.AsyncAnthropic, anthropic.DefaultAsyncHttpxClient
