@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from sessionhive._gc import tune_gc
 from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
+from sessionhive.api import (
+    AsyncHiveAPI,
+    AsyncSubscriptionAPI,
+    AsyncTurnStreamAPI,
+    HiveAPI,
+    SubscriptionAPI,
+    TurnStreamAPI,
+)
 from sessionhive.hive import Hive, Subscription, TurnStream
 from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
 from sessionhive.metrics.registry import MetricsConfig
@@ -71,8 +79,11 @@ __all__ = [
     "AgentEvent",
     "AgentResult",
     "AsyncHive",
+    "AsyncHiveAPI",
     "AsyncSubscription",
+    "AsyncSubscriptionAPI",
     "AsyncTurnStream",
+    "AsyncTurnStreamAPI",
     "AsyncioBackend",
     "BaseUrlNotAllowed",
     "CallTimeout",
@@ -85,6 +96,7 @@ __all__ = [
     "EventsDropped",
     "Forbidden",
     "Hive",
+    "HiveAPI",
     "HiveStopped",
     "InvalidConfig",
     "InvalidSessionId",
@@ -112,6 +124,7 @@ __all__ = [
     "SessionhiveError",
     "StoreError",
     "Subscription",
+    "SubscriptionAPI",
     "TextDelta",
     "ThreadBackend",
     "ToolCall",
@@ -128,6 +141,7 @@ __all__ = [
     "TurnInterrupted",
     "TurnStart",
     "TurnStream",
+    "TurnStreamAPI",
     "Usage",
     "__version__",
     "event_to_dict",

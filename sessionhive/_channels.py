@@ -12,7 +12,7 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol
 
 from sessionhive.model.events import AgentEvent, EventsDropped
@@ -81,6 +81,11 @@ class ThreadChannel:
     def _report(self, total: int) -> AgentEvent:
         count, self._reported = total - self._reported, total
         return EventsDropped(self._session_id, count)
+
+    def __iter__(self) -> Iterator[AgentEvent]:
+        """The events until the channel closes."""
+        while (event := self.get()) is not None:
+            yield event
 
     def get(self, timeout: float | None = None) -> AgentEvent | None:
         """The next event, or ``None`` once the channel is closed and drained.
@@ -177,6 +182,11 @@ class AsyncChannel:
             self._items.append(EventsDropped(self._session_id, self._dropped))
             self._dropped = 0
         self._items.append(item)
+
+    async def __aiter__(self) -> AsyncIterator[AgentEvent]:
+        """The events until the channel closes."""
+        while (event := await self.get()) is not None:
+            yield event
 
     async def get(self) -> AgentEvent | None:
         """The next event, or ``None`` once the channel is closed and drained."""

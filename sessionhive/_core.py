@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -56,6 +56,16 @@ from sessionhive.actors.messages import (
 from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
 from sessionhive.actors.turn import TurnLoop
+from sessionhive.api import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAILBOX_SIZE,
+    DEFAULT_MAX_CONCURRENT_TURNS,
+    DEFAULT_RESTART_LIMIT,
+    DEFAULT_RESTART_WINDOW,
+    DEFAULT_SUBSCRIBER_QUEUE_SIZE,
+    Timeout,
+    resolve_timeout,
+)
 from sessionhive.llm import ClientCache, LlmClient
 from sessionhive.llm.keys import EndpointKeys
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
@@ -73,7 +83,7 @@ from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.urls import BaseUrlPolicy
-from sessionhive.model.validate import check_positive_int, check_positive_number
+from sessionhive.model.validate import check_instance, check_positive_int, check_positive_number
 from sessionhive.persistence.actor import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
@@ -82,51 +92,20 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
-    "DEFAULT",
     "DEFAULT_ACTOR_BACKEND",
-    "DEFAULT_CALL_TIMEOUT",
-    "DEFAULT_MAILBOX_SIZE",
     "DEFAULT_STORE",
     "ConfirmationAnswer",
-    "Default",
     "HiveCore",
     "HiveOptions",
     "OnConfirmation",
-    "Timeout",
 ]
 
 log = logging.getLogger("sessionhive")
 
 DEFAULT_STORE = "sqlite:///sessionhive.db"
-DEFAULT_CALL_TIMEOUT = 60.0
 DEFAULT_ACTOR_BACKEND = "asyncio"
-#: Calls waiting in one session's mailbox (and turns in its queue) before
-#: further calls are refused with Overloaded.
-DEFAULT_MAILBOX_SIZE = 1024
-
 
 _DEFAULT_CONFIG = SessionConfig()  # immutable: one instance serves every session created without a config
-
-
-class Default:
-    """The type of :data:`DEFAULT`: "use the Hive's ``call_timeout``"."""
-
-    _instance: Default | None = None
-
-    def __new__(cls) -> Default:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT = Default()
-"""Pass as ``timeout=`` (the default) to use the Hive's ``call_timeout``."""
-
-Timeout: TypeAlias = float | Default | Literal["default"] | None
-"""Seconds; ``None`` waits for ever; :data:`DEFAULT` (or ``"default"``) is the Hive's ``call_timeout``."""
 
 
 @dataclass(frozen=True)
@@ -143,12 +122,12 @@ class HiveOptions:
     max_live_sessions: int | None = None
     batch_size: int | None = None
     flush_interval: float | None = None
-    max_concurrent_turns: int = 10_000
-    subscriber_queue_size: int = 1024
+    max_concurrent_turns: int = DEFAULT_MAX_CONCURRENT_TURNS
+    subscriber_queue_size: int = DEFAULT_SUBSCRIBER_QUEUE_SIZE
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     mailbox_size: int = DEFAULT_MAILBOX_SIZE
-    restart_limit: int = 3
-    restart_window: float = 60.0
+    restart_limit: int = DEFAULT_RESTART_LIMIT
+    restart_window: float = DEFAULT_RESTART_WINDOW
     shared_store: bool = False
     allow_base_urls: Sequence[str] | None = None
 
@@ -340,10 +319,7 @@ class HiveCore:
         return concurrent.futures.Future()
 
     def timeout(self, timeout: Timeout) -> float | None:
-        if timeout is DEFAULT or timeout == "default":
-            return self.call_timeout
-        assert not isinstance(timeout, Default | str)
-        return timeout
+        return resolve_timeout(timeout, self.call_timeout)
 
     # ------------------------------------------------------------------ routing
 
@@ -440,10 +416,9 @@ class HiveCore:
         check_id(session_id)
         if parent_id is not None:
             check_id(parent_id, "parent session id")
+        check_instance("config", config, SessionConfig, optional=True)
         if config is None:
             config = _DEFAULT_CONFIG
-        elif not isinstance(config, SessionConfig):
-            raise InvalidConfig(f"config must be a SessionConfig, got {type(config).__name__}")
         reply = self.new_reply(awaitable_here=awaitable_here)
         self._tell_supervisor(Create(session_id, config, parent_id, reply, exist_ok))
         return reply
@@ -479,8 +454,7 @@ class HiveCore:
         *,
         awaitable_here: bool,
     ) -> tuple[Reply, Reply]:
-        if not isinstance(prompt, str):
-            raise InvalidConfig(f"prompt must be a string, got {type(prompt).__name__}")
+        check_instance("prompt", prompt, str)
         if on_confirmation is not None:
             if not callable(on_confirmation):
                 raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")

@@ -20,15 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from sessionhive._channels import AsyncChannel
-from sessionhive._core import (
-    DEFAULT,
-    DEFAULT_STORE,
-    HiveCore,
-    HiveOptions,
-    OnConfirmation,
-    Timeout,
-    prepare,
-)
+from sessionhive._core import DEFAULT_STORE, HiveCore, HiveOptions, OnConfirmation, prepare
 from sessionhive.actors.directory import SessionView
 from sessionhive.actors.messages import (
     Cancel,
@@ -43,7 +35,18 @@ from sessionhive.actors.messages import (
     Subscribe,
     Unsubscribe,
 )
-from sessionhive.hive import Hive, _check_policy
+from sessionhive.api import (
+    DEFAULT,
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAILBOX_SIZE,
+    DEFAULT_MAX_CONCURRENT_TURNS,
+    DEFAULT_RESTART_LIMIT,
+    DEFAULT_RESTART_WINDOW,
+    DEFAULT_STOP_TIMEOUT,
+    DEFAULT_SUBSCRIBER_QUEUE_SIZE,
+    Timeout,
+)
+from sessionhive.hive import Hive
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
@@ -52,6 +55,7 @@ from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.validate import check_instance
 from sessionhive.runtime import ActorBackend, Reply
 from sessionhive.tools import ToolExecutor
 
@@ -106,14 +110,7 @@ class AsyncTurnStream:
             result.add_done_callback(_retrieve)
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[AgentEvent]:
-        while True:
-            event = await self._channel.get()
-            if event is None:
-                return
-            yield event
+        return aiter(self._channel)
 
     async def result(self, timeout: float | None = None) -> AgentResult:
         result: AgentResult = await _await(self._result, timeout, f"the turn of session {self.session_id!r}")
@@ -132,14 +129,7 @@ class AsyncSubscription:
         self._channel = channel
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[AgentEvent]:
-        while True:
-            event = await self._channel.get()
-            if event is None:
-                return
-            yield event
+        return aiter(self._channel)
 
     async def get(self, timeout: float | None = None) -> AgentEvent | None:
         return await asyncio.wait_for(self._channel.get(), timeout)
@@ -216,12 +206,12 @@ class AsyncHive:
         max_live_sessions: int | None = None,
         batch_size: int | None = None,
         flush_interval: float | None = None,
-        max_concurrent_turns: int = 10_000,
-        subscriber_queue_size: int = 1024,
-        call_timeout: float = 60.0,
-        mailbox_size: int = 1024,
-        restart_limit: int = 3,
-        restart_window: float = 60.0,
+        max_concurrent_turns: int = DEFAULT_MAX_CONCURRENT_TURNS,
+        subscriber_queue_size: int = DEFAULT_SUBSCRIBER_QUEUE_SIZE,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+        restart_limit: int = DEFAULT_RESTART_LIMIT,
+        restart_window: float = DEFAULT_RESTART_WINDOW,
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
     ) -> _Starting:
@@ -258,7 +248,7 @@ class AsyncHive:
     def sync(self) -> Hive:
         return self._sync
 
-    async def stop(self, timeout: float | None = 60.0) -> None:
+    async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Cancel running turns, flush, stop every actor (never blocking the loop)."""
         core = self._core
         if core.stopped:
@@ -403,14 +393,14 @@ class AsyncHive:
         session_id: str,
         prompt: str,
         *,
-        timeout: float | None = None,
+        timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
     ) -> AgentResult:
         """Run one turn (see :meth:`Hive.generate`); ``on_confirmation`` may be a coroutine function."""
         result, _accepted = self._core.generate(
             session_id, prompt, None, on_confirmation, awaitable_here=True
         )
-        value: AgentResult = await _await(result, timeout, f"generate() on session {session_id!r}")
+        value: AgentResult = await self._wait(result, timeout, f"generate() on session {session_id!r}")
         return value
 
     async def generate_streaming(
@@ -512,7 +502,7 @@ class AsyncHive:
     async def set_confirmation_policy(
         self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        _check_policy(policy)
+        check_instance("policy", policy, ConfirmationPolicy)
         result: ConfirmationPolicy = await self._call(
             session_id, lambda r: SetPolicy(r, policy), timeout, "set_confirmation_policy()"
         )
@@ -535,8 +525,8 @@ class AsyncHive:
 
     # ------------------------------------------------------------------ store
 
-    async def flush(self, timeout: float | None = None) -> None:
-        await _await(self._core.flush(), timeout, "flush()")
+    async def flush(self, timeout: Timeout = None) -> None:
+        await self._wait(self._core.flush(), timeout, "flush()")
 
     async def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
         health: list[tuple[str, str]] = await self._wait(self._core.health(), timeout, "store_health()")

@@ -22,15 +22,11 @@ from typing import Any, TypeVar
 
 from sessionhive._channels import ThreadChannel
 from sessionhive._core import (
-    DEFAULT,
     DEFAULT_ACTOR_BACKEND,
-    DEFAULT_CALL_TIMEOUT,
-    DEFAULT_MAILBOX_SIZE,
     DEFAULT_STORE,
     HiveCore,
     HiveOptions,
     OnConfirmation,
-    Timeout,
     prepare,
 )
 from sessionhive.actors.directory import SessionView
@@ -47,14 +43,26 @@ from sessionhive.actors.messages import (
     Subscribe,
     Unsubscribe,
 )
+from sessionhive.api import (
+    DEFAULT,
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAILBOX_SIZE,
+    DEFAULT_MAX_CONCURRENT_TURNS,
+    DEFAULT_RESTART_LIMIT,
+    DEFAULT_RESTART_WINDOW,
+    DEFAULT_STOP_TIMEOUT,
+    DEFAULT_SUBSCRIBER_QUEUE_SIZE,
+    Timeout,
+)
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import check_confirm_arguments
-from sessionhive.model.errors import CallTimeout, InvalidConfig
+from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.validate import check_instance
 from sessionhive.runtime import ActorBackend, Reply
 from sessionhive.tools import ToolExecutor
 
@@ -108,11 +116,7 @@ class TurnStream:
         self._result = result
 
     def __iter__(self) -> Iterator[AgentEvent]:
-        while True:
-            event = self._channel.get()
-            if event is None:
-                return
-            yield event
+        return iter(self._channel)
 
     def result(self, timeout: float | None = None) -> AgentResult:
         result: AgentResult = _wait(
@@ -138,11 +142,7 @@ class Subscription:
         self._channel = channel
 
     def __iter__(self) -> Iterator[AgentEvent]:
-        while True:
-            event = self._channel.get()
-            if event is None:
-                return
-            yield event
+        return iter(self._channel)
 
     def get(self, timeout: float | None = None) -> AgentEvent | None:
         """The next event (``None`` when closed); raises ``TimeoutError`` after ``timeout``."""
@@ -196,12 +196,12 @@ class Hive:
         max_live_sessions: int | None = None,
         batch_size: int | None = None,
         flush_interval: float | None = None,
-        max_concurrent_turns: int = 10_000,
-        subscriber_queue_size: int = 1024,
-        call_timeout: float = 60.0,
-        mailbox_size: int = 1024,
-        restart_limit: int = 3,
-        restart_window: float = 60.0,
+        max_concurrent_turns: int = DEFAULT_MAX_CONCURRENT_TURNS,
+        subscriber_queue_size: int = DEFAULT_SUBSCRIBER_QUEUE_SIZE,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+        restart_limit: int = DEFAULT_RESTART_LIMIT,
+        restart_window: float = DEFAULT_RESTART_WINDOW,
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
     ) -> Hive:
@@ -258,7 +258,7 @@ class Hive:
         )
         return cls(HiveCore(prepare(options), None))
 
-    def stop(self, timeout: float | None = 60.0) -> None:
+    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Cancel running turns, flush every pending snapshot, and stop every actor.
 
         Safe to call twice. Raises :class:`~sessionhive.StoreError` if the last
@@ -423,7 +423,7 @@ class Hive:
         session_id: str,
         prompt: str,
         *,
-        timeout: float | None = None,
+        timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
     ) -> AgentResult:
         """Run one turn and return its result; waits behind a turn already running.
@@ -438,7 +438,7 @@ class Hive:
         result, _accepted = self._core.generate(
             session_id, prompt, None, on_confirmation, awaitable_here=False
         )
-        value: AgentResult = _wait(self._core, result, timeout, f"generate() on session {session_id!r}")
+        value: AgentResult = self._wait(result, timeout, f"generate() on session {session_id!r}")
         return value
 
     def generate_streaming(
@@ -562,7 +562,7 @@ class Hive:
     def set_confirmation_policy(
         self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        _check_policy(policy)
+        check_instance("policy", policy, ConfirmationPolicy)
         result: ConfirmationPolicy = self._call(
             session_id, lambda r: SetPolicy(r, policy), timeout, "set_confirmation_policy()"
         )
@@ -581,16 +581,11 @@ class Hive:
 
     # ------------------------------------------------------------------ store
 
-    def flush(self, timeout: float | None = None) -> None:
+    def flush(self, timeout: Timeout = None) -> None:
         """Durability barrier: returns once every change made before the call is committed."""
-        _wait(self._core, self._core.flush(), timeout, "flush()")
+        self._wait(self._core.flush(), timeout, "flush()")
 
     def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
         """``[(store name, "ok" | "error: ...")]`` for each store."""
         health: list[tuple[str, str]] = self._wait(self._core.health(), timeout, "store_health()")
         return health
-
-
-def _check_policy(policy: object) -> None:
-    if not isinstance(policy, ConfirmationPolicy):
-        raise InvalidConfig("policy must be a ConfirmationPolicy")

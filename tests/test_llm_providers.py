@@ -21,7 +21,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from sessionhive.llm import LlmConfig, LlmRequest, LlmResponse, create_client
-from sessionhive.llm._retry import RetryPolicy, redact, retry_after_seconds
+from sessionhive.llm._sdk_base import RetryPolicy, redact, retry_after_seconds
 from sessionhive.llm.anthropic import AnthropicClient
 from sessionhive.llm.openai import OpenAiClient, is_reasoning_model
 from sessionhive.metrics.registry import HiveMetrics

@@ -796,7 +796,7 @@ def test_series_do_not_grow_with_the_number_of_sessions(workspace: Path) -> None
         few = scrape_until(
             hive,
             lambda e: (
-                e.value("sessionhive_actor_messages_total", actor="supervisor", kind="_Tick") is not None
+                e.value("sessionhive_actor_messages_total", actor="supervisor", kind="Tick") is not None
             ),
             "the first tick",
         )

@@ -65,16 +65,21 @@ __all__ = ["SupervisorActor"]
 log = logging.getLogger("sessionhive.supervisor")
 
 
+# The supervisor's messages to itself. Not in __all__, but without a leading
+# underscore: HiveActor dispatches a message to ``on_<ClassName>``, and an
+# ``on__Loaded`` handler reads as a typo.
 @dataclass(frozen=True, slots=True)
-class _Loaded:
+class Loaded:
+    """A session snapshot read off the supervisor's thread, handed back to activate the session."""
+
     session_id: str
     snapshot: SessionSnapshot | None
     error: BaseException | None
 
 
 @dataclass(frozen=True, slots=True)
-class _Tick:
-    pass
+class Tick:
+    """Time to look for idle sessions to passivate."""
 
 
 @dataclass
@@ -134,7 +139,7 @@ class SupervisorActor(HiveActor):
             # Only tells: the timer thread never touches supervisor state.
             while not stop.wait(interval):
                 try:
-                    ref.tell(_Tick())
+                    ref.tell(Tick())
                 except pykka.ActorDeadError:
                     return
 
@@ -266,11 +271,11 @@ class SupervisorActor(HiveActor):
         ref = self.actor_ref
 
         def on_loaded(snapshot: SessionSnapshot | None, error: BaseException | None) -> None:
-            ref.tell(_Loaded(session_id, snapshot, error))
+            ref.tell(Loaded(session_id, snapshot, error))
 
         self._services.persistence.send(Load(session_id, on_loaded))
 
-    def on__Loaded(self, message: _Loaded) -> None:
+    def on_Loaded(self, message: Loaded) -> None:
         session_id = message.session_id
         restarting = session_id in self._restarting
         self._restarting.discard(session_id)
@@ -489,7 +494,7 @@ class SupervisorActor(HiveActor):
         depth.labels("supervisor").set_function(lambda: _inbox_depth(own))
         depth.labels("persistence").set_function(persistence)
 
-    def on__Tick(self, _message: _Tick) -> None:
+    def on_Tick(self, _message: Tick) -> None:
         if self._idle_timeout is not None:
             horizon = time.monotonic() - self._idle_timeout
             stale = []

@@ -21,9 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from sessionhive import InvalidConfig, SessionConfig
+from sessionhive.api import Timeout
 
 from ._codec import ServiceUnavailable, error_from_problem
-from ._remote import AsyncRemoteHive, Timeout
+from ._remote import AsyncRemoteHive
 
 __all__ = ["RemoteMetrics", "check_target", "remote_hive_factory"]
 

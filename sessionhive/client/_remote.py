@@ -17,7 +17,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -30,18 +30,25 @@ from sessionhive import (
     ConfirmationPolicy,
     ConfirmationRequired,
     ContextUsage,
-    InvalidConfig,
     LlmConfig,
     Message,
     SessionConfig,
     ToolDefinition,
     Usage,
 )
+from sessionhive.api import (
+    DEFAULT,
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT,
+    Timeout,
+    resolve_timeout,
+)
 from sessionhive.model.confirmation import (
     check_confirm_arguments,
     decision_from_answer,
     read_confirmation_answer,
 )
+from sessionhive.model.validate import check_instance
 
 from ._codec import (
     ServiceUnavailable,
@@ -66,7 +73,6 @@ __all__ = [
     "SessionPage",
 ]
 
-Timeout = float | None | Literal["default"]
 _PAGE = 1000
 #: The page size of :meth:`RemoteHive.find_sessions` and :meth:`RemoteHive.history_page` by default.
 DEFAULT_PAGE = 100
@@ -161,8 +167,7 @@ def _session(session_id: str, tail: str = "") -> str:
 def _config_json(config: SessionConfig | None) -> dict[str, Any] | None:
     if config is None:
         return None
-    if not isinstance(config, SessionConfig):
-        raise InvalidConfig(f"config must be a SessionConfig, got {type(config).__name__}")
+    check_instance("config", config, SessionConfig)
     data = config.to_dict()
     # Send only what differs from the defaults: the service fills in the rest.
     defaults = SessionConfig().to_dict()
@@ -359,7 +364,7 @@ class RemoteHive:
         base_url: str,
         *,
         token: str | None = None,
-        call_timeout: float = 60.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -371,7 +376,9 @@ class RemoteHive:
     def close(self) -> None:
         self._http.close()
 
-    stop = close
+    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:  # noqa: ARG002 - nothing to wait for
+        """Close the connections; the service runs on. ``timeout`` is there because ``Hive.stop`` takes it."""
+        self.close()
 
     def __enter__(self) -> RemoteHive:
         return self
@@ -380,7 +387,7 @@ class RemoteHive:
         self.close()
 
     def _t(self, timeout: Timeout) -> float | None:
-        return self.call_timeout if timeout == "default" else timeout
+        return resolve_timeout(timeout, self.call_timeout)
 
     def _request(
         self,
@@ -389,7 +396,7 @@ class RemoteHive:
         *,
         json: Any = None,
         params: dict[str, Any] | None = None,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> Any:
         try:
             response = self._http.request(method, path, json=json, params=params, timeout=self._t(timeout))
@@ -414,7 +421,7 @@ class RemoteHive:
 
     # sessions
     def create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
         data = self._request(
             "POST", "/v1/sessions", json={"id": session_id, "config": _config_json(config)}, timeout=timeout
@@ -422,12 +429,12 @@ class RemoteHive:
         return str(data["id"])
 
     def get_or_create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
         body = {"id": session_id, "config": _config_json(config), "exist_ok": True}
         return str(self._request("POST", "/v1/sessions", json=body, timeout=timeout)["id"])
 
-    def reset_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(self._request("POST", _session(session_id, "/reset"), timeout=timeout)["changed"])
 
     def create_child_session(
@@ -436,27 +443,27 @@ class RemoteHive:
         child_id: str,
         config: SessionConfig | None = None,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> str:
         body = {"id": child_id, "config": _config_json(config)}
         return str(self._request("POST", _session(parent_id, "/children"), json=body, timeout=timeout)["id"])
 
-    def destroy_session(self, session_id: str, *, timeout: Timeout = "default") -> None:
+    def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         self._request("DELETE", _session(session_id), timeout=timeout)
 
-    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = "default") -> list[str]:
+    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
         return list(self._request("GET", _session(parent_id, "/children"), timeout=timeout)["ids"])
 
-    def is_child_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(self._request("GET", _session(session_id), timeout=timeout)["is_child"])
 
-    def session_count(self, *, timeout: Timeout = "default") -> int:
+    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
         return int(self._request("GET", "/v1/stats", timeout=timeout)["sessions"])
 
-    def live_session_count(self, *, timeout: Timeout = "default") -> int:
+    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
         return int(self._request("GET", "/v1/stats", timeout=timeout)["live_sessions"])
 
-    def list_sessions(self, *, timeout: Timeout = "default") -> list[str]:
+    def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:
         ids: list[str] = []
         while True:
             page = self._request(
@@ -469,7 +476,7 @@ class RemoteHive:
     def list_tools(self) -> list[ToolDefinition]:
         return [ToolDefinition(**t) for t in self._request("GET", "/v1/tools")["tools"]]
 
-    def restore_session_by_id(self, session_id: str, *, timeout: Timeout = "default") -> None:
+    def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         self._request("GET", _session(session_id, "/usage"), timeout=timeout)
 
     def load_all_sessions(self, *, timeout: Timeout = None) -> int:
@@ -481,12 +488,13 @@ class RemoteHive:
         session_id: str,
         prompt: str,
         *,
-        timeout: float | None = None,
+        timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations, as with ``Hive``."""
         if on_confirmation is not None:
-            return self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation).result()
+            stream = self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation)
+            return stream.result(self._t(timeout))
         data = self._request("POST", _session(session_id, "/turns"), json={"prompt": prompt}, timeout=timeout)
         return result_from_dict(data)
 
@@ -495,13 +503,13 @@ class RemoteHive:
         session_id: str,
         prompt: str,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> RemoteTurnStream:
         response = self._open_stream("POST", _session(session_id, "/turns"), {"prompt": prompt}, timeout)
         return RemoteTurnStream(self, session_id, response, on_confirmation)
 
-    def history(self, session_id: str, *, timeout: Timeout = "default") -> list[Message]:
+    def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         messages: list[Message] = []
         while True:
             page = self._request(
@@ -514,19 +522,19 @@ class RemoteHive:
             if not page["messages"] or len(messages) >= page["total"]:
                 return messages
 
-    def context_usage(self, session_id: str, *, timeout: Timeout = "default") -> ContextUsage:
+    def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage:
         return context_from_dict(self._request("GET", _session(session_id, "/context"), timeout=timeout))
 
-    def usage(self, session_id: str, *, timeout: Timeout = "default") -> Usage:
+    def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
         return Usage.from_dict(self._request("GET", _session(session_id, "/usage"), timeout=timeout))
 
-    def clear(self, session_id: str, *, timeout: Timeout = "default") -> None:
+    def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         self._request("POST", _session(session_id, "/clear"), timeout=timeout)
 
-    def compact(self, session_id: str, *, timeout: float | None = None) -> None:
+    def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
         self._request("POST", _session(session_id, "/compact"), timeout=timeout)
 
-    def maybe_auto_compact(self, session_id: str, *, timeout: float | None = None) -> bool:
+    def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
         data = self._request(
             "POST", _session(session_id, "/compact"), params={"auto": "true"}, timeout=timeout
         )
@@ -539,7 +547,7 @@ class RemoteHive:
         budget: int | None = None,
         model_config: LlmConfig | None = None,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> None:
         body = {
             "thinking": thinking,
@@ -548,17 +556,17 @@ class RemoteHive:
         }
         self._request("PUT", _session(session_id, "/configure"), json=body, timeout=timeout)
 
-    def get_llm_for_session(self, session_id: str, *, timeout: Timeout = "default") -> LlmConfig | None:
+    def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
         data = self._request("GET", _session(session_id, "/llm"), timeout=timeout)
         return LlmConfig.from_dict(data) if data else None
 
-    def pause_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(self._request("POST", _session(session_id, "/pause"), timeout=timeout)["changed"])
 
-    def resume_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(self._request("POST", _session(session_id, "/resume"), timeout=timeout)["changed"])
 
-    def cancel_operation(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(self._request("POST", _session(session_id, "/cancel"), timeout=timeout)["changed"])
 
     def confirm_tool(
@@ -568,7 +576,7 @@ class RemoteHive:
         approved: bool,
         reason: str | None = None,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> bool:
         # No decided_by: the service names who decided from the caller's token.
         check_confirm_arguments(tool_id, approved, reason, None)
@@ -576,24 +584,23 @@ class RemoteHive:
         data = self._request("POST", path, json={"approved": approved, "reason": reason}, timeout=timeout)
         return bool(data["confirmed"])
 
-    def pending_confirmations(self, session_id: str, *, timeout: Timeout = "default") -> list[str]:
+    def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
         data = self._request("GET", _session(session_id, "/confirmations"), timeout=timeout)
         return [p["tool_id"] for p in data["pending"]]
 
     def set_confirmation_policy(
-        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = "default"
+        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        if not isinstance(policy, ConfirmationPolicy):
-            raise InvalidConfig("policy must be a ConfirmationPolicy")
+        check_instance("policy", policy, ConfirmationPolicy)
         data = self._request("PUT", _session(session_id, "/policy"), json=policy.to_dict(), timeout=timeout)
         return ConfirmationPolicy.from_dict(data)
 
-    def get_confirmation_policy(self, session_id: str, *, timeout: Timeout = "default") -> ConfirmationPolicy:
+    def get_confirmation_policy(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ConfirmationPolicy:
         return ConfirmationPolicy.from_dict(
             self._request("GET", _session(session_id, "/policy"), timeout=timeout)
         )
 
-    def subscribe(self, session_id: str, *, timeout: Timeout = "default") -> RemoteSubscription:
+    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> RemoteSubscription:
         """Receive the session's events from now on (returns once the service has subscribed)."""
         response = self._open_stream("GET", _session(session_id, "/events"), None, timeout)
         subscription = RemoteSubscription(session_id, response)
@@ -603,10 +610,10 @@ class RemoteHive:
         return subscription
 
     # store
-    def flush(self, timeout: float | None = None) -> None:
+    def flush(self, timeout: Timeout = None) -> None:
         self._request("POST", "/v1/flush", timeout=timeout)
 
-    def store_health(self, *, timeout: Timeout = "default") -> list[tuple[str, str]]:
+    def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
         data = self._request("GET", "/v1/store/health", timeout=timeout)
         return [(s["name"], s["status"]) for s in data["stores"]]
 
@@ -786,7 +793,7 @@ class AsyncRemoteHive:
         base_url: str,
         *,
         token: str | None = None,
-        call_timeout: float = 60.0,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
         max_connections: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -803,7 +810,9 @@ class AsyncRemoteHive:
     async def close(self) -> None:
         await self._http.aclose()
 
-    stop = close
+    async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:  # noqa: ARG002 - nothing to wait for
+        """Close the connections; the service runs on. ``timeout`` is AsyncHive.stop's, unused here."""
+        await self.close()
 
     async def __aenter__(self) -> AsyncRemoteHive:
         return self
@@ -812,7 +821,7 @@ class AsyncRemoteHive:
         await self.close()
 
     def _t(self, timeout: Timeout) -> float | None:
-        return self.call_timeout if timeout == "default" else timeout
+        return resolve_timeout(timeout, self.call_timeout)
 
     async def _request(
         self,
@@ -821,7 +830,7 @@ class AsyncRemoteHive:
         *,
         json: Any = None,
         params: dict[str, Any] | None = None,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> Any:
         try:
             response = await self._http.request(
@@ -847,18 +856,18 @@ class AsyncRemoteHive:
         return response
 
     async def create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
         body = {"id": session_id, "config": _config_json(config)}
         return str((await self._request("POST", "/v1/sessions", json=body, timeout=timeout))["id"])
 
     async def get_or_create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = "default"
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
         body = {"id": session_id, "config": _config_json(config), "exist_ok": True}
         return str((await self._request("POST", "/v1/sessions", json=body, timeout=timeout))["id"])
 
-    async def reset_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    async def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool((await self._request("POST", _session(session_id, "/reset"), timeout=timeout))["changed"])
 
     async def create_child_session(
@@ -867,29 +876,29 @@ class AsyncRemoteHive:
         child_id: str,
         config: SessionConfig | None = None,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> str:
         body = {"id": child_id, "config": _config_json(config)}
         return str(
             (await self._request("POST", _session(parent_id, "/children"), json=body, timeout=timeout))["id"]
         )
 
-    async def destroy_session(self, session_id: str, *, timeout: Timeout = "default") -> None:
+    async def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         await self._request("DELETE", _session(session_id), timeout=timeout)
 
-    async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = "default") -> list[str]:
+    async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
         return list((await self._request("GET", _session(parent_id, "/children"), timeout=timeout))["ids"])
 
-    async def is_child_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    async def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool((await self._request("GET", _session(session_id), timeout=timeout))["is_child"])
 
-    async def session_count(self, *, timeout: Timeout = "default") -> int:
+    async def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
         return int((await self._request("GET", "/v1/stats", timeout=timeout))["sessions"])
 
-    async def live_session_count(self, *, timeout: Timeout = "default") -> int:
+    async def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
         return int((await self._request("GET", "/v1/stats", timeout=timeout))["live_sessions"])
 
-    async def list_sessions(self, *, timeout: Timeout = "default") -> list[str]:
+    async def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:
         ids: list[str] = []
         while True:
             page = await self._request(
@@ -902,7 +911,7 @@ class AsyncRemoteHive:
     async def list_tools(self) -> list[ToolDefinition]:
         return [ToolDefinition(**t) for t in (await self._request("GET", "/v1/tools"))["tools"]]
 
-    async def restore_session_by_id(self, session_id: str, *, timeout: Timeout = "default") -> None:
+    async def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         await self._request("GET", _session(session_id, "/usage"), timeout=timeout)
 
     async def load_all_sessions(self, *, timeout: Timeout = None) -> int:
@@ -913,13 +922,13 @@ class AsyncRemoteHive:
         session_id: str,
         prompt: str,
         *,
-        timeout: float | None = None,
+        timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation`` (a function or coroutine function) answers its confirmations."""
         if on_confirmation is not None:
             stream = await self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation)
-            return await stream.result(timeout)
+            return await stream.result(self._t(timeout))
         body = {"prompt": prompt}
         return result_from_dict(
             await self._request("POST", _session(session_id, "/turns"), json=body, timeout=timeout)
@@ -930,7 +939,7 @@ class AsyncRemoteHive:
         session_id: str,
         prompt: str,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> AsyncRemoteTurnStream:
         response = await self._open_stream(
@@ -938,7 +947,7 @@ class AsyncRemoteHive:
         )
         return AsyncRemoteTurnStream(self, session_id, response, on_confirmation)
 
-    async def history(self, session_id: str, *, timeout: Timeout = "default") -> list[Message]:
+    async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         messages: list[Message] = []
         while True:
             page = await self._request(
@@ -951,21 +960,21 @@ class AsyncRemoteHive:
             if not page["messages"] or len(messages) >= page["total"]:
                 return messages
 
-    async def context_usage(self, session_id: str, *, timeout: Timeout = "default") -> ContextUsage:
+    async def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage:
         return context_from_dict(
             await self._request("GET", _session(session_id, "/context"), timeout=timeout)
         )
 
-    async def usage(self, session_id: str, *, timeout: Timeout = "default") -> Usage:
+    async def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
         return Usage.from_dict(await self._request("GET", _session(session_id, "/usage"), timeout=timeout))
 
-    async def clear(self, session_id: str, *, timeout: Timeout = "default") -> None:
+    async def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         await self._request("POST", _session(session_id, "/clear"), timeout=timeout)
 
-    async def compact(self, session_id: str, *, timeout: float | None = None) -> None:
+    async def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
         await self._request("POST", _session(session_id, "/compact"), timeout=timeout)
 
-    async def maybe_auto_compact(self, session_id: str, *, timeout: float | None = None) -> bool:
+    async def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
         path = _session(session_id, "/compact")
         return bool(
             (await self._request("POST", path, params={"auto": "true"}, timeout=timeout))["compacted"]
@@ -978,7 +987,7 @@ class AsyncRemoteHive:
         budget: int | None = None,
         model_config: LlmConfig | None = None,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> None:
         body = {
             "thinking": thinking,
@@ -987,19 +996,19 @@ class AsyncRemoteHive:
         }
         await self._request("PUT", _session(session_id, "/configure"), json=body, timeout=timeout)
 
-    async def get_llm_for_session(self, session_id: str, *, timeout: Timeout = "default") -> LlmConfig | None:
+    async def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
         data = await self._request("GET", _session(session_id, "/llm"), timeout=timeout)
         return LlmConfig.from_dict(data) if data else None
 
-    async def pause_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    async def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool((await self._request("POST", _session(session_id, "/pause"), timeout=timeout))["changed"])
 
-    async def resume_session(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    async def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(
             (await self._request("POST", _session(session_id, "/resume"), timeout=timeout))["changed"]
         )
 
-    async def cancel_operation(self, session_id: str, *, timeout: Timeout = "default") -> bool:
+    async def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
         return bool(
             (await self._request("POST", _session(session_id, "/cancel"), timeout=timeout))["changed"]
         )
@@ -1011,34 +1020,33 @@ class AsyncRemoteHive:
         approved: bool,
         reason: str | None = None,
         *,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> bool:
         check_confirm_arguments(tool_id, approved, reason, None)  # the service names who decided
         path = _session(session_id, f"/confirmations/{quote(tool_id, safe='')}")
         body = {"approved": approved, "reason": reason}
         return bool((await self._request("POST", path, json=body, timeout=timeout))["confirmed"])
 
-    async def pending_confirmations(self, session_id: str, *, timeout: Timeout = "default") -> list[str]:
+    async def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
         data = await self._request("GET", _session(session_id, "/confirmations"), timeout=timeout)
         return [p["tool_id"] for p in data["pending"]]
 
     async def set_confirmation_policy(
-        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = "default"
+        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        if not isinstance(policy, ConfirmationPolicy):
-            raise InvalidConfig("policy must be a ConfirmationPolicy")
+        check_instance("policy", policy, ConfirmationPolicy)
         path = _session(session_id, "/policy")
         return ConfirmationPolicy.from_dict(
             await self._request("PUT", path, json=policy.to_dict(), timeout=timeout)
         )
 
     async def get_confirmation_policy(
-        self, session_id: str, *, timeout: Timeout = "default"
+        self, session_id: str, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
         path = _session(session_id, "/policy")
         return ConfirmationPolicy.from_dict(await self._request("GET", path, timeout=timeout))
 
-    async def subscribe(self, session_id: str, *, timeout: Timeout = "default") -> AsyncRemoteSubscription:
+    async def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> AsyncRemoteSubscription:
         response = await self._open_stream("GET", _session(session_id, "/events"), None, timeout)
         subscription = AsyncRemoteSubscription(session_id, response)
         try:
@@ -1048,10 +1056,10 @@ class AsyncRemoteHive:
             raise CallTimeout(f"subscribing to session {session_id!r} got no answer in time") from None
         return subscription
 
-    async def flush(self, timeout: float | None = None) -> None:
+    async def flush(self, timeout: Timeout = None) -> None:
         await self._request("POST", "/v1/flush", timeout=timeout)
 
-    async def store_health(self, *, timeout: Timeout = "default") -> list[tuple[str, str]]:
+    async def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
         data = await self._request("GET", "/v1/store/health", timeout=timeout)
         return [(s["name"], s["status"]) for s in data["stores"]]
 

@@ -5,27 +5,23 @@ Install with ``pip install sessionhive[anthropic]``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from sessionhive.llm._retry import (
+from sessionhive.llm._sdk_base import (
     CallProgress,
     MalformedResponseError,
-    RetryPolicy,
     SdkClientBase,
     TransientError,
     redact,
     server_message,
-    status_error,
-    transport_errors,
 )
 from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
-from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
 # What the SDK gets as a key for a local endpoint that wants none (never sent to api.anthropic.com).
@@ -48,8 +44,6 @@ if TYPE_CHECKING:
         RawMessageStreamEvent,
     )
 
-    from sessionhive.llm.keys import EndpointKeys
-    from sessionhive.metrics.registry import HiveMetrics
 
 __all__ = ["DEFAULT_THINKING_BUDGET", "AnthropicClient"]
 
@@ -258,35 +252,16 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
     key_env_var = "ANTHROPIC_API_KEY"
     base_url_env_var = "ANTHROPIC_BASE_URL"
     default_endpoint = ANTHROPIC_ENDPOINT
+    provider_host = "api.anthropic.com"
+    placeholder_key = LOCAL_PLACEHOLDER_KEY
 
-    def __init__(
-        self,
-        config: LlmConfig,
-        *,
-        metrics: HiveMetrics | None = None,
-        retry: RetryPolicy | None = None,
-        keys: EndpointKeys | None = None,
-    ) -> None:
-        super().__init__(config, metrics=metrics, retry=retry, keys=keys)
+    @functools.cached_property
+    def _thinking_blocks(self) -> OrderedDict[str, tuple[dict[str, Any], ...]]:
         # Written and read only by coroutines on the client's event loop.
-        self._thinking_blocks: OrderedDict[str, tuple[dict[str, Any], ...]] = OrderedDict()
+        return OrderedDict()
 
-    def _placeholder_key(self, config: LlmConfig) -> str | None:
-        # A local or self-hosted Anthropic-compatible server needs no key; the SDK insists on one.
-        if config.base_url and urlsplit(config.base_url).hostname != "api.anthropic.com":
-            return LOCAL_PLACEHOLDER_KEY
-        return None
-
-    def _build_sdk(self, api_key: str) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=self._config.base_url,
-            timeout=self._config.timeout_s,
-            max_retries=0,
-            # A redirect would carry the call, and its x-api-key header (which httpx keeps across
-            # origins), to a URL nobody allowed: a model API never needs one, so it is an error.
-            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False),
-        )
+    def _sdk_classes(self) -> tuple[type[anthropic.AsyncAnthropic], type[anthropic.DefaultAsyncHttpxClient]]:
+        return anthropic.AsyncAnthropic, anthropic.DefaultAsyncHttpxClient
 
     # -- request ---------------------------------------------------------------------
 
@@ -443,16 +418,11 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
     # -- errors ----------------------------------------------------------------------
 
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
-        if isinstance(exc, anthropic.APITimeoutError):
-            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
-        if isinstance(exc, anthropic.APIConnectionError):
-            return TransientError(
-                f"could not reach {self.endpoint} ({exc.message}; is the server up, "
-                "and LlmConfig.base_url right?)"
-            )
-        if isinstance(exc, transport_errors()):
-            # A connection that broke mid-stream, which the SDK does not always wrap.
-            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        unanswered = self._transport_failure(
+            exc, timeout_error=anthropic.APITimeoutError, connection_error=anthropic.APIConnectionError
+        )
+        if unanswered is not None:
+            return unanswered
         if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 300:  # redirects included
             base_url = (self._config.base_url or "").rstrip("/")
             if exc.status_code == 404 and base_url.endswith("/v1"):
@@ -461,16 +431,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                     f"{self.endpoint} answered 404 (not found) for /v1/messages: the Anthropic API adds "
                     f"/v1 itself, so try the base URL without the trailing /v1: {base_url[:-3]}"
                 )
-            return status_error(
-                exc.status_code,
-                headers=exc.response.headers,
-                body=exc.body,
-                provider=self.provider_name,
-                model=self._config.model,
-                endpoint=self.endpoint,
-                key_env_var=self.key_env_var,
-                secret=self._secret,
-            )
+            return self._status_error(exc.status_code, exc.response.headers, exc.body)
         if isinstance(exc, anthropic.APIError):
             # An `error` event inside a 200 stream: the server failed midway.
             body = exc.body

@@ -11,19 +11,15 @@ import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from sessionhive.llm._retry import (
+from sessionhive.llm._sdk_base import (
     CallProgress,
     MalformedResponseError,
     SdkClientBase,
     TransientError,
-    status_error,
-    transport_errors,
 )
 from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
-from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
 try:
@@ -197,7 +193,7 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     The ``openai.AsyncOpenAI`` client is created on first use, on the running
     event loop, with the SDK's own retries off: ``metrics`` (a
     :class:`~sessionhive.metrics.HiveMetrics`) and ``retry`` (a
-    :class:`~sessionhive.llm._retry.RetryPolicy`) govern retries, and
+    :class:`~sessionhive.llm._sdk_base.RetryPolicy`) govern retries, and
     :meth:`aclose` releases its connections.
 
     Mapping: ``request.system`` becomes the first ``system`` message; tool
@@ -220,22 +216,11 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     key_env_var = "OPENAI_API_KEY"
     base_url_env_var = "OPENAI_BASE_URL"
     default_endpoint = OPENAI_ENDPOINT
+    provider_host = "api.openai.com"
+    placeholder_key = PLACEHOLDER_KEY
 
-    def _placeholder_key(self, config: LlmConfig) -> str | None:
-        if config.base_url and urlsplit(config.base_url).hostname != "api.openai.com":
-            return PLACEHOLDER_KEY
-        return None
-
-    def _build_sdk(self, api_key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=self._config.base_url,
-            timeout=self._config.timeout_s,
-            max_retries=0,
-            # A redirect would carry the call (and, across an origin httpx trusts, the key) to a
-            # URL nobody allowed: a model API never needs one, so it is an error instead.
-            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
-        )
+    def _sdk_classes(self) -> tuple[type[openai.AsyncOpenAI], type[openai.DefaultAsyncHttpxClient]]:
+        return openai.AsyncOpenAI, openai.DefaultAsyncHttpxClient
 
     # -- request ---------------------------------------------------------------------
 
@@ -309,16 +294,11 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
     # -- errors ----------------------------------------------------------------------
 
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
-        if isinstance(exc, openai.APITimeoutError):
-            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
-        if isinstance(exc, openai.APIConnectionError):
-            return TransientError(
-                f"could not reach {self.endpoint} ({exc.message}; is the server up, "
-                "and LlmConfig.base_url right?)"
-            )
-        if isinstance(exc, transport_errors()):
-            # A connection that broke mid-stream, which the SDK does not always wrap.
-            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        unanswered = self._transport_failure(
+            exc, timeout_error=openai.APITimeoutError, connection_error=openai.APIConnectionError
+        )
+        if unanswered is not None:
+            return unanswered
         if isinstance(exc, openai.APIStatusError):
             base_url = (self._config.base_url or "").rstrip("/")
             if exc.status_code == 404 and base_url and "/v1" not in base_url:
@@ -327,28 +307,10 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
                     f"{self.endpoint} answered 404 (not found): OpenAI-compatible servers serve the API "
                     f"under /v1, so try the base URL {base_url}/v1"
                 )
-            return status_error(
-                exc.status_code,
-                headers=exc.response.headers,
-                body=exc.body,
-                provider=self.provider_name,
-                model=self._config.model,
-                endpoint=self.endpoint,
-                key_env_var=self.key_env_var,
-                secret=self._secret,
-            )
+            return self._status_error(exc.status_code, exc.response.headers, exc.body)
         if isinstance(exc, openai.APIError):
             # An error object inside a 200 stream: the server failed midway.
-            return status_error(
-                500,
-                headers=None,
-                body=exc.body,
-                provider=self.provider_name,
-                model=self._config.model,
-                endpoint=self.endpoint,
-                key_env_var=self.key_env_var,
-                secret=self._secret,
-            )
+            return self._status_error(500, None, exc.body)
         if isinstance(exc, json.JSONDecodeError):  # raised by the SDK: the body is not JSON at all
             return LlmError(
                 f"{self.endpoint} sent a response that is not valid JSON ({exc}): check LlmConfig.base_url "

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "MAX_SECONDS",
+    "check_instance",
     "check_int",
     "check_number",
     "check_path",
@@ -52,6 +53,25 @@ def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_INT
         limit = " (and below 2**63)" if maximum == MAX_INT else ""
         raise InvalidConfig(f"{name} must be an integer {bound}{limit}, got {value!r}")
     return value
+
+
+def check_instance(name: str, value: object, kind: type, *, optional: bool = False) -> None:
+    """InvalidConfig unless ``value`` is a ``kind`` (or ``None``, when ``optional``).
+
+    The facades' argument checks (``config``, ``policy``, ``prompt``), written
+    once so every facade refuses the same values with the same words:
+
+    >>> check_instance("prompt", 3, str)
+    Traceback (most recent call last):
+    ...
+    sessionhive.model.errors.InvalidConfig: prompt must be a string, got int
+    """
+    if (value is None and optional) or isinstance(value, kind):
+        return
+    wanted = "a string" if kind is str else f"a {kind.__name__}"
+    raise InvalidConfig(
+        f"{name} must be {wanted}{' or None' if optional else ''}, got {type(value).__name__}"
+    )
 
 
 def check_positive_int(name: str, value: Any) -> int:

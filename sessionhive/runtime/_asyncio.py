@@ -59,7 +59,7 @@ import pykka
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 
-from sessionhive.runtime._base import fail_contained, handle_contained
+from sessionhive.runtime._base import SpawningBackend, fail_contained, handle_contained, reject_dead_mail
 from sessionhive.runtime._pooled import PooledFuture
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class _LoopMailbox:
         actor = self._actor
         if actor is None:
             self._scheduled = False
-            self._reject_all()
+            reject_dead_mail(self._queue, self._dead_letters)
             return
         backend = self._backend
         backend.handling = True
@@ -198,7 +198,7 @@ class _LoopMailbox:
             actor._actor_loop_teardown()
             self._actor = None  # stale refs must not keep the actor's state alive
             self._scheduled = False
-            self._reject_all()
+            reject_dead_mail(self._queue, self._dead_letters)
             return
         # Cleared before looking for more mail: a message appended after this
         # line schedules its own run.
@@ -208,19 +208,6 @@ class _LoopMailbox:
             self._backend.schedule(self._run)
         else:
             self._queue = None
-
-    def _reject_all(self) -> None:
-        queue = self._queue
-        while queue:
-            envelope = queue.popleft()
-            if envelope.reply_to is not None:
-                error = ActorDeadError("actor stopped before handling the message")
-                envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
-            elif self._dead_letters is not None:
-                try:
-                    self._dead_letters(envelope.message)
-                except Exception:  # a bug in a dead-letter handler must not break the loop
-                    logger.exception("sessionhive: dead-letter handler failed")
 
 
 class AsyncioActor(pykka.Actor):
@@ -271,7 +258,7 @@ class AsyncioActor(pykka.Actor):
             fail_contained(self)
 
 
-class AsyncioBackend:
+class AsyncioBackend(SpawningBackend):
     """Runs actors on one asyncio event loop (see the module docstring).
 
     Args:
@@ -283,8 +270,10 @@ class AsyncioBackend:
     """
 
     name = "asyncio"
+    actor_base = AsyncioActor
 
     def __init__(self, loop: asyncio.AbstractEventLoop, throughput: int = 50) -> None:
+        super().__init__()
         if throughput < 1:
             msg = f"AsyncioBackend throughput must be at least 1 message per run, got {throughput}"
             raise ValueError(msg)
@@ -292,8 +281,6 @@ class AsyncioBackend:
         self.throughput = throughput
         self.loop_thread_id: int | None = None
         self.handling = False  # True while a handler runs (on the loop thread): no inline delivery then
-        self._concrete: dict[type[Any], type[Any]] = {}
-        self._shut_down = False
         self._call_soon = loop.call_soon
         self._call_soon_threadsafe = loop.call_soon_threadsafe
 
@@ -335,23 +322,12 @@ class AsyncioBackend:
         """Run ``callback`` on the loop after ``delay`` seconds; call it on the loop thread."""
         self.loop.call_later(delay, callback)
 
-    def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
-        """Create ``actor_class(*args, **kwargs)`` and start it on the loop; returns its ref.
+    def _concrete_attributes(self) -> dict[str, Any]:
+        return {"_asyncio_backend": self}
 
-        ``__init__`` runs in the calling thread; ``on_start`` runs on the loop
-        before the actor's first message.
-        """
-        if self._shut_down:
-            msg = f"{self!r} is shut down; create a new backend to spawn actors"
-            raise RuntimeError(msg)
-        concrete = self._concrete.get(actor_class)
-        if concrete is None:
-            concrete = type(
-                actor_class.__name__,
-                (actor_class, AsyncioActor),
-                {"_asyncio_backend": self, "__module__": actor_class.__module__},
-            )
-            self._concrete[actor_class] = concrete
+    def _start(
+        self, concrete: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> pykka.ActorRef[Any]:
         actor = concrete(*args, **kwargs)
         actor._start_actor_loop()
         ref: pykka.ActorRef[Any] = actor.actor_ref

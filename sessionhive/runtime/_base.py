@@ -25,6 +25,7 @@ import concurrent.futures
 import logging
 import queue
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -37,6 +38,7 @@ __all__ = [
     "ActorBackend",
     "HiveActor",
     "Reply",
+    "SpawningBackend",
     "ThreadBackend",
     "complete",
     "complete_threadsafe",
@@ -44,6 +46,7 @@ __all__ = [
     "fail_contained",
     "guarded",
     "handle_contained",
+    "reject_dead_mail",
 ]
 
 T = TypeVar("T")
@@ -215,28 +218,68 @@ class _ContainedThreadingActor(pykka.ThreadingActor):
         super()._actor_loop_teardown()
 
 
-class ThreadBackend:
-    """pykka's ThreadingActor: one OS thread per actor (with failures contained)."""
+class SpawningBackend:
+    """What every backend's ``spawn`` shares, written once: SQLAlchemy's pools are the model.
 
-    name = "threads"
+    A user's actor class is mixed with the backend's own actor class
+    (:attr:`actor_base`) once per class, the concrete class carrying
+    :meth:`_concrete_attributes` (what ties it to this backend); a backend
+    that has shut down refuses to spawn. A backend fills in only
+    :attr:`actor_base`, and :meth:`_concrete_attributes` and :meth:`_start`
+    when pykka's own start does not fit.
+    """
+
+    actor_base: ClassVar[type[pykka.Actor]]
 
     def __init__(self) -> None:
         self._concrete: dict[type[Any], type[Any]] = {}
+        self._shut_down = False
 
     def spawn(self, actor_class: Any, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
+        """Start ``actor_class(*args, **kwargs)`` on this backend and return its ref.
+
+        ``__init__`` runs in the calling thread; ``on_start`` runs on the
+        backend before the actor's first message.
+
+        Raises:
+            RuntimeError: the backend has been shut down.
+        """
+        if self._shut_down:
+            msg = f"{self!r} is shut down; create a new backend to spawn actors"
+            raise RuntimeError(msg)
         concrete = self._concrete.get(actor_class)
         if concrete is None:
-            concrete = type(
-                actor_class.__name__,
-                (actor_class, _ContainedThreadingActor),
-                {"__module__": actor_class.__module__},
-            )
+            attributes = {"__module__": actor_class.__module__, **self._concrete_attributes()}
+            concrete = type(actor_class.__name__, (actor_class, self.actor_base), attributes)
             self._concrete[actor_class] = concrete
+        return self._start(concrete, args, kwargs)
+
+    def _concrete_attributes(self) -> dict[str, Any]:
+        return {}
+
+    def _start(
+        self, concrete: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> pykka.ActorRef[Any]:
         ref: pykka.ActorRef[Any] = concrete.start(*args, **kwargs)
         return ref
 
+
+class ThreadBackend(SpawningBackend):
+    """pykka's ThreadingActor: one OS thread per actor (with failures contained)."""
+
+    name = "threads"
+    actor_base = _ContainedThreadingActor
+
     def shutdown(self) -> None:
-        pass
+        pass  # every actor owns its thread, and its owner stops it: nothing to release, spawns still work
+
+
+def reject_dead_mail(
+    mailbox: deque[Envelope[Any]] | None, dead_letters: Callable[[Any], None] | None
+) -> None:
+    """Empty a dead actor's mailbox: an ask fails with ActorDeadError, a tell goes to ``dead_letters``."""
+    while mailbox:
+        _deliver_dead_letter(mailbox.popleft(), dead_letters)
 
 
 def complete(future: Reply | None, value: Any) -> None:

@@ -118,9 +118,9 @@ from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 import pykka
-from pykka import ActorDeadError, ActorRegistry
+from pykka import ActorRegistry
 
-from sessionhive.runtime._base import fail_contained, handle_contained
+from sessionhive.runtime._base import SpawningBackend, fail_contained, handle_contained, reject_dead_mail
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -128,13 +128,10 @@ if TYPE_CHECKING:
     from pykka._future import GetHookFunc
     from pykka._types import OptExcInfo
 
-    from sessionhive.runtime._base import HiveActor
-
 __all__ = ["PooledActor", "PooledBackend", "PooledFuture"]
 
 logger = logging.getLogger(__name__)
 
-A = TypeVar("A", bound="HiveActor")
 T = TypeVar("T")
 
 _pool_numbers = count(1)
@@ -297,7 +294,7 @@ class _Mailbox:
     def _yield_turn(self) -> None:
         while True:
             if self._actor is None:
-                self._reject_all()
+                reject_dead_mail(self._queue, self._dead_letters)
             elif self._queue:
                 assert self._pool is not None
                 self._pool.submit(self)  # more mail: back of the run queue, still scheduled
@@ -307,19 +304,6 @@ class _Mailbox:
             # and left the scheduling to us: look once more.
             if not self._queue or not self._scheduled.acquire(blocking=False):
                 return
-
-    def _reject_all(self) -> None:
-        # Messages that reached a dead actor's mailbox after pykka's teardown.
-        while self._queue:
-            envelope = self._queue.popleft()
-            if envelope.reply_to is not None:
-                error = ActorDeadError("actor stopped before handling the message")
-                envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
-            elif self._dead_letters is not None:
-                try:
-                    self._dead_letters(envelope.message)
-                except Exception:  # a handler bug must not break the dispatcher
-                    logger.exception("sessionhive: dead-letter handler failed")
 
 
 class _Pool:
@@ -430,7 +414,7 @@ class PooledActor(pykka.Actor):
         return False
 
 
-class PooledBackend:
+class PooledBackend(SpawningBackend):
     """Runs actors on a fixed pool of dispatcher threads (see the module docstring).
 
     An idle actor holds no thread, only its state and an empty mailbox, so a
@@ -453,8 +437,10 @@ class PooledBackend:
     """
 
     name = "pooled"
+    actor_base = PooledActor
 
     def __init__(self, threads: int | None = None, throughput: int = 50) -> None:
+        super().__init__()
         if threads is None:
             threads = os.cpu_count() or 1
         if threads < 1:
@@ -466,34 +452,12 @@ class PooledBackend:
         self.threads = threads
         self.throughput = throughput
         self._pool = _Pool(threads, throughput, f"sessionhive-pool{next(_pool_numbers)}")
-        self._concrete: dict[type[Any], type[Any]] = {}
-        self._shut_down = False
 
     def __repr__(self) -> str:
         return f"<PooledBackend {self._pool.name} threads={self.threads} throughput={self.throughput}>"
 
-    def spawn(self, actor_class: type[A], *args: Any, **kwargs: Any) -> pykka.ActorRef[A]:
-        """Start ``actor_class(*args, **kwargs)`` on this backend's pool and return its ref.
-
-        ``__init__`` runs in the calling thread; ``on_start`` runs on the
-        pool before the actor's first message.
-
-        Raises:
-            RuntimeError: the backend has been shut down.
-        """
-        if self._shut_down:
-            msg = f"{self!r} is shut down; create a new backend to spawn actors"
-            raise RuntimeError(msg)
-        concrete = self._concrete.get(actor_class)
-        if concrete is None:
-            concrete = type(
-                actor_class.__name__,
-                (actor_class, PooledActor),
-                {"_pooled_pool": self._pool, "__module__": actor_class.__module__},
-            )
-            self._concrete[actor_class] = concrete
-        ref: pykka.ActorRef[A] = concrete.start(*args, **kwargs)
-        return ref
+    def _concrete_attributes(self) -> dict[str, Any]:
+        return {"_pooled_pool": self._pool}
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop this backend's actors that are still alive, then its dispatcher threads.

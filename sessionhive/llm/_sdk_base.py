@@ -38,7 +38,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.asyncio import AsyncRetrying
@@ -389,6 +390,8 @@ class SdkClientBase(ABC, Generic[SdkT]):
     key_env_var: ClassVar[str]
     base_url_env_var: ClassVar[str]
     default_endpoint: ClassVar[str]
+    provider_host: ClassVar[str]
+    placeholder_key: ClassVar[str]
 
     def __init__(
         self,
@@ -419,8 +422,8 @@ class SdkClientBase(ABC, Generic[SdkT]):
     # -- what a subclass provides ------------------------------------------------
 
     @abstractmethod
-    def _build_sdk(self, api_key: str) -> SdkT:
-        """A new SDK client with the SDK's own retries off."""
+    def _sdk_classes(self) -> tuple[Callable[..., SdkT], Callable[..., Any]]:
+        """The SDK's async client class and its httpx client class (``DefaultAsyncHttpxClient``)."""
 
     @abstractmethod
     async def _attempt(self, sdk: SdkT, request: LlmRequest, progress: CallProgress) -> LlmResponse:
@@ -430,9 +433,28 @@ class SdkClientBase(ABC, Generic[SdkT]):
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
         """What an exception of the SDK means; ``None`` for exceptions that are not the SDK's."""
 
-    def _placeholder_key(self, config: LlmConfig) -> str | None:  # noqa: ARG002 - the hook's signature: overrides read it
-        """A key to use when none is configured, or ``None`` when one is required."""
+    def _placeholder_key(self, config: LlmConfig) -> str | None:
+        """A key for a self-hosted compatible server, which needs none (the SDK insists on one).
+
+        ``None`` for the provider's own host: there a missing key is an error,
+        and the placeholder is never sent to it.
+        """
+        if config.base_url and urlsplit(config.base_url).hostname != self.provider_host:
+            return self.placeholder_key
         return None
+
+    def _build_sdk(self, api_key: str) -> SdkT:
+        """A new SDK client with the SDK's own retries off."""
+        client_class, http_client_class = self._sdk_classes()
+        return client_class(
+            api_key=api_key,
+            base_url=self._config.base_url,
+            timeout=self._config.timeout_s,
+            max_retries=0,
+            # A redirect would carry the call, and its key header (which httpx keeps across
+            # origins it trusts), to a URL nobody allowed: a model API never needs one, so it is an error.
+            http_client=http_client_class(follow_redirects=False),
+        )
 
     # -- public surface ------------------------------------------------------------
 
@@ -505,6 +527,41 @@ class SdkClientBase(ABC, Generic[SdkT]):
 
     def _describe(self) -> str:
         return f"{self.provider_name} call to model {self._config.model!r}"
+
+    def _transport_failure(
+        self, exc: Exception, *, timeout_error: type[Exception], connection_error: type[Exception]
+    ) -> TransientError | None:
+        """A retryable failure for ``exc`` when the call never got an answer; ``None`` otherwise.
+
+        ``timeout_error`` and ``connection_error`` are the SDK's own classes
+        (checked in that order: an SDK's timeout is a kind of connection error).
+        """
+        if isinstance(exc, timeout_error):
+            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
+        if isinstance(exc, connection_error):
+            reason = getattr(exc, "message", str(exc))
+            return TransientError(
+                f"could not reach {self.endpoint} ({reason}; is the server up, and LlmConfig.base_url right?)"
+            )
+        if isinstance(exc, transport_errors()):
+            # A connection that broke mid-stream, which the SDK does not always wrap.
+            return TransientError(f"the connection to {self.endpoint} broke: {exc}")
+        return None
+
+    def _status_error(
+        self, status: int, headers: Mapping[str, str] | None, body: object
+    ) -> TransientError | LlmError:
+        """:func:`status_error` for this client's provider, model, endpoint and key."""
+        return status_error(
+            status,
+            headers=headers,
+            body=body,
+            provider=self.provider_name,
+            model=self._config.model,
+            endpoint=self.endpoint,
+            key_env_var=self.key_env_var,
+            secret=self._secret,
+        )
 
     def _count_retry(self) -> None:
         if self._metrics is not None:

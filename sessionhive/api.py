@@ -1,0 +1,427 @@
+"""The Hive API, declared once: what every facade offers, with its arguments, defaults and results.
+
+Six classes serve the same API: :class:`~sessionhive.Hive` and
+:class:`~sessionhive.AsyncHive` in this process,
+:class:`~sessionhive.client.RemoteHive` and
+:class:`~sessionhive.client.AsyncRemoteHive` over HTTP, and the cluster pair
+over Ray. :class:`HiveAPI` and :class:`AsyncHiveAPI` are that API as typing
+protocols: code written against them runs on any facade, and
+``tests/test_api_protocols.py`` assigns each facade to its protocol, so a
+method dropped or changed on one of them fails ``mypy --strict``.
+
+The timeout rule is declared here too, once: every ``timeout=`` takes a
+:data:`Timeout`, and :func:`resolve_timeout` is the one place that turns
+:data:`DEFAULT` into the facade's ``call_timeout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Final, Literal, Protocol, TypeAlias
+
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.confirmation import OnConfirmation
+from sessionhive.model.events import AgentEvent
+from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.validate import check_number
+
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_MAILBOX_SIZE",
+    "DEFAULT_MAX_CONCURRENT_TURNS",
+    "DEFAULT_RESTART_LIMIT",
+    "DEFAULT_RESTART_WINDOW",
+    "DEFAULT_STOP_TIMEOUT",
+    "DEFAULT_SUBSCRIBER_QUEUE_SIZE",
+    "AsyncHiveAPI",
+    "AsyncSubscriptionAPI",
+    "AsyncTurnStreamAPI",
+    "Default",
+    "HiveAPI",
+    "SubscriptionAPI",
+    "Timeout",
+    "TurnStreamAPI",
+    "resolve_timeout",
+]
+
+# ---------------------------------------------------------------------- defaults
+
+#: Seconds a call waits for its answer when ``timeout=`` is :data:`DEFAULT`.
+DEFAULT_CALL_TIMEOUT: Final = 60.0
+#: Seconds ``stop()`` waits for the sessions, the supervisor and the last flush.
+DEFAULT_STOP_TIMEOUT: Final = 60.0
+#: Calls waiting in one session's mailbox (and turns in its queue) before
+#: further calls are refused with Overloaded.
+DEFAULT_MAILBOX_SIZE: Final = 1024
+#: Events a subscriber may fall behind by before the oldest are dropped.
+DEFAULT_SUBSCRIBER_QUEUE_SIZE: Final = 1024
+#: Turns running at once across the whole Hive.
+DEFAULT_MAX_CONCURRENT_TURNS: Final = 10_000
+#: Crashes within :data:`DEFAULT_RESTART_WINDOW` seconds before a session is marked failed.
+DEFAULT_RESTART_LIMIT: Final = 3
+DEFAULT_RESTART_WINDOW: Final = 60.0
+
+# ---------------------------------------------------------------------- timeouts
+
+Default: TypeAlias = Literal["default"]
+"""The type of :data:`DEFAULT`."""
+
+# A string rather than an object() sentinel: it is what the HTTP service and
+# the command line already take, so one spelling serves every facade, needs no
+# import, and mypy still refuses a misspelt one.
+DEFAULT: Final[Default] = "default"
+"""Pass as ``timeout=`` (the default of most calls) to use the facade's ``call_timeout``."""
+
+Timeout: TypeAlias = float | Default | None
+"""Seconds; ``None`` waits for ever; :data:`DEFAULT` is the facade's ``call_timeout``."""
+
+
+def resolve_timeout(timeout: Timeout, call_timeout: float) -> float | None:
+    """Seconds to wait (``None``: for ever) for ``timeout``; InvalidConfig for anything but a Timeout.
+
+    >>> resolve_timeout(DEFAULT, 60.0), resolve_timeout(None, 60.0), resolve_timeout(2, 60.0)
+    (60.0, None, 2.0)
+    """
+    if timeout is None:
+        return None
+    if timeout == DEFAULT:
+        return call_timeout
+    return check_number("timeout", timeout, unit="seconds")
+
+
+# ---------------------------------------------------------------------- streams
+
+
+class TurnStreamAPI(Protocol):
+    """The events of one turn as they happen; :meth:`result` waits for its outcome."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    def __iter__(self) -> Iterator[AgentEvent]: ...
+
+    def result(self, timeout: float | None = None) -> AgentResult: ...
+
+    def cancel(self) -> bool: ...
+
+
+class SubscriptionAPI(Protocol):
+    """A session's events from the subscription on, until :meth:`close`."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    def __iter__(self) -> Iterator[AgentEvent]: ...
+
+    def get(self, timeout: float | None = None) -> AgentEvent | None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SubscriptionAPI: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class AsyncTurnStreamAPI(Protocol):
+    """:class:`TurnStreamAPI` for coroutines."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    def __aiter__(self) -> AsyncIterator[AgentEvent]: ...
+
+    async def result(self, timeout: float | None = None) -> AgentResult: ...
+
+    async def cancel(self) -> bool: ...
+
+
+class AsyncSubscriptionAPI(Protocol):
+    """:class:`SubscriptionAPI` for coroutines."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    def __aiter__(self) -> AsyncIterator[AgentEvent]: ...
+
+    async def get(self, timeout: float | None = None) -> AgentEvent | None: ...
+
+    def close(self) -> None: ...
+
+    async def __aenter__(self) -> AsyncSubscriptionAPI: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+# ---------------------------------------------------------------------- the Hive
+
+
+class HiveAPI(Protocol):
+    """What :class:`~sessionhive.Hive`, ``RemoteHive`` and ``ClusterHive`` all offer.
+
+    Every ``timeout=`` is a :data:`Timeout`. Calls that may take as long as
+    a turn (``generate``, ``compact``, ``load_all_sessions``, ``flush``) wait
+    for ever by default; the others wait ``call_timeout``. A facade may take
+    more (``Hive.confirm_tool``'s ``decided_by``; a service names who decided
+    from the caller's token), never less.
+    """
+
+    @property
+    def call_timeout(self) -> float: ...
+
+    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None: ...
+
+    def __enter__(self) -> HiveAPI: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    # sessions
+    def create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str: ...
+
+    def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str: ...
+
+    def create_child_session(
+        self,
+        parent_id: str,
+        child_id: str,
+        config: SessionConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> str: ...
+
+    def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    def session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+
+    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+
+    def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    def list_tools(self) -> list[ToolDefinition]: ...
+
+    def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    def load_all_sessions(self, *, timeout: Timeout = None) -> int: ...
+
+    # turns
+    def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = None,
+        on_confirmation: OnConfirmation | None = None,
+    ) -> AgentResult: ...
+
+    def generate_streaming(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        on_confirmation: OnConfirmation | None = None,
+    ) -> TurnStreamAPI: ...
+
+    def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...
+
+    def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage: ...
+
+    def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage: ...
+
+    def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    def compact(self, session_id: str, *, timeout: Timeout = None) -> None: ...
+
+    def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool: ...
+
+    def configure(
+        self,
+        session_id: str,
+        thinking: bool | None = None,
+        budget: int | None = None,
+        model_config: LlmConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> None: ...
+
+    def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None: ...
+
+    def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    # confirmations
+    def confirm_tool(
+        self,
+        session_id: str,
+        tool_id: str,
+        approved: bool,
+        reason: str | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> bool: ...
+
+    def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    def set_confirmation_policy(
+        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    def get_confirmation_policy(
+        self, session_id: str, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    # events and the store
+    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> SubscriptionAPI: ...
+
+    def flush(self, timeout: Timeout = None) -> None: ...
+
+    def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]: ...
+
+
+class AsyncHiveAPI(Protocol):
+    """:class:`HiveAPI` as coroutines: what ``AsyncHive``, ``AsyncRemoteHive`` and ``AsyncClusterHive`` offer.
+
+    ``list_tools`` is left out: ``AsyncHive`` answers it without waiting
+    (a plain method), ``AsyncRemoteHive`` must ask the service (a coroutine).
+    """
+
+    @property
+    def call_timeout(self) -> float: ...
+
+    async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None: ...
+
+    async def __aenter__(self) -> AsyncHiveAPI: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    # sessions
+    async def create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str: ...
+
+    async def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str: ...
+
+    async def create_child_session(
+        self,
+        parent_id: str,
+        child_id: str,
+        config: SessionConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> str: ...
+
+    async def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    async def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    async def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+
+    async def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+
+    async def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    async def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    async def load_all_sessions(self, *, timeout: Timeout = None) -> int: ...
+
+    # turns
+    async def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = None,
+        on_confirmation: OnConfirmation | None = None,
+    ) -> AgentResult: ...
+
+    async def generate_streaming(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        on_confirmation: OnConfirmation | None = None,
+    ) -> AsyncTurnStreamAPI: ...
+
+    async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...
+
+    async def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage: ...
+
+    async def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage: ...
+
+    async def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    async def compact(self, session_id: str, *, timeout: Timeout = None) -> None: ...
+
+    async def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool: ...
+
+    async def configure(
+        self,
+        session_id: str,
+        thinking: bool | None = None,
+        budget: int | None = None,
+        model_config: LlmConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> None: ...
+
+    async def get_llm_for_session(
+        self, session_id: str, *, timeout: Timeout = DEFAULT
+    ) -> LlmConfig | None: ...
+
+    async def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    # confirmations
+    async def confirm_tool(
+        self,
+        session_id: str,
+        tool_id: str,
+        approved: bool,
+        reason: str | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> bool: ...
+
+    async def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    async def set_confirmation_policy(
+        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    async def get_confirmation_policy(
+        self, session_id: str, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    # events and the store
+    async def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> AsyncSubscriptionAPI: ...
+
+    async def flush(self, timeout: Timeout = None) -> None: ...
+
+    async def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]: ...
