@@ -11,7 +11,7 @@ from __future__ import annotations
 from sessionhive._gc import tune_gc
 from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
 from sessionhive.hive import Hive, Subscription, TurnStream
-from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
+from sessionhive.llm import LlmClient, LlmConfig, RateLimit, Reply, ScriptedLlm
 from sessionhive.metrics.registry import MetricsConfig
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import (
@@ -99,6 +99,7 @@ __all__ = [
     "PersistenceFailed",
     "PooledBackend",
     "QuotaExceeded",
+    "RateLimit",
     "Reply",
     "ScriptedLlm",
     "SessionConfig",

@@ -30,6 +30,7 @@ import asyncio
 import email.utils
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -45,7 +46,9 @@ from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base, wait_random_exponential
 
 from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
+from sessionhive.llm.fallback import Overloaded
 from sessionhive.llm.keys import EndpointKeys, ProviderEndpoint, resolve_key
+from sessionhive.llm.limits import account_limiter, estimate_tokens
 from sessionhive.model.errors import InvalidConfig, LlmError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.urls import shown_url
@@ -127,10 +130,26 @@ class TransientError(Exception):
     reaches the caller (the last one becomes an :class:`~sessionhive.LlmError`).
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        timed_out: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.status = status
+        self.timed_out = timed_out
+
+    def is_overload(self, long_wait_s: float) -> bool:
+        """Whether this failure means the model is overloaded: 503, 529, a timeout, or a 429 asking to
+        wait longer than ``long_wait_s``; a fallback model is then worth more than a retry."""
+        if self.timed_out or self.status in (503, 529):
+            return True
+        return self.status == 429 and self.retry_after is not None and self.retry_after > long_wait_s
 
 
 class MalformedResponseError(Exception):
@@ -283,6 +302,7 @@ def status_error(
         return TransientError(
             f"{provider} at {endpoint} answered {kind} ({status}){said}",
             retry_after=retry_after_seconds(headers),
+            status=status,
         )
     if status == 401:
         return LlmError(
@@ -415,6 +435,23 @@ class SdkClientBase(ABC, Generic[SdkT]):
             weakref.WeakKeyDictionary()
         )
         self._sdk_endpoint: str | None = None
+        # Every client of the account (provider, endpoint, key) waits on this one limiter.
+        account_endpoint = config.base_url or os.environ.get(self.base_url_env_var) or self.default_endpoint
+        self._limiter = account_limiter(
+            self.provider_name, account_endpoint, self._secret.reveal(), config.rate_limit
+        )
+        self._account_labels = (self.provider_name, self._limiter.endpoint)
+        #: Set by a fallback chain: an overload ends the call at once with :class:`Overloaded`.
+        self.fall_back_on_overload = False
+        if metrics is not None:
+            limiter = self._limiter
+            metrics.llm_capacity_queue.labels(*self._account_labels).set_function(
+                lambda: limiter.queue_length
+            )
+            for kind in ("requests", "tokens"):
+                metrics.llm_observed_limit.labels(*self._account_labels, kind).set_function(
+                    lambda kind=kind: limiter.limit(kind)  # type: ignore[misc]
+                )
 
     # -- what a subclass provides ------------------------------------------------
 
@@ -503,6 +540,16 @@ class SdkClientBase(ABC, Generic[SdkT]):
             self._sdk_endpoint = str(getattr(sdk, "base_url", "")) or None
         return sdk
 
+    async def _observe_response(self, response: object) -> None:
+        """httpx response hook: the account's limiter learns from every answer's headers."""
+        status = int(getattr(response, "status_code", 0))
+        headers = getattr(response, "headers", None)
+        if headers is None:
+            return
+        self._limiter.observe(headers, status)
+        if status == 429 and self._metrics is not None:
+            self._metrics.llm_rate_limited.labels(*self._account_labels).inc()
+
     def _describe(self) -> str:
         return f"{self.provider_name} call to model {self._config.model!r}"
 
@@ -536,10 +583,20 @@ class SdkClientBase(ABC, Generic[SdkT]):
         async def attempt() -> LlmResponse:
             sdk = self._sdk()
             progress = CallProgress(on_text)
-            try:
-                return await self._attempt(sdk, request, progress)
-            except Exception as exc:  # noqa: BLE001 - classified; foreign exceptions come back as they are
-                failure = self._failure_for(exc, progress)
+            permit = await self._limiter.acquire(estimate_tokens(request, self._config.max_tokens))
+            if self._metrics is not None:
+                self._metrics.llm_capacity_wait.labels(*self._account_labels).observe(permit.waited_s)
+            with permit:
+                try:
+                    return await self._attempt(sdk, request, progress)
+                except Exception as exc:  # noqa: BLE001 - classified; foreign exceptions come back as they are
+                    failure = self._failure_for(exc, progress)
+            if (
+                self.fall_back_on_overload
+                and isinstance(failure, TransientError)
+                and failure.is_overload(self._config.fallback_after_s)
+            ):
+                failure = Overloaded(f"{self._describe()} is overloaded: {failure.message}")
             if isinstance(failure, TransientError | LlmError):
                 # Raised outside the handler, so that the SDK's exception is not
                 # even the hidden __context__: its message quotes the server,

@@ -285,7 +285,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
             max_retries=0,
             # A redirect would carry the call, and its x-api-key header (which httpx keeps across
             # origins), to a URL nobody allowed: a model API never needs one, so it is an error.
-            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False),
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                follow_redirects=False, event_hooks={"response": [self._observe_response]}
+            ),
         )
 
     # -- request ---------------------------------------------------------------------
@@ -444,7 +446,9 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
 
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
         if isinstance(exc, anthropic.APITimeoutError):
-            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
+            return TransientError(
+                f"no answer from {self.endpoint} within {self._config.timeout_s:g}s", timed_out=True
+            )
         if isinstance(exc, anthropic.APIConnectionError):
             return TransientError(
                 f"could not reach {self.endpoint} ({exc.message}; is the server up, "

@@ -234,7 +234,9 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
             max_retries=0,
             # A redirect would carry the call (and, across an origin httpx trusts, the key) to a
             # URL nobody allowed: a model API never needs one, so it is an error instead.
-            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
+            http_client=openai.DefaultAsyncHttpxClient(
+                follow_redirects=False, event_hooks={"response": [self._observe_response]}
+            ),
         )
 
     # -- request ---------------------------------------------------------------------
@@ -310,7 +312,9 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
 
     def _classify(self, exc: Exception) -> TransientError | LlmError | None:
         if isinstance(exc, openai.APITimeoutError):
-            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
+            return TransientError(
+                f"no answer from {self.endpoint} within {self._config.timeout_s:g}s", timed_out=True
+            )
         if isinstance(exc, openai.APIConnectionError):
             return TransientError(
                 f"could not reach {self.endpoint} ({exc.message}; is the server up, "
