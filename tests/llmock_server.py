@@ -45,9 +45,12 @@ class Llmock:
     def _admin(self, method: str, path: str, body: object | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            f"{self.url}/_llmock/{path}", data=data, method=method, headers={"content-type": "application/json"}
+            f"{self.url}/_llmock/{path}",
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read() or b"null")
 
     def requests(self) -> list[dict[str, Any]]:
