@@ -546,7 +546,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
         headers = getattr(response, "headers", None)
         if headers is None:
             return
-        self._limiter.observe(headers, status)
+        self._limiter.observe(headers, status, max_pause_s=self._policy.max_retry_after_s)
         if status == 429 and self._metrics is not None:
             self._metrics.llm_rate_limited.labels(*self._account_labels).inc()
 

@@ -203,8 +203,12 @@ class AccountLimiter:
 
     # -- what the provider says --------------------------------------------------------
 
-    def observe(self, headers: Mapping[str, str], status: int) -> None:
-        """Learn from an answer's headers: limits, remaining capacity, and a 429's wait."""
+    def observe(self, headers: Mapping[str, str], status: int, *, max_pause_s: float = 30.0) -> None:
+        """Learn from an answer's headers: limits, remaining capacity, and a 429's wait.
+
+        A 429's wait holds the account at most ``max_pause_s`` (the caller's cap on
+        ``Retry-After``): a limiter that waited longer than its retries would stall them.
+        """
         now = time.monotonic()
         learned = False
         with self._lock:
@@ -239,7 +243,7 @@ class AccountLimiter:
                 wait = _retry_after(headers)
                 if wait is None:
                     wait = _DEFAULT_429_PAUSE_S
-                self._blocked_until = max(self._blocked_until, now + wait)
+                self._blocked_until = max(self._blocked_until, now + min(wait, max_pause_s))
         if learned or status == 429:
             self._wake_head()
 
