@@ -19,7 +19,7 @@ from sessionhive.api import (
     TurnStreamAPI,
 )
 from sessionhive.hive import Hive, Subscription, TurnStream
-from sessionhive.llm import LlmClient, LlmConfig, Reply, ScriptedLlm
+from sessionhive.llm import LlmClient, LlmConfig, RateLimit, Reply, ScriptedLlm
 from sessionhive.metrics.registry import MetricsConfig
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import (
@@ -113,6 +113,7 @@ __all__ = [
     "PersistenceFailed",
     "PooledBackend",
     "QuotaExceeded",
+    "RateLimit",
     "Reply",
     "ScriptedLlm",
     "SessionConfig",

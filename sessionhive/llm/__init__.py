@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse, TextCallback
+from sessionhive.llm.fallback import FallbackClient
 from sessionhive.llm.keys import EndpointKeys
 from sessionhive.llm.scripted import Reply, ScriptedLlm
-from sessionhive.model.llm_config import PROVIDERS, LlmConfig
+from sessionhive.model.llm_config import PROVIDERS, LlmConfig, RateLimit
 from sessionhive.model.messages import ToolCall
 from sessionhive.model.urls import BaseUrlPolicy
 
 __all__ = [
     "PROVIDERS",
     "ClientCache",
+    "FallbackClient",
     "LlmClient",
     "LlmConfig",
     "LlmRequest",
     "LlmResponse",
+    "RateLimit",
     "Reply",
     "ScriptedLlm",
     "TextCallback",
@@ -41,6 +47,25 @@ def create_client(
     its own; ``None`` trusts the config's endpoint, as code that builds a
     client itself is the operator's): see :mod:`sessionhive.llm.keys`.
     """
+    if config.fallbacks:
+        chain = [_single_client(replace(config, fallbacks=()), metrics, keys)]
+        chain.extend(create_client(fallback, metrics=metrics, keys=keys) for fallback in config.fallbacks)
+        return FallbackClient(chain, on_fallback=_fallback_counter(metrics))
+    return _single_client(config, metrics, keys)
+
+
+def _fallback_counter(metrics: HiveMetrics | None) -> Callable[[str, str, str], None] | None:
+    if metrics is None:
+        return None
+    counter = metrics.llm_fallbacks
+
+    def count(provider: str, model: str, fallback_model: str) -> None:
+        counter.labels(provider, model, fallback_model).inc()
+
+    return count
+
+
+def _single_client(config: LlmConfig, metrics: HiveMetrics | None, keys: EndpointKeys | None) -> LlmClient:
     if config.provider == "scripted":
         return ScriptedLlm.demo()
     if config.provider == "openai":
@@ -53,7 +78,9 @@ def create_client(
 
 
 def _cache_key(config: LlmConfig) -> tuple[Any, ...]:
-    return (config.api_key, *config.to_dict().values())
+    # Fallbacks' keys count too: the same models with another key are another client.
+    keys = (config.api_key, *(fallback.api_key for fallback in config.fallbacks))
+    return (keys, json.dumps(config.to_dict(), sort_keys=True))
 
 
 class ClientCache:
@@ -94,8 +121,9 @@ class ClientCache:
         key = _cache_key(config)
         client = self._clients.get(key)
         if client is None:
-            if config.provider != "scripted":
-                self._policy.check(config.base_url)
+            for model in (config, *config.fallbacks):
+                if model.provider != "scripted":
+                    self._policy.check(model.base_url)
             built = create_client(config, metrics=self._metrics, keys=self._keys)
             client = self._clients.setdefault(key, built)
         return client

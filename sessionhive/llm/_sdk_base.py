@@ -30,6 +30,7 @@ import asyncio
 import email.utils
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -46,7 +47,9 @@ from tenacity.asyncio import AsyncRetrying
 from tenacity.wait import wait_base, wait_random_exponential
 
 from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
+from sessionhive.llm.fallback import Overloaded
 from sessionhive.llm.keys import EndpointKeys, ProviderEndpoint, resolve_key
+from sessionhive.llm.limits import account_limiter, estimate_tokens
 from sessionhive.model.errors import InvalidConfig, LlmError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.urls import shown_url
@@ -128,10 +131,26 @@ class TransientError(Exception):
     reaches the caller (the last one becomes an :class:`~sessionhive.LlmError`).
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        timed_out: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.status = status
+        self.timed_out = timed_out
+
+    def is_overload(self, long_wait_s: float) -> bool:
+        """Whether this failure means the model is overloaded: 503, 529, a timeout, or a 429 asking to
+        wait longer than ``long_wait_s``; a fallback model is then worth more than a retry."""
+        if self.timed_out or self.status in (503, 529):
+            return True
+        return self.status == 429 and self.retry_after is not None and self.retry_after > long_wait_s
 
 
 class MalformedResponseError(Exception):
@@ -284,6 +303,7 @@ def status_error(
         return TransientError(
             f"{provider} at {endpoint} answered {kind} ({status}){said}",
             retry_after=retry_after_seconds(headers),
+            status=status,
         )
     if status == 401:
         return LlmError(
@@ -418,6 +438,23 @@ class SdkClientBase(ABC, Generic[SdkT]):
             weakref.WeakKeyDictionary()
         )
         self._sdk_endpoint: str | None = None
+        # Every client of the account (provider, endpoint, key) waits on this one limiter.
+        account_endpoint = config.base_url or os.environ.get(self.base_url_env_var) or self.default_endpoint
+        self._limiter = account_limiter(
+            self.provider_name, account_endpoint, self._secret.reveal(), config.rate_limit
+        )
+        self._account_labels = (self.provider_name, self._limiter.endpoint)
+        #: Set by a fallback chain: an overload ends the call at once with :class:`Overloaded`.
+        self.fall_back_on_overload = False
+        if metrics is not None:
+            limiter = self._limiter
+            metrics.llm_capacity_queue.labels(*self._account_labels).set_function(
+                lambda: limiter.queue_length
+            )
+            for kind in ("requests", "tokens"):
+                metrics.llm_observed_limit.labels(*self._account_labels, kind).set_function(
+                    lambda kind=kind: limiter.limit(kind)  # type: ignore[misc]
+                )
 
     # -- what a subclass provides ------------------------------------------------
 
@@ -453,7 +490,10 @@ class SdkClientBase(ABC, Generic[SdkT]):
             max_retries=0,
             # A redirect would carry the call, and its key header (which httpx keeps across
             # origins it trusts), to a URL nobody allowed: a model API never needs one, so it is an error.
-            http_client=http_client_class(follow_redirects=False),
+            # The limiter of the key's account learns from every answer's rate-limit headers.
+            http_client=http_client_class(
+                follow_redirects=False, event_hooks={"response": [self._observe_response]}
+            ),
         )
 
     # -- public surface ------------------------------------------------------------
@@ -525,6 +565,16 @@ class SdkClientBase(ABC, Generic[SdkT]):
             self._sdk_endpoint = str(getattr(sdk, "base_url", "")) or None
         return sdk
 
+    async def _observe_response(self, response: object) -> None:
+        """httpx response hook: the account's limiter learns from every answer's headers."""
+        status = int(getattr(response, "status_code", 0))
+        headers = getattr(response, "headers", None)
+        if headers is None:
+            return
+        self._limiter.observe(headers, status, max_pause_s=self._policy.max_retry_after_s)
+        if status == 429 and self._metrics is not None:
+            self._metrics.llm_rate_limited.labels(*self._account_labels).inc()
+
     def _describe(self) -> str:
         return f"{self.provider_name} call to model {self._config.model!r}"
 
@@ -537,7 +587,9 @@ class SdkClientBase(ABC, Generic[SdkT]):
         (checked in that order: an SDK's timeout is a kind of connection error).
         """
         if isinstance(exc, timeout_error):
-            return TransientError(f"no answer from {self.endpoint} within {self._config.timeout_s:g}s")
+            return TransientError(
+                f"no answer from {self.endpoint} within {self._config.timeout_s:g}s", timed_out=True
+            )
         if isinstance(exc, connection_error):
             reason = getattr(exc, "message", str(exc))
             return TransientError(
@@ -593,10 +645,20 @@ class SdkClientBase(ABC, Generic[SdkT]):
         async def attempt() -> LlmResponse:
             sdk = self._sdk()
             progress = CallProgress(on_text)
-            try:
-                return await self._attempt(sdk, request, progress)
-            except Exception as exc:  # noqa: BLE001 - classified; foreign exceptions come back as they are
-                failure = self._failure_for(exc, progress)
+            permit = await self._limiter.acquire(estimate_tokens(request, self._config.max_tokens))
+            if self._metrics is not None:
+                self._metrics.llm_capacity_wait.labels(*self._account_labels).observe(permit.waited_s)
+            with permit:
+                try:
+                    return await self._attempt(sdk, request, progress)
+                except Exception as exc:  # noqa: BLE001 - classified; foreign exceptions come back as they are
+                    failure = self._failure_for(exc, progress)
+            if (
+                self.fall_back_on_overload
+                and isinstance(failure, TransientError)
+                and failure.is_overload(self._config.fallback_after_s)
+            ):
+                failure = Overloaded(f"{self._describe()} is overloaded: {failure.message}")
             if isinstance(failure, TransientError | LlmError):
                 # Raised outside the handler, so that the SDK's exception is not
                 # even the hidden __context__: its message quotes the server,

@@ -71,13 +71,16 @@ class LlmResponse:
     model finished), ``"tool_calls"`` (it waits for tool results),
     ``"length"`` (cut off by the output-token limit: the text may be
     incomplete), ``"refusal"`` (a content filter or refusal); any other
-    reason a provider gives is passed through unchanged.
+    reason a provider gives is passed through unchanged. ``model`` names the
+    model that answered when it is not the one asked (a fallback, see
+    :mod:`sessionhive.llm.fallback`); ``None`` means the client's own model.
     """
 
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = Usage()
     stop_reason: str = "stop"
+    model: str | None = None
 
 
 @runtime_checkable

@@ -173,6 +173,49 @@ class HiveMetrics:
         self.llm_retries = Counter(
             p + "llm_retries_total", "LLM calls retried after a transient failure.", ["provider"], registry=r
         )
+        # Provider accounts (issue 23): labelled by provider and endpoint, never by key or session.
+        self.llm_capacity_wait = Histogram(
+            p + "llm_capacity_wait_seconds",
+            "Time an LLM call waited for its provider account's capacity before it was sent.",
+            ["provider", "endpoint"],
+            buckets=_LLM_BUCKETS,
+            registry=r,
+        )
+        self.llm_capacity_queue = Gauge(
+            p + "llm_capacity_queue",
+            "LLM calls waiting for their provider account's capacity now.",
+            ["provider", "endpoint"],
+            registry=r,
+        )
+        self.llm_observed_limit = Gauge(
+            p + "llm_account_limit_per_minute",
+            "Per-minute limit in force for a provider account (stated or learned from its headers).",
+            ["provider", "endpoint", "kind"],
+            registry=r,
+        )
+        self.llm_rate_limited = Counter(
+            p + "llm_rate_limited_total",
+            "LLM answers that were 429 (rate limited).",
+            ["provider", "endpoint"],
+            registry=r,
+        )
+        self.llm_fallbacks = Counter(
+            p + "llm_fallbacks_total",
+            "LLM calls that went to a fallback model because the first was overloaded.",
+            ["provider", "model", "fallback_model"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            p + "llm_cost_usd_total",
+            "Cost of LLM calls from the price table.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.budget_stops = Counter(
+            p + "budget_stops_total",
+            "Turns stopped before a model call because a budget ran out.",
+            registry=r,
+        )
         # Tools and confirmations
         self.tool_calls = Counter(
             p + "tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r
