@@ -164,6 +164,10 @@ class AccountLimiter:
     def __init__(self, provider: str, endpoint: str, stated: RateLimit | None = None) -> None:
         self.provider = provider
         self.endpoint = shown_url(endpoint)
+        # Not session state: one provider account's buckets, shared by every session whose
+        # client uses that key, and those clients run on several event loops and threads (the
+        # Hive's loop, sync callers, cluster shards); an actor would add a mailbox hop to every
+        # model call, so this short critical section guards only the buckets and the queue.
         self._lock = threading.Lock()
         self._queue: deque[_Waiter] = deque()
         self._in_flight = 0
@@ -374,6 +378,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return min(known) if known else None
 
 
+# Not session state: the process-wide table of accounts, looked up when a client is built (from any
+# thread), so that two Hives in one process share an account's limits.
 _registry_lock = threading.Lock()
 _registry: dict[tuple[str, str, str], AccountLimiter] = {}
 

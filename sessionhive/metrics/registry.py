@@ -47,6 +47,8 @@ class ProcessCount:
     """A count shared by the whole process, changed from any thread, read by gauges when scraped."""
 
     def __init__(self) -> None:
+        # Not session state: a process-wide count changed by tool-pool threads and read on scrape;
+        # += on an int is not atomic across threads.
         self._lock = threading.Lock()
         self._value = 0
 

@@ -46,6 +46,8 @@ class _DaemonThreads:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # Not session state: the pool's own count of idle threads, changed by submitters and by the
+        # worker threads themselves; the lock makes "claim an idle thread or start one" one step.
         self._lock = threading.Lock()
         # Guarded by _lock: threads waiting for a job that no submit has claimed yet.
         self._idle = 0
@@ -222,6 +224,8 @@ class _Job(Generic[_T]):
         self.tool = tool
         self.loop = loop
         self.result: asyncio.Future[_T] = loop.create_future()
+        # Not session state: the worker thread and the event loop (cancel, timeout) race to
+        # settle one call; the lock lets exactly one of them return its slot.
         self._lock = threading.Lock()
         # Guarded by _lock: exactly one of "the thread finished" and "the call gave up" owns the slot.
         self._finished = False
