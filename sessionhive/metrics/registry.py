@@ -207,17 +207,6 @@ class HiveMetrics:
             ["provider", "model", "fallback_model"],
             registry=r,
         )
-        self.llm_cost = Counter(
-            p + "llm_cost_usd_total",
-            "Cost of LLM calls from the price table.",
-            ["provider", "model"],
-            registry=r,
-        )
-        self.budget_stops = Counter(
-            p + "budget_stops_total",
-            "Turns stopped before a model call because a budget ran out.",
-            registry=r,
-        )
         # Tools and confirmations
         self.tool_calls = Counter(
             p + "tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r
