@@ -1,0 +1,529 @@
+"""OpenTelemetry traces: the spans of turns, model calls, tools, confirmations, commits and lifecycle.
+
+Spans follow the OpenTelemetry GenAI semantic conventions (``invoke_agent``,
+``chat {model}``, ``execute_tool {name}``) and go through the
+``opentelemetry-api`` only: the library never sets a tracer provider, so
+until the application installs an SDK every span is the API's no-op, and
+without ``opentelemetry-api`` installed every helper here returns at once.
+No attribute holds prompt, answer or tool-argument text unless the Hive was
+started with ``trace_content=True`` (carried to a turn's spans in a context
+variable), and no attribute ever holds a key.
+
+The rest of the package calls this module at stable seams: the turn
+coroutine (:class:`TurnTrace`), the model call, the tool call and the
+confirmation wait (``traced_*`` wrappers of an awaitable), the store commit
+(:func:`commit_span`, linked to the turns whose steps it carried) and
+session activation and passivation. W3C trace context crosses processes
+with :func:`inject` and :func:`extract`. :func:`exemplar` gives the current
+trace id to a Prometheus histogram, so a slow bucket links to its trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+except ImportError:  # the "tracing" extra is not installed: every helper is a no-op
+    otel_context = None  # type: ignore[assignment]
+    propagate = None  # type: ignore[assignment]
+    trace = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, SpanContext
+
+__all__ = [
+    "TRACER_NAME",
+    "TurnTrace",
+    "activation_begins",
+    "activation_ends",
+    "attached",
+    "commit_span",
+    "configure_sdk",
+    "current_context",
+    "exemplar",
+    "extract",
+    "inject",
+    "llm_event",
+    "note_step",
+    "note_tool_outcome",
+    "passivation",
+    "tool_seconds",
+    "traced_chat",
+    "traced_confirmation",
+    "traced_tool",
+]
+
+T = TypeVar("T")
+
+TRACER_NAME = "sessionhive"
+_tracer = trace.get_tracer(TRACER_NAME) if trace is not None else None
+
+# Set in a turn's context when its Hive was started with trace_content=True: the
+# turn's model, tool and confirmation spans then carry the text (GenAI content capture).
+_content: contextvars.ContextVar[bool] = contextvars.ContextVar("sessionhive_trace_content", default=False)
+
+
+class _ToolClock:
+    """One tool call's timing: its span's start and the part of it spent waiting for a human."""
+
+    __slots__ = ("human_wait", "outcome", "started")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.human_wait = 0.0
+        self.outcome = ""
+
+
+_tool_clock: contextvars.ContextVar[_ToolClock | None] = contextvars.ContextVar(
+    "sessionhive_tool_clock", default=None
+)
+
+
+# --------------------------------------------------------------------------- context
+
+
+def current_context() -> Context | None:
+    """The caller's trace context, to carry into work another thread or task does for it."""
+    return otel_context.get_current() if otel_context is not None else None
+
+
+@contextlib.contextmanager
+def attached(context: Context | None) -> Iterator[None]:
+    """Make ``context`` current for the block (nothing to do for ``None``)."""
+    if context is None or otel_context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def inject(carrier: MutableMapping[str, str] | None = None) -> MutableMapping[str, str]:
+    """The current trace context written into ``carrier`` as W3C ``traceparent``/``tracestate``."""
+    carrier = {} if carrier is None else carrier
+    if propagate is not None and trace is not None and trace.get_current_span().get_span_context().is_valid:
+        propagate.inject(carrier)
+    return carrier
+
+
+def extract(carrier: Mapping[str, str] | None) -> Context | None:
+    """The trace context a W3C ``traceparent`` in ``carrier`` names; ``None`` without one."""
+    if propagate is None or not carrier or "traceparent" not in carrier:
+        return None
+    return propagate.extract(dict(carrier))
+
+
+def _traceparent(span_context: SpanContext | None) -> str | None:
+    if span_context is None or not span_context.is_valid:
+        return None
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}"
+
+
+def _span_context_of(traceparent: str | None) -> SpanContext | None:
+    if not traceparent or trace is None:
+        return None
+    context = extract({"traceparent": traceparent})
+    found = trace.get_current_span(context).get_span_context() if context is not None else None
+    return found if found is not None and found.is_valid else None
+
+
+def exemplar(span_context: SpanContext | None = None) -> dict[str, str] | None:
+    """An OpenMetrics exemplar naming ``span_context`` (default: the current span), if it is sampled."""
+    if trace is None:
+        return None
+    if span_context is None:
+        span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return None
+    return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
+
+
+def _json(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _messages(messages: Sequence[Any]) -> str:
+    """GenAI ``gen_ai.input.messages``/``output.messages``: role and text parts (content capture only)."""
+    out = []
+    for message in messages:
+        parts: list[dict[str, Any]] = []
+        text = getattr(message, "text", "")
+        if text:
+            parts.append({"type": "text", "content": text})
+        for call in getattr(message, "tool_calls", ()):
+            parts.append({"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments})
+        if getattr(message, "role", "") == "tool":
+            parts = [{"type": "tool_call_response", "id": message.tool_call_id, "response": text}]
+        out.append({"role": getattr(message, "role", ""), "parts": parts})
+    return json.dumps(out, default=str, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- the turn
+
+
+class TurnTrace:
+    """The ``invoke_agent`` span of one turn, made where the session starts it.
+
+    ``parent`` is the context of whoever asked for the turn (captured with
+    the request); ``link`` the ``traceparent`` of the turn a resumed one
+    continues. :attr:`span_context` is set once the span starts (on the
+    turn loop) and read by the session for the store's links and the turn
+    histogram's exemplar.
+    """
+
+    __slots__ = ("content", "link", "parent", "session_id", "span_context", "turn_id")
+
+    def __init__(
+        self,
+        session_id: str,
+        turn_id: int,
+        parent: Context | None = None,
+        *,
+        link: str | None = None,
+        content: bool = False,
+    ) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.parent = parent
+        self.link = link
+        self.content = content
+        self.span_context: SpanContext | None = None
+
+    @property
+    def traceparent(self) -> str | None:
+        """The span as a W3C ``traceparent``: stored with the running turn, linked from its resumption."""
+        return _traceparent(self.span_context)
+
+    def exemplar(self) -> dict[str, str] | None:
+        return exemplar(self.span_context) if self.span_context is not None else None
+
+    def run(self, turn: Coroutine[Any, Any, T], prompt: str = "") -> Coroutine[Any, Any, T]:
+        """``turn`` inside the span (``turn`` itself when tracing is not installed)."""
+        if _tracer is None:
+            return turn
+        return self._run(turn, prompt)
+
+    async def _run(self, turn: Coroutine[Any, Any, T], prompt: str) -> T:
+        assert _tracer is not None and trace is not None
+        linked = _span_context_of(self.link)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.provider.name": "sessionhive",
+            "gen_ai.conversation.id": self.session_id,
+            "sessionhive.turn.id": self.turn_id,
+        }
+        if linked is not None:
+            attributes["sessionhive.turn.resumed"] = True
+        with _tracer.start_as_current_span(
+            "invoke_agent",
+            context=self.parent,
+            kind=trace.SpanKind.INTERNAL,
+            attributes=attributes,
+            links=[trace.Link(linked, {"sessionhive.link": "resumes"})] if linked is not None else None,
+        ) as span:
+            self.span_context = span.get_span_context()
+            _content.set(self.content)
+            if self.content and prompt and span.is_recording():
+                span.set_attribute("gen_ai.input.messages", _messages([_Text("user", prompt)]))
+            outcome = await turn
+            if span.is_recording():
+                _record_turn(span, outcome, self.content)
+            return outcome
+
+
+class _Text:
+    """A message as :func:`_messages` reads it, made from a prompt or an answer."""
+
+    __slots__ = ("role", "text", "tool_calls")
+
+    def __init__(self, role: str, text: str, tool_calls: Sequence[Any] = ()) -> None:
+        self.role = role
+        self.text = text
+        self.tool_calls = tool_calls
+
+
+def _record_turn(span: Span, outcome: Any, content: bool) -> None:
+    status = getattr(outcome, "status", "ok")
+    span.set_attribute("sessionhive.turn.outcome", {"ok": "completed"}.get(status, status))
+    span.set_attribute("sessionhive.turn.stop_reason", getattr(outcome, "stop_reason", ""))
+    span.set_attribute("sessionhive.turn.rounds", int(getattr(outcome, "rounds", 0)))
+    usage = getattr(outcome, "usage", None)
+    if usage is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", int(usage.prompt_tokens))
+        span.set_attribute("gen_ai.usage.output_tokens", int(usage.completion_tokens))
+    if status != "ok" and trace is not None:
+        kind = getattr(outcome, "error_kind", "") or status
+        span.set_attribute("error.type", kind)
+        if status == "error":
+            span.set_status(trace.StatusCode.ERROR, str(getattr(outcome, "error", ""))[:200])
+    if content and getattr(outcome, "text", ""):
+        span.set_attribute("gen_ai.output.messages", _messages([_Text("assistant", str(outcome.text))]))
+
+
+# --------------------------------------------------------------------------- model calls and tools
+
+
+async def traced_chat(llm: Any, request: Any, call: Awaitable[T]) -> T:
+    """Await ``call`` (one model call of ``llm`` for ``request``) inside a ``chat {model}`` span."""
+    if _tracer is None:
+        return await call
+    assert trace is not None
+    model = str(getattr(llm, "model", ""))
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": str(getattr(llm, "provider", "")),
+        "gen_ai.request.model": model,
+        "gen_ai.conversation.id": str(getattr(request, "session_id", "")),
+    }
+    content = _content.get()
+    with _tracer.start_as_current_span(
+        f"chat {model}", kind=trace.SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        if content and span.is_recording():
+            if getattr(request, "system", None):
+                span.set_attribute(
+                    "gen_ai.system_instructions", _json([{"type": "text", "content": request.system}])
+                )
+            span.set_attribute("gen_ai.input.messages", _messages(getattr(request, "messages", ())))
+        response = await call
+        if span.is_recording():
+            span.set_attribute("gen_ai.response.model", model)
+            usage = getattr(response, "usage", None)
+            if usage is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", int(usage.prompt_tokens))
+                span.set_attribute("gen_ai.usage.output_tokens", int(usage.completion_tokens))
+            span.set_attribute("gen_ai.response.finish_reasons", [str(getattr(response, "stop_reason", ""))])
+            if content:
+                answer = _Text(
+                    "assistant", str(getattr(response, "text", "")), getattr(response, "tool_calls", ())
+                )
+                span.set_attribute("gen_ai.output.messages", _messages([answer]))
+        return response
+
+
+def llm_event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
+    """An event on the current span (a retry, a wait for rate-limit capacity)."""
+    if trace is None:
+        return
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(name, dict(attributes or {}))
+
+
+def _sandboxed(name: str, tools: Any) -> bool:
+    if name != "bash":
+        return False
+    sandbox = getattr(tools, "bash_sandbox", None)
+    return bool(getattr(sandbox, "available", False))
+
+
+async def traced_tool(call: Any, tools: Any, run: Awaitable[T]) -> T:
+    """Await ``run`` (deciding on and running ``call``) inside an ``execute_tool {name}`` span.
+
+    The span holds the confirmation wait, if any, as a child; the tool's
+    duration (:func:`tool_seconds`) leaves that wait out.
+    """
+    clock = _ToolClock()
+    token = _tool_clock.set(clock)
+    try:
+        if _tracer is None:
+            return await run
+        assert trace is not None
+        name = str(call.name)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": str(call.id),
+            "gen_ai.tool.type": "function",
+            "sessionhive.tool.sandboxed": _sandboxed(name, tools),
+        }
+        content = _content.get()
+        with _tracer.start_as_current_span(
+            f"execute_tool {name}", kind=trace.SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            if content and span.is_recording():
+                span.set_attribute("gen_ai.tool.call.arguments", _json(call.arguments))
+            result = await run
+            if span.is_recording():
+                outcome = clock.outcome or ("error" if getattr(result, "is_error", False) else "ok")
+                span.set_attribute("sessionhive.tool.outcome", outcome)
+                if outcome != "ok":
+                    span.set_attribute("error.type", outcome)
+                if content:
+                    span.set_attribute("gen_ai.tool.call.result", str(getattr(result, "output", "")))
+            return result
+    finally:
+        _tool_clock.reset(token)
+
+
+def note_tool_outcome(outcome: str) -> None:
+    """Tell the running tool call's span how it ended (``ok``, ``error``, ``denied``, ``rejected``...)."""
+    clock = _tool_clock.get()
+    if clock is not None:
+        clock.outcome = outcome
+
+
+def tool_seconds() -> float | None:
+    """How long the running tool call took so far, its confirmation wait left out."""
+    clock = _tool_clock.get()
+    if clock is None:
+        return None
+    return max(0.0, time.perf_counter() - clock.started - clock.human_wait)
+
+
+async def traced_confirmation(call: Any, waiting: Awaitable[T]) -> T:
+    """Await ``waiting`` (a human decision about ``call``) inside a confirmation span."""
+    started = time.perf_counter()
+    clock = _tool_clock.get()
+    try:
+        if _tracer is None:
+            return await waiting
+        name = str(call.name)
+        attributes = {"gen_ai.tool.name": name, "gen_ai.tool.call.id": str(call.id)}
+        with _tracer.start_as_current_span(f"await_confirmation {name}", attributes=attributes) as span:
+            decision = await waiting
+            if span.is_recording():
+                span.set_attribute("sessionhive.confirmation.decision", str(getattr(decision, "outcome", "")))
+                span.set_attribute(
+                    "sessionhive.confirmation.approved", bool(getattr(decision, "approved", False))
+                )
+                decided_by = getattr(decision, "decided_by", None)
+                if decided_by:
+                    span.set_attribute("sessionhive.confirmation.decided_by", str(decided_by))
+                span.set_attribute("sessionhive.confirmation.wait_s", time.perf_counter() - started)
+            return decision
+    finally:
+        if clock is not None:
+            clock.human_wait += time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- the store and lifecycle
+
+# Turns whose steps were handed to the store and not committed yet, by session id: the
+# commit span links to them. Bounded per session: a link to the newest turns is enough.
+_MAX_LINKS_PER_SESSION = 4
+# Not session state: trace links, written by session actors (any thread) and taken by
+# the persistence thread; a dict of lists changed from two threads needs the lock.
+_links_lock = threading.Lock()
+_uncommitted: dict[str, list[SpanContext]] = {}
+
+
+def note_step(session_id: str, turn: TurnTrace | None) -> None:
+    """``turn`` handed a step of ``session_id`` to the store: the next commit of it links to the turn."""
+    span_context = turn.span_context if turn is not None else None
+    if span_context is None or not span_context.is_valid or not span_context.trace_flags.sampled:
+        return
+    with _links_lock:
+        found = _uncommitted.setdefault(session_id, [])
+        if span_context not in found:
+            found.append(span_context)
+            del found[:-_MAX_LINKS_PER_SESSION]
+
+
+@contextlib.contextmanager
+def commit_span(store: str, session_ids: Sequence[str], changes: int) -> Iterator[None]:
+    """A span around one store transaction, linked to the turns whose steps it carries."""
+    if _tracer is None or trace is None:
+        yield
+        return
+    links: list[Any] = []
+    if _uncommitted:
+        with _links_lock:
+            for session_id in session_ids:
+                for span_context in _uncommitted.pop(session_id, ()):
+                    links.append(trace.Link(span_context, {"gen_ai.conversation.id": session_id}))
+    attributes: dict[str, Any] = {
+        "db.operation.name": "commit",
+        "sessionhive.store": store,
+        "sessionhive.store.sessions": len(session_ids),
+        "sessionhive.store.changes": changes,
+    }
+    # A commit serves many turns: a root span of its own, linked to each of them.
+    with _tracer.start_as_current_span(
+        "store commit", context=_ROOT, kind=trace.SpanKind.CLIENT, attributes=attributes, links=links
+    ):
+        yield
+
+
+_ROOT: Any = otel_context.Context() if otel_context is not None else None
+
+_activating: dict[str, int] = {}  # session id -> start (ns); set and popped by one supervisor thread
+
+
+def activation_begins(session_id: str) -> None:
+    """A stored session is being loaded to serve a call."""
+    if _tracer is not None:
+        _activating[session_id] = time.time_ns()
+
+
+def activation_ends(session_id: str, ok: bool = True) -> None:
+    """The load of ``session_id`` is done: an ``activate_session`` span from its start to now."""
+    started = _activating.pop(session_id, None)
+    if _tracer is None or started is None:
+        return
+    span = _tracer.start_span(
+        "activate_session",
+        context=_ROOT,
+        attributes={"gen_ai.conversation.id": session_id, "sessionhive.session.loaded": ok},
+        start_time=started,
+    )
+    span.end()
+
+
+def passivation(session_id: str) -> None:
+    """``session_id`` stopped to save memory (its state is in the store)."""
+    if _tracer is not None:
+        _tracer.start_span(
+            "passivate_session", context=_ROOT, attributes={"gen_ai.conversation.id": session_id}
+        ).end()
+
+
+# --------------------------------------------------------------------------- the serve process's SDK
+
+
+def configure_sdk(
+    endpoint: str | None = None, *, service_name: str = "sessionhive"
+) -> Callable[[], None] | None:
+    """Install the OpenTelemetry SDK with a batching OTLP/HTTP exporter, for ``sessionhive serve`` only.
+
+    ``endpoint`` is the collector's base URL (``http://127.0.0.1:4318``;
+    traces go to ``/v1/traces``); without it, the standard
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``/``OTEL_EXPORTER_OTLP_ENDPOINT``
+    variables decide, and with neither nothing is installed. The other
+    ``OTEL_*`` variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+    ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``, headers) apply as the SDK reads
+    them. Returns what flushes and shuts the provider down, or ``None``.
+    """
+    configured = (
+        endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    if not configured or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true" or trace is None:
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
+    # An explicit endpoint is the collector's base URL; the variables are read by the exporter itself.
+    exporter = (
+        OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces") if endpoint else OTLPSpanExporter()
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider.shutdown
