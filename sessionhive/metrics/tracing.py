@@ -46,6 +46,7 @@ __all__ = [
     "TurnTrace",
     "activation_begins",
     "activation_ends",
+    "ainject_request",
     "attached",
     "commit_span",
     "configure_sdk",
@@ -53,10 +54,13 @@ __all__ = [
     "exemplar",
     "extract",
     "inject",
+    "inject_request",
     "llm_event",
+    "name_server_span",
     "note_step",
     "note_tool_outcome",
     "passivation",
+    "server_spans",
     "tool_seconds",
     "traced_chat",
     "traced_confirmation",
@@ -116,6 +120,16 @@ def inject(carrier: MutableMapping[str, str] | None = None) -> MutableMapping[st
     if propagate is not None and trace is not None and trace.get_current_span().get_span_context().is_valid:
         propagate.inject(carrier)
     return carrier
+
+
+def inject_request(request: Any) -> None:
+    """An httpx request hook: the request carries the caller's trace context (``traceparent``)."""
+    inject(request.headers)
+
+
+async def ainject_request(request: Any) -> None:
+    """:func:`inject_request` for ``httpx.AsyncClient``, whose hooks are awaited."""
+    inject(request.headers)
 
 
 def extract(carrier: Mapping[str, str] | None) -> Context | None:
@@ -268,8 +282,9 @@ def _record_turn(span: Span, outcome: Any, content: bool) -> None:
         span.set_attribute("error.type", kind)
         if status == "error":
             span.set_status(trace.StatusCode.ERROR, str(getattr(outcome, "error", ""))[:200])
-    if content and getattr(outcome, "text", ""):
-        span.set_attribute("gen_ai.output.messages", _messages([_Text("assistant", str(outcome.text))]))
+    answer: str = getattr(outcome, "text", "")
+    if content and answer:
+        span.set_attribute("gen_ai.output.messages", _messages([_Text("assistant", answer)]))
 
 
 # --------------------------------------------------------------------------- model calls and tools
@@ -488,6 +503,57 @@ def passivation(session_id: str) -> None:
         _tracer.start_span(
             "passivate_session", context=_ROOT, attributes={"gen_ai.conversation.id": session_id}
         ).end()
+
+
+# --------------------------------------------------------------------------- HTTP service
+
+# The SERVER span of the request being served, so the router can name it once it knows the route.
+_server_span: contextvars.ContextVar[Any] = contextvars.ContextVar("sessionhive_server_span", default=None)
+
+AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+def server_spans(app: AsgiApp) -> AsgiApp:
+    """Wrap an ASGI app: each HTTP request is a SERVER span, the child of its ``traceparent`` if any.
+
+    Whatever the request starts (a turn) is a child of that span, so one
+    trace holds the caller, the service and the turn.
+    """
+    if _tracer is None:
+        return app
+    tracer = _tracer
+
+    async def traced(scope: Any, receive: Any, send: Any) -> None:
+        carrier = {
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in scope.get("headers", ())
+            if key in (b"traceparent", b"tracestate")
+        }
+        method = str(scope.get("method", "HTTP"))
+        attributes = {"http.request.method": method, "url.path": str(scope.get("path", ""))}
+        assert trace is not None
+        with tracer.start_as_current_span(
+            method, context=extract(carrier), kind=trace.SpanKind.SERVER, attributes=attributes
+        ) as span:
+            token = _server_span.set(span)
+            try:
+                await app(scope, receive, send)
+            finally:
+                _server_span.reset(token)
+
+    return traced
+
+
+def name_server_span(method: str, route: str, status: int) -> None:
+    """Name the request's SERVER span by its route (``POST /v1/sessions/{id}/generate``) and status."""
+    span = _server_span.get()
+    if span is None or not span.is_recording():
+        return
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500 and trace is not None:
+        span.set_status(trace.StatusCode.ERROR)
 
 
 # --------------------------------------------------------------------------- the serve process's SDK
