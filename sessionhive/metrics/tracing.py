@@ -60,6 +60,7 @@ __all__ = [
     "note_step",
     "note_tool_outcome",
     "passivation",
+    "remote_span",
     "server_spans",
     "tool_seconds",
     "traced_chat",
@@ -542,6 +543,18 @@ def server_spans(app: AsgiApp) -> AsgiApp:
                 _server_span.reset(token)
 
     return traced
+
+
+@contextlib.contextmanager
+def remote_span(name: str, parent: Context | None, attributes: Mapping[str, Any]) -> Iterator[None]:
+    """A SERVER span for work another process asked for, the child of its ``parent`` context."""
+    if _tracer is None or trace is None:
+        yield
+        return
+    with _tracer.start_as_current_span(
+        name, context=parent, kind=trace.SpanKind.SERVER, attributes=dict(attributes)
+    ):
+        yield
 
 
 def name_server_span(method: str, route: str, status: int) -> None:
