@@ -224,13 +224,17 @@ class TurnTrace:
     def exemplar(self) -> dict[str, str] | None:
         return exemplar(self.span_context) if self.span_context is not None else None
 
-    def run(self, turn: Coroutine[Any, Any, T], prompt: str = "") -> Coroutine[Any, Any, T]:
-        """``turn`` inside the span (``turn`` itself when tracing is not installed)."""
+    def run(self, turn: Callable[[], Coroutine[Any, Any, T]], prompt: str = "") -> Coroutine[Any, Any, T]:
+        """The coroutine ``turn()`` inside the span (``turn()`` itself when tracing is not installed).
+
+        ``turn`` is made only once the span starts: a turn cancelled before
+        it started leaves no coroutine that was never awaited.
+        """
         if _tracer is None:
-            return turn
+            return turn()
         return self._run(turn, prompt)
 
-    async def _run(self, turn: Coroutine[Any, Any, T], prompt: str) -> T:
+    async def _run(self, turn: Callable[[], Coroutine[Any, Any, T]], prompt: str) -> T:
         assert _tracer is not None and trace is not None
         linked = _span_context_of(self.link)
         attributes: dict[str, Any] = {
@@ -252,7 +256,7 @@ class TurnTrace:
             _content.set(self.content)
             if self.content and prompt and span.is_recording():
                 span.set_attribute("gen_ai.input.messages", _messages([_Text("user", prompt)]))
-            outcome = await turn
+            outcome = await turn()
             if span.is_recording():
                 _record_turn(span, outcome, self.content)
             return outcome

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -248,10 +249,10 @@ class JobsPart(SessionState):
             self._running_turn = RunningTurn(
                 running.turn_id, job.prompt, time.time(), len(self._messages), job.running_call
             )
-            turn = resume_turn(spec, hooks, job.journaled, job.running_call)
+            turn = functools.partial(resume_turn, spec, hooks, job.journaled, job.running_call)
         else:
             self._running_turn = RunningTurn(running.turn_id, job.prompt, time.time(), len(self._messages))
-            turn = run_turn(spec, hooks)
+            turn = functools.partial(run_turn, spec, hooks)
         running.handle = loop.submit(running.trace.run(turn, job.prompt), self._on_done(running.turn_id))
 
     def _journal_hook(self, turn_id: int) -> Callable[[TurnJournal], Awaitable[None] | None] | None:
