@@ -39,7 +39,7 @@ except ImportError:  # the "tracing" extra is not installed: every helper is a n
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
 __all__ = [
     "TRACER_NAME",
@@ -71,7 +71,25 @@ __all__ = [
 T = TypeVar("T")
 
 TRACER_NAME = "sessionhive"
-_tracer = trace.get_tracer(TRACER_NAME) if trace is not None else None
+# The providers that mean "no SDK here": until one of them is replaced, a span helper costs
+# one check and starts nothing. A process sets its provider once, so the real tracer is kept.
+_NO_SDK: tuple[type, ...] = (trace.ProxyTracerProvider, trace.NoOpTracerProvider) if trace is not None else ()
+_sdk_tracer: Tracer | None = None
+
+
+def _live() -> Tracer | None:
+    """The tracer once the application installed an SDK; ``None`` before (or without the API)."""
+    global _sdk_tracer
+    if _sdk_tracer is not None:
+        return _sdk_tracer
+    if trace is None:
+        return None
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, _NO_SDK):
+        return None
+    _sdk_tracer = provider.get_tracer(TRACER_NAME)
+    return _sdk_tracer
+
 
 # Set in a turn's context when its Hive was started with trace_content=True: the
 # turn's model, tool and confirmation spans then carry the text (GenAI content capture).
@@ -156,7 +174,7 @@ def _span_context_of(traceparent: str | None) -> SpanContext | None:
 
 def exemplar(span_context: SpanContext | None = None) -> dict[str, str] | None:
     """An OpenMetrics exemplar naming ``span_context`` (default: the current span), if it is sampled."""
-    if trace is None:
+    if trace is None or _live() is None:
         return None
     if span_context is None:
         span_context = trace.get_current_span().get_span_context()
@@ -230,12 +248,13 @@ class TurnTrace:
         ``turn`` is made only once the span starts: a turn cancelled before
         it started leaves no coroutine that was never awaited.
         """
-        if _tracer is None:
+        tracer = _live()
+        if tracer is None:
             return turn()
-        return self._run(turn, prompt)
+        return self._run(tracer, turn, prompt)
 
-    async def _run(self, turn: Callable[[], Coroutine[Any, Any, T]], prompt: str) -> T:
-        assert _tracer is not None and trace is not None
+    async def _run(self, tracer: Tracer, turn: Callable[[], Coroutine[Any, Any, T]], prompt: str) -> T:
+        assert trace is not None
         linked = _span_context_of(self.link)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
@@ -245,7 +264,7 @@ class TurnTrace:
         }
         if linked is not None:
             attributes["sessionhive.turn.resumed"] = True
-        with _tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             "invoke_agent",
             context=self.parent,
             kind=trace.SpanKind.INTERNAL,
@@ -274,22 +293,25 @@ class _Text:
 
 
 def _record_turn(span: Span, outcome: Any, content: bool) -> None:
+    # One set_attributes call: the SDK takes its span lock once per call.
     status = getattr(outcome, "status", "ok")
-    span.set_attribute("sessionhive.turn.outcome", {"ok": "completed"}.get(status, status))
-    span.set_attribute("sessionhive.turn.stop_reason", getattr(outcome, "stop_reason", ""))
-    span.set_attribute("sessionhive.turn.rounds", int(getattr(outcome, "rounds", 0)))
+    attributes: dict[str, Any] = {
+        "sessionhive.turn.outcome": {"ok": "completed"}.get(status, status),
+        "sessionhive.turn.stop_reason": getattr(outcome, "stop_reason", ""),
+        "sessionhive.turn.rounds": int(getattr(outcome, "rounds", 0)),
+    }
     usage = getattr(outcome, "usage", None)
     if usage is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", int(usage.prompt_tokens))
-        span.set_attribute("gen_ai.usage.output_tokens", int(usage.completion_tokens))
-    if status != "ok" and trace is not None:
-        kind = getattr(outcome, "error_kind", "") or status
-        span.set_attribute("error.type", kind)
-        if status == "error":
-            span.set_status(trace.StatusCode.ERROR, str(getattr(outcome, "error", ""))[:200])
+        attributes["gen_ai.usage.input_tokens"] = int(usage.prompt_tokens)
+        attributes["gen_ai.usage.output_tokens"] = int(usage.completion_tokens)
+    if status != "ok":
+        attributes["error.type"] = getattr(outcome, "error_kind", "") or status
     answer: str = getattr(outcome, "text", "")
     if content and answer:
-        span.set_attribute("gen_ai.output.messages", _messages([_Text("assistant", answer)]))
+        attributes["gen_ai.output.messages"] = _messages([_Text("assistant", answer)])
+    span.set_attributes(attributes)
+    if status == "error" and trace is not None:
+        span.set_status(trace.StatusCode.ERROR, str(getattr(outcome, "error", ""))[:200])
 
 
 # --------------------------------------------------------------------------- model calls and tools
@@ -297,7 +319,8 @@ def _record_turn(span: Span, outcome: Any, content: bool) -> None:
 
 async def traced_chat(llm: Any, request: Any, call: Awaitable[T]) -> T:
     """Await ``call`` (one model call of ``llm`` for ``request``) inside a ``chat {model}`` span."""
-    if _tracer is None:
+    tracer = _live()
+    if tracer is None:
         return await call
     assert trace is not None
     model = str(getattr(llm, "model", ""))
@@ -308,34 +331,33 @@ async def traced_chat(llm: Any, request: Any, call: Awaitable[T]) -> T:
         "gen_ai.conversation.id": str(getattr(request, "session_id", "")),
     }
     content = _content.get()
-    with _tracer.start_as_current_span(
+    if content:
+        if getattr(request, "system", None):
+            attributes["gen_ai.system_instructions"] = _json([{"type": "text", "content": request.system}])
+        attributes["gen_ai.input.messages"] = _messages(getattr(request, "messages", ()))
+    with tracer.start_as_current_span(
         f"chat {model}", kind=trace.SpanKind.CLIENT, attributes=attributes
     ) as span:
-        if content and span.is_recording():
-            if getattr(request, "system", None):
-                span.set_attribute(
-                    "gen_ai.system_instructions", _json([{"type": "text", "content": request.system}])
-                )
-            span.set_attribute("gen_ai.input.messages", _messages(getattr(request, "messages", ())))
         response = await call
         if span.is_recording():
-            span.set_attribute("gen_ai.response.model", model)
+            answered: dict[str, Any] = {
+                "gen_ai.response.model": model,
+                "gen_ai.response.finish_reasons": (str(getattr(response, "stop_reason", "")),),
+            }
             usage = getattr(response, "usage", None)
             if usage is not None:
-                span.set_attribute("gen_ai.usage.input_tokens", int(usage.prompt_tokens))
-                span.set_attribute("gen_ai.usage.output_tokens", int(usage.completion_tokens))
-            span.set_attribute("gen_ai.response.finish_reasons", [str(getattr(response, "stop_reason", ""))])
+                answered["gen_ai.usage.input_tokens"] = int(usage.prompt_tokens)
+                answered["gen_ai.usage.output_tokens"] = int(usage.completion_tokens)
             if content:
-                answer = _Text(
-                    "assistant", str(getattr(response, "text", "")), getattr(response, "tool_calls", ())
-                )
-                span.set_attribute("gen_ai.output.messages", _messages([answer]))
+                text, calls = str(getattr(response, "text", "")), getattr(response, "tool_calls", ())
+                answered["gen_ai.output.messages"] = _messages([_Text("assistant", text, calls)])
+            span.set_attributes(answered)
         return response
 
 
 def llm_event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
     """An event on the current span (a retry, a wait for rate-limit capacity)."""
-    if trace is None:
+    if trace is None or _live() is None:
         return
     span = trace.get_current_span()
     if span.is_recording():
@@ -358,7 +380,8 @@ async def traced_tool(call: Any, tools: Any, run: Awaitable[T]) -> T:
     clock = _ToolClock()
     token = _tool_clock.set(clock)
     try:
-        if _tracer is None:
+        tracer = _live()
+        if tracer is None:
             return await run
         assert trace is not None
         name = str(call.name)
@@ -370,19 +393,18 @@ async def traced_tool(call: Any, tools: Any, run: Awaitable[T]) -> T:
             "sessionhive.tool.sandboxed": _sandboxed(name, tools),
         }
         content = _content.get()
-        with _tracer.start_as_current_span(
-            f"execute_tool {name}", kind=trace.SpanKind.INTERNAL, attributes=attributes
-        ) as span:
-            if content and span.is_recording():
-                span.set_attribute("gen_ai.tool.call.arguments", _json(call.arguments))
+        if content:
+            attributes["gen_ai.tool.call.arguments"] = _json(call.arguments)
+        with tracer.start_as_current_span(f"execute_tool {name}", attributes=attributes) as span:
             result = await run
             if span.is_recording():
                 outcome = clock.outcome or ("error" if getattr(result, "is_error", False) else "ok")
-                span.set_attribute("sessionhive.tool.outcome", outcome)
+                ended: dict[str, Any] = {"sessionhive.tool.outcome": outcome}
                 if outcome != "ok":
-                    span.set_attribute("error.type", outcome)
+                    ended["error.type"] = outcome
                 if content:
-                    span.set_attribute("gen_ai.tool.call.result", str(getattr(result, "output", "")))
+                    ended["gen_ai.tool.call.result"] = str(getattr(result, "output", ""))
+                span.set_attributes(ended)
             return result
     finally:
         _tool_clock.reset(token)
@@ -408,21 +430,23 @@ async def traced_confirmation(call: Any, waiting: Awaitable[T]) -> T:
     started = time.perf_counter()
     clock = _tool_clock.get()
     try:
-        if _tracer is None:
+        tracer = _live()
+        if tracer is None:
             return await waiting
         name = str(call.name)
         attributes = {"gen_ai.tool.name": name, "gen_ai.tool.call.id": str(call.id)}
-        with _tracer.start_as_current_span(f"await_confirmation {name}", attributes=attributes) as span:
+        with tracer.start_as_current_span(f"await_confirmation {name}", attributes=attributes) as span:
             decision = await waiting
             if span.is_recording():
-                span.set_attribute("sessionhive.confirmation.decision", str(getattr(decision, "outcome", "")))
-                span.set_attribute(
-                    "sessionhive.confirmation.approved", bool(getattr(decision, "approved", False))
-                )
+                decided: dict[str, Any] = {
+                    "sessionhive.confirmation.decision": str(getattr(decision, "outcome", "")),
+                    "sessionhive.confirmation.approved": bool(getattr(decision, "approved", False)),
+                    "sessionhive.confirmation.wait_s": time.perf_counter() - started,
+                }
                 decided_by = getattr(decision, "decided_by", None)
                 if decided_by:
-                    span.set_attribute("sessionhive.confirmation.decided_by", str(decided_by))
-                span.set_attribute("sessionhive.confirmation.wait_s", time.perf_counter() - started)
+                    decided["sessionhive.confirmation.decided_by"] = str(decided_by)
+                span.set_attributes(decided)
             return decision
     finally:
         if clock is not None:
@@ -455,7 +479,8 @@ def note_step(session_id: str, turn: TurnTrace | None) -> None:
 @contextlib.contextmanager
 def commit_span(store: str, session_ids: Sequence[str], changes: int) -> Iterator[None]:
     """A span around one store transaction, linked to the turns whose steps it carries."""
-    if _tracer is None or trace is None:
+    tracer = _live()
+    if tracer is None or trace is None:
         yield
         return
     links: list[Any] = []
@@ -471,7 +496,7 @@ def commit_span(store: str, session_ids: Sequence[str], changes: int) -> Iterato
         "sessionhive.store.changes": changes,
     }
     # A commit serves many turns: a root span of its own, linked to each of them.
-    with _tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         "store commit", context=_ROOT, kind=trace.SpanKind.CLIENT, attributes=attributes, links=links
     ):
         yield
@@ -484,16 +509,17 @@ _activating: dict[str, int] = {}  # session id -> start (ns); set and popped by 
 
 def activation_begins(session_id: str) -> None:
     """A stored session is being loaded to serve a call."""
-    if _tracer is not None:
+    if _live() is not None:
         _activating[session_id] = time.time_ns()
 
 
 def activation_ends(session_id: str, ok: bool = True) -> None:
     """The load of ``session_id`` is done: an ``activate_session`` span from its start to now."""
     started = _activating.pop(session_id, None)
-    if _tracer is None or started is None:
+    tracer = _live()
+    if tracer is None or started is None:
         return
-    span = _tracer.start_span(
+    span = tracer.start_span(
         "activate_session",
         context=_ROOT,
         attributes={"gen_ai.conversation.id": session_id, "sessionhive.session.loaded": ok},
@@ -504,8 +530,9 @@ def activation_ends(session_id: str, ok: bool = True) -> None:
 
 def passivation(session_id: str) -> None:
     """``session_id`` stopped to save memory (its state is in the store)."""
-    if _tracer is not None:
-        _tracer.start_span(
+    tracer = _live()
+    if tracer is not None:
+        tracer.start_span(
             "passivate_session", context=_ROOT, attributes={"gen_ai.conversation.id": session_id}
         ).end()
 
@@ -524,11 +551,14 @@ def server_spans(app: AsgiApp) -> AsgiApp:
     Whatever the request starts (a turn) is a child of that span, so one
     trace holds the caller, the service and the turn.
     """
-    if _tracer is None:
+    if trace is None:
         return app
-    tracer = _tracer
 
     async def traced(scope: Any, receive: Any, send: Any) -> None:
+        tracer = _live()
+        if tracer is None:
+            await app(scope, receive, send)
+            return
         carrier = {
             key.decode("latin-1"): value.decode("latin-1")
             for key, value in scope.get("headers", ())
@@ -552,10 +582,11 @@ def server_spans(app: AsgiApp) -> AsgiApp:
 @contextlib.contextmanager
 def remote_span(name: str, parent: Context | None, attributes: Mapping[str, Any]) -> Iterator[None]:
     """A SERVER span for work another process asked for, the child of its ``parent`` context."""
-    if _tracer is None or trace is None:
+    tracer = _live()
+    if tracer is None or trace is None:
         yield
         return
-    with _tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         name, context=parent, kind=trace.SpanKind.SERVER, attributes=dict(attributes)
     ):
         yield
@@ -567,8 +598,7 @@ def name_server_span(method: str, route: str, status: int) -> None:
     if span is None or not span.is_recording():
         return
     span.update_name(f"{method} {route}")
-    span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
+    span.set_attributes({"http.route": route, "http.response.status_code": status})
     if status >= 500 and trace is not None:
         span.set_status(trace.StatusCode.ERROR)
 
