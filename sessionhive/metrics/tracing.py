@@ -75,6 +75,9 @@ TRACER_NAME = "sessionhive"
 # one check and starts nothing. A process sets its provider once, so the real tracer is kept.
 _NO_SDK: tuple[type, ...] = (trace.ProxyTracerProvider, trace.NoOpTracerProvider) if trace is not None else ()
 _sdk_tracer: Tracer | None = None
+_UNKNOWN = object()
+# The API can load a provider named by this variable on first use: then ask it, never skip.
+_PROVIDER_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def _live() -> Tracer | None:
@@ -83,6 +86,11 @@ def _live() -> Tracer | None:
     if _sdk_tracer is not None:
         return _sdk_tracer
     if trace is None:
+        return None
+    # The API's global, read directly: get_tracer_provider() looks the environment up on every
+    # call, microseconds per span when no SDK is there. Only if that name is gone, ask the API.
+    installed = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if installed is None and not _PROVIDER_FROM_ENVIRONMENT:
         return None
     provider = trace.get_tracer_provider()
     if isinstance(provider, _NO_SDK):
