@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pykka
 
@@ -70,7 +70,7 @@ class Job:
     running_call: str | None = None
     # The caller's trace context (the turn's span is its child), or the traceparent of
     # the interrupted turn a resumed one continues (its span links to it).
-    trace_parent: object = None
+    trace_parent: Any = None
     trace_link: str | None = None
 
     @property
@@ -239,7 +239,7 @@ class JobsPart(SessionState):
         running.trace = tracing.TurnTrace(
             self.session_id,
             running.turn_id,
-            job.trace_parent,  # type: ignore[arg-type]
+            job.trace_parent,
             link=job.trace_link,
             content=self._services.trace_content,
         )
