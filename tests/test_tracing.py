@@ -14,7 +14,17 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sessionhive import ConfirmationRequired, Hive, Message, Reply, ScriptedLlm, SessionConfig, ToolCall
+from sessionhive import (
+    ConfirmationRequired,
+    Hive,
+    LlmConfig,
+    Message,
+    Reply,
+    ScriptedLlm,
+    SessionConfig,
+    ToolCall,
+)
+from tests.llm_servers import FaultSpec, OpenAiServer, ReplySpec
 from tests.tracing_helpers import memory_exporter, tree
 
 PROMPT = "please note the secret plan"
@@ -190,3 +200,21 @@ def test_a_turn_without_a_caller_span_starts_its_own_trace(
     assert _attrs(writing)["error.type"] == "rejected"
     wait = next(span for span in spans if span.name == "await_confirmation write_file")
     assert _attrs(wait)["sessionhive.confirmation.decision"] == "rejected"
+
+
+def test_a_retried_model_call_is_one_span_with_the_retry_as_an_event_and_no_key(
+    exporter: InMemorySpanExporter, workspace: Path
+) -> None:
+    key = "sk-tracing-test-3b1e-SECRET"
+    with OpenAiServer() as server:
+        server.script(FaultSpec(429, retry_after="0.05"), ReplySpec("fine"))
+        llm = LlmConfig("openai", "gpt-4o-mini", api_key=key, base_url=server.url, max_retries=2)
+        with Hive.start(store="memory", llm=llm, workspace=workspace, trace_content=True) as hive:
+            hive.create_session("s1")
+            assert hive.generate("s1", PROMPT, timeout=30).text == "fine"
+    spans = exporter.get_finished_spans()
+    chat = next(span for span in spans if span.name == "chat gpt-4o-mini")
+    assert _attrs(chat)["gen_ai.provider.name"] == "openai"
+    assert _attrs(chat)["gen_ai.response.finish_reasons"] == ("stop",)
+    assert "sessionhive.llm.retry" in [event.name for event in chat.events]
+    assert key not in _all_text(list(spans))  # not even with trace_content=True

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import os
 import threading
 import time
@@ -37,6 +38,8 @@ except ImportError:  # the "tracing" extra is not installed: every helper is a n
     propagate = None  # type: ignore[assignment]
     trace = None  # type: ignore[assignment]
 
+from sessionhive.model.errors import InvalidConfig
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, SpanContext, Tracer
@@ -47,7 +50,6 @@ __all__ = [
     "activation_begins",
     "activation_ends",
     "ainject_request",
-    "attached",
     "commit_span",
     "configure_sdk",
     "current_context",
@@ -69,6 +71,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("sessionhive.tracing")
 
 TRACER_NAME = "sessionhive"
 # The providers that mean "no SDK here": until one of them is replaced, a span helper costs
@@ -126,19 +130,6 @@ _tool_clock: contextvars.ContextVar[_ToolClock | None] = contextvars.ContextVar(
 def current_context() -> Context | None:
     """The caller's trace context, to carry into work another thread or task does for it."""
     return otel_context.get_current() if otel_context is not None else None
-
-
-@contextlib.contextmanager
-def attached(context: Context | None) -> Iterator[None]:
-    """Make ``context`` current for the block (nothing to do for ``None``)."""
-    if context is None or otel_context is None:
-        yield
-        return
-    token = otel_context.attach(context)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
 
 
 def inject(carrier: MutableMapping[str, str] | None = None) -> MutableMapping[str, str]:
@@ -601,7 +592,7 @@ def remote_span(name: str, parent: Context | None, attributes: Mapping[str, Any]
 
 
 def name_server_span(method: str, route: str, status: int) -> None:
-    """Name the request's SERVER span by its route (``POST /v1/sessions/{id}/generate``) and status."""
+    """Name the request's SERVER span by its route (``POST /v1/sessions/{session_id}/turns``) and status."""
     span = _server_span.get()
     if span is None or not span.is_recording():
         return
@@ -634,10 +625,21 @@ def configure_sdk(
     )
     if not configured or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true" or trace is None:
         return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        wanted = "pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+        if endpoint:
+            raise InvalidConfig(
+                f"--otlp-endpoint needs the OpenTelemetry SDK and exporter: {wanted} ({exc})"
+            ) from None
+        log.warning(
+            "OTEL_EXPORTER_OTLP_*ENDPOINT is set but the SDK is missing (%s): no traces are sent", wanted
+        )
+        return None
 
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
     provider = TracerProvider(resource=resource)
