@@ -218,3 +218,24 @@ def test_a_retried_model_call_is_one_span_with_the_retry_as_an_event_and_no_key(
     assert _attrs(chat)["gen_ai.response.finish_reasons"] == ("stop",)
     assert "sessionhive.llm.retry" in [event.name for event in chat.events]
     assert key not in _all_text(list(spans))  # not even with trace_content=True
+
+
+def test_passivation_and_activation_are_spans(exporter: InMemorySpanExporter, workspace: Path) -> None:
+    with Hive.start(
+        store=f"sqlite:///{workspace.parent / 'lifecycle.db'}",
+        llm=ScriptedLlm(_two_tools),
+        workspace=workspace,
+        max_live_sessions=1,
+    ) as hive:
+        hive.create_session("first")
+        hive.create_session("second")  # one live session at most: the first is passivated
+        assert hive.history("first") == []  # and activated again to answer
+    lifecycle = [
+        (span.name, _attrs(span)["gen_ai.conversation.id"], _attrs(span).get("sessionhive.session.loaded"))
+        for span in exporter.get_finished_spans()
+        if span.name in ("passivate_session", "activate_session")
+    ]
+    assert ("passivate_session", "first", None) in lifecycle
+    assert [entry for entry in lifecycle if entry[0] == "activate_session"] == [
+        ("activate_session", "first", True)
+    ]
