@@ -99,7 +99,8 @@ def test_a_turn_with_two_tools_and_a_confirmation_is_one_span_tree(
     assert turn.span.context.trace_id == trace_id
     assert _attrs(turn.span) == {
         "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.provider.name": "sessionhive",
+        "gen_ai.provider.name": "scripted",
+        "gen_ai.request.model": "scripted",
         "gen_ai.conversation.id": "s1",
         "sessionhive.turn.id": 1,
         "sessionhive.turn.outcome": "completed",

@@ -215,7 +215,7 @@ class TurnTrace:
     histogram's exemplar.
     """
 
-    __slots__ = ("content", "link", "parent", "session_id", "span_context", "turn_id")
+    __slots__ = ("content", "link", "model", "parent", "provider", "session_id", "span_context", "turn_id")
 
     def __init__(
         self,
@@ -225,7 +225,11 @@ class TurnTrace:
         *,
         link: str | None = None,
         content: bool = False,
+        provider: str = "",
+        model: str = "",
     ) -> None:
+        self.provider = provider
+        self.model = model
         self.session_id = session_id
         self.turn_id = turn_id
         self.parent = parent
@@ -257,7 +261,8 @@ class TurnTrace:
         linked = _span_context_of(self.link)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.provider.name": "sessionhive",
+            "gen_ai.provider.name": self.provider,  # the session's model provider, as the conventions ask
+            "gen_ai.request.model": self.model,
             "gen_ai.conversation.id": self.session_id,
             "sessionhive.turn.id": self.turn_id,
         }

@@ -242,6 +242,8 @@ class JobsPart(SessionState):
             job.trace_parent,
             link=job.trace_link,
             content=self._services.trace_content,
+            provider=llm.provider,
+            model=llm.model,
         )
         if job.kind == "resume":
             # The resumed turn journals its steps as a new one does: without the record, a
