@@ -68,6 +68,7 @@ from sessionhive.api import (
 )
 from sessionhive.llm import ClientCache, LlmClient
 from sessionhive.llm.keys import EndpointKeys
+from sessionhive.metrics import tracing
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.config import SessionConfig
 from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
@@ -130,6 +131,7 @@ class HiveOptions:
     restart_window: float = DEFAULT_RESTART_WINDOW
     shared_store: bool = False
     allow_base_urls: Sequence[str] | None = None
+    trace_content: bool = False
 
     def __post_init__(self) -> None:
         if self.allow_base_urls is not None:
@@ -271,6 +273,7 @@ class HiveCore:
             restart_limit=options.restart_limit,
             restart_window=options.restart_window,
             persistence_backlog=prepared.backlog,
+            trace_content=options.trace_content,
         )
         singletons = (
             self.backend
@@ -460,8 +463,11 @@ class HiveCore:
                 raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")
             sink = _ConfirmationAnswerer(self, session_id, on_confirmation, sink)
         accepted = self.new_reply(awaitable_here=awaitable_here)
+        parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
-            session_id, lambda reply: Generate(reply, prompt, sink, accepted), awaitable_here=awaitable_here
+            session_id,
+            lambda reply: Generate(reply, prompt, sink, accepted, parent),
+            awaitable_here=awaitable_here,
         )
         return result, accepted
 

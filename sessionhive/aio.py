@@ -214,6 +214,7 @@ class AsyncHive:
         restart_window: float = DEFAULT_RESTART_WINDOW,
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
+        trace_content: bool = False,
     ) -> _Starting:
         """Start a Hive (same arguments as :meth:`Hive.start`); the blocking parts run off the loop."""
         return _Starting(
@@ -236,6 +237,7 @@ class AsyncHive:
                 restart_window=restart_window,
                 shared_store=shared_store,
                 allow_base_urls=allow_base_urls,
+                trace_content=trace_content,
             )
         )
 

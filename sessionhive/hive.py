@@ -204,6 +204,7 @@ class Hive:
         restart_window: float = DEFAULT_RESTART_WINDOW,
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
+        trace_content: bool = False,
     ) -> Hive:
         """Start the actors and return the facade.
 
@@ -235,6 +236,11 @@ class Hive:
         ``OPENAI_API_KEY``/``ANTHROPIC_API_KEY`` goes only to the provider's
         own endpoint and ``llm``'s base URL: a session naming another must
         carry its own key (see :mod:`sessionhive.llm.keys`).
+
+        Turns, model calls, tools and confirmations are OpenTelemetry spans
+        (see :mod:`sessionhive.metrics.tracing`) once the application installs
+        an SDK; ``trace_content=True`` puts the prompt, answer and tool text
+        in their attributes (off by default: they may hold personal data).
         """
         options = HiveOptions(
             store=store,
@@ -255,6 +261,7 @@ class Hive:
             restart_window=restart_window,
             shared_store=shared_store,
             allow_base_urls=allow_base_urls,
+            trace_content=trace_content,
         )
         return cls(HiveCore(prepare(options), None))
 

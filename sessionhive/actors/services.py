@@ -210,6 +210,8 @@ class HiveServices:
     restart_limit: int = 3
     restart_window: float = 60.0
     persistence_backlog: Backlog | None = None
+    #: ``Hive.start(trace_content=True)``: turn spans carry prompt, answer and tool text.
+    trace_content: bool = False
 
     @property
     def stores_sessions(self) -> bool:

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 from sessionhive.agent import compaction
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
+from sessionhive.metrics import tracing
 from sessionhive.model.config import ConfirmationPolicy
 from sessionhive.model.errors import LlmError
 from sessionhive.model.events import AgentEvent, TextDelta, ToolEnd, ToolStart
@@ -61,6 +62,7 @@ class Decision:
     approved: bool
     outcome: DecisionOutcome
     reason: str | None = None
+    decided_by: str | None = None  # the named token that answered, when served with named tokens
 
 
 class ToolRunner(Protocol):
@@ -258,7 +260,9 @@ async def _run_tool(
     else:
         needs_human = decision == "ask" or (decision is None and spec.confirmation_policy.requires(call.name))
         verdict = (
-            await hooks.confirm(call, arguments, spec.confirmation_policy.timeout_s)
+            await tracing.traced_confirmation(
+                call, hooks.confirm(call, arguments, spec.confirmation_policy.timeout_s)
+            )
             if needs_human
             else Decision(True, "approved")
         )
@@ -362,7 +366,7 @@ async def _answer_calls(
         if call.id == running_call:
             result = ToolResult(INTERRUPTED_WHILE_RUNNING, True)
         else:
-            result = await _run_tool(spec, call, hooks, out)
+            result = await tracing.traced_tool(call, spec.tools, _run_tool(spec, call, hooks, out))
         out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
         await _journal(spec, out.new_messages)
 
@@ -392,7 +396,7 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 thinking=spec.thinking,
                 budget=spec.budget,
             )
-            response = await _call_llm(spec, request, hooks)
+            response = await tracing.traced_chat(spec.llm, request, _call_llm(spec, request, hooks))
             out.rounds += 1
             out.usage = out.usage + response.usage
             out.last_usage = response.usage

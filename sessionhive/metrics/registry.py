@@ -211,6 +211,13 @@ class HiveMetrics:
         self.tool_calls = Counter(
             p + "tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r
         )
+        self.tool_duration = Histogram(
+            p + "tool_duration_seconds",
+            "Wall time of one tool call, from its decision to its result (a confirmation wait left out).",
+            ["tool", "outcome"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
         # Threads belong to the process, not to one Hive: every Hive's registry shows the same count.
         self.tool_threads_abandoned = Gauge(
             p + "tool_threads_abandoned",

@@ -254,9 +254,11 @@ class RunningTurn:
     first_message: int
     running_call: str | None = None
     status: Literal["running"] = "running"
+    #: The W3C ``traceparent`` of the turn's span, when traced: a resumed turn's span links to it.
+    traceparent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "turn_id": self.turn_id,
             "prompt": self.prompt,
             "started_at": self.started_at,
@@ -264,6 +266,9 @@ class RunningTurn:
             "running_call": self.running_call,
             "status": self.status,
         }
+        if self.traceparent:
+            data["traceparent"] = self.traceparent
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunningTurn:
@@ -273,4 +278,5 @@ class RunningTurn:
             started_at=float(data.get("started_at", 0.0)),
             first_message=int(data["first_message"]),
             running_call=data.get("running_call"),
+            traceparent=data.get("traceparent"),
         )

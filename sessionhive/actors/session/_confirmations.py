@@ -36,7 +36,7 @@ class ConfirmationsPart(JobsPart):
             raise ConfirmationNotFound(self.session_id, message.tool_id)
         outcome: Literal["approved", "rejected"] = "approved" if message.approved else "rejected"
         _turn_id, resolve = pending
-        decision = Decision(bool(message.approved), outcome, message.reason)
+        decision = Decision(bool(message.approved), outcome, message.reason, message.decided_by)
         self._settle(message.tool_id, resolve, decision, message.decided_by)
         self._answer(message.reply, True)
 

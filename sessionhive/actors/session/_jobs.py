@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pykka
 
@@ -33,6 +34,7 @@ from sessionhive.agent.loop import (
     run_compaction,
     run_turn,
 )
+from sessionhive.metrics import tracing
 from sessionhive.model.errors import InvalidConfig, LlmError, LlmNotConfigured, Overloaded, TurnFailed
 from sessionhive.model.events import (
     AgentEvent,
@@ -66,6 +68,10 @@ class Job:
     # A turn resumed from the journal (kind "resume"): its stored steps.
     journaled: tuple[Message, ...] = ()
     running_call: str | None = None
+    # The caller's trace context (the turn's span is its child), or the traceparent of
+    # the interrupted turn a resumed one continues (its span links to it).
+    trace_parent: Any = None
+    trace_link: str | None = None
 
     @property
     def is_turn(self) -> bool:
@@ -80,6 +86,7 @@ class Running:
     started: float
     cancelled: bool = False
     cancel_reason: str = "cancelled by cancel_operation()"
+    trace: tracing.TurnTrace | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +105,9 @@ class JobsPart(SessionState):
             raise SessionPaused(self.session_id)
         if self._llm() is None:
             raise self._no_llm()
-        self._enqueue(Job("turn", message.reply, message.prompt, message.sink))
+        self._enqueue(
+            Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent)
+        )
         self._answer(message.accepted, True)
 
     def on_Compact(self, message: Compact) -> None:
@@ -138,6 +147,7 @@ class JobsPart(SessionState):
             self._messages = history
             self._running_turn = None
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
+            job.trace_link = running.traceparent
             self._unheard = [
                 TurnInterrupted(self.session_id, running.turn_id, running.prompt, True, unfinished)
             ]
@@ -226,17 +236,26 @@ class JobsPart(SessionState):
         spec = self._turn_spec(job, llm, running.turn_id)
         self._emit(TurnStart(self.session_id, job.prompt, running.turn_id), job.sink)
         hooks = SessionTurnHooks(self.actor_ref, running.turn_id, loop.loop)
+        running.trace = tracing.TurnTrace(
+            self.session_id,
+            running.turn_id,
+            job.trace_parent,
+            link=job.trace_link,
+            content=self._services.trace_content,
+            provider=llm.provider,
+            model=llm.model,
+        )
         if job.kind == "resume":
             # The resumed turn journals its steps as a new one does: without the record, a
             # second crash would resume from the first one's journal and run its tools again.
             self._running_turn = RunningTurn(
                 running.turn_id, job.prompt, time.time(), len(self._messages), job.running_call
             )
-            turn = resume_turn(spec, hooks, job.journaled, job.running_call)
+            turn = functools.partial(resume_turn, spec, hooks, job.journaled, job.running_call)
         else:
             self._running_turn = RunningTurn(running.turn_id, job.prompt, time.time(), len(self._messages))
-            turn = run_turn(spec, hooks)
-        running.handle = loop.submit(turn, self._on_done(running.turn_id))
+            turn = functools.partial(run_turn, spec, hooks)
+        running.handle = loop.submit(running.trace.run(turn, job.prompt), self._on_done(running.turn_id))
 
     def _journal_hook(self, turn_id: int) -> Callable[[TurnJournal], Awaitable[None] | None] | None:
         """What the turn calls after each step: a tell to this actor, and a wait for the step's commit.
@@ -267,8 +286,12 @@ class JobsPart(SessionState):
         # Kept even for a session outside the store: a crashed actor's
         # restart (from its in-memory snapshot) recovers the steps too.
         self._journal = message.journal.messages
-        self._running_turn = replace(self._running_turn, running_call=message.journal.running_call)
+        traceparent = running.trace.traceparent if running.trace is not None else None
+        self._running_turn = replace(
+            self._running_turn, running_call=message.journal.running_call, traceparent=traceparent
+        )
         if self._stored():
+            tracing.note_step(self.session_id, running.trace)
             self._version += 1
             self._services.persistence.save(self.session_id, self._snapshot, message.ack)
 
@@ -288,7 +311,8 @@ class JobsPart(SessionState):
         provider = llm.provider
 
         def on_llm_call(outcome: str, model: str, seconds: float, usage: Usage | None) -> None:
-            metrics.child(metrics.llm_request_duration, provider, model, outcome).observe(seconds)
+            duration = metrics.child(metrics.llm_request_duration, provider, model, outcome)
+            duration.observe(seconds, tracing.exemplar())
             if usage is not None:
                 metrics.child(metrics.llm_tokens, provider, model, "prompt").inc(usage.prompt_tokens)
                 metrics.child(metrics.llm_tokens, provider, model, "completion").inc(usage.completion_tokens)
@@ -300,6 +324,11 @@ class JobsPart(SessionState):
 
         def on_tool_call(tool: str, outcome: str) -> None:
             metrics.child(metrics.tool_calls, tool, outcome).inc()
+            tracing.note_tool_outcome(outcome)
+            seconds = tracing.tool_seconds()
+            if seconds is not None:
+                duration = metrics.child(metrics.tool_duration, tool, outcome)
+                duration.observe(seconds, tracing.exemplar())
 
         workspace = Path(self._config.workspace) if self._config.workspace else self._services.workspace
         return TurnSpec(
@@ -334,7 +363,8 @@ class JobsPart(SessionState):
             return
         metrics = self._metrics
         metrics.child(metrics.turns, outcome).inc()
-        metrics.child(metrics.turn_duration, outcome).observe(time.perf_counter() - running.started)
+        exemplar = running.trace.exemplar() if running.trace is not None else None
+        metrics.child(metrics.turn_duration, outcome).observe(time.perf_counter() - running.started, exemplar)
 
     def _abandon(self, running: Running, error: BaseException, outcome: str) -> None:
         """End the running job without its result (destroy, crash, stop): count it and tell its caller."""
@@ -407,6 +437,8 @@ class JobsPart(SessionState):
             )
             failure.event = event
             value = failure
+        if self._stored():
+            tracing.note_step(self.session_id, running.trace)
         ack = self._persist()
         self._emit(event, job.sink)
         if job.sink is not None:

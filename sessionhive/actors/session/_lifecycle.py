@@ -26,6 +26,7 @@ from sessionhive.actors.messages import (
     Shutdown,
 )
 from sessionhive.actors.session._confirmations import ConfirmationsPart
+from sessionhive.metrics import tracing
 from sessionhive.model.errors import HiveStopped, SessionNotFound, TurnFailed
 from sessionhive.model.events import TurnCancelled
 from sessionhive.persistence.actor import Delete
@@ -102,6 +103,7 @@ class LifecyclePart(ConfirmationsPart):
             self._answer(message.reply, False)
             return
         self._gone = "passivated"
+        tracing.passivation(self.session_id)
         self._supervisor.tell(SessionGone(self.session_id, "passivated", self.actor_ref))
         self._answer(message.reply, True)
         self.actor_ref.stop(block=False)
