@@ -18,6 +18,7 @@ or a tool whose result is stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from sessionhive.agent import compaction
+from sessionhive.agent.spending import Spending, call_within_budget
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
 from sessionhive.model.config import ConfirmationPolicy
 from sessionhive.model.errors import LlmError
@@ -132,6 +134,8 @@ class TurnSpec:
     #: ``call_<turn_key>_<position in the turn>``: unique in the session's whole history, so
     #: a late answer meant for an earlier turn's call never fits a call of this one.
     turn_key: int = 0
+    #: The budgets this turn's model calls count against, and where their cost is reported.
+    spending: Spending | None = None
 
 
 @dataclass
@@ -392,7 +396,12 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 thinking=spec.thinking,
                 budget=spec.budget,
             )
-            response = await _call_llm(spec, request, hooks)
+            response = await call_within_budget(
+                spec.spending, spec.llm.model, request, functools.partial(_call_llm, spec, request, hooks)
+            )
+            if response is None:  # a budget refused the call: nothing was sent, every call is answered
+                out.stop_reason = "budget"
+                return out
             out.rounds += 1
             out.usage = out.usage + response.usage
             out.last_usage = response.usage

@@ -120,10 +120,19 @@ class Message:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts; adding two usages sums them."""
+    """Token counts, cost and model calls; adding two usages sums them.
+
+    ``cached_tokens`` are the part of ``prompt_tokens`` the provider read
+    from its prompt cache (priced lower). ``cost_usd`` is priced from
+    :mod:`sessionhive.llm.prices` when the call is counted; ``model_calls``
+    counts the calls.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
+    model_calls: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -133,18 +142,30 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.cost_usd + other.cost_usd,
+            self.model_calls + other.model_calls,
+            self.cached_tokens + other.cached_tokens,
         )
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "cost_usd": self.cost_usd,
+            "model_calls": self.model_calls,
+            "cached_tokens": self.cached_tokens,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
-        return cls(int(data.get("prompt_tokens", 0)), int(data.get("completion_tokens", 0)))
+        return cls(
+            int(data.get("prompt_tokens", 0)),
+            int(data.get("completion_tokens", 0)),
+            float(data.get("cost_usd", 0.0)),
+            int(data.get("model_calls", 0)),
+            int(data.get("cached_tokens", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -181,7 +202,9 @@ class AgentResult:
     answered), ``"length"`` (the answer was cut off by the model's
     output-token limit: ``text`` may be incomplete), ``"refusal"``,
     ``"max_rounds"`` (``SessionConfig.max_tool_rounds`` reached),
-    ``"cancelled"``, ``"error"``, or another reason the provider gave.
+    ``"cancelled"``, ``"error"``, ``"budget"`` (a :class:`~sessionhive.Budget`
+    refused the next model call: nothing was sent, every tool call has its
+    result), or another reason the provider gave.
     """
 
     text: str
