@@ -78,7 +78,7 @@ def test_a_looping_session_stops_on_its_dollar_budget_priced_by_the_table(
     by_hand = (usage.prompt_tokens * LOOP_PRICE.input + usage.completion_tokens * LOOP_PRICE.output) / 1e6
     assert usage.cost_usd == pytest.approx(by_hand, rel=0.01)
     assert usage.model_calls == result.rounds
-    assert usage.cost_usd <= budget.max_usd  # the prompt of the refused call would not have fitted
+    assert usage.cost_usd <= 0.5  # the prompt of the refused call would not have fitted
     assert cost_metric == pytest.approx(usage.cost_usd, rel=0.01)
     assert stops == 1
 
@@ -170,7 +170,7 @@ def test_price_table_finds_dated_models_prices_cached_tokens_and_reads_overrides
 def test_budgets_are_validated_and_stored_with_the_config() -> None:
     for bad in ({"max_tokens": 0}, {"max_usd": -1.0}, {"max_usd": float("nan")}, {"max_model_calls": True}):
         with pytest.raises(InvalidConfig):
-            Budget(**bad)  # type: ignore[arg-type]
+            Budget(**bad)
     with pytest.raises(InvalidConfig):
         SessionConfig(budget={"max_usd": 1})  # type: ignore[arg-type]
     with pytest.raises(InvalidConfig):
