@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import generate_latest
 
@@ -25,6 +26,7 @@ from sessionhive import (
     set_prices,
 )
 from sessionhive.llm.prices import DEFAULT_PRICES, PRICES_ENV, current_prices
+from sessionhive.serve import ServerThread, TokenTable, new_token, serve_app
 from tests.llmock_server import llmock_process
 
 NO_CONFIRM = ConfirmationPolicy(enabled=False)
@@ -178,3 +180,33 @@ def test_budgets_are_validated_and_stored_with_the_config() -> None:
     config = SessionConfig(budget=Budget(max_tokens=1000, max_usd=2.5))
     assert SessionConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert Usage.from_dict(Usage(1, 2, 0.5, 3, 1).to_dict()) == Usage(1, 2, 0.5, 3, 1)
+
+
+def test_served_with_tenant_tokens_each_tenant_has_the_hive_budget(tmp_path: Path) -> None:
+    tokens: dict[str, str] = {}
+    tables: list[str] = []
+    for name, tenant in (("alice", "acme"), ("bob", "globex")):
+        tokens[name], table = new_token(name, tenant, ["read", "write"])
+        tables.append(table)
+    (tmp_path / "tokens.toml").write_text("\n".join(tables) + "\n", encoding="utf-8")
+    hive = Hive.start(
+        store="memory", llm=looping_model(), workspace=tmp_path, budget=Budget(max_model_calls=3)
+    )
+    try:
+        app = serve_app(hive, tokens=TokenTable.load(tmp_path / "tokens.toml"))
+        with ServerThread(app) as server:
+            for name in ("alice", "bob"):
+                headers = {"Authorization": f"Bearer {tokens[name]}"}
+                with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+                    created = client.post(
+                        "/v1/sessions",
+                        json={"id": f"{name}-s", "config": {"confirmation_policy": {"enabled": False}}},
+                    )
+                    assert created.status_code == 201, created.text
+                    turn = client.post(f"/v1/sessions/{name}-s/turns", json={"prompt": "go"})
+                    assert turn.status_code == 200, turn.text
+                    assert turn.json()["stop_reason"] == "budget"
+        # Each tenant spent its own three calls: bob's were not refused because alice spent hers.
+        assert [hive.usage(f"{n}-s").model_calls for n in ("alice", "bob")] == [3, 3]
+    finally:
+        hive.stop()
