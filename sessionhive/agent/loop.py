@@ -415,7 +415,8 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                     if unnamed
                     else call
                 )
-            out.new_messages.append(Message.assistant(response.text, tuple(calls)))
+            fallback = response.model if response.model != spec.llm.model else None  # who answered
+            out.new_messages.append(Message.assistant(response.text, tuple(calls), fallback))
             out.text = response.text
             await _journal(spec, out.new_messages)
             if not calls:

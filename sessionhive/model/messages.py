@@ -70,7 +70,9 @@ class Message:
 
     ``role`` is ``user``, ``assistant``, ``tool`` or ``system``; ``text`` is the
     plain text; an assistant message may carry ``tool_calls`` and a tool
-    message names the call it answers in ``tool_call_id``.
+    message names the call it answers in ``tool_call_id``. ``model`` names
+    the model that wrote an assistant message when it is not the session's
+    own (a fallback answered); ``None`` otherwise.
     """
 
     role: Role
@@ -78,6 +80,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     is_error: bool = False
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -90,8 +93,8 @@ class Message:
         return cls("user", text)
 
     @classmethod
-    def assistant(cls, text: str, tool_calls: tuple[ToolCall, ...] = ()) -> Message:
-        return cls("assistant", text, tool_calls)
+    def assistant(cls, text: str, tool_calls: tuple[ToolCall, ...] = (), model: str | None = None) -> Message:
+        return cls("assistant", text, tool_calls, model=model)
 
     @classmethod
     def tool(cls, tool_call_id: str, text: str, *, is_error: bool = False) -> Message:
@@ -105,6 +108,8 @@ class Message:
             data["tool_call_id"] = self.tool_call_id
         if self.is_error:
             data["is_error"] = True
+        if self.model is not None:
+            data["model"] = self.model
         return data
 
     @classmethod
@@ -115,6 +120,7 @@ class Message:
             tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls", ())),
             tool_call_id=data.get("tool_call_id"),
             is_error=bool(data.get("is_error", False)),
+            model=data.get("model"),
         )
 
 
