@@ -184,9 +184,10 @@ async def call_within_budget(
     """
     prices = current_prices()
     ledgers = spending.ledgers if spending is not None else ()
-    prompt = estimate_tokens(request.messages, request.system)
-    estimate_tokens_only = Usage(prompt_tokens=prompt, model_calls=1)
-    estimate = replace(estimate_tokens_only, cost_usd=prices.cost(model, estimate_tokens_only))
+    estimate = _NOTHING
+    if ledgers:  # the estimate reads the whole history: only worth it when a budget applies
+        prompt_only = Usage(prompt_tokens=estimate_tokens(request.messages, request.system), model_calls=1)
+        estimate = replace(prompt_only, cost_usd=prices.cost(model, prompt_only))
     held: list[BudgetLedger] = []
     for ledger in ledgers:
         if ledger.reserve(estimate) is not None:
