@@ -81,7 +81,7 @@ def _without_limiter() -> None:
     def no_limiter(provider: str, endpoint: str, api_key: str, stated: Any) -> AccountLimiter:  # noqa: ARG001
         return NoLimiter(provider, endpoint)
 
-    _sdk_base.account_limiter = no_limiter  # type: ignore[assignment]
+    _sdk_base.account_limiter = no_limiter  # type: ignore[attr-defined]
 
 
 def child(mode: str, sessions: int, turns: int, rpm: int, tpm: int) -> dict[str, Any]:
