@@ -56,6 +56,7 @@ from sessionhive.actors.messages import (
 from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
 from sessionhive.actors.turn import TurnLoop
+from sessionhive.agent.spending import BudgetBook
 from sessionhive.api import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAILBOX_SIZE,
@@ -70,6 +71,7 @@ from sessionhive.llm import ClientCache, LlmClient
 from sessionhive.llm.keys import EndpointKeys
 from sessionhive.metrics import tracing
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.budget import Budget
 from sessionhive.model.config import SessionConfig
 from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
 from sessionhive.model.errors import (
@@ -132,6 +134,7 @@ class HiveOptions:
     shared_store: bool = False
     allow_base_urls: Sequence[str] | None = None
     trace_content: bool = False
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.allow_base_urls is not None:
@@ -141,6 +144,7 @@ class HiveOptions:
             object.__setattr__(self, "allow_base_urls", tuple(self.allow_base_urls))
             BaseUrlPolicy(self.allow_base_urls)
         check_positive_int("max_concurrent_turns", self.max_concurrent_turns)
+        check_instance("budget", self.budget, Budget, optional=True)
         check_positive_int("subscriber_queue_size", self.subscriber_queue_size)
         check_positive_int("mailbox_size", self.mailbox_size)
         check_positive_int("restart_limit", self.restart_limit)
@@ -274,6 +278,7 @@ class HiveCore:
             restart_window=options.restart_window,
             persistence_backlog=prepared.backlog,
             trace_content=options.trace_content,
+            budgets=BudgetBook(options.budget),
         )
         singletons = (
             self.backend

@@ -49,6 +49,7 @@ from sessionhive.api import (
 from sessionhive.hive import Hive
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.errors import CallTimeout
@@ -215,6 +216,7 @@ class AsyncHive:
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
         trace_content: bool = False,
+        budget: Budget | None = None,
     ) -> _Starting:
         """Start a Hive (same arguments as :meth:`Hive.start`); the blocking parts run off the loop."""
         return _Starting(
@@ -238,6 +240,7 @@ class AsyncHive:
                 shared_store=shared_store,
                 allow_base_urls=allow_base_urls,
                 trace_content=trace_content,
+                budget=budget,
             )
         )
 

@@ -56,6 +56,7 @@ from sessionhive.api import (
 )
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.errors import CallTimeout
@@ -205,6 +206,7 @@ class Hive:
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
         trace_content: bool = False,
+        budget: Budget | None = None,
     ) -> Hive:
         """Start the actors and return the facade.
 
@@ -241,6 +243,10 @@ class Hive:
         (see :mod:`sessionhive.metrics.tracing`) once the application installs
         an SDK; ``trace_content=True`` puts the prompt, answer and tool text
         in their attributes (off by default: they may hold personal data).
+
+        ``budget`` caps the model spending of the whole Hive (of each tenant
+        when ``sessionhive serve`` runs with tenant tokens), as
+        ``SessionConfig.budget`` caps one session tree's.
         """
         options = HiveOptions(
             store=store,
@@ -262,6 +268,7 @@ class Hive:
             shared_store=shared_store,
             allow_base_urls=allow_base_urls,
             trace_content=trace_content,
+            budget=budget,
         )
         return cls(HiveCore(prepare(options), None))
 

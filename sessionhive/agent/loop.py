@@ -18,6 +18,7 @@ or a tool whose result is stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from sessionhive.agent import compaction
+from sessionhive.agent.spending import Spending, call_within_budget
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
 from sessionhive.metrics import tracing
 from sessionhive.model.config import ConfirmationPolicy
@@ -134,6 +136,8 @@ class TurnSpec:
     #: ``call_<turn_key>_<position in the turn>``: unique in the session's whole history, so
     #: a late answer meant for an earlier turn's call never fits a call of this one.
     turn_key: int = 0
+    #: The budgets this turn's model calls count against, and where their cost is reported.
+    spending: Spending | None = None
 
 
 @dataclass
@@ -170,6 +174,11 @@ class TurnOutcome:
             rounds=self.rounds,
             stop_reason=self.stop_reason,
         )
+
+
+async def _traced_call_llm(spec: TurnSpec, request: LlmRequest, hooks: TurnHooks) -> LlmResponse:
+    """One model call inside its ``chat {model}`` span."""
+    return await tracing.traced_chat(spec.llm, request, _call_llm(spec, request, hooks))
 
 
 async def _call_llm(spec: TurnSpec, request: LlmRequest, hooks: TurnHooks) -> LlmResponse:
@@ -396,7 +405,15 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 thinking=spec.thinking,
                 budget=spec.budget,
             )
-            response = await tracing.traced_chat(spec.llm, request, _call_llm(spec, request, hooks))
+            response = await call_within_budget(
+                spec.spending,
+                spec.llm.model,
+                request,
+                functools.partial(_traced_call_llm, spec, request, hooks),
+            )
+            if response is None:  # a budget refused the call: nothing was sent, every call is answered
+                out.stop_reason = "budget"
+                return out
             out.rounds += 1
             out.usage = out.usage + response.usage
             out.last_usage = response.usage
@@ -410,7 +427,8 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                     if unnamed
                     else call
                 )
-            out.new_messages.append(Message.assistant(response.text, tuple(calls)))
+            fallback = response.model if response.model != spec.llm.model else None  # who answered
+            out.new_messages.append(Message.assistant(response.text, tuple(calls), fallback))
             out.text = response.text
             await _journal(spec, out.new_messages)
             if not calls:

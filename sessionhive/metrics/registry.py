@@ -40,6 +40,7 @@ _INITIAL_LABELS: dict[str, tuple[tuple[str, ...], ...]] = {
     "confirmations": (("approved",), ("rejected",), ("timed_out",), ("cancelled",)),
     "compactions": (("manual",), ("auto",)),
     "persistence_rows": (("sessions",), ("messages",)),
+    "budget_stops": (("session",), ("hive",), ("tenant",)),
 }
 
 
@@ -205,6 +206,19 @@ class HiveMetrics:
             p + "llm_fallbacks_total",
             "LLM calls that went to a fallback model because the first was overloaded.",
             ["provider", "model", "fallback_model"],
+            registry=r,
+        )
+        # Budgets: cost labelled by model only (the price is the model's; no session, no account).
+        self.llm_cost = Counter(
+            p + "llm_cost_usd_total",
+            "Cost of LLM calls in USD, priced from the price table, by the model that answered.",
+            ["model"],
+            registry=r,
+        )
+        self.budget_stops = Counter(
+            p + "budget_stops_total",
+            "Turns stopped before a model call because a budget would be exceeded, by budget scope.",
+            ["scope"],
             registry=r,
         )
         # Tools and confirmations

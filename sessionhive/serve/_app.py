@@ -220,6 +220,8 @@ class ServeApp:
             tokens if tokens is not None else TokenTable.single(token) if token is not None else None
         )
         self.tenancy = Tenancy(self._tokens, audit if audit is not None else AuditLog.in_memory())
+        if tokens is not None:
+            self.tenancy.budget_per_tenant(self.hive.core.services.budgets)
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
             raise InvalidConfig(f"max_body must be a positive number of bytes, got {max_body!r}")
         self.max_body = max_body

@@ -34,6 +34,7 @@ from sessionhive.agent.loop import (
     run_compaction,
     run_turn,
 )
+from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
 from sessionhive.model.errors import InvalidConfig, LlmError, LlmNotConfigured, Overloaded, TurnFailed
 from sessionhive.model.events import (
@@ -350,6 +351,9 @@ class JobsPart(SessionState):
             allow_network=self._config.allow_network,
             on_round=self._journal_hook(turn_id),
             turn_key=self._version,  # grows with every turn's end: names unnamed tool calls uniquely
+            spending=session_spending(
+                self._services.budgets, self._services.directory.parents, self.session_id, metrics
+            ),
         )
 
     def _finish_running(self) -> Running | None:

@@ -41,6 +41,7 @@ class LifecyclePart(ConfirmationsPart):
     """Destroy, Passivate, Shutdown, crash hand-over and the calls that arrive too late."""
 
     def on_start(self) -> None:
+        self._services.budgets.track(self.session_id, self._config.budget, self._usage)
         self._start_next()  # a turn resumed from the journal, if any
 
     def _redirect(self, call: SessionCall) -> None:
@@ -82,6 +83,7 @@ class LifecyclePart(ConfirmationsPart):
         """Stop for good: cancel work, delete from the store, then tell the supervisor."""
         self._cancel_everything("cancelled because the session was destroyed")
         self._gone = "destroyed"
+        self._services.budgets.forget(self.session_id)
         running = self._finish_running()
         if running is not None:
             self._abandon(running, TurnCancelled(self.session_id, "the session was destroyed"), "cancelled")
