@@ -7,10 +7,7 @@ embedded :class:`~sessionhive.Hive` would have raised.
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from starlette.responses import Response
 
 from sessionhive import (
     BaseUrlNotAllowed,
@@ -36,7 +33,7 @@ from sessionhive import (
     event_to_dict,
 )
 
-__all__ = ["PROBLEM_TYPE_PREFIX", "HttpProblem", "problem_for", "problem_response", "status_for"]
+__all__ = ["PROBLEM_MEDIA_TYPE", "PROBLEM_TYPE_PREFIX", "HttpProblem", "problem_for", "status_for"]
 
 PROBLEM_TYPE_PREFIX = "urn:sessionhive:error:"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -127,8 +124,3 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
         body["event"] = event_to_dict(event)
     headers = {"Retry-After": "1"} if status in (429, 503) else {}
     return status, body, headers
-
-
-def problem_response(exc: BaseException) -> Response:
-    status, body, headers = problem_for(exc)
-    return Response(json.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
