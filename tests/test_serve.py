@@ -27,7 +27,7 @@ from sessionhive import (
     ToolCall,
 )
 from sessionhive.serve import ServeApp, ServerThread, openapi_document, serve_app
-from sessionhive.serve._problems import problem_for
+from sessionhive.serve.problems import problem_for
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

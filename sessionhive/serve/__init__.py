@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from ._app import DEFAULT_MAX_BODY, ServeApp, serve_app
     from ._auth import ALL_SCOPES, Principal, TenantQuota, TokenTable, new_token, token_digest
     from ._openapi import openapi_document
-    from ._problems import HttpProblem
     from ._server import ServeOptions, is_loopback, read_token, run_service
     from ._thread import ServerThread
+    from .problems import HttpProblem
 
 # Imported when first asked for: the route table (``sessionhive.serve.routes``) is read by the
 # HTTP client, which must not need the server's dependencies (starlette, uvicorn) to do so.
@@ -37,7 +37,7 @@ _WHERE = {
     "new_token": "._auth",
     "token_digest": "._auth",
     "openapi_document": "._openapi",
-    "HttpProblem": "._problems",
+    "HttpProblem": ".problems",
     "ServeOptions": "._server",
     "is_loopback": "._server",
     "read_token": "._server",

@@ -32,10 +32,10 @@ from ._auth import Principal, TokenTable
 from ._bodies import parse_json_object
 from ._info import public_health
 from ._openapi import openapi_document
-from ._problems import PROBLEM_MEDIA_TYPE, HttpProblem, problem_for
 from ._router import NOBODY, Answer, Call, EventStream, Route
 from ._tenancy import Tenancy
 from ._view import SessionView, Turn
+from .problems import PROBLEM_MEDIA_TYPE, HttpProblem, problem_for
 from .routes import ROUTES
 
 __all__ = ["DEFAULT_MAX_BODY", "SHUTDOWN_REASON", "ServeApp", "serve_app"]

@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, quote
 from sessionhive.persistence.audit import DEFAULT_TENANT
 
 from ._auth import ALL_SCOPES, Principal
-from ._problems import HttpProblem
 from ._schemas import MAX_OFFSET, MAX_PAGE
+from .problems import HttpProblem
 
 if TYPE_CHECKING:
     from starlette.requests import Request

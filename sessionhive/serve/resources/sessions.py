@@ -10,7 +10,6 @@ from sessionhive import InvalidConfig, SessionExists
 
 from .._auth import Principal
 from .._bodies import session_config_from_json
-from .._problems import HttpProblem
 from .._router import Answer, Call, Router
 from .._schemas import (
     BOOL,
@@ -27,6 +26,7 @@ from .._schemas import (
     ref,
 )
 from .._view import STATES
+from ..problems import HttpProblem
 
 __all__ = ["router"]
 

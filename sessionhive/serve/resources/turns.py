@@ -8,10 +8,10 @@ from typing import Any
 
 from sessionhive import AsyncTurnStream, InvalidConfig, SessionPaused, event_to_dict
 
-from .._problems import HttpProblem, problem_for
 from .._router import Call, EventStream, Router
 from .._schemas import MODEL, QUOTA, merge, ref
 from .._view import Turn
+from ..problems import HttpProblem, problem_for
 
 __all__ = ["router"]
 
