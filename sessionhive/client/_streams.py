@@ -58,16 +58,47 @@ def _decide_blocking(answer: object, timeout_s: float) -> tuple[bool, str | None
         return pool.submit(asyncio.run, read_confirmation_answer(answer, timeout_s)).result()
 
 
-def _stream_outcome(kind: str, data: str) -> tuple[AgentEvent | None, AgentResult | None, Exception | None]:
-    payload = load(data)
-    if kind == "result":
-        return None, result_from_dict(payload), None
-    if kind == "error":
-        return None, None, error_from_problem(int(payload.get("status", 500)), payload)
-    return event_from_dict(payload), None, None
+class _TurnReader:
+    """What both turn streams keep: the response being read, and the turn's outcome once it ends."""
+
+    def __init__(
+        self,
+        session_id: str,
+        response: httpx.Response,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None,
+    ) -> None:
+        self.session_id = session_id
+        self._response = response
+        self._on_confirmation = on_confirmation
+        self._result: AgentResult | None = None
+        self._error: Exception | None = None
+        self._finished = False
+
+    def _take(self, kind: str, data: str) -> AgentEvent | None:
+        """The event one message carries, or ``None`` when it was the turn's outcome (kept)."""
+        payload = load(data)
+        if kind == "result":
+            self._result = result_from_dict(payload)
+        elif kind == "error":
+            self._error = error_from_problem(int(payload.get("status", 500)), payload)
+        else:
+            return event_from_dict(payload)
+        return None
+
+    def _ended_early(self) -> None:
+        self._error = ServiceUnavailable(0, {"detail": "the turn's event stream ended early"})
+
+    def _lost(self, exc: httpx.HTTPError) -> None:
+        self._error = transport_error(exc, f"the turn of session {self.session_id!r}")
+
+    def _outcome(self) -> AgentResult:
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
-class RemoteTurnStream:
+class RemoteTurnStream(_TurnReader):
     """A turn's events as they arrive over server-sent events; :meth:`result` for the outcome."""
 
     def __init__(
@@ -77,35 +108,27 @@ class RemoteTurnStream:
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> None:
-        self.session_id = session_id
+        super().__init__(session_id, response, on_confirmation)
         self._hive = hive
-        self._response = response
-        self._on_confirmation = on_confirmation
-        self._lines = response.iter_lines()
-        self._result: AgentResult | None = None
-        self._error: Exception | None = None
-        self._finished = False
 
     def __iter__(self) -> Iterator[AgentEvent]:
         if self._finished:
             return
         try:
-            for kind, data in iter_sse(self._lines):
-                event, result, error = _stream_outcome(kind, data)
-                if event is not None:
-                    if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                        decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
-                        if decision is not None:
-                            with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                                self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
-                    yield event
-                    continue
-                self._result, self._error = result, error
-                break
+            for kind, data in iter_sse(self._response.iter_lines()):
+                event = self._take(kind, data)
+                if event is None:
+                    break
+                if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                    decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
+                    if decision is not None:
+                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                            self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                yield event
             else:
-                self._error = ServiceUnavailable(0, {"detail": "the turn's event stream ended early"})
+                self._ended_early()
         except httpx.HTTPError as exc:
-            self._error = transport_error(exc, f"the turn of session {self.session_id!r}")
+            self._lost(exc)
         finally:
             self._finished = True
             self._response.close()
@@ -116,10 +139,7 @@ class RemoteTurnStream:
         del timeout
         for _ in self:
             pass
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
+        return self._outcome()
 
     def cancel(self) -> bool:
         return self._hive.cancel_operation(self.session_id)
@@ -190,7 +210,7 @@ class RemoteSubscription:
         self.close()
 
 
-class AsyncRemoteTurnStream:
+class AsyncRemoteTurnStream(_TurnReader):
     """A turn's events as an async iterator; ``await stream.result()`` for the outcome."""
 
     def __init__(
@@ -200,13 +220,8 @@ class AsyncRemoteTurnStream:
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> None:
-        self.session_id = session_id
+        super().__init__(session_id, response, on_confirmation)
         self._hive = hive
-        self._response = response
-        self._on_confirmation = on_confirmation
-        self._result: AgentResult | None = None
-        self._error: Exception | None = None
-        self._finished = False
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
         return self._events()
@@ -220,21 +235,19 @@ class AsyncRemoteTurnStream:
                 found = parser.feed(line)
                 if found is None:
                     continue
-                event, result, error = _stream_outcome(*found)
-                if event is not None:
-                    if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                        answer = _ask(self._on_confirmation, event)
-                        decision = await read_confirmation_answer(answer, event.timeout_s)
-                        if decision is not None:
-                            with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                                await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
-                    yield event
-                    continue
-                self._result, self._error = result, error
-                return
-            self._error = ServiceUnavailable(0, {"detail": "the turn's event stream ended early"})
+                event = self._take(*found)
+                if event is None:
+                    return
+                if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                    answer = _ask(self._on_confirmation, event)
+                    decision = await read_confirmation_answer(answer, event.timeout_s)
+                    if decision is not None:
+                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                            await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                yield event
+            self._ended_early()
         except httpx.HTTPError as exc:
-            self._error = transport_error(exc, f"the turn of session {self.session_id!r}")
+            self._lost(exc)
         finally:
             self._finished = True
             await self._response.aclose()
@@ -248,10 +261,7 @@ class AsyncRemoteTurnStream:
             await asyncio.wait_for(drain(), timeout)
         except TimeoutError:
             raise CallTimeout(f"the turn of session {self.session_id!r} did not end in time") from None
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
+        return self._outcome()
 
     async def cancel(self) -> bool:
         return await self._hive.cancel_operation(self.session_id)

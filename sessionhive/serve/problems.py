@@ -12,29 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sessionhive import (
-    BaseUrlNotAllowed,
-    CallTimeout,
-    ConfirmationNotFound,
-    Forbidden,
-    HiveStopped,
-    InvalidConfig,
-    InvalidSessionId,
-    LlmError,
-    LlmNotConfigured,
-    Overloaded,
-    QuotaExceeded,
-    SessionExists,
-    SessionFailed,
-    SessionhiveError,
-    SessionNotFound,
-    SessionPaused,
-    StoreError,
-    TurnCancelled,
-    TurnError,
-    TurnFailed,
-    event_to_dict,
-)
+from sessionhive import SessionPaused, TurnCancelled, TurnError, event_to_dict
+from sessionhive.model import errors
 
 __all__ = [
     "PROBLEMS",
@@ -60,33 +39,33 @@ class ProblemKind:
     passes them back.
     """
 
-    cls: type[SessionhiveError]
+    cls: type[errors.SessionhiveError]
     status: int
     fields: tuple[str, ...] = ("detail",)
 
 
 #: Every class the service names, most specific first (TurnCancelled and SessionPaused are also events).
 PROBLEMS: tuple[ProblemKind, ...] = (
-    ProblemKind(SessionNotFound, 404, ("session_id",)),
-    ProblemKind(ConfirmationNotFound, 404, ("session_id", "tool_id")),
-    ProblemKind(SessionExists, 409, ("session_id",)),
+    ProblemKind(errors.SessionNotFound, 404, ("session_id",)),
+    ProblemKind(errors.ConfirmationNotFound, 404, ("session_id", "tool_id")),
+    ProblemKind(errors.SessionExists, 409, ("session_id",)),
     ProblemKind(SessionPaused, 409, ("session_id",)),
     ProblemKind(TurnCancelled, 409, ("session_id", "reason")),
-    ProblemKind(InvalidSessionId, 400),
+    ProblemKind(errors.InvalidSessionId, 400),
     # Before InvalidConfig, its base class: the operator's decision, not a malformed body.
-    ProblemKind(BaseUrlNotAllowed, 403, ("base_url", "reason")),
-    ProblemKind(InvalidConfig, 422),
+    ProblemKind(errors.BaseUrlNotAllowed, 403, ("base_url", "reason")),
+    ProblemKind(errors.InvalidConfig, 422),
     # llm_problem: why the configured model cannot be used (never a key).
-    ProblemKind(LlmNotConfigured, 422, ("session_id", "llm_problem")),
-    ProblemKind(Forbidden, 403, ("scope",)),
-    ProblemKind(Overloaded, 429, ("session_id", "limit")),
-    ProblemKind(QuotaExceeded, 429, ("tenant", "quota", "limit")),
-    ProblemKind(StoreError, 503),
-    ProblemKind(HiveStopped, 503, ()),
-    ProblemKind(CallTimeout, 504),
-    ProblemKind(LlmError, 502),
-    ProblemKind(SessionFailed, 500, ("session_id", "last_error")),
-    ProblemKind(TurnFailed, 500),
+    ProblemKind(errors.LlmNotConfigured, 422, ("session_id", "llm_problem")),
+    ProblemKind(errors.Forbidden, 403, ("scope",)),
+    ProblemKind(errors.Overloaded, 429, ("session_id", "limit")),
+    ProblemKind(errors.QuotaExceeded, 429, ("tenant", "quota", "limit")),
+    ProblemKind(errors.StoreError, 503),
+    ProblemKind(errors.HiveStopped, 503, ()),
+    ProblemKind(errors.CallTimeout, 504),
+    ProblemKind(errors.LlmError, 502),
+    ProblemKind(errors.SessionFailed, 500, ("session_id", "last_error")),
+    ProblemKind(errors.TurnFailed, 500),
 )
 # Where a field's value is read from the exception, when not from the attribute of its name.
 _ATTRIBUTE = {"llm_problem": "detail"}
@@ -130,8 +109,8 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
         return exc.status, body, headers
     kind = kind_of(exc)
     status = kind.status if kind is not None else 500
-    name = type(exc).__name__ if isinstance(exc, SessionhiveError) else "InternalError"
-    detail = str(exc) if isinstance(exc, SessionhiveError) else "internal error; see the server log"
+    name = type(exc).__name__ if isinstance(exc, errors.SessionhiveError) else "InternalError"
+    detail = str(exc) if isinstance(exc, errors.SessionhiveError) else "internal error; see the server log"
     body = {
         "type": PROBLEM_TYPE_PREFIX + name,
         "title": name,

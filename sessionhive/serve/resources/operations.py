@@ -20,20 +20,24 @@ _TRUE = ("1", "true")
 @router.post(_S + "/pause", scope="write", result=obj(changed=BOOL, state=STATE))
 async def pause(call: Call) -> Any:
     """Pause: new turns are refused with SessionPaused"""
-    app, sid = call.app, call.session_id
-    changed = await app.hive.pause_session(sid)
-    app.view.paused.add(sid)
-    await app.audit(call, "pause", {"changed": changed})
-    return {"changed": changed, "state": app.view.state(sid)}
+    return await _set_paused(call, True)
 
 
 @router.post(_S + "/resume", scope="write", result=obj(changed=BOOL, state=STATE))
 async def resume(call: Call) -> Any:
     """Resume a paused session"""
+    return await _set_paused(call, False)
+
+
+async def _set_paused(call: Call, paused: bool) -> dict[str, Any]:
     app, sid = call.app, call.session_id
-    changed = await app.hive.resume_session(sid)
-    app.view.paused.discard(sid)
-    await app.audit(call, "resume", {"changed": changed})
+    if paused:
+        changed = await app.hive.pause_session(sid)
+        app.view.paused.add(sid)
+    else:
+        changed = await app.hive.resume_session(sid)
+        app.view.paused.discard(sid)
+    await app.audit(call, "pause" if paused else "resume", {"changed": changed})
     return {"changed": changed, "state": app.view.state(sid)}
 
 
