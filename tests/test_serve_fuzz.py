@@ -39,7 +39,7 @@ SEEDED = "fuzz/alice"
 OPERATIONS = [route.name for route in ROUTES if route.name != "events"]
 ID = re.compile(id_pattern())
 SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
-# Per operation and mode (27 operations x 2): about 430 requests, 20-40 s on a shared 2-core machine.
+# Per operation and mode (31 operations x 2): about 500 requests, 20-40 s on a shared 2-core machine.
 EXAMPLES_PER_OPERATION = 8
 
 

@@ -14,7 +14,7 @@ import queue
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
@@ -34,6 +34,8 @@ from ._core import transport_error
 
 if TYPE_CHECKING:
     from ._remote import AsyncRemoteHive, RemoteHive
+
+HiveT = TypeVar("HiveT", "RemoteHive", "AsyncRemoteHive")
 
 __all__ = ["AsyncRemoteSubscription", "AsyncRemoteTurnStream", "RemoteSubscription", "RemoteTurnStream"]
 
@@ -58,16 +60,18 @@ def _decide_blocking(answer: object, timeout_s: float) -> tuple[bool, str | None
         return pool.submit(asyncio.run, read_confirmation_answer(answer, timeout_s)).result()
 
 
-class _TurnReader:
-    """What both turn streams keep: the response being read, and the turn's outcome once it ends."""
+class _TurnReader(Generic[HiveT]):
+    """What both turn streams keep: their hive, the response being read, the turn's outcome once it ends."""
 
     def __init__(
         self,
+        hive: HiveT,
         session_id: str,
         response: httpx.Response,
-        on_confirmation: Callable[[ConfirmationRequired], Any] | None,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> None:
         self.session_id = session_id
+        self._hive: HiveT = hive
         self._response = response
         self._on_confirmation = on_confirmation
         self._result: AgentResult | None = None
@@ -98,18 +102,8 @@ class _TurnReader:
         return self._result
 
 
-class RemoteTurnStream(_TurnReader):
+class RemoteTurnStream(_TurnReader["RemoteHive"]):
     """A turn's events as they arrive over server-sent events; :meth:`result` for the outcome."""
-
-    def __init__(
-        self,
-        hive: RemoteHive,
-        session_id: str,
-        response: httpx.Response,
-        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
-    ) -> None:
-        super().__init__(session_id, response, on_confirmation)
-        self._hive = hive
 
     def __iter__(self) -> Iterator[AgentEvent]:
         if self._finished:
@@ -210,18 +204,8 @@ class RemoteSubscription:
         self.close()
 
 
-class AsyncRemoteTurnStream(_TurnReader):
+class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
     """A turn's events as an async iterator; ``await stream.result()`` for the outcome."""
-
-    def __init__(
-        self,
-        hive: AsyncRemoteHive,
-        session_id: str,
-        response: httpx.Response,
-        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
-    ) -> None:
-        super().__init__(session_id, response, on_confirmation)
-        self._hive = hive
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
         return self._events()

@@ -95,7 +95,13 @@ def openapi_document() -> dict[str, Any]:
         paths[path] = {"get": {"summary": summary, "security": [], "responses": responses}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "sessionhive", "version": __version__},
+        "info": {
+            "title": "sessionhive",
+            "version": __version__,
+            "description": "Ids travel in one path segment each, percent-encoded: a session id may "
+            "contain '/' (alice/researcher is sent as alice%2Fresearcher). Errors are RFC 9457 "
+            "problem documents whose `error` names the sessionhive exception class.",
+        },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": SCHEMAS,
