@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from sessionhive import (
@@ -43,6 +43,7 @@ __all__ = [
     "ServiceUnavailable",
     "SseParser",
     "Unauthorized",
+    "aiter_sse",
     "context_from_dict",
     "error_from_problem",
     "event_from_dict",
@@ -171,6 +172,15 @@ def iter_sse(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """``(event, data)`` pairs from the lines of a ``text/event-stream`` body."""
     parser = SseParser()
     for line in lines:
+        found = parser.feed(line)
+        if found is not None:
+            yield found
+
+
+async def aiter_sse(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, str]]:
+    """:func:`iter_sse` over the lines of an async body."""
+    parser = SseParser()
+    async for line in lines:
         found = parser.feed(line)
         if found is not None:
             yield found

@@ -23,7 +23,7 @@ from sessionhive.model.confirmation import decision_from_answer, read_confirmati
 
 from ._codec import (
     ServiceUnavailable,
-    SseParser,
+    aiter_sse,
     error_from_problem,
     event_from_dict,
     iter_sse,
@@ -213,13 +213,9 @@ class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
     async def _events(self) -> AsyncIterator[AgentEvent]:
         if self._finished:
             return
-        parser = SseParser()
         try:
-            async for line in self._response.aiter_lines():
-                found = parser.feed(line)
-                if found is None:
-                    continue
-                event = self._take(*found)
+            async for kind, data in aiter_sse(self._response.aiter_lines()):
+                event = self._take(kind, data)
                 if event is None:
                     return
                 if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
@@ -262,13 +258,8 @@ class AsyncRemoteSubscription:
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
-        parser = SseParser()
         try:
-            async for line in self._response.aiter_lines():
-                found = parser.feed(line)
-                if found is None:
-                    continue
-                kind, data = found
+            async for kind, data in aiter_sse(self._response.aiter_lines()):
                 if kind == "subscribed":
                     if not self.ready.done():
                         self.ready.set_result(None)
