@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import parse_qs, quote
 
 from sessionhive.persistence.audit import DEFAULT_TENANT
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from ._app import ServeApp
 
-__all__ = ["NOBODY", "Answer", "Call", "EventStream", "Handler", "Route", "Router"]
+__all__ = ["NOBODY", "Answer", "Call", "EventStream", "Handler", "Route", "RouteOptions", "Router"]
 
 #: Who calls when the service runs without a token (only allowed on loopback): the operator.
 NOBODY = Principal("anonymous", DEFAULT_TENANT, frozenset(ALL_SCOPES))
@@ -154,6 +154,18 @@ class Route:
         return params
 
 
+class RouteOptions(TypedDict, total=False):
+    """What a route may declare besides its method, path and scope (see :class:`Route`)."""
+
+    body: str | None
+    ok: int
+    result: Mapping[str, Any] | None
+    sse: bool
+    errors: Mapping[str, str]
+    also_ok: Mapping[str, str]
+    query: tuple[Mapping[str, Any], ...]
+
+
 class Router:
     """The routes of one resource module, in the order they are declared."""
 
@@ -161,18 +173,7 @@ class Router:
         self.routes: list[Route] = []
 
     def route(
-        self,
-        method: str,
-        path: str,
-        *,
-        scope: str,
-        body: str | None = None,
-        ok: int = 200,
-        result: Mapping[str, Any] | None = None,
-        sse: bool = False,
-        errors: Mapping[str, str] | None = None,
-        also_ok: Mapping[str, str] | None = None,
-        query: tuple[Mapping[str, Any], ...] = (),
+        self, method: str, path: str, *, scope: str, **options: Unpack[RouteOptions]
     ) -> Callable[[Handler], Handler]:
         """Declare the decorated handler as ``method path``; its docstring is the summary."""
         if scope and scope not in ALL_SCOPES:
@@ -180,35 +181,22 @@ class Router:
 
         def declare(handler: Handler) -> Handler:
             summary = " ".join((inspect.getdoc(handler) or handler.__name__).split("\n\n")[0].split())
-            self.routes.append(
-                Route(
-                    method,
-                    path,
-                    handler.__name__.removesuffix("_"),
-                    summary,
-                    scope,
-                    handler,
-                    body,
-                    ok,
-                    result,
-                    sse,
-                    dict(errors or {}),
-                    dict(also_ok or {}),
-                    query,
-                )
-            )
+            name = handler.__name__.removesuffix("_")  # list_ declares "list"
+            self.routes.append(Route(method, path, name, summary, scope, handler, **options))
             return handler
 
         return declare
 
-    def get(self, path: str, **declared: Any) -> Callable[[Handler], Handler]:
-        return self.route("GET", path, **declared)
+    def get(self, path: str, *, scope: str, **options: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, scope=scope, **options)
 
-    def post(self, path: str, **declared: Any) -> Callable[[Handler], Handler]:
-        return self.route("POST", path, **declared)
+    def post(self, path: str, *, scope: str, **options: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, scope=scope, **options)
 
-    def put(self, path: str, **declared: Any) -> Callable[[Handler], Handler]:
-        return self.route("PUT", path, **declared)
+    def put(self, path: str, *, scope: str, **options: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, scope=scope, **options)
 
-    def delete(self, path: str, **declared: Any) -> Callable[[Handler], Handler]:
-        return self.route("DELETE", path, **declared)
+    def delete(
+        self, path: str, *, scope: str, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, scope=scope, **options)
