@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import parse_qs, quote
 
@@ -126,7 +127,7 @@ class Route:
     also_ok: Mapping[str, str] = field(default_factory=dict)  # other successes, with ``result``
     query: tuple[Mapping[str, Any], ...] = ()
 
-    @property
+    @cached_property  # matched against every /v1 request: split once
     def segments(self) -> tuple[str, ...]:
         return tuple(self.path.split("/"))
 
