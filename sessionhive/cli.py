@@ -21,10 +21,6 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from sessionhive import (
-    AgentEvent,
-    ConfirmationRequired,
-    ConfirmationResolved,
-    ContextCompacted,
     Hive,
     InvalidConfig,
     LlmClient,
@@ -32,24 +28,17 @@ from sessionhive import (
     LlmError,
     LlmNotConfigured,
     MetricsConfig,
-    PersistenceFailed,
     ScriptedLlm,
     SessionConfig,
     SessionExists,
     SessionhiveError,
     SessionNotFound,
-    TextDelta,
-    ToolEnd,
-    ToolStart,
-    TurnCancelled,
-    TurnEnd,
-    TurnError,
-    TurnStart,
     __version__,
     event_to_dict,
     tune_gc,
 )
 from sessionhive.hive import DEFAULT_STORE
+from sessionhive.model import events
 
 __all__ = ["build_parser", "main"]
 
@@ -203,7 +192,7 @@ def _port(text: str) -> int:
     return port
 
 
-def _turn_done(event: TurnEnd) -> str:
+def _turn_done(event: events.TurnEnd) -> str:
     result = event.result
     return (
         f"= turn done: {result.rounds} LLM call(s), {len(result.tool_calls)} tool call(s), "
@@ -213,15 +202,19 @@ def _turn_done(event: TurnEnd) -> str:
 
 #: How the terminal shows each kind of event (text deltas and tool results are written apart).
 _EVENT_LINES: dict[type, Callable[[Any], str]] = {
-    TurnStart: lambda e: f"[{e.session_id}] > {e.prompt}",
-    ConfirmationRequired: lambda e: f"? {e.tool_name} {json.dumps(e.arguments)} needs confirmation",
-    ConfirmationResolved: lambda e: f"  confirmation {e.outcome}" + (f" ({e.reason})" if e.reason else ""),
-    ToolStart: lambda e: f"> tool {e.tool_name} {json.dumps(e.arguments, default=str)}",
-    TurnEnd: _turn_done,
-    TurnError: lambda e: f"! turn failed ({e.kind}): {cli_text(e.error)}",
-    TurnCancelled: lambda e: f"! turn cancelled: {e.reason}",
-    ContextCompacted: lambda e: f"~ context compacted: {e.before_messages} -> {e.after_messages} messages",
-    PersistenceFailed: lambda e: f"! persistence failed: {e.error}",
+    events.TurnStart: lambda e: f"[{e.session_id}] > {e.prompt}",
+    events.ConfirmationRequired: lambda e: f"? {e.tool_name} {json.dumps(e.arguments)} needs confirmation",
+    events.ConfirmationResolved: lambda e: (
+        f"  confirmation {e.outcome}" + (f" ({e.reason})" if e.reason else "")
+    ),
+    events.ToolStart: lambda e: f"> tool {e.tool_name} {json.dumps(e.arguments, default=str)}",
+    events.TurnEnd: _turn_done,
+    events.TurnError: lambda e: f"! turn failed ({e.kind}): {cli_text(e.error)}",
+    events.TurnCancelled: lambda e: f"! turn cancelled: {e.reason}",
+    events.ContextCompacted: lambda e: (
+        f"~ context compacted: {e.before_messages} -> {e.after_messages} messages"
+    ),
+    events.PersistenceFailed: lambda e: f"! persistence failed: {e.error}",
 }
 
 
@@ -239,13 +232,13 @@ class _Printer:
             self._in_text = False
         self.out.write(text + "\n")
 
-    def show(self, event: AgentEvent) -> None:
+    def show(self, event: events.AgentEvent) -> None:
         if self.as_json:
             self.out.write(json.dumps(event_to_dict(event), default=str) + "\n")
-        elif isinstance(event, TextDelta):
+        elif isinstance(event, events.TextDelta):
             self.out.write(event.text)
             self._in_text = True
-        elif isinstance(event, ToolEnd):
+        elif isinstance(event, events.ToolEnd):
             self._tool_end(event)
         else:
             describe = _EVENT_LINES.get(type(event))
@@ -253,7 +246,7 @@ class _Printer:
                 self._line(describe(event))
         self.out.flush()
 
-    def _tool_end(self, event: ToolEnd) -> None:
+    def _tool_end(self, event: events.ToolEnd) -> None:
         output = event.output
         if event.is_error:
             # The model reads "error: ..."; the terminal says it once, in its own words.
@@ -306,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stream = hive.generate_streaming(session_id, args.prompt)
         for event in stream:
             printer.show(event)
-            if isinstance(event, ConfirmationRequired):
+            if isinstance(event, events.ConfirmationRequired):
                 if interactive:
                     approved = _ask(f"  allow {event.tool_name}? [y/N] ")
                     reason = None if approved else "declined at the terminal"
@@ -346,13 +339,20 @@ def _loadtest_model(spec: str, latency: float) -> ScriptedLlm:
     return ScriptedLlm(script, latency, model="loadtest")  # GET /v1/info names it
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _require_serve_extra(command: str) -> None:
+    """SystemExit naming the extra to install when ``sessionhive.serve``'s dependencies are missing."""
     try:
-        from sessionhive.serve import ServeOptions, read_token, run_service
+        import sessionhive.serve  # noqa: F401 - only whether it imports
     except ImportError as exc:
         raise SystemExit(
-            f"sessionhive serve needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
+            f"sessionhive {command} needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
         ) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _require_serve_extra("serve")
+    from sessionhive.serve import ServeOptions, read_token, run_service
+
     llm: LlmConfig | LlmClient = _llm_from_args(args)
     if args.loadtest_script:
         llm = _loadtest_model(args.loadtest_script, args.llm_latency)
@@ -383,12 +383,9 @@ def _allowed_base_urls(args: argparse.Namespace, llm: LlmConfig | LlmClient) -> 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
     """The table goes to stdout and the token to stderr: ``>> tokens.toml`` appends no secret."""
-    try:
-        from sessionhive.serve import new_token
-    except ImportError as exc:
-        raise SystemExit(
-            f"sessionhive token needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
-        ) from None
+    _require_serve_extra("token")
+    from sessionhive.serve import new_token
+
     scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
     token, table = new_token(args.name, args.tenant, scopes)
     print(f"token for {args.name} (shown once; the table below holds only its SHA-256):", file=sys.stderr)
