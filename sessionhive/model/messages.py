@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sessionhive.model._plain import fields_dict
+
 __all__ = [
     "DEFAULT_MAX_CONTEXT",
     "AgentResult",
@@ -136,11 +138,7 @@ class Usage:
         )
 
     def to_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
+        return fields_dict(self, total_tokens=self.total_tokens)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
@@ -256,14 +254,7 @@ class RunningTurn:
     status: Literal["running"] = "running"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "turn_id": self.turn_id,
-            "prompt": self.prompt,
-            "started_at": self.started_at,
-            "first_message": self.first_message,
-            "running_call": self.running_call,
-            "status": self.status,
-        }
+        return fields_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunningTurn:
