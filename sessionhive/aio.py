@@ -172,8 +172,9 @@ class AsyncHive:
         """Wrap a running Hive: ``AsyncHive(hive)`` awaits the same actors a sync ``Hive`` drives."""
         core = hive.core if isinstance(hive, Hive) else hive
         self._core = core
-        self._sync = hive if isinstance(hive, Hive) else Hive(core)
         self.metrics: HiveMetrics = core.metrics
+        #: A :class:`~sessionhive.Hive` on the same actors, for code on other threads.
+        self.sync: Hive = hive if isinstance(hive, Hive) else Hive(core)
 
     start = staticmethod(taking(HiveOptions, _Starting))
 
@@ -181,10 +182,6 @@ class AsyncHive:
     def core(self) -> HiveCore:
         """The running actors and services this facade drives."""
         return self._core
-
-    @property
-    def sync(self) -> Hive:
-        return self._sync
 
     async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Cancel running turns, flush, stop every actor (never blocking the loop)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import json
 import logging
 import os
@@ -275,6 +276,9 @@ def _session_exists(hive: Hive, session_id: str) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run one turn of a session and print its events as they happen. Tool calls that need a
+    confirmation are asked at the terminal (approved automatically when stdin is not a terminal,
+    or with --yes)."""
     printer = _Printer(sys.stdout, args.json)
     interactive = sys.stdin.isatty() and not args.yes
     metrics = MetricsConfig(port=args.metrics_port) if args.metrics_port is not None else None
@@ -382,7 +386,10 @@ def _allowed_base_urls(args: argparse.Namespace, llm: LlmConfig | LlmClient) -> 
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
-    """The table goes to stdout and the token to stderr: ``>> tokens.toml`` appends no secret."""
+    """Print the [[token]] table of a new bearer token on stdout (append it to the file 'serve --tokens'
+    reads: it holds only the token's SHA-256) and the token itself on stderr, once (give it to its
+    holder): sessionhive token new --name N --tenant T >> tokens.toml"""
+    # The table to stdout, the token to stderr: ">> tokens.toml" appends no secret.
     _require_serve_extra("token")
     from sessionhive.serve import new_token
 
@@ -413,18 +420,21 @@ class _Parser(argparse.ArgumentParser):
         return action
 
 
+def _command(
+    sub: Any, name: str, run: Callable[[argparse.Namespace], int], summary: str
+) -> argparse.ArgumentParser:
+    """A subcommand that runs ``run``; its ``--help`` description is ``run``'s docstring, said once."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=inspect.getdoc(run))
+    parser.set_defaults(func=run)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sessionhive", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"sessionhive {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser(
-        "run",
-        help="run one turn of a session, streaming its events",
-        description="Run one turn of a session and print its events as they happen. Tool calls that "
-        "need a confirmation are asked at the terminal (approved automatically when stdin is not a "
-        "terminal, or with --yes).",
-    )
+    run = _command(sub, "run", cmd_run, "run one turn of a session, streaming its events")
     run.add_argument("prompt", help="what to ask the agent")
     run.add_argument(
         "--session", metavar="ID", help="session id (continues it if it exists; default: a new id)"
@@ -440,11 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_option(run)
     _add_llm_options(run)
-    run.set_defaults(func=cmd_run)
 
-    serve = sub.add_parser(
+    serve = _command(
+        sub,
         "serve",
-        help="serve the sessions over HTTP: the /v1 API, a live console at /, /metrics; SIGTERM drains",
+        cmd_serve,
+        "serve the sessions over HTTP: the /v1 API, a live console at /, /metrics; SIGTERM drains",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
@@ -498,16 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_option(serve)
     _add_llm_options(serve)
-    serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="make bearer tokens for 'serve --tokens'")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    new = token_sub.add_parser(
-        "new",
-        help="print a new token and the [[token]] table that admits it",
-        description="Print the [[token]] table of a new bearer token on stdout (append it to the file "
-        "'serve --tokens' reads: it holds only the token's SHA-256) and the token itself on stderr, "
-        "once (give it to its holder): sessionhive token new --name N --tenant T >> tokens.toml",
+    new = _command(
+        token_sub, "new", cmd_token_new, "print a new token and the [[token]] table that admits it"
     )
     new.add_argument("--name", required=True, help="who holds it, as the audit log names them")
     new.add_argument("--tenant", required=True, help="the tenant whose sessions it sees")
@@ -516,7 +522,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="read,write,confirm",
         help="comma-separated, any of read, write, confirm, admin (default: read,write,confirm)",
     )
-    new.set_defaults(func=cmd_token_new)
 
     from sessionhive._cli_sessions import add_sessions_parser
     from sessionhive.loadtest import add_loadtest_parser

@@ -16,7 +16,6 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Any, TypeVar
 
 from sessionhive._channels import ThreadChannel
@@ -225,9 +224,7 @@ class Hive:
     def __enter__(self) -> Hive:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
@@ -398,7 +395,8 @@ class Hive:
         self, session_id: str, *, reason: str | None = None, timeout: Timeout = DEFAULT
     ) -> bool:
         """See :meth:`HiveAPI.cancel_operation`; ``reason`` is what the cancelled turn says
-        (``TurnCancelled.reason``), by default "cancelled by cancel_operation()"."""
+        (``TurnCancelled.reason``), by default "cancelled by cancel_operation()".
+        """
         return self._wait(self._core.cancel(session_id, reason, self._here), timeout)
 
     # ------------------------------------------------------------------ confirmations

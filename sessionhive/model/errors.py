@@ -7,7 +7,7 @@ reading a traceback in a long-running service knows how to recover.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 __all__ = [
     "BaseUrlNotAllowed",
@@ -35,20 +35,27 @@ class SessionhiveError(Exception):
     """Base class of every error raised by sessionhive."""
 
 
-@dataclass(eq=False, repr=False)
+@dataclass_transform(eq_default=False)
 class _Detailed(SessionhiveError):
     """An error whose ``__init__`` arguments are named fields and whose message is built from them.
 
-    A subclass declares its fields (dataclass style) and a ``template`` that
-    ``str.format`` fills with them; ``args`` holds the fields in order, so the
-    error pickles (a cluster shard raises it in another process) and repeats
-    as ``SessionNotFound('a')``.
+    A subclass declares its fields (it becomes a dataclass) and a ``template``
+    that ``str.format`` fills with them; ``args`` holds the fields in order, so
+    the error pickles (a cluster shard raises it in another process) and
+    repeats as ``SessionNotFound('a')``.
     """
 
     template: ClassVar[str] = ""
+    _field_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # eq and repr off: an exception keeps identity equality, its hash, and a repr made from args.
+        made: Any = dataclass(eq=False, repr=False)(cls)
+        cls._field_names = tuple(field.name for field in fields(made))
 
     def __post_init__(self) -> None:
-        self.args = tuple(getattr(self, field.name) for field in fields(self))
+        self.args = tuple(getattr(self, name) for name in self._field_names)
 
     def __str__(self) -> str:
         return self.template.format_map(vars(self))
@@ -62,7 +69,6 @@ class InvalidConfig(SessionhiveError, ValueError):
     """A configuration value is out of range or of the wrong type."""
 
 
-@dataclass(eq=False, repr=False)
 class BaseUrlNotAllowed(_Detailed, InvalidConfig):
     """A model's ``base_url`` is not an endpoint the operator allowed; nothing was sent to it.
 
@@ -78,7 +84,6 @@ class BaseUrlNotAllowed(_Detailed, InvalidConfig):
     )
 
 
-@dataclass(eq=False, repr=False)
 class SessionNotFound(_Detailed, KeyError):
     """No live or stored session has this id."""
 
@@ -89,7 +94,6 @@ class SessionNotFound(_Detailed, KeyError):
     )
 
 
-@dataclass(eq=False, repr=False)
 class SessionExists(_Detailed):
     """A session with this id already exists, live or in the store."""
 
@@ -97,7 +101,6 @@ class SessionExists(_Detailed):
     template = "session {session_id!r} already exists; pick another id or destroy_session() the old one first"
 
 
-@dataclass(eq=False, repr=False)
 class LlmNotConfigured(_Detailed):
     """A turn or compaction needs an LLM and neither the session nor the Hive has one.
 
@@ -116,7 +119,6 @@ class LlmNotConfigured(_Detailed):
         )
 
 
-@dataclass(eq=False, repr=False)
 class ConfirmationNotFound(_Detailed):
     """``confirm_tool`` named a tool call that is not waiting for confirmation."""
 
@@ -152,7 +154,6 @@ class CallTimeout(SessionhiveError, TimeoutError):
     """A call did not get its answer within its ``timeout``; the work may still finish."""
 
 
-@dataclass(eq=False, repr=False)
 class OutcomeUnknown(_Detailed):
     """A call was handed to a shard that then died or stopped answering: it may or may not have run.
 
@@ -181,7 +182,6 @@ class HiveStopped(SessionhiveError):
         return "the Hive has been stopped; start a new one with Hive.start()"
 
 
-@dataclass(eq=False, repr=False)
 class Overloaded(_Detailed):
     """A session's mailbox is full: the call was refused, nothing of it was accepted.
 
@@ -196,7 +196,6 @@ class Overloaded(_Detailed):
     )
 
 
-@dataclass(eq=False, repr=False)
 class SessionFailed(_Detailed):
     """A session crashed too often in a short time and refuses work until it is reset.
 
@@ -211,7 +210,6 @@ class SessionFailed(_Detailed):
     )
 
 
-@dataclass(eq=False, repr=False)
 class Forbidden(_Detailed):
     """The caller's token lacks the scope this request needs (403 over HTTP); ``scope`` names it."""
 
@@ -223,7 +221,6 @@ class Forbidden(_Detailed):
     )
 
 
-@dataclass(eq=False, repr=False)
 class QuotaExceeded(_Detailed):
     """A tenant is at one of its quotas (429 over HTTP): ``quota`` is its name, ``limit`` its value.
 
