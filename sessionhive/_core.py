@@ -115,6 +115,7 @@ __all__ = [
     "ConfirmationAnswer",
     "HiveCore",
     "HiveOptions",
+    "LocalFacade",
     "OnConfirmation",
     "Pending",
 ]
@@ -389,12 +390,6 @@ class HiveCore:
         """A subscription channel's bound, drop counter and session: ``maxsize, on_drop, session_id``."""
         return self.options.subscriber_queue_size, self.metrics.events_dropped.inc, session_id
 
-    def metrics_url(self) -> str | None:
-        return self.exporter.url if self.exporter is not None else None
-
-    def tool_definitions(self) -> list[ToolDefinition]:
-        return list(self.tools.definitions())
-
     # ------------------------------------------------------------------ routing
 
     def _tell(self, ref: pykka.ActorRef[Any], message: Any) -> None:
@@ -655,6 +650,48 @@ class HiveCore:
         if self.metrics.joined:
             self.metrics.unregister()  # a later Hive may join the same registry
         self.backend.shutdown()
+
+
+class LocalFacade:
+    """What ``Hive`` and ``AsyncHive`` answer alike, without waiting: httpx's ``BaseClient`` part.
+
+    The two facades differ only in how they wait; everything here waits for nothing.
+    """
+
+    def __init__(self, core: HiveCore) -> None:
+        self._core = core
+        self.metrics: HiveMetrics = core.metrics
+
+    @property
+    def core(self) -> HiveCore:
+        """The running actors and services this facade drives (``AsyncHive(hive)`` shares them)."""
+        return self._core
+
+    @property
+    def call_timeout(self) -> float:
+        return self._core.call_timeout
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://addr:port/metrics`` when started with ``MetricsConfig(port=...)``."""
+        exporter = self._core.exporter
+        return exporter.url if exporter is not None else None
+
+    def wsgi_app(self) -> Callable[..., Any]:
+        """A WSGI app serving this Hive's metrics, to mount in your own server."""
+        from prometheus_client import make_wsgi_app
+
+        return make_wsgi_app(self.metrics.registry)
+
+    def asgi_app(self) -> Callable[..., Any]:
+        """An ASGI app serving this Hive's metrics; mount it with Starlette's ``Route("/metrics", app)``."""
+        from sessionhive.metrics.exporter import MetricsAsgiApp
+
+        return MetricsAsgiApp(self.metrics.registry)
+
+    def list_tools(self) -> list[ToolDefinition]:
+        """The tools every session may call (answered here: a plain method on both facades)."""
+        return list(self._core.tools.definitions())
 
 
 def prepare(options: HiveOptions) -> _Prepared:

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Generator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from sessionhive._channels import AsyncChannel
-from sessionhive._core import HiveCore, HiveOptions, OnConfirmation, Pending, prepare, taking
+from sessionhive._core import HiveCore, HiveOptions, LocalFacade, OnConfirmation, Pending, prepare, taking
 from sessionhive.actors.directory import SessionView
 from sessionhive.api import DEFAULT, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.hive import Hive
-from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
-from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.messages import AgentResult, ContextUsage, Message, Usage
 from sessionhive.runtime import Reply
 
 __all__ = ["AsyncHive", "AsyncSubscription", "AsyncTurnStream"]
@@ -156,7 +155,7 @@ class _Starting:
             await self._hive.stop()
 
 
-class AsyncHive:
+class AsyncHive(LocalFacade):
     """The asyncio twin of :class:`~sessionhive.Hive`: :class:`~sessionhive.api.AsyncHiveAPI`.
 
     ``hive = await AsyncHive.start(...)`` or ``async with AsyncHive.start(...) as hive:``
@@ -171,17 +170,11 @@ class AsyncHive:
     def __init__(self, hive: HiveCore | Hive) -> None:
         """Wrap a running Hive: ``AsyncHive(hive)`` awaits the same actors a sync ``Hive`` drives."""
         core = hive.core if isinstance(hive, Hive) else hive
-        self._core = core
-        self.metrics: HiveMetrics = core.metrics
+        super().__init__(core)
         #: A :class:`~sessionhive.Hive` on the same actors, for code on other threads.
         self.sync: Hive = hive if isinstance(hive, Hive) else Hive(core)
 
     start = staticmethod(taking(HiveOptions, _Starting))
-
-    @property
-    def core(self) -> HiveCore:
-        """The running actors and services this facade drives."""
-        return self._core
 
     async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Cancel running turns, flush, stop every actor (never blocking the loop)."""
@@ -215,22 +208,6 @@ class AsyncHive:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    @property
-    def call_timeout(self) -> float:
-        return self._core.call_timeout
-
-    @property
-    def metrics_url(self) -> str | None:
-        return self._core.metrics_url()
-
-    def wsgi_app(self) -> Callable[..., Any]:
-        """A WSGI app serving this Hive's metrics, to mount in your own server."""
-        return self.sync.wsgi_app()
-
-    def asgi_app(self) -> Callable[..., Any]:
-        """An ASGI app serving this Hive's metrics, to mount in your own server."""
-        return self.sync.asgi_app()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -289,9 +266,6 @@ class AsyncHive:
 
     async def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:
         return await self._wait(self._core.list_sessions(self._here), timeout)
-
-    def list_tools(self) -> list[ToolDefinition]:
-        return self._core.tool_definitions()
 
     async def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         await self._wait(self._core.activate(session_id, self._here), timeout)

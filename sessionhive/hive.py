@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 from sessionhive._channels import ThreadChannel
 from sessionhive._core import (
@@ -24,6 +24,7 @@ from sessionhive._core import (
     DEFAULT_STORE,
     HiveCore,
     HiveOptions,
+    LocalFacade,
     OnConfirmation,
     Pending,
     prepare,
@@ -31,12 +32,11 @@ from sessionhive._core import (
 )
 from sessionhive.actors.directory import SessionView
 from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_MAILBOX_SIZE, DEFAULT_STOP_TIMEOUT, Timeout
-from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
-from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.messages import AgentResult, ContextUsage, Message, Usage
 
 __all__ = [
     "DEFAULT_ACTOR_BACKEND",
@@ -165,7 +165,7 @@ def _start(options: HiveOptions) -> Hive:
     return Hive(HiveCore(prepare(options), None))
 
 
-class Hive:
+class Hive(LocalFacade):
     """Many concurrent agent sessions in one process: :class:`~sessionhive.api.HiveAPI`, for threads.
 
     Start one with :meth:`start` (preferably as a context manager); every
@@ -176,16 +176,7 @@ class Hive:
 
     _here = False  # a thread blocks on a thread-safe future, never on the loop's own
 
-    def __init__(self, core: HiveCore) -> None:
-        self._core = core
-        self.metrics: HiveMetrics = core.metrics
-
     start = staticmethod(taking(HiveOptions, _start))
-
-    @property
-    def core(self) -> HiveCore:
-        """The running actors and services this facade drives (shared with ``AsyncHive(hive)``)."""
-        return self._core
 
     # ------------------------------------------------------------------ life cycle
 
@@ -226,27 +217,6 @@ class Hive:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def call_timeout(self) -> float:
-        return self._core.call_timeout
-
-    @property
-    def metrics_url(self) -> str | None:
-        """``http://addr:port/metrics`` when started with ``MetricsConfig(port=...)``."""
-        return self._core.metrics_url()
-
-    def wsgi_app(self) -> Callable[..., Any]:
-        """A WSGI app serving this Hive's metrics, to mount in your own server."""
-        from prometheus_client import make_wsgi_app
-
-        return make_wsgi_app(self.metrics.registry)
-
-    def asgi_app(self) -> Callable[..., Any]:
-        """An ASGI app serving this Hive's metrics; mount it with Starlette's ``Route("/metrics", app)``."""
-        from sessionhive.metrics.exporter import MetricsAsgiApp
-
-        return MetricsAsgiApp(self.metrics.registry)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -305,9 +275,6 @@ class Hive:
 
     def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:
         return self._wait(self._core.list_sessions(self._here), timeout)
-
-    def list_tools(self) -> list[ToolDefinition]:
-        return self._core.tool_definitions()
 
     def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
         self._wait(self._core.activate(session_id, self._here), timeout)
