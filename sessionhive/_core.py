@@ -667,6 +667,10 @@ class LocalFacade:
         """The running actors and services this facade drives (``AsyncHive(hive)`` shares them)."""
         return self._core
 
+    def list_tools(self) -> list[ToolDefinition]:
+        """The tools every session may call (answered here: a plain method on both facades)."""
+        return list(self._core.tools.definitions())
+
     @property
     def call_timeout(self) -> float:
         return self._core.call_timeout
@@ -688,10 +692,6 @@ class LocalFacade:
         from sessionhive.metrics.exporter import MetricsAsgiApp
 
         return MetricsAsgiApp(self.metrics.registry)
-
-    def list_tools(self) -> list[ToolDefinition]:
-        """The tools every session may call (answered here: a plain method on both facades)."""
-        return list(self._core.tools.definitions())
 
 
 def prepare(options: HiveOptions) -> _Prepared:
