@@ -50,6 +50,8 @@ class _Detailed(SessionhiveError):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__annotations__" not in cls.__dict__:
+            return  # declares no fields (a user's subclass, Ray's RayTaskError wrapper): inherit as is
         # eq and repr off: an exception keeps identity equality, its hash, and a repr made from args.
         made: Any = dataclass(eq=False, repr=False)(cls)
         cls._field_names = tuple(field.name for field in fields(made))
