@@ -110,6 +110,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "ACTIVATION_TRIES",
+    "CLIENT_CLOSE_TIMEOUT",
     "DEFAULT_ACTOR_BACKEND",
     "DEFAULT_STORE",
     "ConfirmationAnswer",
@@ -124,6 +126,12 @@ log = logging.getLogger("sessionhive")
 
 DEFAULT_STORE = "sqlite:///sessionhive.db"
 DEFAULT_ACTOR_BACKEND = "asyncio"
+
+#: Activations a read of a resting session tries before it gives up (each one only
+#: repeats if the session was passivated again meanwhile).
+ACTIVATION_TRIES = 100
+#: Seconds ``Hive.stop()`` gives the LLM clients to close their connections (best effort).
+CLIENT_CLOSE_TIMEOUT = 10.0
 
 _DEFAULT_CONFIG = SessionConfig()  # immutable: one instance serves every session created without a config
 

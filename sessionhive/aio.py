@@ -20,7 +20,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sessionhive._channels import AsyncChannel
-from sessionhive._core import HiveCore, HiveOptions, LocalFacade, OnConfirmation, Pending, prepare, taking
+from sessionhive._core import (
+    ACTIVATION_TRIES,
+    HiveCore,
+    HiveOptions,
+    LocalFacade,
+    OnConfirmation,
+    Pending,
+    prepare,
+    taking,
+)
 from sessionhive.actors.directory import SessionView
 from sessionhive.api import DEFAULT, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.hive import Hive
@@ -34,8 +43,6 @@ from sessionhive.runtime import Reply
 __all__ = ["AsyncHive", "AsyncSubscription", "AsyncTurnStream"]
 
 T = TypeVar("T")
-
-_ACTIVATION_TRIES = 100  # as the sync Hive's
 
 
 def _expire(future: asyncio.Future[Any], pending: Pending[Any], timeout: float) -> None:
@@ -215,7 +222,7 @@ class AsyncHive(LocalFacade):
         return await _await(pending, self._core.timeout(timeout))
 
     async def _view(self, session_id: str, timeout: Timeout) -> SessionView:
-        for _ in range(_ACTIVATION_TRIES):
+        for _ in range(ACTIVATION_TRIES):
             view = self._core.view_or_activation(session_id, self._here)
             if isinstance(view, SessionView):
                 return view

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 from sessionhive._channels import ThreadChannel
 from sessionhive._core import (
+    ACTIVATION_TRIES,
+    CLIENT_CLOSE_TIMEOUT,
     DEFAULT_ACTOR_BACKEND,
     DEFAULT_STORE,
     HiveCore,
@@ -51,10 +53,6 @@ __all__ = [
 log = logging.getLogger("sessionhive")
 
 T = TypeVar("T")
-
-#: Activations tried by a read of a resting session before it gives up
-#: (each one only repeats if the session was passivated again meanwhile).
-_ACTIVATION_TRIES = 100
 
 
 def _block(core: HiveCore, pending: Pending[T], timeout: float | None) -> T:
@@ -204,7 +202,9 @@ class Hive(LocalFacade):
             error = exc
         core.stop_persistence(timeout)
         try:
-            asyncio.run_coroutine_threadsafe(core.services.llm_clients.aclose(), core.turns.loop).result(10)
+            asyncio.run_coroutine_threadsafe(core.services.llm_clients.aclose(), core.turns.loop).result(
+                CLIENT_CLOSE_TIMEOUT
+            )
         except Exception as exc:  # noqa: BLE001 - closing connections is best effort
             log.debug("sessionhive: closing LLM clients: %s", exc)
         core.turns.stop()
@@ -224,7 +224,7 @@ class Hive(LocalFacade):
         return _block(self._core, pending, self._core.timeout(timeout))
 
     def _view(self, session_id: str, timeout: Timeout) -> SessionView:
-        for _ in range(_ACTIVATION_TRIES):
+        for _ in range(ACTIVATION_TRIES):
             view = self._core.view_or_activation(session_id, self._here)
             if isinstance(view, SessionView):
                 return view
