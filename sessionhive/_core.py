@@ -110,7 +110,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
-    "ACTIVATION_TRIES",
     "CLIENT_CLOSE_TIMEOUT",
     "DEFAULT_ACTOR_BACKEND",
     "DEFAULT_STORE",
@@ -127,9 +126,6 @@ log = logging.getLogger("sessionhive")
 DEFAULT_STORE = "sqlite:///sessionhive.db"
 DEFAULT_ACTOR_BACKEND = "asyncio"
 
-#: Activations a read of a resting session tries before it gives up (each one only
-#: repeats if the session was passivated again meanwhile).
-ACTIVATION_TRIES = 100
 #: Seconds ``Hive.stop()`` gives the LLM clients to close their connections (best effort).
 CLIENT_CLOSE_TIMEOUT = 10.0
 
@@ -666,6 +662,10 @@ class LocalFacade:
     The two facades differ only in how they wait; everything here waits for nothing.
     """
 
+    #: Activations a read of a resting session tries before it gives up (each one only
+    #: repeats if the session was passivated again meanwhile).
+    _activation_tries = 100
+
     def __init__(self, core: HiveCore) -> None:
         self._core = core
         self.metrics: HiveMetrics = core.metrics
@@ -702,9 +702,20 @@ class LocalFacade:
         return MetricsAsgiApp(self.metrics.registry)
 
 
-def prepare(options: HiveOptions) -> _Prepared:
-    """The blocking half of start-up; see :class:`HiveCore` for the rest."""
-    return _Prepared(options)
+def launch(options: HiveOptions) -> HiveCore:
+    """Start a Hive's core from a thread: the actors run on a loop thread of their own."""
+    return HiveCore(_Prepared(options), None)
+
+
+async def launch_async(options: HiveOptions) -> HiveCore:
+    """Start a Hive's core from a coroutine, never blocking the loop (files and the store off it).
+
+    With the asyncio backend the actors run on the running loop itself.
+    """
+    prepared = await asyncio.to_thread(_Prepared, options)
+    if prepared.backend_name == "asyncio":
+        return HiveCore(prepared, asyncio.get_running_loop())
+    return await asyncio.to_thread(HiveCore, prepared, None)
 
 
 class _ConfirmationAnswerer:

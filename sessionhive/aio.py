@@ -21,13 +21,12 @@ from typing import Any, TypeVar
 
 from sessionhive._channels import AsyncChannel
 from sessionhive._core import (
-    ACTIVATION_TRIES,
     HiveCore,
     HiveOptions,
     LocalFacade,
     OnConfirmation,
     Pending,
-    prepare,
+    launch_async,
     taking,
 )
 from sessionhive.actors.directory import SessionView
@@ -141,12 +140,7 @@ class _Starting:
         self._hive: AsyncHive | None = None
 
     async def _start(self) -> AsyncHive:
-        prepared = await asyncio.to_thread(prepare, self._options)
-        if prepared.backend_name == "asyncio":
-            core = HiveCore(prepared, asyncio.get_running_loop())  # the actors run on this loop
-        else:
-            core = await asyncio.to_thread(HiveCore, prepared, None)
-        self._hive = AsyncHive(core)
+        self._hive = AsyncHive(await launch_async(self._options))
         return self._hive
 
     def __await__(self) -> Generator[Any, None, AsyncHive]:
@@ -222,7 +216,7 @@ class AsyncHive(LocalFacade):
         return await _await(pending, self._core.timeout(timeout))
 
     async def _view(self, session_id: str, timeout: Timeout) -> SessionView:
-        for _ in range(ACTIVATION_TRIES):
+        for _ in range(self._activation_tries):
             view = self._core.view_or_activation(session_id, self._here)
             if isinstance(view, SessionView):
                 return view

@@ -20,7 +20,6 @@ from typing import TypeVar
 
 from sessionhive._channels import ThreadChannel
 from sessionhive._core import (
-    ACTIVATION_TRIES,
     CLIENT_CLOSE_TIMEOUT,
     DEFAULT_ACTOR_BACKEND,
     DEFAULT_STORE,
@@ -29,7 +28,7 @@ from sessionhive._core import (
     LocalFacade,
     OnConfirmation,
     Pending,
-    prepare,
+    launch,
     taking,
 )
 from sessionhive.actors.directory import SessionView
@@ -160,7 +159,7 @@ def _start(options: HiveOptions) -> Hive:
     own endpoint and ``llm``'s base URL: a session naming another must
     carry its own key (see :mod:`sessionhive.llm.keys`).
     """
-    return Hive(HiveCore(prepare(options), None))
+    return Hive(launch(options))
 
 
 class Hive(LocalFacade):
@@ -224,7 +223,7 @@ class Hive(LocalFacade):
         return _block(self._core, pending, self._core.timeout(timeout))
 
     def _view(self, session_id: str, timeout: Timeout) -> SessionView:
-        for _ in range(ACTIVATION_TRIES):
+        for _ in range(self._activation_tries):
             view = self._core.view_or_activation(session_id, self._here)
             if isinstance(view, SessionView):
                 return view
