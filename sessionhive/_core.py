@@ -94,7 +94,7 @@ from sessionhive.model.errors import (
 from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
-from sessionhive.model.messages import AgentResult, ToolDefinition
+from sessionhive.model.messages import AgentResult
 from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.model.validate import (
     check_confirm_arguments,
@@ -116,7 +116,6 @@ __all__ = [
     "ConfirmationAnswer",
     "HiveCore",
     "HiveOptions",
-    "LocalFacade",
     "OnConfirmation",
     "Pending",
 ]
@@ -654,52 +653,6 @@ class HiveCore:
         if self.metrics.joined:
             self.metrics.unregister()  # a later Hive may join the same registry
         self.backend.shutdown()
-
-
-class LocalFacade:
-    """What ``Hive`` and ``AsyncHive`` answer alike, without waiting: httpx's ``BaseClient`` part.
-
-    The two facades differ only in how they wait; everything here waits for nothing.
-    """
-
-    #: Activations a read of a resting session tries before it gives up (each one only
-    #: repeats if the session was passivated again meanwhile).
-    _activation_tries = 100
-
-    def __init__(self, core: HiveCore) -> None:
-        self._core = core
-        self.metrics: HiveMetrics = core.metrics
-
-    @property
-    def core(self) -> HiveCore:
-        """The running actors and services this facade drives (``AsyncHive(hive)`` shares them)."""
-        return self._core
-
-    def list_tools(self) -> list[ToolDefinition]:
-        """The tools every session may call (answered here: a plain method on both facades)."""
-        return list(self._core.tools.definitions())
-
-    @property
-    def call_timeout(self) -> float:
-        return self._core.call_timeout
-
-    @property
-    def metrics_url(self) -> str | None:
-        """``http://addr:port/metrics`` when started with ``MetricsConfig(port=...)``."""
-        exporter = self._core.exporter
-        return exporter.url if exporter is not None else None
-
-    def wsgi_app(self) -> Callable[..., Any]:
-        """A WSGI app serving this Hive's metrics, to mount in your own server."""
-        from prometheus_client import make_wsgi_app
-
-        return make_wsgi_app(self.metrics.registry)
-
-    def asgi_app(self) -> Callable[..., Any]:
-        """An ASGI app serving this Hive's metrics; mount it with Starlette's ``Route("/metrics", app)``."""
-        from sessionhive.metrics.exporter import MetricsAsgiApp
-
-        return MetricsAsgiApp(self.metrics.registry)
 
 
 def launch(options: HiveOptions) -> HiveCore:

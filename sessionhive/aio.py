@@ -23,7 +23,6 @@ from sessionhive._channels import AsyncChannel
 from sessionhive._core import (
     HiveCore,
     HiveOptions,
-    LocalFacade,
     OnConfirmation,
     Pending,
     launch_async,
@@ -31,7 +30,7 @@ from sessionhive._core import (
 )
 from sessionhive.actors.directory import SessionView
 from sessionhive.api import DEFAULT, DEFAULT_STOP_TIMEOUT, Timeout
-from sessionhive.hive import Hive
+from sessionhive.hive import Hive, LocalFacade
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent

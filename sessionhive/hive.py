@@ -8,6 +8,7 @@ session (``history``, ``usage``...) answer from its published view without
 a message. The actors run on a loop thread the Hive owns (asyncio backend)
 or on their backend's threads; a call from another thread costs one hop
 each way. Each method is documented once, on :class:`~sessionhive.api.HiveAPI`.
+:class:`LocalFacade` holds what ``Hive`` and ``AsyncHive`` answer alike, without waiting.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from sessionhive._channels import ThreadChannel
 from sessionhive._core import (
@@ -25,7 +26,6 @@ from sessionhive._core import (
     DEFAULT_STORE,
     HiveCore,
     HiveOptions,
-    LocalFacade,
     OnConfirmation,
     Pending,
     launch,
@@ -33,11 +33,12 @@ from sessionhive._core import (
 )
 from sessionhive.actors.directory import SessionView
 from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_MAILBOX_SIZE, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
-from sessionhive.model.messages import AgentResult, ContextUsage, Message, Usage
+from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
 
 __all__ = [
     "DEFAULT_ACTOR_BACKEND",
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_MAILBOX_SIZE",
     "DEFAULT_STORE",
     "Hive",
+    "LocalFacade",
     "Subscription",
     "TurnStream",
 ]
@@ -70,6 +72,52 @@ def _block(core: HiveCore, pending: Pending[T], timeout: float | None) -> T:
             raise  # the operation itself failed with a TimeoutError: not ours to rename
         raise pending.timed_out(timeout) from None
     return value
+
+
+class LocalFacade:
+    """What ``Hive`` and ``AsyncHive`` answer alike, without waiting: httpx's ``BaseClient`` part.
+
+    The two facades differ only in how they wait; everything here waits for nothing.
+    """
+
+    #: Activations a read of a resting session tries before it gives up (each one only
+    #: repeats if the session was passivated again meanwhile).
+    _activation_tries = 100
+
+    def __init__(self, core: HiveCore) -> None:
+        self._core = core
+        self.metrics: HiveMetrics = core.metrics
+
+    @property
+    def core(self) -> HiveCore:
+        """The running actors and services this facade drives (``AsyncHive(hive)`` shares them)."""
+        return self._core
+
+    def list_tools(self) -> list[ToolDefinition]:
+        """The tools every session may call (answered here: a plain method on both facades)."""
+        return list(self._core.tools.definitions())
+
+    @property
+    def call_timeout(self) -> float:
+        return self._core.call_timeout
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://addr:port/metrics`` when started with ``MetricsConfig(port=...)``."""
+        exporter = self._core.exporter
+        return exporter.url if exporter is not None else None
+
+    def wsgi_app(self) -> Callable[..., Any]:
+        """A WSGI app serving this Hive's metrics, to mount in your own server."""
+        from prometheus_client import make_wsgi_app
+
+        return make_wsgi_app(self.metrics.registry)
+
+    def asgi_app(self) -> Callable[..., Any]:
+        """An ASGI app serving this Hive's metrics; mount it with Starlette's ``Route("/metrics", app)``."""
+        from sessionhive.metrics.exporter import MetricsAsgiApp
+
+        return MetricsAsgiApp(self.metrics.registry)
 
 
 class TurnStream:
