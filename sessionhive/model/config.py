@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sessionhive.model._plain import fields_dict
 from sessionhive.model.budget import Budget
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.permissions import PermissionPolicy
@@ -172,22 +173,12 @@ class SessionConfig:
             object.__setattr__(self, "durability", "durable")  # one spelling from here on
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "system_prompt": self.system_prompt,
-            "workspace": self.workspace,
-            "max_context_length": self.max_context_length,
-            "auto_compact": self.auto_compact,
-            "auto_compact_threshold": self.auto_compact_threshold,
-            "confirmation_policy": self.confirmation_policy.to_dict() if self.confirmation_policy else None,
-            "permission_policy": self.permission_policy.to_dict() if self.permission_policy else None,
-            "storage": self.storage,
-            "durability": self.durability,
-            "max_tool_rounds": self.max_tool_rounds,
-            "allow_network": self.allow_network,
-            "resume_interrupted": self.resume_interrupted,
-            "budget": self.budget.to_dict() if self.budget else None,
-            "metadata": self.metadata,
-        }
+        return fields_dict(
+            self,
+            confirmation_policy=self.confirmation_policy.to_dict() if self.confirmation_policy else None,
+            permission_policy=self.permission_policy.to_dict() if self.permission_policy else None,
+            budget=self.budget.to_dict() if self.budget else None,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionConfig:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sessionhive.model._plain import fields_dict
+
 __all__ = [
     "DEFAULT_MAX_CONTEXT",
     "AgentResult",
@@ -154,14 +156,7 @@ class Usage:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "cost_usd": self.cost_usd,
-            "model_calls": self.model_calls,
-            "cached_tokens": self.cached_tokens,
-        }
+        return fields_dict(self, total_tokens=self.total_tokens)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
@@ -287,16 +282,9 @@ class RunningTurn:
     traceparent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "turn_id": self.turn_id,
-            "prompt": self.prompt,
-            "started_at": self.started_at,
-            "first_message": self.first_message,
-            "running_call": self.running_call,
-            "status": self.status,
-        }
-        if self.traceparent:
-            data["traceparent"] = self.traceparent
+        data = fields_dict(self)
+        if not self.traceparent:  # most turns are untraced: keep their journal record small
+            del data["traceparent"]
         return data
 
     @classmethod
