@@ -86,8 +86,8 @@ class SessionActor(HiveActor):
         session = SessionState(services, entry, snapshot, pending, llm_client, inherited_llm_config)
         self._session = session
         self._confirmations = Confirmations(session, pending)
-        self._jobs = Jobs(session, self._confirmations, self.actor_ref)
-        self._lifecycle = Lifecycle(session, self._jobs, self._confirmations, supervisor, self.actor_ref)
+        self._jobs = Jobs(session, self.actor_ref)
+        self._lifecycle = Lifecycle(session, supervisor)
         # Before the first view is published: no reader ever sees a turn
         # that the last process left half-written.
         self._jobs.recover_interrupted_turn()
@@ -130,19 +130,19 @@ class SessionActor(HiveActor):
         exception_value: BaseException | None,
         traceback: Any,  # noqa: ARG002 - pykka's hook signature
     ) -> None:
-        self._lifecycle.crashed(exception_value)
+        self._lifecycle.crashed(exception_value, self._jobs, self._confirmations, self.actor_ref)
 
     def on_stop(self) -> None:
-        self._lifecycle.stopped()
+        self._lifecycle.stopped(self._jobs)
 
     def on_Destroy(self, message: Destroy) -> None:
-        self._lifecycle.destroy(message)
+        self._lifecycle.destroy(message, self._jobs, self._confirmations, self.actor_ref)
 
     def on_Passivate(self, message: Passivate) -> None:
-        self._lifecycle.passivate(message)
+        self._lifecycle.passivate(message, self._jobs, self._confirmations, self.actor_ref)
 
     def on_Shutdown(self, message: Shutdown) -> None:
-        self._lifecycle.shutdown(message)
+        self._lifecycle.shutdown(message, self._jobs, self._confirmations, self.actor_ref)
 
     # ------------------------------------------------------------------ the jobs part
 
@@ -159,7 +159,7 @@ class SessionActor(HiveActor):
         self._jobs.clear(message)
 
     def on_Cancel(self, message: Cancel) -> None:
-        self._session.answer(message.reply, self._jobs.cancel_everything(message.reason))
+        self._session.answer(message.reply, self._jobs.cancel_everything(self._confirmations, message.reason))
 
     def on_Journaled(self, message: Journaled) -> None:
         self._jobs.journaled(message)
@@ -168,8 +168,10 @@ class SessionActor(HiveActor):
         self._jobs.turn_events(message)
 
     def on_JobFinished(self, message: JobFinished) -> None:
-        if self._jobs.finished(message) and self._lifecycle.gone == "stopped":
-            self._lifecycle.stop_now()  # Hive.stop() waited for this turn to hand back its history
+        if self._jobs.finished(message, self._confirmations) and self._lifecycle.gone == "stopped":
+            self._lifecycle.stop_now(
+                self._jobs, self.actor_ref
+            )  # Hive.stop() waited for this turn to hand back its history
 
     # ------------------------------------------------------------------ the confirmations part
 

@@ -8,7 +8,7 @@ mailbox keeps answering while a turn runs and a history is never
 interleaved. The session's record
 (:class:`~sessionhive.actors.session._state.SessionState`) and its
 confirmations are handed to it: a turn's result lands in the record, and a
-turn that ends settles the confirmations it left waiting.
+turn that ends (or is cancelled) settles the confirmations it left waiting.
 """
 
 from __future__ import annotations
@@ -96,11 +96,10 @@ class JobFinished:
 class Jobs:
     """Generate, compact, clear: queueing, starting, cancelling and finishing jobs."""
 
-    __slots__ = ("_confirmations", "_ref", "_session", "closed", "queue", "running", "turn_seq")
+    __slots__ = ("_ref", "_session", "closed", "queue", "running", "turn_seq")
 
-    def __init__(self, session: SessionState, confirmations: Confirmations, ref: pykka.ActorRef[Any]) -> None:
+    def __init__(self, session: SessionState, ref: pykka.ActorRef[Any]) -> None:
         self._session = session
-        self._confirmations = confirmations
         self._ref = ref  # the session actor: where a running job reports back
         self.queue: list[Job] = []  # a list, not a deque: an empty deque costs 600 bytes per session
         self.running: Running | None = None
@@ -199,10 +198,10 @@ class Jobs:
             rejected = True
         return rejected
 
-    def cancel_everything(self, reason: str = "cancelled by cancel_operation()") -> bool:
+    def cancel_everything(self, confirmations: Confirmations, reason: str) -> bool:
         """Cancel pending confirmations, queued jobs and the running job; True if there was any."""
         session_id, running = self._session.session_id, self.running
-        did_something = self._confirmations.cancel(reason, self.sink())
+        did_something = confirmations.cancel(reason, self.sink())
         if self.reject_queued(lambda: TurnCancelled(session_id, f"{reason}, before it started")):
             did_something = True
         if running is not None and not running.cancelled and running.handle is not None:
@@ -402,7 +401,7 @@ class Jobs:
         for event in message.events:
             self._session.emit(event, sink)
 
-    def finished(self, message: JobFinished) -> bool:
+    def finished(self, message: JobFinished, confirmations: Confirmations) -> bool:
         """The running job's result; False if it belongs to a job that ended already."""
         running = self.running
         if running is None or running.turn_id != message.turn_id:
@@ -410,7 +409,7 @@ class Jobs:
         self._finish_running()
         job, outcome = running.job, message.outcome
         # Calls still waiting only if the turn crashed while it waited.
-        self._confirmations.cancel("the turn ended", None, message.turn_id)
+        confirmations.cancel("the turn ended", None, message.turn_id)
         if job.is_turn:
             self._finish_turn(running, _as_turn_outcome(job, outcome, self._session.journal or job.journaled))
         else:

@@ -7,8 +7,8 @@ still reach it are not lost: a passivated or crashed session hands them back
 to the supervisor, which delivers them to the next incarnation; a destroyed
 one answers :class:`~sessionhive.SessionNotFound`. Calls that reach the actor
 after it stopped arrive through :meth:`Lifecycle.dead_letters` and go the
-same way. The session's record, jobs and confirmations are handed to it:
-going away ends their work.
+same way. The session's record is handed to it once; the jobs and
+confirmations it ends, with every call.
 """
 
 from __future__ import annotations
@@ -49,27 +49,19 @@ Gone = Literal["", "passivated", "destroyed", "stopped", "crashed"]
 class Lifecycle:
     """Destroy, Passivate, Shutdown, crash hand-over and the calls that arrive too late."""
 
-    __slots__ = ("_confirmations", "_jobs", "_ref", "_session", "gone", "shutdown_reply", "supervisor")
+    # The jobs and confirmations to end, and the actor's own ref, are handed
+    # to each call: held here they would cost every idle session 24 bytes.
+    __slots__ = ("_session", "gone", "shutdown_reply", "supervisor")
 
-    def __init__(
-        self,
-        session: SessionState,
-        jobs: Jobs,
-        confirmations: Confirmations,
-        supervisor: pykka.ActorRef[Any],
-        ref: pykka.ActorRef[Any],
-    ) -> None:
+    def __init__(self, session: SessionState, supervisor: pykka.ActorRef[Any]) -> None:
         self._session = session
-        self._jobs = jobs
-        self._confirmations = confirmations
-        self._ref = ref  # the session actor itself
         self.supervisor = supervisor
         self.gone: Gone = ""
         self.shutdown_reply: Reply | None = None  # answered once the running turn ended
 
-    def _go(self, how: Gone) -> None:
+    def _go(self, how: Gone, jobs: Jobs) -> None:
         self.gone = how
-        self._jobs.closed = True  # nothing queued starts on a session that is going away
+        jobs.closed = True  # nothing queued starts on a session that is going away
 
     def redirect(self, call: SessionCall) -> None:
         """A call for a session that is going away: to its next incarnation, or refused."""
@@ -97,54 +89,64 @@ class Lifecycle:
 
         return forward
 
-    def destroy(self, message: Destroy) -> None:
+    def destroy(
+        self, message: Destroy, jobs: Jobs, confirmations: Confirmations, ref: pykka.ActorRef[Any]
+    ) -> None:
         """Stop for good: cancel work, delete from the store, then tell the supervisor."""
         session = self._session
-        self._jobs.cancel_everything("cancelled because the session was destroyed")
-        self._go("destroyed")
-        self._jobs.abandon_running(
-            TurnCancelled(session.session_id, "the session was destroyed"), "cancelled"
-        )
+        jobs.cancel_everything(confirmations, "cancelled because the session was destroyed")
+        self._go("destroyed", jobs)
+        jobs.abandon_running(TurnCancelled(session.session_id, "the session was destroyed"), "cancelled")
         session.close_subscribers()
         ack = None
         if session.stored():
             ack = session.commit_ack()
             session.services.persistence.send(Delete(session.session_id, ack))
-        self.supervisor.tell(SessionGone(session.session_id, "destroyed", self._ref))
+        self.supervisor.tell(SessionGone(session.session_id, "destroyed", ref))
         session.withdraw_view()
         session.deliver(message.reply, None, ack, "destroy")
-        self._ref.stop(block=False)
+        ref.stop(block=False)
 
-    def passivate(self, message: Passivate) -> None:
+    def passivate(
+        self, message: Passivate, jobs: Jobs, confirmations: Confirmations, ref: pykka.ActorRef[Any]
+    ) -> None:
         """Stop to save memory if idle; the store holds everything needed to come back."""
-        session, jobs = self._session, self._jobs
-        busy = jobs.running is not None or jobs.queue or self._confirmations.pending or session.subscribers
+        session = self._session
+        busy = jobs.running is not None or jobs.queue or confirmations.pending or session.subscribers
         if busy or not session.stored():
             session.answer(message.reply, False)
             return
-        self._go("passivated")
-        self.supervisor.tell(SessionGone(session.session_id, "passivated", self._ref))
+        self._go("passivated", jobs)
+        self.supervisor.tell(SessionGone(session.session_id, "passivated", ref))
         session.answer(message.reply, True)
-        self._ref.stop(block=False)
+        ref.stop(block=False)
 
-    def shutdown(self, message: Shutdown) -> None:
+    def shutdown(
+        self, message: Shutdown, jobs: Jobs, confirmations: Confirmations, ref: pykka.ActorRef[Any]
+    ) -> None:
         """Hive.stop(): cancel running work, record what it left, then stop.
 
         The running turn is given the chance to hand back its partial history
         (the prompt is kept), so the last snapshot is final.
         """
-        self._jobs.cancel_everything("cancelled because the Hive stopped")
-        self._go("stopped")
+        jobs.cancel_everything(confirmations, "cancelled because the Hive stopped")
+        self._go("stopped", jobs)
         self.shutdown_reply = message.reply
-        if self._jobs.running is None:
-            self.stop_now()
+        if jobs.running is None:
+            self.stop_now(jobs, ref)
 
-    def stop_now(self) -> None:
-        self._go("stopped")
+    def stop_now(self, jobs: Jobs, ref: pykka.ActorRef[Any]) -> None:
+        self._go("stopped", jobs)
         self._session.answer(self.shutdown_reply, None)
-        self._ref.stop(block=False)
+        ref.stop(block=False)
 
-    def crashed(self, exception_value: BaseException | None) -> None:
+    def crashed(
+        self,
+        exception_value: BaseException | None,
+        jobs: Jobs,
+        confirmations: Confirmations,
+        ref: pykka.ActorRef[Any],
+    ) -> None:
         """A handler raised (a bug): hand everything over to the supervisor, which restarts the session.
 
         Calls still in the mailbox reach the restarted actor in order (the
@@ -157,18 +159,18 @@ class Lifecycle:
             f"session {session.session_id!r} crashed ({error}) and was restarted from its last snapshot; "
             "retry the call"
         )
-        self._jobs.abandon_running(crashed, "error")
-        self._jobs.reject_queued(lambda: crashed)
-        self._confirmations.cancel("the session crashed", None)
+        jobs.abandon_running(crashed, "error")
+        jobs.reject_queued(lambda: crashed)
+        confirmations.cancel("the session crashed", None)
         session.close_subscribers()
-        self._go("crashed")
+        self._go("crashed", jobs)
         session.withdraw_view()  # readers wait for the restarted actor instead of reading this one's state
         snapshot = None if session.stored() else session.snapshot()
-        self.supervisor.tell(SessionCrashed(session.session_id, self._ref, snapshot, (), error))
+        self.supervisor.tell(SessionCrashed(session.session_id, ref, snapshot, (), error))
 
-    def stopped(self) -> None:
+    def stopped(self, jobs: Jobs) -> None:
         """The actor stopped (for whatever reason): nothing it accepted is left without an answer."""
         session = self._session
-        self._jobs.abandon_running(TurnCancelled(session.session_id, "the Hive stopped"), "cancelled")
+        jobs.abandon_running(TurnCancelled(session.session_id, "the Hive stopped"), "cancelled")
         session.close_subscribers()
-        self._jobs.reject_queued(lambda: TurnCancelled(session.session_id, "the Hive stopped"))
+        jobs.reject_queued(lambda: TurnCancelled(session.session_id, "the Hive stopped"))
