@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import math
 import os
@@ -65,8 +66,10 @@ __all__ = [
     "Secret",
     "TransientError",
     "call_with_retries",
+    "decode_arguments",
     "redact",
     "retry_after_seconds",
+    "sdk_missing",
     "server_message",
     "transport_errors",
 ]
@@ -241,6 +244,22 @@ def redact(text: str, secret: Secret | str | None) -> str:
     if value:
         text = text.replace(value, "***")
     return _KEY_LIKE.sub("***", text)
+
+
+def sdk_missing(sdk: str) -> ImportError:
+    """What a provider module raises when its SDK is not installed: how to install it."""
+    return ImportError(f"the {sdk!r} provider needs the {sdk} SDK: pip install 'sessionhive[{sdk}]'")
+
+
+def decode_arguments(raw: str | None) -> dict[str, Any] | str:
+    """Tool-call arguments as a dict, or the raw string when they are not a JSON object."""
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, dict) else raw
 
 
 def server_message(body: object, *, limit: int = 300) -> str | None:
