@@ -39,7 +39,7 @@ from sessionhive.actors.messages import (
     Subscribe,
     Unsubscribe,
 )
-from sessionhive.actors.session._confirmations import Confirmations
+from sessionhive.actors.session._confirmations import Confirmations, Resolve
 from sessionhive.actors.session._jobs import JobFinished, Jobs
 from sessionhive.actors.session._lifecycle import Lifecycle
 from sessionhive.actors.session._state import SessionState
@@ -82,7 +82,8 @@ class SessionActor(HiveActor):
     ) -> None:
         super().__init__()
         self.session_id = snapshot.session_id
-        pending: dict[str, Any] = {}  # owned by the confirmations part; the record's view lists it
+        # The waiting calls: owned by the confirmations part, listed by the record's view.
+        pending: dict[str, tuple[int, Resolve]] = {}
         session = SessionState(services, entry, snapshot, pending, llm_client, inherited_llm_config)
         self._session = session
         self._confirmations = Confirmations(session, pending)

@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from sessionhive._channels import EventSink
     from sessionhive.actors.session._state import SessionState
 
-__all__ = ["Confirmations"]
+__all__ = ["Confirmations", "Resolve"]
 
 log = logging.getLogger("sessionhive.session")
 
 Resolve = Callable[[Decision], None]
+"""How a waiting tool call is told its decision (the turn's side of the call)."""
 
 
 class Confirmations:
