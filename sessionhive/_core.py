@@ -56,6 +56,7 @@ from sessionhive.actors.messages import (
 from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
 from sessionhive.actors.turn import TurnLoop
+from sessionhive.agent.spending import BudgetBook
 from sessionhive.api import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAILBOX_SIZE,
@@ -68,7 +69,9 @@ from sessionhive.api import (
 )
 from sessionhive.llm import ClientCache, LlmClient
 from sessionhive.llm.keys import EndpointKeys
+from sessionhive.metrics import tracing
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.budget import Budget
 from sessionhive.model.config import SessionConfig
 from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
 from sessionhive.model.errors import (
@@ -130,6 +133,8 @@ class HiveOptions:
     restart_window: float = DEFAULT_RESTART_WINDOW
     shared_store: bool = False
     allow_base_urls: Sequence[str] | None = None
+    trace_content: bool = False
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.allow_base_urls is not None:
@@ -139,6 +144,7 @@ class HiveOptions:
             object.__setattr__(self, "allow_base_urls", tuple(self.allow_base_urls))
             BaseUrlPolicy(self.allow_base_urls)
         check_positive_int("max_concurrent_turns", self.max_concurrent_turns)
+        check_instance("budget", self.budget, Budget, optional=True)
         check_positive_int("subscriber_queue_size", self.subscriber_queue_size)
         check_positive_int("mailbox_size", self.mailbox_size)
         check_positive_int("restart_limit", self.restart_limit)
@@ -271,6 +277,8 @@ class HiveCore:
             restart_limit=options.restart_limit,
             restart_window=options.restart_window,
             persistence_backlog=prepared.backlog,
+            trace_content=options.trace_content,
+            budgets=BudgetBook(options.budget),
         )
         singletons = (
             self.backend
@@ -460,8 +468,11 @@ class HiveCore:
                 raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")
             sink = _ConfirmationAnswerer(self, session_id, on_confirmation, sink)
         accepted = self.new_reply(awaitable_here=awaitable_here)
+        parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
-            session_id, lambda reply: Generate(reply, prompt, sink, accepted), awaitable_here=awaitable_here
+            session_id,
+            lambda reply: Generate(reply, prompt, sink, accepted, parent),
+            awaitable_here=awaitable_here,
         )
         return result, accepted
 

@@ -49,6 +49,7 @@ from sessionhive.api import (
 from sessionhive.hive import Hive
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.errors import CallTimeout
@@ -214,6 +215,8 @@ class AsyncHive:
         restart_window: float = DEFAULT_RESTART_WINDOW,
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
+        trace_content: bool = False,
+        budget: Budget | None = None,
     ) -> _Starting:
         """Start a Hive (same arguments as :meth:`Hive.start`); the blocking parts run off the loop."""
         return _Starting(
@@ -236,6 +239,8 @@ class AsyncHive:
                 restart_window=restart_window,
                 shared_store=shared_store,
                 allow_base_urls=allow_base_urls,
+                trace_content=trace_content,
+                budget=budget,
             )
         )
 

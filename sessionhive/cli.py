@@ -50,6 +50,7 @@ from sessionhive import (
     tune_gc,
 )
 from sessionhive.hive import DEFAULT_STORE
+from sessionhive.metrics import tracing
 
 __all__ = ["build_parser", "main"]
 
@@ -370,7 +371,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin or ()),
         allow_base_urls=_allowed_base_urls(args, llm),
     )
-    return run_service(options)
+    # The SDK belongs to this process, the application: the library only uses the API.
+    flush_traces = tracing.configure_sdk(args.otlp_endpoint)
+    try:
+        return run_service(options)
+    finally:
+        if flush_traces is not None:
+            flush_traces()
 
 
 def _allowed_base_urls(args: argparse.Namespace, llm: LlmConfig | LlmClient) -> tuple[str, ...]:
@@ -498,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOOLS[:RATE]",
         help="serve the load test's scripted model (TOOLS tool calls per turn, RATE of them confirmed) "
         "for 'sessionhive loadtest --target URL'",
+    )
+    serve.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="send OpenTelemetry traces over OTLP/HTTP to this collector (http://127.0.0.1:4318); "
+        "without it, OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables decide",
     )
     _add_store_option(serve)
     _add_llm_options(serve)

@@ -56,6 +56,7 @@ from sessionhive.api import (
 )
 from sessionhive.llm import LlmClient
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.errors import CallTimeout
@@ -204,6 +205,8 @@ class Hive:
         restart_window: float = DEFAULT_RESTART_WINDOW,
         shared_store: bool = False,
         allow_base_urls: Sequence[str] | None = None,
+        trace_content: bool = False,
+        budget: Budget | None = None,
     ) -> Hive:
         """Start the actors and return the facade.
 
@@ -235,6 +238,15 @@ class Hive:
         ``OPENAI_API_KEY``/``ANTHROPIC_API_KEY`` goes only to the provider's
         own endpoint and ``llm``'s base URL: a session naming another must
         carry its own key (see :mod:`sessionhive.llm.keys`).
+
+        Turns, model calls, tools and confirmations are OpenTelemetry spans
+        (see :mod:`sessionhive.metrics.tracing`) once the application installs
+        an SDK; ``trace_content=True`` puts the prompt, answer and tool text
+        in their attributes (off by default: they may hold personal data).
+
+        ``budget`` caps the model spending of the whole Hive (of each tenant
+        when ``sessionhive serve`` runs with tenant tokens), as
+        ``SessionConfig.budget`` caps one session tree's.
         """
         options = HiveOptions(
             store=store,
@@ -255,6 +267,8 @@ class Hive:
             restart_window=restart_window,
             shared_store=shared_store,
             allow_base_urls=allow_base_urls,
+            trace_content=trace_content,
+            budget=budget,
         )
         return cls(HiveCore(prepare(options), None))
 

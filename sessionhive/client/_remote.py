@@ -43,6 +43,7 @@ from sessionhive.api import (
     Timeout,
     resolve_timeout,
 )
+from sessionhive.metrics import tracing
 from sessionhive.model.confirmation import (
     check_confirm_arguments,
     decision_from_answer,
@@ -370,7 +371,11 @@ class RemoteHive:
         self.base_url = base_url.rstrip("/")
         self.call_timeout = call_timeout
         self._http = httpx.Client(
-            base_url=self.base_url, headers=_token(token), timeout=call_timeout, transport=transport
+            base_url=self.base_url,
+            headers=_token(token),
+            timeout=call_timeout,
+            transport=transport,
+            event_hooks={"request": [tracing.inject_request]},  # the caller's span reaches the service
         )
 
     def close(self) -> None:
@@ -805,6 +810,7 @@ class AsyncRemoteHive:
             timeout=call_timeout,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
+            event_hooks={"request": [tracing.ainject_request]},  # the caller's span reaches the service
         )
 
     async def close(self) -> None:

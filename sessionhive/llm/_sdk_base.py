@@ -51,6 +51,7 @@ from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
 from sessionhive.llm.fallback import Overloaded
 from sessionhive.llm.keys import EndpointKeys, ProviderEndpoint, resolve_key
 from sessionhive.llm.limits import account_limiter, estimate_tokens
+from sessionhive.metrics import tracing
 from sessionhive.model.errors import InvalidConfig, LlmError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.urls import shown_url
@@ -620,6 +621,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
         )
 
     def _count_retry(self) -> None:
+        tracing.llm_event("sessionhive.llm.retry")
         if self._metrics is not None:
             self._metrics.llm_retries.labels(self.provider_name).inc()
 
@@ -652,6 +654,8 @@ class SdkClientBase(ABC, Generic[SdkT]):
             permit = await self._limiter.acquire(estimate_tokens(request, self._config.max_tokens))
             if self._metrics is not None:
                 self._metrics.llm_capacity_wait.labels(*self._account_labels).observe(permit.waited_s)
+            if permit.waited_s > 0:
+                tracing.llm_event("sessionhive.llm.capacity_wait", {"sessionhive.wait_s": permit.waited_s})
             with permit:
                 try:
                     return await self._attempt(sdk, request, progress)
@@ -689,7 +693,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
             if self._metrics is not None:
                 self._metrics.llm_request_duration.labels(
                     self.provider_name, self._config.model, outcome
-                ).observe(time.perf_counter() - started)
+                ).observe(time.perf_counter() - started, tracing.exemplar())
         if self._metrics is not None:
             tokens = self._metrics.llm_tokens
             if response.usage.prompt_tokens:

@@ -107,6 +107,7 @@ class _StreamAssembler:
         self._progress = progress
         self._blocks: dict[int, _Block] = {}
         self._prompt_tokens = 0
+        self._cached_tokens = 0
         self._completion_tokens = 0
         self._stop_reason: str | None = None
         self.finished = False
@@ -137,6 +138,7 @@ class _StreamAssembler:
             + (usage.cache_read_input_tokens or 0)
         )
         self._completion_tokens = usage.output_tokens or 0
+        self._cached_tokens = usage.cache_read_input_tokens or 0
 
     def _block_start(self, event: RawContentBlockStartEvent) -> None:
         start = event.content_block
@@ -197,7 +199,7 @@ class _StreamAssembler:
         response = LlmResponse(
             "".join(text),
             tuple(tool_calls),
-            Usage(self._prompt_tokens, self._completion_tokens),
+            Usage(self._prompt_tokens, self._completion_tokens, cached_tokens=self._cached_tokens),
             normalize_stop_reason(self._stop_reason, ANTHROPIC_STOP_REASONS),
         )
         return response, thinking
@@ -398,12 +400,13 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                 + (usage.cache_read_input_tokens or 0)
             )
             completion = usage.output_tokens or 0
+            cached = usage.cache_read_input_tokens or 0
             stop_reason = normalize_stop_reason(message.stop_reason, ANTHROPIC_STOP_REASONS)
         except (AttributeError, TypeError) as exc:
             raise MalformedResponseError(f"unreadable message: {exc}") from None
         calls = tuple(tool_calls)
         self._remember_thinking(thinking, calls)
-        return LlmResponse("".join(text), calls, Usage(prompt, completion), stop_reason)
+        return LlmResponse("".join(text), calls, Usage(prompt, completion, cached_tokens=cached), stop_reason)
 
     # -- errors ----------------------------------------------------------------------
 

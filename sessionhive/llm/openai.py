@@ -132,7 +132,7 @@ class _StreamAssembler:
     def feed(self, chunk: ChatCompletionChunk) -> None:
         try:
             if chunk.usage is not None:
-                self._usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                self._usage = _usage(chunk.usage)
             for choice in chunk.choices or ():
                 if choice.index == 0:
                     self._choice(choice)
@@ -270,11 +270,7 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
                 tool_calls.append(
                     ToolCall(function.name, decode_arguments(function.arguments), call.id or "")
                 )
-            usage = (
-                Usage(completion.usage.prompt_tokens or 0, completion.usage.completion_tokens or 0)
-                if completion.usage is not None
-                else Usage()
-            )
+            usage = _usage(completion.usage) if completion.usage is not None else Usage()
             finish = choice.finish_reason or "stop"
         except (AttributeError, TypeError, IndexError) as exc:
             raise MalformedResponseError(f"unreadable completion: {exc}") from None
@@ -306,3 +302,10 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
                 "points at an OpenAI-compatible API (usually ending in /v1)"
             )
         return None
+
+
+def _usage(usage: Any) -> Usage:
+    """The SDK's usage as ours; ``prompt_tokens_details.cached_tokens`` is the prompt cache's share."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached_tokens=cached)

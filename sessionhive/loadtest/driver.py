@@ -209,6 +209,11 @@ class _Metrics:
                 "sessionhive_persistence_rows_written_total", {"table": "messages"}
             ),
             "resident_memory_mb": None if memory is None else memory / 1e6,
+            "capacity_waits": self.value("sessionhive_llm_capacity_wait_seconds_count"),
+            "capacity_wait_seconds": self.value("sessionhive_llm_capacity_wait_seconds_sum"),
+            "rate_limited": self.value("sessionhive_llm_rate_limited_total"),
+            "fallbacks": self.value("sessionhive_llm_fallbacks_total"),
+            "cost_usd": self.value("sessionhive_llm_cost_usd_total"),
         }
         if self._samples is not None:  # a counter not incremented yet is 0, not "not exposed"
             for key in (
@@ -217,6 +222,11 @@ class _Metrics:
                 "llm_seconds",
                 "rows_written_sessions",
                 "rows_written_messages",
+                "capacity_waits",
+                "capacity_wait_seconds",
+                "rate_limited",
+                "fallbacks",
+                "cost_usd",
             ):
                 figures[key] = figures[key] or 0.0
         return figures

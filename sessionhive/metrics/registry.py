@@ -40,6 +40,7 @@ _INITIAL_LABELS: dict[str, tuple[tuple[str, ...], ...]] = {
     "confirmations": (("approved",), ("rejected",), ("timed_out",), ("cancelled",)),
     "compactions": (("manual",), ("auto",)),
     "persistence_rows": (("sessions",), ("messages",)),
+    "budget_stops": (("session",), ("hive",), ("tenant",)),
 }
 
 
@@ -207,9 +208,29 @@ class HiveMetrics:
             ["provider", "model", "fallback_model"],
             registry=r,
         )
+        # Budgets: cost labelled by model only (the price is the model's; no session, no account).
+        self.llm_cost = Counter(
+            p + "llm_cost_usd_total",
+            "Cost of LLM calls in USD, priced from the price table, by the model that answered.",
+            ["model"],
+            registry=r,
+        )
+        self.budget_stops = Counter(
+            p + "budget_stops_total",
+            "Turns stopped before a model call because a budget would be exceeded, by budget scope.",
+            ["scope"],
+            registry=r,
+        )
         # Tools and confirmations
         self.tool_calls = Counter(
             p + "tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r
+        )
+        self.tool_duration = Histogram(
+            p + "tool_duration_seconds",
+            "Wall time of one tool call, from its decision to its result (a confirmation wait left out).",
+            ["tool", "outcome"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
         )
         # Threads belong to the process, not to one Hive: every Hive's registry shows the same count.
         self.tool_threads_abandoned = Gauge(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -41,6 +41,8 @@ from sessionhive import (
     TurnStart,
     event_to_dict,
 )
+from sessionhive.metrics import tracing
+from sessionhive.metrics.exporter import exposition
 from sessionhive.model.ids import check_id
 from sessionhive.persistence.audit import DEFAULT_TENANT, AuditLog
 
@@ -218,6 +220,8 @@ class ServeApp:
             tokens if tokens is not None else TokenTable.single(token) if token is not None else None
         )
         self.tenancy = Tenancy(self._tokens, audit if audit is not None else AuditLog.in_memory())
+        if tokens is not None:
+            self.tenancy.budget_per_tenant(self.hive.core.services.budgets)
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
             raise InvalidConfig(f"max_body must be a positive number of bytes, got {max_body!r}")
         self.max_body = max_body
@@ -250,7 +254,7 @@ class ServeApp:
     # ------------------------------------------------------------------ ASGI plumbing
 
     def _build_asgi(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-        app: Callable[[Scope, Receive, Send], Awaitable[None]] = self._dispatch
+        app: Callable[[Scope, Receive, Send], Awaitable[None]] = tracing.server_spans(self._dispatch)
         if self.cors_origins:
             from starlette.middleware.cors import CORSMiddleware
 
@@ -288,6 +292,7 @@ class ServeApp:
                 log.exception("sessionhive serve: %s %s failed", request.method, path)
             response = problem_response(exc)
         self.http_requests.labels(request.method, route_name, str(response.status_code)).inc()
+        tracing.name_server_span(request.method, route_name, response.status_code)
         await response(scope, receive, send)
 
     async def _route(self, request: Request, path: str) -> tuple[Response, str]:
@@ -297,8 +302,10 @@ class ServeApp:
         if path == "/readyz":
             return await self._readyz(), "/readyz"
         if path == "/metrics":
-            body = generate_latest(self.hive.metrics.registry) + generate_latest(self.serve_registry)
-            return Response(body, media_type=CONTENT_TYPE_LATEST), "/metrics"
+            body, media_type = exposition(
+                request.headers.get("accept"), self.hive.metrics.registry, self.serve_registry
+            )
+            return Response(body, media_type=media_type), "/metrics"
         if path == "/openapi.json":
             return _json(openapi_document()), "/openapi.json"
         if path in ("/", "/index.html") or path.lstrip("/") in _STATIC:

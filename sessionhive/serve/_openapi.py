@@ -265,7 +265,14 @@ _ID_LIST = {"type": "array", "items": _STRING}
 
 _SCHEMAS.update(
     {
-        "Usage": _object(prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT),
+        "Usage": _object(
+            prompt_tokens=_INT,
+            completion_tokens=_INT,
+            total_tokens=_INT,
+            cost_usd={"type": "number"},
+            model_calls=_INT,
+            cached_tokens=_INT,
+        ),
         "ContextUsage": _object(used_tokens=_INT, max_tokens=_INT, percent={"type": "number"}),
         "ToolCall": _object(id=_STRING, name=_STRING, arguments={"type": "object"}),
         "Message": {
@@ -277,6 +284,7 @@ _SCHEMAS.update(
                 "tool_calls": {"type": "array", "items": _ref("ToolCall")},
                 "tool_call_id": _STRING,
                 "is_error": _BOOL,
+                "model": _STRING,
             },
         },
         "AgentResult": _object(

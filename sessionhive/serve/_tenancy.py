@@ -9,6 +9,8 @@
   the service's event loop, and refused with :class:`~sessionhive.QuotaExceeded`
   (429) before anything is done.
 - Every action is written to the audit log, off the event loop.
+- The Hive's budget (``Hive.start(budget=...)``) is counted per tenant: each
+  tenant's sessions spend from a budget of their own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sessionhive import Forbidden, QuotaExceeded, SessionNotFound
+from sessionhive.agent.spending import BudgetBook
 from sessionhive.persistence.audit import DEFAULT_TENANT, AuditLog, AuditRecord
 
 from ._auth import UNLIMITED, Principal, TenantQuota, TokenTable
@@ -79,6 +82,10 @@ class Tenancy:
         self._sessions_of: Counter[str] = Counter(self._owners.values())
         self._creating: Counter[str] = Counter()
         self._turns_of: Counter[str] = Counter()
+
+    def budget_per_tenant(self, book: BudgetBook) -> None:
+        """Count the Hive's budget in ``book`` per tenant, by the owner of each root session."""
+        book.group_of = self.owner  # one dict lookup, safe from the turn loop's thread
 
     # ------------------------------------------------------------------ scopes
 

@@ -120,7 +120,7 @@ class SessionActor(HiveActor):
     # ------------------------------------------------------------------ pykka's hooks: the lifecycle part
 
     def on_start(self) -> None:
-        self._jobs.start_next()  # a turn resumed from the journal, if any
+        self._lifecycle.started(self._jobs)
 
     def dead_letters(self) -> Callable[[Any], None] | None:
         return self._lifecycle.dead_letters()

@@ -53,7 +53,7 @@ class Confirmations:
             raise ConfirmationNotFound(self._session.session_id, message.tool_id)
         outcome: Literal["approved", "rejected"] = "approved" if message.approved else "rejected"
         _turn_id, resolve = pending
-        decision = Decision(bool(message.approved), outcome, message.reason)
+        decision = Decision(bool(message.approved), outcome, message.reason, message.decided_by)
         self._settle(message.tool_id, resolve, decision, sink, message.decided_by)
         self._session.answer(message.reply, True)
 

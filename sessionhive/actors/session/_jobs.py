@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,8 @@ from sessionhive.agent.loop import (
     run_compaction,
     run_turn,
 )
+from sessionhive.agent.spending import session_spending
+from sessionhive.metrics import tracing
 from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed
 from sessionhive.model.events import (
     AgentEvent,
@@ -71,6 +74,10 @@ class Job:
     # A turn resumed from the journal (kind "resume"): its stored steps.
     journaled: tuple[Message, ...] = ()
     running_call: str | None = None
+    # The caller's trace context (the turn's span is its child), or the traceparent of
+    # the interrupted turn a resumed one continues (its span links to it).
+    trace_parent: Any = None
+    trace_link: str | None = None
 
     @property
     def is_turn(self) -> bool:
@@ -85,6 +92,7 @@ class Running:
     started: float
     cancelled: bool = False
     cancel_reason: str = "cancelled by cancel_operation()"
+    trace: tracing.TurnTrace | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +124,9 @@ class Jobs:
             raise SessionPaused(session.session_id)
         if session.llm() is None:
             raise session.no_llm()
-        self._enqueue(Job("turn", message.reply, message.prompt, message.sink))
+        self._enqueue(
+            Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent)
+        )
         session.answer(message.accepted, True)
 
     def compact(self, message: Compact) -> None:
@@ -159,6 +169,7 @@ class Jobs:
         if resume:
             session.messages = history
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
+            job.trace_link = running.traceparent
             self.queue.append(job)  # started by on_start, once the actor runs
             session.metrics.turn_queue_depth.inc()
             return
@@ -278,6 +289,15 @@ class Jobs:
         spec = self._turn_spec(job, llm, running.turn_id)
         session.emit(TurnStart(session.session_id, job.prompt, running.turn_id), job.sink)
         hooks = SessionTurnHooks(self._ref, running.turn_id, loop.loop)
+        running.trace = tracing.TurnTrace(
+            session.session_id,
+            running.turn_id,
+            job.trace_parent,
+            link=job.trace_link,
+            content=session.services.trace_content,
+            provider=llm.provider,
+            model=llm.model,
+        )
         # The turn journals its steps (a resumed one too: without the record, a
         # second crash would resume from the first one's journal and run its tools again).
         running_call = job.running_call if job.kind == "resume" else None
@@ -285,10 +305,10 @@ class Jobs:
             running.turn_id, job.prompt, time.time(), len(session.messages), running_call
         )
         if job.kind == "resume":
-            turn = resume_turn(spec, hooks, job.journaled, job.running_call)
+            turn = functools.partial(resume_turn, spec, hooks, job.journaled, job.running_call)
         else:
-            turn = run_turn(spec, hooks)
-        running.handle = loop.submit(turn, self._on_done(running.turn_id))
+            turn = functools.partial(run_turn, spec, hooks)
+        running.handle = loop.submit(running.trace.run(turn, job.prompt), self._on_done(running.turn_id))
 
     def _journal_hook(self, turn_id: int) -> Callable[[TurnJournal], Awaitable[None] | None] | None:
         """What the turn calls after each step: a tell to this actor, and a wait for the step's commit.
@@ -320,8 +340,12 @@ class Jobs:
         # Kept even for a session outside the store: a crashed actor's
         # restart (from its in-memory snapshot) recovers the steps too.
         session.journal = message.journal.messages
-        session.running_turn = replace(session.running_turn, running_call=message.journal.running_call)
+        traceparent = running.trace.traceparent if running.trace is not None else None
+        session.running_turn = replace(
+            session.running_turn, running_call=message.journal.running_call, traceparent=traceparent
+        )
         if session.stored():
+            tracing.note_step(session.session_id, running.trace)
             session.version += 1
             session.services.persistence.save(session.session_id, session.snapshot, message.ack)
 
@@ -342,7 +366,8 @@ class Jobs:
         provider = llm.provider
 
         def on_llm_call(outcome: str, model: str, seconds: float, usage: Usage | None) -> None:
-            metrics.child(metrics.llm_request_duration, provider, model, outcome).observe(seconds)
+            duration = metrics.child(metrics.llm_request_duration, provider, model, outcome)
+            duration.observe(seconds, tracing.exemplar())
             if usage is not None:
                 metrics.child(metrics.llm_tokens, provider, model, "prompt").inc(usage.prompt_tokens)
                 metrics.child(metrics.llm_tokens, provider, model, "completion").inc(usage.completion_tokens)
@@ -355,6 +380,11 @@ class Jobs:
 
         def on_tool_call(tool: str, outcome: str) -> None:
             metrics.child(metrics.tool_calls, tool, outcome).inc()
+            tracing.note_tool_outcome(outcome)
+            seconds = tracing.tool_seconds()
+            if seconds is not None:
+                duration = metrics.child(metrics.tool_duration, tool, outcome)
+                duration.observe(seconds, tracing.exemplar())
 
         workspace = Path(config.workspace) if config.workspace else services.workspace
         return TurnSpec(
@@ -376,6 +406,9 @@ class Jobs:
             allow_network=config.allow_network,
             on_round=self._journal_hook(turn_id),
             turn_key=session.version,  # grows with every turn's end: names unnamed tool calls uniquely
+            spending=session_spending(
+                services.budgets, services.directory.parents, session.session_id, metrics
+            ),
         )
 
     # ------------------------------------------------------------------ finishing
@@ -391,7 +424,8 @@ class Jobs:
             return
         metrics = self._session.metrics
         metrics.child(metrics.turns, outcome).inc()
-        metrics.child(metrics.turn_duration, outcome).observe(time.perf_counter() - running.started)
+        exemplar = running.trace.exemplar() if running.trace is not None else None
+        metrics.child(metrics.turn_duration, outcome).observe(time.perf_counter() - running.started, exemplar)
 
     def turn_events(self, message: TurnEvents) -> None:
         running = self.running
@@ -452,6 +486,8 @@ class Jobs:
             )
             failure.event = event
             value = failure
+        if session.stored():
+            tracing.note_step(session.session_id, running.trace)
         ack = session.persist()
         session.emit(event, job.sink)
         if job.sink is not None:

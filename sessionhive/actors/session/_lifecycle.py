@@ -28,6 +28,7 @@ from sessionhive.actors.messages import (
     SessionGone,
     Shutdown,
 )
+from sessionhive.metrics import tracing
 from sessionhive.model.errors import HiveStopped, SessionNotFound, TurnFailed
 from sessionhive.model.events import TurnCancelled
 from sessionhive.persistence.actor import Delete
@@ -63,6 +64,12 @@ class Lifecycle:
         self.gone = how
         jobs.closed = True  # nothing queued starts on a session that is going away
 
+    def started(self, jobs: Jobs) -> None:
+        """The actor runs: its spending counts against its budget; a turn resumed from the journal starts."""
+        session = self._session
+        session.services.budgets.track(session.session_id, session.config.budget, session.usage)
+        jobs.start_next()
+
     def redirect(self, call: SessionCall) -> None:
         """A call for a session that is going away: to its next incarnation, or refused."""
         session = self._session
@@ -96,6 +103,7 @@ class Lifecycle:
         session = self._session
         jobs.cancel_everything(confirmations, "cancelled because the session was destroyed")
         self._go("destroyed", jobs)
+        session.services.budgets.forget(session.session_id)
         jobs.abandon_running(TurnCancelled(session.session_id, "the session was destroyed"), "cancelled")
         session.close_subscribers()
         ack = None
@@ -117,6 +125,7 @@ class Lifecycle:
             session.answer(message.reply, False)
             return
         self._go("passivated", jobs)
+        tracing.passivation(session.session_id)
         self.supervisor.tell(SessionGone(session.session_id, "passivated", ref))
         session.answer(message.reply, True)
         ref.stop(block=False)
