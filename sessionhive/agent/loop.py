@@ -437,40 +437,38 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 return out
             out.tool_calls.extend(calls)
             await _answer_calls(spec, hooks, out, tuple(calls), None)
-    except asyncio.CancelledError as exc:
+    except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
+        return _ended_by(out, exc)
+
+
+def _ended_by(out: TurnOutcome, exc: BaseException) -> TurnOutcome:
+    """``out`` closed by what ended the turn early: a cancel, a model error, or any other failure.
+
+    Every tool call left open gets a result saying why, so the history stays
+    valid for any provider.
+    """
+    status: Literal["error", "cancelled"] = "error"
+    note = "error: the turn failed before this tool call ran"
+    if isinstance(exc, asyncio.CancelledError):
         task = asyncio.current_task()
         ours = isinstance(exc, _ConfirmationCancelled)  # the session cancelled the call's confirmation
-        if not ours and task is not None and task.cancelling() == 0:
+        if ours or task is None or task.cancelling() > 0:
+            status, kind, error = "cancelled", "", ""
+            note = "error: the turn was cancelled before this tool call ran"
+        else:
             # Nobody cancelled this turn: a model client or a tool raised
             # CancelledError of its own (a library's cancel scope leaking
             # out). That is a failure of the turn, not a cancellation.
-            _close_open_calls(
-                out.new_messages,
-                f"error: the turn failed before this tool call ran ({exc!r})",
-                out.running_call,
-            )
-            out.status, out.error_kind, out.stop_reason = "error", "error", "error"
-            out.error = f"CancelledError raised by the model or a tool without a cancel: {exc}"
-            return out
-        _close_open_calls(
-            out.new_messages, "error: the turn was cancelled before this tool call ran", out.running_call
-        )
-        out.status = out.stop_reason = "cancelled"
-        return out
-    except LlmError as exc:
-        _close_open_calls(
-            out.new_messages, "error: the turn failed before this tool call ran", out.running_call
-        )
-        out.status, out.error_kind, out.error = "error", "llm", str(exc)
-        out.stop_reason = "error"
-        return out
-    except Exception as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
-        _close_open_calls(
-            out.new_messages, "error: the turn failed before this tool call ran", out.running_call
-        )
-        out.status, out.error_kind, out.stop_reason = "error", "error", "error"
-        out.error = f"{type(exc).__name__}: {exc}"
-        return out
+            kind, error = "error", f"CancelledError raised by the model or a tool without a cancel: {exc}"
+            note = f"{note} ({exc!r})"
+    elif isinstance(exc, LlmError):
+        kind, error = "llm", str(exc)
+    else:
+        kind, error = "error", f"{type(exc).__name__}: {exc}"
+    _close_open_calls(out.new_messages, note, out.running_call)
+    out.status, out.error_kind, out.error = status, kind, error
+    out.stop_reason = "cancelled" if status == "cancelled" else "error"
+    return out
 
 
 @dataclass(frozen=True)

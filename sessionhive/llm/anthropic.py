@@ -17,7 +17,9 @@ from sessionhive.llm._sdk_base import (
     MalformedResponseError,
     SdkClientBase,
     TransientError,
+    decode_arguments,
     redact,
+    sdk_missing,
     server_message,
 )
 from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
@@ -31,9 +33,7 @@ try:
     import anthropic
     from anthropic.types import Message as AnthropicMessage
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the 'anthropic' provider needs the anthropic SDK: pip install 'sessionhive[anthropic]'"
-    ) from exc
+    raise sdk_missing("anthropic") from exc
 
 if TYPE_CHECKING:
     from anthropic.types import (
@@ -72,16 +72,6 @@ def _arguments_object(arguments: dict[str, Any] | str) -> dict[str, Any]:
     return {"_malformed_arguments": arguments}
 
 
-def _decode_input(raw: str) -> dict[str, Any] | str:
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return raw
-    return value if isinstance(value, dict) else raw
-
-
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
     return {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
 
@@ -102,7 +92,7 @@ class _Block:
     def arguments(self) -> dict[str, Any] | str:
         """A tool_use block's input: its streamed JSON when there was any, else the start's input."""
         if self.partial_json:
-            return _decode_input("".join(self.partial_json))
+            return decode_arguments("".join(self.partial_json))
         return self.initial_input if isinstance(self.initial_input, dict) else {}
 
 
@@ -393,7 +383,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                     if isinstance(raw, dict):
                         arguments = raw
                     elif isinstance(raw, str):
-                        arguments = _decode_input(raw)
+                        arguments = decode_arguments(raw)
                     else:
                         arguments = json.dumps(raw)
                     tool_calls.append(ToolCall(block.name, arguments, block.id))

@@ -17,6 +17,8 @@ from sessionhive.llm._sdk_base import (
     MalformedResponseError,
     SdkClientBase,
     TransientError,
+    decode_arguments,
+    sdk_missing,
 )
 from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
@@ -26,9 +28,7 @@ try:
     import openai
     from openai.types.chat import ChatCompletion
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the 'openai' provider needs the openai SDK: pip install 'sessionhive[openai]'"
-    ) from exc
+    raise sdk_missing("openai") from exc
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -69,17 +69,6 @@ def reasoning_effort(budget: int | None) -> str:
 def _arguments_json(arguments: dict[str, Any] | str) -> str:
     # Malformed arguments go back verbatim: the model should see what it sent.
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
-def decode_arguments(raw: str | None) -> dict[str, Any] | str:
-    """Tool-call arguments as a dict, or the raw string when they are not a JSON object."""
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return raw
-    return value if isinstance(value, dict) else raw
 
 
 def _message(message: Message) -> dict[str, Any]:
