@@ -84,7 +84,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
     ) as hive:
         app = serve_app(hive, token=TOKEN, max_body=4096, workspace_root=workspace)
         with ServerThread(app) as server:
-            yield Served(hive, server, workspace)
+            served = Served(hive, server, workspace)
+            yield served
+            served.http.close()
+            served.anonymous.close()
 
 
 def problem(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
@@ -261,8 +264,8 @@ def test_a_call_without_an_answer_in_time_is_504(tmp_path: Path) -> None:
     with (
         Hive.start(store="memory", llm=ScriptedLlm(script), workspace=tmp_path, call_timeout=0.5) as hive,
         ServerThread(serve_app(hive, token=TOKEN)) as server,
+        httpx.Client(base_url=server.url, headers=AUTH) as http,
     ):
-        http = httpx.Client(base_url=server.url, headers=AUTH)
         http.post("/v1/sessions", json={"id": "erin"})
         # clear waits behind a turn that waits for a human, longer than the call timeout.
         stream = hive.generate_streaming("erin", "write slowly")
@@ -278,8 +281,8 @@ def test_llm_not_configured_and_draining(tmp_path: Path) -> None:
     with (
         Hive.start(store="memory", workspace=tmp_path) as hive,
         ServerThread(serve_app(hive, token=TOKEN)) as server,
+        httpx.Client(base_url=server.url, headers=AUTH) as http,
     ):
-        http = httpx.Client(base_url=server.url, headers=AUTH)
         http.post("/v1/sessions", json={"id": "frank"})
         problem(http.post("/v1/sessions/frank/turns", json={"prompt": "hi"}), 422, "LlmNotConfigured")
         assert http.get("/readyz").json()["status"] == "ready"
@@ -339,8 +342,8 @@ def test_the_model_api_key_never_reaches_a_response(tmp_path: Path) -> None:
     with (
         Hive.start(store="memory", llm=llm, workspace=tmp_path) as hive,
         ServerThread(serve_app(hive, token=TOKEN)) as server,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http,
     ):
-        http = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
         http.post("/v1/sessions", json={"id": "gina"})
         bodies = [
             http.get(path).text
@@ -375,8 +378,8 @@ def test_a_full_session_queue_is_429_overloaded(tmp_path: Path) -> None:
             store="memory", llm=ScriptedLlm(script), workspace=tmp_path, mailbox_size=1, call_timeout=0.5
         ) as hive,
         ServerThread(serve_app(hive, token=TOKEN)) as server,
+        httpx.Client(base_url=server.url, headers=AUTH) as http,
     ):
-        http = httpx.Client(base_url=server.url, headers=AUTH)
         http.post("/v1/sessions", json={"id": "olga"})
         stream = hive.generate_streaming("olga", "write and wait")
         for event in stream:
@@ -423,8 +426,8 @@ def test_readyz_is_503_while_the_store_is_down(tmp_path: Path) -> None:
     with (
         Hive.start(store=f"file:{store_dir}", workspace=tmp_path) as hive,
         ServerThread(serve_app(hive, token=TOKEN)) as server,
+        httpx.Client(base_url=server.url, headers=AUTH) as http,
     ):
-        http = httpx.Client(base_url=server.url, headers=AUTH)
         assert http.get("/readyz").status_code == 200
         shutil.rmtree(store_dir)  # the store's directory vanishes under the running service
         down = problem(http.get("/readyz"), 503, "StoreUnavailable")

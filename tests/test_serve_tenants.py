@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +83,18 @@ class Service:
     url: str
     tokens: dict[str, str]
     hive: Hive
+    clients: list[httpx.Client] = field(default_factory=list)
 
     def as_(self, name: str) -> httpx.Client:
-        return httpx.Client(
+        client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[name]}"}, timeout=30
         )
+        self.clients.append(client)  # closed with the service: a leaked socket fails the test run
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
 
     def remote(self, name: str) -> RemoteHive:
         return RemoteHive(self.url, token=self.tokens[name], call_timeout=30)
@@ -108,7 +115,9 @@ def service(tmp_path: Path) -> Iterator[Service]:
     hive, app = start_app(tmp_path, tmp_path / "tokens.toml")
     try:
         with ServerThread(app) as server:
-            yield Service(server.url, tokens, hive)
+            service = Service(server.url, tokens, hive)
+            yield service
+            service.close()
     finally:
         hive.stop()
 
@@ -393,11 +402,13 @@ def test_owners_and_audit_survive_a_restart_on_the_same_store(tmp_path: Path) ->
                 alice, bob = service.as_("alice"), service.as_("bob")
                 if run == 0:
                     alice.post("/v1/sessions", json={"id": "kept"})
+                    service.close()
                     continue
                 problem(bob.get("/v1/sessions/kept"), 404, "SessionNotFound")
                 assert bob.get("/v1/sessions").json()["ids"] == []
                 assert alice.get("/v1/sessions").json()["ids"] == ["kept"]
                 assert [r["action"] for r in alice.get("/v1/audit").json()["records"]] == ["create"]
+                service.close()
         finally:
             hive.stop()
 
@@ -456,8 +467,10 @@ def test_the_in_memory_audit_log_keeps_its_newest_records_and_takes_writers_in_t
 def test_single_token_mode_keeps_every_scope(tmp_path: Path) -> None:
     token = "single-token-0123456789abcdef"
     with Hive.start(store="memory", llm=ScriptedLlm(script), workspace=tmp_path) as hive:
-        with ServerThread(serve_app(hive, token=token)) as server:
-            http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+        with (
+            ServerThread(serve_app(hive, token=token)) as server,
+            httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as http,
+        ):
             me = http.get("/v1/whoami").json()
             assert me["tenant"] == "default" and me["scopes"] == ["admin", "confirm", "read", "write"]
             assert http.post("/v1/flush").status_code == 204
