@@ -84,7 +84,7 @@ from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.model.validate import check_instance, check_positive_int, check_positive_number
-from sessionhive.persistence.actor import Backlog, Flush, Health
+from sessionhive.persistence.messages import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
 
@@ -167,7 +167,7 @@ class _Prepared:
 
     def __init__(self, options: HiveOptions) -> None:
         from sessionhive.persistence import PersistenceActor, open_store
-        from sessionhive.persistence.actor import ListIndex
+        from sessionhive.persistence.messages import ListIndex
 
         self.options = options
         self.workspace = Path(options.workspace).resolve()

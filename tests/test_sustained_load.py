@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from sessionhive import AsyncHive, Reply, ScriptedLlm, SessionConfig, ToolCall
-from sessionhive.persistence.actor import MAX_BACKLOG
+from sessionhive.persistence.messages import MAX_BACKLOG
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ from sessionhive.actors.messages import (
 from sessionhive.actors.session._confirmations import ConfirmationsPart
 from sessionhive.model.errors import HiveStopped, SessionNotFound, TurnFailed
 from sessionhive.model.events import TurnCancelled
-from sessionhive.persistence.actor import Delete
+from sessionhive.persistence.messages import Delete
 from sessionhive.runtime import complete_threadsafe
 
 __all__ = ["LifecyclePart"]
