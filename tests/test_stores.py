@@ -48,7 +48,8 @@ def count_message_inserts(store: SqlStore) -> list[int]:
         _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool
     ) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO SESSIONHIVE_MESSAGES"):
-            inserted.append(len(parameters) if executemany else 1)
+            # SQLite gets its rows in one multi-row INSERT (4 parameters a row); others by executemany.
+            inserted.append(len(parameters) if executemany else len(parameters) // 4)
 
     return inserted
 
@@ -239,6 +240,25 @@ def test_a_batch_is_one_transaction_with_bulk_statements(sql_stores: StoreFactor
     # One SELECT of the stored versions, one INSERT of 80 messages, one UPDATE of 40 sessions.
     assert sorted(statements) == ["INSERT", "SELECT", "UPDATE"]
     assert message_rows(store) == 200
+
+
+def test_a_batch_larger_than_one_statement_stores_every_step(sql_stores: StoreFactory) -> None:
+    # 300 sessions: their 1,200 new messages and 300 step updates take several multi-row
+    # statements on SQLite; every session must read back whole, its running turn too.
+    store = sql_stores.open()
+    ids = [f"s{i:03d}" for i in range(300)]
+    store.write_batch([make_snapshot(sid, version=1, messages=2) for sid in ids], [])
+    running = RunningTurn(turn_id=1, prompt="go", started_at=2.0, first_message=2, running_call="c1")
+    stepped = [replace(make_snapshot(sid, version=2, messages=6), running_turn=running) for sid in ids]
+    store.write_batch(stepped, [])
+
+    assert store.last_write_rows == {"sessions": 300, "messages": 1200}
+    reopened = sql_stores.open()
+    for sid in (ids[0], ids[149], ids[299]):
+        loaded = reopened.load(sid)
+        assert loaded is not None and loaded.version == 2 and loaded.running_turn == running
+        assert loaded.messages == conversation(6)
+    assert message_rows(store) == 300 * 6
 
 
 def test_a_failing_batch_writes_nothing(sql_stores: StoreFactory) -> None:

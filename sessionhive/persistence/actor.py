@@ -528,7 +528,8 @@ class PersistenceActor(HiveActor):
         return bool(self._pending) and time.monotonic() >= self._write_deadline()
 
     def _arm_timer(self) -> None:
-        if self._tick_armed or not self._pending:
+        # A queued write (group commit) comes first: arming the ticker would only wake its thread.
+        if self._tick_armed or self._write_soon_queued or not self._pending:
             return
         delay = min(self._flush_interval, max(0.0, self._write_deadline() - time.monotonic()))
         if self._failing is not None:
