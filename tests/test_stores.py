@@ -27,6 +27,7 @@ from sessionhive.persistence import (
     open_store,
 )
 from sessionhive.persistence.schema import MESSAGES, META, SCHEMA_VERSION_KEY, SESSIONS
+from sessionhive.persistence.stores._checkpoint import WalCheckpointer
 from tests.conftest_persistence import (
     POSTGRES_URL,
     SECRET_KEY,
@@ -357,6 +358,34 @@ def test_concurrent_writers_never_let_an_older_version_win(sql_stores: StoreFact
         loaded = store.load(session_id)
         assert loaded is not None and loaded.version == 40 and loaded.messages == history
         assert message_rows(store, session_id) == 40
+
+
+def test_sqlite_commits_leave_the_checkpoint_to_a_thread_of_its_own(tmp_path: Path) -> None:
+    # A commit that ran SQLite's automatic checkpoint synced the database file while every turn
+    # waiting for that commit waited too; the store's checkpoint thread does it instead.
+    path = tmp_path / "hive.db"
+    store = SqlStore(f"sqlite:///{path}")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+        store.write_batch([make_snapshot(f"s{i}", messages=20) for i in range(300)], [])
+        assert Path(f"{path}-wal").stat().st_size > 0  # committed to the log, not yet to the file
+
+        checkpointer = WalCheckpointer(str(path), interval=3600.0)
+        reader = sqlite3.connect(path)
+        try:
+            busy, logged, copied = checkpointer.checkpoint(reader)
+        finally:
+            reader.close()
+            checkpointer.close()
+        assert (busy, copied) == (0, logged) and logged > 0
+    finally:
+        store.close()
+    reopened = SqlStore(f"sqlite:///{path}")
+    try:
+        assert len(reopened.list_ids()) == 300
+    finally:
+        reopened.close()
 
 
 def test_a_locked_sqlite_database_is_a_transient_error(tmp_path: Path) -> None:

@@ -17,7 +17,10 @@ single ``write_batch``:
 exceeds its limit (what the writer commits in half a ``flush_interval``,
 measured, between :data:`MIN_BACKLOG` and :data:`MAX_BACKLOG` saves) the
 sessions make their batched saves wait for the commit too: turns slow down
-to the writer's pace instead of the backlog (and memory) growing.
+to the writer's pace instead of the backlog (and memory) growing. They do the
+same while the oldest save not committed is older than half the
+``flush_interval`` (a writer starved of CPU falls behind in time before it
+does in count).
 
 Every request that needs an answer carries its own reply channel (a
 :class:`concurrent.futures.Future` or a callback), completed from the actor's
@@ -64,22 +67,8 @@ from tenacity import (
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.errors import StoreError
 from sessionhive.model.validate import check_number, check_positive_int, check_positive_number
+from sessionhive.persistence import messages as m
 from sessionhive.persistence._protocol import SessionStore
-from sessionhive.persistence.messages import (
-    MAX_BACKLOG,
-    MIN_BACKLOG,
-    Backlog,
-    Batch,
-    Delete,
-    Exists,
-    Flush,
-    Health,
-    ListIds,
-    ListIndex,
-    Load,
-    Save,
-    Tick,
-)
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.persistence.stores import is_transient
 from sessionhive.runtime import HiveActor, complete, fail
@@ -219,14 +208,15 @@ class PersistenceActor(HiveActor):
       ``retry_max_wait`` plus the last attempt (an attempt itself may take
       SQLite's ``busy_timeout``). After a failed write, timer ticks and full
       batches wait ``retry_max_wait`` before trying again, so that loads and
-      health checks still get through while the store is down; :class:`Flush`
-      always tries at once.
+      health checks still get through while the store is down; a
+      :class:`~.messages.Flush` always tries at once.
     - ``cache_ids``: keep the set of stored ids in memory (read once at start)
-      so that a :class:`Load` or :class:`Exists` of an unknown id needs no
-      query. Turn it off when another process writes the same store.
+      so that a :class:`~.messages.Load` or :class:`~.messages.Exists` of an
+      unknown id needs no query. Turn it off when another process writes the same store.
 
-    Messages: :class:`Save`, :class:`Delete`, :class:`Flush`, :class:`Load`,
-    :class:`Exists`, :class:`ListIds`, :class:`Health`, :class:`Tick`.
+    Messages (:mod:`sessionhive.persistence.messages`): ``Save``, ``Delete``,
+    ``Flush``, ``Load``, ``Exists``, ``ListIds``, ``ListIndex``, ``Health``,
+    ``Tick``.
     """
 
     def __init__(
@@ -240,10 +230,10 @@ class PersistenceActor(HiveActor):
         retry_attempts: int = 5,
         retry_max_wait: float = 2.0,
         cache_ids: bool = True,
-        backlog: Backlog | None = None,
+        backlog: m.Backlog | None = None,
     ) -> None:
         super().__init__()
-        self._backlog = backlog if backlog is not None else Backlog()
+        self._backlog = backlog if backlog is not None else m.Backlog()
         check_positive_int("batch_size", batch_size)
         check_positive_number("flush_interval", flush_interval, unit="seconds")
         check_positive_int("retry_attempts", retry_attempts)
@@ -251,6 +241,10 @@ class PersistenceActor(HiveActor):
         self._store = store
         self._batch_size = batch_size
         self._flush_interval = float(flush_interval)
+        if getattr(store, "durable", True):
+            # Past half the interval unwritten, batched turns wait for their commits: the other
+            # half is the commit's. A store gone with the process has no deadline worth keeping.
+            self._backlog.late_after = self._flush_interval / 2
         self._metrics = metrics if metrics is not None else HiveMetrics()
         self._on_failure = on_failure
         self._retry_max_wait = float(retry_max_wait)
@@ -303,6 +297,9 @@ class PersistenceActor(HiveActor):
     def on_receive(self, message: Any) -> Any:
         kind = type(message).__name__
         self._metrics.child(self._metrics.messages_handled, "persistence", kind).inc()
+        return self._handle(message, kind)
+
+    def _handle(self, message: Any, kind: str) -> Any:
         try:
             return super().on_receive(message)
         except Exception:
@@ -313,14 +310,20 @@ class PersistenceActor(HiveActor):
 
     # ----------------------------------------------------------------- writes
 
-    def on_Batch(self, message: Batch) -> None:
+    def on_Batch(self, message: m.Batch) -> None:
         backlog = self._backlog
         backlog.in_hand = len(message.messages)
+        handled: dict[str, int] = {}
         for each in message.messages:
             backlog.in_hand -= 1
-            self.on_receive(each)
+            kind = type(each).__name__
+            handled[kind] = handled.get(kind, 0) + 1
+            self._handle(each, kind)
+        # Counted once per kind and batch: a batch carries hundreds of saves at load.
+        for kind, count in handled.items():
+            self._metrics.child(self._metrics.messages_handled, "persistence", kind).inc(count)
 
-    def on_Save(self, message: Save) -> None:
+    def on_Save(self, message: m.Save) -> None:
         snapshot = message.snapshot
         entry = self._entry(snapshot.session_id, message.issued)
         entry.saves += message.saves
@@ -347,7 +350,7 @@ class PersistenceActor(HiveActor):
             self.actor_ref.tell(_WriteSoon())
         self._arm_timer()
 
-    def on_Delete(self, message: Delete) -> None:
+    def on_Delete(self, message: m.Delete) -> None:
         entry = self._entry(message.session_id, 0.0)
         if entry.snapshot is not None:
             entry.snapshot = None
@@ -362,7 +365,7 @@ class PersistenceActor(HiveActor):
         self._pending_changed()
         self._arm_timer()
 
-    def on_Flush(self, message: Flush) -> None:
+    def on_Flush(self, message: m.Flush) -> None:
         if self._write_all():
             complete(message.done, None)
         else:
@@ -375,7 +378,7 @@ class PersistenceActor(HiveActor):
             )
         self._arm_timer()
 
-    def on_Tick(self, _message: Tick) -> None:
+    def on_Tick(self, _message: m.Tick) -> None:
         self._tick_armed = False
         if self._pending and not self._cooling_down():
             self._write_all()
@@ -389,7 +392,7 @@ class PersistenceActor(HiveActor):
 
     # ----------------------------------------------------------------- reads
 
-    def on_Load(self, message: Load) -> None:
+    def on_Load(self, message: m.Load) -> None:
         snapshot: SessionSnapshot | None = None
         error: BaseException | None = None
         entry = self._pending.get(message.session_id)
@@ -408,7 +411,7 @@ class PersistenceActor(HiveActor):
                 )
         self._call(message.on_loaded, snapshot, error)
 
-    def on_Exists(self, message: Exists) -> None:
+    def on_Exists(self, message: m.Exists) -> None:
         entry = self._pending.get(message.session_id)
         if entry is not None:
             answer = entry.snapshot is not None
@@ -423,7 +426,7 @@ class PersistenceActor(HiveActor):
             answer = known
         self._call(message.on_answer, answer)
 
-    def on_ListIndex(self, message: ListIndex) -> None:
+    def on_ListIndex(self, message: m.ListIndex) -> None:
         try:
             list_index = getattr(self._store, "list_index", None)
             if list_index is not None:
@@ -444,7 +447,7 @@ class PersistenceActor(HiveActor):
             return
         complete(message.done, sorted(self._with_pending(index).items()))
 
-    def on_ListIds(self, message: ListIds) -> None:
+    def on_ListIds(self, message: m.ListIds) -> None:
         if self._cache_ids and self._known is None:
             self._load_known_ids()
         if self._known is not None:
@@ -462,7 +465,7 @@ class PersistenceActor(HiveActor):
             return
         complete(message.done, sorted(ids))
 
-    def on_Health(self, message: Health) -> None:
+    def on_Health(self, message: m.Health) -> None:
         try:
             self._store.health_check()
         except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -540,7 +543,7 @@ class PersistenceActor(HiveActor):
     def _tell_tick(self) -> None:
         # Runs in the ticker's thread: it only tells, the actor's state stays the actor's.
         try:
-            self.actor_ref.tell(Tick())
+            self.actor_ref.tell(m.Tick())
         except pykka.ActorDeadError:
             pass
 
@@ -572,6 +575,7 @@ class PersistenceActor(HiveActor):
                 deletes.append(session_id)
             if entry.snapshot is not None:
                 snapshots.append(entry.snapshot)
+        begun = time.monotonic()  # ``issued`` times are monotonic too
         started = time.perf_counter()
         try:
             self._retrying(self._store.write_batch, snapshots, deletes)
@@ -589,7 +593,7 @@ class PersistenceActor(HiveActor):
         # sessions whose ownership lease this writer lost: retrying cannot help, so
         # they are dropped, and whoever waits for their durability learns it failed.
         fenced = getattr(self._store, "last_fenced", None) or frozenset()
-        self._settle_written(session_ids, fenced)
+        self._settle_written(session_ids, fenced, begun)
         if fenced:
             logger.warning("%d sessions not written to %s: their lease moved", len(fenced), self._store.name)
         self._pending_changed()
@@ -611,7 +615,7 @@ class PersistenceActor(HiveActor):
             rate = saves / took
             self._commit_rate = rate if self._commit_rate == 0 else 0.8 * self._commit_rate + 0.2 * rate
             wanted = int(self._commit_rate * self._flush_interval / 2)
-            self._backlog.limit = min(MAX_BACKLOG, max(MIN_BACKLOG, wanted))
+            self._backlog.limit = min(m.MAX_BACKLOG, max(m.MIN_BACKLOG, wanted))
 
     def _count_written_rows(self) -> None:
         # last_write_rows is not part of the SessionStore protocol: a store
@@ -622,7 +626,7 @@ class PersistenceActor(HiveActor):
                 if count:
                     self._metrics.persistence_rows.labels(table).inc(count)
 
-    def _settle_written(self, session_ids: Sequence[str], fenced: Container[str]) -> None:
+    def _settle_written(self, session_ids: Sequence[str], fenced: Container[str], started: float) -> None:
         """Drop the written sessions from the pending set and answer their waiters; the fenced ones fail."""
         settled = 0
         for session_id in session_ids:
@@ -637,7 +641,10 @@ class PersistenceActor(HiveActor):
                 else:
                     complete(ack, None)
         if settled:
-            self._backlog.committed(settled)
+            # Saves still unwritten are pending here (the oldest first) or on their way since this
+            # commit started (no later than ``started``).
+            pending = self._pending
+            self._backlog.committed(settled, next(iter(pending.values())).issued if pending else started)
 
     def _write_failed(self, exc: BaseException, *, notify: bool) -> None:
         text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"

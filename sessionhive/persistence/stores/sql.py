@@ -29,6 +29,7 @@ from sessionhive.model.errors import InvalidConfig, StoreError
 from sessionhive.model.messages import Message
 from sessionhive.persistence.schema import MESSAGES, SESSIONS, ensure_schema
 from sessionhive.persistence.snapshot import SessionSnapshot
+from sessionhive.persistence.stores._checkpoint import WalCheckpointer
 from sessionhive.persistence.stores.base import ACCEPTED_STORES, BaseStore, chunks, wrap_error
 
 __all__ = ["SqlStore"]
@@ -378,9 +379,12 @@ class SqlStore(BaseStore):
         except sa_exc.SQLAlchemyError as exc:
             self._engine.dispose()
             raise wrap_error(exc, self._name, "opening") from exc
+        paths = self.data_paths()
+        self._checkpointer = WalCheckpointer(paths[0]) if paths else None
 
     def _configure_sqlite(self, busy_timeout: float) -> None:
         timeout_ms = max(0, int(busy_timeout * 1000))
+        checkpoint_apart = bool(self.data_paths())  # a file, not :memory:
 
         @event.listens_for(self._engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -394,6 +398,8 @@ class SqlStore(BaseStore):
                 cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
+                if checkpoint_apart:
+                    cursor.execute("PRAGMA wal_autocheckpoint = 0")  # the WalCheckpointer's thread does it
             finally:
                 cursor.close()
 
@@ -529,5 +535,8 @@ class SqlStore(BaseStore):
             raise wrap_error(exc, self._name, "health check") from exc
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Stop the checkpoint thread and close every pooled connection (the last one checkpoints)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self._engine.dispose()
