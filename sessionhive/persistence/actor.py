@@ -17,10 +17,7 @@ single ``write_batch``:
 exceeds its limit (what the writer commits in half a ``flush_interval``,
 measured, between :data:`MIN_BACKLOG` and :data:`MAX_BACKLOG` saves) the
 sessions make their batched saves wait for the commit too: turns slow down
-to the writer's pace instead of the backlog (and memory) growing. They do the
-same while the oldest save not committed is older than half the
-``flush_interval`` (a writer starved of CPU falls behind in time before it
-does in count).
+to the writer's pace instead of the backlog (and memory) growing.
 
 Every request that needs an answer carries its own reply channel (a
 :class:`concurrent.futures.Future` or a callback), completed from the actor's
@@ -241,10 +238,6 @@ class PersistenceActor(HiveActor):
         self._store = store
         self._batch_size = batch_size
         self._flush_interval = float(flush_interval)
-        if getattr(store, "durable", True):
-            # Past half the interval unwritten, batched turns wait for their commits: the other
-            # half is the commit's. A store gone with the process has no deadline worth keeping.
-            self._backlog.late_after = self._flush_interval / 2
         self._metrics = metrics if metrics is not None else HiveMetrics()
         self._on_failure = on_failure
         self._retry_max_wait = float(retry_max_wait)
@@ -575,7 +568,6 @@ class PersistenceActor(HiveActor):
                 deletes.append(session_id)
             if entry.snapshot is not None:
                 snapshots.append(entry.snapshot)
-        begun = time.monotonic()  # ``issued`` times are monotonic too
         started = time.perf_counter()
         try:
             self._retrying(self._store.write_batch, snapshots, deletes)
@@ -593,7 +585,7 @@ class PersistenceActor(HiveActor):
         # sessions whose ownership lease this writer lost: retrying cannot help, so
         # they are dropped, and whoever waits for their durability learns it failed.
         fenced = getattr(self._store, "last_fenced", None) or frozenset()
-        self._settle_written(session_ids, fenced, begun)
+        self._settle_written(session_ids, fenced)
         if fenced:
             logger.warning("%d sessions not written to %s: their lease moved", len(fenced), self._store.name)
         self._pending_changed()
@@ -626,7 +618,7 @@ class PersistenceActor(HiveActor):
                 if count:
                     self._metrics.persistence_rows.labels(table).inc(count)
 
-    def _settle_written(self, session_ids: Sequence[str], fenced: Container[str], started: float) -> None:
+    def _settle_written(self, session_ids: Sequence[str], fenced: Container[str]) -> None:
         """Drop the written sessions from the pending set and answer their waiters; the fenced ones fail."""
         settled = 0
         for session_id in session_ids:
@@ -641,10 +633,7 @@ class PersistenceActor(HiveActor):
                 else:
                     complete(ack, None)
         if settled:
-            # Saves still unwritten are pending here (the oldest first) or on their way since this
-            # commit started (no later than ``started``).
-            pending = self._pending
-            self._backlog.committed(settled, next(iter(pending.values())).issued if pending else started)
+            self._backlog.committed(settled)
 
     def _write_failed(self, exc: BaseException, *, notify: bool) -> None:
         text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"

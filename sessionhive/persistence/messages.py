@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -153,35 +152,24 @@ class Backlog:
     - ``limit``: past it, :attr:`congested` is true and sessions wait for the
       commit of their batched saves (set by the persistence actor from the
       commit rate it measures).
-    - ``late_after``: seconds; once the oldest save told and not committed
-      is older, :attr:`congested` is true too (set by the persistence actor
-      to half its ``flush_interval`` for a store that outlives the process):
-      a writer that falls behind in time, not only in count, slows the turns
-      down before what they acknowledged can miss the batched deadline.
     """
 
-    __slots__ = ("_lock", "_oldest", "_unwritten", "in_hand", "late_after", "limit")
+    __slots__ = ("_lock", "_unwritten", "in_hand", "limit")
 
     def __init__(self, limit: int = MAX_BACKLOG) -> None:
         self.in_hand = 0
         self.limit = limit
-        self.late_after = float("inf")
         self._unwritten = 0
-        self._oldest = 0.0  # monotonic time of the oldest save told and not committed; 0.0: none
         # Senders run on the actors' loop, on callers' threads and on the turn loop.
         self._lock = threading.Lock()
 
     def told(self, saves: int) -> None:
         with self._lock:
-            if self._unwritten <= 0:
-                self._oldest = time.monotonic()
             self._unwritten += saves
 
-    def committed(self, saves: int, oldest_left: float) -> None:
-        """``saves`` are committed; ``oldest_left`` is when the oldest save still unwritten was told."""
+    def committed(self, saves: int) -> None:
         with self._lock:
             self._unwritten -= saves
-            self._oldest = oldest_left if self._unwritten > 0 else 0.0
 
     @property
     def unwritten(self) -> int:
@@ -190,7 +178,4 @@ class Backlog:
     @property
     def congested(self) -> bool:
         """Whether the writer is behind: new batched saves should wait for their commit."""
-        if self._unwritten > self.limit:
-            return True
-        oldest = self._oldest
-        return oldest != 0.0 and time.monotonic() - oldest > self.late_after
+        return self._unwritten > self.limit
