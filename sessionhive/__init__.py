@@ -20,7 +20,9 @@ from sessionhive.api import (
 )
 from sessionhive.hive import Hive, Subscription, TurnStream
 from sessionhive.llm import LlmClient, LlmConfig, RateLimit, Reply, ScriptedLlm
+from sessionhive.llm.prices import Price, PriceTable, set_prices
 from sessionhive.metrics.registry import MetricsConfig
+from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import (
     BaseUrlNotAllowed,
@@ -86,6 +88,7 @@ __all__ = [
     "AsyncTurnStreamAPI",
     "AsyncioBackend",
     "BaseUrlNotAllowed",
+    "Budget",
     "CallTimeout",
     "ConfirmationNotFound",
     "ConfirmationPolicy",
@@ -112,6 +115,8 @@ __all__ = [
     "PermissionRule",
     "PersistenceFailed",
     "PooledBackend",
+    "Price",
+    "PriceTable",
     "QuotaExceeded",
     "RateLimit",
     "Reply",
@@ -146,5 +151,6 @@ __all__ = [
     "Usage",
     "__version__",
     "event_to_dict",
+    "set_prices",
     "tune_gc",
 ]

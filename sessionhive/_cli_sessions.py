@@ -193,38 +193,43 @@ def add_sessions_parser(
     )
     actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    listing = actions.add_parser(
+    def action(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str | None = None
+    ) -> argparse.ArgumentParser:
+        """One ``sessions`` subcommand: every one reads the store that ``--store`` names."""
+        parser: argparse.ArgumentParser = actions.add_parser(name, help=summary, description=description)
+        add_store_option(parser, DEFAULT_STORE)
+        parser.set_defaults(func=run)
+        return parser
+
+    listing = action(
         "list",
-        help="list stored session ids",
-        description="List the stored session ids, or with --long one row per session "
+        cmd_list,
+        "list stored session ids",
+        "List the stored session ids, or with --long one row per session "
         "(a table on a terminal, plain columns otherwise).",
     )
     listing.add_argument("--long", "-l", action="store_true", help="one row per session with details")
     listing.add_argument("--json", action="store_true", help="the rows of --long as a JSON list")
-    add_store_option(listing, DEFAULT_STORE)
-    listing.set_defaults(func=cmd_list)
 
-    show = actions.add_parser("show", help="a session's details and history")
+    show = action("show", cmd_show, "a session's details and history")
     show.add_argument("session_id", metavar="ID", help="the session to show")
     show.add_argument("--last", type=_count, default=0, metavar="N", help="only the last N messages (0: all)")
-    add_store_option(show, DEFAULT_STORE)
-    show.set_defaults(func=cmd_show)
 
-    export = actions.add_parser(
+    export = action(
         "export",
-        help="sessions as a JSON list of snapshots (all when no id is given)",
-        description="Print the sessions as a JSON list of snapshots: always a list, for one id as for "
-        "all of them.",
+        cmd_export,
+        "sessions as a JSON list of snapshots (all when no id is given)",
+        "Print the sessions as a JSON list of snapshots: always a list, for one id as for all of them.",
     )
     export.add_argument("session_ids", nargs="*", metavar="ID", help="sessions to export (default: all)")
     export.add_argument("--output", "-o", metavar="FILE", help="file to write (default: stdout)")
-    add_store_option(export, DEFAULT_STORE)
-    export.set_defaults(func=cmd_export)
 
-    delete = actions.add_parser(
+    delete = action(
         "delete",
-        help="delete sessions from the store (-r: with their child sessions)",
-        description="Delete sessions from the store. A session with child sessions is deleted only "
+        cmd_delete,
+        "delete sessions from the store (-r: with their child sessions)",
+        "Delete sessions from the store. A session with child sessions is deleted only "
         "with -r, which deletes its children, their children and so on; -r also removes the "
         "children of a parent that is already gone.",
     )
@@ -232,5 +237,3 @@ def add_sessions_parser(
     delete.add_argument(
         "--recursive", "-r", action="store_true", help="also delete their child sessions, at every depth"
     )
-    add_store_option(delete, DEFAULT_STORE)
-    delete.set_defaults(func=cmd_delete)

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import pykka
 
@@ -41,21 +42,32 @@ from sessionhive._channels import EventSink
 from sessionhive.actors.directory import Directory, SessionView
 from sessionhive.actors.messages import (
     Activate,
+    Cancel,
+    Clear,
+    Compact,
+    Configure,
     Confirm,
     Create,
     DestroyTree,
     Generate,
     ListSessions,
     LoadAll,
+    MaybeAutoCompact,
+    Pause,
     PersistFailed,
     ResetSession,
+    Resume,
     Route,
     SessionCall,
+    SetPolicy,
     ShutdownAll,
+    Subscribe,
+    Unsubscribe,
 )
 from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
 from sessionhive.actors.turn import TurnLoop
+from sessionhive.agent.spending import BudgetBook
 from sessionhive.api import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_MAILBOX_SIZE,
@@ -68,10 +80,13 @@ from sessionhive.api import (
 )
 from sessionhive.llm import ClientCache, LlmClient
 from sessionhive.llm.keys import EndpointKeys
+from sessionhive.metrics import tracing
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
-from sessionhive.model.config import SessionConfig
+from sessionhive.model.budget import Budget
+from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
 from sessionhive.model.errors import (
+    CallTimeout,
     HiveStopped,
     InvalidConfig,
     Overloaded,
@@ -82,8 +97,14 @@ from sessionhive.model.errors import (
 from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.messages import AgentResult
 from sessionhive.model.urls import BaseUrlPolicy
-from sessionhive.model.validate import check_instance, check_positive_int, check_positive_number
+from sessionhive.model.validate import (
+    check_confirm_arguments,
+    check_instance,
+    check_positive_int,
+    check_positive_number,
+)
 from sessionhive.persistence.messages import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
@@ -92,12 +113,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "CLIENT_CLOSE_TIMEOUT",
     "DEFAULT_ACTOR_BACKEND",
     "DEFAULT_STORE",
     "ConfirmationAnswer",
     "HiveCore",
     "HiveOptions",
     "OnConfirmation",
+    "Pending",
 ]
 
 log = logging.getLogger("sessionhive")
@@ -105,17 +128,45 @@ log = logging.getLogger("sessionhive")
 DEFAULT_STORE = "sqlite:///sessionhive.db"
 DEFAULT_ACTOR_BACKEND = "asyncio"
 
+#: Seconds ``Hive.stop()`` gives the LLM clients to close their connections (best effort).
+CLIENT_CLOSE_TIMEOUT = 10.0
+
 _DEFAULT_CONFIG = SessionConfig()  # immutable: one instance serves every session created without a config
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class Pending(Generic[T]):
+    """A call on its way: the reply a facade waits for (its value a ``T``), and the call's name.
+
+    The name is formatted only when the wait times out, so a call pays nothing for it.
+    """
+
+    __slots__ = ("op", "reply", "session_id")
+
+    def __init__(self, reply: Reply, op: str, session_id: str | None = None) -> None:
+        self.reply = reply
+        self.op = op
+        self.session_id = session_id
+
+    def what(self) -> str:
+        """The call as an error names it: ``clear() on session 'a'``."""
+        return self.op if self.session_id is None else f"{self.op} on session {self.session_id!r}"
+
+    def timed_out(self, timeout: float | None) -> CallTimeout:
+        return CallTimeout(f"{self.what()} got no answer within {timeout} s (the work may still finish)")
 
 
 @dataclass(frozen=True)
 class HiveOptions:
-    """``Hive.start``'s arguments, validated once for both facades."""
+    """``Hive.start``'s arguments, declared and validated once for both facades (see :func:`taking`)."""
 
     store: Any = DEFAULT_STORE
     llm: LlmConfig | LlmClient | None = None
     workspace: str | os.PathLike[str] = "."
     metrics: MetricsConfig | None = None
+    _: KW_ONLY
     actor_backend: str | ActorBackend | None = None
     tools: ToolExecutor | None = None
     idle_timeout: float | None = None
@@ -130,6 +181,8 @@ class HiveOptions:
     restart_window: float = DEFAULT_RESTART_WINDOW
     shared_store: bool = False
     allow_base_urls: Sequence[str] | None = None
+    trace_content: bool = False
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.allow_base_urls is not None:
@@ -139,6 +192,7 @@ class HiveOptions:
             object.__setattr__(self, "allow_base_urls", tuple(self.allow_base_urls))
             BaseUrlPolicy(self.allow_base_urls)
         check_positive_int("max_concurrent_turns", self.max_concurrent_turns)
+        check_instance("budget", self.budget, Budget, optional=True)
         check_positive_int("subscriber_queue_size", self.subscriber_queue_size)
         check_positive_int("mailbox_size", self.mailbox_size)
         check_positive_int("restart_limit", self.restart_limit)
@@ -160,6 +214,21 @@ class HiveOptions:
                 raise InvalidConfig(f"actor_backend must be 'asyncio', 'pooled' or 'threads', got {choice!r}")
             return choice
         return getattr(choice, "name", "custom")
+
+
+def taking(options: Callable[P, HiveOptions], start: Callable[[HiveOptions], T]) -> Callable[P, T]:
+    """``start`` as a function of ``options``' arguments: ``Hive.start`` and ``AsyncHive.start``.
+
+    The arguments are declared once, as :class:`HiveOptions`' fields; mypy and
+    ``help()`` see them on both facades' ``start``.
+    """
+
+    def start_with(*args: P.args, **kwargs: P.kwargs) -> T:
+        return start(options(*args, **kwargs))
+
+    functools.update_wrapper(start_with, start)
+    start_with.__signature__ = inspect.signature(options)  # type: ignore[attr-defined]
+    return start_with
 
 
 class _Prepared:
@@ -201,7 +270,7 @@ class _Prepared:
         index: concurrent.futures.Future[list[tuple[str, str | None]]] = concurrent.futures.Future()
         self.persistence.tell(ListIndex(index))
         try:
-            self.stored = index.result(timeout=max(options.call_timeout, 60.0))
+            self.stored = index.result(timeout=max(options.call_timeout, DEFAULT_CALL_TIMEOUT))
         except Exception as exc:
             self.persistence.stop()
             raise StoreError(f"cannot read the session index from {store.name}: {exc}") from exc
@@ -271,6 +340,8 @@ class HiveCore:
             restart_limit=options.restart_limit,
             restart_window=options.restart_window,
             persistence_backlog=prepared.backlog,
+            trace_content=options.trace_content,
+            budgets=BudgetBook(options.budget),
         )
         singletons = (
             self.backend
@@ -312,14 +383,23 @@ class HiveCore:
     def on_loop(self) -> bool:
         return self.turns.on_loop()
 
-    def new_reply(self, *, awaitable_here: bool) -> Reply:
-        """An asyncio future for a coroutine on the actors' own loop, else a thread-safe future."""
-        if awaitable_here and self._loop_backend is not None and self.turns.on_loop():
+    def new_reply(self, here: bool) -> Reply:
+        """An asyncio future for a coroutine on the actors' own loop (``here``), else a thread-safe one."""
+        if here and self._loop_backend is not None and self.turns.on_loop():
             return self.turns.loop.create_future()
         return concurrent.futures.Future()
 
     def timeout(self, timeout: Timeout) -> float | None:
         return resolve_timeout(timeout, self.call_timeout)
+
+    @staticmethod
+    def turn_not_accepted(session_id: str) -> CallTimeout:
+        """What ``generate_streaming`` raises when the session did not take the turn within its timeout."""
+        return CallTimeout(f"session {session_id!r} did not accept the turn in time")
+
+    def subscriber_queue(self, session_id: str) -> tuple[int, Callable[[int], None], str]:
+        """A subscription channel's bound, drop counter and session: ``maxsize, on_drop, session_id``."""
+        return self.options.subscriber_queue_size, self.metrics.events_dropped.inc, session_id
 
     # ------------------------------------------------------------------ routing
 
@@ -358,26 +438,42 @@ class HiveCore:
             raise SessionFailed(session_id, failed)
         self._tell_supervisor(Route(session_id, call))
 
-    def call(self, session_id: str, make: Callable[[Reply], SessionCall], *, awaitable_here: bool) -> Reply:
+    def call(
+        self, session_id: str, make: Callable[[Reply], SessionCall], op: str, here: bool
+    ) -> Pending[Any]:
+        """Send a session the message ``make(reply)``; ``op`` names the call in a CallTimeout."""
         check_id(session_id)
-        reply = self.new_reply(awaitable_here=awaitable_here)
+        reply = self.new_reply(here)
         self.send(session_id, make(reply))
-        return reply
+        return Pending(reply, op, session_id)
+
+    def unsubscribe(self, session_id: str, sink: EventSink) -> None:
+        """Detach a closed subscription; nothing to do when the session or the Hive is gone."""
+        try:
+            self.send(session_id, Unsubscribe(None, sink))
+        except Exception:  # noqa: BLE001 - the session or the Hive is gone: nothing left to detach
+            pass
+
+    # ------------------------------------------------------------------ reads
 
     def running(self) -> None:
         """Raise HiveStopped once the Hive stopped: reads refuse like calls do."""
         if self.stopped:
             raise HiveStopped()
 
-    def view(self, session_id: str) -> SessionView | None:
-        """The session's published view if it is live (``None``: activate it first)."""
+    def view_or_activation(self, session_id: str, here: bool) -> SessionView | Pending[None]:
+        """The session's published view if it is live; else the activation to wait for, then ask again."""
         check_id(session_id)
         self.running()
         entry = self.directory.live.get(session_id)
-        return entry.view if entry is not None else None
+        if entry is not None and entry.view is not None:
+            return entry.view
+        return self.activate(session_id, here, "activating it for a read")
 
-    def activate(self, session_id: str, *, awaitable_here: bool) -> Reply:
-        return self.call(session_id, lambda reply: Activate(reply), awaitable_here=awaitable_here)
+    @staticmethod
+    def kept_passivating(session_id: str) -> CallTimeout:
+        """What a read raises when the session went to rest again after each of its activations."""
+        return CallTimeout(f"session {session_id!r} kept being passivated while it was read")
 
     def check_known(self, session_id: str) -> None:
         check_id(session_id)
@@ -404,46 +500,44 @@ class HiveCore:
 
     # ------------------------------------------------------------------ supervisor calls
 
+    def _supervised(
+        self, make: Callable[[Reply], Any], op: str, session_id: str | None, here: bool
+    ) -> Pending[Any]:
+        reply = self.new_reply(here)
+        self._tell_supervisor(make(reply))
+        return Pending(reply, op, session_id)
+
     def create(
-        self,
-        session_id: str,
-        config: SessionConfig | None,
-        parent_id: str | None,
-        *,
-        exist_ok: bool,
-        awaitable_here: bool,
-    ) -> Reply:
+        self, session_id: str, config: SessionConfig | None, parent_id: str | None, exist_ok: bool, here: bool
+    ) -> Pending[str]:
         check_id(session_id)
         if parent_id is not None:
             check_id(parent_id, "parent session id")
         check_instance("config", config, SessionConfig, optional=True)
-        if config is None:
-            config = _DEFAULT_CONFIG
-        reply = self.new_reply(awaitable_here=awaitable_here)
-        self._tell_supervisor(Create(session_id, config, parent_id, reply, exist_ok))
-        return reply
+        config = _DEFAULT_CONFIG if config is None else config
+        op = "create_session()" if parent_id is None else "create_child_session()"
+        return self._supervised(
+            lambda r: Create(session_id, config, parent_id, r, exist_ok), op, session_id, here
+        )
 
-    def destroy(self, session_id: str, *, awaitable_here: bool) -> Reply:
+    def destroy(self, session_id: str, here: bool) -> Pending[None]:
         check_id(session_id)
-        reply = self.new_reply(awaitable_here=awaitable_here)
-        self._tell_supervisor(DestroyTree(session_id, reply))
-        return reply
+        return self._supervised(lambda r: DestroyTree(session_id, r), "destroy_session()", session_id, here)
 
-    def reset(self, session_id: str, *, awaitable_here: bool) -> Reply:
+    def reset(self, session_id: str, here: bool) -> Pending[bool]:
         check_id(session_id)
-        reply = self.new_reply(awaitable_here=awaitable_here)
-        self._tell_supervisor(ResetSession(session_id, reply))
-        return reply
+        return self._supervised(lambda r: ResetSession(session_id, r), "reset_session()", session_id, here)
 
-    def list_sessions(self, *, awaitable_here: bool) -> Reply:
-        reply = self.new_reply(awaitable_here=awaitable_here)
-        self._tell_supervisor(ListSessions(reply))
-        return reply
+    def list_sessions(self, here: bool) -> Pending[list[str]]:
+        return self._supervised(ListSessions, "list_sessions()", None, here)
 
-    def load_all(self, *, awaitable_here: bool) -> Reply:
-        reply = self.new_reply(awaitable_here=awaitable_here)
-        self._tell_supervisor(LoadAll(reply))
-        return reply
+    def load_all(self, here: bool) -> Pending[int]:
+        return self._supervised(LoadAll, "load_all_sessions()", None, here)
+
+    # ------------------------------------------------------------------ session calls
+
+    def activate(self, session_id: str, here: bool, op: str = "restore_session_by_id()") -> Pending[None]:
+        return self.call(session_id, Activate, op, here)
 
     def generate(
         self,
@@ -451,19 +545,75 @@ class HiveCore:
         prompt: str,
         sink: EventSink | None,
         on_confirmation: OnConfirmation | None,
-        *,
-        awaitable_here: bool,
-    ) -> tuple[Reply, Reply]:
+        here: bool,
+    ) -> tuple[Pending[AgentResult], Reply]:
+        """The turn's result, and the reply completed once the session accepted the turn."""
         check_instance("prompt", prompt, str)
         if on_confirmation is not None:
             if not callable(on_confirmation):
                 raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")
             sink = _ConfirmationAnswerer(self, session_id, on_confirmation, sink)
-        accepted = self.new_reply(awaitable_here=awaitable_here)
+        accepted = self.new_reply(here)
+        parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
-            session_id, lambda reply: Generate(reply, prompt, sink, accepted), awaitable_here=awaitable_here
+            session_id, lambda r: Generate(r, prompt, sink, accepted, parent), "generate()", here
         )
         return result, accepted
+
+    def clear(self, session_id: str, here: bool) -> Pending[None]:
+        return self.call(session_id, Clear, "clear()", here)
+
+    def compact(self, session_id: str, here: bool) -> Pending[None]:
+        return self.call(session_id, Compact, "compact()", here)
+
+    def maybe_auto_compact(self, session_id: str, here: bool) -> Pending[bool]:
+        return self.call(session_id, MaybeAutoCompact, "maybe_auto_compact()", here)
+
+    def configure(
+        self,
+        session_id: str,
+        thinking: bool | None,
+        budget: int | None,
+        model_config: LlmConfig | None,
+        here: bool,
+    ) -> Pending[None]:
+        return self.call(
+            session_id, lambda r: Configure(r, thinking, budget, model_config), "configure()", here
+        )
+
+    def pause(self, session_id: str, here: bool) -> Pending[bool]:
+        return self.call(session_id, Pause, "pause_session()", here)
+
+    def resume(self, session_id: str, here: bool) -> Pending[bool]:
+        return self.call(session_id, Resume, "resume_session()", here)
+
+    def cancel(self, session_id: str, reason: str | None, here: bool) -> Pending[bool]:
+        check_instance("reason", reason, str, optional=True)
+        make = Cancel if reason is None else (lambda r: Cancel(r, reason))
+        return self.call(session_id, make, "cancel_operation()", here)
+
+    def confirm(
+        self,
+        session_id: str,
+        tool_id: str,
+        approved: bool,
+        reason: str | None,
+        decided_by: str | None,
+        here: bool,
+    ) -> Pending[bool]:
+        check_confirm_arguments(tool_id, approved, reason, decided_by)
+        return self.call(
+            session_id, lambda r: Confirm(r, tool_id, approved, reason, decided_by), "confirm_tool()", here
+        )
+
+    def set_policy(
+        self, session_id: str, policy: ConfirmationPolicy, here: bool
+    ) -> Pending[ConfirmationPolicy]:
+        check_instance("policy", policy, ConfirmationPolicy)
+        return self.call(session_id, lambda r: SetPolicy(r, policy), "set_confirmation_policy()", here)
+
+    def subscribe(self, session_id: str, sink: EventSink, here: bool) -> Pending[None]:
+        return self.call(session_id, lambda r: Subscribe(r, sink), "subscribe()", here)
 
     # ------------------------------------------------------------------ persistence
 
@@ -474,26 +624,28 @@ class HiveCore:
         else:
             self.persistence.send(message)
 
-    def flush(self) -> concurrent.futures.Future[None]:
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def _persistence_call(
+        self, make: Callable[[concurrent.futures.Future[Any]], Any], op: str
+    ) -> Pending[Any]:
+        # Always a thread-safe future: the persistence actor answers from its own thread.
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         if not self._persistence_ref.is_alive():
             raise HiveStopped()
-        self._to_persistence(Flush(future))
-        return future
+        self._to_persistence(make(future))
+        return Pending(future, op)
 
-    def health(self) -> concurrent.futures.Future[list[tuple[str, str]]]:
-        future: concurrent.futures.Future[list[tuple[str, str]]] = concurrent.futures.Future()
-        if not self._persistence_ref.is_alive():
-            raise HiveStopped()
-        self._to_persistence(Health(future))
-        return future
+    def flush(self) -> Pending[None]:
+        return self._persistence_call(Flush, "flush()")
+
+    def health(self) -> Pending[list[tuple[str, str]]]:
+        return self._persistence_call(Health, "store_health()")
 
     # ------------------------------------------------------------------ stop
 
-    def shutdown_sessions(self) -> concurrent.futures.Future[None]:
+    def shutdown_sessions(self) -> Pending[None]:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.supervisor.tell(ShutdownAll(done))
-        return done
+        return Pending(done, "stopping the sessions")
 
     def stop_persistence(self, timeout: float | None) -> None:
         """Blocking: the last flush and the persistence actor's stop (run it off the loop)."""
@@ -514,9 +666,20 @@ class HiveCore:
         self.backend.shutdown()
 
 
-def prepare(options: HiveOptions) -> _Prepared:
-    """The blocking half of start-up; see :class:`HiveCore` for the rest."""
-    return _Prepared(options)
+def launch(options: HiveOptions) -> HiveCore:
+    """Start a Hive's core from a thread: the actors run on a loop thread of their own."""
+    return HiveCore(_Prepared(options), None)
+
+
+async def launch_async(options: HiveOptions) -> HiveCore:
+    """Start a Hive's core from a coroutine, never blocking the loop (files and the store off it).
+
+    With the asyncio backend the actors run on the running loop itself.
+    """
+    prepared = await asyncio.to_thread(_Prepared, options)
+    if prepared.backend_name == "asyncio":
+        return HiveCore(prepared, asyncio.get_running_loop())
+    return await asyncio.to_thread(HiveCore, prepared, None)
 
 
 class _ConfirmationAnswerer:

@@ -171,7 +171,12 @@ class HiveAPI(Protocol):
     @property
     def call_timeout(self) -> float: ...
 
-    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None: ...
+    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
+        """Cancel running turns, flush every pending snapshot, and stop every actor.
+
+        Safe to call twice. Raises :class:`~sessionhive.StoreError` if the last
+        flush failed (the snapshots that could not be written are reported).
+        """
 
     def __enter__(self) -> HiveAPI: ...
 
@@ -182,11 +187,13 @@ class HiveAPI(Protocol):
     # sessions
     def create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
-    ) -> str: ...
+    ) -> str:
+        """Create a session; raises :class:`~sessionhive.SessionExists` if the id is live or stored."""
 
     def get_or_create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
-    ) -> str: ...
+    ) -> str:
+        """The session ``session_id``, created with ``config`` if it does not exist (live or stored)."""
 
     def create_child_session(
         self,
@@ -195,27 +202,34 @@ class HiveAPI(Protocol):
         config: SessionConfig | None = None,
         *,
         timeout: Timeout = DEFAULT,
-    ) -> str: ...
+    ) -> str:
+        """Create a child (subagent) session; it inherits the parent's confirmation policy and LLM."""
 
-    def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+    def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
+        """Destroy a session and, first, all its descendants; it is deleted from the store too."""
 
-    def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+    def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        """Let a session marked failed (it crashed too often) take work again; True if it was failed."""
 
     def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
 
     def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
 
-    def session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+        """Sessions this Hive knows: live ones and those resting in the store."""
 
-    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+        """Sessions with a live actor right now (the rest are passivated in the store)."""
 
     def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]: ...
 
     def list_tools(self) -> list[ToolDefinition]: ...
 
-    def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+    def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
+        """Make a stored session live now (any call would; this one does nothing else)."""
 
-    def load_all_sessions(self, *, timeout: Timeout = None) -> int: ...
+    def load_all_sessions(self, *, timeout: Timeout = None) -> int:
+        """Activate every stored session; returns how many were loaded."""
 
     # turns
     def generate(
@@ -225,7 +239,17 @@ class HiveAPI(Protocol):
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
-    ) -> AgentResult: ...
+    ) -> AgentResult:
+        """Run one turn and return its result; waits behind a turn already running.
+
+        ``on_confirmation(event) -> bool | (bool, reason)`` answers the
+        turn's tool-call confirmations (it may ask a human: a plain function
+        runs off the actors' loop; the async facades also take a coroutine
+        function). Raises :class:`~sessionhive.SessionPaused` on a paused
+        session, :class:`~sessionhive.LlmNotConfigured` without an LLM,
+        :class:`~sessionhive.TurnCancelled` if cancelled, and
+        :class:`~sessionhive.TurnFailed` / :class:`~sessionhive.LlmError` when it failed.
+        """
 
     def generate_streaming(
         self,
@@ -234,19 +258,27 @@ class HiveAPI(Protocol):
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
-    ) -> TurnStreamAPI: ...
+    ) -> TurnStreamAPI:
+        """Start a turn and return its :class:`TurnStreamAPI` once the session accepted it.
+
+        ``timeout`` bounds the wait for acceptance, not the turn.
+        """
 
     def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...
 
     def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage: ...
 
-    def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage: ...
+    def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
+        """Tokens this session has spent, over all its turns and compactions."""
 
-    def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+    def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
+        """Empty the history (after the running turn, if any, ends)."""
 
-    def compact(self, session_id: str, *, timeout: Timeout = None) -> None: ...
+    def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
+        """Compact the history now (after the running turn): summarise with the LLM, or keep the ends."""
 
-    def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool: ...
+    def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
+        """Compact if ``auto_compact`` is on and the context is past its threshold; returns whether it did."""
 
     def configure(
         self,
@@ -256,15 +288,19 @@ class HiveAPI(Protocol):
         model_config: LlmConfig | None = None,
         *,
         timeout: Timeout = DEFAULT,
-    ) -> None: ...
+    ) -> None:
+        """Set thinking, its token budget, and the session's model (the key stays in memory only)."""
 
-    def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None: ...
+    def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
+        """The model this session uses (its own, its parent's, or the Hive's), never with the API key."""
 
-    def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+    def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        """Pause: new turns are refused with SessionPaused; returns False if already paused."""
 
     def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
 
-    def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+    def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        """Cancel pending confirmations, queued turns and the running turn; True if anything was cancelled."""
 
     # confirmations
     def confirm_tool(
@@ -275,9 +311,14 @@ class HiveAPI(Protocol):
         reason: str | None = None,
         *,
         timeout: Timeout = DEFAULT,
-    ) -> bool: ...
+    ) -> bool:
+        """Answer a ConfirmationRequired; raises ConfirmationNotFound for an id that does not wait.
 
-    def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+        ``approved`` must be a bool (``"no"`` is refused, not read as true).
+        """
+
+    def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
+        """Tool ids waiting for :meth:`confirm_tool`."""
 
     def set_confirmation_policy(
         self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
@@ -288,15 +329,20 @@ class HiveAPI(Protocol):
     ) -> ConfirmationPolicy: ...
 
     # events and the store
-    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> SubscriptionAPI: ...
+    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> SubscriptionAPI:
+        """Receive every event of the session from now on (turns, compaction, persistence failures...)."""
 
-    def flush(self, timeout: Timeout = None) -> None: ...
+    def flush(self, timeout: Timeout = None) -> None:
+        """Durability barrier: returns once every change made before the call is committed."""
 
-    def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]: ...
+    def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
+        """``[(store name, "ok" | "error: ...")]`` for each store."""
 
 
 class AsyncHiveAPI(Protocol):
     """:class:`HiveAPI` as coroutines: what ``AsyncHive``, ``AsyncRemoteHive`` and ``AsyncClusterHive`` offer.
+
+    Each method means what its namesake on :class:`HiveAPI` documents.
 
     ``list_tools`` is left out: ``AsyncHive`` answers it without waiting
     (a plain method), ``AsyncRemoteHive`` must ask the service (a coroutine).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import json
 import logging
 import os
@@ -21,10 +22,6 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from sessionhive import (
-    AgentEvent,
-    ConfirmationRequired,
-    ConfirmationResolved,
-    ContextCompacted,
     Hive,
     InvalidConfig,
     LlmClient,
@@ -32,24 +29,18 @@ from sessionhive import (
     LlmError,
     LlmNotConfigured,
     MetricsConfig,
-    PersistenceFailed,
     ScriptedLlm,
     SessionConfig,
     SessionExists,
     SessionhiveError,
     SessionNotFound,
-    TextDelta,
-    ToolEnd,
-    ToolStart,
-    TurnCancelled,
-    TurnEnd,
-    TurnError,
-    TurnStart,
     __version__,
     event_to_dict,
     tune_gc,
 )
 from sessionhive.hive import DEFAULT_STORE
+from sessionhive.metrics import tracing
+from sessionhive.model import events
 
 __all__ = ["build_parser", "main"]
 
@@ -203,7 +194,7 @@ def _port(text: str) -> int:
     return port
 
 
-def _turn_done(event: TurnEnd) -> str:
+def _turn_done(event: events.TurnEnd) -> str:
     result = event.result
     return (
         f"= turn done: {result.rounds} LLM call(s), {len(result.tool_calls)} tool call(s), "
@@ -213,15 +204,19 @@ def _turn_done(event: TurnEnd) -> str:
 
 #: How the terminal shows each kind of event (text deltas and tool results are written apart).
 _EVENT_LINES: dict[type, Callable[[Any], str]] = {
-    TurnStart: lambda e: f"[{e.session_id}] > {e.prompt}",
-    ConfirmationRequired: lambda e: f"? {e.tool_name} {json.dumps(e.arguments)} needs confirmation",
-    ConfirmationResolved: lambda e: f"  confirmation {e.outcome}" + (f" ({e.reason})" if e.reason else ""),
-    ToolStart: lambda e: f"> tool {e.tool_name} {json.dumps(e.arguments, default=str)}",
-    TurnEnd: _turn_done,
-    TurnError: lambda e: f"! turn failed ({e.kind}): {cli_text(e.error)}",
-    TurnCancelled: lambda e: f"! turn cancelled: {e.reason}",
-    ContextCompacted: lambda e: f"~ context compacted: {e.before_messages} -> {e.after_messages} messages",
-    PersistenceFailed: lambda e: f"! persistence failed: {e.error}",
+    events.TurnStart: lambda e: f"[{e.session_id}] > {e.prompt}",
+    events.ConfirmationRequired: lambda e: f"? {e.tool_name} {json.dumps(e.arguments)} needs confirmation",
+    events.ConfirmationResolved: lambda e: (
+        f"  confirmation {e.outcome}" + (f" ({e.reason})" if e.reason else "")
+    ),
+    events.ToolStart: lambda e: f"> tool {e.tool_name} {json.dumps(e.arguments, default=str)}",
+    events.TurnEnd: _turn_done,
+    events.TurnError: lambda e: f"! turn failed ({e.kind}): {cli_text(e.error)}",
+    events.TurnCancelled: lambda e: f"! turn cancelled: {e.reason}",
+    events.ContextCompacted: lambda e: (
+        f"~ context compacted: {e.before_messages} -> {e.after_messages} messages"
+    ),
+    events.PersistenceFailed: lambda e: f"! persistence failed: {e.error}",
 }
 
 
@@ -239,13 +234,13 @@ class _Printer:
             self._in_text = False
         self.out.write(text + "\n")
 
-    def show(self, event: AgentEvent) -> None:
+    def show(self, event: events.AgentEvent) -> None:
         if self.as_json:
             self.out.write(json.dumps(event_to_dict(event), default=str) + "\n")
-        elif isinstance(event, TextDelta):
+        elif isinstance(event, events.TextDelta):
             self.out.write(event.text)
             self._in_text = True
-        elif isinstance(event, ToolEnd):
+        elif isinstance(event, events.ToolEnd):
             self._tool_end(event)
         else:
             describe = _EVENT_LINES.get(type(event))
@@ -253,7 +248,7 @@ class _Printer:
                 self._line(describe(event))
         self.out.flush()
 
-    def _tool_end(self, event: ToolEnd) -> None:
+    def _tool_end(self, event: events.ToolEnd) -> None:
         output = event.output
         if event.is_error:
             # The model reads "error: ..."; the terminal says it once, in its own words.
@@ -282,6 +277,9 @@ def _session_exists(hive: Hive, session_id: str) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run one turn of a session and print its events as they happen. Tool calls that need a
+    confirmation are asked at the terminal (approved automatically when stdin is not a terminal,
+    or with --yes)."""
     printer = _Printer(sys.stdout, args.json)
     interactive = sys.stdin.isatty() and not args.yes
     metrics = MetricsConfig(port=args.metrics_port) if args.metrics_port is not None else None
@@ -306,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stream = hive.generate_streaming(session_id, args.prompt)
         for event in stream:
             printer.show(event)
-            if isinstance(event, ConfirmationRequired):
+            if isinstance(event, events.ConfirmationRequired):
                 if interactive:
                     approved = _ask(f"  allow {event.tool_name}? [y/N] ")
                     reason = None if approved else "declined at the terminal"
@@ -346,13 +344,20 @@ def _loadtest_model(spec: str, latency: float) -> ScriptedLlm:
     return ScriptedLlm(script, latency, model="loadtest")  # GET /v1/info names it
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _require_serve_extra(command: str) -> None:
+    """SystemExit naming the extra to install when ``sessionhive.serve``'s dependencies are missing."""
     try:
-        from sessionhive.serve import ServeOptions, read_token, run_service
+        import sessionhive.serve  # noqa: F401 - only whether it imports
     except ImportError as exc:
         raise SystemExit(
-            f"sessionhive serve needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
+            f"sessionhive {command} needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
         ) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _require_serve_extra("serve")
+    from sessionhive.serve import ServeOptions, read_token, run_service
+
     llm: LlmConfig | LlmClient = _llm_from_args(args)
     if args.loadtest_script:
         llm = _loadtest_model(args.loadtest_script, args.llm_latency)
@@ -370,7 +375,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin or ()),
         allow_base_urls=_allowed_base_urls(args, llm),
     )
-    return run_service(options)
+    # The SDK belongs to this process, the application: the library only uses the API.
+    flush_traces = tracing.configure_sdk(args.otlp_endpoint)
+    try:
+        return run_service(options)
+    finally:
+        if flush_traces is not None:
+            flush_traces()
 
 
 def _allowed_base_urls(args: argparse.Namespace, llm: LlmConfig | LlmClient) -> tuple[str, ...]:
@@ -382,13 +393,13 @@ def _allowed_base_urls(args: argparse.Namespace, llm: LlmConfig | LlmClient) -> 
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
-    """The table goes to stdout and the token to stderr: ``>> tokens.toml`` appends no secret."""
-    try:
-        from sessionhive.serve import new_token
-    except ImportError as exc:
-        raise SystemExit(
-            f"sessionhive token needs the serve extra: pip install 'sessionhive[serve]' ({exc})"
-        ) from None
+    """Print the [[token]] table of a new bearer token on stdout (append it to the file 'serve --tokens'
+    reads: it holds only the token's SHA-256) and the token itself on stderr, once (give it to its
+    holder): sessionhive token new --name N --tenant T >> tokens.toml"""
+    # The table to stdout, the token to stderr: ">> tokens.toml" appends no secret.
+    _require_serve_extra("token")
+    from sessionhive.serve import new_token
+
     scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
     token, table = new_token(args.name, args.tenant, scopes)
     print(f"token for {args.name} (shown once; the table below holds only its SHA-256):", file=sys.stderr)
@@ -416,18 +427,21 @@ class _Parser(argparse.ArgumentParser):
         return action
 
 
+def _command(
+    sub: Any, name: str, run: Callable[[argparse.Namespace], int], summary: str
+) -> argparse.ArgumentParser:
+    """A subcommand that runs ``run``; its ``--help`` description is ``run``'s docstring, said once."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=inspect.getdoc(run))
+    parser.set_defaults(func=run)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sessionhive", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"sessionhive {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser(
-        "run",
-        help="run one turn of a session, streaming its events",
-        description="Run one turn of a session and print its events as they happen. Tool calls that "
-        "need a confirmation are asked at the terminal (approved automatically when stdin is not a "
-        "terminal, or with --yes).",
-    )
+    run = _command(sub, "run", cmd_run, "run one turn of a session, streaming its events")
     run.add_argument("prompt", help="what to ask the agent")
     run.add_argument(
         "--session", metavar="ID", help="session id (continues it if it exists; default: a new id)"
@@ -443,11 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_option(run)
     _add_llm_options(run)
-    run.set_defaults(func=cmd_run)
 
-    serve = sub.add_parser(
+    serve = _command(
+        sub,
         "serve",
-        help="serve the sessions over HTTP: the /v1 API, a live console at /, /metrics; SIGTERM drains",
+        cmd_serve,
+        "serve the sessions over HTTP: the /v1 API, a live console at /, /metrics; SIGTERM drains",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
@@ -499,18 +514,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the load test's scripted model (TOOLS tool calls per turn, RATE of them confirmed) "
         "for 'sessionhive loadtest --target URL'",
     )
+    serve.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="send OpenTelemetry traces over OTLP/HTTP to this collector (http://127.0.0.1:4318); "
+        "without it, OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables decide",
+    )
     _add_store_option(serve)
     _add_llm_options(serve)
-    serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="make bearer tokens for 'serve --tokens'")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    new = token_sub.add_parser(
-        "new",
-        help="print a new token and the [[token]] table that admits it",
-        description="Print the [[token]] table of a new bearer token on stdout (append it to the file "
-        "'serve --tokens' reads: it holds only the token's SHA-256) and the token itself on stderr, "
-        "once (give it to its holder): sessionhive token new --name N --tenant T >> tokens.toml",
+    new = _command(
+        token_sub, "new", cmd_token_new, "print a new token and the [[token]] table that admits it"
     )
     new.add_argument("--name", required=True, help="who holds it, as the audit log names them")
     new.add_argument("--tenant", required=True, help="the tenant whose sessions it sees")
@@ -519,7 +535,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="read,write,confirm",
         help="comma-separated, any of read, write, confirm, admin (default: read,write,confirm)",
     )
-    new.set_defaults(func=cmd_token_new)
 
     from sessionhive._cli_sessions import add_sessions_parser
     from sessionhive.loadtest import add_loadtest_parser

@@ -7,7 +7,8 @@ on the :class:`concurrent.futures.Future` it carries. Reads of a live
 session (``history``, ``usage``...) answer from its published view without
 a message. The actors run on a loop thread the Hive owns (asyncio backend)
 or on their backend's threads; a call from another thread costs one hop
-each way.
+each way. Each method is documented once, on :class:`~sessionhive.api.HiveAPI`.
+:class:`LocalFacade` holds what ``Hive`` and ``AsyncHive`` answer alike, without waiting.
 """
 
 from __future__ import annotations
@@ -15,56 +16,29 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sessionhive._channels import ThreadChannel
 from sessionhive._core import (
+    CLIENT_CLOSE_TIMEOUT,
     DEFAULT_ACTOR_BACKEND,
     DEFAULT_STORE,
     HiveCore,
     HiveOptions,
     OnConfirmation,
-    prepare,
+    Pending,
+    launch,
+    taking,
 )
 from sessionhive.actors.directory import SessionView
-from sessionhive.actors.messages import (
-    Cancel,
-    Clear,
-    Compact,
-    Configure,
-    Confirm,
-    MaybeAutoCompact,
-    Pause,
-    Resume,
-    SetPolicy,
-    Subscribe,
-    Unsubscribe,
-)
-from sessionhive.api import (
-    DEFAULT,
-    DEFAULT_CALL_TIMEOUT,
-    DEFAULT_MAILBOX_SIZE,
-    DEFAULT_MAX_CONCURRENT_TURNS,
-    DEFAULT_RESTART_LIMIT,
-    DEFAULT_RESTART_WINDOW,
-    DEFAULT_STOP_TIMEOUT,
-    DEFAULT_SUBSCRIBER_QUEUE_SIZE,
-    Timeout,
-)
-from sessionhive.llm import LlmClient
-from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
+from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_MAILBOX_SIZE, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
-from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
-from sessionhive.model.validate import check_instance
-from sessionhive.runtime import ActorBackend, Reply
-from sessionhive.tools import ToolExecutor
 
 __all__ = [
     "DEFAULT_ACTOR_BACKEND",
@@ -72,6 +46,7 @@ __all__ = [
     "DEFAULT_MAILBOX_SIZE",
     "DEFAULT_STORE",
     "Hive",
+    "LocalFacade",
     "Subscription",
     "TurnStream",
 ]
@@ -80,25 +55,69 @@ log = logging.getLogger("sessionhive")
 
 T = TypeVar("T")
 
-#: Activations tried by a read of a resting session before it gives up
-#: (each one only repeats if the session was passivated again meanwhile).
-_ACTIVATION_TRIES = 100
 
-
-def _wait(core: HiveCore, reply: Reply, timeout: float | None, what: str) -> Any:
+def _block(core: HiveCore, pending: Pending[T], timeout: float | None) -> T:
+    reply = pending.reply
     if not isinstance(reply, concurrent.futures.Future):  # pragma: no cover - Hive never asks for one
         raise TypeError("Hive waits on thread-safe futures only")
     if not reply.done() and core.on_loop():
         raise RuntimeError(
-            f"{what}: a blocking Hive call from the thread of the Hive's own event loop would wait for "
-            "itself; await the AsyncHive method instead"
+            f"{pending.what()}: a blocking Hive call from the thread of the Hive's own event loop would "
+            "wait for itself; await the AsyncHive method instead"
         )
     try:
-        return reply.result(timeout)
+        value: T = reply.result(timeout)
     except concurrent.futures.TimeoutError:
         if reply.done():
             raise  # the operation itself failed with a TimeoutError: not ours to rename
-        raise CallTimeout(f"{what} got no answer within {timeout} s (the work may still finish)") from None
+        raise pending.timed_out(timeout) from None
+    return value
+
+
+class LocalFacade:
+    """What ``Hive`` and ``AsyncHive`` answer alike, without waiting: httpx's ``BaseClient`` part.
+
+    The two facades differ only in how they wait; everything here waits for nothing.
+    """
+
+    #: Activations a read of a resting session tries before it gives up (each one only
+    #: repeats if the session was passivated again meanwhile).
+    _activation_tries = 100
+
+    def __init__(self, core: HiveCore) -> None:
+        self._core = core
+        self.metrics: HiveMetrics = core.metrics
+
+    @property
+    def core(self) -> HiveCore:
+        """The running actors and services this facade drives (``AsyncHive(hive)`` shares them)."""
+        return self._core
+
+    def list_tools(self) -> list[ToolDefinition]:
+        """The tools every session may call (answered here: a plain method on both facades)."""
+        return list(self._core.tools.definitions())
+
+    @property
+    def call_timeout(self) -> float:
+        return self._core.call_timeout
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://addr:port/metrics`` when started with ``MetricsConfig(port=...)``."""
+        exporter = self._core.exporter
+        return exporter.url if exporter is not None else None
+
+    def wsgi_app(self) -> Callable[..., Any]:
+        """A WSGI app serving this Hive's metrics, to mount in your own server."""
+        from prometheus_client import make_wsgi_app
+
+        return make_wsgi_app(self.metrics.registry)
+
+    def asgi_app(self) -> Callable[..., Any]:
+        """An ASGI app serving this Hive's metrics; mount it with Starlette's ``Route("/metrics", app)``."""
+        from sessionhive.metrics.exporter import MetricsAsgiApp
+
+        return MetricsAsgiApp(self.metrics.registry)
 
 
 class TurnStream:
@@ -109,7 +128,7 @@ class TurnStream:
     or :class:`~sessionhive.LlmError` when the turn did not complete).
     """
 
-    def __init__(self, hive: Hive, session_id: str, channel: ThreadChannel, result: Reply):
+    def __init__(self, hive: Hive, session_id: str, channel: ThreadChannel, result: Pending[AgentResult]):
         self.session_id = session_id
         self._hive = hive
         self._channel = channel
@@ -119,10 +138,7 @@ class TurnStream:
         return iter(self._channel)
 
     def result(self, timeout: float | None = None) -> AgentResult:
-        result: AgentResult = _wait(
-            self._hive.core, self._result, timeout, f"the turn of session {self.session_id!r}"
-        )
-        return result
+        return _block(self._hive.core, self._result, timeout)
 
     def cancel(self) -> bool:
         """Cancel this session's running operation (see :meth:`Hive.cancel_operation`)."""
@@ -150,10 +166,7 @@ class Subscription:
 
     def close(self) -> None:
         self._channel.close()
-        try:
-            self._hive.core.send(self.session_id, Unsubscribe(None, self._channel))
-        except Exception:  # noqa: BLE001 - the session or the Hive is gone: nothing left to detach
-            pass
+        self._hive.core.unsubscribe(self.session_id, self._channel)
 
     def __enter__(self) -> Subscription:
         return self
@@ -162,8 +175,52 @@ class Subscription:
         self.close()
 
 
-class Hive:
-    """Many concurrent agent sessions in one process.
+def _start(options: HiveOptions) -> Hive:
+    """Start the actors and return the facade.
+
+    ``store`` is ``"sqlite:///sessionhive.db"`` (default), ``"memory"``,
+    ``"file:DIR"``, any SQLAlchemy URL, or a store object. ``llm`` is the
+    default model of sessions that configure none. ``actor_backend`` is
+    ``"asyncio"`` (default: every actor on one event loop, here a loop
+    thread the Hive owns), ``"pooled"`` (a fixed pool of dispatcher
+    threads) or ``"threads"`` (one OS thread per actor); the environment
+    variable ``SESSIONHIVE_ACTOR_BACKEND`` sets the default. A backend
+    object (``PooledBackend(threads=1)``) runs the sessions and the
+    supervisor on it; the persistence actor always keeps a thread of its
+    own. ``idle_timeout`` and ``max_live_sessions`` passivate idle
+    sessions (they come back on their next call). ``mailbox_size`` bounds
+    the calls waiting for one session (past it: ``Overloaded``); a session
+    that crashes more than ``restart_limit`` times in ``restart_window``
+    seconds is marked failed until :meth:`reset_session`. ``shared_store=True``
+    looks up in the store every id this Hive does not know (other
+    processes write to the same store). ``batch_size``
+    and ``flush_interval`` tune the persistence batches (defaults 256 and
+    0.05 s, chosen by ``bench/bench_persistence.py``).
+
+    ``allow_base_urls`` lists the endpoints a session's
+    ``LlmConfig.base_url`` may name (prefixes: scheme, host, port, path),
+    besides the base URL of ``llm``; any other raises
+    :class:`~sessionhive.BaseUrlNotAllowed` before anything is sent.
+    ``None`` (the default) accepts any endpoint but link-local and cloud
+    metadata addresses. Whatever the list, the key of
+    ``OPENAI_API_KEY``/``ANTHROPIC_API_KEY`` goes only to the provider's
+    own endpoint and ``llm``'s base URL: a session naming another must
+    carry its own key (see :mod:`sessionhive.llm.keys`).
+
+    Turns, model calls, tools and confirmations are OpenTelemetry spans
+    (see :mod:`sessionhive.metrics.tracing`) once the application installs
+    an SDK; ``trace_content=True`` puts the prompt, answer and tool text
+    in their attributes (off by default: they may hold personal data).
+
+    ``budget`` caps the model spending of the whole Hive (of each tenant
+    when ``sessionhive serve`` runs with tenant tokens), as
+    ``SessionConfig.budget`` caps one session tree's.
+    """
+    return Hive(launch(options))
+
+
+class Hive(LocalFacade):
+    """Many concurrent agent sessions in one process: :class:`~sessionhive.api.HiveAPI`, for threads.
 
     Start one with :meth:`start` (preferably as a context manager); every
     method takes ``timeout=`` (seconds; ``None`` waits for ever; the default
@@ -171,99 +228,13 @@ class Hive:
     :class:`~sessionhive.SessionhiveError` subclass on bad input.
     """
 
-    def __init__(self, core: HiveCore) -> None:
-        self._core = core
-        self.metrics: HiveMetrics = core.metrics
+    _here = False  # a thread blocks on a thread-safe future, never on the loop's own
 
-    @property
-    def core(self) -> HiveCore:
-        """The running actors and services this facade drives (shared with ``AsyncHive(hive)``)."""
-        return self._core
+    start = staticmethod(taking(HiveOptions, _start))
 
     # ------------------------------------------------------------------ life cycle
 
-    @classmethod
-    def start(
-        cls,
-        store: Any = DEFAULT_STORE,
-        llm: LlmConfig | LlmClient | None = None,
-        workspace: str | os.PathLike[str] = ".",
-        metrics: MetricsConfig | None = None,
-        *,
-        actor_backend: str | ActorBackend | None = None,
-        tools: ToolExecutor | None = None,
-        idle_timeout: float | None = None,
-        max_live_sessions: int | None = None,
-        batch_size: int | None = None,
-        flush_interval: float | None = None,
-        max_concurrent_turns: int = DEFAULT_MAX_CONCURRENT_TURNS,
-        subscriber_queue_size: int = DEFAULT_SUBSCRIBER_QUEUE_SIZE,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
-        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
-        restart_limit: int = DEFAULT_RESTART_LIMIT,
-        restart_window: float = DEFAULT_RESTART_WINDOW,
-        shared_store: bool = False,
-        allow_base_urls: Sequence[str] | None = None,
-    ) -> Hive:
-        """Start the actors and return the facade.
-
-        ``store`` is ``"sqlite:///sessionhive.db"`` (default), ``"memory"``,
-        ``"file:DIR"``, any SQLAlchemy URL, or a store object. ``llm`` is the
-        default model of sessions that configure none. ``actor_backend`` is
-        ``"asyncio"`` (default: every actor on one event loop, here a loop
-        thread the Hive owns), ``"pooled"`` (a fixed pool of dispatcher
-        threads) or ``"threads"`` (one OS thread per actor); the environment
-        variable ``SESSIONHIVE_ACTOR_BACKEND`` sets the default. A backend
-        object (``PooledBackend(threads=1)``) runs the sessions and the
-        supervisor on it; the persistence actor always keeps a thread of its
-        own. ``idle_timeout`` and ``max_live_sessions`` passivate idle
-        sessions (they come back on their next call). ``mailbox_size`` bounds
-        the calls waiting for one session (past it: ``Overloaded``); a session
-        that crashes more than ``restart_limit`` times in ``restart_window``
-        seconds is marked failed until :meth:`reset_session`. ``shared_store=True``
-        looks up in the store every id this Hive does not know (other
-        processes write to the same store). ``batch_size``
-        and ``flush_interval`` tune the persistence batches (defaults 256 and
-        0.05 s, chosen by ``bench/bench_persistence.py``).
-
-        ``allow_base_urls`` lists the endpoints a session's
-        ``LlmConfig.base_url`` may name (prefixes: scheme, host, port, path),
-        besides the base URL of ``llm``; any other raises
-        :class:`~sessionhive.BaseUrlNotAllowed` before anything is sent.
-        ``None`` (the default) accepts any endpoint but link-local and cloud
-        metadata addresses. Whatever the list, the key of
-        ``OPENAI_API_KEY``/``ANTHROPIC_API_KEY`` goes only to the provider's
-        own endpoint and ``llm``'s base URL: a session naming another must
-        carry its own key (see :mod:`sessionhive.llm.keys`).
-        """
-        options = HiveOptions(
-            store=store,
-            llm=llm,
-            workspace=workspace,
-            metrics=metrics,
-            actor_backend=actor_backend,
-            tools=tools,
-            idle_timeout=idle_timeout,
-            max_live_sessions=max_live_sessions,
-            batch_size=batch_size,
-            flush_interval=flush_interval,
-            max_concurrent_turns=max_concurrent_turns,
-            subscriber_queue_size=subscriber_queue_size,
-            call_timeout=call_timeout,
-            mailbox_size=mailbox_size,
-            restart_limit=restart_limit,
-            restart_window=restart_window,
-            shared_store=shared_store,
-            allow_base_urls=allow_base_urls,
-        )
-        return cls(HiveCore(prepare(options), None))
-
     def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
-        """Cancel running turns, flush every pending snapshot, and stop every actor.
-
-        Safe to call twice. Raises :class:`~sessionhive.StoreError` if the last
-        flush failed (the snapshots that could not be written are reported).
-        """
         core = self._core
         if core.stopped:
             return
@@ -273,7 +244,7 @@ class Hive:
             )
         error: BaseException | None = None
         try:
-            _wait(core, core.shutdown_sessions(), timeout, "stopping the sessions")
+            _block(core, core.shutdown_sessions(), timeout)
         except CallTimeout as exc:
             log.warning("sessionhive: sessions did not stop cleanly: %s", exc)
         core.stopped = True
@@ -282,12 +253,14 @@ class Hive:
         except Exception:  # noqa: BLE001 - pykka.Timeout or already dead: go on stopping
             log.warning("sessionhive: the supervisor did not stop in time")
         try:
-            _wait(core, core.flush(), timeout, "the last flush")
+            _block(core, core.flush(), timeout)
         except Exception as exc:  # noqa: BLE001 - re-raised after everything stopped
             error = exc
         core.stop_persistence(timeout)
         try:
-            asyncio.run_coroutine_threadsafe(core.services.llm_clients.aclose(), core.turns.loop).result(10)
+            asyncio.run_coroutine_threadsafe(core.services.llm_clients.aclose(), core.turns.loop).result(
+                CLIENT_CLOSE_TIMEOUT
+            )
         except Exception as exc:  # noqa: BLE001 - closing connections is best effort
             log.debug("sessionhive: closing LLM clients: %s", exc)
         core.turns.stop()
@@ -298,66 +271,33 @@ class Hive:
     def __enter__(self) -> Hive:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def call_timeout(self) -> float:
-        return self._core.call_timeout
-
-    @property
-    def metrics_url(self) -> str | None:
-        """``http://addr:port/metrics`` when started with ``MetricsConfig(port=...)``."""
-        exporter = self._core.exporter
-        return exporter.url if exporter is not None else None
-
-    def wsgi_app(self) -> Callable[..., Any]:
-        """A WSGI app serving this Hive's metrics, to mount in your own server."""
-        from prometheus_client import make_wsgi_app
-
-        return make_wsgi_app(self.metrics.registry)
-
-    def asgi_app(self) -> Callable[..., Any]:
-        """An ASGI app serving this Hive's metrics; mount it with Starlette's ``Route("/metrics", app)``."""
-        from sessionhive.metrics.exporter import MetricsAsgiApp
-
-        return MetricsAsgiApp(self.metrics.registry)
 
     # ------------------------------------------------------------------ plumbing
 
-    def _wait(self, reply: Reply, timeout: Timeout, what: str) -> Any:
-        return _wait(self._core, reply, self._core.timeout(timeout), what)
+    def _wait(self, pending: Pending[T], timeout: Timeout) -> T:
+        return _block(self._core, pending, self._core.timeout(timeout))
 
     def _view(self, session_id: str, timeout: Timeout) -> SessionView:
-        core = self._core
-        for _ in range(_ACTIVATION_TRIES):
-            view = core.view(session_id)
-            if view is not None:
+        for _ in range(self._activation_tries):
+            view = self._core.view_or_activation(session_id, self._here)
+            if isinstance(view, SessionView):
                 return view
-            self._wait(
-                core.activate(session_id, awaitable_here=False), timeout, f"activating session {session_id!r}"
-            )
-        raise CallTimeout(f"session {session_id!r} kept being passivated while it was read")
+            self._wait(view, timeout)
+        raise self._core.kept_passivating(session_id)
 
     # ------------------------------------------------------------------ sessions
 
     def create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
-        """Create a session; raises :class:`~sessionhive.SessionExists` if the id is live or stored."""
-        reply = self._core.create(session_id, config, None, exist_ok=False, awaitable_here=False)
-        created: str = self._wait(reply, timeout, "create_session()")
-        return created
+        return self._wait(self._core.create(session_id, config, None, False, self._here), timeout)
 
     def get_or_create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
-        """The session ``session_id``, created with ``config`` if it does not exist (live or stored)."""
-        reply = self._core.create(session_id, config, None, exist_ok=True, awaitable_here=False)
-        created: str = self._wait(reply, timeout, "get_or_create_session()")
-        return created
+        return self._wait(self._core.create(session_id, config, None, True, self._here), timeout)
 
     def create_child_session(
         self,
@@ -367,54 +307,36 @@ class Hive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> str:
-        """Create a child (subagent) session; it inherits the parent's confirmation policy and LLM."""
-        reply = self._core.create(child_id, config, parent_id, exist_ok=False, awaitable_here=False)
-        created: str = self._wait(reply, timeout, "create_child_session()")
-        return created
+        return self._wait(self._core.create(child_id, config, parent_id, False, self._here), timeout)
 
     def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        """Destroy a session and, first, all its descendants; it is deleted from the store too."""
-        self._wait(
-            self._core.destroy(session_id, awaitable_here=False), timeout, f"destroy_session({session_id!r})"
-        )
+        self._wait(self._core.destroy(session_id, self._here), timeout)
 
     def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        """Let a session marked failed (it crashed too often) take work again; True if it was failed."""
-        return bool(
-            self._wait(self._core.reset(session_id, awaitable_here=False), timeout, "reset_session()")
-        )
+        return self._wait(self._core.reset(session_id, self._here), timeout)
 
-    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:  # noqa: ARG002 - read from the directory
+    # Directory reads: answered here from the published directory, without waiting, so timeout is unused.
+
+    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:  # noqa: ARG002
         return self._core.children(parent_id)
 
-    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:  # noqa: ARG002 - read from the directory
+    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:  # noqa: ARG002
         return self._core.is_child(session_id)
 
-    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002 - read from the directory
-        """Sessions this Hive knows: live ones and those resting in the store."""
+    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002
         return self._core.known_count()
 
-    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002 - read from the directory
-        """Sessions with a live actor right now (the rest are passivated in the store)."""
+    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:  # noqa: ARG002
         return self._core.live_count()
 
     def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:
-        ids: list[str] = self._wait(
-            self._core.list_sessions(awaitable_here=False), timeout, "list_sessions()"
-        )
-        return ids
-
-    def list_tools(self) -> list[ToolDefinition]:
-        return list(self._core.tools.definitions())
+        return self._wait(self._core.list_sessions(self._here), timeout)
 
     def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        """Make a stored session live now (any call would; this one does nothing else)."""
-        self._wait(self._core.activate(session_id, awaitable_here=False), timeout, "restore_session_by_id()")
+        self._wait(self._core.activate(session_id, self._here), timeout)
 
     def load_all_sessions(self, *, timeout: Timeout = None) -> int:
-        """Activate every stored session; returns how many were loaded."""
-        count: int = self._wait(self._core.load_all(awaitable_here=False), timeout, "load_all_sessions()")
-        return count
+        return self._wait(self._core.load_all(self._here), timeout)
 
     # ------------------------------------------------------------------ turns
 
@@ -426,20 +348,10 @@ class Hive:
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
     ) -> AgentResult:
-        """Run one turn and return its result; waits behind a turn already running.
-
-        ``on_confirmation(event) -> bool | (bool, reason)`` answers the
-        turn's tool-call confirmations (it runs in a thread of its own and may
-        ask a human). Raises :class:`~sessionhive.SessionPaused` on a paused
-        session, :class:`~sessionhive.LlmNotConfigured` without an LLM,
-        :class:`~sessionhive.TurnCancelled` if cancelled, and
-        :class:`~sessionhive.TurnFailed` / :class:`~sessionhive.LlmError` when it failed.
-        """
-        result, _accepted = self._core.generate(
-            session_id, prompt, None, on_confirmation, awaitable_here=False
+        """Run one turn (see :meth:`HiveAPI.generate`); ``on_confirmation`` runs in a thread of its own."""
+        return self._wait(
+            self._core.generate(session_id, prompt, None, on_confirmation, self._here)[0], timeout
         )
-        value: AgentResult = self._wait(result, timeout, f"generate() on session {session_id!r}")
-        return value
 
     def generate_streaming(
         self,
@@ -449,23 +361,17 @@ class Hive:
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
     ) -> TurnStream:
-        """Start a turn and return its :class:`TurnStream` once the session accepted it.
-
-        ``timeout`` bounds the wait for acceptance, not the turn.
-        """
         channel = ThreadChannel()
-        result, accepted = self._core.generate(
-            session_id, prompt, channel, on_confirmation, awaitable_here=False
-        )
-        assert isinstance(result, concurrent.futures.Future) and isinstance(
-            accepted, concurrent.futures.Future
-        )
+        result, accepted = self._core.generate(session_id, prompt, channel, on_confirmation, self._here)
+        turn = result.reply
+        assert isinstance(turn, concurrent.futures.Future) and isinstance(accepted, concurrent.futures.Future)
+        waited = [turn, accepted]
         done, _ = concurrent.futures.wait(
-            [result, accepted], self._core.timeout(timeout), concurrent.futures.FIRST_COMPLETED
+            waited, self._core.timeout(timeout), concurrent.futures.FIRST_COMPLETED
         )
         if not done:
-            raise CallTimeout(f"session {session_id!r} did not accept the turn in time")
-        error = result.exception() if result.done() and not accepted.done() else None
+            raise self._core.turn_not_accepted(session_id)
+        error = turn.exception() if turn.done() and not accepted.done() else None
         if error is not None:
             raise error
         return TurnStream(self, session_id, channel, result)
@@ -477,24 +383,16 @@ class Hive:
         return self._view(session_id, timeout).context_usage
 
     def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
-        """Tokens this session has spent, over all its turns and compactions."""
         return self._view(session_id, timeout).usage
 
-    def _call(self, session_id: str, make: Callable[[Reply], Any], timeout: Timeout, what: str) -> Any:
-        reply = self._core.call(session_id, make, awaitable_here=False)
-        return self._wait(reply, timeout, f"{what} on session {session_id!r}")
-
     def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        """Empty the history (after the running turn, if any, ends)."""
-        self._call(session_id, lambda r: Clear(r), timeout, "clear()")
+        self._wait(self._core.clear(session_id, self._here), timeout)
 
     def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
-        """Compact the history now (after the running turn): summarise with the LLM, or keep the ends."""
-        self._call(session_id, lambda r: Compact(r), timeout, "compact()")
+        self._wait(self._core.compact(session_id, self._here), timeout)
 
     def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
-        """Compact if ``auto_compact`` is on and the context is past its threshold; returns whether it did."""
-        return bool(self._call(session_id, lambda r: MaybeAutoCompact(r), timeout, "maybe_auto_compact()"))
+        return self._wait(self._core.maybe_auto_compact(session_id, self._here), timeout)
 
     def configure(
         self,
@@ -505,30 +403,26 @@ class Hive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> None:
-        """Set thinking, its token budget, and the session's model (the key stays in memory only)."""
-        self._call(session_id, lambda r: Configure(r, thinking, budget, model_config), timeout, "configure()")
+        self._wait(self._core.configure(session_id, thinking, budget, model_config, self._here), timeout)
 
     def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
-        """The model this session uses (its own, its parent's, or the Hive's), never with the API key."""
         return self._view(session_id, timeout).llm_config
 
     def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        """Pause: new turns are refused with SessionPaused; returns False if already paused."""
-        return bool(self._call(session_id, lambda r: Pause(r), timeout, "pause_session()"))
+        return self._wait(self._core.pause(session_id, self._here), timeout)
 
     def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(self._call(session_id, lambda r: Resume(r), timeout, "resume_session()"))
+        return self._wait(self._core.resume(session_id, self._here), timeout)
 
     def cancel_operation(
         self, session_id: str, *, reason: str | None = None, timeout: Timeout = DEFAULT
     ) -> bool:
-        """Cancel pending confirmations, queued turns and the running turn; True if anything was cancelled.
-
-        ``reason`` is what the cancelled turn says (``TurnCancelled.reason``); by default
-        "cancelled by cancel_operation()".
+        """See :meth:`HiveAPI.cancel_operation`; ``reason`` is what the cancelled turn says
+        (``TurnCancelled.reason``), by default "cancelled by cancel_operation()".
         """
-        message = (lambda r: Cancel(r)) if reason is None else (lambda r: Cancel(r, reason))
-        return bool(self._call(session_id, message, timeout, "cancel_operation()"))
+        return self._wait(self._core.cancel(session_id, reason, self._here), timeout)
+
+    # ------------------------------------------------------------------ confirmations
 
     def confirm_tool(
         self,
@@ -540,52 +434,30 @@ class Hive:
         decided_by: str | None = None,
         timeout: Timeout = DEFAULT,
     ) -> bool:
-        """Answer a ConfirmationRequired; raises ConfirmationNotFound for an id that does not wait.
-
-        ``approved`` must be a bool. ``decided_by`` names who decided; the
-        ``ConfirmationResolved`` event carries it.
-        """
-        check_confirm_arguments(tool_id, approved, reason, decided_by)
-        return bool(
-            self._call(
-                session_id,
-                lambda r: Confirm(r, tool_id, approved, reason, decided_by),
-                timeout,
-                "confirm_tool()",
-            )
-        )
+        """See :meth:`HiveAPI.confirm_tool`; ``decided_by`` names who decided (the event carries it)."""
+        confirm = self._core.confirm(session_id, tool_id, approved, reason, decided_by, self._here)
+        return self._wait(confirm, timeout)
 
     def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
-        """Tool ids waiting for :meth:`confirm_tool`."""
         return list(self._view(session_id, timeout).pending_confirmations)
 
     def set_confirmation_policy(
         self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        check_instance("policy", policy, ConfirmationPolicy)
-        result: ConfirmationPolicy = self._call(
-            session_id, lambda r: SetPolicy(r, policy), timeout, "set_confirmation_policy()"
-        )
-        return result
+        return self._wait(self._core.set_policy(session_id, policy, self._here), timeout)
 
     def get_confirmation_policy(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ConfirmationPolicy:
         return self._view(session_id, timeout).policy
 
+    # ------------------------------------------------------------------ events and the store
+
     def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Subscription:
-        """Receive every event of the session from now on (turns, compaction, persistence failures...)."""
-        channel = ThreadChannel(
-            self._core.options.subscriber_queue_size, self.metrics.events_dropped.inc, session_id
-        )
-        self._call(session_id, lambda r: Subscribe(r, channel), timeout, "subscribe()")
+        channel = ThreadChannel(*self._core.subscriber_queue(session_id))
+        self._wait(self._core.subscribe(session_id, channel, self._here), timeout)
         return Subscription(self, session_id, channel)
 
-    # ------------------------------------------------------------------ store
-
     def flush(self, timeout: Timeout = None) -> None:
-        """Durability barrier: returns once every change made before the call is committed."""
-        self._wait(self._core.flush(), timeout, "flush()")
+        self._wait(self._core.flush(), timeout)
 
     def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
-        """``[(store name, "ok" | "error: ...")]`` for each store."""
-        health: list[tuple[str, str]] = self._wait(self._core.health(), timeout, "store_health()")
-        return health
+        return self._wait(self._core.health(), timeout)

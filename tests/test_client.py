@@ -257,3 +257,50 @@ def test_async_remote_hive_matches_async_hive(served: tuple[Hive, ServerThread],
     here, there = asyncio.run(both())
     assert there == here and there[3] == "TurnStart"
     assert there[2].text.startswith("done: overwrote note.txt")  # approved by the coroutine
+
+
+# A client-only install has httpx but neither starlette nor uvicorn: the client must still read the
+# service's route and error tables (sessionhive.serve.routes, .problems) and talk to a real service.
+_CLIENT_ONLY = """
+import sys
+
+class NoServerDependencies:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("starlette", "uvicorn"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, NoServerDependencies())
+from sessionhive import SessionExists
+from sessionhive.client import RemoteHive
+
+with RemoteHive(sys.argv[1], token=sys.argv[2]) as hive:
+    print(hive.create_session("client/only"))
+    try:
+        hive.create_session("client/only")
+    except SessionExists as exc:
+        print("SessionExists", exc.session_id)
+    print(hive.generate("client/only", "hi").text)
+    print(sorted(name for name in sys.modules if name.split(".")[0] in ("starlette", "uvicorn")))
+"""
+
+
+def test_the_client_works_without_the_server_dependencies(
+    served: tuple[Hive, ServerThread], tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run(
+        [sys.executable, "-c", _CLIENT_ONLY, served[1].url, TOKEN],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["client/only", "SessionExists client/only", "echo hi", "[]"]

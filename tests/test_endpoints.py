@@ -34,7 +34,7 @@ from sessionhive import (
 from sessionhive.client import RemoteHive
 from sessionhive.client._codec import error_from_problem
 from sessionhive.model.urls import BaseUrlPolicy
-from sessionhive.serve._problems import problem_for
+from sessionhive.serve.problems import problem_for
 from tests.llm_servers import AnthropicServer, LoopbackLlmServer, OpenAiServer, ReplySpec
 from tests.test_cli import clean_env, sessionhive_command
 from tests.test_serve_drain import TOKEN, start_serve

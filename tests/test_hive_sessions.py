@@ -124,3 +124,41 @@ def test_hive_refuses_calls_after_stop(workspace: object) -> None:
     hive.stop()  # twice is fine
     with pytest.raises(HiveStopped):
         hive.history("s")
+
+
+def test_an_error_keeps_its_fields_and_message_across_processes(hive: Hive) -> None:
+    """A cluster shard raises in another process: the error must unpickle whole, message included."""
+    import pickle
+
+    from sessionhive import Overloaded
+
+    with pytest.raises(SessionNotFound) as caught:
+        hive.history("nobody")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (type(copy), copy.session_id, str(copy)) == (SessionNotFound, "nobody", str(caught.value))
+    assert "session 'nobody' does not exist" in str(copy)
+    assert repr(Overloaded("s", 8)) == "Overloaded('s', 8)"
+    assert str(pickle.loads(pickle.dumps(Overloaded("s", 8)))).startswith("session 's' has 8 calls waiting")
+
+
+def test_start_takes_the_declared_options_by_name_and_refuses_others(workspace: object) -> None:
+    """Both facades' start() take HiveOptions' arguments: help() shows them, a misspelt one fails."""
+    import inspect
+
+    from sessionhive import AsyncHive
+
+    parameters = inspect.signature(Hive.start).parameters
+    assert list(parameters)[:4] == ["store", "llm", "workspace", "metrics"]
+    assert parameters["mailbox_size"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert inspect.signature(AsyncHive.start).parameters == parameters
+    with pytest.raises(TypeError, match="mailbox_sise"):
+        Hive.start("memory", workspace=str(workspace), mailbox_sise=8)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Hive.start("memory", None, str(workspace), None, "threads")  # type: ignore[call-arg]  # keyword only
+
+
+def test_cancel_refuses_a_reason_that_is_not_text(hive: Hive) -> None:
+    hive.create_session("s")
+    with pytest.raises(InvalidConfig, match="reason must be a string or None, got int"):
+        hive.cancel_operation("s", reason=3)  # type: ignore[arg-type]
+    assert hive.cancel_operation("s", reason="user left") is False  # nothing was running

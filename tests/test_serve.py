@@ -27,7 +27,7 @@ from sessionhive import (
     ToolCall,
 )
 from sessionhive.serve import ServeApp, ServerThread, openapi_document, serve_app
-from sessionhive.serve._problems import problem_for
+from sessionhive.serve.problems import problem_for
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -433,3 +433,28 @@ def test_readyz_is_503_while_the_store_is_down(tmp_path: Path) -> None:
         assert http.get("/healthz").status_code == 200  # the process itself is fine
         store_dir.mkdir()
         assert http.get("/readyz").status_code == 200
+
+
+def test_a_route_cannot_be_declared_with_a_scope_no_token_can_hold() -> None:
+    from sessionhive.serve._router import Router
+
+    router = Router()
+    with pytest.raises(ValueError, match="unknown scope 'wrte'"):
+        router.post("sessions/{session_id}/pause", scope="wrte")
+    assert router.routes == []
+
+
+def test_every_session_route_answers_an_id_containing_a_slash(served: Served) -> None:
+    # Ids travel as one %2F-encoded segment: a route found by the raw-path matcher for
+    # "team/a" must not be mistaken for a longer path, whatever the route.
+    from sessionhive.serve.routes import ROUTES
+
+    assert served.http.post("/v1/sessions", json={"id": "team/a"}).status_code == 201
+    checked = []
+    for route in ROUTES:
+        if route.names_session and route.method == "GET" and not route.sse:
+            assert route.url("team/a").startswith("/v1/sessions/team%2Fa")
+            response = served.http.get(route.url("team/a"))
+            assert response.status_code == 200, (route.name, response.text)
+            checked.append(route.name)
+    assert len(checked) >= 8  # show, children, history, usage, context, llm, policy, confirmations

@@ -41,8 +41,7 @@ from sessionhive import (
 from sessionhive.client import AsyncRemoteHive, RemoteHive, Unauthorized
 from sessionhive.persistence import AuditLog, AuditRecord, open_store
 from sessionhive.serve import ServerThread, TokenTable, new_token, serve_app
-from sessionhive.serve._openapi import ROUTE_DOCS
-from sessionhive.serve._tenancy import ROUTE_SCOPES
+from sessionhive.serve.routes import ROUTES
 from tests.conftest_persistence import StoreFactory
 
 pytest_plugins = ("tests.conftest_persistence",)
@@ -319,9 +318,18 @@ def test_tenant_quotas_are_429_and_free_up(service: Service) -> None:
         assert alice.post("/v1/sessions", json={"id": f"again{n}"}).status_code == 201
 
 
-def test_every_route_has_a_scope_decided() -> None:
-    # A route missing here would need admin (closed, not open); add it with the scope it needs.
-    assert {route.name for route in ROUTE_DOCS} == set(ROUTE_SCOPES)
+def test_each_route_refuses_a_token_without_the_scope_it_declares(service: Service) -> None:
+    # The scope a route declares at its handler is the one the service enforces: carol (read only)
+    # gets a 403 naming that scope from every route that needs another, before any session is looked at.
+    needing_more = [route for route in ROUTES if route.scope not in ("", "read")]
+    assert {route.scope for route in needing_more} == {"write", "confirm", "admin"}
+    with service.as_("carol") as carol:
+        for route in needing_more:
+            response = carol.request(route.method, route.url(*("no/such", "tool-1")[: route.path.count("{")]))
+            assert problem(response, 403, "Forbidden")["scope"] == route.scope, route.name
+        for route in ROUTES:
+            if route.scope in ("", "read") and not route.sse and "{" not in route.path:
+                assert carol.request(route.method, route.url()).status_code == 200, route.name
 
 
 def test_remote_hive_works_with_a_tenant_token_and_raises_the_new_errors(service: Service) -> None:

@@ -38,3 +38,21 @@ def test_valid_values_pass_through() -> None:
     assert ScriptedLlm([Reply("hi")], latency=0).latency == 0.0
     with pytest.raises(InvalidConfig, match="auto_compact_threshold must be a finite number > 0 and <= 1"):
         SessionConfig(auto_compact_threshold=1.5)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (("", True, None, None), "tool_id must be the non-empty id"),
+        (("t1", "no", None, None), "approved must be True or False, got 'no'"),
+        (("t1", 1, None, None), "approved must be True or False, got 1"),
+        (("t1", False, 3, None), "reason must be a string or None, got int"),
+        (("t1", False, None, b"ops"), "decided_by must be a string or None, got bytes"),
+    ],
+)
+def test_confirm_arguments_that_could_be_misread_are_refused(arguments: tuple[Any, ...], words: str) -> None:
+    """``confirm_tool(sid, tool_id, "no")`` would approve if truth-tested: every facade refuses it here."""
+    from sessionhive.model.validate import check_confirm_arguments
+
+    with pytest.raises(InvalidConfig, match=words):
+        check_confirm_arguments(*arguments)

@@ -80,6 +80,7 @@ class Generate(SessionCall):
     prompt: str
     sink: EventSink | None = None
     accepted: Reply | None = None
+    trace_parent: Any = None  # the caller's trace context (metrics.tracing.current_context())
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from sessionhive.agent.spending import BudgetBook
 from sessionhive.persistence.messages import Backlog, Batch, Delete, Save
 
 if TYPE_CHECKING:
@@ -210,6 +211,10 @@ class HiveServices:
     restart_limit: int = 3
     restart_window: float = 60.0
     persistence_backlog: Backlog | None = None
+    #: ``Hive.start(trace_content=True)``: turn spans carry prompt, answer and tool text.
+    trace_content: bool = False
+    #: The ledgers of the session budgets and of the Hive's (or each tenant's) budget.
+    budgets: BudgetBook = field(default_factory=BudgetBook)
 
     @property
     def stores_sessions(self) -> bool:

@@ -52,6 +52,7 @@ from sessionhive.actors.messages import (
 from sessionhive.actors.services import HiveServices
 from sessionhive.actors.session import SessionActor
 from sessionhive.llm import LlmClient
+from sessionhive.metrics import tracing
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import SessionExists, SessionFailed, SessionNotFound, StoreError
 from sessionhive.model.llm_config import LlmConfig
@@ -273,12 +274,14 @@ class SupervisorActor(HiveActor):
         def on_loaded(snapshot: SessionSnapshot | None, error: BaseException | None) -> None:
             ref.tell(Loaded(session_id, snapshot, error))
 
+        tracing.activation_begins(session_id)
         self._services.persistence.send(Load(session_id, on_loaded))
 
     def on_Loaded(self, message: Loaded) -> None:
         session_id = message.session_id
         restarting = session_id in self._restarting
         self._restarting.discard(session_id)
+        tracing.activation_ends(session_id, message.snapshot is not None)
         if message.error is not None or message.snapshot is None:
             held = self._waiting.pop(session_id, [])
             if message.error is None:

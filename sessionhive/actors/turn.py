@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pykka
@@ -177,44 +178,32 @@ class TurnHandle:
             self.task.cancel()
 
 
+# The turn's messages to its session, typed like those of actors/messages.py.
+@dataclass(frozen=True, slots=True)
 class TurnEvents:
     """Events of the running job ``turn_id``, in order (one message per burst, not per event)."""
 
-    __slots__ = ("events", "turn_id")
-
-    def __init__(self, turn_id: int, events: list[AgentEvent]) -> None:
-        self.turn_id = turn_id
-        self.events = events
+    turn_id: int
+    events: list[AgentEvent]
 
 
+@dataclass(frozen=True, slots=True)
 class ConfirmationAsked:
     """The running turn waits for a human decision about ``call``."""
 
-    __slots__ = ("arguments", "call", "resolve", "timeout_s", "turn_id")
-
-    def __init__(
-        self,
-        turn_id: int,
-        call: ToolCall,
-        arguments: dict[str, Any],
-        timeout_s: float,
-        resolve: Callable[[Decision], None],
-    ) -> None:
-        self.turn_id = turn_id
-        self.call = call
-        self.arguments = arguments
-        self.timeout_s = timeout_s
-        self.resolve = resolve
+    turn_id: int
+    call: ToolCall
+    arguments: dict[str, Any]
+    timeout_s: float
+    resolve: Callable[[Decision], None]
 
 
+@dataclass(frozen=True, slots=True)
 class ConfirmationTimedOut:
     """Nobody answered ``tool_id`` in time; the session applies the policy's default."""
 
-    __slots__ = ("tool_id", "turn_id")
-
-    def __init__(self, turn_id: int, tool_id: str) -> None:
-        self.turn_id = turn_id
-        self.tool_id = tool_id
+    turn_id: int
+    tool_id: str
 
 
 def _settle(future: asyncio.Future[Decision], decision: Decision) -> None:

@@ -18,6 +18,7 @@ or a tool whose result is stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from sessionhive.agent import compaction
+from sessionhive.agent.spending import Spending, call_within_budget
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
+from sessionhive.metrics import tracing
 from sessionhive.model.config import ConfirmationPolicy
 from sessionhive.model.errors import LlmError
 from sessionhive.model.events import AgentEvent, TextDelta, ToolEnd, ToolStart
@@ -61,6 +64,7 @@ class Decision:
     approved: bool
     outcome: DecisionOutcome
     reason: str | None = None
+    decided_by: str | None = None  # the named token that answered, when served with named tokens
 
 
 class ToolRunner(Protocol):
@@ -132,6 +136,8 @@ class TurnSpec:
     #: ``call_<turn_key>_<position in the turn>``: unique in the session's whole history, so
     #: a late answer meant for an earlier turn's call never fits a call of this one.
     turn_key: int = 0
+    #: The budgets this turn's model calls count against, and where their cost is reported.
+    spending: Spending | None = None
 
 
 @dataclass
@@ -168,6 +174,11 @@ class TurnOutcome:
             rounds=self.rounds,
             stop_reason=self.stop_reason,
         )
+
+
+async def _traced_call_llm(spec: TurnSpec, request: LlmRequest, hooks: TurnHooks) -> LlmResponse:
+    """One model call inside its ``chat {model}`` span."""
+    return await tracing.traced_chat(spec.llm, request, _call_llm(spec, request, hooks))
 
 
 async def _call_llm(spec: TurnSpec, request: LlmRequest, hooks: TurnHooks) -> LlmResponse:
@@ -258,7 +269,9 @@ async def _run_tool(
     else:
         needs_human = decision == "ask" or (decision is None and spec.confirmation_policy.requires(call.name))
         verdict = (
-            await hooks.confirm(call, arguments, spec.confirmation_policy.timeout_s)
+            await tracing.traced_confirmation(
+                call, hooks.confirm(call, arguments, spec.confirmation_policy.timeout_s)
+            )
             if needs_human
             else Decision(True, "approved")
         )
@@ -362,7 +375,7 @@ async def _answer_calls(
         if call.id == running_call:
             result = ToolResult(INTERRUPTED_WHILE_RUNNING, True)
         else:
-            result = await _run_tool(spec, call, hooks, out)
+            result = await tracing.traced_tool(call, spec.tools, _run_tool(spec, call, hooks, out))
         out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
         await _journal(spec, out.new_messages)
 
@@ -392,7 +405,15 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 thinking=spec.thinking,
                 budget=spec.budget,
             )
-            response = await _call_llm(spec, request, hooks)
+            response = await call_within_budget(
+                spec.spending,
+                spec.llm.model,
+                request,
+                functools.partial(_traced_call_llm, spec, request, hooks),
+            )
+            if response is None:  # a budget refused the call: nothing was sent, every call is answered
+                out.stop_reason = "budget"
+                return out
             out.rounds += 1
             out.usage = out.usage + response.usage
             out.last_usage = response.usage
@@ -406,7 +427,8 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                     if unnamed
                     else call
                 )
-            out.new_messages.append(Message.assistant(response.text, tuple(calls)))
+            fallback = response.model if response.model != spec.llm.model else None  # who answered
+            out.new_messages.append(Message.assistant(response.text, tuple(calls), fallback))
             out.text = response.text
             await _journal(spec, out.new_messages)
             if not calls:
@@ -415,40 +437,38 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 return out
             out.tool_calls.extend(calls)
             await _answer_calls(spec, hooks, out, tuple(calls), None)
-    except asyncio.CancelledError as exc:
+    except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
+        return _ended_by(out, exc)
+
+
+def _ended_by(out: TurnOutcome, exc: BaseException) -> TurnOutcome:
+    """``out`` closed by what ended the turn early: a cancel, a model error, or any other failure.
+
+    Every tool call left open gets a result saying why, so the history stays
+    valid for any provider.
+    """
+    status: Literal["error", "cancelled"] = "error"
+    note = "error: the turn failed before this tool call ran"
+    if isinstance(exc, asyncio.CancelledError):
         task = asyncio.current_task()
         ours = isinstance(exc, _ConfirmationCancelled)  # the session cancelled the call's confirmation
-        if not ours and task is not None and task.cancelling() == 0:
+        if ours or task is None or task.cancelling() > 0:
+            status, kind, error = "cancelled", "", ""
+            note = "error: the turn was cancelled before this tool call ran"
+        else:
             # Nobody cancelled this turn: a model client or a tool raised
             # CancelledError of its own (a library's cancel scope leaking
             # out). That is a failure of the turn, not a cancellation.
-            _close_open_calls(
-                out.new_messages,
-                f"error: the turn failed before this tool call ran ({exc!r})",
-                out.running_call,
-            )
-            out.status, out.error_kind, out.stop_reason = "error", "error", "error"
-            out.error = f"CancelledError raised by the model or a tool without a cancel: {exc}"
-            return out
-        _close_open_calls(
-            out.new_messages, "error: the turn was cancelled before this tool call ran", out.running_call
-        )
-        out.status = out.stop_reason = "cancelled"
-        return out
-    except LlmError as exc:
-        _close_open_calls(
-            out.new_messages, "error: the turn failed before this tool call ran", out.running_call
-        )
-        out.status, out.error_kind, out.error = "error", "llm", str(exc)
-        out.stop_reason = "error"
-        return out
-    except Exception as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
-        _close_open_calls(
-            out.new_messages, "error: the turn failed before this tool call ran", out.running_call
-        )
-        out.status, out.error_kind, out.stop_reason = "error", "error", "error"
-        out.error = f"{type(exc).__name__}: {exc}"
-        return out
+            kind, error = "error", f"CancelledError raised by the model or a tool without a cancel: {exc}"
+            note = f"{note} ({exc!r})"
+    elif isinstance(exc, LlmError):
+        kind, error = "llm", str(exc)
+    else:
+        kind, error = "error", f"{type(exc).__name__}: {exc}"
+    _close_open_calls(out.new_messages, note, out.running_call)
+    out.status, out.error_kind, out.error = status, kind, error
+    out.stop_reason = "cancelled" if status == "cancelled" else "error"
+    return out
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,10 @@ from ._codec import (
     event_from_dict,
     result_from_dict,
 )
+from ._core import HistoryPage, PendingConfirmation, SessionPage
 from ._loadtest import check_target, remote_hive_factory
-from ._remote import (
-    AsyncRemoteHive,
-    AsyncRemoteSubscription,
-    AsyncRemoteTurnStream,
-    HistoryPage,
-    PendingConfirmation,
-    RemoteHive,
-    RemoteSubscription,
-    RemoteTurnStream,
-    SessionPage,
-)
+from ._remote import AsyncRemoteHive, RemoteHive
+from ._streams import AsyncRemoteSubscription, AsyncRemoteTurnStream, RemoteSubscription, RemoteTurnStream
 
 __all__ = [
     "AsyncRemoteHive",

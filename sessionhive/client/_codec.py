@@ -8,37 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from sessionhive import (
     AgentEvent,
     AgentResult,
-    BaseUrlNotAllowed,
-    CallTimeout,
-    ConfirmationNotFound,
     ConfirmationRequired,
     ConfirmationResolved,
     ContextCompacted,
     ContextUsage,
     EventsDropped,
-    Forbidden,
-    HiveStopped,
-    InvalidConfig,
-    InvalidSessionId,
     LlmError,
-    LlmNotConfigured,
     Message,
-    Overloaded,
     PersistenceFailed,
-    QuotaExceeded,
-    SessionExists,
-    SessionFailed,
     SessionhiveError,
-    SessionNotFound,
     SessionPaused,
     SessionResumed,
-    StoreError,
     TextDelta,
     ToolCall,
     ToolEnd,
@@ -50,12 +36,14 @@ from sessionhive import (
     TurnStart,
     Usage,
 )
+from sessionhive.serve.problems import PROBLEMS, ProblemKind
 
 __all__ = [
     "RemoteError",
     "ServiceUnavailable",
     "SseParser",
     "Unauthorized",
+    "aiter_sse",
     "context_from_dict",
     "error_from_problem",
     "event_from_dict",
@@ -129,49 +117,27 @@ def event_from_dict(data: dict[str, Any]) -> AgentEvent:
     return cls(**kwargs)
 
 
-def _turn_error(cls: type[TurnFailed] | type[LlmError], problem: dict[str, Any]) -> SessionhiveError:
-    error = cls(str(problem.get("detail", "")))
-    if isinstance(problem.get("event"), dict):
-        error.event = event_from_dict(problem["event"])
-    return error
+# Each class the service names, by name, with the fields its constructor takes.
+_KINDS: dict[str, ProblemKind] = {kind.cls.__name__: kind for kind in PROBLEMS}
+# A field's value when the problem lacks it (an older or a foreign service).
+_MISSING: dict[str, Any] = {"limit": 0, "reason": "cancelled", "llm_problem": None}
 
 
-def _sid(problem: dict[str, Any]) -> str:
-    return str(problem.get("session_id", ""))
-
-
-# Each class the service names, rebuilt from the fields its problem document carries.
-_BUILDERS: dict[str, Callable[[dict[str, Any]], SessionhiveError]] = {
-    "SessionNotFound": lambda p: SessionNotFound(_sid(p)),
-    "SessionExists": lambda p: SessionExists(_sid(p)),
-    "SessionPaused": lambda p: SessionPaused(_sid(p)),
-    "TurnCancelled": lambda p: TurnCancelled(_sid(p), str(p.get("reason", "cancelled"))),
-    "ConfirmationNotFound": lambda p: ConfirmationNotFound(_sid(p), str(p.get("tool_id", ""))),
-    "Overloaded": lambda p: Overloaded(_sid(p), int(p.get("limit", 0))),
-    "Forbidden": lambda p: Forbidden(str(p.get("scope", ""))),
-    "QuotaExceeded": lambda p: QuotaExceeded(
-        str(p.get("tenant", "")), str(p.get("quota", "")), int(p.get("limit", 0))
-    ),
-    "SessionFailed": lambda p: SessionFailed(_sid(p), str(p.get("last_error", ""))),
-    "LlmNotConfigured": lambda p: LlmNotConfigured(
-        _sid(p), str(p["llm_problem"]) if p.get("llm_problem") is not None else None
-    ),
-    "HiveStopped": lambda _p: HiveStopped(),
-    "TurnFailed": lambda p: _turn_error(TurnFailed, p),
-    "LlmError": lambda p: _turn_error(LlmError, p),
-    "InvalidSessionId": lambda p: InvalidSessionId(str(p.get("detail", ""))),
-    "InvalidConfig": lambda p: InvalidConfig(str(p.get("detail", ""))),
-    "BaseUrlNotAllowed": lambda p: BaseUrlNotAllowed(str(p.get("base_url", "")), str(p.get("reason", ""))),
-    "StoreError": lambda p: StoreError(str(p.get("detail", ""))),
-    "CallTimeout": lambda p: CallTimeout(str(p.get("detail", ""))),
-}
+def _argument(problem: dict[str, Any], field: str) -> Any:
+    value = problem.get(field, _MISSING.get(field, ""))
+    if field == "limit":
+        return int(value)
+    return None if value is None else str(value)
 
 
 def error_from_problem(status: int, problem: dict[str, Any]) -> SessionhiveError:
     """The exception the embedded Hive would have raised for this problem document."""
-    build = _BUILDERS.get(str(problem.get("error")))
-    if build is not None:
-        return build(problem)
+    kind = _KINDS.get(str(problem.get("error")))
+    if kind is not None:
+        error = kind.cls(*(_argument(problem, field) for field in kind.fields))
+        if isinstance(error, TurnFailed | LlmError) and isinstance(problem.get("event"), dict):
+            error.event = event_from_dict(problem["event"])
+        return error
     if status == 401:
         return Unauthorized(status, problem)
     if status == 503:
@@ -206,6 +172,15 @@ def iter_sse(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """``(event, data)`` pairs from the lines of a ``text/event-stream`` body."""
     parser = SseParser()
     for line in lines:
+        found = parser.feed(line)
+        if found is not None:
+            yield found
+
+
+async def aiter_sse(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, str]]:
+    """:func:`iter_sse` over the lines of an async body."""
+    parser = SseParser()
+    async for line in lines:
         found = parser.feed(line)
         if found is not None:
             yield found

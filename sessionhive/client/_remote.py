@@ -2,31 +2,23 @@
 
 Every method has the name, arguments, result and exceptions of its
 :class:`~sessionhive.Hive` / :class:`~sessionhive.AsyncHive` twin; the service's
-problem documents come back as the same exception classes.
+problem documents come back as the same exception classes. Each method is one
+line here: its request and its answer are written once, in
+:class:`._core.RemoteCore`; the twins only send (``httpx.Client``) or await
+(``httpx.AsyncClient``) what the core plans.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
-import inspect
-import os
-import queue
-import socket
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 
 from sessionhive import (
-    AgentEvent,
     AgentResult,
     CallTimeout,
-    ConfirmationNotFound,
     ConfirmationPolicy,
     ConfirmationRequired,
     ContextUsage,
@@ -36,322 +28,47 @@ from sessionhive import (
     ToolDefinition,
     Usage,
 )
-from sessionhive.api import (
-    DEFAULT,
-    DEFAULT_CALL_TIMEOUT,
-    DEFAULT_STOP_TIMEOUT,
-    Timeout,
-    resolve_timeout,
+from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.metrics import tracing
+
+from ._core import (
+    DEFAULT_PAGE,
+    HistoryPage,
+    HttpCall,
+    PendingConfirmation,
+    Plan,
+    RemoteCore,
+    SessionPage,
+    answer_of,
+    auth_headers,
+    raise_for,
+    transport_error,
 )
-from sessionhive.model.confirmation import (
-    check_confirm_arguments,
-    decision_from_answer,
-    read_confirmation_answer,
-)
-from sessionhive.model.validate import check_instance
+from ._streams import AsyncRemoteSubscription, AsyncRemoteTurnStream, RemoteSubscription, RemoteTurnStream
 
-from ._codec import (
-    ServiceUnavailable,
-    SseParser,
-    context_from_dict,
-    error_from_problem,
-    event_from_dict,
-    iter_sse,
-    load,
-    result_from_dict,
-)
+__all__ = ["AsyncRemoteHive", "RemoteHive"]
 
-__all__ = [
-    "AsyncRemoteHive",
-    "AsyncRemoteSubscription",
-    "AsyncRemoteTurnStream",
-    "HistoryPage",
-    "PendingConfirmation",
-    "RemoteHive",
-    "RemoteSubscription",
-    "RemoteTurnStream",
-    "SessionPage",
-]
-
-_PAGE = 1000
-#: The page size of :meth:`RemoteHive.find_sessions` and :meth:`RemoteHive.history_page` by default.
-DEFAULT_PAGE = 100
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class SessionPage:
-    """One page of :meth:`RemoteHive.find_sessions`: ``total`` sessions matched, ``ids`` from ``offset``."""
+class _RemoteBase:
+    """What both twins hold: the service's address, the call timeout and the core that plans calls."""
 
-    total: int
-    offset: int
-    ids: list[str]
+    def __init__(self, base_url: str, call_timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.call_timeout = call_timeout
+        self._core = RemoteCore(call_timeout)
 
+    def _t(self, timeout: Timeout) -> float | None:
+        return self._core.timeout(timeout)
 
-@dataclass(frozen=True)
-class HistoryPage:
-    """Messages ``offset`` to ``offset + len(messages)`` of a history of ``total``.
-
-    Page back with ``history_page(session_id, before=page.offset)`` while ``offset > 0``.
-    """
-
-    total: int
-    offset: int
-    messages: list[Message]
+    @property
+    def metrics_url(self) -> str:
+        """The service's Prometheus endpoint (``/metrics``, served without a token)."""
+        return self.base_url + "/metrics"
 
 
-@dataclass(frozen=True)
-class PendingConfirmation:
-    """A tool call waiting for a decision, as :meth:`RemoteHive.confirmation_inbox` lists it.
-
-    ``prompt`` is the session's last prompt and ``recent`` its last messages (what led to the
-    call); ``waiting_since`` is the Unix time it began waiting.
-    """
-
-    session_id: str
-    tool_id: str
-    tool_name: str
-    arguments: dict[str, Any]
-    timeout_s: float
-    waiting_since: float
-    prompt: str
-    recent: list[Message]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PendingConfirmation:
-        return cls(
-            session_id=data["session_id"],
-            tool_id=data["tool_id"],
-            tool_name=data["tool_name"],
-            arguments=dict(data["arguments"]),
-            timeout_s=float(data["timeout_s"]),
-            waiting_since=float(data["waiting_since"]),
-            prompt=data["prompt"],
-            recent=[Message.from_dict(m) for m in data["recent"]],
-        )
-
-
-def _find_params(prefix: str, state: str | None, offset: int, limit: int) -> dict[str, Any]:
-    params: dict[str, Any] = {"offset": offset, "limit": limit}
-    if prefix:
-        params["q"] = prefix
-    if state is not None:
-        params["state"] = state
-    return params
-
-
-def _history_params(before: int | None, limit: int) -> dict[str, Any]:
-    return {"limit": limit} if before is None else {"before": before, "limit": limit}
-
-
-def _history_page(data: dict[str, Any]) -> HistoryPage:
-    return HistoryPage(
-        int(data["total"]), int(data["offset"]), [Message.from_dict(m) for m in data["messages"]]
-    )
-
-
-_SSE = {"Accept": "text/event-stream"}
-
-
-def _sid(session_id: str) -> str:
-    if not isinstance(session_id, str):
-        from sessionhive import InvalidSessionId
-
-        raise InvalidSessionId(f"session id must be a string, got {type(session_id).__name__}")
-    return quote(session_id, safe="")
-
-
-def _session(session_id: str, tail: str = "") -> str:
-    return f"/v1/sessions/{_sid(session_id)}{tail}"
-
-
-def _config_json(config: SessionConfig | None) -> dict[str, Any] | None:
-    if config is None:
-        return None
-    check_instance("config", config, SessionConfig)
-    data = config.to_dict()
-    # Send only what differs from the defaults: the service fills in the rest.
-    defaults = SessionConfig().to_dict()
-    return {k: v for k, v in data.items() if v != defaults[k]}
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = {"detail": response.text[:500]}
-    if not isinstance(problem, dict):
-        problem = {"detail": str(problem)}
-    raise error_from_problem(response.status_code, problem)
-
-
-def _transport_error(exc: httpx.HTTPError, what: str) -> Exception:
-    if isinstance(exc, httpx.TimeoutException):
-        return CallTimeout(f"{what} got no answer in time (the work may still finish): {exc}")
-    return ServiceUnavailable(
-        0, {"detail": f"{what}: cannot reach the service: {exc}", "error": "Unreachable"}
-    )
-
-
-def _token(token: str | None) -> dict[str, str]:
-    token = token if token is not None else os.environ.get("SESSIONHIVE_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _ask(callback: Callable[[ConfirmationRequired], Any], event: ConfirmationRequired) -> object:
-    """The callback's answer; one that raises answers a rejection with the error as the reason."""
-    try:
-        return callback(event)
-    except Exception as error:  # noqa: BLE001 - a failing callback rejects, as with an embedded Hive
-        return (False, f"on_confirmation raised {type(error).__name__}: {error}")
-
-
-def _decide_blocking(answer: object, timeout_s: float) -> tuple[bool, str | None] | None:
-    """:func:`read_confirmation_answer` from sync code: an awaitable answer runs on a loop of its own.
-
-    In a thread of its own too, so it works even where this thread runs a loop
-    already (a notebook); ``None`` means no answer in time (the service's timer decides).
-    """
-    if not inspect.isawaitable(answer):
-        return decision_from_answer(answer)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessionhive-confirm") as pool:
-        return pool.submit(asyncio.run, read_confirmation_answer(answer, timeout_s)).result()
-
-
-def _stream_outcome(kind: str, data: str) -> tuple[AgentEvent | None, AgentResult | None, Exception | None]:
-    payload = load(data)
-    if kind == "result":
-        return None, result_from_dict(payload), None
-    if kind == "error":
-        return None, None, error_from_problem(int(payload.get("status", 500)), payload)
-    return event_from_dict(payload), None, None
-
-
-class RemoteTurnStream:
-    """A turn's events as they arrive over server-sent events; :meth:`result` for the outcome."""
-
-    def __init__(
-        self,
-        hive: RemoteHive,
-        session_id: str,
-        response: httpx.Response,
-        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
-    ) -> None:
-        self.session_id = session_id
-        self._hive = hive
-        self._response = response
-        self._on_confirmation = on_confirmation
-        self._lines = response.iter_lines()
-        self._result: AgentResult | None = None
-        self._error: Exception | None = None
-        self._finished = False
-
-    def __iter__(self) -> Iterator[AgentEvent]:
-        if self._finished:
-            return
-        try:
-            for kind, data in iter_sse(self._lines):
-                event, result, error = _stream_outcome(kind, data)
-                if event is not None:
-                    if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                        decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
-                        if decision is not None:
-                            with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                                self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
-                    yield event
-                    continue
-                self._result, self._error = result, error
-                break
-            else:
-                self._error = ServiceUnavailable(0, {"detail": "the turn's event stream ended early"})
-        except httpx.HTTPError as exc:
-            self._error = _transport_error(exc, f"the turn of session {self.session_id!r}")
-        finally:
-            self._finished = True
-            self._response.close()
-
-    def result(self, timeout: float | None = None) -> AgentResult:
-        """The outcome, once the stream has been read to its end (``timeout`` as Hive's, unused:
-        the service ends every turn's stream with its outcome)."""
-        del timeout
-        for _ in self:
-            pass
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def cancel(self) -> bool:
-        return self._hive.cancel_operation(self.session_id)
-
-
-class RemoteSubscription:
-    """A session's live events; a reader thread keeps the stream drained into a queue."""
-
-    def __init__(self, session_id: str, response: httpx.Response) -> None:
-        self.session_id = session_id
-        self._response = response
-        self._queue: queue.SimpleQueue[AgentEvent | None] = queue.SimpleQueue()
-        self.ready = threading.Event()
-        self._thread = threading.Thread(target=self._read, name=f"sessionhive-sub-{session_id}", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        try:
-            for kind, data in iter_sse(self._response.iter_lines()):
-                if kind == "subscribed":
-                    self.ready.set()
-                elif kind == "end":
-                    break
-                else:
-                    self._queue.put(event_from_dict(load(data)))
-        except (httpx.HTTPError, ValueError, RuntimeError):
-            pass  # closed by close(), or the service went away: the iteration ends
-        finally:
-            self.ready.set()
-            self._queue.put(None)
-            self._response.close()
-
-    def __iter__(self) -> Iterator[AgentEvent]:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                self._queue.put(None)
-                return
-            yield event
-
-    def get(self, timeout: float | None = None) -> AgentEvent | None:
-        """The next event (``None`` when closed); raises ``TimeoutError`` after ``timeout``."""
-        try:
-            event = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no event of session {self.session_id!r} within {timeout} s") from None
-        if event is None:
-            self._queue.put(None)
-        return event
-
-    def close(self) -> None:
-        # The reader thread is blocked in recv(): closing the socket would not wake it (nor tell the
-        # service), shutting it down does both.
-        network = self._response.extensions.get("network_stream")
-        sock = network.get_extra_info("socket") if network is not None else None
-        if isinstance(sock, socket.socket):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
-        self._thread.join(5)
-        self._response.close()
-
-    def __enter__(self) -> RemoteSubscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class RemoteHive:
+class RemoteHive(_RemoteBase):
     """:class:`~sessionhive.Hive`'s API against a ``sessionhive serve`` at ``base_url``.
 
     ``token`` defaults to ``SESSIONHIVE_TOKEN``. ``timeout=`` works as in Hive
@@ -367,10 +84,13 @@ class RemoteHive:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.call_timeout = call_timeout
+        super().__init__(base_url, call_timeout)
         self._http = httpx.Client(
-            base_url=self.base_url, headers=_token(token), timeout=call_timeout, transport=transport
+            base_url=self.base_url,
+            headers=auth_headers(token),
+            timeout=call_timeout,
+            transport=transport,
+            event_hooks={"request": [tracing.inject_request]},  # the caller's span reaches the service
         )
 
     def close(self) -> None:
@@ -386,56 +106,43 @@ class RemoteHive:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _t(self, timeout: Timeout) -> float | None:
-        return resolve_timeout(timeout, self.call_timeout)
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        timeout: Timeout = DEFAULT,
-    ) -> Any:
+    def _send(self, call: HttpCall) -> httpx.Response:
+        request = self._http.build_request(call.method, call.path, **call.options())
         try:
-            response = self._http.request(method, path, json=json, params=params, timeout=self._t(timeout))
+            return self._http.send(request, stream=call.stream)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, f"{method} {path}") from None
-        _raise_for(response)
-        return response.json() if response.content else None
+            raise transport_error(exc, call.what) from None
 
-    def _open_stream(self, method: str, path: str, json: Any, timeout: Timeout) -> httpx.Response:
-        request = self._http.build_request(
-            method, path, json=json, headers=_SSE, timeout=httpx.Timeout(self._t(timeout), read=None)
-        )
+    def _run(self, plan: Plan[T]) -> T:
+        """Send each call ``plan`` yields, hand it the answer, return what it returns."""
         try:
-            response = self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, f"{method} {path}") from None
+            call = next(plan)
+            while True:
+                call = plan.send(answer_of(self._send(call)))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    def _open_stream(self, call: HttpCall) -> httpx.Response:
+        response = self._send(call)
         if response.status_code >= 400:
             response.read()
             response.close()
-            _raise_for(response)
+            raise_for(response)
         return response
 
-    # sessions
     def create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
-        data = self._request(
-            "POST", "/v1/sessions", json={"id": session_id, "config": _config_json(config)}, timeout=timeout
-        )
-        return str(data["id"])
+        return self._run(self._core.create_session(session_id, config, timeout))
 
     def get_or_create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
-        body = {"id": session_id, "config": _config_json(config), "exist_ok": True}
-        return str(self._request("POST", "/v1/sessions", json=body, timeout=timeout)["id"])
+        return self._run(self._core.get_or_create_session(session_id, config, timeout))
 
     def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(self._request("POST", _session(session_id, "/reset"), timeout=timeout)["changed"])
+        return self._run(self._core.changed("reset", session_id, timeout))
 
     def create_child_session(
         self,
@@ -445,44 +152,35 @@ class RemoteHive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> str:
-        body = {"id": child_id, "config": _config_json(config)}
-        return str(self._request("POST", _session(parent_id, "/children"), json=body, timeout=timeout)["id"])
+        return self._run(self._core.create_child_session(parent_id, child_id, config, timeout))
 
     def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        self._request("DELETE", _session(session_id), timeout=timeout)
+        return self._run(self._core.session_only("destroy", session_id, timeout))
 
     def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
-        return list(self._request("GET", _session(parent_id, "/children"), timeout=timeout)["ids"])
+        return self._run(self._core.get_child_sessions(parent_id, timeout))
 
     def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(self._request("GET", _session(session_id), timeout=timeout)["is_child"])
+        return self._run(self._core.is_child_session(session_id, timeout))
 
     def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
-        return int(self._request("GET", "/v1/stats", timeout=timeout)["sessions"])
+        return self._run(self._core.stat("sessions", timeout))
 
     def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
-        return int(self._request("GET", "/v1/stats", timeout=timeout)["live_sessions"])
+        return self._run(self._core.stat("live_sessions", timeout))
 
     def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:
-        ids: list[str] = []
-        while True:
-            page = self._request(
-                "GET", "/v1/sessions", params={"offset": len(ids), "limit": _PAGE}, timeout=timeout
-            )
-            ids.extend(page["ids"])
-            if not page["ids"] or len(ids) >= page["total"]:
-                return ids
+        return self._run(self._core.list_sessions(timeout))
 
     def list_tools(self) -> list[ToolDefinition]:
-        return [ToolDefinition(**t) for t in self._request("GET", "/v1/tools")["tools"]]
+        return self._run(self._core.list_tools())
 
     def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        self._request("GET", _session(session_id, "/usage"), timeout=timeout)
+        return self._run(self._core.session_only("usage", session_id, timeout))
 
     def load_all_sessions(self, *, timeout: Timeout = None) -> int:
-        return int(self._request("POST", "/v1/load-all", timeout=timeout)["loaded"])
+        return self._run(self._core.load_all_sessions(timeout))
 
-    # turns
     def generate(
         self,
         session_id: str,
@@ -495,8 +193,7 @@ class RemoteHive:
         if on_confirmation is not None:
             stream = self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation)
             return stream.result(self._t(timeout))
-        data = self._request("POST", _session(session_id, "/turns"), json={"prompt": prompt}, timeout=timeout)
-        return result_from_dict(data)
+        return self._run(self._core.generate(session_id, prompt, timeout))
 
     def generate_streaming(
         self,
@@ -506,39 +203,26 @@ class RemoteHive:
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> RemoteTurnStream:
-        response = self._open_stream("POST", _session(session_id, "/turns"), {"prompt": prompt}, timeout)
+        response = self._open_stream(self._core.turn_stream(session_id, prompt, timeout))
         return RemoteTurnStream(self, session_id, response, on_confirmation)
 
     def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
-        messages: list[Message] = []
-        while True:
-            page = self._request(
-                "GET",
-                _session(session_id, "/history"),
-                params={"offset": len(messages), "limit": _PAGE},
-                timeout=timeout,
-            )
-            messages.extend(Message.from_dict(m) for m in page["messages"])
-            if not page["messages"] or len(messages) >= page["total"]:
-                return messages
+        return self._run(self._core.history(session_id, timeout))
 
     def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage:
-        return context_from_dict(self._request("GET", _session(session_id, "/context"), timeout=timeout))
+        return self._run(self._core.context_usage(session_id, timeout))
 
     def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
-        return Usage.from_dict(self._request("GET", _session(session_id, "/usage"), timeout=timeout))
+        return self._run(self._core.usage(session_id, timeout))
 
     def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        self._request("POST", _session(session_id, "/clear"), timeout=timeout)
+        return self._run(self._core.session_only("clear", session_id, timeout))
 
     def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
-        self._request("POST", _session(session_id, "/compact"), timeout=timeout)
+        return self._run(self._core.session_only("compact", session_id, timeout))
 
     def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
-        data = self._request(
-            "POST", _session(session_id, "/compact"), params={"auto": "true"}, timeout=timeout
-        )
-        return bool(data["compacted"])
+        return self._run(self._core.maybe_auto_compact(session_id, timeout))
 
     def configure(
         self,
@@ -549,25 +233,19 @@ class RemoteHive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> None:
-        body = {
-            "thinking": thinking,
-            "budget": budget,
-            "model_config": model_config.to_dict() if model_config is not None else None,
-        }
-        self._request("PUT", _session(session_id, "/configure"), json=body, timeout=timeout)
+        return self._run(self._core.configure(session_id, thinking, budget, model_config, timeout))
 
     def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
-        data = self._request("GET", _session(session_id, "/llm"), timeout=timeout)
-        return LlmConfig.from_dict(data) if data else None
+        return self._run(self._core.get_llm_for_session(session_id, timeout))
 
     def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(self._request("POST", _session(session_id, "/pause"), timeout=timeout)["changed"])
+        return self._run(self._core.changed("pause", session_id, timeout))
 
     def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(self._request("POST", _session(session_id, "/resume"), timeout=timeout)["changed"])
+        return self._run(self._core.changed("resume", session_id, timeout))
 
     def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(self._request("POST", _session(session_id, "/cancel"), timeout=timeout)["changed"])
+        return self._run(self._core.changed("cancel", session_id, timeout))
 
     def confirm_tool(
         self,
@@ -578,49 +256,34 @@ class RemoteHive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> bool:
-        # No decided_by: the service names who decided from the caller's token.
-        check_confirm_arguments(tool_id, approved, reason, None)
-        path = _session(session_id, f"/confirmations/{quote(tool_id, safe='')}")
-        data = self._request("POST", path, json={"approved": approved, "reason": reason}, timeout=timeout)
-        return bool(data["confirmed"])
+        return self._run(self._core.confirm_tool(session_id, tool_id, approved, reason, timeout))
 
     def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
-        data = self._request("GET", _session(session_id, "/confirmations"), timeout=timeout)
-        return [p["tool_id"] for p in data["pending"]]
+        return self._run(self._core.pending_confirmations(session_id, timeout))
 
     def set_confirmation_policy(
         self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        check_instance("policy", policy, ConfirmationPolicy)
-        data = self._request("PUT", _session(session_id, "/policy"), json=policy.to_dict(), timeout=timeout)
-        return ConfirmationPolicy.from_dict(data)
+        return self._run(self._core.set_confirmation_policy(session_id, policy, timeout))
 
     def get_confirmation_policy(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ConfirmationPolicy:
-        return ConfirmationPolicy.from_dict(
-            self._request("GET", _session(session_id, "/policy"), timeout=timeout)
-        )
+        return self._run(self._core.get_confirmation_policy(session_id, timeout))
 
     def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> RemoteSubscription:
         """Receive the session's events from now on (returns once the service has subscribed)."""
-        response = self._open_stream("GET", _session(session_id, "/events"), None, timeout)
-        subscription = RemoteSubscription(session_id, response)
+        subscription = RemoteSubscription(
+            session_id, self._open_stream(self._core.events_stream(session_id, timeout))
+        )
         if not subscription.ready.wait(self._t(timeout)):
             subscription.close()
             raise CallTimeout(f"subscribing to session {session_id!r} got no answer in time")
         return subscription
 
-    # store
     def flush(self, timeout: Timeout = None) -> None:
-        self._request("POST", "/v1/flush", timeout=timeout)
+        return self._run(self._core.flush(timeout))
 
     def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
-        data = self._request("GET", "/v1/store/health", timeout=timeout)
-        return [(s["name"], s["status"]) for s in data["stores"]]
-
-    @property
-    def metrics_url(self) -> str:
-        """The service's Prometheus endpoint (``/metrics``, served without a token)."""
-        return self.base_url + "/metrics"
+        return self._run(self._core.store_health(timeout))
 
     def find_sessions(
         self,
@@ -629,15 +292,13 @@ class RemoteHive:
         state: str | None = None,
         offset: int = 0,
         limit: int = DEFAULT_PAGE,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> SessionPage:
         """One page of the sessions whose id starts with ``prefix``, waiting ones first.
 
         ``state`` (``waiting``, ``running``, ``paused``, ``idle``) keeps only those.
         """
-        params = _find_params(prefix, state, offset, limit)
-        data = self._request("GET", "/v1/sessions", params=params, timeout=timeout)
-        return SessionPage(int(data["total"]), int(data["offset"]), list(data["ids"]))
+        return self._run(self._core.find_sessions(prefix, state, offset, limit, timeout))
 
     def history_page(
         self,
@@ -645,147 +306,17 @@ class RemoteHive:
         *,
         before: int | None = None,
         limit: int = DEFAULT_PAGE,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> HistoryPage:
         """The ``limit`` messages before index ``before`` (default: the newest ``limit``)."""
-        path = _session(session_id, "/history")
-        params = _history_params(before, limit)
-        return _history_page(self._request("GET", path, params=params, timeout=timeout))
+        return self._run(self._core.history_page(session_id, before, limit, timeout))
 
-    def confirmation_inbox(self, *, timeout: Timeout = "default") -> list[PendingConfirmation]:
+    def confirmation_inbox(self, *, timeout: Timeout = DEFAULT) -> list[PendingConfirmation]:
         """Every tool call waiting for a decision in the sessions this token sees, oldest first."""
-        data = self._request("GET", "/v1/confirmations", timeout=timeout)
-        return [PendingConfirmation.from_dict(p) for p in data["pending"]]
+        return self._run(self._core.confirmation_inbox(timeout))
 
 
-class AsyncRemoteTurnStream:
-    """A turn's events as an async iterator; ``await stream.result()`` for the outcome."""
-
-    def __init__(
-        self,
-        hive: AsyncRemoteHive,
-        session_id: str,
-        response: httpx.Response,
-        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
-    ) -> None:
-        self.session_id = session_id
-        self._hive = hive
-        self._response = response
-        self._on_confirmation = on_confirmation
-        self._result: AgentResult | None = None
-        self._error: Exception | None = None
-        self._finished = False
-
-    def __aiter__(self) -> AsyncIterator[AgentEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[AgentEvent]:
-        if self._finished:
-            return
-        parser = SseParser()
-        try:
-            async for line in self._response.aiter_lines():
-                found = parser.feed(line)
-                if found is None:
-                    continue
-                event, result, error = _stream_outcome(*found)
-                if event is not None:
-                    if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                        answer = _ask(self._on_confirmation, event)
-                        decision = await read_confirmation_answer(answer, event.timeout_s)
-                        if decision is not None:
-                            with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                                await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
-                    yield event
-                    continue
-                self._result, self._error = result, error
-                return
-            self._error = ServiceUnavailable(0, {"detail": "the turn's event stream ended early"})
-        except httpx.HTTPError as exc:
-            self._error = _transport_error(exc, f"the turn of session {self.session_id!r}")
-        finally:
-            self._finished = True
-            await self._response.aclose()
-
-    async def result(self, timeout: float | None = None) -> AgentResult:
-        async def drain() -> None:
-            async for _ in self:
-                pass
-
-        try:
-            await asyncio.wait_for(drain(), timeout)
-        except TimeoutError:
-            raise CallTimeout(f"the turn of session {self.session_id!r} did not end in time") from None
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    async def cancel(self) -> bool:
-        return await self._hive.cancel_operation(self.session_id)
-
-
-class AsyncRemoteSubscription:
-    """A session's live events as an async iterator."""
-
-    def __init__(self, session_id: str, response: httpx.Response) -> None:
-        self.session_id = session_id
-        self._response = response
-        self._queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
-        self.ready = asyncio.get_running_loop().create_future()
-        self._task = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        parser = SseParser()
-        try:
-            async for line in self._response.aiter_lines():
-                found = parser.feed(line)
-                if found is None:
-                    continue
-                kind, data = found
-                if kind == "subscribed":
-                    if not self.ready.done():
-                        self.ready.set_result(None)
-                elif kind == "end":
-                    break
-                else:
-                    self._queue.put_nowait(event_from_dict(load(data)))
-        except (httpx.HTTPError, ValueError, RuntimeError):
-            pass
-        finally:
-            if not self.ready.done():
-                self.ready.set_result(None)
-            self._queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await self._response.aclose()
-
-    def __aiter__(self) -> AsyncIterator[AgentEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[AgentEvent]:
-        while True:
-            event = await self.get()
-            if event is None:
-                return
-            yield event
-
-    async def get(self, timeout: float | None = None) -> AgentEvent | None:
-        event = await asyncio.wait_for(self._queue.get(), timeout)
-        if event is None:
-            self._queue.put_nowait(None)
-        return event
-
-    def close(self) -> None:
-        self._task.cancel()
-
-    async def __aenter__(self) -> AsyncRemoteSubscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncRemoteHive:
+class AsyncRemoteHive(_RemoteBase):
     """:class:`~sessionhive.AsyncHive`'s API against a ``sessionhive serve``, on ``httpx.AsyncClient``."""
 
     def __init__(
@@ -797,14 +328,14 @@ class AsyncRemoteHive:
         max_connections: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.call_timeout = call_timeout
+        super().__init__(base_url, call_timeout)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers=_token(token),
+            headers=auth_headers(token),
             timeout=call_timeout,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
+            event_hooks={"request": [tracing.ainject_request]},  # the caller's span reaches the service
         )
 
     async def close(self) -> None:
@@ -820,55 +351,43 @@ class AsyncRemoteHive:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _t(self, timeout: Timeout) -> float | None:
-        return resolve_timeout(timeout, self.call_timeout)
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        timeout: Timeout = DEFAULT,
-    ) -> Any:
+    async def _send(self, call: HttpCall) -> httpx.Response:
+        request = self._http.build_request(call.method, call.path, **call.options())
         try:
-            response = await self._http.request(
-                method, path, json=json, params=params, timeout=self._t(timeout)
-            )
+            return await self._http.send(request, stream=call.stream)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, f"{method} {path}") from None
-        _raise_for(response)
-        return response.json() if response.content else None
+            raise transport_error(exc, call.what) from None
 
-    async def _open_stream(self, method: str, path: str, json: Any, timeout: Timeout) -> httpx.Response:
-        request = self._http.build_request(
-            method, path, json=json, headers=_SSE, timeout=httpx.Timeout(self._t(timeout), read=None)
-        )
+    async def _run(self, plan: Plan[T]) -> T:
+        """Send each call ``plan`` yields, hand it the answer, return what it returns."""
         try:
-            response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, f"{method} {path}") from None
+            call = next(plan)
+            while True:
+                call = plan.send(answer_of(await self._send(call)))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _open_stream(self, call: HttpCall) -> httpx.Response:
+        response = await self._send(call)
         if response.status_code >= 400:
             await response.aread()
             await response.aclose()
-            _raise_for(response)
+            raise_for(response)
         return response
 
     async def create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
-        body = {"id": session_id, "config": _config_json(config)}
-        return str((await self._request("POST", "/v1/sessions", json=body, timeout=timeout))["id"])
+        return await self._run(self._core.create_session(session_id, config, timeout))
 
     async def get_or_create_session(
         self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
     ) -> str:
-        body = {"id": session_id, "config": _config_json(config), "exist_ok": True}
-        return str((await self._request("POST", "/v1/sessions", json=body, timeout=timeout))["id"])
+        return await self._run(self._core.get_or_create_session(session_id, config, timeout))
 
     async def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool((await self._request("POST", _session(session_id, "/reset"), timeout=timeout))["changed"])
+        return await self._run(self._core.changed("reset", session_id, timeout))
 
     async def create_child_session(
         self,
@@ -878,44 +397,34 @@ class AsyncRemoteHive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> str:
-        body = {"id": child_id, "config": _config_json(config)}
-        return str(
-            (await self._request("POST", _session(parent_id, "/children"), json=body, timeout=timeout))["id"]
-        )
+        return await self._run(self._core.create_child_session(parent_id, child_id, config, timeout))
 
     async def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        await self._request("DELETE", _session(session_id), timeout=timeout)
+        return await self._run(self._core.session_only("destroy", session_id, timeout))
 
     async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
-        return list((await self._request("GET", _session(parent_id, "/children"), timeout=timeout))["ids"])
+        return await self._run(self._core.get_child_sessions(parent_id, timeout))
 
     async def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool((await self._request("GET", _session(session_id), timeout=timeout))["is_child"])
+        return await self._run(self._core.is_child_session(session_id, timeout))
 
     async def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
-        return int((await self._request("GET", "/v1/stats", timeout=timeout))["sessions"])
+        return await self._run(self._core.stat("sessions", timeout))
 
     async def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
-        return int((await self._request("GET", "/v1/stats", timeout=timeout))["live_sessions"])
+        return await self._run(self._core.stat("live_sessions", timeout))
 
     async def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]:
-        ids: list[str] = []
-        while True:
-            page = await self._request(
-                "GET", "/v1/sessions", params={"offset": len(ids), "limit": _PAGE}, timeout=timeout
-            )
-            ids.extend(page["ids"])
-            if not page["ids"] or len(ids) >= page["total"]:
-                return ids
+        return await self._run(self._core.list_sessions(timeout))
 
     async def list_tools(self) -> list[ToolDefinition]:
-        return [ToolDefinition(**t) for t in (await self._request("GET", "/v1/tools"))["tools"]]
+        return await self._run(self._core.list_tools())
 
     async def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        await self._request("GET", _session(session_id, "/usage"), timeout=timeout)
+        return await self._run(self._core.session_only("usage", session_id, timeout))
 
     async def load_all_sessions(self, *, timeout: Timeout = None) -> int:
-        return int((await self._request("POST", "/v1/load-all", timeout=timeout))["loaded"])
+        return await self._run(self._core.load_all_sessions(timeout))
 
     async def generate(
         self,
@@ -929,10 +438,7 @@ class AsyncRemoteHive:
         if on_confirmation is not None:
             stream = await self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation)
             return await stream.result(self._t(timeout))
-        body = {"prompt": prompt}
-        return result_from_dict(
-            await self._request("POST", _session(session_id, "/turns"), json=body, timeout=timeout)
-        )
+        return await self._run(self._core.generate(session_id, prompt, timeout))
 
     async def generate_streaming(
         self,
@@ -942,43 +448,26 @@ class AsyncRemoteHive:
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> AsyncRemoteTurnStream:
-        response = await self._open_stream(
-            "POST", _session(session_id, "/turns"), {"prompt": prompt}, timeout
-        )
+        response = await self._open_stream(self._core.turn_stream(session_id, prompt, timeout))
         return AsyncRemoteTurnStream(self, session_id, response, on_confirmation)
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
-        messages: list[Message] = []
-        while True:
-            page = await self._request(
-                "GET",
-                _session(session_id, "/history"),
-                params={"offset": len(messages), "limit": _PAGE},
-                timeout=timeout,
-            )
-            messages.extend(Message.from_dict(m) for m in page["messages"])
-            if not page["messages"] or len(messages) >= page["total"]:
-                return messages
+        return await self._run(self._core.history(session_id, timeout))
 
     async def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage:
-        return context_from_dict(
-            await self._request("GET", _session(session_id, "/context"), timeout=timeout)
-        )
+        return await self._run(self._core.context_usage(session_id, timeout))
 
     async def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
-        return Usage.from_dict(await self._request("GET", _session(session_id, "/usage"), timeout=timeout))
+        return await self._run(self._core.usage(session_id, timeout))
 
     async def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        await self._request("POST", _session(session_id, "/clear"), timeout=timeout)
+        return await self._run(self._core.session_only("clear", session_id, timeout))
 
     async def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
-        await self._request("POST", _session(session_id, "/compact"), timeout=timeout)
+        return await self._run(self._core.session_only("compact", session_id, timeout))
 
     async def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
-        path = _session(session_id, "/compact")
-        return bool(
-            (await self._request("POST", path, params={"auto": "true"}, timeout=timeout))["compacted"]
-        )
+        return await self._run(self._core.maybe_auto_compact(session_id, timeout))
 
     async def configure(
         self,
@@ -989,29 +478,19 @@ class AsyncRemoteHive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> None:
-        body = {
-            "thinking": thinking,
-            "budget": budget,
-            "model_config": model_config.to_dict() if model_config is not None else None,
-        }
-        await self._request("PUT", _session(session_id, "/configure"), json=body, timeout=timeout)
+        return await self._run(self._core.configure(session_id, thinking, budget, model_config, timeout))
 
     async def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
-        data = await self._request("GET", _session(session_id, "/llm"), timeout=timeout)
-        return LlmConfig.from_dict(data) if data else None
+        return await self._run(self._core.get_llm_for_session(session_id, timeout))
 
     async def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool((await self._request("POST", _session(session_id, "/pause"), timeout=timeout))["changed"])
+        return await self._run(self._core.changed("pause", session_id, timeout))
 
     async def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(
-            (await self._request("POST", _session(session_id, "/resume"), timeout=timeout))["changed"]
-        )
+        return await self._run(self._core.changed("resume", session_id, timeout))
 
     async def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        return bool(
-            (await self._request("POST", _session(session_id, "/cancel"), timeout=timeout))["changed"]
-        )
+        return await self._run(self._core.changed("cancel", session_id, timeout))
 
     async def confirm_tool(
         self,
@@ -1022,32 +501,24 @@ class AsyncRemoteHive:
         *,
         timeout: Timeout = DEFAULT,
     ) -> bool:
-        check_confirm_arguments(tool_id, approved, reason, None)  # the service names who decided
-        path = _session(session_id, f"/confirmations/{quote(tool_id, safe='')}")
-        body = {"approved": approved, "reason": reason}
-        return bool((await self._request("POST", path, json=body, timeout=timeout))["confirmed"])
+        return await self._run(self._core.confirm_tool(session_id, tool_id, approved, reason, timeout))
 
     async def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
-        data = await self._request("GET", _session(session_id, "/confirmations"), timeout=timeout)
-        return [p["tool_id"] for p in data["pending"]]
+        return await self._run(self._core.pending_confirmations(session_id, timeout))
 
     async def set_confirmation_policy(
         self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        check_instance("policy", policy, ConfirmationPolicy)
-        path = _session(session_id, "/policy")
-        return ConfirmationPolicy.from_dict(
-            await self._request("PUT", path, json=policy.to_dict(), timeout=timeout)
-        )
+        return await self._run(self._core.set_confirmation_policy(session_id, policy, timeout))
 
     async def get_confirmation_policy(
         self, session_id: str, *, timeout: Timeout = DEFAULT
     ) -> ConfirmationPolicy:
-        path = _session(session_id, "/policy")
-        return ConfirmationPolicy.from_dict(await self._request("GET", path, timeout=timeout))
+        return await self._run(self._core.get_confirmation_policy(session_id, timeout))
 
     async def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> AsyncRemoteSubscription:
-        response = await self._open_stream("GET", _session(session_id, "/events"), None, timeout)
+        """Receive the session's events from now on (returns once the service has subscribed)."""
+        response = await self._open_stream(self._core.events_stream(session_id, timeout))
         subscription = AsyncRemoteSubscription(session_id, response)
         try:
             await asyncio.wait_for(asyncio.shield(subscription.ready), self._t(timeout))
@@ -1057,16 +528,10 @@ class AsyncRemoteHive:
         return subscription
 
     async def flush(self, timeout: Timeout = None) -> None:
-        await self._request("POST", "/v1/flush", timeout=timeout)
+        return await self._run(self._core.flush(timeout))
 
     async def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
-        data = await self._request("GET", "/v1/store/health", timeout=timeout)
-        return [(s["name"], s["status"]) for s in data["stores"]]
-
-    @property
-    def metrics_url(self) -> str:
-        """The service's Prometheus endpoint (``/metrics``, served without a token)."""
-        return self.base_url + "/metrics"
+        return await self._run(self._core.store_health(timeout))
 
     async def find_sessions(
         self,
@@ -1075,15 +540,13 @@ class AsyncRemoteHive:
         state: str | None = None,
         offset: int = 0,
         limit: int = DEFAULT_PAGE,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> SessionPage:
         """One page of the sessions whose id starts with ``prefix``, waiting ones first.
 
         ``state`` (``waiting``, ``running``, ``paused``, ``idle``) keeps only those.
         """
-        params = _find_params(prefix, state, offset, limit)
-        data = await self._request("GET", "/v1/sessions", params=params, timeout=timeout)
-        return SessionPage(int(data["total"]), int(data["offset"]), list(data["ids"]))
+        return await self._run(self._core.find_sessions(prefix, state, offset, limit, timeout))
 
     async def history_page(
         self,
@@ -1091,14 +554,11 @@ class AsyncRemoteHive:
         *,
         before: int | None = None,
         limit: int = DEFAULT_PAGE,
-        timeout: Timeout = "default",
+        timeout: Timeout = DEFAULT,
     ) -> HistoryPage:
         """The ``limit`` messages before index ``before`` (default: the newest ``limit``)."""
-        path = _session(session_id, "/history")
-        params = _history_params(before, limit)
-        return _history_page(await self._request("GET", path, params=params, timeout=timeout))
+        return await self._run(self._core.history_page(session_id, before, limit, timeout))
 
-    async def confirmation_inbox(self, *, timeout: Timeout = "default") -> list[PendingConfirmation]:
+    async def confirmation_inbox(self, *, timeout: Timeout = DEFAULT) -> list[PendingConfirmation]:
         """Every tool call waiting for a decision in the sessions this token sees, oldest first."""
-        data = await self._request("GET", "/v1/confirmations", timeout=timeout)
-        return [PendingConfirmation.from_dict(p) for p in data["pending"]]
+        return await self._run(self._core.confirmation_inbox(timeout))

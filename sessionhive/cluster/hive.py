@@ -53,6 +53,7 @@ from sessionhive import (
     ToolExecutor,
     Usage,
 )
+from sessionhive.cluster._tracing import Timing, call_timing
 from sessionhive.cluster.placement import Membership
 from sessionhive.cluster.shard import HiveShard
 from sessionhive.model.confirmation import check_confirm_arguments
@@ -122,11 +123,9 @@ class _CallRule:
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
-    def timing(self) -> tuple[float, float | None]:
+    def timing(self) -> Timing:
         """(now, deadline) by ``time.time()``: a duration would start again if the call was delivered late."""
-        now = time.time()
-        remaining = self.remaining()
-        return now, None if remaining is None else now + remaining
+        return call_timing(self.remaining())
 
     def slice(self) -> float:
         """How long to wait for an answer before looking at the shard's health again."""

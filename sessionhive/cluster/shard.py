@@ -49,6 +49,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
+from sessionhive.cluster._tracing import Timing, continues_caller_trace
 from sessionhive.cluster.placement import Membership
 from sessionhive.persistence import SqlStore
 from sessionhive.persistence.leases import LeaseHeld, LeaseTable
@@ -485,6 +486,7 @@ class HiveShard:
         # dropping it then lets the client hear "never started" instead of "unknown".
         return arrived + (deadline - time.time()) - _ANSWER_MARGIN
 
+    @continues_caller_trace
     async def call(
         self,
         op: str,
@@ -493,7 +495,7 @@ class HiveShard:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         membership: tuple[int, list[str]],
-        timing: tuple[float, float | None],
+        timing: Timing,
     ) -> Outcome:
         """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf.
 
@@ -607,6 +609,7 @@ class HiveShard:
                 pass
         return self.owner, self._outboxes.pop(caller, [])
 
+    @continues_caller_trace
     async def start_feed(
         self,
         kind: str,
@@ -614,7 +617,7 @@ class HiveShard:
         root_id: str,
         args: tuple[Any, ...],
         membership: tuple[int, list[str]],
-        timing: tuple[float, float | None],
+        timing: Timing,
     ) -> Outcome:
         """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id.
 

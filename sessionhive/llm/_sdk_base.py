@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ from sessionhive.llm.base import LlmRequest, LlmResponse, TextCallback
 from sessionhive.llm.fallback import Overloaded
 from sessionhive.llm.keys import EndpointKeys, ProviderEndpoint, resolve_key
 from sessionhive.llm.limits import account_limiter, estimate_tokens
+from sessionhive.metrics import tracing
 from sessionhive.model.errors import InvalidConfig, LlmError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.urls import shown_url
@@ -65,10 +67,11 @@ __all__ = [
     "Secret",
     "TransientError",
     "call_with_retries",
+    "decode_arguments",
     "redact",
     "retry_after_seconds",
+    "sdk_missing",
     "server_message",
-    "status_error",
     "transport_errors",
 ]
 
@@ -244,6 +247,22 @@ def redact(text: str, secret: Secret | str | None) -> str:
     return _KEY_LIKE.sub("***", text)
 
 
+def sdk_missing(sdk: str) -> ImportError:
+    """What a provider module raises when its SDK is not installed: how to install it."""
+    return ImportError(f"the {sdk!r} provider needs the {sdk} SDK: pip install 'sessionhive[{sdk}]'")
+
+
+def decode_arguments(raw: str | None) -> dict[str, Any] | str:
+    """Tool-call arguments as a dict, or the raw string when they are not a JSON object."""
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, dict) else raw
+
+
 def server_message(body: object, *, limit: int = 300) -> str | None:
     """The human-readable message of a provider's JSON error body, if it has one.
 
@@ -266,72 +285,6 @@ def server_message(body: object, *, limit: int = 300) -> str | None:
         return None
     message = " ".join(message.split())
     return message if len(message) <= limit else message[: limit - 3] + "..."
-
-
-def status_error(
-    status: int,
-    *,
-    headers: Mapping[str, str] | None,
-    body: object,
-    provider: str,
-    model: str,
-    endpoint: str,
-    key_env_var: str,
-    secret: Secret | None,
-) -> TransientError | LlmError:
-    """Classify an HTTP error answer: a :class:`TransientError` to retry, or an :class:`LlmError` to raise."""
-    if 300 <= status < 400:
-        location = shown_url(headers.get("location", "")) if headers is not None else ""
-        return LlmError(
-            f"{provider} at {endpoint} answered with a redirect ({status}) to {location or 'elsewhere'}, "
-            "which is not followed (it would send the call to an endpoint nobody allowed): set "
-            "LlmConfig.base_url to the endpoint that answers"
-        )
-    detail = server_message(body)
-    said = f" (the server said: {redact(detail, secret)})" if detail else ""
-    should_retry = (headers.get("x-should-retry") if headers is not None else None) or ""
-    if should_retry.lower() == "false":
-        return LlmError(
-            f"{provider} at {endpoint} refused the request for model {model!r} with HTTP {status} "
-            f"and asked not to retry it{said}"
-        )
-    retryable = status in (408, 409, 429) or status >= 500 or should_retry.lower() == "true"
-    if retryable:
-        kind = {408: "request timeout", 409: "conflict", 429: "rate limited", 529: "overloaded"}.get(
-            status, "server error" if status >= 500 else "retry later"
-        )
-        return TransientError(
-            f"{provider} at {endpoint} answered {kind} ({status}){said}",
-            retry_after=retry_after_seconds(headers),
-            status=status,
-        )
-    if status == 401:
-        return LlmError(
-            f"the API key was rejected (401) by {endpoint}: check LlmConfig.api_key or {key_env_var}{said}"
-        )
-    if status == 403:
-        return LlmError(
-            f"the API key is not allowed to use model {model!r} (403) at {endpoint}: check the key's "
-            f"permissions, LlmConfig.api_key or {key_env_var}{said}"
-        )
-    if status == 404:
-        return LlmError(
-            f"model {model!r} not found (404) at {endpoint}: check LlmConfig.model, "
-            f"and LlmConfig.base_url if you set one{said}"
-        )
-    if status == 402:
-        return LlmError(f"{provider} at {endpoint} wants payment (402): check the account's billing{said}")
-    if status == 413:
-        return LlmError(
-            f"the request is too large for {provider} at {endpoint} (413): compact the session or "
-            f"shorten its tool outputs{said}"
-        )
-    if status in (400, 422):
-        return LlmError(
-            f"{provider} at {endpoint} rejected the request as invalid ({status}){said}: check "
-            f"LlmConfig.model, max_tokens and temperature, the tool schemas, and the thinking budget"
-        )
-    return LlmError(f"{provider} at {endpoint} refused the request for model {model!r} (HTTP {status}){said}")
 
 
 class _Wait(wait_base):
@@ -603,19 +556,72 @@ class SdkClientBase(ABC, Generic[SdkT]):
     def _status_error(
         self, status: int, headers: Mapping[str, str] | None, body: object
     ) -> TransientError | LlmError:
-        """:func:`status_error` for this client's provider, model, endpoint and key."""
-        return status_error(
-            status,
-            headers=headers,
-            body=body,
-            provider=self.provider_name,
-            model=self._config.model,
-            endpoint=self.endpoint,
-            key_env_var=self.key_env_var,
-            secret=self._secret,
+        """An HTTP error answer: a :class:`TransientError` to retry, or an :class:`LlmError` to raise.
+
+        Every client builds its status errors here: one wording for every provider.
+        """
+        provider, model, endpoint = self.provider_name, self._config.model, self.endpoint
+        key_env_var, secret = self.key_env_var, self._secret
+        if 300 <= status < 400:
+            location = shown_url(headers.get("location", "")) if headers is not None else ""
+            return LlmError(
+                f"{provider} at {endpoint} answered with a redirect ({status}) to {location or 'elsewhere'}, "
+                "which is not followed (it would send the call to an endpoint nobody allowed): set "
+                "LlmConfig.base_url to the endpoint that answers"
+            )
+        detail = server_message(body)
+        said = f" (the server said: {redact(detail, secret)})" if detail else ""
+        should_retry = (headers.get("x-should-retry") if headers is not None else None) or ""
+        if should_retry.lower() == "false":
+            return LlmError(
+                f"{provider} at {endpoint} refused the request for model {model!r} with HTTP {status} "
+                f"and asked not to retry it{said}"
+            )
+        retryable = status in (408, 409, 429) or status >= 500 or should_retry.lower() == "true"
+        if retryable:
+            kind = {408: "request timeout", 409: "conflict", 429: "rate limited", 529: "overloaded"}.get(
+                status, "server error" if status >= 500 else "retry later"
+            )
+            return TransientError(
+                f"{provider} at {endpoint} answered {kind} ({status}){said}",
+                retry_after=retry_after_seconds(headers),
+                status=status,
+            )
+        if status == 401:
+            return LlmError(
+                f"the API key was rejected (401) by {endpoint}: "
+                f"check LlmConfig.api_key or {key_env_var}{said}"
+            )
+        if status == 403:
+            return LlmError(
+                f"the API key is not allowed to use model {model!r} (403) at {endpoint}: check the key's "
+                f"permissions, LlmConfig.api_key or {key_env_var}{said}"
+            )
+        if status == 404:
+            return LlmError(
+                f"model {model!r} not found (404) at {endpoint}: check LlmConfig.model, "
+                f"and LlmConfig.base_url if you set one{said}"
+            )
+        if status == 402:
+            return LlmError(
+                f"{provider} at {endpoint} wants payment (402): check the account's billing{said}"
+            )
+        if status == 413:
+            return LlmError(
+                f"the request is too large for {provider} at {endpoint} (413): compact the session or "
+                f"shorten its tool outputs{said}"
+            )
+        if status in (400, 422):
+            return LlmError(
+                f"{provider} at {endpoint} rejected the request as invalid ({status}){said}: check "
+                f"LlmConfig.model, max_tokens and temperature, the tool schemas, and the thinking budget"
+            )
+        return LlmError(
+            f"{provider} at {endpoint} refused the request for model {model!r} (HTTP {status}){said}"
         )
 
     def _count_retry(self) -> None:
+        tracing.llm_event("sessionhive.llm.retry")
         if self._metrics is not None:
             self._metrics.llm_retries.labels(self.provider_name).inc()
 
@@ -648,6 +654,8 @@ class SdkClientBase(ABC, Generic[SdkT]):
             permit = await self._limiter.acquire(estimate_tokens(request, self._config.max_tokens))
             if self._metrics is not None:
                 self._metrics.llm_capacity_wait.labels(*self._account_labels).observe(permit.waited_s)
+            if permit.waited_s > 0:
+                tracing.llm_event("sessionhive.llm.capacity_wait", {"sessionhive.wait_s": permit.waited_s})
             with permit:
                 try:
                     return await self._attempt(sdk, request, progress)
@@ -685,7 +693,7 @@ class SdkClientBase(ABC, Generic[SdkT]):
             if self._metrics is not None:
                 self._metrics.llm_request_duration.labels(
                     self.provider_name, self._config.model, outcome
-                ).observe(time.perf_counter() - started)
+                ).observe(time.perf_counter() - started, tracing.exemplar())
         if self._metrics is not None:
             tokens = self._metrics.llm_tokens
             if response.usage.prompt_tokens:

@@ -17,7 +17,9 @@ from sessionhive.llm._sdk_base import (
     MalformedResponseError,
     SdkClientBase,
     TransientError,
+    decode_arguments,
     redact,
+    sdk_missing,
     server_message,
 )
 from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
@@ -31,9 +33,7 @@ try:
     import anthropic
     from anthropic.types import Message as AnthropicMessage
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the 'anthropic' provider needs the anthropic SDK: pip install 'sessionhive[anthropic]'"
-    ) from exc
+    raise sdk_missing("anthropic") from exc
 
 if TYPE_CHECKING:
     from anthropic.types import (
@@ -72,16 +72,6 @@ def _arguments_object(arguments: dict[str, Any] | str) -> dict[str, Any]:
     return {"_malformed_arguments": arguments}
 
 
-def _decode_input(raw: str) -> dict[str, Any] | str:
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return raw
-    return value if isinstance(value, dict) else raw
-
-
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
     return {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
 
@@ -102,7 +92,7 @@ class _Block:
     def arguments(self) -> dict[str, Any] | str:
         """A tool_use block's input: its streamed JSON when there was any, else the start's input."""
         if self.partial_json:
-            return _decode_input("".join(self.partial_json))
+            return decode_arguments("".join(self.partial_json))
         return self.initial_input if isinstance(self.initial_input, dict) else {}
 
 
@@ -117,6 +107,7 @@ class _StreamAssembler:
         self._progress = progress
         self._blocks: dict[int, _Block] = {}
         self._prompt_tokens = 0
+        self._cached_tokens = 0
         self._completion_tokens = 0
         self._stop_reason: str | None = None
         self.finished = False
@@ -147,6 +138,7 @@ class _StreamAssembler:
             + (usage.cache_read_input_tokens or 0)
         )
         self._completion_tokens = usage.output_tokens or 0
+        self._cached_tokens = usage.cache_read_input_tokens or 0
 
     def _block_start(self, event: RawContentBlockStartEvent) -> None:
         start = event.content_block
@@ -207,7 +199,7 @@ class _StreamAssembler:
         response = LlmResponse(
             "".join(text),
             tuple(tool_calls),
-            Usage(self._prompt_tokens, self._completion_tokens),
+            Usage(self._prompt_tokens, self._completion_tokens, cached_tokens=self._cached_tokens),
             normalize_stop_reason(self._stop_reason, ANTHROPIC_STOP_REASONS),
         )
         return response, thinking
@@ -391,7 +383,7 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                     if isinstance(raw, dict):
                         arguments = raw
                     elif isinstance(raw, str):
-                        arguments = _decode_input(raw)
+                        arguments = decode_arguments(raw)
                     else:
                         arguments = json.dumps(raw)
                     tool_calls.append(ToolCall(block.name, arguments, block.id))
@@ -408,12 +400,13 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                 + (usage.cache_read_input_tokens or 0)
             )
             completion = usage.output_tokens or 0
+            cached = usage.cache_read_input_tokens or 0
             stop_reason = normalize_stop_reason(message.stop_reason, ANTHROPIC_STOP_REASONS)
         except (AttributeError, TypeError) as exc:
             raise MalformedResponseError(f"unreadable message: {exc}") from None
         calls = tuple(tool_calls)
         self._remember_thinking(thinking, calls)
-        return LlmResponse("".join(text), calls, Usage(prompt, completion), stop_reason)
+        return LlmResponse("".join(text), calls, Usage(prompt, completion, cached_tokens=cached), stop_reason)
 
     # -- errors ----------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from sessionhive.llm._sdk_base import (
     MalformedResponseError,
     SdkClientBase,
     TransientError,
+    decode_arguments,
+    sdk_missing,
 )
 from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
@@ -26,9 +28,7 @@ try:
     import openai
     from openai.types.chat import ChatCompletion
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the 'openai' provider needs the openai SDK: pip install 'sessionhive[openai]'"
-    ) from exc
+    raise sdk_missing("openai") from exc
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -69,17 +69,6 @@ def reasoning_effort(budget: int | None) -> str:
 def _arguments_json(arguments: dict[str, Any] | str) -> str:
     # Malformed arguments go back verbatim: the model should see what it sent.
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
-def decode_arguments(raw: str | None) -> dict[str, Any] | str:
-    """Tool-call arguments as a dict, or the raw string when they are not a JSON object."""
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return raw
-    return value if isinstance(value, dict) else raw
 
 
 def _message(message: Message) -> dict[str, Any]:
@@ -143,7 +132,7 @@ class _StreamAssembler:
     def feed(self, chunk: ChatCompletionChunk) -> None:
         try:
             if chunk.usage is not None:
-                self._usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                self._usage = _usage(chunk.usage)
             for choice in chunk.choices or ():
                 if choice.index == 0:
                     self._choice(choice)
@@ -281,11 +270,7 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
                 tool_calls.append(
                     ToolCall(function.name, decode_arguments(function.arguments), call.id or "")
                 )
-            usage = (
-                Usage(completion.usage.prompt_tokens or 0, completion.usage.completion_tokens or 0)
-                if completion.usage is not None
-                else Usage()
-            )
+            usage = _usage(completion.usage) if completion.usage is not None else Usage()
             finish = choice.finish_reason or "stop"
         except (AttributeError, TypeError, IndexError) as exc:
             raise MalformedResponseError(f"unreadable completion: {exc}") from None
@@ -317,3 +302,10 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
                 "points at an OpenAI-compatible API (usually ending in /v1)"
             )
         return None
+
+
+def _usage(usage: Any) -> Usage:
+    """The SDK's usage as ours; ``prompt_tokens_details.cached_tokens`` is the prompt cache's share."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached_tokens=cached)

@@ -160,6 +160,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         stream=not args.no_stream,
         keep_store=args.keep_store,
         hive_options=hive_options,
+        rpm=args.rpm,
+        tpm=args.tpm,
     )
     json_to_stdout = args.json == "-"
     # With the figures on stdout, the human lines go to stderr so stdout stays one JSON document.
@@ -274,6 +276,12 @@ def add_loadtest_parser(
     )
     parser.add_argument(
         "--idle-timeout", type=_duration_arg, help="passivate sessions idle this long, e.g. 30s or 5m"
+    )
+    parser.add_argument(
+        "--rpm", type=int, help="the provider account's requests per minute: the limiter keeps to it"
+    )
+    parser.add_argument(
+        "--tpm", type=int, help="the provider account's tokens per minute: the limiter keeps to it"
     )
     parser.add_argument("--keep-store", action="store_true", help="keep the temporary SQLite file")
     parser.add_argument("--no-verify", action="store_true", help="skip reading every history back")

@@ -32,6 +32,7 @@ from prometheus_client.samples import Sample
 from sessionhive import (
     AgentResult,
     AsyncHive,
+    AsyncHiveAPI,
     ConfirmationPolicy,
     ConfirmationRequired,
     HiveStopped,
@@ -71,7 +72,7 @@ _SCRAPE_TIMEOUT = 30.0
 
 
 class HiveFactory(Protocol):
-    """Builds the hive a load test drives: anything with the :class:`~sessionhive.AsyncHive` methods.
+    """Builds the hive a load test drives: any :class:`~sessionhive.AsyncHiveAPI` (local, remote, cluster).
 
     ``llm`` is ``None`` for the verification hive (it runs no turn);
     ``metrics`` says whether to serve ``/metrics`` as the options ask.
@@ -85,7 +86,7 @@ class HiveFactory(Protocol):
         workspace: Path,
         llm: LlmConfig | LlmClient | None,
         metrics: bool,
-    ) -> Awaitable[Any]: ...
+    ) -> Awaitable[Any]: ...  # AsyncHiveAPI once the cluster pair conforms to it (issue 19, item 1)
 
 
 async def start_local_hive(
@@ -151,7 +152,7 @@ def _rss_peak_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-async def _dispatch_cost_us(hive: Any, session_ids: Sequence[str]) -> float:
+async def _dispatch_cost_us(hive: AsyncHiveAPI, session_ids: Sequence[str]) -> float:
     """Ask every session for its context usage at once; the wall time per answer, in microseconds."""
     if not session_ids:
         return 0.0
@@ -171,7 +172,7 @@ class _Metrics:
         self._samples = samples
 
     @classmethod
-    async def of(cls, hive: Any, targets: list[str]) -> _Metrics:
+    async def of(cls, hive: AsyncHiveAPI, targets: list[str]) -> _Metrics:
         registry = getattr(getattr(hive, "metrics", None), "registry", None)
         if registry is not None:
             return cls([sample for metric in registry.collect() for sample in metric.samples])
@@ -209,6 +210,11 @@ class _Metrics:
                 "sessionhive_persistence_rows_written_total", {"table": "messages"}
             ),
             "resident_memory_mb": None if memory is None else memory / 1e6,
+            "capacity_waits": self.value("sessionhive_llm_capacity_wait_seconds_count"),
+            "capacity_wait_seconds": self.value("sessionhive_llm_capacity_wait_seconds_sum"),
+            "rate_limited": self.value("sessionhive_llm_rate_limited_total"),
+            "fallbacks": self.value("sessionhive_llm_fallbacks_total"),
+            "cost_usd": self.value("sessionhive_llm_cost_usd_total"),
         }
         if self._samples is not None:  # a counter not incremented yet is 0, not "not exposed"
             for key in (
@@ -217,12 +223,17 @@ class _Metrics:
                 "llm_seconds",
                 "rows_written_sessions",
                 "rows_written_messages",
+                "capacity_waits",
+                "capacity_wait_seconds",
+                "rate_limited",
+                "fallbacks",
+                "cost_usd",
             ):
                 figures[key] = figures[key] or 0.0
         return figures
 
 
-async def _metrics_targets(hive: Any) -> list[str]:
+async def _metrics_targets(hive: AsyncHiveAPI) -> list[str]:
     """The ``/metrics`` URLs of a cluster's shards (``shard_info()`` of its blocking twin); [] for others."""
     shard_info = getattr(getattr(hive, "sync", None), "shard_info", None)
     if not callable(shard_info):
@@ -300,7 +311,7 @@ class _Run:
         if len(self.failures) < MAX_MISMATCHES:
             self.failures.append(text)
 
-    async def create_sessions(self, hive: Any) -> None:
+    async def create_sessions(self, hive: AsyncHiveAPI) -> None:
         for batch in _batches(self.parents):
             await asyncio.gather(*(hive.create_session(s, self.session_config(s)) for s in batch))
         children = [(parent, child) for parent in self.parents for child in self.children[parent]]
@@ -313,7 +324,7 @@ class _Run:
             )
         await hive.create_session(self.probe_session, SessionConfig(storage="memory"))
 
-    async def one_turn(self, hive: Any, session_id: str, turn: int) -> None:
+    async def one_turn(self, hive: AsyncHiveAPI, session_id: str, turn: int) -> None:
         log = self.logs[session_id]
         started = time.perf_counter()
         try:
@@ -339,7 +350,7 @@ class _Run:
         self.turn_seconds.append(time.perf_counter() - started)
         self.turns_done += 1
 
-    async def streamed_turn(self, hive: Any, session_id: str, turn: int) -> AgentResult:
+    async def streamed_turn(self, hive: AsyncHiveAPI, session_id: str, turn: int) -> AgentResult:
         log = self.logs[session_id]
         stream = await hive.generate_streaming(session_id, prompt_for(session_id, turn))
         async for event in stream:
@@ -366,7 +377,7 @@ class _Run:
             finished=finished,
         )
 
-    async def drive(self, hive: Any, listener: ProgressListener | None) -> None:
+    async def drive(self, hive: AsyncHiveAPI, listener: ProgressListener | None) -> None:
         slots = asyncio.Semaphore(self.options.concurrency or len(self.all_sessions))
         started = time.perf_counter()
 
@@ -420,7 +431,7 @@ class _Run:
             detail = f"message {index}: stored {stored[index]!r}, expected {expected[index]!r}"
         verification.mismatches.append(f"{session_id}: {detail}")
 
-    async def verify(self, hive: Any, method: str) -> Verification:
+    async def verify(self, hive: AsyncHiveAPI, method: str) -> Verification:
         verification = Verification(method=method)
         for batch in _batches(self.all_sessions):
             histories = await asyncio.gather(*(hive.history(s) for s in batch), return_exceptions=True)
@@ -442,7 +453,7 @@ def _rows_written(figures: HiveFigures) -> dict[str, int] | None:
     )
 
 
-def _control_target(hive: Any) -> ControlTarget:
+def _control_target(hive: AsyncHiveAPI) -> ControlTarget:
     """A blocking view of ``hive`` for the prober thread: its own blocking twin when it has one."""
     sync = getattr(hive, "sync", None)
     if sync is not None:
@@ -453,7 +464,9 @@ def _control_target(hive: Any) -> ControlTarget:
 async def _run_async(
     options: LoadtestOptions, run: _Run, factory: HiveFactory, listener: ProgressListener | None
 ) -> LoadtestReport:
-    hive = await factory(options, store=run.store, workspace=run.workspace, llm=run.llm(), metrics=True)
+    hive: AsyncHiveAPI = await factory(
+        options, store=run.store, workspace=run.workspace, llm=run.llm(), metrics=True
+    )
     run.gone_errors = (HiveStopped, *getattr(hive, "unavailable_errors", ()))
     # What the hive says it runs (a service's GET /v1/info), read by the factory that reached it.
     service: dict[str, Any] | None = getattr(hive, "service_info", None)
@@ -557,7 +570,9 @@ async def _run_async(
     elif options.verify and not memory:
         # A fresh hive on the same store: what a restarted service would see (a remote one says
         # how it reads them back instead).
-        fresh = await factory(options, store=run.store, workspace=run.workspace, llm=None, metrics=False)
+        fresh: AsyncHiveAPI = await factory(
+            options, store=run.store, workspace=run.workspace, llm=None, metrics=False
+        )
         method = getattr(fresh, "verification_method", "fresh Hive on the same store")
         try:
             report.verification = await run.verify(fresh, method)

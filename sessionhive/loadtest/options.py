@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sessionhive import InvalidConfig, LlmClient, LlmConfig
+from sessionhive import InvalidConfig, LlmClient, LlmConfig, RateLimit
 from sessionhive.hive import DEFAULT_ACTOR_BACKEND
 from sessionhive.model.validate import check_int, check_number, check_positive_number
 
@@ -63,6 +63,9 @@ class LoadtestOptions:
     - ``stream``: run turns with ``generate_streaming`` and read every event
       (the default, as a user interface does); ``False`` uses ``generate``,
       which emits no text deltas (no confirmations then: they arrive as events).
+    - ``rpm`` / ``tpm``: the provider account's requests and tokens per
+      minute: the model's limiter keeps to them (``LlmConfig.rate_limit``;
+      a real provider only, the scripted model has no account).
     - ``hive_options``: more keyword arguments for ``Hive.start``
       (``idle_timeout``, ``max_live_sessions``, ``batch_size``...).
     """
@@ -85,8 +88,18 @@ class LoadtestOptions:
     verify: bool = True
     keep_store: bool = False
     hive_options: Mapping[str, Any] = field(default_factory=dict)
+    rpm: int | None = None
+    tpm: int | None = None
 
     def __post_init__(self) -> None:
+        if self.rpm is not None or self.tpm is not None:
+            if not isinstance(self.llm, LlmConfig):
+                raise InvalidConfig(
+                    "rpm/tpm set a provider account's limits: they need a provider model "
+                    "(--provider openai|anthropic --model ...), not the scripted one"
+                )
+            limit = RateLimit(requests_per_minute=self.rpm, tokens_per_minute=self.tpm)
+            object.__setattr__(self, "llm", replace(self.llm, rate_limit=limit))
         check_int("sessions", self.sessions, minimum=1)
         check_int("turns", self.turns, minimum=1)
         check_int("tools_per_turn", self.tools_per_turn)

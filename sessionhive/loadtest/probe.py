@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from sessionhive import ConfirmationNotFound
+from sessionhive import AsyncHiveAPI, ConfirmationNotFound
 
 from .report import MAX_MISMATCHES, LatencyStats
 
@@ -42,7 +42,7 @@ class LoopBoundTarget:
     prober thread submits each call to the driver's loop and waits for it.
     """
 
-    def __init__(self, hive: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, hive: AsyncHiveAPI, loop: asyncio.AbstractEventLoop) -> None:
         self._hive = hive
         self._loop = loop
 

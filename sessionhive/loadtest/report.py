@@ -68,6 +68,11 @@ HIVE_FIGURES: tuple[str, ...] = (
     "rows_written_sessions",
     "rows_written_messages",
     "resident_memory_mb",
+    "capacity_waits",
+    "capacity_wait_seconds",
+    "rate_limited",
+    "fallbacks",
+    "cost_usd",
 )
 
 
@@ -93,6 +98,25 @@ class HiveFigures:
         """The mean model call of the run, as the hive timed it."""
         calls, seconds = self.delta("llm_calls"), self.delta("llm_seconds")
         return seconds / calls * 1000 if calls and seconds is not None else None
+
+    def provider_rows(self) -> list[tuple[str, str]]:
+        """The provider account's side of the run: waiting for capacity, 429s, fallbacks, cost."""
+        if self.after is None:
+            return []
+
+        def shown(key: str, text: str) -> str:
+            value = self.delta(key)
+            return "not exposed" if value is None else text.format(value)
+
+        waits = self.delta("capacity_waits")
+        waited = self.delta("capacity_wait_seconds")
+        mean = f", {waited / waits * 1000:.1f} ms mean" if waits and waited is not None else ""
+        return [
+            ("waiting for capacity", shown("capacity_wait_seconds", "{:.2f} s in total") + mean),
+            ("429s received", shown("rate_limited", "{:.0f}")),
+            ("fallbacks", shown("fallbacks", "{:.0f}")),
+            ("cost (price table)", shown("cost_usd", "${:.4f}")),
+        ]
 
     def rows(self, who: str) -> list[tuple[str, str]]:
         """The figures as report rows, each label starting with ``who`` ("service")."""
@@ -298,6 +322,8 @@ class LoadtestReport:
         ]
         if self.hive_figures is not None and remote:
             rows += self.hive_figures.rows("service")
+        if self.hive_figures is not None:
+            rows += self.hive_figures.provider_rows()
         for kind, label in _CONTROL_LABELS.items():
             stats = self.control.get(kind)
             if stats is not None and stats.count:

@@ -8,14 +8,37 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, make_asgi_app, start_http_server
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from sessionhive.model.errors import InvalidConfig
 
-__all__ = ["MetricsAsgiApp", "MetricsServer"]
+__all__ = ["MetricsAsgiApp", "MetricsServer", "exposition"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class _Joined(Collector):
+    """Several registries read as one, so that one OpenMetrics exposition ends with one ``# EOF``."""
+
+    def __init__(self, registries: tuple[CollectorRegistry, ...]) -> None:
+        self._registries = registries
+
+    def collect(self) -> Any:
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def exposition(accept: str | None, *registries: CollectorRegistry) -> tuple[bytes, str]:
+    """The registries' samples and their content type: OpenMetrics (with exemplars) when ``accept`` asks.
+
+    Prometheus asks for ``application/openmetrics-text`` when it scrapes
+    exemplars; anything else gets the classic text format, which has none.
+    """
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(_Joined(registries)), content_type
 
 
 class MetricsAsgiApp:

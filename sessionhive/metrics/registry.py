@@ -22,6 +22,8 @@ M = TypeVar("M", bound=MetricWrapperBase)
 
 __all__ = ["HiveMetrics", "MetricsConfig"]
 
+_PREFIX = "sessionhive_"
+
 # Turns and LLM calls take from milliseconds (scripted) to minutes (long tool loops).
 _TURN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _LLM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
@@ -40,6 +42,7 @@ _INITIAL_LABELS: dict[str, tuple[tuple[str, ...], ...]] = {
     "confirmations": (("approved",), ("rejected",), ("timed_out",), ("cancelled",)),
     "compactions": (("manual",), ("auto",)),
     "persistence_rows": (("sessions",), ("messages",)),
+    "budget_stops": (("session",), ("hive",), ("tenant",)),
 }
 
 
@@ -86,7 +89,7 @@ class HiveMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         try:
-            self._define(self.registry)
+            self._define()
             self._expose_initial_labels()
         except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
             self.unregister()
@@ -118,158 +121,162 @@ class HiveMetrics:
                 except KeyError:
                     pass  # never registered (a duplicate refused at start)
 
-    def _define(self, r: CollectorRegistry) -> None:
-        p = "sessionhive_"
+    # One metric each: the prefix and this Hive's registry are added here, not at every definition.
+
+    def _counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(_PREFIX + name, documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(_PREFIX + name, documentation, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, documentation: str, labels: tuple[str, ...] = (), *, buckets: tuple[float, ...]
+    ) -> Histogram:
+        return Histogram(_PREFIX + name, documentation, labels, buckets=buckets, registry=self.registry)
+
+    def _define(self) -> None:
         # Sessions
-        self.live_sessions = Gauge(p + "live_sessions", "Session actors currently live.", registry=r)
-        self.session_lifecycle = Counter(
-            p + "session_lifecycle_total",
+        self.live_sessions = self._gauge("live_sessions", "Session actors currently live.")
+        self.session_lifecycle = self._counter(
+            "session_lifecycle_total",
             "Session lifecycle transitions (created, destroyed, activated, passivated, restarted).",
-            ["event"],
-            registry=r,
+            ("event",),
         )
-        self.messages_handled = Counter(
-            p + "actor_messages_total",
+        self.messages_handled = self._counter(
+            "actor_messages_total",
             "Messages handled by actors, by actor and message kind.",
-            ["actor", "kind"],
-            registry=r,
+            ("actor", "kind"),
         )
-        self.mailbox_depth = Gauge(
-            p + "mailbox_depth", "Messages waiting in actor mailboxes, by actor kind.", ["actor"], registry=r
+        self.mailbox_depth = self._gauge(
+            "mailbox_depth", "Messages waiting in actor mailboxes, by actor kind.", ("actor",)
         )
-        self.calls_rejected = Counter(
-            p + "calls_rejected_total",
+        self.calls_rejected = self._counter(
+            "calls_rejected_total",
             "Calls refused with Overloaded because a session's mailbox or turn queue was full.",
-            ["queue"],
-            registry=r,
+            ("queue",),
         )
-        self.session_failures = Counter(
-            p + "session_failures_total",
+        self.session_failures = self._counter(
+            "session_failures_total",
             "Sessions marked failed after crashing more often than the restart intensity allows.",
-            registry=r,
         )
         # Turns
-        self.turns = Counter(p + "turns_total", "Turns finished, by outcome.", ["outcome"], registry=r)
-        self.turn_duration = Histogram(
-            p + "turn_duration_seconds",
+        self.turns = self._counter("turns_total", "Turns finished, by outcome.", ("outcome",))
+        self.turn_duration = self._histogram(
+            "turn_duration_seconds",
             "Wall time of a turn, from start to its last event.",
-            ["outcome"],
+            ("outcome",),
             buckets=_TURN_BUCKETS,
-            registry=r,
         )
-        self.turn_queue_depth = Gauge(
-            p + "turn_queue_depth", "Turns and session jobs waiting behind a running one.", registry=r
+        self.turn_queue_depth = self._gauge(
+            "turn_queue_depth", "Turns and session jobs waiting behind a running one."
         )
-        self.turns_in_flight = Gauge(p + "turns_in_flight", "Turns running now.", registry=r)
+        self.turns_in_flight = self._gauge("turns_in_flight", "Turns running now.")
         # LLM
-        self.llm_request_duration = Histogram(
-            p + "llm_request_duration_seconds",
+        self.llm_request_duration = self._histogram(
+            "llm_request_duration_seconds",
             "Duration of one LLM call.",
-            ["provider", "model", "outcome"],
+            ("provider", "model", "outcome"),
             buckets=_LLM_BUCKETS,
-            registry=r,
         )
-        self.llm_tokens = Counter(
-            p + "llm_tokens_total", "Tokens reported by LLM calls.", ["provider", "model", "kind"], registry=r
+        self.llm_tokens = self._counter(
+            "llm_tokens_total", "Tokens reported by LLM calls.", ("provider", "model", "kind")
         )
-        self.llm_retries = Counter(
-            p + "llm_retries_total", "LLM calls retried after a transient failure.", ["provider"], registry=r
+        self.llm_retries = self._counter(
+            "llm_retries_total", "LLM calls retried after a transient failure.", ("provider",)
         )
         # Provider accounts (issue 23): labelled by provider and endpoint, never by key or session.
-        self.llm_capacity_wait = Histogram(
-            p + "llm_capacity_wait_seconds",
+        self.llm_capacity_wait = self._histogram(
+            "llm_capacity_wait_seconds",
             "Time an LLM call waited for its provider account's capacity before it was sent.",
-            ["provider", "endpoint"],
+            ("provider", "endpoint"),
             buckets=_LLM_BUCKETS,
-            registry=r,
         )
-        self.llm_capacity_queue = Gauge(
-            p + "llm_capacity_queue",
+        self.llm_capacity_queue = self._gauge(
+            "llm_capacity_queue",
             "LLM calls waiting for their provider account's capacity now.",
-            ["provider", "endpoint"],
-            registry=r,
+            ("provider", "endpoint"),
         )
-        self.llm_observed_limit = Gauge(
-            p + "llm_account_limit_per_minute",
+        self.llm_observed_limit = self._gauge(
+            "llm_account_limit_per_minute",
             "Per-minute limit in force for a provider account (stated or learned from its headers).",
-            ["provider", "endpoint", "kind"],
-            registry=r,
+            ("provider", "endpoint", "kind"),
         )
-        self.llm_rate_limited = Counter(
-            p + "llm_rate_limited_total",
-            "LLM answers that were 429 (rate limited).",
-            ["provider", "endpoint"],
-            registry=r,
+        self.llm_rate_limited = self._counter(
+            "llm_rate_limited_total", "LLM answers that were 429 (rate limited).", ("provider", "endpoint")
         )
-        self.llm_fallbacks = Counter(
-            p + "llm_fallbacks_total",
+        self.llm_fallbacks = self._counter(
+            "llm_fallbacks_total",
             "LLM calls that went to a fallback model because the first was overloaded.",
-            ["provider", "model", "fallback_model"],
-            registry=r,
+            ("provider", "model", "fallback_model"),
+        )
+        # Budgets: cost labelled by model only (the price is the model's; no session, no account).
+        self.llm_cost = self._counter(
+            "llm_cost_usd_total",
+            "Cost of LLM calls in USD, priced from the price table, by the model that answered.",
+            ("model",),
+        )
+        self.budget_stops = self._counter(
+            "budget_stops_total",
+            "Turns stopped before a model call because a budget would be exceeded, by budget scope.",
+            ("scope",),
         )
         # Tools and confirmations
-        self.tool_calls = Counter(
-            p + "tool_calls_total", "Tool calls, by tool and outcome.", ["tool", "outcome"], registry=r
+        self.tool_calls = self._counter(
+            "tool_calls_total", "Tool calls, by tool and outcome.", ("tool", "outcome")
+        )
+        self.tool_duration = self._histogram(
+            "tool_duration_seconds",
+            "Wall time of one tool call, from its decision to its result (a confirmation wait left out).",
+            ("tool", "outcome"),
+            buckets=_FAST_BUCKETS,
         )
         # Threads belong to the process, not to one Hive: every Hive's registry shows the same count.
-        self.tool_threads_abandoned = Gauge(
-            p + "tool_threads_abandoned",
+        self.tool_threads_abandoned = self._gauge(
+            "tool_threads_abandoned",
             "Tool threads still running after their call was cancelled or timed out, in this process.",
-            registry=r,
         )
         self.tool_threads_abandoned.set_function(abandoned_tool_threads.get)
-        self.confirmations_pending = Gauge(
-            p + "confirmations_pending", "Tool calls waiting for a human decision.", registry=r
+        self.confirmations_pending = self._gauge(
+            "confirmations_pending", "Tool calls waiting for a human decision."
         )
-        self.confirmations = Counter(
-            p + "confirmations_total",
+        self.confirmations = self._counter(
+            "confirmations_total",
             "Resolved confirmations (approved, rejected, timed_out, cancelled).",
-            ["outcome"],
-            registry=r,
+            ("outcome",),
         )
-        self.compactions = Counter(
-            p + "compactions_total",
-            "Context compactions, by trigger (manual, auto).",
-            ["trigger"],
-            registry=r,
+        self.compactions = self._counter(
+            "compactions_total", "Context compactions, by trigger (manual, auto).", ("trigger",)
         )
         # Persistence
-        self.persistence_pending = Gauge(
-            p + "persistence_pending_snapshots", "Snapshots and deletes waiting to be written.", registry=r
+        self.persistence_pending = self._gauge(
+            "persistence_pending_snapshots", "Snapshots and deletes waiting to be written."
         )
-        self.persistence_batch_size = Histogram(
-            p + "persistence_batch_size", "Sessions written per batch.", buckets=_BATCH_BUCKETS, registry=r
+        self.persistence_batch_size = self._histogram(
+            "persistence_batch_size", "Sessions written per batch.", buckets=_BATCH_BUCKETS
         )
-        self.store_commit_batch_size = Histogram(
-            p + "store_commit_batch_size",
+        self.store_commit_batch_size = self._histogram(
+            "store_commit_batch_size",
             "Saves and deletes (steps, turns, calls) that one store transaction commits (group commit).",
             buckets=_BATCH_BUCKETS,
-            registry=r,
         )
-        self.persistence_flush_duration = Histogram(
-            p + "persistence_flush_duration_seconds",
+        self.persistence_flush_duration = self._histogram(
+            "persistence_flush_duration_seconds",
             "Duration of one batch write, retries included.",
             buckets=_FAST_BUCKETS,
-            registry=r,
         )
-        self.persistence_retries = Counter(
-            p + "persistence_retries_total", "Batch writes retried after a transient error.", registry=r
+        self.persistence_retries = self._counter(
+            "persistence_retries_total", "Batch writes retried after a transient error."
         )
-        self.persistence_failures = Counter(
-            p + "persistence_failures_total", "Batch writes that failed after every retry.", registry=r
+        self.persistence_failures = self._counter(
+            "persistence_failures_total", "Batch writes that failed after every retry."
         )
-        self.persistence_coalesced = Counter(
-            p + "persistence_coalesced_snapshots_total",
-            "Snapshots replaced by a newer one before being written.",
-            registry=r,
+        self.persistence_coalesced = self._counter(
+            "persistence_coalesced_snapshots_total", "Snapshots replaced by a newer one before being written."
         )
-        self.persistence_rows = Counter(
-            p + "persistence_rows_written_total",
-            "Rows written to the store, by table.",
-            ["table"],
-            registry=r,
+        self.persistence_rows = self._counter(
+            "persistence_rows_written_total", "Rows written to the store, by table.", ("table",)
         )
         # Events
-        self.events_dropped = Counter(
-            p + "subscriber_events_dropped_total", "Events dropped for slow subscribers.", registry=r
+        self.events_dropped = self._counter(
+            "subscriber_events_dropped_total", "Events dropped for slow subscribers."
         )

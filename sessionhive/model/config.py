@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sessionhive.model._plain import fields_dict
+from sessionhive.model.budget import Budget
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.permissions import PermissionPolicy
 from sessionhive.model.validate import check_int, check_number, check_path, check_positive_number
@@ -113,6 +115,9 @@ class SessionConfig:
       model call or stored tool result is repeated) instead of closing it.
       At-most-once tool effects need the durable default: under
       ``"batched"`` the last steps before a crash may be lost and run again.
+    - ``budget``: caps the model spending of this session and its children
+      (:class:`~sessionhive.Budget`); a turn it stops ends with
+      ``stop_reason="budget"``.
     """
 
     system_prompt: str | None = None
@@ -127,6 +132,7 @@ class SessionConfig:
     max_tool_rounds: int = 50
     allow_network: bool = False
     resume_interrupted: bool = False
+    budget: Budget | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +160,8 @@ class SessionConfig:
             raise InvalidConfig("SessionConfig.confirmation_policy must be a ConfirmationPolicy or None")
         if self.permission_policy is not None and not isinstance(self.permission_policy, PermissionPolicy):
             raise InvalidConfig("SessionConfig.permission_policy must be a PermissionPolicy or None")
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise InvalidConfig("SessionConfig.budget must be a Budget or None")
         if self.storage not in ("default", "memory"):
             raise InvalidConfig(f"SessionConfig.storage must be 'default' or 'memory', got {self.storage!r}")
         if self.durability not in DURABILITIES:
@@ -165,21 +173,12 @@ class SessionConfig:
             object.__setattr__(self, "durability", "durable")  # one spelling from here on
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "system_prompt": self.system_prompt,
-            "workspace": self.workspace,
-            "max_context_length": self.max_context_length,
-            "auto_compact": self.auto_compact,
-            "auto_compact_threshold": self.auto_compact_threshold,
-            "confirmation_policy": self.confirmation_policy.to_dict() if self.confirmation_policy else None,
-            "permission_policy": self.permission_policy.to_dict() if self.permission_policy else None,
-            "storage": self.storage,
-            "durability": self.durability,
-            "max_tool_rounds": self.max_tool_rounds,
-            "allow_network": self.allow_network,
-            "resume_interrupted": self.resume_interrupted,
-            "metadata": self.metadata,
-        }
+        return fields_dict(
+            self,
+            confirmation_policy=self.confirmation_policy.to_dict() if self.confirmation_policy else None,
+            permission_policy=self.permission_policy.to_dict() if self.permission_policy else None,
+            budget=self.budget.to_dict() if self.budget else None,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
@@ -198,5 +197,6 @@ class SessionConfig:
             max_tool_rounds=data.get("max_tool_rounds", 50),
             allow_network=data.get("allow_network", False),
             resume_interrupted=data.get("resume_interrupted", False),
+            budget=Budget.from_dict(data["budget"]) if data.get("budget") else None,
             metadata=dict(data.get("metadata") or {}),
         )

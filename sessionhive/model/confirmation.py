@@ -15,8 +15,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.events import ConfirmationRequired
+from sessionhive.model.validate import (
+    check_confirm_arguments,  # re-exported: cluster/ and client/ import it here
+)
 
 __all__ = [
     "ConfirmationAnswer",
@@ -37,21 +39,6 @@ OnConfirmation: TypeAlias = Callable[
 # How much of an answer of the wrong shape the rejection reason quotes: enough
 # to recognise it, not a whole object graph in an event.
 _QUOTED_CHARS = 80
-
-
-def check_confirm_arguments(tool_id: object, approved: object, reason: object, decided_by: object) -> None:
-    """InvalidConfig unless ``confirm_tool``'s arguments mean one thing: ``approved`` is a bool.
-
-    ``confirm_tool(sid, tool_id, "no")`` would otherwise approve (``bool("no")``).
-    """
-    if not isinstance(tool_id, str) or not tool_id:
-        raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
-    if not isinstance(approved, bool):
-        raise InvalidConfig(f"approved must be True or False, got {approved!r}")
-    if reason is not None and not isinstance(reason, str):
-        raise InvalidConfig(f"reason must be a string or None, got {type(reason).__name__}")
-    if decided_by is not None and not isinstance(decided_by, str):
-        raise InvalidConfig(f"decided_by must be a string or None, got {type(decided_by).__name__}")
 
 
 def decision_from_answer(answer: object) -> tuple[bool, str | None]:

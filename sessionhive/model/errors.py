@@ -6,6 +6,9 @@ reading a traceback in a long-running service knows how to recover.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, dataclass_transform
+
 __all__ = [
     "BaseUrlNotAllowed",
     "CallTimeout",
@@ -32,6 +35,34 @@ class SessionhiveError(Exception):
     """Base class of every error raised by sessionhive."""
 
 
+@dataclass_transform(eq_default=False)
+class _Detailed(SessionhiveError):
+    """An error whose ``__init__`` arguments are named fields and whose message is built from them.
+
+    A subclass declares its fields (it becomes a dataclass) and a ``template``
+    that ``str.format`` fills with them; ``args`` holds the fields in order, so
+    the error pickles (a cluster shard raises it in another process) and
+    repeats as ``SessionNotFound('a')``.
+    """
+
+    template: ClassVar[str] = ""
+    _field_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__annotations__" not in cls.__dict__:
+            return  # declares no fields (a user's subclass, Ray's RayTaskError wrapper): inherit as is
+        # eq and repr off: an exception keeps identity equality, its hash, and a repr made from args.
+        made: Any = dataclass(eq=False, repr=False)(cls)
+        cls._field_names = tuple(field.name for field in fields(made))
+
+    def __post_init__(self) -> None:
+        self.args = tuple(getattr(self, name) for name in self._field_names)
+
+    def __str__(self) -> str:
+        return self.template.format_map(vars(self))
+
+
 class InvalidSessionId(SessionhiveError, ValueError):
     """A session id is empty, too long, or contains control characters."""
 
@@ -40,60 +71,46 @@ class InvalidConfig(SessionhiveError, ValueError):
     """A configuration value is out of range or of the wrong type."""
 
 
-class BaseUrlNotAllowed(InvalidConfig):
+class BaseUrlNotAllowed(_Detailed, InvalidConfig):
     """A model's ``base_url`` is not an endpoint the operator allowed; nothing was sent to it.
 
     ``base_url`` is the refused URL (never with a user or password: such URLs
     are refused before they are shown) and ``reason`` says what refused it.
     """
 
-    def __init__(self, base_url: str, reason: str) -> None:
-        super().__init__(base_url, reason)
-        self.base_url = base_url
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"base URL {self.base_url!r} is not allowed: {self.reason}; the operator allows an endpoint "
-            "with 'sessionhive serve --allow-base-url URL' (or Hive.start(allow_base_urls=[URL]))"
-        )
+    base_url: str
+    reason: str
+    template = (
+        "base URL {base_url!r} is not allowed: {reason}; the operator allows an endpoint "
+        "with 'sessionhive serve --allow-base-url URL' (or Hive.start(allow_base_urls=[URL]))"
+    )
 
 
-class SessionNotFound(SessionhiveError, KeyError):
+class SessionNotFound(_Detailed, KeyError):
     """No live or stored session has this id."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(session_id)
-        self.session_id = session_id
-
-    def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r} does not exist (neither live nor in the store); "
-            "create it with create_session() first"
-        )
+    session_id: str
+    template = (
+        "session {session_id!r} does not exist (neither live nor in the store); "
+        "create it with create_session() first"
+    )
 
 
-class SessionExists(SessionhiveError):
+class SessionExists(_Detailed):
     """A session with this id already exists, live or in the store."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(session_id)
-        self.session_id = session_id
-
-    def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r} already exists; pick another id "
-            "or destroy_session() the old one first"
-        )
+    session_id: str
+    template = "session {session_id!r} already exists; pick another id or destroy_session() the old one first"
 
 
-class LlmNotConfigured(SessionhiveError):
-    """A turn or compaction needs an LLM and neither the session nor the Hive has one."""
+class LlmNotConfigured(_Detailed):
+    """A turn or compaction needs an LLM and neither the session nor the Hive has one.
 
-    def __init__(self, session_id: str, detail: str | None = None) -> None:
-        super().__init__(session_id)
-        self.session_id = session_id
-        self.detail = detail
+    ``detail`` says why a model the session did configure cannot be used.
+    """
+
+    session_id: str
+    detail: str | None = None
 
     def __str__(self) -> str:
         if self.detail is not None:
@@ -104,20 +121,16 @@ class LlmNotConfigured(SessionhiveError):
         )
 
 
-class ConfirmationNotFound(SessionhiveError):
+class ConfirmationNotFound(_Detailed):
     """``confirm_tool`` named a tool call that is not waiting for confirmation."""
 
-    def __init__(self, session_id: str, tool_id: str) -> None:
-        super().__init__(session_id, tool_id)
-        self.session_id = session_id
-        self.tool_id = tool_id
-
-    def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r} has no tool call {self.tool_id!r} waiting for "
-            "confirmation; it may have timed out, been cancelled, or already been answered "
-            "(watch ConfirmationRequired events for the ids that wait)"
-        )
+    session_id: str
+    tool_id: str
+    template = (
+        "session {session_id!r} has no tool call {tool_id!r} waiting for confirmation; it may have "
+        "timed out, been cancelled, or already been answered "
+        "(watch ConfirmationRequired events for the ids that wait)"
+    )
 
 
 class LlmError(SessionhiveError):
@@ -143,7 +156,7 @@ class CallTimeout(SessionhiveError, TimeoutError):
     """A call did not get its answer within its ``timeout``; the work may still finish."""
 
 
-class OutcomeUnknown(SessionhiveError):
+class OutcomeUnknown(_Detailed):
     """A call was handed to a shard that then died or stopped answering: it may or may not have run.
 
     Raised instead of a failure when nobody can tell whether the work
@@ -154,18 +167,14 @@ class OutcomeUnknown(SessionhiveError):
     raise :class:`CallTimeout` instead.
     """
 
-    def __init__(self, session_id: str, op: str, run_id: str, detail: str) -> None:
-        super().__init__(session_id, op, run_id, detail)
-        self.session_id = session_id
-        self.op = op
-        self.run_id = run_id
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return (
-            f"{self.op}() on session {self.session_id!r} (run {self.run_id}) may or may not have happened: "
-            f"{self.detail}; read the session's history once it answers to know"
-        )
+    session_id: str
+    op: str
+    run_id: str
+    detail: str
+    template = (
+        "{op}() on session {session_id!r} (run {run_id}) may or may not have happened: "
+        "{detail}; read the session's history once it answers to know"
+    )
 
 
 class HiveStopped(SessionhiveError):
@@ -175,69 +184,55 @@ class HiveStopped(SessionhiveError):
         return "the Hive has been stopped; start a new one with Hive.start()"
 
 
-class Overloaded(SessionhiveError):
+class Overloaded(_Detailed):
     """A session's mailbox is full: the call was refused, nothing of it was accepted.
 
     Retry later, or raise ``mailbox_size`` in :meth:`Hive.start`.
     """
 
-    def __init__(self, session_id: str, limit: int) -> None:
-        super().__init__(session_id, limit)
-        self.session_id = session_id
-        self.limit = limit
-
-    def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r} has {self.limit} calls waiting already (its mailbox is full); "
-            "the call was not accepted: retry later"
-        )
+    session_id: str
+    limit: int
+    template = (
+        "session {session_id!r} has {limit} calls waiting already (its mailbox is full); "
+        "the call was not accepted: retry later"
+    )
 
 
-class SessionFailed(SessionhiveError):
+class SessionFailed(_Detailed):
     """A session crashed too often in a short time and refuses work until it is reset.
 
     ``last_error`` names the last crash; ``reset_session(id)`` brings it back.
     """
 
-    def __init__(self, session_id: str, last_error: str) -> None:
-        super().__init__(session_id, last_error)
-        self.session_id = session_id
-        self.last_error = last_error
-
-    def __str__(self) -> str:
-        return (
-            f"session {self.session_id!r} crashed too often and is marked failed (last crash: "
-            f"{self.last_error}); reset_session() brings it back"
-        )
+    session_id: str
+    last_error: str
+    template = (
+        "session {session_id!r} crashed too often and is marked failed (last crash: {last_error}); "
+        "reset_session() brings it back"
+    )
 
 
-class Forbidden(SessionhiveError):
+class Forbidden(_Detailed):
     """The caller's token lacks the scope this request needs (403 over HTTP); ``scope`` names it."""
 
-    def __init__(self, scope: str, action: str = "this request") -> None:
-        super().__init__(scope, action)
-        self.scope = scope
-        self.action = action
-
-    def __str__(self) -> str:
-        return (
-            f"this token lacks the {self.scope!r} scope needed for {self.action}; "
-            f"ask the operator for a token whose scopes include {self.scope!r}"
-        )
+    scope: str
+    action: str = "this request"
+    template = (
+        "this token lacks the {scope!r} scope needed for {action}; "
+        "ask the operator for a token whose scopes include {scope!r}"
+    )
 
 
-class QuotaExceeded(SessionhiveError):
+class QuotaExceeded(_Detailed):
     """A tenant is at one of its quotas (429 over HTTP): ``quota`` is its name, ``limit`` its value.
 
     Nothing of the refused request was done: wait (a turn ends, a session is
     deleted) and retry, or ask the operator to raise the quota.
     """
 
-    def __init__(self, tenant: str, quota: str, limit: int) -> None:
-        super().__init__(tenant, quota, limit)
-        self.tenant = tenant
-        self.quota = quota
-        self.limit = limit
+    tenant: str
+    quota: str
+    limit: int
 
     def __str__(self) -> str:
         what = "sessions" if self.quota == "max_sessions" else "turns running at once"

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sessionhive.model._plain import fields_dict
 from sessionhive.model.errors import InvalidConfig
 
 __all__ = ["PROVIDERS", "LlmConfig", "RateLimit"]
@@ -42,11 +43,7 @@ class RateLimit:
             _positive_or_none("RateLimit", name, getattr(self, name))
 
     def to_dict(self) -> dict[str, int | None]:
-        return {
-            "requests_per_minute": self.requests_per_minute,
-            "tokens_per_minute": self.tokens_per_minute,
-            "max_concurrent": self.max_concurrent,
-        }
+        return fields_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RateLimit:

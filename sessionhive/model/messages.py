@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sessionhive.model._plain import fields_dict
+
 __all__ = [
     "DEFAULT_MAX_CONTEXT",
     "AgentResult",
@@ -70,7 +72,9 @@ class Message:
 
     ``role`` is ``user``, ``assistant``, ``tool`` or ``system``; ``text`` is the
     plain text; an assistant message may carry ``tool_calls`` and a tool
-    message names the call it answers in ``tool_call_id``.
+    message names the call it answers in ``tool_call_id``. ``model`` names
+    the model that wrote an assistant message when it is not the session's
+    own (a fallback answered); ``None`` otherwise.
     """
 
     role: Role
@@ -78,6 +82,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     is_error: bool = False
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -90,8 +95,8 @@ class Message:
         return cls("user", text)
 
     @classmethod
-    def assistant(cls, text: str, tool_calls: tuple[ToolCall, ...] = ()) -> Message:
-        return cls("assistant", text, tool_calls)
+    def assistant(cls, text: str, tool_calls: tuple[ToolCall, ...] = (), model: str | None = None) -> Message:
+        return cls("assistant", text, tool_calls, model=model)
 
     @classmethod
     def tool(cls, tool_call_id: str, text: str, *, is_error: bool = False) -> Message:
@@ -105,6 +110,8 @@ class Message:
             data["tool_call_id"] = self.tool_call_id
         if self.is_error:
             data["is_error"] = True
+        if self.model is not None:
+            data["model"] = self.model
         return data
 
     @classmethod
@@ -115,15 +122,25 @@ class Message:
             tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls", ())),
             tool_call_id=data.get("tool_call_id"),
             is_error=bool(data.get("is_error", False)),
+            model=data.get("model"),
         )
 
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts; adding two usages sums them."""
+    """Token counts, cost and model calls; adding two usages sums them.
+
+    ``cached_tokens`` are the part of ``prompt_tokens`` the provider read
+    from its prompt cache (priced lower). ``cost_usd`` is priced from
+    :mod:`sessionhive.llm.prices` when the call is counted; ``model_calls``
+    counts the calls.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
+    model_calls: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -133,18 +150,23 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.cost_usd + other.cost_usd,
+            self.model_calls + other.model_calls,
+            self.cached_tokens + other.cached_tokens,
         )
 
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        return fields_dict(self, total_tokens=self.total_tokens)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
-        return cls(int(data.get("prompt_tokens", 0)), int(data.get("completion_tokens", 0)))
+        return cls(
+            int(data.get("prompt_tokens", 0)),
+            int(data.get("completion_tokens", 0)),
+            float(data.get("cost_usd", 0.0)),
+            int(data.get("model_calls", 0)),
+            int(data.get("cached_tokens", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -181,7 +203,9 @@ class AgentResult:
     answered), ``"length"`` (the answer was cut off by the model's
     output-token limit: ``text`` may be incomplete), ``"refusal"``,
     ``"max_rounds"`` (``SessionConfig.max_tool_rounds`` reached),
-    ``"cancelled"``, ``"error"``, or another reason the provider gave.
+    ``"cancelled"``, ``"error"``, ``"budget"`` (a :class:`~sessionhive.Budget`
+    refused the next model call: nothing was sent, every tool call has its
+    result), or another reason the provider gave.
     """
 
     text: str
@@ -254,16 +278,14 @@ class RunningTurn:
     first_message: int
     running_call: str | None = None
     status: Literal["running"] = "running"
+    #: The W3C ``traceparent`` of the turn's span, when traced: a resumed turn's span links to it.
+    traceparent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "turn_id": self.turn_id,
-            "prompt": self.prompt,
-            "started_at": self.started_at,
-            "first_message": self.first_message,
-            "running_call": self.running_call,
-            "status": self.status,
-        }
+        data = fields_dict(self)
+        if not self.traceparent:  # most turns are untraced: keep their journal record small
+            del data["traceparent"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunningTurn:
@@ -273,4 +295,5 @@ class RunningTurn:
             started_at=float(data.get("started_at", 0.0)),
             first_message=int(data["first_message"]),
             running_call=data.get("running_call"),
+            traceparent=data.get("traceparent"),
         )

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "MAX_SECONDS",
+    "check_confirm_arguments",
     "check_instance",
     "check_int",
     "check_number",
@@ -143,3 +144,16 @@ def check_path(name: str, value: Any) -> str:
             f"the limit is {MAX_NAME_BYTES}"
         )
     return value
+
+
+def check_confirm_arguments(tool_id: object, approved: object, reason: object, decided_by: object) -> None:
+    """InvalidConfig unless ``confirm_tool``'s arguments mean one thing: ``approved`` is a bool.
+
+    ``confirm_tool(sid, tool_id, "no")`` would otherwise approve (``bool("no")``).
+    """
+    if not isinstance(tool_id, str) or not tool_id:
+        raise InvalidConfig("tool_id must be the non-empty id from a ConfirmationRequired event")
+    if not isinstance(approved, bool):
+        raise InvalidConfig(f"approved must be True or False, got {approved!r}")
+    check_instance("reason", reason, str, optional=True)
+    check_instance("decided_by", decided_by, str, optional=True)

@@ -61,6 +61,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from sessionhive.metrics import tracing
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.errors import StoreError
 from sessionhive.model.validate import check_number, check_positive_int, check_positive_number
@@ -570,7 +571,8 @@ class PersistenceActor(HiveActor):
                 snapshots.append(entry.snapshot)
         started = time.perf_counter()
         try:
-            self._retrying(self._store.write_batch, snapshots, deletes)
+            with tracing.commit_span(self._store.name, session_ids, len(snapshots) + len(deletes)):
+                self._retrying(self._store.write_batch, snapshots, deletes)
         except Exception as exc:  # noqa: BLE001 - kept pending, reported to sessions and waiters
             self._metrics.persistence_flush_duration.observe(time.perf_counter() - started)
             self._metrics.persistence_failures.inc()

@@ -13,12 +13,49 @@ sessions, within its quotas, with an audit log.
 
 from __future__ import annotations
 
-from ._app import DEFAULT_MAX_BODY, ServeApp, serve_app
-from ._auth import ALL_SCOPES, Principal, TenantQuota, TokenTable, new_token, token_digest
-from ._openapi import openapi_document
-from ._problems import HttpProblem
-from ._server import ServeOptions, is_loopback, read_token, run_service
-from ._thread import ServerThread
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._app import DEFAULT_MAX_BODY, ServeApp, serve_app
+    from ._auth import ALL_SCOPES, Principal, TenantQuota, TokenTable, new_token, token_digest
+    from ._openapi import openapi_document
+    from ._server import ServeOptions, is_loopback, read_token, run_service
+    from ._thread import ServerThread
+    from .problems import HttpProblem
+
+# Imported when first asked for: the route table (``sessionhive.serve.routes``) is read by the
+# HTTP client, which must not need the server's dependencies (starlette, uvicorn) to do so.
+_WHERE = {
+    "DEFAULT_MAX_BODY": "._app",
+    "ServeApp": "._app",
+    "serve_app": "._app",
+    "ALL_SCOPES": "._auth",
+    "Principal": "._auth",
+    "TenantQuota": "._auth",
+    "TokenTable": "._auth",
+    "new_token": "._auth",
+    "token_digest": "._auth",
+    "openapi_document": "._openapi",
+    "HttpProblem": ".problems",
+    "ServeOptions": "._server",
+    "is_loopback": "._server",
+    "read_token": "._server",
+    "run_service": "._server",
+    "ServerThread": "._thread",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "ALL_SCOPES",

@@ -37,7 +37,7 @@ from sessionhive import (
 from sessionhive.model.ids import check_id
 from sessionhive.model.validate import MAX_INT, check_number, check_path, check_positive_number
 
-from ._problems import HttpProblem
+from .problems import HttpProblem
 
 __all__ = [
     "MAX_DEPTH",

@@ -7,16 +7,16 @@ model by provider and name, never its key or endpoint.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from sessionhive import AsyncHive, LlmConfig, ScriptedLlm, __version__
-from sessionhive.loadtest.script import LoadtestScript
 from sessionhive.persistence.stores import FileStore, MemoryStore, SqlStore
 
-__all__ = ["service_info", "store_kind"]
+__all__ = ["public_health", "service_info", "store_kind"]
 
 
 def store_kind(store: Any) -> str:
@@ -42,6 +42,18 @@ def store_kind(store: Any) -> str:
     return "custom"
 
 
+def _loadtest_script(replies: object) -> dict[str, Any] | None:
+    """The load test script's shape, if ``replies`` is one (``sessionhive.loadtest.LoadtestScript``).
+
+    Known by its two fields, not its class: ``serve`` must not import ``loadtest``, whose
+    command imports the client, which reads this package's route table (a cycle of packages).
+    """
+    tools, rate = getattr(replies, "tools_per_turn", None), getattr(replies, "confirm_rate", None)
+    if isinstance(tools, int) and isinstance(rate, float | int):
+        return {"tools_per_turn": tools, "confirm_rate": rate}
+    return None
+
+
 def service_info(hive: AsyncHive) -> dict[str, Any]:
     """The service's facts as JSON values (the ``GET /v1/info`` body)."""
     options = hive.core.options
@@ -55,11 +67,7 @@ def service_info(hive: AsyncHive) -> dict[str, Any]:
         model = {"provider": llm.provider, "model": llm.model}
         if isinstance(llm, ScriptedLlm):
             latency = llm.latency
-            if isinstance(llm.replies, LoadtestScript):
-                script = {
-                    "tools_per_turn": llm.replies.tools_per_turn,
-                    "confirm_rate": llm.replies.confirm_rate,
-                }
+            script = _loadtest_script(llm.replies)
     return {
         "version": __version__,
         "store": {"kind": store_kind(options.store)},
@@ -68,3 +76,20 @@ def service_info(hive: AsyncHive) -> dict[str, Any]:
         "loadtest_script": script,
         "actor_backend": options.backend_name(),
     }
+
+
+def _public_store_name(name: str) -> str:
+    """A store's name as remote callers see it: its kind and file name, never a path on the server."""
+    kind, sep, where = name.partition(":")
+    if sep and where.startswith("/"):
+        return f"{kind}:{posixpath.basename(where.rstrip('/')) or '/'}"
+    return name
+
+
+def public_health(health: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """``store_health()`` as remote callers see it: each store by kind and file name, with its status."""
+    stores = []
+    for name, status in health:
+        shown = _public_store_name(name)
+        stores.append({"name": shown, "status": status.replace(name, shown)})
+    return stores

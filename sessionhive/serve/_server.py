@@ -25,7 +25,7 @@ from sessionhive.persistence.audit import AuditLog
 from ._app import DEFAULT_MAX_BODY, SHUTDOWN_REASON, ServeApp
 from ._auth import TokenTable
 
-__all__ = ["ServeOptions", "is_loopback", "read_token", "run_service"]
+__all__ = ["ServeOptions", "is_loopback", "read_token", "run_service", "uvicorn_config"]
 
 
 @dataclass
@@ -169,6 +169,18 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def uvicorn_config(app: Any, *, graceful_s: int) -> uvicorn.Config:
+    """How sessionhive runs an app under uvicorn: quiet, with lifespan, no server header."""
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_s,
+        server_header=False,
+    )
+
+
 def run_service(options: ServeOptions) -> int:
     """Host a Hive behind the HTTP API until SIGTERM/SIGINT; returns the exit code."""
     say = options.say
@@ -218,15 +230,7 @@ def run_service(options: ServeOptions) -> int:
         )
         # The process's memory and CPU on /metrics: a load test reports the service's, not its own.
         ProcessCollector(registry=app.serve_registry)
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-            server_header=False,
-        )
-        server = _DrainingServer(config, app, options.drain_timeout, say)
+        server = _DrainingServer(uvicorn_config(app, graceful_s=10), app, options.drain_timeout, say)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         say(

@@ -1,7 +1,7 @@
 """Whose session is it, may this token do that, and is its tenant within quota.
 
-- Each route needs one scope (:data:`ROUTE_SCOPES`); a route missing from the
-  table needs ``admin``, so a route added without a decision is closed, not open.
+- Each route needs the one scope its declaration names (``scope=`` is a
+  required argument of ``@router.get(...)``, so no route is added without a decision).
 - A session belongs to the tenant whose token created it (a child to its
   parent's tenant). Another tenant's session answers 404 exactly as a session
   that does not exist: a 403 would confirm that it exists.
@@ -9,6 +9,8 @@
   the service's event loop, and refused with :class:`~sessionhive.QuotaExceeded`
   (429) before anything is done.
 - Every action is written to the audit log, off the event loop.
+- The Hive's budget (``Hive.start(budget=...)``) is counted per tenant: each
+  tenant's sessions spend from a budget of their own.
 """
 
 from __future__ import annotations
@@ -20,47 +22,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from sessionhive import Forbidden, QuotaExceeded, SessionNotFound
+from sessionhive.agent.spending import BudgetBook
 from sessionhive.persistence.audit import DEFAULT_TENANT, AuditLog, AuditRecord
 
 from ._auth import UNLIMITED, Principal, TenantQuota, TokenTable
 
-__all__ = ["ROUTE_SCOPES", "Tenancy"]
-
-#: The scope each route (by its handler name in ``ROUTE_DOCS``) needs.
-ROUTE_SCOPES: dict[str, str] = {
-    "create": "write",
-    "list": "read",
-    "show": "read",
-    "destroy": "write",
-    "create_child": "write",
-    "children": "read",
-    "turn": "write",
-    "events": "read",
-    "history": "read",
-    "usage": "read",
-    "context": "read",
-    "pause": "write",
-    "resume": "write",
-    "cancel": "write",
-    "compact": "write",
-    "clear": "write",
-    "reset": "write",
-    "get_policy": "read",
-    "put_policy": "write",
-    "configure": "write",
-    "llm": "read",
-    "confirmations": "read",
-    "confirm": "confirm",
-    "inbox": "read",
-    "tools": "read",
-    "stats": "read",
-    "flush": "admin",
-    "health": "read",
-    "load_all": "admin",
-    "audit": "read",
-    "whoami": "",  # any valid token may ask who it is
-    "info": "read",
-}
+__all__ = ["Tenancy"]
 
 _WHAT = {"read": "reading sessions", "write": "changing sessions", "confirm": "deciding tool calls"}
 
@@ -80,11 +47,15 @@ class Tenancy:
         self._creating: Counter[str] = Counter()
         self._turns_of: Counter[str] = Counter()
 
+    def budget_per_tenant(self, book: BudgetBook) -> None:
+        """Count the Hive's budget in ``book`` per tenant, by the owner of each root session."""
+        book.group_of = self.owner  # one dict lookup, safe from the turn loop's thread
+
     # ------------------------------------------------------------------ scopes
 
     @staticmethod
-    def require(principal: Principal, route: str) -> None:
-        scope = ROUTE_SCOPES.get(route, "admin")
+    def require(principal: Principal, scope: str, route: str) -> None:
+        """Refuse ``principal`` unless it holds ``scope`` (``""``: any valid token)."""
         if scope and not principal.allows(scope):
             raise Forbidden(scope, _WHAT.get(scope, f"the {route} route"))
 

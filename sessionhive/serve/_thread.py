@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 from ._app import ServeApp
-from ._server import end_every_stream
+from ._server import end_every_stream, uvicorn_config
 
 __all__ = ["ServerThread"]
 
@@ -31,15 +31,7 @@ class ServerThread:
         self._socket.listen(512)
         self.host, self.port = self._socket.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-            server_header=False,
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(app, graceful_s=5))
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="sessionhive-serve", daemon=True)
         self._thread.start()

@@ -1,18 +1,21 @@
 """The end of a session actor's life: destroy, passivation, Hive shutdown, crash.
 
-Once a session has decided to go (:attr:`SessionState._gone`), calls that
+:class:`Lifecycle` owns whether and how the session is going away
+(:attr:`Lifecycle.gone`), the answer owed to a Hive shutdown, and the
+supervisor to hand things to. Once a session has decided to go, calls that
 still reach it are not lost: a passivated or crashed session hands them back
 to the supervisor, which delivers them to the next incarnation; a destroyed
 one answers :class:`~sessionhive.SessionNotFound`. Calls that reach the actor
-after it stopped arrive through :meth:`dead_letters` and go the same way.
+after it stopped arrive through :meth:`Lifecycle.dead_letters` and go the
+same way. The session's record is handed to it once; the jobs and
+confirmations it ends, with every call.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pykka
 
@@ -25,37 +28,63 @@ from sessionhive.actors.messages import (
     SessionGone,
     Shutdown,
 )
-from sessionhive.actors.session._confirmations import ConfirmationsPart
+from sessionhive.metrics import tracing
 from sessionhive.model.errors import HiveStopped, SessionNotFound, TurnFailed
 from sessionhive.model.events import TurnCancelled
 from sessionhive.persistence.messages import Delete
 from sessionhive.runtime import complete_threadsafe
 
-__all__ = ["LifecyclePart"]
+if TYPE_CHECKING:
+    from sessionhive.actors.session._confirmations import Confirmations
+    from sessionhive.actors.session._jobs import Jobs
+    from sessionhive.actors.session._state import SessionState
+    from sessionhive.runtime import Reply
+
+__all__ = ["Gone", "Lifecycle"]
 
 log = logging.getLogger("sessionhive.session")
 
+Gone = Literal["", "passivated", "destroyed", "stopped", "crashed"]
 
-class LifecyclePart(ConfirmationsPart):
+
+class Lifecycle:
     """Destroy, Passivate, Shutdown, crash hand-over and the calls that arrive too late."""
 
-    def on_start(self) -> None:
-        self._start_next()  # a turn resumed from the journal, if any
+    # The jobs and confirmations to end, and the actor's own ref, are handed
+    # to each call: held here they would cost every idle session 24 bytes.
+    __slots__ = ("_session", "gone", "shutdown_reply", "supervisor")
 
-    def _redirect(self, call: SessionCall) -> None:
+    def __init__(self, session: SessionState, supervisor: pykka.ActorRef[Any]) -> None:
+        self._session = session
+        self.supervisor = supervisor
+        self.gone: Gone = ""
+        self.shutdown_reply: Reply | None = None  # answered once the running turn ended
+
+    def _go(self, how: Gone, jobs: Jobs) -> None:
+        self.gone = how
+        jobs.closed = True  # nothing queued starts on a session that is going away
+
+    def started(self, jobs: Jobs) -> None:
+        """The actor runs: its spending counts against its budget; a turn resumed from the journal starts."""
+        session = self._session
+        session.services.budgets.track(session.session_id, session.config.budget, session.usage)
+        jobs.start_next()
+
+    def redirect(self, call: SessionCall) -> None:
         """A call for a session that is going away: to its next incarnation, or refused."""
-        if self._gone == "destroyed":
-            self._refuse(call.reply, SessionNotFound(self.session_id))
-        elif self._gone == "stopped":
-            self._refuse(call.reply, HiveStopped())
+        session = self._session
+        if self.gone == "destroyed":
+            session.refuse(call.reply, SessionNotFound(session.session_id))
+        elif self.gone == "stopped":
+            session.refuse(call.reply, HiveStopped())
         else:
             try:
-                self._supervisor.tell(Route(self.session_id, call))
+                self.supervisor.tell(Route(session.session_id, call))
             except pykka.ActorDeadError:
-                self._refuse(call.reply, HiveStopped())
+                session.refuse(call.reply, HiveStopped())
 
-    def dead_letters(self) -> Callable[[Any], None] | None:
-        supervisor, session_id = self._supervisor, self.session_id  # not self: let the actor go
+    def dead_letters(self) -> Callable[[Any], None]:
+        supervisor, session_id = self.supervisor, self._session.session_id  # not self: let the actor go
 
         def forward(message: Any) -> None:
             if not isinstance(message, SessionCall):
@@ -67,93 +96,90 @@ class LifecyclePart(ConfirmationsPart):
 
         return forward
 
-    def _withdraw_view(self) -> None:
-        """No published view any more: a read goes through the supervisor (SessionNotFound, or a restart)."""
-        self._view_stale = False
-        self._entry.view = None
-
-    def _close_subscribers(self) -> None:
-        for subscriber in self._subscribers:
-            subscriber.close()
-        self._subscribers.clear()
-
-    def on_Destroy(self, message: Destroy) -> None:
+    def destroy(
+        self, message: Destroy, jobs: Jobs, confirmations: Confirmations, ref: pykka.ActorRef[Any]
+    ) -> None:
         """Stop for good: cancel work, delete from the store, then tell the supervisor."""
-        self._cancel_everything("cancelled because the session was destroyed")
-        self._gone = "destroyed"
-        running = self._finish_running()
-        if running is not None:
-            self._abandon(running, TurnCancelled(self.session_id, "the session was destroyed"), "cancelled")
-        self._close_subscribers()
-        ack: concurrent.futures.Future[None] | None = None
-        if self._stored():
-            wait = self._services.persistence.waits_for_commit(self._config.durability)
-            ack = concurrent.futures.Future() if wait else None
-            self._services.persistence.send(Delete(self.session_id, ack))
-        self._supervisor.tell(SessionGone(self.session_id, "destroyed", self.actor_ref))
-        self._withdraw_view()
-        self._deliver(message.reply, None, ack, "destroy")
-        self.actor_ref.stop(block=False)
+        session = self._session
+        jobs.cancel_everything(confirmations, "cancelled because the session was destroyed")
+        self._go("destroyed", jobs)
+        session.services.budgets.forget(session.session_id)
+        jobs.abandon_running(TurnCancelled(session.session_id, "the session was destroyed"), "cancelled")
+        session.close_subscribers()
+        ack = None
+        if session.stored():
+            ack = session.commit_ack()
+            session.services.persistence.send(Delete(session.session_id, ack))
+        self.supervisor.tell(SessionGone(session.session_id, "destroyed", ref))
+        session.withdraw_view()
+        session.deliver(message.reply, None, ack, "destroy")
+        ref.stop(block=False)
 
-    def on_Passivate(self, message: Passivate) -> None:
+    def passivate(
+        self, message: Passivate, jobs: Jobs, confirmations: Confirmations, ref: pykka.ActorRef[Any]
+    ) -> None:
         """Stop to save memory if idle; the store holds everything needed to come back."""
-        busy = self._running is not None or self._jobs or self._pending or self._subscribers
-        if busy or not self._stored():
-            self._answer(message.reply, False)
+        session = self._session
+        busy = jobs.running is not None or jobs.queue or confirmations.pending or session.subscribers
+        if busy or not session.stored():
+            session.answer(message.reply, False)
             return
-        self._gone = "passivated"
-        self._supervisor.tell(SessionGone(self.session_id, "passivated", self.actor_ref))
-        self._answer(message.reply, True)
-        self.actor_ref.stop(block=False)
+        self._go("passivated", jobs)
+        tracing.passivation(session.session_id)
+        self.supervisor.tell(SessionGone(session.session_id, "passivated", ref))
+        session.answer(message.reply, True)
+        ref.stop(block=False)
 
-    def on_Shutdown(self, message: Shutdown) -> None:
+    def shutdown(
+        self, message: Shutdown, jobs: Jobs, confirmations: Confirmations, ref: pykka.ActorRef[Any]
+    ) -> None:
         """Hive.stop(): cancel running work, record what it left, then stop.
 
         The running turn is given the chance to hand back its partial history
         (the prompt is kept), so the last snapshot is final.
         """
-        self._cancel_everything("cancelled because the Hive stopped")
-        self._gone = "stopped"
-        self._shutdown_reply = message.reply
-        if self._running is None:
-            self._stop_now()
+        jobs.cancel_everything(confirmations, "cancelled because the Hive stopped")
+        self._go("stopped", jobs)
+        self.shutdown_reply = message.reply
+        if jobs.running is None:
+            self.stop_now(jobs, ref)
 
-    def _stop_now(self) -> None:
-        self._gone = "stopped"
-        self._answer(self._shutdown_reply, None)
-        self.actor_ref.stop(block=False)
+    def stop_now(self, jobs: Jobs, ref: pykka.ActorRef[Any]) -> None:
+        self._go("stopped", jobs)
+        self._session.answer(self.shutdown_reply, None)
+        ref.stop(block=False)
 
-    def on_failure(
+    def crashed(
         self,
-        exception_type: type[BaseException] | None,  # noqa: ARG002 - pykka's hook signature
         exception_value: BaseException | None,
-        traceback: Any,  # noqa: ARG002 - pykka's hook signature
+        jobs: Jobs,
+        confirmations: Confirmations,
+        ref: pykka.ActorRef[Any],
     ) -> None:
-        """A handler raised (a bug): hand everything over to the supervisor, which restarts us.
+        """A handler raised (a bug): hand everything over to the supervisor, which restarts the session.
 
         Calls still in the mailbox reach the restarted actor in order (the
         runtime forwards them as dead letters, after this report). Work this
         incarnation accepted fails with a clear error.
         """
+        session = self._session
         error = f"{type(exception_value).__name__}: {exception_value}"
         crashed = TurnFailed(
-            f"session {self.session_id!r} crashed ({error}) and was restarted from its last snapshot; "
+            f"session {session.session_id!r} crashed ({error}) and was restarted from its last snapshot; "
             "retry the call"
         )
-        running = self._finish_running()
-        if running is not None:
-            self._abandon(running, crashed, "error")
-        self._reject_queued(lambda: crashed)
-        self._cancel_pending("the session crashed")
-        self._close_subscribers()
-        self._gone = "crashed"
-        self._withdraw_view()  # readers wait for the restarted actor instead of reading this one's state
-        snapshot = None if self._stored() else self._snapshot()
-        self._supervisor.tell(SessionCrashed(self.session_id, self.actor_ref, snapshot, (), error))
+        jobs.abandon_running(crashed, "error")
+        jobs.reject_queued(lambda: crashed)
+        confirmations.cancel("the session crashed", None)
+        session.close_subscribers()
+        self._go("crashed", jobs)
+        session.withdraw_view()  # readers wait for the restarted actor instead of reading this one's state
+        snapshot = None if session.stored() else session.snapshot()
+        self.supervisor.tell(SessionCrashed(session.session_id, ref, snapshot, (), error))
 
-    def on_stop(self) -> None:
-        running = self._finish_running()
-        if running is not None:
-            self._abandon(running, TurnCancelled(self.session_id, "the Hive stopped"), "cancelled")
-        self._close_subscribers()
-        self._reject_queued(lambda: TurnCancelled(self.session_id, "the Hive stopped"))
+    def stopped(self, jobs: Jobs) -> None:
+        """The actor stopped (for whatever reason): nothing it accepted is left without an answer."""
+        session = self._session
+        jobs.abandon_running(TurnCancelled(session.session_id, "the Hive stopped"), "cancelled")
+        session.close_subscribers()
+        jobs.reject_queued(lambda: TurnCancelled(session.session_id, "the Hive stopped"))

@@ -143,9 +143,18 @@ function inboxItem(p, key) {
     el("pre", { class: "arguments" }, JSON.stringify(p.arguments, null, 2)),
     el("div", { class: "prompt" }, el("span", { class: "role" }, "prompt"), p.prompt),
     recent);
+  addDecision(item, p.session_id, p.tool_id, `${p.tool_name} in ${p.session_id}`, async () => {
+    await loadInbox();
+    if (p.session_id === current) await loadConfirmations();
+  });
+  return item;
+}
+
+// Approve / Reject with a reason, for one waiting call; `after` runs once the decision was sent.
+function addDecision(item, sessionId, toolId, what, after) {
   if (!may("confirm")) {
     item.append(el("span", { class: "hint" }, "this token may not decide tool calls"));
-    return item;
+    return;
   }
   const reason = el("input", { placeholder: "reason (optional)", class: "reason" });
   const approve = el("button", { type: "button", class: "approve" }, "Approve");
@@ -153,18 +162,16 @@ function inboxItem(p, key) {
   const decide = async (approved) => {
     approve.disabled = reject.disabled = true;
     try {
-      await api("POST", `/v1/sessions/${enc(p.session_id)}/confirmations/${enc(p.tool_id)}`,
+      await api("POST", `/v1/sessions/${enc(sessionId)}/confirmations/${enc(toolId)}`,
         { approved, reason: reason.value || null });
-      say(`${approved ? "approved" : "rejected"} ${p.tool_name} in ${p.session_id}`);
+      say(`${approved ? "approved" : "rejected"} ${what}`);
       item.remove();
     } catch (err) { say(String(err.message)); approve.disabled = reject.disabled = false; }
-    await loadInbox();
-    if (p.session_id === current) await loadConfirmations();
+    await after();
   };
   approve.addEventListener("click", () => decide(true));
   reject.addEventListener("click", () => decide(false));
   item.append(reason, " ", approve, " ", reject);
-  return item;
 }
 
 async function select(id) {
@@ -226,25 +233,7 @@ async function loadConfirmations() {
       el("strong", {}, p.tool_name || p.tool_id),
       el("pre", {}, p.arguments ? JSON.stringify(p.arguments, null, 2) : ""));
     list.append(item);
-    if (!may("confirm")) {
-      item.append(el("span", { class: "hint" }, "this token may not decide tool calls"));
-      continue;
-    }
-    const reason = el("input", { placeholder: "reason (optional)", class: "reason" });
-    const approve = el("button", { type: "button", class: "approve" }, "Approve");
-    const reject = el("button", { type: "button", class: "reject" }, "Reject");
-    const decide = async (approved) => {
-      approve.disabled = reject.disabled = true;
-      try {
-        await api("POST", `/v1/sessions/${enc(sessionId)}/confirmations/${enc(p.tool_id)}`,
-          { approved, reason: reason.value || null });
-        say(`${approved ? "approved" : "rejected"} ${p.tool_name || p.tool_id}`);
-      } catch (err) { say(String(err.message)); }
-      await loadConfirmations();
-    };
-    approve.addEventListener("click", () => decide(true));
-    reject.addEventListener("click", () => decide(false));
-    item.append(reason, " ", approve, " ", reject);
+    addDecision(item, sessionId, p.tool_id, p.tool_name || p.tool_id, loadConfirmations);
   }
 }
 

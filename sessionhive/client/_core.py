@@ -1,0 +1,362 @@
+"""What ``RemoteHive`` and ``AsyncRemoteHive`` share: every request built and every answer read once, no I/O.
+
+Each API method is written here once, as a *plan*: a generator that yields
+the :class:`HttpCall` s it needs and receives each one's JSON answer, then
+returns the method's result (``list_sessions`` yields one call per page). The
+sync twin sends each call with ``httpx.Client``, the async one awaits
+``httpx.AsyncClient``; that is all they differ in (httpx's own
+``BaseClient`` split). Paths come from the service's route table
+(:data:`sessionhive.serve.routes.ROUTE`), so a route is written in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from sessionhive import (
+    AgentResult,
+    CallTimeout,
+    ConfirmationPolicy,
+    ContextUsage,
+    InvalidSessionId,
+    LlmConfig,
+    Message,
+    SessionConfig,
+    ToolDefinition,
+    Usage,
+)
+from sessionhive.api import DEFAULT, Timeout, resolve_timeout
+from sessionhive.model.confirmation import check_confirm_arguments
+from sessionhive.model.validate import check_instance
+from sessionhive.serve.routes import ROUTE
+
+from ._codec import ServiceUnavailable, context_from_dict, error_from_problem, result_from_dict
+
+__all__ = [
+    "DEFAULT_PAGE",
+    "HistoryPage",
+    "HttpCall",
+    "PendingConfirmation",
+    "Plan",
+    "RemoteCore",
+    "SessionPage",
+    "raise_for",
+    "transport_error",
+]
+
+T = TypeVar("T")
+#: How many ids or messages ``list_sessions`` and ``history`` fetch per request.
+_PAGE = 1000
+#: The page size of :meth:`RemoteHive.find_sessions` and :meth:`RemoteHive.history_page` by default.
+DEFAULT_PAGE = 100
+_SSE = {"Accept": "text/event-stream"}
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of :meth:`RemoteHive.find_sessions`: ``total`` sessions matched, ``ids`` from ``offset``."""
+
+    total: int
+    offset: int
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Messages ``offset`` to ``offset + len(messages)`` of a history of ``total``.
+
+    Page back with ``history_page(session_id, before=page.offset)`` while ``offset > 0``.
+    """
+
+    total: int
+    offset: int
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
+class PendingConfirmation:
+    """A tool call waiting for a decision, as :meth:`RemoteHive.confirmation_inbox` lists it.
+
+    ``prompt`` is the session's last prompt and ``recent`` its last messages (what led to the
+    call); ``waiting_since`` is the Unix time it began waiting.
+    """
+
+    session_id: str
+    tool_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    timeout_s: float
+    waiting_since: float
+    prompt: str
+    recent: list[Message]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingConfirmation:
+        return cls(
+            session_id=data["session_id"],
+            tool_id=data["tool_id"],
+            tool_name=data["tool_name"],
+            arguments=dict(data["arguments"]),
+            timeout_s=float(data["timeout_s"]),
+            waiting_since=float(data["waiting_since"]),
+            prompt=data["prompt"],
+            recent=[Message.from_dict(m) for m in data["recent"]],
+        )
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One request to send: a route's method and path, its body, query and timeout.
+
+    ``stream`` asks for the body as server-sent events: read without a read timeout.
+    """
+
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    timeout: float | None = None
+    stream: bool = False
+
+    @property
+    def what(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of ``httpx`` ``build_request`` for this call."""
+        if self.stream:
+            timeout = httpx.Timeout(self.timeout, read=None)
+            return {"json": self.json, "params": self.params, "headers": _SSE, "timeout": timeout}
+        return {"json": self.json, "params": self.params, "timeout": self.timeout}
+
+
+#: A method's plan: the calls it sends, each answered with its JSON, and what it returns.
+Plan = Generator[HttpCall, Any, T]
+
+
+def raise_for(response: httpx.Response) -> None:
+    """Raise the exception the embedded Hive would have raised, if the service answered a problem."""
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {"detail": response.text[:500]}
+    if not isinstance(problem, dict):
+        problem = {"detail": str(problem)}
+    raise error_from_problem(response.status_code, problem)
+
+
+def answer_of(response: httpx.Response) -> Any:
+    """The JSON an answered call carries (``None`` for an empty body), or its problem raised."""
+    raise_for(response)
+    return response.json() if response.content else None
+
+
+def transport_error(exc: httpx.HTTPError, what: str) -> Exception:
+    if isinstance(exc, httpx.TimeoutException):
+        return CallTimeout(f"{what} got no answer in time (the work may still finish): {exc}")
+    return ServiceUnavailable(
+        0, {"detail": f"{what}: cannot reach the service: {exc}", "error": "Unreachable"}
+    )
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    token = token if token is not None else os.environ.get("SESSIONHIVE_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _config_json(config: SessionConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    check_instance("config", config, SessionConfig)
+    data = config.to_dict()
+    # Send only what differs from the defaults: the service fills in the rest.
+    defaults = SessionConfig().to_dict()
+    return {k: v for k, v in data.items() if v != defaults[k]}
+
+
+class RemoteCore:
+    """The Hive API as plans against one service (no connection: the twins own theirs)."""
+
+    def __init__(self, call_timeout: float) -> None:
+        self.call_timeout = call_timeout
+
+    def timeout(self, timeout: Timeout) -> float | None:
+        return resolve_timeout(timeout, self.call_timeout)
+
+    def call(
+        self,
+        route: str,
+        *ids: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: Timeout = DEFAULT,
+        stream: bool = False,
+    ) -> HttpCall:
+        """The request of the route named ``route``, its path holding ``ids``."""
+        for value in ids:
+            if not isinstance(value, str):
+                raise InvalidSessionId(f"session id must be a string, got {type(value).__name__}")
+        found = ROUTE[route]
+        return HttpCall(found.method, found.url(*ids), json, params, self.timeout(timeout), stream)
+
+    # sessions
+    def create_session(self, session_id: str, config: SessionConfig | None, timeout: Timeout) -> Plan[str]:
+        body = {"id": session_id, "config": _config_json(config)}
+        return str((yield self.call("create", json=body, timeout=timeout))["id"])
+
+    def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None, timeout: Timeout
+    ) -> Plan[str]:
+        body = {"id": session_id, "config": _config_json(config), "exist_ok": True}
+        return str((yield self.call("create", json=body, timeout=timeout))["id"])
+
+    def create_child_session(
+        self, parent_id: str, child_id: str, config: SessionConfig | None, timeout: Timeout
+    ) -> Plan[str]:
+        body = {"id": child_id, "config": _config_json(config)}
+        return str((yield self.call("create_child", parent_id, json=body, timeout=timeout))["id"])
+
+    def changed(self, route: str, session_id: str, timeout: Timeout) -> Plan[bool]:
+        """reset, pause, resume, cancel: whether the session's state changed."""
+        return bool((yield self.call(route, session_id, timeout=timeout))["changed"])
+
+    def session_only(self, route: str, session_id: str, timeout: Timeout) -> Plan[None]:
+        """destroy, clear, compact, restore: a call whose answer says nothing more."""
+        yield self.call(route, session_id, timeout=timeout)
+
+    def get_child_sessions(self, parent_id: str, timeout: Timeout) -> Plan[list[str]]:
+        return list((yield self.call("children", parent_id, timeout=timeout))["ids"])
+
+    def is_child_session(self, session_id: str, timeout: Timeout) -> Plan[bool]:
+        return bool((yield self.call("show", session_id, timeout=timeout))["is_child"])
+
+    def stat(self, field: str, timeout: Timeout) -> Plan[int]:
+        return int((yield self.call("stats", timeout=timeout))[field])
+
+    def list_sessions(self, timeout: Timeout) -> Plan[list[str]]:
+        ids: list[str] = []
+        while True:
+            params = {"offset": len(ids), "limit": _PAGE}
+            page = yield self.call("list", params=params, timeout=timeout)
+            ids.extend(page["ids"])
+            if not page["ids"] or len(ids) >= page["total"]:
+                return ids
+
+    def list_tools(self) -> Plan[list[ToolDefinition]]:
+        return [ToolDefinition(**t) for t in (yield self.call("tools"))["tools"]]
+
+    def load_all_sessions(self, timeout: Timeout) -> Plan[int]:
+        return int((yield self.call("load_all", timeout=timeout))["loaded"])
+
+    # turns
+    def generate(self, session_id: str, prompt: str, timeout: Timeout) -> Plan[AgentResult]:
+        return result_from_dict(
+            (yield self.call("turn", session_id, json={"prompt": prompt}, timeout=timeout))
+        )
+
+    def turn_stream(self, session_id: str, prompt: str, timeout: Timeout) -> HttpCall:
+        return self.call("turn", session_id, json={"prompt": prompt}, timeout=timeout, stream=True)
+
+    def history(self, session_id: str, timeout: Timeout) -> Plan[list[Message]]:
+        messages: list[Message] = []
+        while True:
+            params = {"offset": len(messages), "limit": _PAGE}
+            page = yield self.call("history", session_id, params=params, timeout=timeout)
+            messages.extend(Message.from_dict(m) for m in page["messages"])
+            if not page["messages"] or len(messages) >= page["total"]:
+                return messages
+
+    def context_usage(self, session_id: str, timeout: Timeout) -> Plan[ContextUsage]:
+        return context_from_dict((yield self.call("context", session_id, timeout=timeout)))
+
+    def usage(self, session_id: str, timeout: Timeout) -> Plan[Usage]:
+        return Usage.from_dict((yield self.call("usage", session_id, timeout=timeout)))
+
+    def maybe_auto_compact(self, session_id: str, timeout: Timeout) -> Plan[bool]:
+        call = self.call("compact", session_id, params={"auto": "true"}, timeout=timeout)
+        return bool((yield call)["compacted"])
+
+    def configure(
+        self,
+        session_id: str,
+        thinking: bool | None,
+        budget: int | None,
+        model_config: LlmConfig | None,
+        timeout: Timeout,
+    ) -> Plan[None]:
+        body = {
+            "thinking": thinking,
+            "budget": budget,
+            "model_config": model_config.to_dict() if model_config is not None else None,
+        }
+        yield self.call("configure", session_id, json=body, timeout=timeout)
+
+    def get_llm_for_session(self, session_id: str, timeout: Timeout) -> Plan[LlmConfig | None]:
+        data = yield self.call("llm", session_id, timeout=timeout)
+        return LlmConfig.from_dict(data) if data else None
+
+    # confirmations
+    def confirm_tool(
+        self, session_id: str, tool_id: str, approved: bool, reason: str | None, timeout: Timeout
+    ) -> Plan[bool]:
+        # No decided_by: the service names who decided from the caller's token.
+        check_confirm_arguments(tool_id, approved, reason, None)
+        body = {"approved": approved, "reason": reason}
+        return bool(
+            (yield self.call("confirm", session_id, tool_id, json=body, timeout=timeout))["confirmed"]
+        )
+
+    def pending_confirmations(self, session_id: str, timeout: Timeout) -> Plan[list[str]]:
+        data = yield self.call("confirmations", session_id, timeout=timeout)
+        return [p["tool_id"] for p in data["pending"]]
+
+    def set_confirmation_policy(
+        self, session_id: str, policy: ConfirmationPolicy, timeout: Timeout
+    ) -> Plan[ConfirmationPolicy]:
+        check_instance("policy", policy, ConfirmationPolicy)
+        call = self.call("put_policy", session_id, json=policy.to_dict(), timeout=timeout)
+        return ConfirmationPolicy.from_dict((yield call))
+
+    def get_confirmation_policy(self, session_id: str, timeout: Timeout) -> Plan[ConfirmationPolicy]:
+        return ConfirmationPolicy.from_dict((yield self.call("get_policy", session_id, timeout=timeout)))
+
+    def confirmation_inbox(self, timeout: Timeout) -> Plan[list[PendingConfirmation]]:
+        data = yield self.call("inbox", timeout=timeout)
+        return [PendingConfirmation.from_dict(p) for p in data["pending"]]
+
+    def events_stream(self, session_id: str, timeout: Timeout) -> HttpCall:
+        return self.call("events", session_id, timeout=timeout, stream=True)
+
+    # the service
+    def flush(self, timeout: Timeout) -> Plan[None]:
+        yield self.call("flush", timeout=timeout)
+
+    def store_health(self, timeout: Timeout) -> Plan[list[tuple[str, str]]]:
+        data = yield self.call("health", timeout=timeout)
+        return [(s["name"], s["status"]) for s in data["stores"]]
+
+    def find_sessions(
+        self, prefix: str, state: str | None, offset: int, limit: int, timeout: Timeout
+    ) -> Plan[SessionPage]:
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if prefix:
+            params["q"] = prefix
+        if state is not None:
+            params["state"] = state
+        data = yield self.call("list", params=params, timeout=timeout)
+        return SessionPage(int(data["total"]), int(data["offset"]), list(data["ids"]))
+
+    def history_page(
+        self, session_id: str, before: int | None, limit: int, timeout: Timeout
+    ) -> Plan[HistoryPage]:
+        params = {"limit": limit} if before is None else {"before": before, "limit": limit}
+        data = yield self.call("history", session_id, params=params, timeout=timeout)
+        messages = [Message.from_dict(m) for m in data["messages"]]
+        return HistoryPage(int(data["total"]), int(data["offset"]), messages)

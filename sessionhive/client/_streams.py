@@ -1,0 +1,302 @@
+"""The live halves of the remote API: a turn's events and a session's subscription, sync and async.
+
+Both read the service's server-sent events; the events, results and
+problems they carry are decoded once, in :mod:`._codec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import queue
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import httpx
+
+from sessionhive import AgentEvent, AgentResult, CallTimeout, ConfirmationNotFound, ConfirmationRequired
+from sessionhive.model.confirmation import decision_from_answer, read_confirmation_answer
+
+from ._codec import (
+    ServiceUnavailable,
+    aiter_sse,
+    error_from_problem,
+    event_from_dict,
+    iter_sse,
+    load,
+    result_from_dict,
+)
+from ._core import transport_error
+
+if TYPE_CHECKING:
+    from ._remote import AsyncRemoteHive, RemoteHive
+
+HiveT = TypeVar("HiveT", "RemoteHive", "AsyncRemoteHive")
+
+__all__ = ["AsyncRemoteSubscription", "AsyncRemoteTurnStream", "RemoteSubscription", "RemoteTurnStream"]
+
+
+def _ask(callback: Callable[[ConfirmationRequired], Any], event: ConfirmationRequired) -> object:
+    """The callback's answer; one that raises answers a rejection with the error as the reason."""
+    try:
+        return callback(event)
+    except Exception as error:  # noqa: BLE001 - a failing callback rejects, as with an embedded Hive
+        return (False, f"on_confirmation raised {type(error).__name__}: {error}")
+
+
+def _decide_blocking(answer: object, timeout_s: float) -> tuple[bool, str | None] | None:
+    """:func:`read_confirmation_answer` from sync code: an awaitable answer runs on a loop of its own.
+
+    In a thread of its own too, so it works even where this thread runs a loop
+    already (a notebook); ``None`` means no answer in time (the service's timer decides).
+    """
+    if not inspect.isawaitable(answer):
+        return decision_from_answer(answer)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sessionhive-confirm") as pool:
+        return pool.submit(asyncio.run, read_confirmation_answer(answer, timeout_s)).result()
+
+
+class _TurnReader(Generic[HiveT]):
+    """What both turn streams keep: their hive, the response being read, the turn's outcome once it ends."""
+
+    def __init__(
+        self,
+        hive: HiveT,
+        session_id: str,
+        response: httpx.Response,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self._hive: HiveT = hive
+        self._response = response
+        self._on_confirmation = on_confirmation
+        self._result: AgentResult | None = None
+        self._error: Exception | None = None
+        self._finished = False
+
+    def _take(self, kind: str, data: str) -> AgentEvent | None:
+        """The event one message carries, or ``None`` when it was the turn's outcome (kept)."""
+        payload = load(data)
+        if kind == "result":
+            self._result = result_from_dict(payload)
+        elif kind == "error":
+            self._error = error_from_problem(int(payload.get("status", 500)), payload)
+        else:
+            return event_from_dict(payload)
+        return None
+
+    def _ended_early(self) -> None:
+        self._error = ServiceUnavailable(0, {"detail": "the turn's event stream ended early"})
+
+    def _lost(self, exc: httpx.HTTPError) -> None:
+        self._error = transport_error(exc, f"the turn of session {self.session_id!r}")
+
+    def _outcome(self) -> AgentResult:
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+class RemoteTurnStream(_TurnReader["RemoteHive"]):
+    """A turn's events as they arrive over server-sent events; :meth:`result` for the outcome."""
+
+    def __iter__(self) -> Iterator[AgentEvent]:
+        if self._finished:
+            return
+        try:
+            for kind, data in iter_sse(self._response.iter_lines()):
+                event = self._take(kind, data)
+                if event is None:
+                    break
+                if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                    decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
+                    if decision is not None:
+                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                            self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                yield event
+            else:
+                self._ended_early()
+        except httpx.HTTPError as exc:
+            self._lost(exc)
+        finally:
+            self._finished = True
+            self._response.close()
+
+    def result(self, timeout: float | None = None) -> AgentResult:
+        """The outcome, once the stream has been read to its end (``timeout`` as Hive's, unused:
+        the service ends every turn's stream with its outcome)."""
+        del timeout
+        for _ in self:
+            pass
+        return self._outcome()
+
+    def cancel(self) -> bool:
+        return self._hive.cancel_operation(self.session_id)
+
+
+class RemoteSubscription:
+    """A session's live events; a reader thread keeps the stream drained into a queue."""
+
+    def __init__(self, session_id: str, response: httpx.Response) -> None:
+        self.session_id = session_id
+        self._response = response
+        self._queue: queue.SimpleQueue[AgentEvent | None] = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self._read, name=f"sessionhive-sub-{session_id}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for kind, data in iter_sse(self._response.iter_lines()):
+                if kind == "subscribed":
+                    self.ready.set()
+                elif kind == "end":
+                    break
+                else:
+                    self._queue.put(event_from_dict(load(data)))
+        except (httpx.HTTPError, ValueError, RuntimeError):
+            pass  # closed by close(), or the service went away: the iteration ends
+        finally:
+            self.ready.set()
+            self._queue.put(None)
+            self._response.close()
+
+    def __iter__(self) -> Iterator[AgentEvent]:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                self._queue.put(None)
+                return
+            yield event
+
+    def get(self, timeout: float | None = None) -> AgentEvent | None:
+        """The next event (``None`` when closed); raises ``TimeoutError`` after ``timeout``."""
+        try:
+            event = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no event of session {self.session_id!r} within {timeout} s") from None
+        if event is None:
+            self._queue.put(None)
+        return event
+
+    def close(self) -> None:
+        # The reader thread is blocked in recv(): closing the socket would not wake it (nor tell the
+        # service), shutting it down does both.
+        network = self._response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+        self._thread.join(5)
+        self._response.close()
+
+    def __enter__(self) -> RemoteSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
+    """A turn's events as an async iterator; ``await stream.result()`` for the outcome."""
+
+    def __aiter__(self) -> AsyncIterator[AgentEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[AgentEvent]:
+        if self._finished:
+            return
+        try:
+            async for kind, data in aiter_sse(self._response.aiter_lines()):
+                event = self._take(kind, data)
+                if event is None:
+                    return
+                if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                    answer = _ask(self._on_confirmation, event)
+                    decision = await read_confirmation_answer(answer, event.timeout_s)
+                    if decision is not None:
+                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                            await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                yield event
+            self._ended_early()
+        except httpx.HTTPError as exc:
+            self._lost(exc)
+        finally:
+            self._finished = True
+            await self._response.aclose()
+
+    async def result(self, timeout: float | None = None) -> AgentResult:
+        async def drain() -> None:
+            async for _ in self:
+                pass
+
+        try:
+            await asyncio.wait_for(drain(), timeout)
+        except TimeoutError:
+            raise CallTimeout(f"the turn of session {self.session_id!r} did not end in time") from None
+        return self._outcome()
+
+    async def cancel(self) -> bool:
+        return await self._hive.cancel_operation(self.session_id)
+
+
+class AsyncRemoteSubscription:
+    """A session's live events as an async iterator."""
+
+    def __init__(self, session_id: str, response: httpx.Response) -> None:
+        self.session_id = session_id
+        self._response = response
+        self._queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
+        self.ready = asyncio.get_running_loop().create_future()
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for kind, data in aiter_sse(self._response.aiter_lines()):
+                if kind == "subscribed":
+                    if not self.ready.done():
+                        self.ready.set_result(None)
+                elif kind == "end":
+                    break
+                else:
+                    self._queue.put_nowait(event_from_dict(load(data)))
+        except (httpx.HTTPError, ValueError, RuntimeError):
+            pass
+        finally:
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self._queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await self._response.aclose()
+
+    def __aiter__(self) -> AsyncIterator[AgentEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[AgentEvent]:
+        while True:
+            event = await self.get()
+            if event is None:
+                return
+            yield event
+
+    async def get(self, timeout: float | None = None) -> AgentEvent | None:
+        event = await asyncio.wait_for(self._queue.get(), timeout)
+        if event is None:
+            self._queue.put_nowait(None)
+        return event
+
+    def close(self) -> None:
+        self._task.cancel()
+
+    async def __aenter__(self) -> AsyncRemoteSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

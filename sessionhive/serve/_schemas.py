@@ -1,0 +1,289 @@
+"""The JSON schemas of the /v1 API: request bodies, results and the pieces routes declare theirs with.
+
+Request schemas say what the server accepts, no more: a body they refuse is
+refused (400 or 422), and a body they accept is not refused for its shape.
+schemathesis (tests/test_serve_fuzz.py) holds the server to both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessionhive.model.ids import MAX_ID_LENGTH, id_pattern
+from sessionhive.model.llm_config import PROVIDERS
+from sessionhive.model.validate import MAX_INT, MAX_PATH_BYTES, MAX_SECONDS
+
+__all__ = [
+    "ALWAYS",
+    "BODY",
+    "BOOL",
+    "ID_LIST",
+    "INT",
+    "MAX_OFFSET",
+    "MAX_PAGE",
+    "MODEL",
+    "PAGE",
+    "PAGE_PARAMS",
+    "QUOTA",
+    "SCHEMAS",
+    "SESSION",
+    "STATE",
+    "STRING",
+    "id_schema",
+    "merge",
+    "nullable",
+    "obj",
+    "ref",
+]
+
+# The paging bounds of list and history (the server refuses others with a 400).
+MAX_PAGE = 1000
+MAX_OFFSET = 1 << 62
+
+INT64 = {"minimum": -MAX_INT - 1, "maximum": MAX_INT}
+NULL = {"type": "null"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, NULL]}
+
+
+def id_schema(what: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_LENGTH,
+        "pattern": id_pattern(),
+        "description": f"{what}: no control characters, no leading or trailing whitespace",
+    }
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+SCHEMAS: dict[str, Any] = {
+    "CreateSession": {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": id_schema("the new session's id"),
+            "config": nullable(ref("SessionConfig")),
+            "exist_ok": {"type": "boolean", "description": "get or create: 200 whether it existed or not"},
+        },
+        "additionalProperties": ref("JsonValue"),
+    },
+    "JsonValue": {
+        "description": "any JSON value nested at most 64 deep whose numbers fit a signed 64-bit integer's "
+        "range (the bound of every body, 400 InvalidBody past it)",
+        "anyOf": [
+            {"type": ["string", "boolean", "null"]},
+            {"type": "number", **INT64},
+            {"type": "array", "items": ref("JsonValue")},
+            {"type": "object", "additionalProperties": ref("JsonValue")},
+        ],
+    },
+    "SessionConfig": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "system_prompt": {"type": ["string", "null"]},
+            "workspace": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_PATH_BYTES,
+                "pattern": "^[^\\u0000]*$",
+                "description": "a directory inside the service's workspace (created if missing); "
+                "a NUL or a path too long is a 400, a path outside the workspace a 422",
+            },
+            "max_context_length": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+            "auto_compact": {"type": "boolean"},
+            "auto_compact_threshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "confirmation_policy": nullable(ref("ConfirmationPolicy")),
+            "permission_policy": nullable(ref("PermissionPolicy")),
+            "storage": {"enum": ["default", "memory"]},
+            "durability": {"enum": ["durable", "batched", "sync"]},
+            "max_tool_rounds": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "allow_network": {"type": "boolean"},
+            "resume_interrupted": {"type": "boolean"},
+            "metadata": nullable({"type": "object", "additionalProperties": ref("JsonValue")}),
+        },
+    },
+    "ConfirmationPolicy": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "require_confirmation": {
+                "oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string", "minLength": 1}}]
+            },
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
+            "on_timeout": {"enum": ["reject", "approve"]},
+        },
+    },
+    "PermissionPolicy": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "rules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["action"],
+                    "properties": {
+                        "action": {"enum": ["allow", "deny", "ask"]},
+                        "tool": {"type": "string", "minLength": 1, "description": "a glob; default *"},
+                        "pattern": {"type": ["string", "null"]},
+                        "argument": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        },
+    },
+    "Turn": {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {"prompt": {"type": "string"}},
+        "additionalProperties": ref("JsonValue"),
+    },
+    "Configure": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "thinking": {"type": ["boolean", "null"]},
+            "budget": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_INT},
+            "model_config": nullable(ref("ModelConfig")),
+        },
+    },
+    "ModelConfig": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["provider", "model"],
+        "description": "api_key is refused: keys come from the service's environment; a base_url outside "
+        "the operator's --base-url and --allow-base-url prefixes is a 403 BaseUrlNotAllowed",
+        "properties": {
+            "provider": {"enum": list(PROVIDERS)},
+            "model": {"type": "string", "minLength": 1},
+            "base_url": {"type": ["string", "null"]},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+        },
+    },
+    "Confirmation": {
+        "type": "object",
+        "required": ["approved"],
+        "properties": {"approved": {"type": "boolean"}, "reason": {"type": ["string", "null"]}},
+        "additionalProperties": ref("JsonValue"),
+    },
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details; `error` names the sessionhive exception class",
+        "required": ["type", "title", "status", "detail", "error"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "error": {"type": "string"},
+            "session_id": {"type": "string"},
+        },
+    },
+}
+
+
+def obj(**properties: Any) -> dict[str, Any]:
+    """An object with exactly these properties, all of them present."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+INT = {"type": "integer"}
+STRING = {"type": "string"}
+BOOL = {"type": "boolean"}
+ID_LIST = {"type": "array", "items": STRING}
+
+SCHEMAS.update(
+    {
+        "Usage": obj(
+            prompt_tokens=INT,
+            completion_tokens=INT,
+            total_tokens=INT,
+            cost_usd={"type": "number"},
+            model_calls=INT,
+            cached_tokens=INT,
+        ),
+        "ContextUsage": obj(used_tokens=INT, max_tokens=INT, percent={"type": "number"}),
+        "ToolCall": obj(id=STRING, name=STRING, arguments={"type": "object"}),
+        "Message": {
+            "type": "object",
+            "required": ["role", "text"],
+            "properties": {
+                "role": STRING,
+                "text": STRING,
+                "tool_calls": {"type": "array", "items": ref("ToolCall")},
+                "tool_call_id": STRING,
+                "is_error": BOOL,
+                "model": STRING,
+            },
+        },
+        "AgentResult": obj(
+            text=STRING,
+            messages={"type": "array", "items": ref("Message")},
+            usage=ref("Usage"),
+            tool_calls={"type": "array", "items": ref("ToolCall")},
+            rounds=INT,
+            stop_reason=STRING,
+        ),
+    }
+)
+
+STATE = {"enum": ["idle", "running", "waiting", "paused"]}
+PAGE = {"total": INT, "offset": INT, "limit": INT}
+# What each route answers on success, as JSON (the SSE form of a turn is described in its summary).
+
+
+PAGE_PARAMS = (
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+)
+
+# The failures routes share; a route declares the rest with ``errors=``.
+ALWAYS = {
+    "401": "Unauthorized: missing or wrong bearer token",
+    "403": "Forbidden: the token lacks the scope the route needs (`scope` names it)",
+    "503": "Draining, StoreError or HiveStopped",
+    "504": "CallTimeout",
+}
+#: What every route that names a session (or creates one) can answer.
+SESSION = {
+    "400": "InvalidSessionId",
+    "404": "SessionNotFound",
+    "409": "SessionExists, SessionPaused or TurnCancelled",
+    "429": "Overloaded: the session's mailbox is full",
+    "500": "SessionFailed: the session crashed too often; reset it",
+}
+#: What every route with a request body can answer.
+BODY = {
+    "400": "InvalidBody: not a JSON object, nested deeper than 64, a NUL in a path or id, "
+    "a number no field can hold",
+    "413": "PayloadTooLarge",
+    "422": "InvalidConfig: a field out of its range",
+}
+#: What a route that calls the model can answer.
+MODEL = {
+    "422": "LlmNotConfigured",
+    "500": "TurnFailed or SessionFailed",
+    "502": "LlmError: the provider refused",
+}
+QUOTA = {"429": "QuotaExceeded: the tenant's max_sessions or max_concurrent_turns"}
+
+
+def merge(*parts: dict[str, str]) -> dict[str, str]:
+    """The statuses of ``parts``, the texts of one status joined, sorted by status."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        for status, text in part.items():
+            merged[status] = f"{merged[status]}; {text}" if status in merged else text
+    return dict(sorted(merged.items()))

@@ -1,0 +1,98 @@
+"""The turns resource: run a turn, answered as its result or as its events while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sessionhive import AsyncTurnStream, InvalidConfig, SessionPaused, event_to_dict
+
+from .._router import Call, EventStream, Router
+from .._schemas import MODEL, QUOTA, merge, ref
+from .._view import Turn
+from ..problems import HttpProblem, problem_for
+
+__all__ = ["router"]
+
+router = Router()
+
+
+@router.post(
+    "sessions/{session_id}/turns",
+    scope="write",
+    body="Turn",
+    result=ref("AgentResult"),
+    sse=True,
+    errors=merge(MODEL, QUOTA),
+)
+async def turn(call: Call) -> Any:
+    """Run a turn: the AgentResult, or with Accept: text/event-stream its events then `result`"""
+    app, sid = call.app, call.session_id
+    if app.draining:
+        raise HttpProblem(503, "Draining", "the service is draining before it stops; no new turns")
+    body = await app.body(call.request)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise InvalidConfig("the turn body needs a string field 'prompt'")
+    # Counted against the session's tenant: the quota bounds what its sessions cost the machine.
+    app.tenancy.turn_started(call.owner)
+    try:
+        stream = await app.hive.generate_streaming(sid, prompt)
+    except BaseException as exc:
+        app.tenancy.turn_ended(call.owner)
+        if isinstance(exc, SessionPaused):
+            app.view.paused.add(sid)
+        raise
+    running = _watch(call, stream)
+    await app.tenancy.record(call.principal, "turn", sid, call.owner, {"prompt_chars": len(prompt)})
+    if "text/event-stream" in call.request.headers.get("accept", ""):
+        return EventStream(_turn_events(running))
+    return (await asyncio.shield(running.outcome)).to_dict()
+
+
+def _watch(call: Call, stream: AsyncTurnStream) -> Turn:
+    """Follow the turn to its end whether or not anyone still listens (the drain waits for it)."""
+    app, sid, tenant = call.app, call.session_id, call.owner
+    running = Turn(sid, tenant)
+    app.view.turn_started(sid)
+    app.turns.add(running)
+
+    async def follow() -> None:
+        try:
+            async for event in stream:
+                app.view.observe(event)
+                running.queue.put_nowait(("event", event))
+            try:
+                result = await stream.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                running.outcome.set_exception(exc)
+                running.queue.put_nowait(("error", exc))
+            else:
+                running.outcome.set_result(result)
+                running.queue.put_nowait(("result", result))
+        finally:
+            app.view.turn_ended(sid)
+            app.tenancy.turn_ended(tenant)
+            app.turns.discard(running)
+            if not running.outcome.done():
+                running.outcome.cancel()
+            # Nobody may ever read it (a JSON turn, a client gone): do not warn about it.
+            if running.outcome.done() and not running.outcome.cancelled():
+                running.outcome.exception()
+
+    running.task = asyncio.get_running_loop().create_task(follow())
+    return running
+
+
+async def _turn_events(running: Turn) -> AsyncIterator[tuple[str, Any] | None]:
+    while True:
+        kind, value = await running.queue.get()
+        if kind == "event":
+            yield value.type, event_to_dict(value)
+        elif kind == "result":
+            yield "result", value.to_dict()
+            return
+        else:
+            yield "error", problem_for(value)[1]
+            return
