@@ -105,7 +105,7 @@ from sessionhive.model.validate import (
     check_positive_int,
     check_positive_number,
 )
-from sessionhive.persistence.actor import Backlog, Flush, Health
+from sessionhive.persistence.messages import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
 
@@ -236,7 +236,7 @@ class _Prepared:
 
     def __init__(self, options: HiveOptions) -> None:
         from sessionhive.persistence import PersistenceActor, open_store
-        from sessionhive.persistence.actor import ListIndex
+        from sessionhive.persistence.messages import ListIndex
 
         self.options = options
         self.workspace = Path(options.workspace).resolve()

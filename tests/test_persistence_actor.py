@@ -30,7 +30,7 @@ from sessionhive.persistence import (
     SessionSnapshot,
     SessionStore,
 )
-from sessionhive.persistence.actor import MIN_BACKLOG, Backlog, Batch
+from sessionhive.persistence.messages import MIN_BACKLOG, Backlog, Batch
 from sessionhive.runtime import ThreadBackend
 from tests.conftest_persistence import FaultyStore, StoreFactory, conversation, make_snapshot
 

@@ -27,6 +27,7 @@ from sessionhive.persistence import (
     open_store,
 )
 from sessionhive.persistence.schema import MESSAGES, META, SCHEMA_VERSION_KEY, SESSIONS
+from sessionhive.persistence.stores._checkpoint import WalCheckpointer
 from tests.conftest_persistence import (
     POSTGRES_URL,
     SECRET_KEY,
@@ -48,7 +49,8 @@ def count_message_inserts(store: SqlStore) -> list[int]:
         _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool
     ) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO SESSIONHIVE_MESSAGES"):
-            inserted.append(len(parameters) if executemany else 1)
+            # SQLite gets its rows in one multi-row INSERT (4 parameters a row); others by executemany.
+            inserted.append(len(parameters) if executemany else len(parameters) // 4)
 
     return inserted
 
@@ -241,6 +243,25 @@ def test_a_batch_is_one_transaction_with_bulk_statements(sql_stores: StoreFactor
     assert message_rows(store) == 200
 
 
+def test_a_batch_larger_than_one_statement_stores_every_step(sql_stores: StoreFactory) -> None:
+    # 300 sessions: their 1,200 new messages and 300 step updates take several multi-row
+    # statements on SQLite; every session must read back whole, its running turn too.
+    store = sql_stores.open()
+    ids = [f"s{i:03d}" for i in range(300)]
+    store.write_batch([make_snapshot(sid, version=1, messages=2) for sid in ids], [])
+    running = RunningTurn(turn_id=1, prompt="go", started_at=2.0, first_message=2, running_call="c1")
+    stepped = [replace(make_snapshot(sid, version=2, messages=6), running_turn=running) for sid in ids]
+    store.write_batch(stepped, [])
+
+    assert store.last_write_rows == {"sessions": 300, "messages": 1200}
+    reopened = sql_stores.open()
+    for sid in (ids[0], ids[149], ids[299]):
+        loaded = reopened.load(sid)
+        assert loaded is not None and loaded.version == 2 and loaded.running_turn == running
+        assert loaded.messages == conversation(6)
+    assert message_rows(store) == 300 * 6
+
+
 def test_a_failing_batch_writes_nothing(sql_stores: StoreFactory) -> None:
     store = sql_stores.open()
     store.write_batch([make_snapshot("ok", version=1, messages=2)], [])
@@ -337,6 +358,34 @@ def test_concurrent_writers_never_let_an_older_version_win(sql_stores: StoreFact
         loaded = store.load(session_id)
         assert loaded is not None and loaded.version == 40 and loaded.messages == history
         assert message_rows(store, session_id) == 40
+
+
+def test_sqlite_commits_leave_the_checkpoint_to_a_thread_of_its_own(tmp_path: Path) -> None:
+    # A commit that ran SQLite's automatic checkpoint synced the database file while every turn
+    # waiting for that commit waited too; the store's checkpoint thread does it instead.
+    path = tmp_path / "hive.db"
+    store = SqlStore(f"sqlite:///{path}")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+        store.write_batch([make_snapshot(f"s{i}", messages=20) for i in range(300)], [])
+        assert Path(f"{path}-wal").stat().st_size > 0  # committed to the log, not yet to the file
+
+        checkpointer = WalCheckpointer(str(path), interval=3600.0)
+        reader = sqlite3.connect(path)
+        try:
+            busy, logged, copied = checkpointer.checkpoint(reader)
+        finally:
+            reader.close()
+            checkpointer.close()
+        assert (busy, copied) == (0, logged) and logged > 0
+    finally:
+        store.close()
+    reopened = SqlStore(f"sqlite:///{path}")
+    try:
+        assert len(reopened.list_ids()) == 300
+    finally:
+        reopened.close()
 
 
 def test_a_locked_sqlite_database_is_a_transient_error(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ sessions that start a new turn (one ``list_dir`` call) as soon as the last one
 is answered, for ``DURATION`` seconds. A reader thread with its own
 connection samples the file every ``SAMPLE_EVERY`` seconds: every turn
 acknowledged before the sample started, less the mode's bound, must be in it
-(durable: 0 ms; batched: ``flush_interval`` plus a scheduling allowance). The
+(durable: 0 ms; batched: ``flush_interval``, 50 ms, plus 25 ms for the commit,
+plus the longest the process was kept from running, measured by a thread that
+asks to wake every 5 ms; the test prints it). The
 persistence backlog must stay bounded and the process's memory flat: what it
 grows by is the histories themselves, not a queue of unwritten work.
 """
@@ -22,7 +24,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from sessionhive import AsyncHive, Reply, ScriptedLlm, SessionConfig, ToolCall
-from sessionhive.persistence.actor import MAX_BACKLOG
+from sessionhive.persistence.messages import MAX_BACKLOG
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +32,10 @@ SESSIONS = 200
 DURATION = 20.0  # seconds of load per durability
 SAMPLE_EVERY = 0.2
 FLUSH_INTERVAL = 0.05
-# One slow commit (a WAL checkpoint, a writer thread starved by the loop thread) may take this
-# long beyond the deadline: commits of up to 123 ms measured on 2 shared cores.
-SCHEDULING_ALLOWANCE = 0.2
+# The README's batched bound: flush_interval from the acknowledgement, plus COMMIT_ALLOWANCE for
+# the commit itself, plus the longest the process was kept from running during the run (the
+# StallProbe's measure: on a machine loaded past its cores no writer thread keeps a deadline).
+COMMIT_ALLOWANCE = 0.025
 MESSAGES_PER_TURN = 4  # prompt, the answer asking for list_dir, its result, the final answer
 # What the process may grow by per stored message (the histories it keeps in memory), and
 # at most in all: a backlog of unwritten turns would grow far past both.
@@ -48,11 +51,28 @@ def _rss() -> int:
     return 0
 
 
+class StallProbe(threading.Thread):
+    """Asks to wake every 5 ms; records the longest it was late (the machine kept the process waiting)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.worst = 0.0
+
+    def run(self) -> None:
+        while True:
+            asked = time.monotonic()
+            if self.stop.wait(0.005):
+                return
+            self.worst = max(self.worst, time.monotonic() - asked - 0.005)
+
+
 class Sampler(threading.Thread):
     """Reads the committed message counts from the SQLite file, and checks them against the acks."""
 
-    def __init__(self, db: Path, acks: dict[str, list[float]], bound: float) -> None:
+    def __init__(self, db: Path, acks: dict[str, list[float]], bound: float, probe: StallProbe) -> None:
         super().__init__(daemon=True)
+        self.probe = probe
         self.engine = create_engine(f"sqlite:///{db}")
         self.acks = acks  # session -> ack times of its turns, in order (appended by the loop thread)
         self.bound = bound
@@ -74,7 +94,9 @@ class Sampler(threading.Thread):
                 if committed_turns < len(acknowledged):
                     gap = started - acknowledged[committed_turns]  # the oldest one missing
                     self.worst_gap = max(self.worst_gap, gap)
-                    if gap > self.bound:
+                    # Durable has no deadline to keep late: what it acknowledged is committed, always.
+                    stalled = self.probe.worst if self.bound > 0 else 0.0
+                    if gap > self.bound + stalled:
                         self.violations.append(
                             f"{session_id}: acknowledged {gap * 1000:.0f} ms ago, not committed"
                         )
@@ -93,7 +115,9 @@ async def sustained(
         for session_id in acks:
             await hive.create_session(session_id, config)
         await hive.flush()
-        sampler = Sampler(db, acks, bound)
+        probe = StallProbe()
+        probe.start()
+        sampler = Sampler(db, acks, bound, probe)
         sampler.start()
         registry = hive.metrics.registry
         rss: list[int] = []
@@ -118,13 +142,15 @@ async def sustained(
         await asyncio.gather(watch(), *(one(session_id) for session_id in acks))
         sampler.stop.set()
         await asyncio.to_thread(sampler.join)
+        probe.stop.set()
     turns = sum(len(times) for times in acks.values())
     warm = len(rss) // 3
     grown = max(rss[warm:]) - rss[warm]
     later_messages = MESSAGES_PER_TURN * turns * (len(rss) - warm) / max(len(rss), 1)
     print(
         f"\n{durability}: {turns} turns in {DURATION:.0f} s ({turns / DURATION:.0f}/s), "
-        f"{sampler.samples} samples, oldest acknowledged-not-committed {sampler.worst_gap * 1000:.0f} ms, "
+        f"{sampler.samples} samples, oldest acknowledged-not-committed {sampler.worst_gap * 1000:.0f} ms "
+        f"(longest stall of the process {probe.worst * 1000:.0f} ms), "
         f"largest backlog {max(backlog):.0f}, RSS {rss[warm] / 2**20:.0f} -> {max(rss[warm:]) / 2**20:.0f} MB"
     )
     assert turns >= SESSIONS, "the load ran less than a turn per session"
@@ -135,7 +161,7 @@ async def sustained(
 
 
 @pytest.mark.parametrize(
-    ("durability", "bound"), [("durable", 0.0), ("batched", FLUSH_INTERVAL + SCHEDULING_ALLOWANCE)]
+    ("durability", "bound"), [("durable", 0.0), ("batched", FLUSH_INTERVAL + COMMIT_ALLOWANCE)]
 )
 def test_the_store_keeps_up_with_sustained_turns(
     tmp_path: Path, workspace: Path, durability: Literal["durable", "batched"], bound: float

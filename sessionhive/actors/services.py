@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from sessionhive.agent.spending import BudgetBook
-from sessionhive.persistence.actor import Backlog, Batch, Delete, Save
+from sessionhive.persistence.messages import Backlog, Batch, Delete, Save
 
 if TYPE_CHECKING:
     from sessionhive.actors.directory import Directory

@@ -57,7 +57,7 @@ from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import SessionExists, SessionFailed, SessionNotFound, StoreError
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Usage
-from sessionhive.persistence.actor import Batch, Load
+from sessionhive.persistence.messages import Batch, Load
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.runtime import ActorBackend, HiveActor, Reply, complete, fail
 

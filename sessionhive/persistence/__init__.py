@@ -7,9 +7,9 @@
   from a string such as ``"sqlite:///sessionhive.db"``.
 - :class:`PersistenceActor`: the single writer of a store; it coalesces
   snapshots per session, writes them in batches, retries transient errors and
-  answers :class:`Flush` barriers. Its messages: :class:`Save`,
-  :class:`Delete`, :class:`Flush`, :class:`Load`, :class:`Exists`,
-  :class:`ListIds`, :class:`Health`, :class:`Tick`.
+  answers :class:`Flush` barriers. Its messages (``persistence.messages``):
+  :class:`Save`, :class:`Delete`, :class:`Flush`, :class:`Load`,
+  :class:`Exists`, :class:`ListIds`, :class:`Health`, :class:`Tick`.
 - :class:`AuditLog`: who owns each session served over HTTP, and who did
   what to it (:class:`AuditRecord`), in the store's database.
 """
@@ -17,9 +17,9 @@
 from __future__ import annotations
 
 from sessionhive.persistence._protocol import SessionStore
-from sessionhive.persistence.actor import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_FLUSH_INTERVAL,
+from sessionhive.persistence.actor import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL, PersistenceActor
+from sessionhive.persistence.audit import AuditLog, AuditRecord
+from sessionhive.persistence.messages import (
     Delete,
     Exists,
     Flush,
@@ -27,11 +27,9 @@ from sessionhive.persistence.actor import (
     ListIds,
     ListIndex,
     Load,
-    PersistenceActor,
     Save,
     Tick,
 )
-from sessionhive.persistence.audit import AuditLog, AuditRecord
 from sessionhive.persistence.snapshot import SCHEMA_VERSION, SessionSnapshot
 from sessionhive.persistence.stores import (
     FileStore,

@@ -65,28 +65,13 @@ from sessionhive.metrics import tracing
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.errors import StoreError
 from sessionhive.model.validate import check_number, check_positive_int, check_positive_number
+from sessionhive.persistence import messages as m
 from sessionhive.persistence._protocol import SessionStore
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.persistence.stores import is_transient
 from sessionhive.runtime import HiveActor, complete, fail
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "DEFAULT_FLUSH_INTERVAL",
-    "MAX_BACKLOG",
-    "MIN_BACKLOG",
-    "Backlog",
-    "Batch",
-    "Delete",
-    "Exists",
-    "Flush",
-    "Health",
-    "ListIds",
-    "Load",
-    "PersistenceActor",
-    "Save",
-    "Tick",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_FLUSH_INTERVAL", "PersistenceActor"]
 
 logger = logging.getLogger("sessionhive.persistence")
 
@@ -105,157 +90,10 @@ DEFAULT_BATCH_SIZE = 256
 #: of unwritten state well under a turn's duration at a quarter of the
 #: transactions of 0.01 s.
 DEFAULT_FLUSH_INTERVAL = 0.05
-#: Bounds of the backlog of batched saves told and not committed before turns
-#: wait for the writer. Between them the limit follows the measured commit
-#: rate: what one commit writes in half a ``flush_interval``, so that the
-#: backlog itself commits within the batched deadline.
-MIN_BACKLOG = 64
-MAX_BACKLOG = 4096
 # Time for a Tick to reach this actor's thread once its timer fires.
 _HANDOFF = 0.005
 # Fewest saves in a commit that tell the commit rate (below, fixed costs dominate).
 _RATE_SAMPLE = 16
-
-
-# --------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True)
-class Save:
-    """Persist ``snapshot``. Only the newest pending snapshot of a session is written.
-
-    With ``ack`` (``durability="durable"``) the future completes once a write
-    holding this version (or a newer one of the session, or its delete)
-    committed; it gets a :class:`~sessionhive.StoreError` if that write
-    failed after its retries (the snapshot stays pending and is retried).
-
-    ``issued`` is the :func:`time.monotonic` time of the oldest change this
-    save carries (when it was acknowledged): the batched deadline counts from
-    it. ``0.0`` means "when the actor receives it". ``saves`` is how many
-    saves of the :class:`Backlog` it stands for (the link merges a session's
-    saves of one loop pass into one).
-    """
-
-    snapshot: SessionSnapshot
-    ack: concurrent.futures.Future[None] | None = None
-    issued: float = 0.0
-    saves: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Delete a session from the store, cancelling its pending snapshot.
-
-    A :class:`Save` of the same id that arrives later belongs to a new
-    session of that id: it is written after the delete.
-    """
-
-    session_id: str
-    ack: concurrent.futures.Future[None] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Several messages sent in one ``tell`` (one wake-up of this actor's thread), handled in order."""
-
-    messages: tuple[Any, ...]
-
-
-class Backlog:
-    """The writer's backlog, shared by the senders of saves and the persistence actor.
-
-    - ``in_hand``: messages of the :class:`Batch` being handled still to come
-      (for the mailbox gauge; written by the persistence actor alone): a
-      batch stuck behind a slow write is still a backlog.
-    - :attr:`unwritten`: saves told (:meth:`told`, by whoever sends them) and
-      not yet committed (:meth:`committed`, by the persistence actor).
-    - ``limit``: past it, :attr:`congested` is true and sessions wait for the
-      commit of their batched saves (set by the persistence actor from the
-      commit rate it measures).
-    """
-
-    __slots__ = ("_lock", "_unwritten", "in_hand", "limit")
-
-    def __init__(self, limit: int = MAX_BACKLOG) -> None:
-        self.in_hand = 0
-        self.limit = limit
-        self._unwritten = 0
-        # Senders run on the actors' loop, on callers' threads and on the turn loop.
-        self._lock = threading.Lock()
-
-    def told(self, saves: int) -> None:
-        with self._lock:
-            self._unwritten += saves
-
-    def committed(self, saves: int) -> None:
-        with self._lock:
-            self._unwritten -= saves
-
-    @property
-    def unwritten(self) -> int:
-        return self._unwritten
-
-    @property
-    def congested(self) -> bool:
-        """Whether the writer is behind: new batched saves should wait for their commit."""
-        return self._unwritten > self.limit
-
-
-@dataclass(frozen=True, slots=True)
-class Flush:
-    """Durability barrier: write everything pending, then complete ``done``.
-
-    ``done`` gets a :class:`~sessionhive.StoreError` if the write still fails
-    after its retries; the data stays pending.
-    """
-
-    done: concurrent.futures.Future[None]
-
-
-@dataclass(frozen=True, slots=True)
-class Load:
-    """Answer the newest state of a session: pending snapshot first, then the store.
-
-    ``on_loaded(snapshot_or_None, error_or_None)`` is called in the actor's
-    thread and must not block (tell another actor, set a future).
-    """
-
-    session_id: str
-    on_loaded: Callable[[SessionSnapshot | None, BaseException | None], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Exists:
-    """Answer whether the session exists (pending or stored); ``on_answer`` must not block."""
-
-    session_id: str
-    on_answer: Callable[[bool], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ListIds:
-    """Answer every session id, stored or pending, sorted."""
-
-    done: concurrent.futures.Future[list[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class ListIndex:
-    """Answer ``[(session id, parent id)]`` for every stored or pending session, sorted by id."""
-
-    done: concurrent.futures.Future[list[tuple[str, str | None]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """Answer ``[(store name, "ok" | "error: ...")]``."""
-
-    done: concurrent.futures.Future[list[tuple[str, str]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """Sent by the flush timer: write what is pending if the flush interval passed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +102,68 @@ class _WriteSoon:
 
 
 # --------------------------------------------------------------------------- state
+
+
+class _Ticker:
+    """One thread that calls ``tell`` when the earliest deadline armed comes; the writer's flush timer.
+
+    A ``threading.Timer`` per arming started a thread each time: 10% of the
+    writer's thread under the durable load of ``bench/bench_runtime.py``
+    (py-spy), where nearly every commit re-arms it. This thread lives as
+    long as the actor and sleeps on a condition between deadlines.
+    """
+
+    __slots__ = ("_closed", "_due", "_tell", "_thread", "_wake")
+
+    def __init__(self, tell: Callable[[], None]) -> None:
+        self._tell = tell
+        # Guards only the deadline this thread sleeps until: no session state.
+        self._wake = threading.Condition(threading.Lock())
+        self._due: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def arm(self, delay: float) -> None:
+        """Call ``tell`` in ``delay`` seconds, unless an earlier call is armed already."""
+        due = time.monotonic() + delay
+        with self._wake:
+            if self._closed:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sessionhive-persistence-tick", daemon=True
+                )
+                self._thread.start()
+            if self._due is None or due < self._due:
+                self._due = due
+                self._wake.notify()
+
+    def cancel(self) -> None:
+        with self._wake:
+            self._due = None
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._due = None
+            self._wake.notify()
+
+    def _run(self) -> None:
+        with self._wake:
+            while not self._closed:
+                if self._due is None:
+                    self._wake.wait()
+                    continue
+                remaining = self._due - time.monotonic()
+                if remaining > 0:
+                    self._wake.wait(remaining)
+                    continue
+                self._due = None
+                self._wake.release()
+                try:
+                    self._tell()
+                finally:
+                    self._wake.acquire()
 
 
 class _Pending:
@@ -306,14 +206,15 @@ class PersistenceActor(HiveActor):
       ``retry_max_wait`` plus the last attempt (an attempt itself may take
       SQLite's ``busy_timeout``). After a failed write, timer ticks and full
       batches wait ``retry_max_wait`` before trying again, so that loads and
-      health checks still get through while the store is down; :class:`Flush`
-      always tries at once.
+      health checks still get through while the store is down; a
+      :class:`~.messages.Flush` always tries at once.
     - ``cache_ids``: keep the set of stored ids in memory (read once at start)
-      so that a :class:`Load` or :class:`Exists` of an unknown id needs no
-      query. Turn it off when another process writes the same store.
+      so that a :class:`~.messages.Load` or :class:`~.messages.Exists` of an
+      unknown id needs no query. Turn it off when another process writes the same store.
 
-    Messages: :class:`Save`, :class:`Delete`, :class:`Flush`, :class:`Load`,
-    :class:`Exists`, :class:`ListIds`, :class:`Health`, :class:`Tick`.
+    Messages (:mod:`sessionhive.persistence.messages`): ``Save``, ``Delete``,
+    ``Flush``, ``Load``, ``Exists``, ``ListIds``, ``ListIndex``, ``Health``,
+    ``Tick``.
     """
 
     def __init__(
@@ -327,10 +228,10 @@ class PersistenceActor(HiveActor):
         retry_attempts: int = 5,
         retry_max_wait: float = 2.0,
         cache_ids: bool = True,
-        backlog: Backlog | None = None,
+        backlog: m.Backlog | None = None,
     ) -> None:
         super().__init__()
-        self._backlog = backlog if backlog is not None else Backlog()
+        self._backlog = backlog if backlog is not None else m.Backlog()
         check_positive_int("batch_size", batch_size)
         check_positive_number("flush_interval", flush_interval, unit="seconds")
         check_positive_int("retry_attempts", retry_attempts)
@@ -356,7 +257,8 @@ class PersistenceActor(HiveActor):
         self._pending_snapshots = 0
         self._pending_deletes = 0
         self._known: set[str] | None = None
-        self._timer: threading.Timer | None = None
+        self._ticker = _Ticker(self._tell_tick)
+        self._tick_armed = False
         self._write_soon_queued = False
         self._failing: str | None = None  # error text of the last failed write, until one succeeds
         self._cooldown_until = 0.0
@@ -372,7 +274,8 @@ class PersistenceActor(HiveActor):
         self._load_known_ids()
 
     def on_stop(self) -> None:
-        self._cancel_timer()
+        self._ticker.close()
+        self._tick_armed = False
         if self._pending and not self._write_all(notify=False):
             logger.error(
                 "persistence stopped with %d sessions not written to %s: %s",
@@ -388,6 +291,9 @@ class PersistenceActor(HiveActor):
     def on_receive(self, message: Any) -> Any:
         kind = type(message).__name__
         self._metrics.child(self._metrics.messages_handled, "persistence", kind).inc()
+        return self._handle(message, kind)
+
+    def _handle(self, message: Any, kind: str) -> Any:
         try:
             return super().on_receive(message)
         except Exception:
@@ -398,14 +304,20 @@ class PersistenceActor(HiveActor):
 
     # ----------------------------------------------------------------- writes
 
-    def on_Batch(self, message: Batch) -> None:
+    def on_Batch(self, message: m.Batch) -> None:
         backlog = self._backlog
         backlog.in_hand = len(message.messages)
+        handled: dict[str, int] = {}
         for each in message.messages:
             backlog.in_hand -= 1
-            self.on_receive(each)
+            kind = type(each).__name__
+            handled[kind] = handled.get(kind, 0) + 1
+            self._handle(each, kind)
+        # Counted once per kind and batch: a batch carries hundreds of saves at load.
+        for kind, count in handled.items():
+            self._metrics.child(self._metrics.messages_handled, "persistence", kind).inc(count)
 
-    def on_Save(self, message: Save) -> None:
+    def on_Save(self, message: m.Save) -> None:
         snapshot = message.snapshot
         entry = self._entry(snapshot.session_id, message.issued)
         entry.saves += message.saves
@@ -432,7 +344,7 @@ class PersistenceActor(HiveActor):
             self.actor_ref.tell(_WriteSoon())
         self._arm_timer()
 
-    def on_Delete(self, message: Delete) -> None:
+    def on_Delete(self, message: m.Delete) -> None:
         entry = self._entry(message.session_id, 0.0)
         if entry.snapshot is not None:
             entry.snapshot = None
@@ -447,7 +359,7 @@ class PersistenceActor(HiveActor):
         self._pending_changed()
         self._arm_timer()
 
-    def on_Flush(self, message: Flush) -> None:
+    def on_Flush(self, message: m.Flush) -> None:
         if self._write_all():
             complete(message.done, None)
         else:
@@ -460,8 +372,8 @@ class PersistenceActor(HiveActor):
             )
         self._arm_timer()
 
-    def on_Tick(self, _message: Tick) -> None:
-        self._timer = None
+    def on_Tick(self, _message: m.Tick) -> None:
+        self._tick_armed = False
         if self._pending and not self._cooling_down():
             self._write_all()
         self._arm_timer()
@@ -474,7 +386,7 @@ class PersistenceActor(HiveActor):
 
     # ----------------------------------------------------------------- reads
 
-    def on_Load(self, message: Load) -> None:
+    def on_Load(self, message: m.Load) -> None:
         snapshot: SessionSnapshot | None = None
         error: BaseException | None = None
         entry = self._pending.get(message.session_id)
@@ -493,7 +405,7 @@ class PersistenceActor(HiveActor):
                 )
         self._call(message.on_loaded, snapshot, error)
 
-    def on_Exists(self, message: Exists) -> None:
+    def on_Exists(self, message: m.Exists) -> None:
         entry = self._pending.get(message.session_id)
         if entry is not None:
             answer = entry.snapshot is not None
@@ -508,7 +420,7 @@ class PersistenceActor(HiveActor):
             answer = known
         self._call(message.on_answer, answer)
 
-    def on_ListIndex(self, message: ListIndex) -> None:
+    def on_ListIndex(self, message: m.ListIndex) -> None:
         try:
             list_index = getattr(self._store, "list_index", None)
             if list_index is not None:
@@ -529,7 +441,7 @@ class PersistenceActor(HiveActor):
             return
         complete(message.done, sorted(self._with_pending(index).items()))
 
-    def on_ListIds(self, message: ListIds) -> None:
+    def on_ListIds(self, message: m.ListIds) -> None:
         if self._cache_ids and self._known is None:
             self._load_known_ids()
         if self._known is not None:
@@ -547,7 +459,7 @@ class PersistenceActor(HiveActor):
             return
         complete(message.done, sorted(ids))
 
-    def on_Health(self, message: Health) -> None:
+    def on_Health(self, message: m.Health) -> None:
         try:
             self._store.health_check()
         except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -613,29 +525,26 @@ class PersistenceActor(HiveActor):
         return bool(self._pending) and time.monotonic() >= self._write_deadline()
 
     def _arm_timer(self) -> None:
-        if self._timer is not None or not self._pending:
+        # A queued write (group commit) comes first: arming the ticker would only wake its thread.
+        if self._tick_armed or self._write_soon_queued or not self._pending:
             return
         delay = min(self._flush_interval, max(0.0, self._write_deadline() - time.monotonic()))
         if self._failing is not None:
             delay = max(delay, self._cooldown_until - time.monotonic())
-        ref = self.actor_ref
+        self._tick_armed = True
+        self._ticker.arm(delay)
 
-        def tell_tick() -> None:
-            # Runs in the timer thread: it only tells, the actor's state stays the actor's.
-            try:
-                ref.tell(Tick())
-            except pykka.ActorDeadError:
-                pass
-
-        timer = threading.Timer(delay, tell_tick)
-        timer.daemon = True
-        timer.start()
-        self._timer = timer
+    def _tell_tick(self) -> None:
+        # Runs in the ticker's thread: it only tells, the actor's state stays the actor's.
+        try:
+            self.actor_ref.tell(m.Tick())
+        except pykka.ActorDeadError:
+            pass
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._tick_armed:
+            self._tick_armed = False
+            self._ticker.cancel()
 
     def _count_retry(self, _state: Any) -> None:
         self._metrics.persistence_retries.inc()
@@ -700,7 +609,7 @@ class PersistenceActor(HiveActor):
             rate = saves / took
             self._commit_rate = rate if self._commit_rate == 0 else 0.8 * self._commit_rate + 0.2 * rate
             wanted = int(self._commit_rate * self._flush_interval / 2)
-            self._backlog.limit = min(MAX_BACKLOG, max(MIN_BACKLOG, wanted))
+            self._backlog.limit = min(m.MAX_BACKLOG, max(m.MIN_BACKLOG, wanted))
 
     def _count_written_rows(self) -> None:
         # last_write_rows is not part of the SessionStore protocol: a store

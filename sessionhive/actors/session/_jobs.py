@@ -313,15 +313,32 @@ class Jobs:
     def _journal_hook(self, turn_id: int) -> Callable[[TurnJournal], Awaitable[None] | None] | None:
         """What the turn calls after each step: a tell to this actor, and a wait for the step's commit.
 
-        Durable sessions wait for every step; batched ones only while the
-        writer is behind (backpressure: the turn goes at the store's pace).
+        Durable sessions wait before something outside happens: a tool runs
+        (the step names its call, so the tool runs at most once) or a human
+        is asked (the model's answer that asks is stored, never asked for
+        again). Their other steps are committed with the next commit anyone
+        waits for (the next tool's, or the turn's end): a step lost in a
+        crash only makes the model be asked again for an answer that was
+        never stored. Batched sessions wait only while the writer is behind
+        (backpressure: the turn goes at the store's pace).
         """
         session = self._session
         ref, turns, link = self._ref, session.services.turn_loop, session.services.persistence
         stored, durability = session.stored(), session.config.durability
+        permission = session.config.permission_policy
+
+        def acts_outside(journal: TurnJournal) -> bool:
+            if journal.running_call is not None:
+                return True
+            last = journal.messages[-1] if journal.messages else None
+            if last is None or not last.tool_calls:
+                return False
+            return permission is not None or any(
+                session.policy.requires(call.name) for call in last.tool_calls
+            )
 
         def on_round(journal: TurnJournal) -> Awaitable[None] | None:
-            wait = stored and link.waits_for_commit(durability)
+            wait = stored and link.waits_for_commit(durability if acts_outside(journal) else "batched")
             ack: concurrent.futures.Future[None] | None = concurrent.futures.Future() if wait else None
             try:
                 ref.tell(Journaled(turn_id, journal, ack))

@@ -31,7 +31,7 @@ from sessionhive.actors.messages import (
 from sessionhive.metrics import tracing
 from sessionhive.model.errors import HiveStopped, SessionNotFound, TurnFailed
 from sessionhive.model.events import TurnCancelled
-from sessionhive.persistence.actor import Delete
+from sessionhive.persistence.messages import Delete
 from sessionhive.runtime import complete_threadsafe
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ the ``_do_*`` hooks for its medium.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
 
@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: What :func:`~sessionhive.persistence.open_store` accepts, for error messages.
 ACCEPTED_STORES = (
@@ -183,40 +184,30 @@ class BaseStore:
     def write_batch(self, snapshots: Sequence[SessionSnapshot], deletes: Sequence[str]) -> None:
         """Apply ``deletes``, then the newest of ``snapshots``; an older version never overwrites a newer."""
         newest = newest_per_session(snapshots)
-        try:
-            rows = self._do_write(newest, sorted(set(deletes)))
-        except StoreError:
-            raise
-        except self._wrapped_errors as exc:
-            raise wrap_error(exc, self._name, f"writing {len(newest)} sessions") from exc
-        self.last_write_rows = rows
+        self.last_write_rows = self._wrapped(
+            f"writing {len(newest)} sessions", self._do_write, newest, sorted(set(deletes))
+        )
 
     def load(self, session_id: str) -> SessionSnapshot | None:
         """The stored snapshot of ``session_id``, or ``None`` if there is none."""
-        try:
-            return self._do_load(session_id)
-        except StoreError:
-            raise
-        except self._wrapped_errors as exc:
-            raise wrap_error(exc, self._name, f"loading session {session_id!r}") from exc
+        return self._wrapped(f"loading session {session_id!r}", self._do_load, session_id)
 
     def list_ids(self) -> list[str]:
         """Every stored session id, sorted."""
-        try:
-            return sorted(self._do_list_ids())
-        except StoreError:
-            raise
-        except self._wrapped_errors as exc:
-            raise wrap_error(exc, self._name, "listing sessions") from exc
+        return sorted(self._wrapped("listing sessions", lambda: list(self._do_list_ids())))
 
     def list_index(self) -> list[tuple[str, str | None]]:
         """Every stored session id with its parent's id, sorted by id."""
+        return sorted(self._wrapped("listing sessions", lambda: list(self._do_list_index())))
+
+    def _wrapped(self, action: str, hook: Callable[..., R], *args: Any) -> R:
+        """``hook(*args)``; its medium's errors become :class:`StoreError` naming the store and ``action``."""
         try:
-            return sorted(self._do_list_index())
+            return hook(*args)
         except StoreError:
             raise
         except self._wrapped_errors as exc:
-            raise wrap_error(exc, self._name, "listing sessions") from exc
+            raise wrap_error(exc, self._name, action) from exc
 
     def data_paths(self) -> tuple[str, ...]:
         """The files and directories holding this store's data on this machine (none by default).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +29,7 @@ from sessionhive.model.errors import InvalidConfig, StoreError
 from sessionhive.model.messages import Message
 from sessionhive.persistence.schema import MESSAGES, SESSIONS, ensure_schema
 from sessionhive.persistence.snapshot import SessionSnapshot
+from sessionhive.persistence.stores._checkpoint import WalCheckpointer
 from sessionhive.persistence.stores.base import ACCEPTED_STORES, BaseStore, chunks, wrap_error
 
 __all__ = ["SqlStore"]
@@ -82,28 +85,131 @@ def _header_key(snap: SessionSnapshot) -> tuple[Any, ...]:
     )
 
 
-def _step_row(snap: SessionSnapshot) -> dict[str, Any]:
-    """The session-row columns a step of a turn changes: the rest is already stored."""
-    return {
-        "usage": snap.usage.to_dict(),
-        "context_usage": {
-            "used_tokens": snap.context_usage.used_tokens,
-            "max_tokens": snap.context_usage.max_tokens,
-        },
-        "version": snap.version,
-        "message_count": len(snap.messages),
-        "updated_at": snap.updated_at,
-        "running_turn": snap.running_turn.to_dict() if snap.running_turn else None,
-    }
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
-# One executemany UPDATE for the existing sessions of a batch (the columns it
-# sets are the keys of the rows: all of them, or a step's few). The version
+def _step_row(snap: SessionSnapshot) -> tuple[Any, ...]:
+    """The session-row columns a step of a turn changes (the rest is stored), then the guard's id and version.
+
+    In the order of :attr:`_DriverSql.step`, JSON already encoded: the driver
+    gets the row as it is, with none of SQLAlchemy's per-row processing.
+    """
+    context = snap.context_usage
+    running = snap.running_turn
+    return (
+        _encode(snap.usage.to_dict()),
+        _encode({"used_tokens": context.used_tokens, "max_tokens": context.max_tokens}),
+        snap.version,
+        len(snap.messages),
+        snap.updated_at,
+        None if running is None else _encode(running.to_dict()),
+        snap.session_id,
+        snap.version,
+    )
+
+
+class _DriverSql:
+    """The statements a turn runs on every commit, as the driver's own SQL, run with ``exec_driver_sql``.
+
+    Compiled SQLAlchemy statements processed every row's parameters in
+    Python (the JSON columns' encoders among them): a quarter of the
+    writer's thread under the durable load of ``bench/bench_runtime.py``
+    (py-spy). These take rows that are tuples of driver values: JSON columns
+    arrive encoded (``json`` text, which SQLAlchemy's JSON type reads back).
+
+    On SQLite the rows of a batch go in multi-row statements (``INSERT ...
+    VALUES (...), (...)``, ``UPDATE ... FROM (VALUES ...)``): ``executemany``
+    runs one step per row, and each step hands the GIL away and waits to get
+    it back from the busy event-loop thread (up to the 5 ms switch interval),
+    which made a commit of a few hundred rows take tens of milliseconds.
+    """
+
+    __slots__ = ("_multirow", "_named", "_paramstyle", "_texts", "select_suffix")
+
+    def __init__(self, paramstyle: str, *, lock_rows: bool, cast_json: bool, multirow: bool) -> None:
+        self._paramstyle = paramstyle
+        self._named = paramstyle == "named"
+        self._multirow = multirow
+        self._texts: dict[tuple[str, int], str] = {}
+        marks = [self._mark(i) for i in range(8)]
+        json_marks = [f"CAST({mark} AS JSON)" if cast_json else mark for mark in marks]
+        self._texts["message", 0] = (
+            f"INSERT INTO {MESSAGES.name} (session_id, seq, role, payload) "
+            f"VALUES ({marks[0]}, {marks[1]}, {marks[2]}, {json_marks[3]})"
+        )
+        self._texts["step", 0] = (
+            f"UPDATE {SESSIONS.name} SET usage = {json_marks[0]}, context_usage = {json_marks[1]}, "
+            f"version = {marks[2]}, message_count = {marks[3]}, updated_at = {marks[4]}, "
+            f"running_turn = {json_marks[5]} WHERE id = {marks[6]} AND version < {marks[7]}"
+        )
+        # One lock order for every writer (no deadlock between Hives); SQLite locks the file instead.
+        self.select_suffix = ") ORDER BY id" + (" FOR UPDATE" if lock_rows else "")
+
+    def _mark(self, index: int) -> str:
+        style = self._paramstyle
+        if style == "qmark":
+            return "?"
+        if style == "numeric":
+            return f":{index + 1}"
+        if style == "named":
+            return f":p{index}"
+        return "%s"  # format, pyformat
+
+    def select(self, count: int) -> str:
+        """The stored rows among ``count`` ids: ``(id, version, history_epoch, message_count)``."""
+        marks = ", ".join(self._mark(i) for i in range(count))
+        return (
+            f"SELECT id, version, history_epoch, message_count FROM {SESSIONS.name} WHERE id IN ({marks}"
+            + self.select_suffix
+        )
+
+    def rows(self, rows: Sequence[tuple[Any, ...]]) -> Any:
+        """``rows`` as the driver takes them: tuples, or dicts for a named parameter style."""
+        if self._named:
+            return [{f"p{i}": value for i, value in enumerate(row)} for row in rows]
+        return rows
+
+    def run(self, conn: Connection, kind: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert message rows (``kind="message"``) or update step rows (``"step"``)."""
+        if not self._multirow:
+            conn.exec_driver_sql(self._texts[kind, 0], self.rows(rows))
+            return
+        per_statement = _MULTIROW_PARAMETERS // len(rows[0])
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            flat = tuple(value for row in chunk for value in row)
+            conn.exec_driver_sql(self._multirow_text(kind, len(chunk), len(chunk[0])), flat)
+
+    def _multirow_text(self, kind: str, count: int, width: int) -> str:
+        text = self._texts.get((kind, count))
+        if text is None:
+            values = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * count)
+            if kind == "message":
+                text = f"INSERT INTO {MESSAGES.name} (session_id, seq, role, payload) VALUES {values}"
+            else:
+                table = SESSIONS.name
+                text = (
+                    f"UPDATE {table} SET usage = v.column1, context_usage = v.column2, version = v.column3, "
+                    f"message_count = v.column4, updated_at = v.column5, running_turn = v.column6 "
+                    f"FROM (VALUES {values}) AS v "
+                    f"WHERE {table}.id = v.column7 AND {table}.version < v.column8"
+                )
+            if count <= _CACHED_TEXTS:
+                self._texts[kind, count] = text
+        return text
+
+
+# One executemany UPDATE of every column for the existing sessions of a batch whose
+# header changed (a step's few columns go through _DriverSql.step). The version
 # guard repeats the check made under the row lock, so that even a database
 # without SELECT ... FOR UPDATE never lets an older snapshot win.
 _UPDATE_SESSION = update(SESSIONS).where(
     SESSIONS.c.id == bindparam("b_id"), SESSIONS.c.version < bindparam("b_version")
 )
+# Most parameters in one multi-row statement (SQLite allows 32,766 since 3.32).
+_MULTIROW_PARAMETERS = 2000
+# Statement texts kept per row count (the rest are built when needed).
+_CACHED_TEXTS = 512
 # Most sessions whose header fields this store remembers; past it the memory is dropped
 # (the next write of each session is a full one).
 _HEADER_MEMORY = 100_000
@@ -124,8 +230,8 @@ class _WritePlan:
     def __init__(self) -> None:
         self.new_sessions: list[dict[str, Any]] = []
         self.updated_sessions: list[dict[str, Any]] = []
-        self.stepped_sessions: list[dict[str, Any]] = []
-        self.new_messages: list[dict[str, Any]] = []
+        self.stepped_sessions: list[tuple[Any, ...]] = []
+        self.new_messages: list[tuple[str, int, str, str]] = []
         self.clear_messages: list[str] = []
         self.headers: dict[str, tuple[int, tuple[Any, ...]]] = {}
 
@@ -155,16 +261,16 @@ class _WritePlan:
                 self.clear_messages.append(sid)  # cleared or compacted: rewrite the history
             if known is not None and known[0] == version and known[1] == key:
                 # The stored row is the one this store committed last, and only a step's columns changed.
-                row = _step_row(snap)
-                self.stepped_sessions.append(row)
+                self.stepped_sessions.append(_step_row(snap))
             else:
                 row = _session_row(snap)
+                row["b_id"] = sid
+                row["b_version"] = snap.version
                 self.updated_sessions.append(row)
-            row["b_id"] = sid
-            row["b_version"] = snap.version
         self.headers[sid] = (snap.version, key)
+        # Each message is encoded once, here: a later step appends only the messages after it.
         self.new_messages.extend(
-            {"session_id": sid, "seq": seq, "role": message.role, "payload": message.to_dict()}
+            (sid, seq, message.role, _encode(message.to_dict()))
             for seq, message in enumerate(snap.messages[start:], start)
         )
 
@@ -252,6 +358,14 @@ class SqlStore(BaseStore):
             raise InvalidConfig(f"invalid database URL for store {self._name}: {exc}") from None
         if self._backend == "sqlite":
             self._configure_sqlite(busy_timeout)
+        dialect = self._engine.dialect
+        self._sql = _DriverSql(
+            dialect.paramstyle,
+            lock_rows=dialect.name != "sqlite",  # SQLite locks the whole file (BEGIN IMMEDIATE)
+            cast_json=dialect.name == "postgresql",
+            # UPDATE ... FROM came with SQLite 3.33.
+            multirow=dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 33),
+        )
         try:
             with self._transaction(write=True) as conn:
                 if self._backend == "postgresql":
@@ -265,9 +379,12 @@ class SqlStore(BaseStore):
         except sa_exc.SQLAlchemyError as exc:
             self._engine.dispose()
             raise wrap_error(exc, self._name, "opening") from exc
+        paths = self.data_paths()
+        self._checkpointer = WalCheckpointer(paths[0]) if paths else None
 
     def _configure_sqlite(self, busy_timeout: float) -> None:
         timeout_ms = max(0, int(busy_timeout * 1000))
+        checkpoint_apart = bool(self.data_paths())  # a file, not :memory:
 
         @event.listens_for(self._engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -281,6 +398,8 @@ class SqlStore(BaseStore):
                 cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
+                if checkpoint_apart:
+                    cursor.execute("PRAGMA wal_autocheckpoint = 0")  # the WalCheckpointer's thread does it
             finally:
                 cursor.close()
 
@@ -350,28 +469,23 @@ class SqlStore(BaseStore):
         for chunk in chunks(plan.clear_messages):
             conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
         if plan.new_messages:
-            conn.execute(insert(MESSAGES), plan.new_messages)
+            self._sql.run(conn, "message", plan.new_messages)
         if plan.new_sessions:
             conn.execute(insert(SESSIONS), plan.new_sessions)
         if plan.updated_sessions:
             conn.execute(_UPDATE_SESSION, plan.updated_sessions)
         if plan.stepped_sessions:
-            conn.execute(_UPDATE_SESSION, plan.stepped_sessions)
+            self._sql.run(conn, "step", plan.stepped_sessions)
         written = len(plan.new_sessions) + len(plan.updated_sessions) + len(plan.stepped_sessions)
         return {"sessions": written, "messages": len(plan.new_messages)}, plan.headers
 
-    @staticmethod
-    def _locked_rows(conn: Connection, ids: list[str]) -> dict[str, tuple[int, int, int]]:
+    def _locked_rows(self, conn: Connection, ids: list[str]) -> dict[str, tuple[int, int, int]]:
         """``{id: (version, history_epoch, message_count)}`` of the stored rows among ``ids``, locked."""
         stored: dict[str, tuple[int, int, int]] = {}
         for chunk in chunks(ids):
-            query = (
-                select(SESSIONS.c.id, SESSIONS.c.version, SESSIONS.c.history_epoch, SESSIONS.c.message_count)
-                .where(SESSIONS.c.id.in_(chunk))
-                .order_by(SESSIONS.c.id)  # one lock order for every writer: no deadlock between Hives
-                .with_for_update()
-            )
-            for sid, version, epoch, count in conn.execute(query):
+            query = self._sql.select(len(chunk))
+            (params,) = self._sql.rows([tuple(chunk)])
+            for sid, version, epoch, count in conn.exec_driver_sql(query, params):
                 stored[sid] = (version, epoch, count)
         return stored
 
@@ -421,5 +535,8 @@ class SqlStore(BaseStore):
             raise wrap_error(exc, self._name, "health check") from exc
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Stop the checkpoint thread and close every pooled connection (the last one checkpoints)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self._engine.dispose()
