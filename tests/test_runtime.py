@@ -99,6 +99,10 @@ def test_pending_confirmations_are_visible_when_the_request_is(workspace: Path, 
 
 
 def _live_entry(hive: Hive, session_id: str) -> Any:
+    # A new session answers its creator from its constructor, before the
+    # supervisor has stored its ref; a call the supervisor answers comes
+    # after that spawn returned (its mailbox is in order).
+    hive.list_sessions()
     entry = hive._core.directory.live.get(session_id)
     assert entry is not None and entry.ref is not None
     return entry
