@@ -146,6 +146,36 @@ def test_the_write_fence_refuses_a_writer_whose_lease_was_taken_over() -> None:
         verify_single_writer(url)
 
 
+def test_a_copy_read_without_the_lease_is_refused_once_another_owner_had_the_session() -> None:
+    reason = postgres_unreachable()
+    if reason is not None:
+        pytest.skip(f"!!! PostgreSQL is NOT REACHABLE, lease tests skipped: {reason}")
+    from tests.conftest_persistence import make_snapshot
+
+    with fresh_schema() as url:
+        store_a, store_b = SqlStore(url), SqlStore(url)
+        try:
+            a = LeaseTable(store_a.engine, "a@1", ttl=30.0, audit=True)
+            b = LeaseTable(store_b.engine, "b@1", ttl=0.3, audit=True)
+            store_a.write_fence, store_b.write_fence = a.fence, b.fence
+            b.acquire("s")
+            store_b.write_batch([make_snapshot("s", 5, 10)], [])
+            wait_until(lambda: not b.is_valid("s"), 5, "b's lease runs out")
+            # a holds an older copy it never won the lease for: expired or not, b's writes stand.
+            store_a.write_batch([make_snapshot("s", 2, 4, prefix="stale")], [])
+            assert store_a.last_fenced == {"s"}
+            stored = store_b.load("s")
+            assert stored is not None and stored.version == 5 and len(stored.messages) == 10
+            # Once a wins the lease (and so reads the session afresh), its writes go through.
+            assert a.acquire("s").changed_hands
+            store_a.write_batch([make_snapshot("s", 6, 12)], [])
+            assert store_a.last_fenced == frozenset()
+        finally:
+            store_a.close()
+            store_b.close()
+        verify_single_writer(url)
+
+
 # --------------------------------------------------------------------------- API parity
 
 

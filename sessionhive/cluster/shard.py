@@ -45,7 +45,7 @@ import ray
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
@@ -165,6 +165,25 @@ class _QuietHandler(WSGIRequestHandler):
 _ANY_ADDRESS = frozenset({"", "0.0.0.0"})
 
 
+def _idle_transactions_end(store_url: str, seconds: float) -> str:
+    """``store_url`` with PostgreSQL told to end this shard's transactions idle for ``seconds``.
+
+    A shard stopped (SIGSTOP) inside a write transaction holds the row locks of
+    its leases and sessions: without this, the shard that takes its sessions
+    over would block on those locks until the stopped one continues, long
+    after its leases expired. Ended within half a lease, the locks are gone
+    by the time the leases are. Other databases: the URL unchanged.
+    """
+    url = make_url(store_url)
+    if url.get_backend_name() != "postgresql":
+        return store_url
+    existing = url.query.get("options", "")
+    joined = existing if isinstance(existing, str) else " ".join(existing)
+    limit = f"-c idle_in_transaction_session_timeout={int(seconds * 1000)}"
+    options = f"{joined} {limit}".strip()
+    return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
 class HiveShard:
     """One shard of a cluster: an :class:`~sessionhive.AsyncHive` behind a Ray async actor.
 
@@ -187,7 +206,7 @@ class HiveShard:
         metrics_addr: str = "127.0.0.1",
     ) -> None:
         self.shard_id = shard_id
-        self._store_url = store_url
+        self._store_url = _idle_transactions_end(store_url, max(1.0, float(lease_ttl) / 2))
         self._llm = llm
         self._hive_options = dict(hive_options or {})
         self._lease_ttl = float(lease_ttl)
@@ -345,8 +364,11 @@ class HiveShard:
 
     async def _own(
         self, session_id: str, root_id: str, deadline: float, sent_at: float, *, creating: bool = False
-    ) -> None:
+    ) -> bool:
         """Hold the lease of ``session_id`` and make sure the Hive's view of it is current.
+
+        False for a session that does not exist (and is not being created): no
+        lease is taken for a name, and the Hive answers that it is unknown.
 
         Raises ``_Moved`` for a call sent (``sent_at``, by ``time.time()``)
         before the owner this shard won the lease from had won it: the call
@@ -365,7 +387,7 @@ class HiveShard:
                 self._parents[session_id] = parent
                 refresh = f"session {session_id!r} was created after this Hive started"
             elif not creating:
-                return  # no such session: the Hive says so, and no lease is taken for a name
+                return False  # no such session: the Hive says so, and no lease is taken for a name
         if not self._leases.is_valid(session_id, margin=self._lease_ttl / 10):
             delay = 0.02
             while True:
@@ -388,7 +410,8 @@ class HiveShard:
             self._lost.discard(session_id)
             stale = lease.changed_hands and lease.previous_won_at > sent_at
             touched = session_id in self._touched or self._root(session_id) in self._touched
-            if lease.taken_over and touched and refresh is None:
+            if (lease.taken_over or lease.changed_hands) and touched and refresh is None:
+                # Another owner held it since the current Hive read it: that copy is stale.
                 refresh = f"session {session_id!r} was written by another shard since it was here"
         try:
             if refresh is not None:
@@ -396,9 +419,9 @@ class HiveShard:
         finally:
             # The Hive that had a stale copy is gone (or never had one): writes may go through.
             self._leases.mark_fresh(session_id)
-        self._touched.add(session_id)
         if stale:
             raise _Moved()  # after the refresh: whatever runs next here sees the other owner's writes
+        return True
 
     async def _still_owned(self, session_id: str) -> bool:
         """Whether the lease is still ours, so that an answer may be given (a query only when in doubt)."""
@@ -460,12 +483,19 @@ class HiveShard:
         """Own the session (and a new ``child``) for a call at the head of its line; the Hive to run it on."""
         if time.monotonic() >= deadline:
             raise _Expired("its deadline passed while it waited for the calls before it")
-        await self._own(session_id, root_id, deadline, sent_at, creating=creating)
-        if child is not None:
-            await self._own(child, root_id, deadline, sent_at, creating=True)
+        owned = (
+            [session_id] if await self._own(session_id, root_id, deadline, sent_at, creating=creating) else []
+        )
+        if child is not None and await self._own(child, root_id, deadline, sent_at, creating=True):
+            owned.append(child)
         if self._membership.owner_of(root_id) != self.shard_id:
             raise _Moved()  # the membership changed while the lease was awaited
         hive = await self._current_hive()
+        # Marked here, with no await since the Hive was read: the mark belongs to the Hive that
+        # will hold the copy. Marked before (while a refresh was starting the next Hive), it was
+        # wiped by that start, and a later take-over then kept the stale copy (a write of an
+        # older version under a newer epoch).
+        self._touched.update(owned)
         if time.monotonic() >= deadline:
             raise _Expired("its deadline passed while the session's lease was awaited")
         return hive
