@@ -79,7 +79,7 @@ def child(mode: str, sessions: int, turns: int, concurrency: int, base: str) -> 
             sync = Hive.start(store=url, llm=llm)
             hive = AsyncHive(sync)
         else:
-            from sessionhive.cluster import AsyncClusterHive, ClusterHive
+            from sessionhive.cluster import ClusterHive
 
             sync = ClusterHive.start(
                 shards=int(mode.removeprefix("cluster")),
@@ -87,7 +87,7 @@ def child(mode: str, sessions: int, turns: int, concurrency: int, base: str) -> 
                 llm=llm,
                 ray_options={"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024},
             )
-            hive = AsyncClusterHive(sync)
+            hive = _async_facade(sync)
         ids = [f"s{i}" for i in range(sessions)]
 
         async def load() -> float:
@@ -196,7 +196,7 @@ def _async_facade(sync: Any) -> Any:
     """The asyncio facade of a running cluster."""
     from sessionhive.cluster import AsyncClusterHive
 
-    return AsyncClusterHive(sync)
+    return AsyncClusterHive(sync.cluster)
 
 
 def facades_main(args: argparse.Namespace) -> None:

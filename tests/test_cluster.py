@@ -312,8 +312,8 @@ def test_async_calls_in_flight_on_a_killed_shard_end_as_outcome_unknown(pg_url: 
             started = await subscription.get(timeout=10)
             assert started is not None and started.type == "TurnStart"
             subscription.close()
-            shard = hive.sync.shard_of("busy")
-            pid = hive.sync.shard_info()[shard]["pid"]
+            shard = await hive.shard_of("busy")
+            pid = (await hive.shard_info())[shard]["pid"]
             os.kill(pid, signal.SIGKILL)
             outcomes = await asyncio.wait_for(asyncio.gather(*turns, return_exceptions=True), 60)
             # Handed over, then the shard died: nobody can say "failed", so nobody does.
@@ -323,9 +323,8 @@ def test_async_calls_in_flight_on_a_killed_shard_end_as_outcome_unknown(pg_url: 
             assert all(result.text == "hi" for result in completed)
             assert unknown[0].run_id and "may or may not have happened" in str(unknown[0])
             # The restarted shard serves the session from the store once the dead owner's lease expired.
-            await asyncio.to_thread(
-                wait_until, lambda: hive.sync.shard_info()[shard]["pid"] != pid, 60, "Ray restarts the shard"
-            )
+            restarted = lambda: hive.cluster.shard_info()[shard]["pid"] != pid  # noqa: E731
+            await asyncio.to_thread(wait_until, restarted, 60, "Ray restarts the shard")
             assert (await hive.generate("busy", "busy#after", timeout=30)).text == "hi"
 
     asyncio.run(scenario())
@@ -493,7 +492,7 @@ def test_a_sessions_calls_keep_their_order_while_its_lease_is_awaited_and_expire
     async def scenario() -> list[object]:
         async with AsyncClusterHive.start(shards=1, store=pg_url, llm=ScriptedLlm([Reply("ok")])) as hive:
             # Known placement: each call below goes out as soon as it is made, in that order.
-            assert hive.sync.shard_of("queue") == "shard-0"
+            assert await hive.shard_of("queue") == "shard-0"
             await asyncio.to_thread(LeaseTable(engine, "another-owner@1", ttl=3.0).acquire, "queue")
             calls = [hive.generate("queue", "queue#0", timeout=0.5)]  # gives up before the lease frees
             calls += [hive.generate("queue", f"queue#{n}", timeout=60) for n in range(1, 9)]

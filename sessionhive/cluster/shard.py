@@ -49,51 +49,26 @@ from sqlalchemy import make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
+from sessionhive.cluster.messages import (
+    Call,
+    NextEvents,
+    Outcome,
+    RestoreSession,
+    Routing,
+    SessionOp,
+    ShardOp,
+    ShardRequest,
+    StartFeed,
+    StartTurn,
+)
 from sessionhive.cluster.placement import Membership
 from sessionhive.persistence import SqlStore
 from sessionhive.persistence.leases import LeaseHeld, LeaseTable
 from sessionhive.persistence.schema import SESSIONS
 
-__all__ = ["MUTATING_OPS", "HiveShard"]
+__all__ = ["HiveShard"]
 
 log = logging.getLogger("sessionhive.cluster")
-
-#: Session calls that change a session: their answer is given only while the shard still holds the lease.
-MUTATING_OPS = frozenset(
-    {
-        "generate",
-        "create_session",
-        "get_or_create_session",
-        "create_child_session",
-        "reset_session",
-        "destroy_session",
-        "clear",
-        "compact",
-        "maybe_auto_compact",
-        "configure",
-        "pause_session",
-        "resume_session",
-        "cancel_operation",
-        "confirm_tool",
-        "set_confirmation_policy",
-    }
-)
-_SESSION_OPS = MUTATING_OPS | {
-    "history",
-    "context_usage",
-    "usage",
-    "get_llm_for_session",
-    "pending_confirmations",
-    "get_confirmation_policy",
-    "is_child_session",
-    "restore_session_by_id",
-    "get_child_sessions",
-}
-
-# ("ok", value) | ("err", exception) | ("moved", None): not run, ask the shard the membership names |
-# ("expired", reason): not run, its client's deadline passed first |
-# ("interrupted", reason): handed to the Hive, then cut off: it may or may not have happened.
-Outcome = tuple[str, Any]
 
 
 class _Expired(Exception):
@@ -342,7 +317,7 @@ class HiveShard:
 
     # ------------------------------------------------------------------ ownership
 
-    def _adopt(self, version: int, shard_ids: list[str]) -> None:
+    def _adopt(self, version: int, shard_ids: tuple[str, ...]) -> None:
         if version > self._membership.version:
             self._membership = Membership(version, shard_ids)
 
@@ -435,13 +410,14 @@ class HiveShard:
         except SQLAlchemyError:
             return False
 
-    def _note(self, op: str, session_id: str, args: tuple[Any, ...]) -> None:
-        if op in ("create_session", "get_or_create_session"):
-            self._known.add(session_id)
-            self._parents[session_id] = None
-        elif op == "create_child_session":
-            self._known.add(args[0])
-            self._parents[args[0]] = session_id
+    def _note(self, op: SessionOp) -> None:
+        if op.creates:
+            self._known.add(op.session_id)
+            self._parents[op.session_id] = None
+        child = op.new_child()
+        if child is not None:
+            self._known.add(child)
+            self._parents[child] = op.session_id
 
     # ------------------------------------------------------------------ calls
 
@@ -515,50 +491,40 @@ class HiveShard:
         # dropping it then lets the client hear "never started" instead of "unknown".
         return arrived + (deadline - time.time()) - _ANSWER_MARGIN
 
-    async def call(
-        self,
-        op: str,
-        session_id: str,
-        root_id: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        membership: tuple[int, list[str]],
-        timing: tuple[float, float | None],
-    ) -> Outcome:
-        """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf.
+    async def call(self, op: SessionOp, routing: Routing) -> Outcome:
+        """Run ``op`` on the session's behalf.
 
-        ``timing``: when the client sent the call and when it stops waiting
-        (``time.time()``, ``None``: never). A call that has not started by
-        then is dropped unrun (``"expired"``).
+        ``routing.deadline``: when its client stops waiting (``time.time()``,
+        ``None``: never). A call that has not started by then is dropped
+        unrun (``"expired"``).
         """
         arrived = time.monotonic()
-        if op not in _SESSION_OPS:
-            return ("err", ValueError(f"not a session call: {op!r}"))
+        session_id = op.session_id
         await self._ensure_started()
-        self._adopt(*membership)
-        if self._membership.owner_of(root_id) != self.shard_id:
+        self._adopt(*routing.membership)
+        if self._membership.owner_of(routing.root_id) != self.shard_id:
             return ("moved", None)
-        until = self._deadline(arrived, timing[1])
+        until = self._deadline(arrived, routing.deadline)
         hive: AsyncHive | None = None  # the Hive the call ran on; replaced or stopped: not its client's doing
         handovers = self._handovers.get(session_id, 0)
         try:
             async with self._in_line(session_id):
                 hive = await self._enter(
                     session_id,
-                    root_id,
+                    routing.root_id,
                     until,
-                    timing[0],
-                    creating=op in ("create_session", "get_or_create_session"),
-                    child=args[0] if op == "create_child_session" else None,
+                    routing.sent_at,
+                    creating=op.creates,
+                    child=op.new_child(),
                 )
-                running = asyncio.ensure_future(getattr(hive, op)(session_id, *args, **kwargs))
+                running = asyncio.ensure_future(op.run(hive))
                 # One loop turn runs the call's first step, which puts it in the session's
                 # mailbox; only then may the next call of the line follow it there.
                 await asyncio.sleep(0)
             value = await running
-            if op in MUTATING_OPS and not await self._still_owned(session_id):
+            if op.mutating and not await self._still_owned(session_id):
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} meanwhile")
-            self._note(op, session_id, args)
+            self._note(op)
             return ("ok", value)
         except _Moved:
             return ("moved", None)
@@ -576,7 +542,7 @@ class HiveShard:
                 return ("interrupted", f"shard {self.shard_id} handed the session over mid-turn")
             return ("err", cancelled)
         except SessionhiveError as exc:
-            if op in MUTATING_OPS and session_id in self._touched and not await self._still_owned(session_id):
+            if op.mutating and session_id in self._touched and not await self._still_owned(session_id):
                 # Failed because another owner took the session (a fenced write): what
                 # this call wrote before that is in the store, what it wrote after is not.
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} mid-call")
@@ -584,36 +550,32 @@ class HiveShard:
 
     # ------------------------------------------------------------------ batched calls
 
-    async def submit(self, caller: str, calls: list[tuple[Any, ...]]) -> str:
-        """Start many calls (``(id, "call" | "start_feed" | "next_events", *arguments)``) at once.
+    async def submit(self, caller: str, calls: list[tuple[int, ShardRequest]]) -> str:
+        """Start many calls (``(id, request)``) at once; returns this incarnation's owner name.
 
-        Their answers wait for :meth:`collect`; returns this incarnation's owner name.
-
-        One Ray call carries a whole batch in and one carries every answer
-        ready by then out, so that the Ray overhead (the dominant cost of a
-        call on a small machine) is paid per batch, not per call. The owner
-        (this incarnation) tells the caller which answers a restart lost.
+        Their answers wait for :meth:`collect`. One Ray call carries a whole
+        batch in and one carries every answer ready by then out, so that the
+        Ray overhead (the dominant cost of a call on a small machine) is paid
+        per batch, not per call. The owner (this incarnation) tells the
+        caller which answers a restart lost.
         """
         await self._ensure_started()
         loop = asyncio.get_running_loop()
-        for call_id, *arguments in calls:
-            task = loop.create_task(self._run_batched(caller, int(call_id), arguments))
+        for call_id, request in calls:
+            task = loop.create_task(self._run_batched(caller, call_id, request))
             self._running.add(task)  # a task nobody references may be collected mid-call
             task.add_done_callback(self._running.discard)
         return self.owner
 
-    async def _run_batched(self, caller: str, call_id: int, arguments: list[Any]) -> None:
-        method, *rest = arguments
+    async def _run_batched(self, caller: str, call_id: int, request: ShardRequest) -> None:
         outcome: Outcome
         try:
-            if method == "call":
-                outcome = await self.call(*rest)
-            elif method == "start_feed":
-                outcome = await self.start_feed(*rest)
-            elif method == "next_events":
-                outcome = ("ok", await self.next_events(*rest))
+            if isinstance(request, Call):
+                outcome = await self.call(request.op, request.routing)
+            elif isinstance(request, StartFeed):
+                outcome = await self.start_feed(request)
             else:
-                outcome = ("err", ValueError(f"not a batched call: {method!r}"))
+                outcome = ("ok", await self.next_events(request))
         except Exception as exc:  # noqa: BLE001 - delivered to the caller
             outcome = ("err", exc)
         self._outboxes.setdefault(caller, []).append((call_id, outcome))
@@ -637,33 +599,24 @@ class HiveShard:
                 pass
         return self.owner, self._outboxes.pop(caller, [])
 
-    async def start_feed(
-        self,
-        kind: str,
-        session_id: str,
-        root_id: str,
-        args: tuple[Any, ...],
-        membership: tuple[int, list[str]],
-        timing: tuple[float, float | None],
-    ) -> Outcome:
-        """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id.
+    async def start_feed(self, request: StartFeed) -> Outcome:
+        """Start a turn (:class:`StartTurn`) or a subscription; answers a feed id.
 
-        ``timing`` as for :meth:`call`: the stream must be accepted by its deadline.
+        The stream must be accepted by the routing's deadline, as for :meth:`call`.
         """
         arrived = time.monotonic()
+        op, routing = request.op, request.routing
         await self._ensure_started()
-        self._adopt(*membership)
-        if self._membership.owner_of(root_id) != self.shard_id:
+        self._adopt(*routing.membership)
+        if self._membership.owner_of(routing.root_id) != self.shard_id:
             return ("moved", None)
-        until = self._deadline(arrived, timing[1])
-        timeout = None if timing[1] is None else max(0.0, until - time.monotonic())
+        until = self._deadline(arrived, routing.deadline)
+        timeout = None if routing.deadline is None else max(0.0, until - time.monotonic())
+        turn = isinstance(op, StartTurn)
         try:
-            async with self._in_line(session_id):
-                hive = await self._enter(session_id, root_id, until, timing[0])
-                if kind == "turn":
-                    source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
-                else:
-                    source = await hive.subscribe(session_id, timeout=timeout)
+            async with self._in_line(op.session_id):
+                hive = await self._enter(op.session_id, routing.root_id, until, routing.sent_at)
+                source = await op.open(hive, timeout)
         except _Moved:
             return ("moved", None)
         except _Expired as expired:
@@ -671,17 +624,17 @@ class HiveShard:
         except SessionhiveError as exc:
             return ("err", exc)
         feed_id = next(self._feed_ids)
-        feed = _Feed(session_id, source=source)
+        feed = _Feed(op.session_id, source=source)
         self._feeds[feed_id] = feed
-        feed.task = asyncio.get_running_loop().create_task(self._pump(feed, kind))
+        feed.task = asyncio.get_running_loop().create_task(self._pump(feed, turn))
         return ("ok", feed_id)
 
-    async def _pump(self, feed: _Feed, kind: str) -> None:
+    async def _pump(self, feed: _Feed, turn: bool) -> None:
         try:
             async for event in feed.source:
                 feed.events.append(event)
                 feed.changed.set()
-            if kind == "turn":
+            if turn:
                 try:
                     result = await feed.source.result()
                     if await self._still_owned(feed.session_id):
@@ -698,8 +651,9 @@ class HiveShard:
             feed.done = True
             feed.changed.set()
 
-    async def next_events(self, feed_id: int, wait: float) -> tuple[list[Any], bool, Outcome | None]:
+    async def next_events(self, request: NextEvents) -> tuple[list[Any], bool, Outcome | None]:
         """Every event since the last fetch (waiting up to ``wait`` s for one); ends with the outcome."""
+        feed_id, wait = request.feed_id, request.wait
         feed = self._feeds.get(feed_id)
         if feed is None:
             return ([], True, ("interrupted", "this shard restarted since the stream began"))
@@ -722,7 +676,7 @@ class HiveShard:
 
     # ------------------------------------------------------------------ the shard as a whole
 
-    async def set_membership(self, version: int, shard_ids: list[str]) -> int:
+    async def set_membership(self, version: int, shard_ids: tuple[str, ...]) -> int:
         """Adopt a membership; hand over the sessions it moves elsewhere. Returns how many moved."""
         await self._ensure_started()
         if version <= self._membership.version:
@@ -753,7 +707,7 @@ class HiveShard:
         await asyncio.to_thread(self._leases.release, moving)
         return len(moving)
 
-    async def owned_ids(self, membership: tuple[int, list[str]]) -> list[str]:
+    async def owned_ids(self, membership: tuple[int, tuple[str, ...]]) -> list[str]:
         """The sessions this shard's Hive knows and the membership places here."""
         await self._ensure_started()
         self._adopt(*membership)
@@ -778,28 +732,20 @@ class HiveShard:
                 return chain[-1]
             chain.append(parent)
 
-    async def load_owned(self, membership: tuple[int, list[str]]) -> int:
+    async def load_owned(self, membership: tuple[int, tuple[str, ...]]) -> int:
         """Activate every session placed here (see ``load_all_sessions``)."""
         count = 0
         for sid in await self.owned_ids(membership):
             outcome = await self.call(
-                "restore_session_by_id", sid, self._root(sid), (), {}, membership, (time.time(), None)
+                RestoreSession(sid), Routing(self._root(sid), membership, time.time(), None)
             )
             count += outcome[0] == "ok"
         return count
 
-    async def hive_call(self, op: str) -> Any:
-        """A call on the Hive as a whole: ``live_session_count``, ``store_health``, ``flush``."""
+    async def hive_call(self, op: ShardOp) -> Any:
+        """A call on the Hive as a whole (``LiveSessionCount``, ``StoreHealth``, ``FlushShard``)."""
         await self._ensure_started()
-        hive = await self._current_hive()
-        if op == "live_session_count":
-            return await hive.live_session_count()
-        if op == "store_health":
-            return [(f"{self.shard_id}: {name}", status) for name, status in await hive.store_health()]
-        if op == "flush":
-            await hive.flush()
-            return None
-        raise ValueError(f"not a shard call: {op!r}")
+        return await op.run(await self._current_hive(), self.shard_id)
 
     async def stats(self) -> dict[str, Any]:
         """For tests and operators: leases held, fenced writes, Hive restarts."""
