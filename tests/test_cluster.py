@@ -279,6 +279,35 @@ def test_cluster_api_parity_with_a_local_hive(pg_url: str, tmp_path: Path) -> No
     assert not sd_file.exists()
 
 
+def test_on_confirmation_answers_a_cluster_turns_confirmations_on_either_facade(
+    pg_url: str, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+
+    def approve(event: ConfirmationRequired) -> bool:
+        asked.append(event.tool_name)
+        return True
+
+    async def reject(event: ConfirmationRequired) -> tuple[bool, str]:
+        asked.append(event.tool_name)
+        return False, "not now"
+
+    with ClusterHive.start(
+        shards=1, store=pg_url, llm=ScriptedLlm(TOOL_SCRIPT), workspace=str(tmp_path)
+    ) as hive:
+        hive.create_session(
+            "carol", SessionConfig(confirmation_policy=ConfirmationPolicy(require_confirmation="all"))
+        )
+        assert hive.generate("carol", "look around", timeout=60, on_confirmation=approve).text == "done"
+        # The asyncio facade the sync one runs on, driven from another event loop.
+        again = asyncio.run(hive.aio.generate("carol", "again", timeout=60, on_confirmation=reject))
+        assert again.text == "done"
+        assert asked == ["list_dir", "list_dir"]
+        tools = [m for m in hive.history("carol") if m.role == "tool"]
+        assert len(tools) == 2 and "not now" in tools[1].text and "not now" not in tools[0].text
+        assert hive.pending_confirmations("carol") == []
+
+
 def test_async_cluster_hive_streams_and_raises_like_async_hive(pg_url: str) -> None:
     async def scenario() -> None:
         async with AsyncClusterHive.start(shards=2, store=pg_url, llm=ScriptedLlm([Reply("hi")])) as hive:

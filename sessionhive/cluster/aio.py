@@ -97,7 +97,6 @@ class AsyncClusterTurnStream:
                 raise CallTimeout(f"the turn of session {self.session_id!r} got no answer within {timeout} s")
             wait = FEED_POLL if deadline is None else max(0.0, min(FEED_POLL, deadline - time.monotonic()))
             await self._fetch(wait)
-            self._buffer.clear()  # nobody iterates: the events are not kept
         result: AgentResult = judge_ended(self._op, self._outcome)
         return result
 
