@@ -33,7 +33,7 @@ from sessionhive import (
 )
 from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_STOP_TIMEOUT, Timeout, resolve_timeout
 from sessionhive.cluster import messages as m
-from sessionhive.cluster.membership import Cluster, start_cluster
+from sessionhive.cluster.membership import Cluster, ClusterSettings, start_cluster
 from sessionhive.cluster.transport import FEED_POLL, Feed, Transport, judge_ended
 from sessionhive.model.confirmation import OnConfirmation, check_confirm_arguments, read_confirmation_answer
 from sessionhive.model.ids import check_id
@@ -148,12 +148,16 @@ class AsyncClusterSubscription:
         self.close()
 
 
-class _Starting:
+class StartingCluster:
     """What ``AsyncClusterHive.start()`` returns: await it, or use it with ``async with``."""
 
-    def __init__(self, start: Any) -> None:
+    def __init__(self, start: Callable[[], Cluster]) -> None:
         self._start_cluster = start
         self._hive: AsyncClusterHive | None = None
+
+    def blocking(self) -> Cluster:
+        """Start the cluster on this thread (what ``ClusterHive.start`` does)."""
+        return self._start_cluster()
 
     async def _start(self) -> AsyncClusterHive:
         self._hive = AsyncClusterHive(await asyncio.to_thread(self._start_cluster))
@@ -200,26 +204,35 @@ class AsyncClusterHive:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         ray_options: dict[str, Any] | None = None,
         **hive_options: Any,
-    ) -> _Starting:
-        """Start (or join) Ray and ``shards`` shards off the event loop; see :meth:`ClusterHive.start`."""
-        return _Starting(
-            lambda: start_cluster(
-                store,
-                llm,
-                ray_address,
-                shards,
-                lease_ttl=lease_ttl,
-                suspect_after=suspect_after,
-                ping_interval=ping_interval,
-                audit_writes=audit_writes,
-                metrics_sd_file=metrics_sd_file,
-                metrics_addr=metrics_addr,
-                metrics_advertise_host=metrics_advertise_host,
-                call_timeout=call_timeout,
-                ray_options=ray_options,
-                hive_options=hive_options,
-            )
+    ) -> StartingCluster:
+        """Start (or join, with ``ray_address="auto"`` or an address) Ray and ``shards`` shards.
+
+        Await the answer, or use it with ``async with``; the start runs off the
+        event loop. ``lease_ttl``: seconds a silent shard keeps its sessions;
+        ``suspect_after`` (default 0.6 x ``lease_ttl``): seconds of silence
+        after which its sessions move to other shards. ``metrics_sd_file``: a
+        Prometheus ``file_sd`` targets file listing every shard's ``/metrics``
+        (with a ``shard`` label; the job is the scrape config's). Each shard
+        serves it on a free port of ``metrics_addr`` (``"0.0.0.0"``: every
+        interface, listed at its node's address); ``metrics_advertise_host`` is
+        the host the file lists instead, the one a Prometheus elsewhere
+        reaches. ``audit_writes`` records each write's owner and epoch in
+        ``sessionhive_write_log``. Extra keyword arguments are Hive options
+        (``idle_timeout``, ``max_live_sessions``, ``workspace``...) for every shard.
+        """
+        settings = ClusterSettings(
+            lease_ttl=lease_ttl,
+            suspect_after=suspect_after,
+            ping_interval=ping_interval,
+            audit_writes=audit_writes,
+            metrics_sd_file=metrics_sd_file,
+            metrics_addr=metrics_addr,
+            metrics_advertise_host=metrics_advertise_host,
+            call_timeout=call_timeout,
+            ray_options=ray_options,
+            hive_options=hive_options,
         )
+        return StartingCluster(lambda: start_cluster(store, llm, ray_address, shards, settings))
 
     async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Stop every shard (each flushes and releases its leases); the local Ray too if this started it."""

@@ -12,11 +12,12 @@ retries is written twice.
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sessionhive import (
     AgentEvent,
@@ -30,14 +31,20 @@ from sessionhive import (
     ToolDefinition,
     Usage,
 )
-from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_STOP_TIMEOUT, Timeout
-from sessionhive.cluster.aio import AsyncClusterHive, AsyncClusterSubscription, AsyncClusterTurnStream
-from sessionhive.cluster.membership import Cluster, start_cluster
+from sessionhive.api import DEFAULT, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.cluster.aio import (
+    AsyncClusterHive,
+    AsyncClusterSubscription,
+    AsyncClusterTurnStream,
+    StartingCluster,
+)
+from sessionhive.cluster.membership import Cluster
 from sessionhive.model.confirmation import OnConfirmation
 
 __all__ = ["ClusterHive", "ClusterSubscription", "ClusterTurnStream"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _END = object()
 
 
@@ -95,6 +102,19 @@ async def _next(events: Any) -> Any:
         return await events.__anext__()
     except StopAsyncIteration:
         return _END
+
+
+def _blocking(start: Callable[P, StartingCluster]) -> Callable[P, ClusterHive]:
+    """``AsyncClusterHive.start``, with its very signature, as a sync start of a ClusterHive."""
+
+    @functools.wraps(start)
+    def start_blocking(*args: P.args, **kwargs: P.kwargs) -> ClusterHive:
+        return ClusterHive(start(*args, **kwargs).blocking())
+
+    start_blocking.__doc__ = "Start (or join) Ray and the shards; the arguments of AsyncClusterHive.start."
+    # help() and inspect show the arguments, and what this one returns.
+    vars(start_blocking)["__signature__"] = inspect.signature(start).replace(return_annotation="ClusterHive")
+    return start_blocking
 
 
 class ClusterTurnStream:
@@ -163,55 +183,9 @@ class ClusterHive:
         self._portal = _LoopThread("sessionhive-cluster-loop")
         self.aio = AsyncClusterHive(cluster)
 
-    @classmethod
-    def start(
-        cls,
-        shards: int = 2,
-        store: str = "sqlite:///sessionhive.db",
-        llm: Any = None,
-        ray_address: str | None = None,
-        *,
-        lease_ttl: float = 10.0,
-        suspect_after: float | None = None,
-        ping_interval: float = 0.5,
-        audit_writes: bool = False,
-        metrics_sd_file: str | os.PathLike[str] | None = None,
-        metrics_addr: str = "127.0.0.1",
-        metrics_advertise_host: str | None = None,
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
-        ray_options: dict[str, Any] | None = None,
-        **hive_options: Any,
-    ) -> ClusterHive:
-        """Start (or join, with ``ray_address="auto"`` or an address) Ray and ``shards`` shards.
-
-        ``lease_ttl``: seconds a silent shard keeps its sessions; ``suspect_after``
-        (default 0.6 x ``lease_ttl``): seconds of silence after which its sessions
-        move to other shards. ``metrics_sd_file``: a Prometheus ``file_sd``
-        targets file listing every shard's ``/metrics`` (with a ``shard``
-        label; the job is the scrape config's). Each shard serves it on a free
-        port of ``metrics_addr`` (``"0.0.0.0"``: every interface, listed at its
-        node's address); ``metrics_advertise_host`` is the host the file lists
-        instead, the one a Prometheus elsewhere reaches. ``audit_writes``
-        records each write's owner and epoch in ``sessionhive_write_log``.
-        """
-        return cls(
-            start_cluster(
-                store,
-                llm,
-                ray_address,
-                shards,
-                lease_ttl=lease_ttl,
-                suspect_after=suspect_after,
-                ping_interval=ping_interval,
-                audit_writes=audit_writes,
-                metrics_sd_file=metrics_sd_file,
-                metrics_addr=metrics_addr,
-                metrics_advertise_host=metrics_advertise_host,
-                call_timeout=call_timeout,
-                ray_options=ray_options,
-                hive_options=hive_options,
-            )
-        )
+    #: ``ClusterHive.start(shards=2, store=..., llm=..., ...)``: the arguments of
+    #: :meth:`AsyncClusterHive.start`, declared there once; blocks until every shard answers.
+    start = staticmethod(_blocking(AsyncClusterHive.start))
 
     def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Stop every shard (each flushes and releases its leases); the local Ray too if this started it."""

@@ -19,6 +19,7 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sessionhive import InvalidConfig, ToolDefinition, ToolExecutor
+from sessionhive.api import DEFAULT_CALL_TIMEOUT
 from sessionhive.cluster.placement import Membership
 from sessionhive.cluster.shard import HiveShard
 
-__all__ = ["SUSPECT_SHARE_OF_LEASE", "Cluster", "start_cluster"]
+__all__ = ["SUSPECT_SHARE_OF_LEASE", "Cluster", "ClusterSettings", "start_cluster"]
 
 log = logging.getLogger("sessionhive.cluster")
 
@@ -39,38 +41,45 @@ log = logging.getLogger("sessionhive.cluster")
 SUSPECT_SHARE_OF_LEASE = 0.6
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How a cluster runs: the keyword arguments of ``AsyncClusterHive.start`` (and ``ClusterHive.start``)."""
+
+    lease_ttl: float = 10.0
+    suspect_after: float | None = None
+    ping_interval: float = 0.5
+    audit_writes: bool = False
+    metrics_sd_file: str | os.PathLike[str] | None = None
+    metrics_addr: str = "127.0.0.1"
+    metrics_advertise_host: str | None = None
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    ray_options: dict[str, Any] | None = None
+    hive_options: dict[str, Any] = field(default_factory=dict)
+
+    def silence_limit(self) -> float:
+        """Seconds of silence before a shard is suspected: ``suspect_after``, or its share of the lease."""
+        return (
+            self.suspect_after if self.suspect_after is not None else SUSPECT_SHARE_OF_LEASE * self.lease_ttl
+        )
+
+
 class Cluster:
     """Membership, placement, root cache and failure detection of one cluster's shards."""
 
     def __init__(
-        self,
-        *,
-        store_url: str,
-        llm: Any,
-        hive_options: dict[str, Any],
-        shards: int,
-        lease_ttl: float,
-        suspect_after: float,
-        ping_interval: float,
-        audit_writes: bool,
-        metrics_sd_file: str | os.PathLike[str] | None,
-        metrics_addr: str,
-        metrics_advertise_host: str | None,
-        call_timeout: float,
-        owns_ray: bool,
-        name: str,
+        self, store_url: str, llm: Any, shards: int, settings: ClusterSettings, *, owns_ray: bool, name: str
     ) -> None:
-        self.call_timeout = call_timeout
-        self.lease_ttl = lease_ttl
+        self.call_timeout = settings.call_timeout
+        self.lease_ttl = settings.lease_ttl
         self._store_url = store_url
         self._llm = llm
-        self._hive_options = hive_options
-        self._audit = audit_writes
-        self._suspect_after = suspect_after
-        self._ping_interval = ping_interval
-        self._sd_file = Path(metrics_sd_file) if metrics_sd_file is not None else None
-        self._metrics_addr = metrics_addr
-        self._advertise_host = metrics_advertise_host
+        self._hive_options = settings.hive_options
+        self._audit = settings.audit_writes
+        self._suspect_after = settings.silence_limit()
+        self._ping_interval = settings.ping_interval
+        self._sd_file = Path(settings.metrics_sd_file) if settings.metrics_sd_file is not None else None
+        self._metrics_addr = settings.metrics_addr
+        self._advertise_host = settings.metrics_advertise_host
         self._owns_ray = owns_ray
         self._name = name
         # Not session state: it serialises membership changes (a shard added,
@@ -90,7 +99,7 @@ class Cluster:
         self.stopped = False
         self._detector_stop = threading.Event()
         handles = [self._spawn() for _ in range(shards)]
-        infos = ray.get([h.ping.remote() for _sid, h in handles], timeout=max(120.0, call_timeout))
+        infos = ray.get([h.ping.remote() for _sid, h in handles], timeout=max(120.0, self.call_timeout))
         now = time.monotonic()
         for (shard_id, _handle), info in zip(handles, infos, strict=True):
             self._info[shard_id] = info
@@ -318,22 +327,9 @@ class Cluster:
 
 
 def start_cluster(
-    store: str,
-    llm: Any,
-    ray_address: str | None,
-    shards: int,
-    *,
-    lease_ttl: float,
-    suspect_after: float | None,
-    ping_interval: float,
-    audit_writes: bool,
-    metrics_sd_file: str | os.PathLike[str] | None,
-    metrics_addr: str,
-    metrics_advertise_host: str | None,
-    call_timeout: float,
-    ray_options: dict[str, Any] | None,
-    hive_options: dict[str, Any],
+    store: str, llm: Any, ray_address: str | None, shards: int, settings: ClusterSettings
 ) -> Cluster:
+    """Check the arguments, start (or join) Ray, start the shards: what both facades' ``start`` do."""
     if not isinstance(store, str) or "://" not in store or store.startswith("file:"):
         raise InvalidConfig(
             "a cluster needs a SQL store every shard can reach, as a URL "
@@ -341,21 +337,18 @@ def start_cluster(
         )
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise InvalidConfig(f"shards must be a positive integer, got {shards!r}")
-    if "metrics" in hive_options:
+    if "metrics" in settings.hive_options:
         raise InvalidConfig("each shard serves its own /metrics; use metrics_sd_file= to find them")
-    if (
-        metrics_advertise_host is not None
-        and _is_loopback(metrics_addr)
-        and not _is_loopback(metrics_advertise_host)
-    ):
+    advertised = settings.metrics_advertise_host
+    if advertised is not None and _is_loopback(settings.metrics_addr) and not _is_loopback(advertised):
         raise InvalidConfig(
-            f"the shards' /metrics listen on {metrics_addr}, which {metrics_advertise_host} cannot reach; "
+            f"the shards' /metrics listen on {settings.metrics_addr}, which {advertised} cannot reach; "
             "set metrics_addr (--metrics-addr) to an address of this host, or 0.0.0.0, "
             "to advertise another host"
         )
     owns_ray = False
     if not ray.is_initialized():
-        options = dict(ray_options or {})
+        options = dict(settings.ray_options or {})
         options.setdefault("namespace", "sessionhive")
         options.setdefault("log_to_driver", False)
         if ray_address is None:
@@ -368,22 +361,7 @@ def start_cluster(
         else:
             ray.init(address=ray_address, **options)
         owns_ray = True
-    return Cluster(
-        store_url=store,
-        llm=llm,
-        hive_options=hive_options,
-        shards=shards,
-        lease_ttl=lease_ttl,
-        suspect_after=suspect_after if suspect_after is not None else SUSPECT_SHARE_OF_LEASE * lease_ttl,
-        ping_interval=ping_interval,
-        audit_writes=audit_writes,
-        metrics_sd_file=metrics_sd_file,
-        metrics_addr=metrics_addr,
-        metrics_advertise_host=metrics_advertise_host,
-        call_timeout=call_timeout,
-        owns_ray=owns_ray,
-        name=os.urandom(4).hex(),
-    )
+    return Cluster(store, llm, shards, settings, owns_ray=owns_ray, name=os.urandom(4).hex())
 
 
 def _is_loopback(host: str) -> bool:
