@@ -39,13 +39,14 @@ from sessionhive import (  # noqa: E402 - after the importorskip
 )
 from sessionhive.cluster import AsyncClusterHive, ClusterHive, owner_of  # noqa: E402
 from sessionhive.persistence import SqlStore  # noqa: E402
-from sessionhive.persistence.leases import LeaseTable  # noqa: E402
+from sessionhive.persistence.leases import LeaseHeld, LeaseTable  # noqa: E402
 from tests.cluster_helpers import (  # noqa: E402
     SYNC,
     Load,
     fresh_schema,
     lease_rows,
     postgres_unreachable,
+    two_fenced_writers,
     verify_histories,
     verify_single_writer,
     wait_until,
@@ -110,70 +111,45 @@ def test_rendezvous_placement_moves_only_the_sessions_of_the_shard_that_changed(
 
 
 def test_the_write_fence_refuses_a_writer_whose_lease_was_taken_over() -> None:
-    reason = postgres_unreachable()
-    if reason is not None:
-        pytest.skip(f"!!! PostgreSQL is NOT REACHABLE, lease tests skipped: {reason}")
-    from sessionhive.persistence.leases import LeaseHeld, LeaseTable
     from tests.conftest_persistence import make_snapshot
 
-    with fresh_schema() as url:
-        store_a, store_b = SqlStore(url), SqlStore(url)
-        try:
-            a = LeaseTable(store_a.engine, "a@1", ttl=0.3, audit=True)
-            b = LeaseTable(store_b.engine, "b@1", ttl=30.0, audit=True)
-            store_a.write_fence, store_b.write_fence = a.fence, b.fence
-            assert a.acquire("s").epoch == 1
-            store_a.write_batch([make_snapshot("s", 1, 2)], [])
-            with pytest.raises(LeaseHeld):
-                b.acquire("s")  # a holds it
-            wait_until(lambda: not a.is_valid("s"), 5, "a's lease runs out (a paused writer)")
-            taken = b.acquire("s")
-            assert taken.epoch == 2 and not taken.taken_over
-            store_b.write_batch([make_snapshot("s", 3, 6)], [])
-            # a wakes up and writes what it had: refused, nothing of it lands.
-            store_a.write_batch([make_snapshot("s", 4, 8, prefix="stale")], ["s"])
-            assert store_a.last_fenced == {"s"} and a.fenced_total == 1
-            stored = store_b.load("s")
-            assert stored is not None and stored.version == 3 and len(stored.messages) == 6
-            assert a.renew() == ["s"]  # a learns it lost the lease
-            with pytest.raises(LeaseHeld):
-                a.acquire("s")  # b still holds it
-            b.release(["s"])
-            assert a.acquire("s").taken_over  # back to a, which knows its memory of "s" is stale
-        finally:
-            store_a.close()
-            store_b.close()
-        verify_single_writer(url)
+    with two_fenced_writers(0.3, 30.0) as (store_a, a, store_b, b):
+        assert a.acquire("s").epoch == 1
+        store_a.write_batch([make_snapshot("s", 1, 2)], [])
+        with pytest.raises(LeaseHeld):
+            b.acquire("s")  # a holds it
+        wait_until(lambda: not a.is_valid("s"), 5, "a's lease runs out (a paused writer)")
+        taken = b.acquire("s")
+        assert taken.epoch == 2 and not taken.taken_over
+        store_b.write_batch([make_snapshot("s", 3, 6)], [])
+        # a wakes up and writes what it had: refused, nothing of it lands.
+        store_a.write_batch([make_snapshot("s", 4, 8, prefix="stale")], ["s"])
+        assert store_a.last_fenced == {"s"} and a.fenced_total == 1
+        stored = store_b.load("s")
+        assert stored is not None and stored.version == 3 and len(stored.messages) == 6
+        assert a.renew() == ["s"]  # a learns it lost the lease
+        with pytest.raises(LeaseHeld):
+            a.acquire("s")  # b still holds it
+        b.release(["s"])
+        assert a.acquire("s").taken_over  # back to a, which knows its memory of "s" is stale
 
 
 def test_a_copy_read_without_the_lease_is_refused_once_another_owner_had_the_session() -> None:
-    reason = postgres_unreachable()
-    if reason is not None:
-        pytest.skip(f"!!! PostgreSQL is NOT REACHABLE, lease tests skipped: {reason}")
     from tests.conftest_persistence import make_snapshot
 
-    with fresh_schema() as url:
-        store_a, store_b = SqlStore(url), SqlStore(url)
-        try:
-            a = LeaseTable(store_a.engine, "a@1", ttl=30.0, audit=True)
-            b = LeaseTable(store_b.engine, "b@1", ttl=0.3, audit=True)
-            store_a.write_fence, store_b.write_fence = a.fence, b.fence
-            b.acquire("s")
-            store_b.write_batch([make_snapshot("s", 5, 10)], [])
-            wait_until(lambda: not b.is_valid("s"), 5, "b's lease runs out")
-            # a holds an older copy it never won the lease for: expired or not, b's writes stand.
-            store_a.write_batch([make_snapshot("s", 2, 4, prefix="stale")], [])
-            assert store_a.last_fenced == {"s"}
-            stored = store_b.load("s")
-            assert stored is not None and stored.version == 5 and len(stored.messages) == 10
-            # Once a wins the lease (and so reads the session afresh), its writes go through.
-            assert a.acquire("s").changed_hands
-            store_a.write_batch([make_snapshot("s", 6, 12)], [])
-            assert store_a.last_fenced == frozenset()
-        finally:
-            store_a.close()
-            store_b.close()
-        verify_single_writer(url)
+    with two_fenced_writers(30.0, 0.3) as (store_a, a, store_b, b):
+        b.acquire("s")
+        store_b.write_batch([make_snapshot("s", 5, 10)], [])
+        wait_until(lambda: not b.is_valid("s"), 5, "b's lease runs out")
+        # a holds an older copy it never won the lease for: expired or not, b's writes stand.
+        store_a.write_batch([make_snapshot("s", 2, 4, prefix="stale")], [])
+        assert store_a.last_fenced == {"s"}
+        stored = store_b.load("s")
+        assert stored is not None and stored.version == 5 and len(stored.messages) == 10
+        # Once a wins the lease (and so reads the session afresh), its writes go through.
+        assert a.acquire("s").changed_hands
+        store_a.write_batch([make_snapshot("s", 6, 12)], [])
+        assert store_a.last_fenced == frozenset()
 
 
 # --------------------------------------------------------------------------- API parity
