@@ -140,14 +140,19 @@ class _QuietHandler(WSGIRequestHandler):
 _ANY_ADDRESS = frozenset({"", "0.0.0.0"})
 
 
+#: Seconds a shard's transaction may sit idle at least: a live shard on a loaded machine may
+#: be descheduled that long between two statements, and ending its transaction fails a write.
+_MIN_IDLE_LIMIT = 2.0
+
+
 def _idle_transactions_end(store_url: str, seconds: float) -> str:
     """``store_url`` with PostgreSQL told to end this shard's transactions idle for ``seconds``.
 
     A shard stopped (SIGSTOP) inside a write transaction holds the row locks of
     its leases and sessions: without this, the shard that takes its sessions
     over would block on those locks until the stopped one continues, long
-    after its leases expired. Ended within half a lease, the locks are gone
-    by the time the leases are. Other databases: the URL unchanged.
+    after its leases expired. Ended after half a lease (2 s at least), the
+    locks are gone about when the leases are. Other databases: the URL unchanged.
     """
     url = make_url(store_url)
     if url.get_backend_name() != "postgresql":
@@ -181,7 +186,7 @@ class HiveShard:
         metrics_addr: str = "127.0.0.1",
     ) -> None:
         self.shard_id = shard_id
-        self._store_url = _idle_transactions_end(store_url, max(1.0, float(lease_ttl) / 2))
+        self._store_url = _idle_transactions_end(store_url, max(_MIN_IDLE_LIMIT, float(lease_ttl) / 2))
         self._llm = llm
         self._hive_options = dict(hive_options or {})
         self._lease_ttl = float(lease_ttl)
