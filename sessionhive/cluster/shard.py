@@ -15,8 +15,9 @@ that was stopped (SIGSTOP) past its leases finds them taken when it
 continues: the calls it still held for those sessions are handed back
 ("moved") without running.
 
-The Hive reads the index of stored sessions when it starts. When a call names
-a session the Hive cannot know (created by another shard later) or one that
+The Hive reads the index of stored sessions when it starts, and looks up in
+the store a root session it does not know (created by another shard later).
+When a call names a child session created elsewhere since, or one that
 another shard wrote since this Hive activated it, the shard restarts its Hive
 ("refresh"): the new one reads everything afresh; calls in flight on the old
 one end as interrupted.
@@ -259,6 +260,9 @@ class HiveShard:
         store.write_fence = self._leases.fence
         options = dict(self._hive_options)
         options["metrics"] = MetricsConfig(registry=CollectorRegistry(auto_describe=True))
+        # Other shards create sessions in this store: the Hive looks up an id it does not
+        # know instead of answering "no such session" from the ids it read at start.
+        options["shared_store"] = True
         self._hive = await AsyncHive.start(store=store, llm=self._llm, **options)
         self._known = {sid for sid, _parent in index}
         self._parents = dict(index)
@@ -365,7 +369,11 @@ class HiveShard:
             exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
             if exists:
                 self._parents[session_id] = parent
-                refresh = f"session {session_id!r} was created after this Hive started"
+                self._known.add(session_id)
+                if parent is not None:
+                    # A root created elsewhere is looked up by the Hive (shared_store); a child
+                    # needs its parent's list of children read again, as the Hive reads it at start.
+                    refresh = f"child session {session_id!r} was created after this Hive started"
             elif not creating:
                 return False  # no such session: the Hive says so, and no lease is taken for a name
         if not self._leases.is_valid(session_id, margin=self._lease_ttl / 10):
