@@ -76,6 +76,14 @@ class _Expired(Exception):
     """The call's client deadline passed before the call started: it is dropped unrun."""
 
 
+class _Moved(Exception):
+    """The session's tree was placed on another shard while this one waited for its lease."""
+
+
+#: Seconds kept, of a call's client timeout, for its answer to travel back.
+_ANSWER_MARGIN = 0.05
+
+
 class _SessionLine:
     """The calls of one session waiting, in arrival order, to reach its mailbox."""
 
@@ -85,14 +93,6 @@ class _SessionLine:
         # asyncio.Lock wakes its waiters first come, first served: the line's order.
         self.lock = asyncio.Lock()
         self.users = 0
-
-
-#: Seconds kept, of a call's client timeout, for its answer to travel back.
-_ANSWER_MARGIN = 0.05
-
-
-class _Moved(Exception):
-    """The session's tree was placed on another shard while this one waited for its lease."""
 
 
 @dataclass
@@ -141,8 +141,8 @@ class _QuietHandler(WSGIRequestHandler):
 _ANY_ADDRESS = frozenset({"", "0.0.0.0"})
 
 
-#: Seconds a shard's transaction may sit idle at least: a live shard on a loaded machine may
-#: be descheduled that long between two statements, and ending its transaction fails a write.
+#: Seconds a shard's transaction may sit idle at least (a live shard on a loaded machine may be
+#: descheduled that long between two statements; ending its transaction fails a write).
 _MIN_IDLE_LIMIT = 2.0
 
 
@@ -346,6 +346,20 @@ class HiveShard:
             row = conn.execute(select(SESSIONS.c.parent_id).where(SESSIONS.c.id == session_id)).one_or_none()
         return (False, None) if row is None else (True, row[0])
 
+    async def _learn(self, session_id: str, creating: bool) -> tuple[bool, str | None]:
+        """Whether ``session_id`` exists (or is being created); why the Hive must restart for it, if so."""
+        if session_id in self._known:
+            return True, None
+        exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
+        if not exists:
+            return creating, None
+        self._parents[session_id] = parent
+        self._known.add(session_id)
+        if parent is None:
+            return True, None  # a root created elsewhere: the Hive looks it up (shared_store)
+        # A child needs its parent's list of children read again, as the Hive reads it at start.
+        return True, f"child session {session_id!r} was created after this Hive started"
+
     async def _own(
         self, session_id: str, root_id: str, deadline: float, sent_at: float, *, creating: bool = False
     ) -> bool:
@@ -363,19 +377,10 @@ class HiveShard:
         """
         assert self._leases is not None
         generation = self._generation
-        refresh: str | None = None
         stale = False
-        if session_id not in self._known:
-            exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
-            if exists:
-                self._parents[session_id] = parent
-                self._known.add(session_id)
-                if parent is not None:
-                    # A root created elsewhere is looked up by the Hive (shared_store); a child
-                    # needs its parent's list of children read again, as the Hive reads it at start.
-                    refresh = f"child session {session_id!r} was created after this Hive started"
-            elif not creating:
-                return False  # no such session: the Hive says so, and no lease is taken for a name
+        present, refresh = await self._learn(session_id, creating)
+        if not present:
+            return False  # no such session: the Hive says so, and no lease is taken for a name
         if not self._leases.is_valid(session_id, margin=self._lease_ttl / 10):
             delay = 0.02
             while True:
@@ -496,10 +501,8 @@ class HiveShard:
         stopped, or to the restarted incarnation of a killed one) must not get
         its whole timeout again, or it would run after its client moved on.
         """
-        if deadline is None:
-            return (
-                arrived + 3 * self._lease_ttl
-            )  # a call without a timeout still waits for a lease only so long
+        if deadline is None:  # a call without a timeout still waits for a lease only so long
+            return arrived + 3 * self._lease_ttl
         # A call that starts later could not answer before its client stops waiting:
         # dropping it then lets the client hear "never started" instead of "unknown".
         return arrived + (deadline - time.time()) - _ANSWER_MARGIN
@@ -548,9 +551,8 @@ class HiveShard:
                 return ("interrupted", f"shard {self.shard_id} restarted its Hive")
             return ("err", HiveStopped())
         except TurnCancelled as cancelled:
-            if (hive is not None and self._hive is not hive) or self._handovers.get(
-                session_id, 0
-            ) != handovers:
+            handed_over = self._handovers.get(session_id, 0) != handovers
+            if (hive is not None and self._hive is not hive) or handed_over:
                 # This shard cancelled it itself (handing over, restarting its Hive): it may have been stored.
                 return ("interrupted", f"shard {self.shard_id} handed the session over mid-turn")
             return ("err", cancelled)
