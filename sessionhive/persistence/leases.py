@@ -292,8 +292,9 @@ class LeaseTable:
                 if sid in kept:
                     if sid in self._valid_until:
                         self._valid_until[sid] = started + self.ttl
-                else:
-                    self._valid_until.pop(sid, None)
+                elif self._valid_until.pop(sid, None) is not None:
+                    # Released meanwhile (a hand-over) is let go, not lost: only a lease another
+                    # owner took is reported, and its held calls go back unrun.
                     lost.append(sid)
         return lost
 
