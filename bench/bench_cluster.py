@@ -2,6 +2,7 @@
 
     python bench/bench_cluster.py [--sessions 1000] [--turns 5] [--concurrency 200] [--repeat 3] [--store URL]
     python bench/bench_cluster.py --faults [--lease-ttl 5] [--pause 8] [--rounds 2] [--durability sync,...]
+    python bench/bench_cluster.py --facades [--sessions 200] [--turns 5] [--clients 50] [--repeat 3]
 
 Each configuration runs in a fresh child process on its own PostgreSQL schema
 (``--store``, default the local test database) with a zero-latency scripted
@@ -22,6 +23,12 @@ its first acknowledged turn after it (median and max over the victim's
 sessions of every round). The baseline in the same run is the
 same measure on the other shard's sessions (what a fault costs a session it
 does not touch); the target ratio divides the max by lease + 1 s.
+
+``--facades``: the sync ``ClusterHive`` (``--clients`` threads) against the
+asyncio facade (``--clients`` coroutines on one event loop) on the same 2-shard
+cluster in one child process, each running ``--turns`` turns on each of
+``--sessions`` sessions; the async run is the baseline, the ratio is sync / async
+turns/s (target >= 0.9: the sync facade gets the asyncio facade's batching).
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ def child(mode: str, sessions: int, turns: int, concurrency: int, base: str) -> 
             sync = Hive.start(store=url, llm=llm)
             hive = AsyncHive(sync)
         else:
-            from sessionhive.cluster import AsyncClusterHive, ClusterHive
+            from sessionhive.cluster import ClusterHive
 
             sync = ClusterHive.start(
                 shards=int(mode.removeprefix("cluster")),
@@ -80,7 +87,7 @@ def child(mode: str, sessions: int, turns: int, concurrency: int, base: str) -> 
                 llm=llm,
                 ray_options={"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024},
             )
-            hive = AsyncClusterHive(sync)
+            hive = _async_facade(sync)
         ids = [f"s{i}" for i in range(sessions)]
 
         async def load() -> float:
@@ -123,6 +130,96 @@ def child(mode: str, sessions: int, turns: int, concurrency: int, base: str) -> 
         return {"turns_per_s": turns_per_s, "history_p50_ms": history_ms, "generate_p50_ms": generate_ms}
     finally:
         _drop(base, schema)
+
+
+def facades_child(sessions: int, turns: int, clients: int, base: str) -> dict[str, float]:
+    import threading
+
+    from sessionhive import Reply, ScriptedLlm
+    from sessionhive.cluster import ClusterHive
+
+    schema, url = _schema(base)
+    try:
+        sync = ClusterHive.start(
+            shards=2,
+            store=url,
+            llm=ScriptedLlm([Reply("ok")]),
+            ray_options={"num_cpus": 2, "object_store_memory": 100 * 1024 * 1024},
+        )
+        aio = _async_facade(sync)
+        ids = [f"s{i}" for i in range(sessions)]
+        for sid in ids:
+            sync.create_session(sid)
+        shares = [ids[i::clients] for i in range(clients)]
+
+        async def async_load() -> float:
+            async def client(mine: list[str]) -> None:
+                for turn in range(turns):
+                    for sid in mine:
+                        await aio.generate(sid, f"{sid}#a{turn}")
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client(mine) for mine in shares))
+            return sessions * turns / (time.perf_counter() - started)
+
+        def sync_load() -> float:
+            def client(mine: list[str]) -> None:
+                for turn in range(turns):
+                    for sid in mine:
+                        sync.generate(sid, f"{sid}#s{turn}")
+
+            threads = [threading.Thread(target=client, args=(mine,)) for mine in shares]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return sessions * turns / (time.perf_counter() - started)
+
+        async_turns = asyncio.run(async_load())
+        sync_turns = sync_load()
+        _check_prompts(sync, ids, [f"#a{t}" for t in range(turns)] + [f"#s{t}" for t in range(turns)])
+        sync.stop()
+        return {"async_turns_per_s": async_turns, "sync_turns_per_s": sync_turns}
+    finally:
+        _drop(base, schema)
+
+
+def _check_prompts(hive: Any, ids: list[str], suffixes: list[str]) -> None:
+    for sid in ids:
+        texts = [m.text for m in hive.history(sid) if m.role == "user"]
+        if texts != [f"{sid}{suffix}" for suffix in suffixes]:
+            raise AssertionError(f"{sid}: history {texts[:4]}... is not the turns sent")
+
+
+def _async_facade(sync: Any) -> Any:
+    """The asyncio facade of a running cluster."""
+    from sessionhive.cluster import AsyncClusterHive
+
+    return AsyncClusterHive(sync.cluster)
+
+
+def facades_main(args: argparse.Namespace) -> None:
+    runs = []
+    common = [f"--sessions={args.sessions}", f"--turns={args.turns}", f"--clients={args.clients}"]
+    for _ in range(args.repeat):
+        result = run_child(Path(__file__), [*common, f"--store={args.store}", "--child=facades"])
+        print(f"facades: {result}", file=sys.stderr, flush=True)
+        runs.append(result)
+    sync, aio = median(r["sync_turns_per_s"] for r in runs), median(r["async_turns_per_s"] for r in runs)
+    print(json.dumps(machine_info()))
+    print(
+        f"2 shards, {args.sessions} sessions x {args.turns} turns, {args.clients} clients, zero-latency "
+        f"model, PostgreSQL; medians of {args.repeat} runs"
+    )
+    print_table(
+        ["facade", "turns/s", "runs"],
+        [
+            ["AsyncClusterHive (coroutines)", aio, ", ".join(f"{r['async_turns_per_s']:.0f}" for r in runs)],
+            ["ClusterHive (threads)", sync, ", ".join(f"{r['sync_turns_per_s']:.0f}" for r in runs)],
+        ],
+    )
+    print(f"sync / async: {sync / aio:.2f}x (target >= 0.9x)")
 
 
 def faults_child(lease_ttl: float, pause: float, rounds: int, durability: str, base: str) -> dict[str, Any]:
@@ -266,8 +363,18 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=8.0, help="seconds a paused shard stays stopped")
     parser.add_argument("--rounds", type=int, default=2, help="kills and pauses each")
     parser.add_argument("--durability", default="sync,batched", help="comma-separated durabilities to run")
+    parser.add_argument(
+        "--facades", action="store_true", help="the sync ClusterHive against the asyncio facade"
+    )
+    parser.add_argument("--clients", type=int, default=50, help="client threads / coroutines (--facades)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "facades":
+        print(json.dumps(facades_child(args.sessions, args.turns, args.clients, args.store)))
+        return
+    if args.facades:
+        facades_main(args)
+        return
     if args.child == "faults":
         result = faults_child(args.lease_ttl, args.pause, args.rounds, args.durability, args.store)
         print(json.dumps(result))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, func, select
 
 from sessionhive import (
@@ -30,7 +31,7 @@ from sessionhive import (
     TurnFailed,
 )
 from sessionhive.persistence import SqlStore
-from sessionhive.persistence.leases import LEASES, WRITE_LOG
+from sessionhive.persistence.leases import LEASES, WRITE_LOG, LeaseTable
 
 POSTGRES_URL = os.environ.get(
     "SESSIONHIVE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -69,6 +70,30 @@ def fresh_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(_libpq(POSTGRES_URL), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@contextmanager
+def two_fenced_writers(
+    ttl_a: float, ttl_b: float
+) -> Iterator[tuple[SqlStore, LeaseTable, SqlStore, LeaseTable]]:
+    """Two stores of one fresh schema, each fenced by its own owner's leases (``a@1``, ``b@1``).
+
+    Skips when PostgreSQL is unreachable; proves the write log single-writer afterwards.
+    """
+    reason = postgres_unreachable()
+    if reason is not None:
+        pytest.skip(f"!!! PostgreSQL is NOT REACHABLE, lease tests skipped: {reason}")
+    with fresh_schema() as url:
+        store_a, store_b = SqlStore(url), SqlStore(url)
+        try:
+            a = LeaseTable(store_a.engine, "a@1", ttl=ttl_a, audit=True)
+            b = LeaseTable(store_b.engine, "b@1", ttl=ttl_b, audit=True)
+            store_a.write_fence, store_b.write_fence = a.fence, b.fence
+            yield store_a, a, store_b, b
+        finally:
+            store_a.close()
+            store_b.close()
+        verify_single_writer(url)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,6 +27,9 @@ from sessionhive import (
 )
 from sessionhive.api import DEFAULT, resolve_timeout
 from sessionhive.client import AsyncRemoteHive, RemoteHive
+
+if TYPE_CHECKING:  # Ray is an extra: the cluster's check is mypy's, and the run-time one skips without it
+    from sessionhive.cluster import AsyncClusterHive, ClusterHive
 
 # ---------------------------------------------------------------------- checked by mypy
 
@@ -43,6 +47,14 @@ def remote_hive_serves_the_api(hive: RemoteHive) -> HiveAPI:
 
 
 def async_remote_hive_serves_the_api(hive: AsyncRemoteHive) -> AsyncHiveAPI:
+    return hive
+
+
+def cluster_hive_serves_the_api(hive: ClusterHive) -> HiveAPI:
+    return hive
+
+
+def async_cluster_hive_serves_the_api(hive: AsyncClusterHive) -> AsyncHiveAPI:
     return hive
 
 
@@ -73,6 +85,12 @@ def test_every_declared_default_is_the_facades_default(facade: type, protocol: t
                 got = actual[parameter.name].default if parameter.name in actual else "missing"
                 drifts.append(f"{name}({parameter.name}=): declared {parameter.default!r}, got {got!r}")
     assert drifts == []
+
+
+@pytest.mark.parametrize(("name", "protocol"), [("ClusterHive", HiveAPI), ("AsyncClusterHive", AsyncHiveAPI)])
+def test_every_declared_default_is_the_cluster_facades_default(name: str, protocol: type) -> None:
+    cluster = pytest.importorskip("sessionhive.cluster", exc_type=ImportError)
+    test_every_declared_default_is_the_facades_default(getattr(cluster, name), protocol)
 
 
 @pytest.mark.parametrize("value", ["defualt", -1, float("nan"), True, "60"])

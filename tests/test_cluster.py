@@ -39,13 +39,14 @@ from sessionhive import (  # noqa: E402 - after the importorskip
 )
 from sessionhive.cluster import AsyncClusterHive, ClusterHive, owner_of  # noqa: E402
 from sessionhive.persistence import SqlStore  # noqa: E402
-from sessionhive.persistence.leases import LeaseTable  # noqa: E402
+from sessionhive.persistence.leases import LeaseHeld, LeaseTable  # noqa: E402
 from tests.cluster_helpers import (  # noqa: E402
     SYNC,
     Load,
     fresh_schema,
     lease_rows,
     postgres_unreachable,
+    two_fenced_writers,
     verify_histories,
     verify_single_writer,
     wait_until,
@@ -110,40 +111,45 @@ def test_rendezvous_placement_moves_only_the_sessions_of_the_shard_that_changed(
 
 
 def test_the_write_fence_refuses_a_writer_whose_lease_was_taken_over() -> None:
-    reason = postgres_unreachable()
-    if reason is not None:
-        pytest.skip(f"!!! PostgreSQL is NOT REACHABLE, lease tests skipped: {reason}")
-    from sessionhive.persistence.leases import LeaseHeld, LeaseTable
     from tests.conftest_persistence import make_snapshot
 
-    with fresh_schema() as url:
-        store_a, store_b = SqlStore(url), SqlStore(url)
-        try:
-            a = LeaseTable(store_a.engine, "a@1", ttl=0.3, audit=True)
-            b = LeaseTable(store_b.engine, "b@1", ttl=30.0, audit=True)
-            store_a.write_fence, store_b.write_fence = a.fence, b.fence
-            assert a.acquire("s").epoch == 1
-            store_a.write_batch([make_snapshot("s", 1, 2)], [])
-            with pytest.raises(LeaseHeld):
-                b.acquire("s")  # a holds it
-            wait_until(lambda: not a.is_valid("s"), 5, "a's lease runs out (a paused writer)")
-            taken = b.acquire("s")
-            assert taken.epoch == 2 and not taken.taken_over
-            store_b.write_batch([make_snapshot("s", 3, 6)], [])
-            # a wakes up and writes what it had: refused, nothing of it lands.
-            store_a.write_batch([make_snapshot("s", 4, 8, prefix="stale")], ["s"])
-            assert store_a.last_fenced == {"s"} and a.fenced_total == 1
-            stored = store_b.load("s")
-            assert stored is not None and stored.version == 3 and len(stored.messages) == 6
-            assert a.renew() == ["s"]  # a learns it lost the lease
-            with pytest.raises(LeaseHeld):
-                a.acquire("s")  # b still holds it
-            b.release(["s"])
-            assert a.acquire("s").taken_over  # back to a, which knows its memory of "s" is stale
-        finally:
-            store_a.close()
-            store_b.close()
-        verify_single_writer(url)
+    with two_fenced_writers(0.3, 30.0) as (store_a, a, store_b, b):
+        assert a.acquire("s").epoch == 1
+        store_a.write_batch([make_snapshot("s", 1, 2)], [])
+        with pytest.raises(LeaseHeld):
+            b.acquire("s")  # a holds it
+        wait_until(lambda: not a.is_valid("s"), 5, "a's lease runs out (a paused writer)")
+        taken = b.acquire("s")
+        assert taken.epoch == 2 and not taken.taken_over
+        store_b.write_batch([make_snapshot("s", 3, 6)], [])
+        # a wakes up and writes what it had: refused, nothing of it lands.
+        store_a.write_batch([make_snapshot("s", 4, 8, prefix="stale")], ["s"])
+        assert store_a.last_fenced == {"s"} and a.fenced_total == 1
+        stored = store_b.load("s")
+        assert stored is not None and stored.version == 3 and len(stored.messages) == 6
+        assert a.renew() == ["s"]  # a learns it lost the lease
+        with pytest.raises(LeaseHeld):
+            a.acquire("s")  # b still holds it
+        b.release(["s"])
+        assert a.acquire("s").taken_over  # back to a, which knows its memory of "s" is stale
+
+
+def test_a_copy_read_without_the_lease_is_refused_once_another_owner_had_the_session() -> None:
+    from tests.conftest_persistence import make_snapshot
+
+    with two_fenced_writers(30.0, 0.3) as (store_a, a, store_b, b):
+        b.acquire("s")
+        store_b.write_batch([make_snapshot("s", 5, 10)], [])
+        wait_until(lambda: not b.is_valid("s"), 5, "b's lease runs out")
+        # a holds an older copy it never won the lease for: expired or not, b's writes stand.
+        store_a.write_batch([make_snapshot("s", 2, 4, prefix="stale")], [])
+        assert store_a.last_fenced == {"s"}
+        stored = store_b.load("s")
+        assert stored is not None and stored.version == 5 and len(stored.messages) == 10
+        # Once a wins the lease (and so reads the session afresh), its writes go through.
+        assert a.acquire("s").changed_hands
+        store_a.write_batch([make_snapshot("s", 6, 12)], [])
+        assert store_a.last_fenced == frozenset()
 
 
 # --------------------------------------------------------------------------- API parity
@@ -249,6 +255,35 @@ def test_cluster_api_parity_with_a_local_hive(pg_url: str, tmp_path: Path) -> No
     assert not sd_file.exists()
 
 
+def test_on_confirmation_answers_a_cluster_turns_confirmations_on_either_facade(
+    pg_url: str, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+
+    def approve(event: ConfirmationRequired) -> bool:
+        asked.append(event.tool_name)
+        return True
+
+    async def reject(event: ConfirmationRequired) -> tuple[bool, str]:
+        asked.append(event.tool_name)
+        return False, "not now"
+
+    with ClusterHive.start(
+        shards=1, store=pg_url, llm=ScriptedLlm(TOOL_SCRIPT), workspace=str(tmp_path)
+    ) as hive:
+        hive.create_session(
+            "carol", SessionConfig(confirmation_policy=ConfirmationPolicy(require_confirmation="all"))
+        )
+        assert hive.generate("carol", "look around", timeout=60, on_confirmation=approve).text == "done"
+        # The asyncio facade the sync one runs on, driven from another event loop.
+        again = asyncio.run(hive.aio.generate("carol", "again", timeout=60, on_confirmation=reject))
+        assert again.text == "done"
+        assert asked == ["list_dir", "list_dir"]
+        tools = [m for m in hive.history("carol") if m.role == "tool"]
+        assert len(tools) == 2 and "not now" in tools[1].text and "not now" not in tools[0].text
+        assert hive.pending_confirmations("carol") == []
+
+
 def test_async_cluster_hive_streams_and_raises_like_async_hive(pg_url: str) -> None:
     async def scenario() -> None:
         async with AsyncClusterHive.start(shards=2, store=pg_url, llm=ScriptedLlm([Reply("hi")])) as hive:
@@ -282,8 +317,8 @@ def test_async_calls_in_flight_on_a_killed_shard_end_as_outcome_unknown(pg_url: 
             started = await subscription.get(timeout=10)
             assert started is not None and started.type == "TurnStart"
             subscription.close()
-            shard = hive.sync.shard_of("busy")
-            pid = hive.sync.shard_info()[shard]["pid"]
+            shard = await hive.shard_of("busy")
+            pid = (await hive.shard_info())[shard]["pid"]
             os.kill(pid, signal.SIGKILL)
             outcomes = await asyncio.wait_for(asyncio.gather(*turns, return_exceptions=True), 60)
             # Handed over, then the shard died: nobody can say "failed", so nobody does.
@@ -293,9 +328,8 @@ def test_async_calls_in_flight_on_a_killed_shard_end_as_outcome_unknown(pg_url: 
             assert all(result.text == "hi" for result in completed)
             assert unknown[0].run_id and "may or may not have happened" in str(unknown[0])
             # The restarted shard serves the session from the store once the dead owner's lease expired.
-            await asyncio.to_thread(
-                wait_until, lambda: hive.sync.shard_info()[shard]["pid"] != pid, 60, "Ray restarts the shard"
-            )
+            restarted = lambda: hive.cluster.shard_info()[shard]["pid"] != pid  # noqa: E731
+            await asyncio.to_thread(wait_until, restarted, 60, "Ray restarts the shard")
             assert (await hive.generate("busy", "busy#after", timeout=30)).text == "hi"
 
     asyncio.run(scenario())
@@ -463,7 +497,7 @@ def test_a_sessions_calls_keep_their_order_while_its_lease_is_awaited_and_expire
     async def scenario() -> list[object]:
         async with AsyncClusterHive.start(shards=1, store=pg_url, llm=ScriptedLlm([Reply("ok")])) as hive:
             # Known placement: each call below goes out as soon as it is made, in that order.
-            assert hive.sync.shard_of("queue") == "shard-0"
+            assert await hive.shard_of("queue") == "shard-0"
             await asyncio.to_thread(LeaseTable(engine, "another-owner@1", ttl=3.0).acquire, "queue")
             calls = [hive.generate("queue", "queue#0", timeout=0.5)]  # gives up before the lease frees
             calls += [hive.generate("queue", f"queue#{n}", timeout=60) for n in range(1, 9)]

@@ -67,7 +67,7 @@ def pg_url(two_nodes: Any) -> Iterator[str]:
 
 def _pid(hive: ClusterHive, shard_id: str) -> int | None:
     try:
-        info = ray.get(hive._cluster.handle(shard_id).ping.remote(), timeout=5)
+        info = ray.get(hive.cluster.handle(shard_id).ping.remote(), timeout=5)
     except Exception:  # restarting, or paused by the previous round: skip this round
         return None
     return int(info["pid"])
@@ -116,7 +116,7 @@ def test_chaos_kill_or_pause_a_shard_every_few_seconds_for_a_minute(two_nodes: A
             load.wait_for_turns(50)
             started = time.monotonic()
             while time.monotonic() - started < 45:
-                shard_id = rng.choice(hive._cluster.shard_ids())
+                shard_id = rng.choice(hive.cluster.shard_ids())
                 pid = _pid(hive, shard_id)
                 if pid is not None:
                     if rng.random() < 0.5:

@@ -15,8 +15,9 @@ that was stopped (SIGSTOP) past its leases finds them taken when it
 continues: the calls it still held for those sessions are handed back
 ("moved") without running.
 
-The Hive reads the index of stored sessions when it starts. When a call names
-a session the Hive cannot know (created by another shard later) or one that
+The Hive reads the index of stored sessions when it starts, and looks up in
+the store a root session it does not know (created by another shard later).
+When a call names a child session created elsewhere since, or one that
 another shard wrote since this Hive activated it, the shard restarts its Hive
 ("refresh"): the new one reads everything afresh; calls in flight on the old
 one end as interrupted.
@@ -45,60 +46,44 @@ import ray
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
-from sessionhive.cluster._tracing import Timing, continues_caller_trace
+from sessionhive.cluster._tracing import continues_caller_trace
+from sessionhive.cluster.messages import (
+    Call,
+    NextEvents,
+    Outcome,
+    RestoreSession,
+    Routing,
+    SessionOp,
+    ShardOp,
+    ShardRequest,
+    StartFeed,
+    StartTurn,
+    Subscribe,
+)
 from sessionhive.cluster.placement import Membership
 from sessionhive.persistence import SqlStore
 from sessionhive.persistence.leases import LeaseHeld, LeaseTable
 from sessionhive.persistence.schema import SESSIONS
 
-__all__ = ["MUTATING_OPS", "HiveShard"]
+__all__ = ["HiveShard"]
 
 log = logging.getLogger("sessionhive.cluster")
-
-#: Session calls that change a session: their answer is given only while the shard still holds the lease.
-MUTATING_OPS = frozenset(
-    {
-        "generate",
-        "create_session",
-        "get_or_create_session",
-        "create_child_session",
-        "reset_session",
-        "destroy_session",
-        "clear",
-        "compact",
-        "maybe_auto_compact",
-        "configure",
-        "pause_session",
-        "resume_session",
-        "cancel_operation",
-        "confirm_tool",
-        "set_confirmation_policy",
-    }
-)
-_SESSION_OPS = MUTATING_OPS | {
-    "history",
-    "context_usage",
-    "usage",
-    "get_llm_for_session",
-    "pending_confirmations",
-    "get_confirmation_policy",
-    "is_child_session",
-    "restore_session_by_id",
-    "get_child_sessions",
-}
-
-# ("ok", value) | ("err", exception) | ("moved", None): not run, ask the shard the membership names |
-# ("expired", reason): not run, its client's deadline passed first |
-# ("interrupted", reason): handed to the Hive, then cut off: it may or may not have happened.
-Outcome = tuple[str, Any]
 
 
 class _Expired(Exception):
     """The call's client deadline passed before the call started: it is dropped unrun."""
+
+
+class _Moved(Exception):
+    """The session's tree was placed on another shard while this one waited for its lease."""
+
+
+#: Seconds kept, of a call's client timeout, for its answer to travel back.
+_ANSWER_MARGIN = 0.05
 
 
 class _SessionLine:
@@ -110,14 +95,6 @@ class _SessionLine:
         # asyncio.Lock wakes its waiters first come, first served: the line's order.
         self.lock = asyncio.Lock()
         self.users = 0
-
-
-#: Seconds kept, of a call's client timeout, for its answer to travel back.
-_ANSWER_MARGIN = 0.05
-
-
-class _Moved(Exception):
-    """The session's tree was placed on another shard while this one waited for its lease."""
 
 
 @dataclass
@@ -166,6 +143,30 @@ class _QuietHandler(WSGIRequestHandler):
 _ANY_ADDRESS = frozenset({"", "0.0.0.0"})
 
 
+#: Seconds a shard's transaction may sit idle at least (a live shard on a loaded machine may be
+#: descheduled that long between two statements; ending its transaction fails a write).
+_MIN_IDLE_LIMIT = 2.0
+
+
+def _idle_transactions_end(store_url: str, seconds: float) -> str:
+    """``store_url`` with PostgreSQL told to end this shard's transactions idle for ``seconds``.
+
+    A shard stopped (SIGSTOP) inside a write transaction holds the row locks of
+    its leases and sessions: without this, the shard that takes its sessions
+    over would block on those locks until the stopped one continues, long
+    after its leases expired. Ended after half a lease (2 s at least), the
+    locks are gone about when the leases are. Other databases: the URL unchanged.
+    """
+    url = make_url(store_url)
+    if url.get_backend_name() != "postgresql":
+        return store_url
+    existing = url.query.get("options", "")
+    joined = existing if isinstance(existing, str) else " ".join(existing)
+    limit = f"-c idle_in_transaction_session_timeout={int(seconds * 1000)}"
+    options = f"{joined} {limit}".strip()
+    return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
 class HiveShard:
     """One shard of a cluster: an :class:`~sessionhive.AsyncHive` behind a Ray async actor.
 
@@ -188,7 +189,7 @@ class HiveShard:
         metrics_addr: str = "127.0.0.1",
     ) -> None:
         self.shard_id = shard_id
-        self._store_url = store_url
+        self._store_url = _idle_transactions_end(store_url, max(_MIN_IDLE_LIMIT, float(lease_ttl) / 2))
         self._llm = llm
         self._hive_options = dict(hive_options or {})
         self._lease_ttl = float(lease_ttl)
@@ -261,6 +262,9 @@ class HiveShard:
         store.write_fence = self._leases.fence
         options = dict(self._hive_options)
         options["metrics"] = MetricsConfig(registry=CollectorRegistry(auto_describe=True))
+        # Other shards create sessions in this store: the Hive looks up an id it does not
+        # know instead of answering "no such session" from the ids it read at start.
+        options["shared_store"] = True
         self._hive = await AsyncHive.start(store=store, llm=self._llm, **options)
         self._known = {sid for sid, _parent in index}
         self._parents = dict(index)
@@ -324,7 +328,7 @@ class HiveShard:
 
     # ------------------------------------------------------------------ ownership
 
-    def _adopt(self, version: int, shard_ids: list[str]) -> None:
+    def _adopt(self, version: int, shard_ids: tuple[str, ...]) -> None:
         if version > self._membership.version:
             self._membership = Membership(version, shard_ids)
 
@@ -344,10 +348,27 @@ class HiveShard:
             row = conn.execute(select(SESSIONS.c.parent_id).where(SESSIONS.c.id == session_id)).one_or_none()
         return (False, None) if row is None else (True, row[0])
 
+    async def _learn(self, session_id: str, creating: bool) -> tuple[bool, str | None]:
+        """Whether ``session_id`` exists (or is being created); why the Hive must restart for it, if so."""
+        if session_id in self._known:
+            return True, None
+        exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
+        if not exists:
+            return creating, None
+        self._parents[session_id] = parent
+        self._known.add(session_id)
+        if parent is None:
+            return True, None  # a root created elsewhere: the Hive looks it up (shared_store)
+        # A child needs its parent's list of children read again, as the Hive reads it at start.
+        return True, f"child session {session_id!r} was created after this Hive started"
+
     async def _own(
         self, session_id: str, root_id: str, deadline: float, sent_at: float, *, creating: bool = False
-    ) -> None:
+    ) -> bool:
         """Hold the lease of ``session_id`` and make sure the Hive's view of it is current.
+
+        False for a session that does not exist (and is not being created): no
+        lease is taken for a name, and the Hive answers that it is unknown.
 
         Raises ``_Moved`` for a call sent (``sent_at``, by ``time.time()``)
         before the owner this shard won the lease from had won it: the call
@@ -358,15 +379,10 @@ class HiveShard:
         """
         assert self._leases is not None
         generation = self._generation
-        refresh: str | None = None
         stale = False
-        if session_id not in self._known:
-            exists, parent = await asyncio.to_thread(self._stored_parent, session_id)
-            if exists:
-                self._parents[session_id] = parent
-                refresh = f"session {session_id!r} was created after this Hive started"
-            elif not creating:
-                return  # no such session: the Hive says so, and no lease is taken for a name
+        present, refresh = await self._learn(session_id, creating)
+        if not present:
+            return False  # no such session: the Hive says so, and no lease is taken for a name
         if not self._leases.is_valid(session_id, margin=self._lease_ttl / 10):
             delay = 0.02
             while True:
@@ -389,7 +405,8 @@ class HiveShard:
             self._lost.discard(session_id)
             stale = lease.changed_hands and lease.previous_won_at > sent_at
             touched = session_id in self._touched or self._root(session_id) in self._touched
-            if lease.taken_over and touched and refresh is None:
+            if (lease.taken_over or lease.changed_hands) and touched and refresh is None:
+                # Another owner held it since the current Hive read it: that copy is stale.
                 refresh = f"session {session_id!r} was written by another shard since it was here"
         try:
             if refresh is not None:
@@ -397,9 +414,9 @@ class HiveShard:
         finally:
             # The Hive that had a stale copy is gone (or never had one): writes may go through.
             self._leases.mark_fresh(session_id)
-        self._touched.add(session_id)
         if stale:
             raise _Moved()  # after the refresh: whatever runs next here sees the other owner's writes
+        return True
 
     async def _still_owned(self, session_id: str) -> bool:
         """Whether the lease is still ours, so that an answer may be given (a query only when in doubt)."""
@@ -413,13 +430,14 @@ class HiveShard:
         except SQLAlchemyError:
             return False
 
-    def _note(self, op: str, session_id: str, args: tuple[Any, ...]) -> None:
-        if op in ("create_session", "get_or_create_session"):
-            self._known.add(session_id)
-            self._parents[session_id] = None
-        elif op == "create_child_session":
-            self._known.add(args[0])
-            self._parents[args[0]] = session_id
+    def _note(self, op: SessionOp) -> None:
+        if op.creates:
+            self._known.add(op.session_id)
+            self._parents[op.session_id] = None
+        child = op.new_child()
+        if child is not None:
+            self._known.add(child)
+            self._parents[child] = op.session_id
 
     # ------------------------------------------------------------------ calls
 
@@ -461,12 +479,19 @@ class HiveShard:
         """Own the session (and a new ``child``) for a call at the head of its line; the Hive to run it on."""
         if time.monotonic() >= deadline:
             raise _Expired("its deadline passed while it waited for the calls before it")
-        await self._own(session_id, root_id, deadline, sent_at, creating=creating)
-        if child is not None:
-            await self._own(child, root_id, deadline, sent_at, creating=True)
+        owned = (
+            [session_id] if await self._own(session_id, root_id, deadline, sent_at, creating=creating) else []
+        )
+        if child is not None and await self._own(child, root_id, deadline, sent_at, creating=True):
+            owned.append(child)
         if self._membership.owner_of(root_id) != self.shard_id:
             raise _Moved()  # the membership changed while the lease was awaited
         hive = await self._current_hive()
+        # Marked here, with no await since the Hive was read: the mark belongs to the Hive that
+        # will hold the copy. Marked before (while a refresh was starting the next Hive), it was
+        # wiped by that start, and a later take-over then kept the stale copy (a write of an
+        # older version under a newer epoch).
+        self._touched.update(owned)
         if time.monotonic() >= deadline:
             raise _Expired("its deadline passed while the session's lease was awaited")
         return hive
@@ -478,59 +503,47 @@ class HiveShard:
         stopped, or to the restarted incarnation of a killed one) must not get
         its whole timeout again, or it would run after its client moved on.
         """
-        if deadline is None:
-            return (
-                arrived + 3 * self._lease_ttl
-            )  # a call without a timeout still waits for a lease only so long
+        if deadline is None:  # a call without a timeout still waits for a lease only so long
+            return arrived + 3 * self._lease_ttl
         # A call that starts later could not answer before its client stops waiting:
         # dropping it then lets the client hear "never started" instead of "unknown".
         return arrived + (deadline - time.time()) - _ANSWER_MARGIN
 
     @continues_caller_trace
-    async def call(
-        self,
-        op: str,
-        session_id: str,
-        root_id: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        membership: tuple[int, list[str]],
-        timing: Timing,
-    ) -> Outcome:
-        """Run ``AsyncHive.<op>(session_id, *args, **kwargs)`` on the session's behalf.
+    async def call(self, op: SessionOp, routing: Routing) -> Outcome:
+        """Run ``op`` on the session's behalf.
 
-        ``timing``: when the client sent the call and when it stops waiting
-        (``time.time()``, ``None``: never). A call that has not started by
-        then is dropped unrun (``"expired"``).
+        ``routing.deadline``: when its client stops waiting (``time.time()``,
+        ``None``: never). A call that has not started by then is dropped
+        unrun (``"expired"``).
         """
         arrived = time.monotonic()
-        if op not in _SESSION_OPS:
-            return ("err", ValueError(f"not a session call: {op!r}"))
+        session_id = op.session_id
         await self._ensure_started()
-        self._adopt(*membership)
-        if self._membership.owner_of(root_id) != self.shard_id:
+        self._adopt(*routing.membership)
+        if self._membership.owner_of(routing.root_id) != self.shard_id:
             return ("moved", None)
-        until = self._deadline(arrived, timing[1])
+        until = self._deadline(arrived, routing.deadline)
         hive: AsyncHive | None = None  # the Hive the call ran on; replaced or stopped: not its client's doing
         handovers = self._handovers.get(session_id, 0)
         try:
             async with self._in_line(session_id):
                 hive = await self._enter(
                     session_id,
-                    root_id,
+                    routing.root_id,
                     until,
-                    timing[0],
-                    creating=op in ("create_session", "get_or_create_session"),
-                    child=args[0] if op == "create_child_session" else None,
+                    routing.sent_at,
+                    creating=op.creates,
+                    child=op.new_child(),
                 )
-                running = asyncio.ensure_future(getattr(hive, op)(session_id, *args, **kwargs))
+                running = asyncio.ensure_future(op.run(hive))
                 # One loop turn runs the call's first step, which puts it in the session's
                 # mailbox; only then may the next call of the line follow it there.
                 await asyncio.sleep(0)
             value = await running
-            if op in MUTATING_OPS and not await self._still_owned(session_id):
+            if op.mutating and not await self._still_owned(session_id):
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} meanwhile")
-            self._note(op, session_id, args)
+            self._note(op)
             return ("ok", value)
         except _Moved:
             return ("moved", None)
@@ -541,14 +554,13 @@ class HiveShard:
                 return ("interrupted", f"shard {self.shard_id} restarted its Hive")
             return ("err", HiveStopped())
         except TurnCancelled as cancelled:
-            if (hive is not None and self._hive is not hive) or self._handovers.get(
-                session_id, 0
-            ) != handovers:
+            handed_over = self._handovers.get(session_id, 0) != handovers
+            if (hive is not None and self._hive is not hive) or handed_over:
                 # This shard cancelled it itself (handing over, restarting its Hive): it may have been stored.
                 return ("interrupted", f"shard {self.shard_id} handed the session over mid-turn")
             return ("err", cancelled)
         except SessionhiveError as exc:
-            if op in MUTATING_OPS and session_id in self._touched and not await self._still_owned(session_id):
+            if op.mutating and session_id in self._touched and not await self._still_owned(session_id):
                 # Failed because another owner took the session (a fenced write): what
                 # this call wrote before that is in the store, what it wrote after is not.
                 return ("interrupted", f"shard {self.shard_id} lost the lease of {session_id!r} mid-call")
@@ -556,36 +568,32 @@ class HiveShard:
 
     # ------------------------------------------------------------------ batched calls
 
-    async def submit(self, caller: str, calls: list[tuple[Any, ...]]) -> str:
-        """Start many calls (``(id, "call" | "start_feed" | "next_events", *arguments)``) at once.
+    async def submit(self, caller: str, calls: list[tuple[int, ShardRequest]]) -> str:
+        """Start many calls (``(id, request)``) at once; returns this incarnation's owner name.
 
-        Their answers wait for :meth:`collect`; returns this incarnation's owner name.
-
-        One Ray call carries a whole batch in and one carries every answer
-        ready by then out, so that the Ray overhead (the dominant cost of a
-        call on a small machine) is paid per batch, not per call. The owner
-        (this incarnation) tells the caller which answers a restart lost.
+        Their answers wait for :meth:`collect`. One Ray call carries a whole
+        batch in and one carries every answer ready by then out, so that the
+        Ray overhead (the dominant cost of a call on a small machine) is paid
+        per batch, not per call. The owner (this incarnation) tells the
+        caller which answers a restart lost.
         """
         await self._ensure_started()
         loop = asyncio.get_running_loop()
-        for call_id, *arguments in calls:
-            task = loop.create_task(self._run_batched(caller, int(call_id), arguments))
+        for call_id, request in calls:
+            task = loop.create_task(self._run_batched(caller, call_id, request))
             self._running.add(task)  # a task nobody references may be collected mid-call
             task.add_done_callback(self._running.discard)
         return self.owner
 
-    async def _run_batched(self, caller: str, call_id: int, arguments: list[Any]) -> None:
-        method, *rest = arguments
+    async def _run_batched(self, caller: str, call_id: int, request: ShardRequest) -> None:
         outcome: Outcome
         try:
-            if method == "call":
-                outcome = await self.call(*rest)
-            elif method == "start_feed":
-                outcome = await self.start_feed(*rest)
-            elif method == "next_events":
-                outcome = ("ok", await self.next_events(*rest))
+            if isinstance(request, Call):
+                outcome = await self.call(request.op, request.routing)
+            elif isinstance(request, StartFeed):
+                outcome = await self.start_feed(request)
             else:
-                outcome = ("err", ValueError(f"not a batched call: {method!r}"))
+                outcome = ("ok", await self.next_events(request))
         except Exception as exc:  # noqa: BLE001 - delivered to the caller
             outcome = ("err", exc)
         self._outboxes.setdefault(caller, []).append((call_id, outcome))
@@ -609,34 +617,28 @@ class HiveShard:
                 pass
         return self.owner, self._outboxes.pop(caller, [])
 
-    @continues_caller_trace
-    async def start_feed(
-        self,
-        kind: str,
-        session_id: str,
-        root_id: str,
-        args: tuple[Any, ...],
-        membership: tuple[int, list[str]],
-        timing: Timing,
-    ) -> Outcome:
-        """Start a turn (``kind="turn"``, args: the prompt) or a subscription; answers a feed id.
+    async def start_feed(self, request: StartFeed) -> Outcome:
+        """Start a turn (:class:`StartTurn`) or a subscription; answers a feed id.
 
-        ``timing`` as for :meth:`call`: the stream must be accepted by its deadline.
+        The stream must be accepted by the routing's deadline, as for :meth:`call`.
         """
+        return await self._open_feed(request.op, request.routing)
+
+    @continues_caller_trace
+    async def _open_feed(self, op: SessionOp, routing: Routing) -> Outcome:
         arrived = time.monotonic()
+        assert isinstance(op, StartTurn | Subscribe)
         await self._ensure_started()
-        self._adopt(*membership)
-        if self._membership.owner_of(root_id) != self.shard_id:
+        self._adopt(*routing.membership)
+        if self._membership.owner_of(routing.root_id) != self.shard_id:
             return ("moved", None)
-        until = self._deadline(arrived, timing[1])
-        timeout = None if timing[1] is None else max(0.0, until - time.monotonic())
+        until = self._deadline(arrived, routing.deadline)
+        timeout = None if routing.deadline is None else max(0.0, until - time.monotonic())
+        turn = isinstance(op, StartTurn)
         try:
-            async with self._in_line(session_id):
-                hive = await self._enter(session_id, root_id, until, timing[0])
-                if kind == "turn":
-                    source: Any = await hive.generate_streaming(session_id, args[0], timeout=timeout)
-                else:
-                    source = await hive.subscribe(session_id, timeout=timeout)
+            async with self._in_line(op.session_id):
+                hive = await self._enter(op.session_id, routing.root_id, until, routing.sent_at)
+                source = await op.open(hive, timeout)
         except _Moved:
             return ("moved", None)
         except _Expired as expired:
@@ -644,17 +646,17 @@ class HiveShard:
         except SessionhiveError as exc:
             return ("err", exc)
         feed_id = next(self._feed_ids)
-        feed = _Feed(session_id, source=source)
+        feed = _Feed(op.session_id, source=source)
         self._feeds[feed_id] = feed
-        feed.task = asyncio.get_running_loop().create_task(self._pump(feed, kind))
+        feed.task = asyncio.get_running_loop().create_task(self._pump(feed, turn))
         return ("ok", feed_id)
 
-    async def _pump(self, feed: _Feed, kind: str) -> None:
+    async def _pump(self, feed: _Feed, turn: bool) -> None:
         try:
             async for event in feed.source:
                 feed.events.append(event)
                 feed.changed.set()
-            if kind == "turn":
+            if turn:
                 try:
                     result = await feed.source.result()
                     if await self._still_owned(feed.session_id):
@@ -671,8 +673,9 @@ class HiveShard:
             feed.done = True
             feed.changed.set()
 
-    async def next_events(self, feed_id: int, wait: float) -> tuple[list[Any], bool, Outcome | None]:
+    async def next_events(self, request: NextEvents) -> tuple[list[Any], bool, Outcome | None]:
         """Every event since the last fetch (waiting up to ``wait`` s for one); ends with the outcome."""
+        feed_id, wait = request.feed_id, request.wait
         feed = self._feeds.get(feed_id)
         if feed is None:
             return ([], True, ("interrupted", "this shard restarted since the stream began"))
@@ -695,7 +698,7 @@ class HiveShard:
 
     # ------------------------------------------------------------------ the shard as a whole
 
-    async def set_membership(self, version: int, shard_ids: list[str]) -> int:
+    async def set_membership(self, version: int, shard_ids: tuple[str, ...]) -> int:
         """Adopt a membership; hand over the sessions it moves elsewhere. Returns how many moved."""
         await self._ensure_started()
         if version <= self._membership.version:
@@ -726,7 +729,7 @@ class HiveShard:
         await asyncio.to_thread(self._leases.release, moving)
         return len(moving)
 
-    async def owned_ids(self, membership: tuple[int, list[str]]) -> list[str]:
+    async def owned_ids(self, membership: tuple[int, tuple[str, ...]]) -> list[str]:
         """The sessions this shard's Hive knows and the membership places here."""
         await self._ensure_started()
         self._adopt(*membership)
@@ -751,28 +754,20 @@ class HiveShard:
                 return chain[-1]
             chain.append(parent)
 
-    async def load_owned(self, membership: tuple[int, list[str]]) -> int:
+    async def load_owned(self, membership: tuple[int, tuple[str, ...]]) -> int:
         """Activate every session placed here (see ``load_all_sessions``)."""
         count = 0
         for sid in await self.owned_ids(membership):
             outcome = await self.call(
-                "restore_session_by_id", sid, self._root(sid), (), {}, membership, (time.time(), None)
+                RestoreSession(sid), Routing(self._root(sid), membership, time.time(), None)
             )
             count += outcome[0] == "ok"
         return count
 
-    async def hive_call(self, op: str) -> Any:
-        """A call on the Hive as a whole: ``live_session_count``, ``store_health``, ``flush``."""
+    async def hive_call(self, op: ShardOp) -> Any:
+        """A call on the Hive as a whole (``LiveSessionCount``, ``StoreHealth``, ``FlushShard``)."""
         await self._ensure_started()
-        hive = await self._current_hive()
-        if op == "live_session_count":
-            return await hive.live_session_count()
-        if op == "store_health":
-            return [(f"{self.shard_id}: {name}", status) for name, status in await hive.store_health()]
-        if op == "flush":
-            await hive.flush()
-            return None
-        raise ValueError(f"not a shard call: {op!r}")
+        return await op.run(await self._current_hive(), self.shard_id)
 
     async def stats(self) -> dict[str, Any]:
         """For tests and operators: leases held, fenced writes, Hive restarts."""

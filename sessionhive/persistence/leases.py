@@ -292,8 +292,9 @@ class LeaseTable:
                 if sid in kept:
                     if sid in self._valid_until:
                         self._valid_until[sid] = started + self.ttl
-                else:
-                    self._valid_until.pop(sid, None)
+                elif self._valid_until.pop(sid, None) is not None:
+                    # Released meanwhile (a hand-over) is let go, not lost: only a lease another
+                    # owner took is reported, and its held calls go back unrun.
                     lost.append(sid)
         return lost
 
@@ -326,11 +327,13 @@ class LeaseTable:
         ``versions`` maps each snapshot's session id to its version. A session
         this owner won is written only while the lease row still names this
         owner at that epoch. A session it never won (created here, or reached
-        through its parent) is claimed on the spot when nobody holds it.
+        through its parent) is claimed on the spot when no other owner ever
+        held it (a delete: when no other owner holds it now).
         """
         ids = sorted(set(versions) | set(deletes))
         if not ids:
             return set()
+        started = time.monotonic()
         now = time.time()
         rows = self._lock_rows(conn, ids)
         refused: set[str] = set()
@@ -345,10 +348,13 @@ class LeaseTable:
             if mine is not None:
                 ok = row is not None and row[0] == self.owner and row[1] == mine and sid not in stale
                 epoch = mine
-            elif row is None or row[2] <= now or row[0] == self.owner:
+            elif row is None or row[0] == self.owner or (row[2] <= now and sid not in versions):
                 epoch = claimed[sid] = self._claim(conn, sid, row, now)
                 ok = True
             else:
+                # Another owner had it, and this one never won it: whatever copy this owner
+                # holds was read without the lease, and that owner may have written since.
+                # Only a delete (nothing of the copy is written) claims an expired lease.
                 ok, epoch = False, 0
             if not ok:
                 refused.add(sid)
@@ -368,7 +374,8 @@ class LeaseTable:
             with self._lock:
                 for sid, epoch in claimed.items():
                     self._epochs[sid] = epoch
-                    self._valid_until.setdefault(sid, time.monotonic() + self.ttl)
+                    # From before the claim: by this clock the lease never looks longer than it is.
+                    self._valid_until.setdefault(sid, started + self.ttl)
                 self.fenced_total += len(refused)
         return refused
 
