@@ -91,7 +91,7 @@ def child(mode: str, sessions: int, turns: int, rpm: int, tpm: int) -> dict[str,
     from sessionhive import ConfirmationPolicy, Hive, LlmConfig, RateLimit, SessionConfig
     from sessionhive.llm import create_client
     from sessionhive.loadtest.report import percentile
-    from tests.llmock_server import llmock_process
+    from tests.llm.llmock_server import llmock_process
 
     if mode == "none":
         _without_limiter()
