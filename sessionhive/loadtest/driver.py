@@ -86,7 +86,7 @@ class HiveFactory(Protocol):
         workspace: Path,
         llm: LlmConfig | LlmClient | None,
         metrics: bool,
-    ) -> Awaitable[Any]: ...  # AsyncHiveAPI once the cluster pair conforms to it (issue 19, item 1)
+    ) -> Awaitable[AsyncHiveAPI]: ...
 
 
 async def start_local_hive(
