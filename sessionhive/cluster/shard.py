@@ -34,22 +34,19 @@ import contextlib
 import itertools
 import logging
 import os
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import TYPE_CHECKING, Any
 
 import ray
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from sessionhive import AsyncHive, HiveStopped, MetricsConfig, SessionhiveError, TurnCancelled
+from sessionhive.cluster._shard_metrics import serve_shard_metrics
 from sessionhive.cluster._tracing import continues_caller_trace
 from sessionhive.cluster.messages import (
     Call,
@@ -70,6 +67,9 @@ from sessionhive.persistence.leases import LeaseHeld, LeaseTable
 from sessionhive.persistence.schema import SESSIONS
 
 __all__ = ["HiveShard"]
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger("sessionhive.cluster")
 
@@ -108,39 +108,6 @@ class _Feed:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     source: Any = None
-
-
-class _ShardLabel(Collector):
-    """Every sample of the current Hive's registry, with a ``shard`` label added."""
-
-    def __init__(self, shard_id: str, registry: Callable[[], CollectorRegistry | None]) -> None:
-        self._shard_id = shard_id
-        self._registry = registry
-
-    def collect(self) -> Any:
-        registry = self._registry()
-        if registry is None:
-            return
-        for family in registry.collect():
-            labelled = Metric(family.name, family.documentation, family.type, family.unit)
-            for sample in family.samples:
-                labelled.add_sample(
-                    sample.name,
-                    {**sample.labels, "shard": self._shard_id},
-                    sample.value,
-                    sample.timestamp,
-                    sample.exemplar,
-                )
-            yield labelled
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-#: Listen addresses that mean "every interface": not an address anyone can reach.
-_ANY_ADDRESS = frozenset({"", "0.0.0.0"})
 
 
 #: Seconds a shard's transaction may sit idle at least (a live shard on a loaded machine may be
@@ -273,19 +240,11 @@ class HiveShard:
         self._ready.set()
 
     def _serve_metrics(self) -> None:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(
-            _ShardLabel(
-                self.shard_id, lambda: self._hive.metrics.registry if self._hive is not None else None
-            )
+        self._metrics_server, self._metrics_address = serve_shard_metrics(
+            self.shard_id,
+            self._metrics_addr,
+            lambda: self._hive.metrics.registry if self._hive is not None else None,
         )
-        server = make_server(self._metrics_addr, 0, make_wsgi_app(registry), handler_class=_QuietHandler)
-        threading.Thread(target=server.serve_forever, name="sessionhive-shard-metrics", daemon=True).start()
-        self._metrics_server = server
-        # Listening on every interface: the node's address is the one to reach it at.
-        node_ip: Any = ray.util.get_node_ip_address  # untyped in Ray
-        host = self._metrics_addr if self._metrics_addr not in _ANY_ADDRESS else node_ip()
-        self._metrics_address = f"{host}:{server.server_port}"
 
     async def _renew_forever(self) -> None:
         assert self._leases is not None
