@@ -24,6 +24,7 @@ from sessionhive.llm.prices import Price, PriceTable, set_prices
 from sessionhive.metrics.registry import MetricsConfig
 from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.mcp import McpServer
 from sessionhive.model.errors import (
     BaseUrlNotAllowed,
     CallTimeout,
@@ -107,6 +108,7 @@ __all__ = [
     "LlmConfig",
     "LlmError",
     "LlmNotConfigured",
+    "McpServer",
     "Message",
     "MetricsConfig",
     "OutcomeUnknown",

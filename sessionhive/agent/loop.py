@@ -382,6 +382,9 @@ async def _answer_calls(
 
 async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Resume | None) -> TurnOutcome:
     """The loop of model calls and tool calls, from ``out`` on, until a final answer or an error."""
+    prepare = getattr(spec.tools, "prepare", None)
+    if prepare is not None:
+        await prepare()  # MCP servers open on first use and refresh a changed tool list here
     tool_defs = tuple(spec.tools.definitions())
     call_seq = len(out.tool_calls)  # positions go on after a resume, past the journaled calls
     try:

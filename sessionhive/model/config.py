@@ -67,7 +67,12 @@ class ConfirmationPolicy:
         """Whether a call of ``tool_name`` waits for a human under this policy."""
         if not self.enabled:
             return False
-        return self.require_confirmation == "all" or tool_name in self.require_confirmation
+        required = self.require_confirmation
+        if required == "all" or tool_name in required:
+            return True
+        # "<server>__*" names every tool of one MCP server.
+        server, sep, _ = tool_name.partition("__")
+        return bool(sep) and f"{server}__*" in required
 
     def to_dict(self) -> dict[str, Any]:
         required = self.require_confirmation
