@@ -24,7 +24,6 @@ from sessionhive.llm.prices import Price, PriceTable, set_prices
 from sessionhive.metrics.registry import MetricsConfig
 from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
-from sessionhive.model.mcp import McpServer
 from sessionhive.model.errors import (
     BaseUrlNotAllowed,
     CallTimeout,
@@ -64,6 +63,7 @@ from sessionhive.model.events import (
     TurnStart,
     event_to_dict,
 )
+from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import (
     AgentResult,
     ContextUsage,

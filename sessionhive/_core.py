@@ -83,7 +83,6 @@ from sessionhive.llm.keys import EndpointKeys
 from sessionhive.metrics import tracing
 from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.budget import Budget
-from sessionhive.model.mcp import McpServer
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
 from sessionhive.model.errors import (
@@ -98,6 +97,7 @@ from sessionhive.model.errors import (
 from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import AgentResult
 from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.model.validate import (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,16 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from sessionhive import ConfirmationPolicy, Hive, McpServer, Message, Reply, ScriptedLlm, SessionConfig, ToolCall
+from sessionhive import (
+    ConfirmationPolicy,
+    Hive,
+    McpServer,
+    Message,
+    Reply,
+    ScriptedLlm,
+    SessionConfig,
+    ToolCall,
+)
 from sessionhive.model.errors import InvalidConfig
 
 SERVER = Path(__file__).parent / "mcp_fixtures" / "server.py"
@@ -83,7 +91,9 @@ def test_confirmation_rules_apply_to_mcp_tools(workspace: Path) -> None:
         assert (workspace / "note.txt").read_text() == "hi"
 
 
-def test_killing_the_server_mid_call_gives_effects_unknown_and_the_next_call_reconnects(workspace: Path) -> None:
+def test_killing_the_server_mid_call_gives_effects_unknown_and_the_next_call_reconnects(
+    workspace: Path,
+) -> None:
     calls = iter([("fx__crash", {}), ("fx__add", {"a": 3, "b": 4})])
 
     def script(messages: list[Message]) -> Reply:
@@ -93,7 +103,9 @@ def test_killing_the_server_mid_call_gives_effects_unknown_and_the_next_call_rec
         return Reply("calling", [ToolCall(name, arguments)])
 
     policy = SessionConfig(confirmation_policy=ConfirmationPolicy(enabled=False))
-    with Hive.start(store="memory", llm=ScriptedLlm(script), workspace=workspace, mcp_servers=[stdio_server()]) as hive:
+    with Hive.start(
+        store="memory", llm=ScriptedLlm(script), workspace=workspace, mcp_servers=[stdio_server()]
+    ) as hive:
         hive.create_session("s", policy)
         answer = hive.generate("s", "crash").text
         assert "effects are unknown" in answer
@@ -135,4 +147,6 @@ def test_a_streamable_http_server_serves_a_turns_tool_call(workspace: Path, http
 
 def test_an_http_server_the_operator_did_not_allow_is_refused(workspace: Path) -> None:
     with pytest.raises(InvalidConfig, match="allow_base_urls"):
-        Hive.start(store="memory", workspace=workspace, mcp_servers=[McpServer("web", url="http://127.0.0.1:9/mcp")])
+        Hive.start(
+            store="memory", workspace=workspace, mcp_servers=[McpServer("web", url="http://127.0.0.1:9/mcp")]
+        )

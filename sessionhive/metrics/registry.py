@@ -231,7 +231,9 @@ class HiveMetrics:
             buckets=_FAST_BUCKETS,
         )
         # MCP servers: labels are the server and tool names the operator configured, never a session.
-        self.mcp_calls = self._counter("mcp_calls_total", "MCP tool calls, by server and tool.", ("server", "tool"))
+        self.mcp_calls = self._counter(
+            "mcp_calls_total", "MCP tool calls, by server and tool.", ("server", "tool")
+        )
         self.mcp_errors = self._counter(
             "mcp_errors_total",
             "MCP tool calls that failed (an error result, or the server died mid-call), by server and tool.",

@@ -27,7 +27,13 @@ from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import ToolDefinition, ToolResult
 from sessionhive.model.urls import BaseUrlPolicy
-from sessionhive.tools._sandbox import SANDBOX_HOME, SandboxStatus, bwrap_command, command_environment, probe_sandbox
+from sessionhive.tools._sandbox import (
+    SANDBOX_HOME,
+    SandboxStatus,
+    bwrap_command,
+    command_environment,
+    probe_sandbox,
+)
 
 __all__ = ["EFFECTS_UNKNOWN", "McpConnection", "McpHub"]
 
@@ -39,7 +45,10 @@ EFFECTS_UNKNOWN = (
     "(it may or may not have acted). Check before calling it again; the next call reconnects."
 )
 _BACKOFF_S = (0.0, 0.2, 1.0, 5.0)
-_SANDBOX_LIMITS = {"cpu_seconds": 3600, "max_file_bytes": 1 << 30, "max_processes": 256}
+# A server lives long, unlike one bash command: its limits are per process lifetime.
+_SANDBOX_CPU_S = 24 * 3600
+_SANDBOX_FILE_BYTES = 1 << 30
+_SANDBOX_PROCESSES = 256
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,9 @@ class McpConnection:
             self._workspace,
             ["/bin/sh", "-c", f"cd {_quote(cwd)} && exec {shell_line}"],
             allow_network=server.allow_network,
-            **_SANDBOX_LIMITS,
+            cpu_seconds=_SANDBOX_CPU_S,
+            max_file_bytes=_SANDBOX_FILE_BYTES,
+            max_processes=_SANDBOX_PROCESSES,
         )
         # Host paths the server needs to read (an interpreter's libraries) go in read-only,
         # before the root is remounted read-only.
@@ -139,7 +150,9 @@ class McpConnection:
                     from mcp.client.stdio import stdio_client
 
                     read, write = await stack.enter_async_context(stdio_client(self._stdio_parameters()))
-                session = await stack.enter_async_context(ClientSession(read, write, message_handler=on_message))
+                session = await stack.enter_async_context(
+                    ClientSession(read, write, message_handler=on_message)
+                )
                 await session.initialize()
                 ready.set_result(session)
                 await stop.wait()
@@ -272,7 +285,9 @@ def _result_text(content: Sequence[Any]) -> str:
         if isinstance(text, str):
             parts.append(text)
         elif getattr(block, "type", "") == "image":
-            parts.append(f"[image result ({getattr(block, 'mime_type', '?')}), not shown: content parts come later]")
+            parts.append(
+                f"[image result ({getattr(block, 'mime_type', '?')}), not shown: content parts come later]"
+            )
         else:
             parts.append(f"[{getattr(block, 'type', 'unknown')} result, not shown: content parts come later]")
     return "\n".join(parts)
@@ -313,7 +328,9 @@ class McpHub:
                     f"MCP server {server.name!r} at {server.url!r} is not in the operator's allow_base_urls"
                 )
         sandbox = sandbox or probe_sandbox()
-        self.connections = {s.name: McpConnection(s, workspace, sandbox, idle_s=idle_s, metrics=metrics) for s in servers}
+        self.connections = {
+            s.name: McpConnection(s, workspace, sandbox, idle_s=idle_s, metrics=metrics) for s in servers
+        }
 
     def definitions(self) -> list[ToolDefinition]:
         return [t.definition for c in self.connections.values() for t in c.tools.values()]
@@ -324,7 +341,7 @@ class McpHub:
         for name, connection in self.connections.items():
             try:
                 await connection.refresh()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to start a server is logged, not fatal
                 logger.warning("MCP server %r unavailable: %s", name, exc)
                 failed.append(name)
         return failed
@@ -338,11 +355,13 @@ class McpHub:
         connection = self.connections[server]
         try:
             await connection.refresh()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the model is told the server is down, whatever broke
             return ToolResult(f"MCP server {server!r} is unavailable: {exc}; try again later", True)
         tool = connection.tools.get(name)
         if tool is None:
-            return ToolResult(f"unknown tool {name!r}; server {server!r} offers: {', '.join(connection.tools)}", True)
+            return ToolResult(
+                f"unknown tool {name!r}; server {server!r} offers: {', '.join(connection.tools)}", True
+            )
         return await connection.call(tool, arguments)
 
     async def close(self) -> None:
