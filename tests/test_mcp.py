@@ -46,9 +46,12 @@ def stdio_server(**overrides: object) -> McpServer:
     return McpServer("fx", command=[sys.executable, str(SERVER), "stdio"], readable=READABLE, **overrides)  # type: ignore[arg-type]
 
 
-def test_a_stdio_server_serves_a_turns_tool_call(workspace: Path) -> None:
+def test_a_stdio_server_serves_a_turns_tool_call(workspace: Path, actor_backend: str) -> None:
     llm = ScriptedLlm(one_call("fx__add", {"a": 2, "b": 40}))
-    with Hive.start(store="memory", llm=llm, workspace=workspace, mcp_servers=[stdio_server()]) as hive:
+    servers = [stdio_server()]
+    with Hive.start(
+        store="memory", llm=llm, workspace=workspace, mcp_servers=servers, actor_backend=actor_backend
+    ) as hive:
         hive.create_session("s")
         result = hive.generate("s", "add please")
         assert result.text == "result: 42"
@@ -150,3 +153,12 @@ def test_an_http_server_the_operator_did_not_allow_is_refused(workspace: Path) -
         Hive.start(
             store="memory", workspace=workspace, mcp_servers=[McpServer("web", url="http://127.0.0.1:9/mcp")]
         )
+
+
+def test_a_session_sees_only_the_mcp_servers_it_names(workspace: Path) -> None:
+    llm = ScriptedLlm(one_call("fx__add", {"a": 1, "b": 2}))
+    with Hive.start(store="memory", llm=llm, workspace=workspace, mcp_servers=[stdio_server()]) as hive:
+        hive.create_session("without", SessionConfig(mcp_servers=[]))
+        hive.create_session("with", SessionConfig(mcp_servers=["fx"]))
+        assert "denies fx__add" in hive.generate("without", "add").text
+        assert hive.generate("with", "add").text == "result: 3"

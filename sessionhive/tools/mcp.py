@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.errors import InvalidConfig
@@ -38,6 +39,7 @@ from sessionhive.tools._sandbox import (
 __all__ = ["EFFECTS_UNKNOWN", "McpConnection", "McpHub"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SEPARATOR = "__"
 EFFECTS_UNKNOWN = (
@@ -305,6 +307,11 @@ def _host_environment() -> Mapping[str, str]:
     return os.environ
 
 
+async def _stop_after_close(hub: McpHub, loop: asyncio.AbstractEventLoop) -> None:
+    await hub.close()
+    loop.stop()
+
+
 class McpHub:
     """Every MCP server of a Hive, and the tools they offer; shared by all sessions."""
 
@@ -328,6 +335,7 @@ class McpHub:
                     f"MCP server {server.name!r} at {server.url!r} is not in the operator's allow_base_urls"
                 )
         sandbox = sandbox or probe_sandbox()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.connections = {
             s.name: McpConnection(s, workspace, sandbox, idle_s=idle_s, metrics=metrics) for s in servers
         }
@@ -336,6 +344,22 @@ class McpHub:
         return [t.definition for c in self.connections.values() for t in c.tools.values()]
 
     async def prepare(self) -> list[str]:
+        """Open (on first use) every server and refresh its tools; returns the servers that failed."""
+        return await self._on_own_loop(self._prepare_here())
+
+    async def execute(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
+        """Call MCP tool ``name`` (``<server>__<tool>``) from any session's loop."""
+        return await self._on_own_loop(self._execute_here(name, arguments))
+
+    async def _on_own_loop(self, work: Coroutine[Any, Any, _T]) -> _T:
+        # Every connection lives on the hub's own loop, whatever loop (actor backend) the
+        # calling session runs on: one connection serves sessions of every thread.
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="sessionhive-mcp", daemon=True).start()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+
+    async def _prepare_here(self) -> list[str]:
         """Open (on first use) every server and refresh its tools; returns the servers that failed."""
         failed: list[str] = []
         for name, connection in self.connections.items():
@@ -350,7 +374,7 @@ class McpHub:
         server, sep, _ = name.partition(SEPARATOR)
         return bool(sep) and server in self.connections
 
-    async def execute(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
+    async def _execute_here(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
         server, _, _ = name.partition(SEPARATOR)
         connection = self.connections[server]
         try:
@@ -369,5 +393,10 @@ class McpHub:
             await connection.close()
 
     def close_soon(self) -> None:
+        """Close every connection (their processes end) and then the hub's loop; from any thread."""
         for connection in self.connections.values():
             connection.close_soon()
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            # After the connections' own stop callbacks: they run first, in order.
+            loop.call_soon_threadsafe(lambda: loop.create_task(_stop_after_close(self, loop)))
