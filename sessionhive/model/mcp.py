@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sessionhive.model.errors import InvalidConfig
+from sessionhive.model.validate import check_positive_number
 
 __all__ = ["McpServer"]
 
@@ -24,6 +25,7 @@ class McpServer:
     only the workspace is writable. ``allow_network`` lets a stdio server
     reach the network. ``sandboxed=False`` runs the command unconfined (the
     operator's explicit opt-out, as ``unsandboxed_bash`` for ``bash``).
+    The connection closes after ``idle_s`` seconds without a call.
     """
 
     name: str
@@ -34,6 +36,7 @@ class McpServer:
     readable: Sequence[str] = ()
     allow_network: bool = False
     sandboxed: bool = True
+    idle_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _SERVER_NAME.fullmatch(self.name):
@@ -43,5 +46,6 @@ class McpServer:
         object.__setattr__(self, "command", tuple(self.command))
         object.__setattr__(self, "readable", tuple(self.readable))
         object.__setattr__(self, "env", dict(self.env))
+        check_positive_number("McpServer.idle_s", self.idle_s)
         if bool(self.command) == (self.url is not None):
             raise InvalidConfig(f"MCP server {self.name!r} needs exactly one of command=[...] or url=...")

@@ -82,20 +82,21 @@ class McpConnection:
         workspace: Path,
         sandbox: SandboxStatus | None,
         *,
-        idle_s: float = 300.0,
+        idle_s: float | None = None,
         metrics: HiveMetrics | None = None,
     ) -> None:
         self.server = server
         self._metrics = metrics
         self._workspace = workspace
         self._sandbox = sandbox
-        self._idle_s = idle_s
+        self._idle_s = server.idle_s if idle_s is None else idle_s
         self._live: _Live | None = None
         self._opening: asyncio.Lock | None = None
         self._tools: dict[str, _McpTool] = {}
         self._stale = True
         self.opened = 0  # connections made over the lifetime (restarts are opened - 1)
         self._failures = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     @property
     def tools(self) -> Mapping[str, _McpTool]:
@@ -175,7 +176,7 @@ class McpConnection:
             live = self._live
             if live is not None and not live.task.done():
                 return live.session
-            if self.opened:
+            if self._failures:
                 if self._metrics is not None:
                     self._metrics.mcp_restarts.labels(self.server.name).inc()
                 await asyncio.sleep(_BACKOFF_S[min(self._failures, len(_BACKOFF_S) - 1)])
@@ -242,6 +243,7 @@ class McpConnection:
                 finally:
                     live.in_flight -= 1
                     live.last_used = time.monotonic()
+                    self._watch_idle()
         finally:
             if metrics is not None:
                 metrics.mcp_call_duration.labels(*labels).observe(time.perf_counter() - started)
@@ -254,10 +256,24 @@ class McpConnection:
             self._live = None
         live.stop.set()
 
-    async def close_if_idle(self) -> None:
+    def _watch_idle(self) -> None:
+        # One timer per connection, re-armed for the rest of the idle time when it fires early.
+        if self._idle_timer is None:
+            self._idle_timer = asyncio.get_running_loop().call_later(self._idle_s, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
         live = self._live
-        if live is not None and live.in_flight == 0 and time.monotonic() - live.last_used >= self._idle_s:
-            await self.close()
+        if live is None:
+            return
+        idle_for = time.monotonic() - live.last_used
+        if live.in_flight or idle_for < self._idle_s:
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self._idle_s - idle_for, self._idle_check
+            )
+            return
+        logger.info("MCP server %r idle for %.0f s: closing its connection", self.server.name, idle_for)
+        self._drop(live)
 
     def close_soon(self) -> None:
         """Ask the connection to close from any thread (the Hive stopping); its process ends with it."""
@@ -322,7 +338,7 @@ class McpHub:
         sandbox: SandboxStatus | None = None,
         *,
         allow_urls: Sequence[str] | None = None,
-        idle_s: float = 300.0,
+        idle_s: float | None = None,
         metrics: HiveMetrics | None = None,
     ) -> None:
         names = [s.name for s in servers]
