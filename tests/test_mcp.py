@@ -113,6 +113,20 @@ def test_killing_the_server_mid_call_gives_effects_unknown_and_the_next_call_rec
         answer = hive.generate("s", "crash").text
         assert "effects are unknown" in answer
         assert hive.generate("s", "add").text == "result: 7"
+        registry = hive.metrics.registry
+        assert registry.get_sample_value("sessionhive_mcp_restarts_total", {"server": "fx"}) == 1
+        assert (
+            registry.get_sample_value("sessionhive_mcp_errors_total", {"server": "fx", "tool": "crash"}) == 1
+        )
+        assert registry.get_sample_value("sessionhive_mcp_calls_total", {"server": "fx", "tool": "add"}) == 1
+    assert len((workspace / "connections.log").read_text().split()) == 2
+
+
+def test_a_read_only_tool_is_retried_on_a_fresh_connection_when_its_server_dies(workspace: Path) -> None:
+    llm = ScriptedLlm(one_call("fx__flaky_read", {}))
+    with Hive.start(store="memory", llm=llm, workspace=workspace, mcp_servers=[stdio_server()]) as hive:
+        hive.create_session("s")
+        assert hive.generate("s", "read").text == "result: read ok"
     assert len((workspace / "connections.log").read_text().split()) == 2
 
 

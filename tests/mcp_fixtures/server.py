@@ -38,6 +38,16 @@ def crash() -> str:
     return "not reached"
 
 
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def flaky_read() -> str:
+    """A read that kills its server the first time (it leaves crashed.once behind), then answers."""
+    marker = Path("crashed.once")
+    if not marker.exists():
+        marker.write_text("1")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "read ok"
+
+
 if __name__ == "__main__":
     with open("connections.log", "a") as log:
         log.write(f"{os.getpid()}\n")
