@@ -130,6 +130,25 @@ def test_a_read_only_tool_is_retried_on_a_fresh_connection_when_its_server_dies(
     assert len((workspace / "connections.log").read_text().split()) == 2
 
 
+def test_the_tool_list_is_refreshed_when_the_server_says_it_changed(workspace: Path) -> None:
+    calls = iter([("fx__grow", {}), ("fx__shout", {"text": "hi"})])
+
+    def script(messages: list[Message]) -> Reply:
+        if messages[-1].role == "tool":
+            return Reply(text=f"result: {messages[-1].text}")
+        name, arguments = next(calls)
+        return Reply("calling", [ToolCall(name, arguments)])
+
+    with Hive.start(
+        store="memory", llm=ScriptedLlm(script), workspace=workspace, mcp_servers=[stdio_server()]
+    ) as hive:
+        hive.create_session("s", SessionConfig(confirmation_policy=ConfirmationPolicy(enabled=False)))
+        assert "fx__shout" not in [d.name for d in hive.list_tools()]
+        assert hive.generate("s", "grow").text == "result: shout added"
+        assert hive.generate("s", "shout").text == "result: HI"
+        assert "fx__shout" in [d.name for d in hive.list_tools()]
+
+
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
     with socket.socket() as probe:

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 
 server = MCPServer("fixture")
@@ -46,6 +46,19 @@ def flaky_read() -> str:
         marker.write_text("1")
         os.kill(os.getpid(), signal.SIGKILL)
     return "read ok"
+
+
+def shout(text: str) -> str:
+    """Upper-case the text (offered only after ``grow``)."""
+    return text.upper()
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:
+    """Add the tool ``shout`` and tell the client that the tool list changed."""
+    server.add_tool(shout)
+    await ctx.session.send_tool_list_changed()
+    return "shout added"
 
 
 if __name__ == "__main__":
