@@ -63,6 +63,7 @@ from sessionhive.model.events import (
     TurnStart,
     event_to_dict,
 )
+from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import (
     AgentResult,
     ContextUsage,
@@ -107,6 +108,7 @@ __all__ = [
     "LlmConfig",
     "LlmError",
     "LlmNotConfigured",
+    "McpServer",
     "Message",
     "MetricsConfig",
     "OutcomeUnknown",

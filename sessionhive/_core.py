@@ -97,6 +97,7 @@ from sessionhive.model.errors import (
 from sessionhive.model.events import AgentEvent, ConfirmationRequired
 from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import AgentResult
 from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.model.validate import (
@@ -108,6 +109,7 @@ from sessionhive.model.validate import (
 from sessionhive.persistence.messages import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
 from sessionhive.tools import ToolExecutor
+from sessionhive.tools.mcp import McpHub
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -183,8 +185,12 @@ class HiveOptions:
     allow_base_urls: Sequence[str] | None = None
     trace_content: bool = False
     budget: Budget | None = None
+    mcp_servers: Sequence[McpServer] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mcp_servers", tuple(self.mcp_servers))
+        for server in self.mcp_servers:
+            check_instance("mcp_servers[]", server, McpServer)
         if self.allow_base_urls is not None:
             # One list, parsed now: a malformed entry fails the start, not the first configure.
             if isinstance(self.allow_base_urls, str):
@@ -275,6 +281,14 @@ class _Prepared:
             self.persistence.stop()
             raise StoreError(f"cannot read the session index from {store.name}: {exc}") from exc
         self.tools = options.tools or ToolExecutor(self.workspace)
+        if options.mcp_servers:
+            hub = McpHub(
+                options.mcp_servers,
+                self.workspace,
+                allow_urls=options.allow_base_urls,
+                metrics=self.metrics,
+            )
+            self.tools.attach_mcp(hub)
         hide, data_paths = getattr(self.tools, "hide_from_bash", None), getattr(store, "data_paths", None)
         if callable(hide) and callable(data_paths):
             hide(*data_paths())  # the store's files are nobody's business inside the bash sandbox
@@ -656,6 +670,9 @@ class HiveCore:
 
     def release(self) -> None:
         """The last, non-blocking step of stopping: tools, exporter, metrics, backend."""
+        hub = getattr(self.tools, "mcp", None)
+        if hub is not None:
+            hub.close_soon()
         close = getattr(self.tools, "close", None)
         if callable(close):
             close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -128,6 +128,8 @@ class TurnSpec:
     on_tool_call: Callable[[str, str], None] | None = None
     #: ``SessionConfig.allow_network``: may sandboxed ``bash`` reach the network.
     allow_network: bool = False
+    #: ``SessionConfig.mcp_servers``: the MCP servers whose tools this session sees (None: all).
+    mcp_servers: Sequence[str] | None = None
     #: The turn journal (see the module docstring): called with each :class:`TurnJournal`;
     #: an awaitable it returns (e.g. resolved when the entry committed) is awaited.
     on_round: Callable[[TurnJournal], Awaitable[None] | None] | None = None
@@ -263,6 +265,8 @@ async def _run_tool(
         return result
 
     decision = spec.permission_policy.decide(call.name, arguments) if spec.permission_policy else None
+    if not _offered(spec, call.name):
+        decision = "deny"  # an MCP server this session was not given
     if decision == "deny":
         result = ToolResult(f"error: the permission policy denies {call.name} with these arguments", True)
         outcome = "denied"
@@ -380,9 +384,22 @@ async def _answer_calls(
         await _journal(spec, out.new_messages)
 
 
+def _offered(spec: TurnSpec, tool_name: str) -> bool:
+    """Whether the session may see ``tool_name``: an MCP tool only of the servers it names."""
+    if spec.mcp_servers is None:
+        return True
+    hub = getattr(spec.tools, "mcp", None)
+    if hub is None or not hub.owns(tool_name):
+        return True
+    return tool_name.partition("__")[0] in spec.mcp_servers
+
+
 async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Resume | None) -> TurnOutcome:
     """The loop of model calls and tool calls, from ``out`` on, until a final answer or an error."""
-    tool_defs = tuple(spec.tools.definitions())
+    prepare = getattr(spec.tools, "prepare", None)
+    if prepare is not None:
+        await prepare()  # MCP servers open on first use and refresh a changed tool list here
+    tool_defs = tuple(d for d in spec.tools.definitions() if _offered(spec, d.name))
     call_seq = len(out.tool_calls)  # positions go on after a resume, past the journaled calls
     try:
         if resume is None:

@@ -230,6 +230,24 @@ class HiveMetrics:
             ("tool", "outcome"),
             buckets=_FAST_BUCKETS,
         )
+        # MCP servers: labels are the server and tool names the operator configured, never a session.
+        self.mcp_calls = self._counter(
+            "mcp_calls_total", "MCP tool calls, by server and tool.", ("server", "tool")
+        )
+        self.mcp_errors = self._counter(
+            "mcp_errors_total",
+            "MCP tool calls that failed (an error result, or the server died mid-call), by server and tool.",
+            ("server", "tool"),
+        )
+        self.mcp_restarts = self._counter(
+            "mcp_restarts_total", "MCP server connections reopened after the first, by server.", ("server",)
+        )
+        self.mcp_call_duration = self._histogram(
+            "mcp_call_duration_seconds",
+            "Wall time of one MCP tool call, by server and tool.",
+            ("server", "tool"),
+            buckets=_FAST_BUCKETS,
+        )
         # Threads belong to the process, not to one Hive: every Hive's registry shows the same count.
         self.tool_threads_abandoned = self._gauge(
             "tool_threads_abandoned",

@@ -6,6 +6,7 @@ Both validate at construction: an invalid value raises
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +68,12 @@ class ConfirmationPolicy:
         """Whether a call of ``tool_name`` waits for a human under this policy."""
         if not self.enabled:
             return False
-        return self.require_confirmation == "all" or tool_name in self.require_confirmation
+        required = self.require_confirmation
+        if required == "all" or tool_name in required:
+            return True
+        # "<server>__*" names every tool of one MCP server.
+        server, sep, _ = tool_name.partition("__")
+        return bool(sep) and f"{server}__*" in required
 
     def to_dict(self) -> dict[str, Any]:
         required = self.require_confirmation
@@ -87,6 +93,17 @@ class ConfirmationPolicy:
             timeout_s=data.get("timeout_s", 30.0),
             on_timeout=data.get("on_timeout", "reject"),
         )
+
+
+def _server_names(names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``SessionConfig.mcp_servers`` checked: None (every server of the Hive) or a tuple of names."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise InvalidConfig("SessionConfig.mcp_servers must be a list of server names, not one string")
+    if not all(isinstance(name, str) and name for name in names):
+        raise InvalidConfig("SessionConfig.mcp_servers must hold MCP server names")
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -134,8 +151,10 @@ class SessionConfig:
     resume_interrupted: bool = False
     budget: Budget | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    mcp_servers: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mcp_servers", _server_names(self.mcp_servers))
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise InvalidConfig("SessionConfig.system_prompt must be a string or None")
         if isinstance(self.workspace, Path):
@@ -178,6 +197,7 @@ class SessionConfig:
             confirmation_policy=self.confirmation_policy.to_dict() if self.confirmation_policy else None,
             permission_policy=self.permission_policy.to_dict() if self.permission_policy else None,
             budget=self.budget.to_dict() if self.budget else None,
+            mcp_servers=list(self.mcp_servers) if self.mcp_servers is not None else None,
         )
 
     @classmethod
@@ -199,4 +219,5 @@ class SessionConfig:
             resume_interrupted=data.get("resume_interrupted", False),
             budget=Budget.from_dict(data["budget"]) if data.get("budget") else None,
             metadata=dict(data.get("metadata") or {}),
+            mcp_servers=tuple(data["mcp_servers"]) if data.get("mcp_servers") is not None else None,
         )

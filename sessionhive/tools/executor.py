@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import json
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from sessionhive.tools._sandbox import SandboxStatus, probe_sandbox
 from sessionhive.tools._schema import CONTEXT_PARAMETER, ArgumentSpec
 from sessionhive.tools._workspace import resolve_root
 from sessionhive.tools.builtins import BUILTIN_TOOLS, BuiltinTools, SessionEnv
+from sessionhive.tools.mcp import McpHub
 
 __all__ = ["ToolContext", "ToolExecutor"]
 
@@ -197,6 +199,7 @@ class ToolExecutor:
         self._tools: dict[str, _Tool] = {}
         self._definitions: tuple[ToolDefinition, ...] | None = None
         self._closed = False
+        self._mcp: McpHub | None = None
         sandbox = None if unsandboxed_bash else probe_sandbox()
         if sandbox is not None and not sandbox.available:
             logger.warning(
@@ -326,7 +329,23 @@ class ToolExecutor:
         """
         if self._definitions is None:
             self._definitions = tuple(t.definition for t in self._tools.values())
+        if self._mcp is not None:
+            return [*self._definitions, *self._mcp.definitions()]
         return list(self._definitions)
+
+    @property
+    def mcp(self) -> McpHub | None:
+        """The MCP servers whose tools this executor offers (see :mod:`sessionhive.tools.mcp`)."""
+        return self._mcp
+
+    def attach_mcp(self, hub: McpHub) -> None:
+        """Offer ``hub``'s tools as ``<server>__<tool>``, after the built-in and user tools."""
+        self._mcp = hub
+
+    async def prepare(self) -> None:
+        """Before a turn lists the tools: open the MCP servers on first use, refresh changed lists."""
+        if self._mcp is not None:
+            await self._mcp.prepare()
 
     async def execute(
         self,
@@ -348,6 +367,16 @@ class ToolExecutor:
         :raises asyncio.CancelledError: the calling task was cancelled.
         """
         tool = self._tools.get(name)
+        if tool is None and self._mcp is not None and self._mcp.owns(name) and not self._closed:
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments or "{}")
+                except ValueError as exc:
+                    return self._error(f"the arguments of {name!r} are not JSON: {exc}")
+            if not isinstance(arguments, Mapping):
+                return self._error(f"the arguments of {name!r} must be a JSON object")
+            result = await self._mcp.execute(name, arguments)
+            return ToolResult(truncate(result.output, self._output_cap), result.is_error)
         if tool is None:
             return self._error(f"unknown tool {name!r}; the available tools are: {', '.join(self._tools)}")
         if self._closed:

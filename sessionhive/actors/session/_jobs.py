@@ -421,6 +421,7 @@ class Jobs:
             on_llm_call=self._llm_metrics_hook(llm),
             on_tool_call=on_tool_call,
             allow_network=config.allow_network,
+            mcp_servers=config.mcp_servers,
             on_round=self._journal_hook(turn_id),
             turn_key=session.version,  # grows with every turn's end: names unnamed tool calls uniquely
             spending=session_spending(
