@@ -3,7 +3,7 @@
     python bench/bench_mcp.py [--turns 200] [--repeat 5]
 
 One process, one Hive (asyncio backend, memory store, a scripted model with
-no latency) with the test suite's MCP server (``tests/mcp_fixtures/server.py``,
+no latency) with the test suite's MCP server (``tests/tools/mcp_fixtures/server.py``,
 the ``mcp`` package's MCPServer) over stdio, sandboxed as shipped. Each
 round runs ``--turns`` turns of each kind, one after another, alternating
 which kind goes first: a turn whose model calls ``fx__add`` (a JSON-RPC round
@@ -35,7 +35,7 @@ from sessionhive import (
     ToolCall,
 )
 
-SERVER = Path(__file__).resolve().parent.parent / "tests" / "mcp_fixtures" / "server.py"
+SERVER = Path(__file__).resolve().parent.parent / "tests" / "tools" / "mcp_fixtures" / "server.py"
 
 
 def script(messages: list[Message]) -> Reply:
