@@ -234,11 +234,11 @@ class _Metrics:
 
 
 async def _metrics_targets(hive: AsyncHiveAPI) -> list[str]:
-    """The ``/metrics`` URLs of a cluster's shards (``shard_info()`` of its blocking twin); [] for others."""
-    shard_info = getattr(getattr(hive, "sync", None), "shard_info", None)
+    """The ``/metrics`` URLs of a cluster's shards (its ``shard_info()``); [] for other hives."""
+    shard_info = getattr(hive, "shard_info", None)
     if not callable(shard_info):
         return []
-    infos: dict[str, dict[str, Any]] = await asyncio.to_thread(shard_info)
+    infos: dict[str, dict[str, Any]] = await shard_info()
     return [f"http://{info['metrics']}/metrics" for _id, info in sorted(infos.items()) if info.get("metrics")]
 
 
