@@ -160,7 +160,8 @@ class Backlog:
         self.in_hand = 0
         self.limit = limit
         self._unwritten = 0
-        # Senders run on the actors' loop, on callers' threads and on the turn loop.
+        # Not session state: the backlog's two counters only. Senders run on the actors' loop,
+        # on callers' threads and on the turn loop.
         self._lock = threading.Lock()
 
     def told(self, saves: int) -> None:

@@ -171,6 +171,8 @@ class McpConnection:
         if live is not None and not live.task.done():
             return live.session
         if self._opening is None:
+            # Not session state: one connection opening at a time for every session that uses this
+            # server (coroutines on the hub's own loop), so a dead server is reopened once, not per call.
             self._opening = asyncio.Lock()
         async with self._opening:
             live = self._live
