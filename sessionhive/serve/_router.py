@@ -49,6 +49,11 @@ class Answer:
     data: Any
 
 
+#: How often an idle SSE stream (``/events`` and turn streams) sends a keep-alive comment, so
+#: idle-timeout proxies and clients see it is alive. Read at each wait: tests may shorten it.
+SSE_KEEPALIVE_S = 15.0
+
+
 @dataclass(frozen=True)
 class EventStream:
     """Server-sent events: ``(event, data)`` pairs, ``None`` for a keep-alive comment.

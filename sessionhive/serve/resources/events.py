@@ -7,14 +7,12 @@ from typing import Any
 
 from sessionhive import event_to_dict
 
+from .. import _router
 from .._router import Call, EventStream, Router
 
 __all__ = ["router"]
 
 router = Router()
-
-#: How often an idle stream sends a comment, so proxies and clients see it is alive.
-SSE_KEEPALIVE_S = 15.0
 
 
 @router.get("sessions/{session_id}/events", scope="read", sse=True)
@@ -29,7 +27,7 @@ async def events(call: Call) -> Any:
             yield "subscribed", {"session_id": sid}
             while True:
                 try:
-                    event = await subscription.get(timeout=SSE_KEEPALIVE_S)
+                    event = await subscription.get(timeout=_router.SSE_KEEPALIVE_S)
                 except TimeoutError:
                     yield None
                     continue

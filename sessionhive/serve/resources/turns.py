@@ -8,6 +8,7 @@ from typing import Any
 
 from sessionhive import AsyncTurnStream, InvalidConfig, SessionPaused, event_to_dict
 
+from .. import _router
 from .._router import Call, EventStream, Router
 from .._schemas import MODEL, QUOTA, merge, ref
 from .._view import Turn
@@ -87,7 +88,12 @@ def _watch(call: Call, stream: AsyncTurnStream) -> Turn:
 
 async def _turn_events(running: Turn) -> AsyncIterator[tuple[str, Any] | None]:
     while True:
-        kind, value = await running.queue.get()
+        try:
+            # A turn waiting for a human is silent: keep idle-timeout proxies from cutting it.
+            kind, value = await asyncio.wait_for(running.queue.get(), _router.SSE_KEEPALIVE_S)
+        except TimeoutError:
+            yield None
+            continue
         if kind == "event":
             yield value.type, event_to_dict(value)
         elif kind == "result":
