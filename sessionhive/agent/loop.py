@@ -266,8 +266,12 @@ async def _run_tool(
 
     decision = spec.permission_policy.decide(call.name, arguments) if spec.permission_policy else None
     if not _offered(spec, call.name):
-        decision = "deny"  # an MCP server this session was not given
-    if decision == "deny":
+        # The model named a tool of an MCP server this session was not given: say that, not "policy".
+        result = ToolResult(
+            f"error: this session denies {call.name}: its MCP server is not in mcp_servers", True
+        )
+        outcome = "denied"
+    elif decision == "deny":
         result = ToolResult(f"error: the permission policy denies {call.name} with these arguments", True)
         outcome = "denied"
     else:
