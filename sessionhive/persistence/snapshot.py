@@ -8,6 +8,7 @@ from typing import Any, Literal
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message, RunningTurn, Usage
+from sessionhive.model.runs import Run
 
 __all__ = ["SCHEMA_VERSION", "SessionSnapshot"]
 
@@ -27,6 +28,11 @@ class SessionSnapshot:
 
     ``running_turn`` is set while a turn is in flight (the turn journal: its
     completed steps are already in ``messages``) and ``None`` otherwise.
+
+    ``runs`` are the session's runs: those not finished, then its last
+    finished ones (at most the Hive's ``max_finished_runs``), oldest first.
+    ``event_seq`` is the id of the last event the session emitted: event ids
+    keep growing across restarts.
     """
 
     session_id: str
@@ -45,6 +51,8 @@ class SessionSnapshot:
     created_at: float
     updated_at: float
     running_turn: RunningTurn | None = None
+    runs: tuple[Run, ...] = ()
+    event_seq: int = 0
 
     def __post_init__(self) -> None:
         if self.llm_config is not None and self.llm_config.api_key is not None:
@@ -71,6 +79,8 @@ class SessionSnapshot:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "running_turn": self.running_turn.to_dict() if self.running_turn else None,
+            "runs": [run.to_dict() for run in self.runs],
+            "event_seq": self.event_seq,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,4 +115,6 @@ class SessionSnapshot:
             created_at=float(data.get("created_at", 0.0)),
             updated_at=float(data.get("updated_at", 0.0)),
             running_turn=RunningTurn.from_dict(running) if running else None,
+            runs=tuple(Run.from_dict(run) for run in data.get("runs") or ()),
+            event_seq=int(data.get("event_seq") or 0),
         )
