@@ -374,6 +374,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         cors_origins=tuple(args.cors_origin or ()),
         allow_base_urls=_allowed_base_urls(args, llm),
+        allow_webhook_urls=tuple(args.allow_webhook_url or ()),
     )
     # The SDK belongs to this process, the application: the library only uses the API.
     flush_traces = tracing.configure_sdk(args.otlp_endpoint)
@@ -504,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; default: only --base-url, besides a model's default endpoint; link-local and "
         "cloud metadata addresses only when named here). The environment's API keys go only to "
         "--base-url and the provider's own endpoint",
+    )
+    serve.add_argument(
+        "--allow-webhook-url",
+        action="append",
+        metavar="URL",
+        help="let runs POST their outcome to webhooks under this prefix of scheme, host, port and path "
+        "(repeatable; default: none, and a run with a webhook is refused with a 422)",
     )
     serve.add_argument(
         "--llm-latency", type=float, default=0.0, help="seconds the scripted demo model waits per answer"

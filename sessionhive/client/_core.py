@@ -12,8 +12,9 @@ sync twin sends each call with ``httpx.Client``, the async one awaits
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -23,6 +24,7 @@ from sessionhive import (
     CallTimeout,
     ConfirmationPolicy,
     ContextUsage,
+    InvalidConfig,
     InvalidSessionId,
     LlmConfig,
     Message,
@@ -32,6 +34,8 @@ from sessionhive import (
 )
 from sessionhive.api import DEFAULT, Timeout, resolve_timeout
 from sessionhive.model.confirmation import check_confirm_arguments
+from sessionhive.model.events import AgentEvent
+from sessionhive.model.runs import Run, Webhook, check_idempotency_key, check_on_busy, session_of_run
 from sessionhive.model.validate import check_instance
 from sessionhive.serve.routes import ROUTE
 
@@ -44,6 +48,7 @@ __all__ = [
     "PendingConfirmation",
     "Plan",
     "RemoteCore",
+    "Resumption",
     "SessionPage",
     "raise_for",
     "transport_error",
@@ -122,6 +127,7 @@ class HttpCall:
     params: dict[str, Any] | None = None
     timeout: float | None = None
     stream: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def what(self) -> str:
@@ -131,8 +137,47 @@ class HttpCall:
         """The keyword arguments of ``httpx`` ``build_request`` for this call."""
         if self.stream:
             timeout = httpx.Timeout(self.timeout, read=None)
-            return {"json": self.json, "params": self.params, "headers": _SSE, "timeout": timeout}
-        return {"json": self.json, "params": self.params, "timeout": self.timeout}
+            headers = {**_SSE, **self.headers}
+            return {"json": self.json, "params": self.params, "headers": headers, "timeout": timeout}
+        return {"json": self.json, "params": self.params, "timeout": self.timeout, "headers": self.headers}
+
+
+#: Seconds between reconnections of a run's event stream, doubling up to the last.
+_RESUME_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class Resumption:
+    """Where a run's event stream resumes after a drop, and whether it still may (no I/O).
+
+    ``after`` is the id of the last event handed out; a reconnection asks for the
+    events after it (``Last-Event-ID``), so none is missed or repeated. The stream
+    gives up when ``patience`` seconds pass without an event arriving (a service
+    restarting has that long to come back).
+    """
+
+    run_id: str
+    after: int | None
+    patience: float
+    failures: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def took(self, event: AgentEvent) -> None:
+        if event.event_id and (self.after is None or event.event_id > self.after):
+            self.after = event.event_id
+        self.failures = 0
+        self.last_progress = time.monotonic()
+
+    def retry_delay(self, error: Exception) -> float:
+        """Seconds to wait before reconnecting; ``error`` raised once patience is spent."""
+        if time.monotonic() - self.last_progress > self.patience:
+            raise error
+        delay = _RESUME_DELAYS[min(self.failures, len(_RESUME_DELAYS) - 1)]
+        self.failures += 1
+        return delay
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.after is None else {"Last-Event-ID": str(self.after)}
 
 
 #: A method's plan: the calls it sends, each answered with its JSON, and what it returns.
@@ -171,6 +216,20 @@ def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _run_request(prompt: str, key: str | None, on_busy: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body and headers of a turn or run: ``on_busy`` in the body, the key as ``Idempotency-Key``."""
+    check_instance("prompt", prompt, str)
+    checked = check_idempotency_key(key)
+    body: dict[str, Any] = {"prompt": prompt, "on_busy": check_on_busy(on_busy)}
+    return body, ({} if checked is None else {"Idempotency-Key": checked})
+
+
+def _run(run_id: str) -> str:
+    """``run_id``, refused here (RunNotFound) when it is not a run id: no request for it."""
+    session_of_run(run_id)
+    return run_id
+
+
 def _config_json(config: SessionConfig | None) -> dict[str, Any] | None:
     if config is None:
         return None
@@ -198,13 +257,16 @@ class RemoteCore:
         params: dict[str, Any] | None = None,
         timeout: Timeout = DEFAULT,
         stream: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> HttpCall:
         """The request of the route named ``route``, its path holding ``ids``."""
         for value in ids:
             if not isinstance(value, str):
                 raise InvalidSessionId(f"session id must be a string, got {type(value).__name__}")
         found = ROUTE[route]
-        return HttpCall(found.method, found.url(*ids), json, params, self.timeout(timeout), stream)
+        return HttpCall(
+            found.method, found.url(*ids), json, params, self.timeout(timeout), stream, headers or {}
+        )
 
     # sessions
     def create_session(self, session_id: str, config: SessionConfig | None, timeout: Timeout) -> Plan[str]:
@@ -255,14 +317,54 @@ class RemoteCore:
     def load_all_sessions(self, timeout: Timeout) -> Plan[int]:
         return int((yield self.call("load_all", timeout=timeout))["loaded"])
 
-    # turns
-    def generate(self, session_id: str, prompt: str, timeout: Timeout) -> Plan[AgentResult]:
-        return result_from_dict(
-            (yield self.call("turn", session_id, json={"prompt": prompt}, timeout=timeout))
-        )
+    # turns and runs
+    def generate(
+        self, session_id: str, prompt: str, key: str | None, on_busy: str, timeout: Timeout
+    ) -> Plan[AgentResult]:
+        body, headers = _run_request(prompt, key, on_busy)
+        call = self.call("turn", session_id, json=body, timeout=timeout, headers=headers)
+        return result_from_dict((yield call))
 
-    def turn_stream(self, session_id: str, prompt: str, timeout: Timeout) -> HttpCall:
-        return self.call("turn", session_id, json={"prompt": prompt}, timeout=timeout, stream=True)
+    def turn_stream(
+        self, session_id: str, prompt: str, key: str | None, on_busy: str, timeout: Timeout
+    ) -> HttpCall:
+        body, headers = _run_request(prompt, key, on_busy)
+        return self.call("turn", session_id, json=body, timeout=timeout, stream=True, headers=headers)
+
+    def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        key: str | None,
+        on_busy: str,
+        webhook: Webhook | None,
+        timeout: Timeout,
+    ) -> Plan[Run]:
+        body, headers = _run_request(prompt, key, on_busy)
+        if webhook is not None:
+            check_instance("webhook", webhook, Webhook)
+            if webhook.secret is not None:
+                raise InvalidConfig(
+                    "a webhook secret is not sent over HTTP: the service signs with its own key "
+                    "(serve --webhook-secret-file); pass Webhook(url) alone"
+                )
+            body["webhook"] = webhook.to_dict()
+        call = self.call("start_run", session_id, json=body, timeout=timeout, headers=headers)
+        return Run.from_dict((yield call))
+
+    def get_run(self, run_id: str, timeout: Timeout) -> Plan[Run]:
+        return Run.from_dict((yield self.call("get_run", _run(run_id), timeout=timeout)))
+
+    def cancel_run(self, run_id: str, timeout: Timeout) -> Plan[bool]:
+        return bool((yield self.call("cancel_run", _run(run_id), timeout=timeout))["cancelled"])
+
+    def list_runs(self, session_id: str, timeout: Timeout) -> Plan[list[Run]]:
+        data = yield self.call("list_runs", session_id, timeout=timeout)
+        return [Run.from_dict(r) for r in data["runs"]]
+
+    def run_events_stream(self, resumption: Resumption) -> HttpCall:
+        """The request that (re)opens a run's event stream after the last event taken."""
+        return self.call("run_events", _run(resumption.run_id), stream=True, headers=resumption.headers())
 
     def history(self, session_id: str, timeout: Timeout) -> Plan[list[Message]]:
         messages: list[Message] = []

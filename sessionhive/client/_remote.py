@@ -11,12 +11,14 @@ line here: its request and its answer are written once, in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 
 from sessionhive import (
+    AgentEvent,
     AgentResult,
     CallTimeout,
     ConfirmationPolicy,
@@ -30,6 +32,7 @@ from sessionhive import (
 )
 from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.metrics import tracing
+from sessionhive.model.runs import OnBusy, Run, Webhook
 
 from ._core import (
     DEFAULT_PAGE,
@@ -38,13 +41,21 @@ from ._core import (
     PendingConfirmation,
     Plan,
     RemoteCore,
+    Resumption,
     SessionPage,
     answer_of,
     auth_headers,
     raise_for,
     transport_error,
 )
-from ._streams import AsyncRemoteSubscription, AsyncRemoteTurnStream, RemoteSubscription, RemoteTurnStream
+from ._streams import (
+    AsyncRemoteSubscription,
+    AsyncRemoteTurnStream,
+    RemoteSubscription,
+    RemoteTurnStream,
+    afollow_run,
+    follow_run,
+)
 
 __all__ = ["AsyncRemoteHive", "RemoteHive"]
 
@@ -188,12 +199,20 @@ class RemoteHive(_RemoteBase):
         *,
         timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations, as with ``Hive``."""
         if on_confirmation is not None:
-            stream = self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation)
+            stream = self.generate_streaming(
+                session_id,
+                prompt,
+                on_confirmation=on_confirmation,
+                idempotency_key=idempotency_key,
+                on_busy=on_busy,
+            )
             return stream.result(self._t(timeout))
-        return self._run(self._core.generate(session_id, prompt, timeout))
+        return self._run(self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout))
 
     def generate_streaming(
         self,
@@ -202,9 +221,54 @@ class RemoteHive(_RemoteBase):
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> RemoteTurnStream:
-        response = self._open_stream(self._core.turn_stream(session_id, prompt, timeout))
-        return RemoteTurnStream(self, session_id, response, on_confirmation)
+        call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout)
+        return RemoteTurnStream(self, session_id, self._open_stream(call), on_confirmation).accepted()
+
+    def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run:
+        """Start a run and return once the service accepted it (``POST .../runs``, 202)."""
+        plan = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, timeout)
+        return self._run(plan)
+
+    def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
+        return self._run(self._core.get_run(run_id, timeout))
+
+    def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run:
+        """The run once finished, followed over its event stream; CallTimeout after ``timeout``."""
+        limit = self._t(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            run = self.get_run(run_id)
+            if run.done:
+                return run
+            resumption = Resumption(run_id, run.last_event_id, self.call_timeout)
+            for _event in follow_run(self._open_stream, self._core, resumption, deadline):
+                pass
+
+    def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        return self._run(self._core.cancel_run(run_id, timeout))
+
+    def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
+        return self._run(self._core.list_runs(session_id, timeout))
+
+    def run_events(self, run_id: str, *, after: int | None = None) -> Iterator[AgentEvent]:
+        """The run's events after ``after`` to its terminal one; a dropped stream resumes where it broke.
+
+        Reconnections send ``Last-Event-ID``; the iterator gives up (raising the
+        last error) when ``call_timeout`` seconds pass without an event.
+        """
+        return follow_run(self._open_stream, self._core, Resumption(run_id, after, self.call_timeout))
 
     def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         return self._run(self._core.history(session_id, timeout))
@@ -433,12 +497,20 @@ class AsyncRemoteHive(_RemoteBase):
         *,
         timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> AgentResult:
         """Run one turn; ``on_confirmation`` (a function or coroutine function) answers its confirmations."""
         if on_confirmation is not None:
-            stream = await self.generate_streaming(session_id, prompt, on_confirmation=on_confirmation)
+            stream = await self.generate_streaming(
+                session_id,
+                prompt,
+                on_confirmation=on_confirmation,
+                idempotency_key=idempotency_key,
+                on_busy=on_busy,
+            )
             return await stream.result(self._t(timeout))
-        return await self._run(self._core.generate(session_id, prompt, timeout))
+        return await self._run(self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout))
 
     async def generate_streaming(
         self,
@@ -447,9 +519,51 @@ class AsyncRemoteHive(_RemoteBase):
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> AsyncRemoteTurnStream:
-        response = await self._open_stream(self._core.turn_stream(session_id, prompt, timeout))
-        return AsyncRemoteTurnStream(self, session_id, response, on_confirmation)
+        call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout)
+        response = await self._open_stream(call)
+        return await AsyncRemoteTurnStream(self, session_id, response, on_confirmation).accepted()
+
+    async def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run:
+        """Start a run and return once the service accepted it (``POST .../runs``, 202)."""
+        plan = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, timeout)
+        return await self._run(plan)
+
+    async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
+        return await self._run(self._core.get_run(run_id, timeout))
+
+    async def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run:
+        """The run once finished, followed over its event stream; CallTimeout after ``timeout``."""
+        limit = self._t(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            run = await self.get_run(run_id)
+            if run.done:
+                return run
+            resumption = Resumption(run_id, run.last_event_id, self.call_timeout)
+            async for _event in afollow_run(self._open_stream, self._core, resumption, deadline):
+                pass
+
+    async def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        return await self._run(self._core.cancel_run(run_id, timeout))
+
+    async def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
+        return await self._run(self._core.list_runs(session_id, timeout))
+
+    def run_events(self, run_id: str, *, after: int | None = None) -> AsyncIterator[AgentEvent]:
+        """The run's events after ``after`` to its terminal one; a dropped stream resumes where it broke."""
+        return afollow_run(self._open_stream, self._core, Resumption(run_id, after, self.call_timeout))
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         return await self._run(self._core.history(session_id, timeout))

@@ -13,16 +13,19 @@ import inspect
 import queue
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
 from sessionhive import AgentEvent, AgentResult, CallTimeout, ConfirmationNotFound, ConfirmationRequired
 from sessionhive.model.confirmation import decision_from_answer, read_confirmation_answer
+from sessionhive.model.events import TERMINAL_EVENTS
 
 from ._codec import (
     ServiceUnavailable,
+    SseParser,
     aiter_sse,
     error_from_problem,
     event_from_dict,
@@ -30,14 +33,21 @@ from ._codec import (
     load,
     result_from_dict,
 )
-from ._core import transport_error
+from ._core import HttpCall, RemoteCore, Resumption, transport_error
 
 if TYPE_CHECKING:
     from ._remote import AsyncRemoteHive, RemoteHive
 
 HiveT = TypeVar("HiveT", "RemoteHive", "AsyncRemoteHive")
 
-__all__ = ["AsyncRemoteSubscription", "AsyncRemoteTurnStream", "RemoteSubscription", "RemoteTurnStream"]
+__all__ = [
+    "AsyncRemoteSubscription",
+    "AsyncRemoteTurnStream",
+    "RemoteSubscription",
+    "RemoteTurnStream",
+    "afollow_run",
+    "follow_run",
+]
 
 
 def _ask(callback: Callable[[ConfirmationRequired], Any], event: ConfirmationRequired) -> object:
@@ -71,6 +81,8 @@ class _TurnReader(Generic[HiveT]):
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
     ) -> None:
         self.session_id = session_id
+        #: The turn's run (``get_run``, ``run_events``): named by the stream's first frame.
+        self.run_id = ""
         self._hive: HiveT = hive
         self._response = response
         self._on_confirmation = on_confirmation
@@ -81,6 +93,9 @@ class _TurnReader(Generic[HiveT]):
     def _take(self, kind: str, data: str) -> AgentEvent | None:
         """The event one message carries, or ``None`` when it was the turn's outcome (kept)."""
         payload = load(data)
+        if kind == "run":
+            self.run_id = str(payload["run_id"])
+            return None
         if kind == "result":
             self._result = result_from_dict(payload)
         elif kind == "error":
@@ -105,11 +120,41 @@ class _TurnReader(Generic[HiveT]):
 class RemoteTurnStream(_TurnReader["RemoteHive"]):
     """A turn's events as they arrive over server-sent events; :meth:`result` for the outcome."""
 
+    def __init__(
+        self,
+        hive: RemoteHive,
+        session_id: str,
+        response: httpx.Response,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+    ) -> None:
+        super().__init__(hive, session_id, response, on_confirmation)
+        self._frames = iter_sse(response.iter_lines())
+        self._pushed_back: tuple[str, str] | None = None
+
+    def accepted(self) -> RemoteTurnStream:
+        """Read the first frame, which names the run (the turn is accepted once it is sent)."""
+        try:
+            kind, data = next(self._frames)
+        except (StopIteration, httpx.HTTPError) as exc:
+            self._response.close()
+            raise ServiceUnavailable(0, {"detail": f"the turn's event stream ended early: {exc!r}"}) from None
+        if kind != "run":  # a service from before runs: its first frame is an event
+            self._pushed_back = (kind, data)
+        else:
+            self._take(kind, data)
+        return self
+
+    def _all_frames(self) -> Iterator[tuple[str, str]]:
+        if self._pushed_back is not None:
+            pushed, self._pushed_back = self._pushed_back, None
+            yield pushed
+        yield from self._frames
+
     def __iter__(self) -> Iterator[AgentEvent]:
         if self._finished:
             return
         try:
-            for kind, data in iter_sse(self._response.iter_lines()):
+            for kind, data in self._all_frames():
                 event = self._take(kind, data)
                 if event is None:
                     break
@@ -207,6 +252,37 @@ class RemoteSubscription:
 class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
     """A turn's events as an async iterator; ``await stream.result()`` for the outcome."""
 
+    def __init__(
+        self,
+        hive: AsyncRemoteHive,
+        session_id: str,
+        response: httpx.Response,
+        on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+    ) -> None:
+        super().__init__(hive, session_id, response, on_confirmation)
+        self._frames = aiter_sse(response.aiter_lines())
+        self._pushed_back: tuple[str, str] | None = None
+
+    async def accepted(self) -> AsyncRemoteTurnStream:
+        """Read the first frame, which names the run (the turn is accepted once it is sent)."""
+        try:
+            kind, data = await anext(self._frames)
+        except (StopAsyncIteration, httpx.HTTPError) as exc:
+            await self._response.aclose()
+            raise ServiceUnavailable(0, {"detail": f"the turn's event stream ended early: {exc!r}"}) from None
+        if kind != "run":  # a service from before runs: its first frame is an event
+            self._pushed_back = (kind, data)
+        else:
+            self._take(kind, data)
+        return self
+
+    async def _all_frames(self) -> AsyncIterator[tuple[str, str]]:
+        if self._pushed_back is not None:
+            pushed, self._pushed_back = self._pushed_back, None
+            yield pushed
+        async for frame in self._frames:
+            yield frame
+
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
         return self._events()
 
@@ -214,7 +290,7 @@ class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
         if self._finished:
             return
         try:
-            async for kind, data in aiter_sse(self._response.aiter_lines()):
+            async for kind, data in self._all_frames():
                 event = self._take(kind, data)
                 if event is None:
                     return
@@ -300,3 +376,80 @@ class AsyncRemoteSubscription:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _past(deadline: float | None, run_id: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise CallTimeout(f"run {run_id!r} did not end in time")
+
+
+def follow_run(
+    open_stream: Callable[[HttpCall], httpx.Response],
+    core: RemoteCore,
+    resumption: Resumption,
+    deadline: float | None = None,
+) -> Iterator[AgentEvent]:
+    """A run's events to its terminal one, reconnecting with ``Last-Event-ID`` whenever the stream drops.
+
+    ``open_stream`` is the twin's way to send a streamed call. ``deadline``
+    (``time.monotonic()``) is checked at every line, keep-alives included.
+    """
+    while True:
+        _past(deadline, resumption.run_id)
+        try:
+            response = open_stream(core.run_events_stream(resumption))
+        except ServiceUnavailable as exc:  # unreachable, or draining: another instance may answer
+            time.sleep(resumption.retry_delay(exc))
+            continue
+        parser = SseParser()
+        try:
+            for line in response.iter_lines():
+                _past(deadline, resumption.run_id)
+                frame = parser.feed(line)
+                if frame is None or frame[0] == "end":  # end: the service stops; resume elsewhere
+                    continue
+                event = event_from_dict(load(frame[1]))
+                resumption.took(event)
+                yield event
+                if isinstance(event, TERMINAL_EVENTS):
+                    return
+            dropped: Exception = ServiceUnavailable(0, {"detail": "the run's event stream ended early"})
+        except httpx.HTTPError as exc:
+            dropped = transport_error(exc, f"the events of run {resumption.run_id!r}")
+        finally:
+            response.close()
+        time.sleep(resumption.retry_delay(dropped))
+
+
+async def afollow_run(
+    open_stream: Callable[[HttpCall], Awaitable[httpx.Response]],
+    core: RemoteCore,
+    resumption: Resumption,
+    deadline: float | None = None,
+) -> AsyncIterator[AgentEvent]:
+    """:func:`follow_run` for coroutines."""
+    while True:
+        _past(deadline, resumption.run_id)
+        try:
+            response = await open_stream(core.run_events_stream(resumption))
+        except ServiceUnavailable as exc:
+            await asyncio.sleep(resumption.retry_delay(exc))
+            continue
+        parser = SseParser()
+        try:
+            async for line in response.aiter_lines():
+                _past(deadline, resumption.run_id)
+                frame = parser.feed(line)
+                if frame is None or frame[0] == "end":
+                    continue
+                event = event_from_dict(load(frame[1]))
+                resumption.took(event)
+                yield event
+                if isinstance(event, TERMINAL_EVENTS):
+                    return
+            dropped: Exception = ServiceUnavailable(0, {"detail": "the run's event stream ended early"})
+        except httpx.HTTPError as exc:
+            dropped = transport_error(exc, f"the events of run {resumption.run_id!r}")
+        finally:
+            await response.aclose()
+        await asyncio.sleep(resumption.retry_delay(dropped))

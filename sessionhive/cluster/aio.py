@@ -36,7 +36,9 @@ from sessionhive.cluster import messages as m
 from sessionhive.cluster.membership import Cluster, ClusterSettings, start_cluster
 from sessionhive.cluster.transport import FEED_POLL, Feed, Transport, judge_ended
 from sessionhive.model.confirmation import OnConfirmation, check_confirm_arguments, read_confirmation_answer
+from sessionhive.model.events import TERMINAL_EVENTS
 from sessionhive.model.ids import check_id
+from sessionhive.model.runs import OnBusy, Run, Webhook, check_idempotency_key, check_on_busy, session_of_run
 from sessionhive.model.validate import check_instance
 
 __all__ = ["AsyncClusterHive", "AsyncClusterSubscription", "AsyncClusterTurnStream", "cluster_hive_factory"]
@@ -54,6 +56,8 @@ class AsyncClusterTurnStream:
         self, hive: AsyncClusterHive, op: m.StartTurn, feed: Feed, on_confirmation: OnConfirmation | None
     ) -> None:
         self.session_id = op.session_id
+        #: The turn's run (``get_run``, ``run_events``), as the session that accepted it named it.
+        self.run_id = feed.run_id or ""
         self._hive = hive
         self._op = op
         self._feed = feed
@@ -375,20 +379,28 @@ class AsyncClusterHive:
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations (a stream carries them)."""
         check_instance("prompt", prompt, str)
+        key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         if on_confirmation is not None:
             limit = self._limit(timeout)
             started = time.monotonic()
             stream = await self.generate_streaming(
-                session_id, prompt, timeout=timeout, on_confirmation=on_confirmation
+                session_id,
+                prompt,
+                timeout=timeout,
+                on_confirmation=on_confirmation,
+                idempotency_key=key,
+                on_busy=on_busy,
             )
             async for _event in stream:
                 pass
             left = None if limit is None else max(0.0, limit - (time.monotonic() - started))
             return await stream.result(left)
-        result: AgentResult = await self._call(m.Turn(session_id, prompt), timeout)
+        result: AgentResult = await self._call(m.Turn(session_id, prompt, key, on_busy), timeout)
         return result
 
     async def generate_streaming(
@@ -398,11 +410,68 @@ class AsyncClusterHive:
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> AsyncClusterTurnStream:
         check_instance("prompt", prompt, str)
-        op = m.StartTurn(session_id, prompt)
+        op = m.StartTurn(session_id, prompt, check_idempotency_key(idempotency_key), check_on_busy(on_busy))
         feed = await self._transport.start_feed(op, self._limit(timeout))
         return AsyncClusterTurnStream(self, op, feed, on_confirmation)
+
+    # ------------------------------------------------------------------ runs (routed by their session)
+
+    async def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run:
+        check_instance("prompt", prompt, str)
+        check_instance("webhook", webhook, Webhook, optional=True)
+        key, policy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
+        run: Run = await self._call(m.StartRun(session_id, prompt, key, policy, webhook), timeout)
+        return run
+
+    async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
+        run: Run = await self._call(m.GetRun(session_of_run(run_id), run_id), timeout)
+        return run
+
+    async def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run:
+        limit = self._limit(timeout)
+        run: Run = await self._call(m.WaitRun(session_of_run(run_id), run_id, limit), limit)
+        return run
+
+    async def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        cancelled: bool = await self._call(m.CancelRun(session_of_run(run_id), run_id), timeout)
+        return cancelled
+
+    async def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
+        runs: list[Run] = await self._call(m.ListRuns(session_id), timeout)
+        return runs
+
+    async def run_events(self, run_id: str, *, after: int | None = None) -> AsyncIterator[AgentEvent]:
+        """The run's events after ``after``, to its terminal one; a feed cut off (its shard gone)
+        starts again on the session's new shard after the last event taken."""
+        session_id = session_of_run(run_id)
+        while True:
+            feed = await self._transport.start_feed(m.RunEvents(session_id, run_id, after), None)
+            stream = AsyncClusterSubscription(session_id, feed)
+            try:
+                async for event in stream:
+                    if event.event_id:
+                        after = event.event_id
+                    yield event
+                    if isinstance(event, TERMINAL_EVENTS):
+                        return
+            finally:
+                stream.close()
+            run = await self.get_run(run_id)
+            if run.done and (after or 0) >= run.last_event_id:
+                return  # its terminal event is older than the session keeps: nothing more to send
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         messages: list[Message] = await self._call(m.History(session_id), timeout)

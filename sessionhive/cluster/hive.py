@@ -40,6 +40,7 @@ from sessionhive.cluster.aio import (
 )
 from sessionhive.cluster.membership import Cluster
 from sessionhive.model.confirmation import OnConfirmation
+from sessionhive.model.runs import OnBusy, Run, Webhook
 
 __all__ = ["ClusterHive", "ClusterSubscription", "ClusterTurnStream"]
 
@@ -122,6 +123,7 @@ class ClusterTurnStream:
 
     def __init__(self, portal: _LoopThread, stream: AsyncClusterTurnStream) -> None:
         self.session_id = stream.session_id
+        self.run_id = stream.run_id
         self._portal = portal
         self._stream = stream
 
@@ -297,10 +299,19 @@ class ClusterHive:
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations (on a worker thread)."""
         return self._portal.run(
-            self.aio.generate(session_id, prompt, timeout=timeout, on_confirmation=on_confirmation)
+            self.aio.generate(
+                session_id,
+                prompt,
+                timeout=timeout,
+                on_confirmation=on_confirmation,
+                idempotency_key=idempotency_key,
+                on_busy=on_busy,
+            )
         )
 
     def generate_streaming(
@@ -310,11 +321,63 @@ class ClusterHive:
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> ClusterTurnStream:
         stream = self._portal.run(
-            self.aio.generate_streaming(session_id, prompt, timeout=timeout, on_confirmation=on_confirmation)
+            self.aio.generate_streaming(
+                session_id,
+                prompt,
+                timeout=timeout,
+                on_confirmation=on_confirmation,
+                idempotency_key=idempotency_key,
+                on_busy=on_busy,
+            )
         )
         return ClusterTurnStream(self._portal, stream)
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run:
+        return self._portal.run(
+            self.aio.start_run(
+                session_id,
+                prompt,
+                idempotency_key=idempotency_key,
+                on_busy=on_busy,
+                webhook=webhook,
+                timeout=timeout,
+            )
+        )
+
+    def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
+        return self._portal.run(self.aio.get_run(run_id, timeout=timeout))
+
+    def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run:
+        return self._portal.run(self.aio.wait_run(run_id, timeout=timeout))
+
+    def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        return self._portal.run(self.aio.cancel_run(run_id, timeout=timeout))
+
+    def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
+        return self._portal.run(self.aio.list_runs(session_id, timeout=timeout))
+
+    def run_events(self, run_id: str, *, after: int | None = None) -> Iterator[AgentEvent]:
+        events = self.aio.run_events(run_id, after=after)
+        while True:
+            event = self._portal.run(_next(events))
+            if event is _END:
+                return
+            yield event
 
     def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         return self._portal.run(self.aio.history(session_id, timeout=timeout))

@@ -5,8 +5,10 @@ changes the session and whether it may safely run twice) inside a
 :class:`Call` carrying its :class:`Routing` (tree root, membership, client
 deadline). A shard runs the operation with :meth:`SessionOp.run` on its Hive:
 no operation is named by a string, and none reaches the Hive by ``getattr``.
-Turns and subscriptions start as a :class:`StartFeed`, whose events are
-fetched in batches with :class:`NextEvents`. Calls on a shard as a whole are
+Turns, subscriptions and a run's events start as a :class:`StartFeed`, whose
+events are fetched in batches with :class:`NextEvents`. A run's calls name
+the session its run id names (``session_of_run``), so they route as that
+session's calls do. Calls on a shard as a whole are
 :class:`ShardOp` subclasses. Everything here is pickled by Ray.
 
 An :data:`Outcome` is a shard's answer: ``("ok", value)``, ``("err",
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.runs import OnBusy, Webhook
 
 if TYPE_CHECKING:
     from sessionhive import AsyncHive
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Call",
     "CancelOperation",
+    "CancelRun",
     "Clear",
     "Compact",
     "Configure",
@@ -39,13 +43,16 @@ __all__ = [
     "CreateChildSession",
     "CreateSession",
     "DestroySession",
+    "FeedOp",
     "FlushShard",
     "GetChildSessions",
     "GetConfirmationPolicy",
     "GetLlmForSession",
     "GetOrCreateSession",
+    "GetRun",
     "History",
     "IsChildSession",
+    "ListRuns",
     "LiveSessionCount",
     "MaybeAutoCompact",
     "NextEvents",
@@ -56,16 +63,19 @@ __all__ = [
     "RestoreSession",
     "ResumeSession",
     "Routing",
+    "RunEvents",
     "SessionOp",
     "SessionUsage",
     "SetConfirmationPolicy",
     "ShardOp",
     "ShardRequest",
     "StartFeed",
+    "StartRun",
     "StartTurn",
     "StoreHealth",
     "Subscribe",
     "Turn",
+    "WaitRun",
 ]
 
 Outcome = tuple[str, Any]
@@ -167,10 +177,14 @@ class Turn(SessionOp):
     """``generate``: one turn, answered with its result once it ended."""
 
     prompt: str = ""
+    idempotency_key: str | None = None
+    on_busy: OnBusy = "enqueue"
     name: ClassVar[str] = "generate"
 
     async def run(self, hive: AsyncHive) -> Any:
-        return await hive.generate(self.session_id, self.prompt)
+        return await hive.generate(
+            self.session_id, self.prompt, idempotency_key=self.idempotency_key, on_busy=self.on_busy
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +355,67 @@ class RestoreSession(_Read):
         return await hive.restore_session_by_id(self.session_id)
 
 
+# ---------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun(SessionOp):
+    """``start_run``: answered with the Run once the session accepted it."""
+
+    prompt: str = ""
+    idempotency_key: str | None = None
+    on_busy: OnBusy = "enqueue"
+    webhook: Webhook | None = None
+    name: ClassVar[str] = "start_run"
+
+    async def run(self, hive: AsyncHive) -> Any:
+        return await hive.start_run(
+            self.session_id,
+            self.prompt,
+            idempotency_key=self.idempotency_key,
+            on_busy=self.on_busy,
+            webhook=self.webhook,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun(SessionOp):
+    run_id: str = ""
+    name: ClassVar[str] = "cancel_run"
+
+    async def run(self, hive: AsyncHive) -> Any:
+        return await hive.cancel_run(self.run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class GetRun(_Read):
+    run_id: str = ""
+    name: ClassVar[str] = "get_run"
+
+    async def run(self, hive: AsyncHive) -> Any:
+        return await hive.get_run(self.run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRun(_Read):
+    """``wait_run``: answered once the run finished (the call's deadline is its timeout)."""
+
+    run_id: str = ""
+    timeout: float | None = None
+    name: ClassVar[str] = "wait_run"
+
+    async def run(self, hive: AsyncHive) -> Any:
+        return await hive.wait_run(self.run_id, timeout=self.timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ListRuns(_Read):
+    name: ClassVar[str] = "list_runs"
+
+    async def run(self, hive: AsyncHive) -> Any:
+        return await hive.list_runs(self.session_id)
+
+
 # ---------------------------------------------------------------------- feeds
 
 
@@ -349,11 +424,19 @@ class StartTurn(SessionOp):
     """``generate_streaming``: the turn starts; its events and result come through a feed."""
 
     prompt: str = ""
+    idempotency_key: str | None = None
+    on_busy: OnBusy = "enqueue"
     name: ClassVar[str] = "generate"
 
     async def open(self, hive: AsyncHive, timeout: float | None) -> Any:
         """The turn's local stream (``AsyncTurnStream``), which the shard pumps into a feed."""
-        return await hive.generate_streaming(self.session_id, self.prompt, timeout=timeout)
+        return await hive.generate_streaming(
+            self.session_id,
+            self.prompt,
+            timeout=timeout,
+            idempotency_key=self.idempotency_key,
+            on_busy=self.on_busy,
+        )
 
     async def run(self, hive: AsyncHive) -> Any:
         return await self.open(hive, None)
@@ -373,6 +456,27 @@ class Subscribe(_Read):
         return await self.open(hive, None)
 
 
+@dataclass(frozen=True, slots=True)
+class RunEvents(_Read):
+    """``run_events``: the run's events after ``after`` come through a feed, to its terminal one."""
+
+    run_id: str = ""
+    after: int | None = None
+    name: ClassVar[str] = "run_events"
+
+    async def open(self, hive: AsyncHive, timeout: float | None) -> Any:  # noqa: ARG002 - every feed's signature
+        """The run's local event iterator, which the shard pumps into a feed."""
+        await hive.get_run(self.run_id)  # RunNotFound now, not as the feed's outcome
+        return hive.run_events(self.run_id, after=self.after)
+
+    async def run(self, hive: AsyncHive) -> Any:
+        return await self.open(hive, None)
+
+
+#: The operations a feed starts with.
+FeedOp = StartTurn | Subscribe | RunEvents
+
+
 # ---------------------------------------------------------------------- batched requests
 
 
@@ -386,9 +490,9 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class StartFeed:
-    """Start a turn stream or a subscription; answers a feed id."""
+    """Start a turn stream, a subscription or a run's events; answers a feed id (and a turn's run id)."""
 
-    op: StartTurn | Subscribe
+    op: FeedOp
     routing: Routing
 
 

@@ -50,6 +50,7 @@ from sessionhive.cluster._shard_metrics import serve_shard_metrics
 from sessionhive.cluster._tracing import continues_caller_trace
 from sessionhive.cluster.messages import (
     Call,
+    FeedOp,
     NextEvents,
     Outcome,
     RestoreSession,
@@ -59,7 +60,6 @@ from sessionhive.cluster.messages import (
     ShardRequest,
     StartFeed,
     StartTurn,
-    Subscribe,
 )
 from sessionhive.cluster.placement import Membership
 from sessionhive.persistence import SqlStore
@@ -577,7 +577,7 @@ class HiveShard:
         return self.owner, self._outboxes.pop(caller, [])
 
     async def start_feed(self, request: StartFeed) -> Outcome:
-        """Start a turn (:class:`StartTurn`) or a subscription; answers a feed id.
+        """Start a turn (:class:`StartTurn`), a subscription or a run's events; answers a feed id.
 
         The stream must be accepted by the routing's deadline, as for :meth:`call`.
         """
@@ -586,7 +586,7 @@ class HiveShard:
     @continues_caller_trace
     async def _open_feed(self, op: SessionOp, routing: Routing) -> Outcome:
         arrived = time.monotonic()
-        assert isinstance(op, StartTurn | Subscribe)
+        assert isinstance(op, FeedOp)
         await self._ensure_started()
         self._adopt(*routing.membership)
         if self._membership.owner_of(routing.root_id) != self.shard_id:
@@ -608,7 +608,8 @@ class HiveShard:
         feed = _Feed(op.session_id, source=source)
         self._feeds[feed_id] = feed
         feed.task = asyncio.get_running_loop().create_task(self._pump(feed, turn))
-        return ("ok", feed_id)
+        # A turn's run id is known once the session accepted it: the facade's stream tells it.
+        return ("ok", (feed_id, getattr(source, "run_id", None)))
 
     async def _pump(self, feed: _Feed, turn: bool) -> None:
         try:

@@ -34,14 +34,13 @@ from sessionhive.cluster._tracing import call_trace
 from sessionhive.cluster.membership import Cluster
 from sessionhive.cluster.messages import (
     Call,
+    FeedOp,
     NextEvents,
     Outcome,
     Routing,
     SessionOp,
     ShardRequest,
     StartFeed,
-    StartTurn,
-    Subscribe,
 )
 from sessionhive.model.ids import check_id
 
@@ -230,9 +229,11 @@ class _Pipe:
 class Feed:
     """Where a started turn stream or subscription lives: its shard's pipe and its feed id."""
 
-    def __init__(self, pipe: _Pipe, feed_id: int) -> None:
+    def __init__(self, pipe: _Pipe, feed_id: int, run_id: str | None = None) -> None:
         self.pipe = pipe
         self.feed_id = feed_id
+        #: A turn's run (``None`` for a subscription or a run's events).
+        self.run_id = run_id
 
     async def next_events(self, wait: float) -> tuple[list[Any], bool, Outcome | None]:
         """A batch of the feed's events (its shard gone: the feed ends interrupted)."""
@@ -283,10 +284,10 @@ class Transport:
         _shard_id, value = await self._deliver(op, limit, root, feed=False)
         return value
 
-    async def start_feed(self, op: StartTurn | Subscribe, limit: float | None) -> Feed:
-        """Start a turn stream or a subscription on the session's shard."""
-        shard_id, feed_id = await self._deliver(op, limit, None, feed=True)
-        return Feed(self._pipe(shard_id), int(feed_id))
+    async def start_feed(self, op: FeedOp, limit: float | None) -> Feed:
+        """Start a turn stream, a subscription or a run's events on the session's shard."""
+        shard_id, (feed_id, run_id) = await self._deliver(op, limit, None, feed=True)
+        return Feed(self._pipe(shard_id), int(feed_id), run_id)
 
     async def _deliver(self, op: SessionOp, limit: float | None, root: str | None, *, feed: bool) -> Any:
         cluster = self.cluster
@@ -300,7 +301,7 @@ class Transport:
             routing = Routing(root_id, cluster.membership_arg(), *rule.timing(), call_trace())
             request: ShardRequest
             if feed:
-                assert isinstance(op, StartTurn | Subscribe)
+                assert isinstance(op, FeedOp)
                 request = StartFeed(op, routing)
             else:
                 request = Call(op, routing)

@@ -25,16 +25,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from sessionhive import AsyncHive, Hive, InvalidConfig
+from sessionhive import AsyncHive, Hive, InvalidConfig, SessionNotFound
 from sessionhive.metrics import tracing
 from sessionhive.metrics.exporter import exposition
+from sessionhive.model.runs import RunNotFound, session_of_run
+from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.persistence.audit import AuditLog
 
 from ._auth import Principal, TokenTable
 from ._bodies import parse_json_object
 from ._info import public_health
 from ._openapi import openapi_document
-from ._router import NOBODY, Answer, Call, EventStream, Route
+from ._router import NOBODY, Answer, Call, EventStream, Frame, Route
 from ._tenancy import Tenancy
 from ._view import SessionView, Turn
 from .problems import PROBLEM_MEDIA_TYPE, HttpProblem, problem_for
@@ -56,8 +58,10 @@ def _json(data: Any, status: int = 200) -> Response:
     return JSONResponse(data, status_code=status)
 
 
-def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+def _sse(frame: Frame) -> bytes:
+    # The id line first: a client that reads up to a cut keeps the id of the last whole frame only.
+    head = f"id: {frame.event_id}\n" if frame.event_id is not None else ""
+    return f"{head}event: {frame.event}\ndata: {json.dumps(frame.data, default=str)}\n\n".encode()
 
 
 def problem_response(exc: BaseException) -> Response:
@@ -78,6 +82,7 @@ class ServeApp:
         cors_origins: Sequence[str] = (),
         tokens: TokenTable | None = None,
         audit: AuditLog | None = None,
+        allow_webhook_urls: Sequence[str] = (),
     ) -> None:
         self.hive = hive if isinstance(hive, AsyncHive) else AsyncHive(hive)
         if token is not None and (not isinstance(token, str) or len(token) < 16):
@@ -97,6 +102,9 @@ class ServeApp:
         self.max_body = max_body
         self.workspace_root = Path(workspace_root).resolve() if workspace_root is not None else None
         self.cors_origins = tuple(cors_origins)
+        # Where a run's webhook may point (``serve --allow-webhook-url``): none unless the operator
+        # names them, as for model endpoints, so a caller cannot make the service POST anywhere.
+        self.webhook_urls = BaseUrlPolicy(tuple(allow_webhook_urls)) if allow_webhook_urls else None
         self.draining = False
         self.view = SessionView()
         self.turns: set[Turn] = set()
@@ -132,7 +140,7 @@ class ServeApp:
                 app,
                 allow_origins=list(self.cors_origins),
                 allow_methods=["GET", "POST", "PUT", "DELETE"],
-                allow_headers=["Authorization", "Content-Type", "Accept"],
+                allow_headers=["Authorization", "Content-Type", "Accept", "Idempotency-Key", "Last-Event-ID"],
             )
         return app
 
@@ -196,8 +204,8 @@ class ServeApp:
                 continue
             # The scope first: a refusal for want of a scope says nothing about any session.
             self.tenancy.require(principal, route.scope, route.name)
-            owner = self.tenancy.check(principal, params[0]) if route.names_session else ""
-            answer = await route.handler(Call(self, request, params, principal, owner))
+            session, owner = self._session_of(principal, route, params)
+            answer = await route.handler(Call(self, request, params, principal, owner, session))
             return self._respond(route, answer), f"/v1/{route.path}"
         if allowed:
             raise HttpProblem(
@@ -207,6 +215,19 @@ class ServeApp:
                 {"Allow": ", ".join(sorted(allowed))},
             )
         raise HttpProblem(404, "NotFound", f"no route {path} (see /openapi.json)")
+
+    def _session_of(self, principal: Principal, route: Route, params: list[str]) -> tuple[str, str]:
+        """The session the path names (by its id or its run's) and its tenant, if ``principal`` may see it."""
+        if route.names_session:
+            return params[0], self.tenancy.check(principal, params[0])
+        if not route.names_run:
+            return "", ""
+        session = session_of_run(params[0])
+        try:
+            return session, self.tenancy.check(principal, session)
+        except SessionNotFound:
+            # Another tenant's run reads as no run at all, as its session does.
+            raise RunNotFound(params[0]) from None
 
     def _authorize(self, request: Request) -> Principal:
         if self._tokens is None:
@@ -239,7 +260,7 @@ class ServeApp:
         self.open_streams.inc()
         try:
             async for item in stream.events:
-                yield b": keep-alive\n\n" if item is None else _sse(*item)
+                yield b": keep-alive\n\n" if item is None else _sse(item)
         finally:
             self.open_streams.dec()
 
@@ -322,6 +343,7 @@ def serve_app(
     require_token: bool = True,
     tokens: TokenTable | None = None,
     audit: AuditLog | None = None,
+    allow_webhook_urls: Sequence[str] = (),
 ) -> ServeApp:
     """The service as an ASGI app, for running under your own server.
 
@@ -333,7 +355,8 @@ def serve_app(
     pass ``require_token=False`` knowingly (the ``serve`` command allows that
     only on a loopback address). ``workspace_root``
     lets sessions pick a workspace inside it; ``cors_origins`` enables CORS for
-    those origins only.
+    those origins only; ``allow_webhook_urls`` are the URL prefixes a run's
+    webhook may name (none: every webhook is refused).
     """
     import os
 
@@ -352,4 +375,5 @@ def serve_app(
         cors_origins=cors_origins,
         tokens=tokens,
         audit=audit,
+        allow_webhook_urls=allow_webhook_urls,
     )

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._schemas import ALWAYS, BODY, SCHEMAS, SESSION, id_schema, merge, ref
+from ._schemas import ALWAYS, BODY, RUN, SCHEMAS, SESSION, id_schema, merge, ref
 from .routes import ROUTES, Route
 
 __all__ = ["openapi_document"]
 
 _PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
+#: What each path parameter names.
+_PATH_IDS = {"session_id": "a session id", "run_id": "a run id (run_...)", "tool_id": "a tool call id"}
 _ID_RULE = (
     "percent-encoded, one path segment: a '/' in an id is sent as %2F; "
     "the service matches routes on the raw path so the id stays whole"
@@ -29,6 +31,7 @@ def _statuses(route: Route) -> dict[str, str]:
     return merge(
         ALWAYS,
         SESSION if route.names_session else {},
+        RUN if route.names_run else {},
         BODY if route.body else {},
         dict(route.errors),
     )
@@ -63,7 +66,7 @@ def _operation(route: Route) -> dict[str, Any]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": id_schema("a session id" if name == "session_id" else "a tool call id"),
+            "schema": id_schema(_PATH_IDS[name]),
             "description": _ID_RULE,
         }
         for name in (part[1:-1] for part in route.segments if part.startswith("{"))

@@ -10,18 +10,19 @@ all read that one table.
 
 Handlers return what they answer, not a response object: JSON-able data
 (sent with the route's ``ok`` status; nothing for a 204), an :class:`Answer`
-for another success status, or an :class:`EventStream`. So this module and
+for another success status, or an :class:`EventStream` of :class:`Frame` s. So this module and
 the resource modules need no web framework, and the client can import the
 table with only ``httpx`` installed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar, Unpack
 from urllib.parse import parse_qs, quote
 
 from sessionhive.persistence.audit import DEFAULT_TENANT
@@ -35,7 +36,21 @@ if TYPE_CHECKING:
 
     from ._app import ServeApp
 
-__all__ = ["NOBODY", "Answer", "Call", "EventStream", "Handler", "Route", "RouteOptions", "Router"]
+__all__ = [
+    "NOBODY",
+    "Answer",
+    "Call",
+    "EventStream",
+    "Frame",
+    "Handler",
+    "Route",
+    "RouteOptions",
+    "Router",
+    "StreamEnd",
+    "keep_alive",
+]
+
+T = TypeVar("T")
 
 #: Who calls when the service runs without a token (only allowed on loopback): the operator.
 NOBODY = Principal("anonymous", DEFAULT_TENANT, frozenset(ALL_SCOPES))
@@ -54,21 +69,79 @@ class Answer:
 SSE_KEEPALIVE_S = 15.0
 
 
+class Frame(NamedTuple):
+    """One server-sent event: its name, its JSON data and its ``id:`` (the session's event id).
+
+    ``event_id`` is ``None`` for a frame that is not a session event (``subscribed``, ``run``,
+    ``result``, ``end``): it carries no ``id:``, so a reconnecting client resumes after the last
+    event it got, which is what ``Last-Event-ID`` names.
+    """
+
+    event: str
+    data: Any
+    event_id: int | None = None
+
+
 @dataclass(frozen=True)
 class EventStream:
-    """Server-sent events: ``(event, data)`` pairs, ``None`` for a keep-alive comment.
+    """Server-sent events: :class:`Frame` s, ``None`` for a keep-alive comment.
 
     The service encodes them, sets the headers and counts the stream as open.
     """
 
-    events: AsyncIterator[tuple[str, Any] | None]
+    events: AsyncIterator[Frame | None]
+
+
+class StreamEnd:
+    """Set by the service (``close()``) to end a live stream that would otherwise go on: at shutdown."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+async def keep_alive(source: AsyncIterator[T], end: StreamEnd | None = None) -> AsyncIterator[T | None]:
+    """``source``'s items, and ``None`` whenever it says nothing for :data:`SSE_KEEPALIVE_S`.
+
+    Stops when ``source`` does or ``end`` is closed (the caller then sends its
+    last frame). The pending read is waited on, never cancelled by a timeout:
+    that would cut the source (an async generator cancelled mid-read is closed for good).
+    """
+    pending: asyncio.Future[T] | None = None
+    closed = asyncio.ensure_future(end.closed.wait()) if end is not None else None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            waits: set[asyncio.Future[Any]] = {pending} if closed is None else {pending, closed}
+            await asyncio.wait(waits, timeout=SSE_KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
+                if closed is not None and closed.done():
+                    return
+                yield None
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                pending = None
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+        if closed is not None:
+            closed.cancel()
 
 
 @dataclass(frozen=True)
 class Call:
     """One API request as a handler sees it: the service, the request, the path's ids, the caller.
 
-    ``owner`` is the tenant of the session the path names (``""`` on other routes).
+    ``owner`` is the tenant of the session the path names (``""`` on other routes); on a
+    ``runs/{run_id}`` route, ``session`` is the session the run id names.
     """
 
     app: ServeApp
@@ -76,10 +149,26 @@ class Call:
     params: list[str]
     principal: Principal = NOBODY
     owner: str = ""
+    session: str = ""
 
     @property
     def session_id(self) -> str:
+        return self.session or self.params[0]
+
+    @property
+    def run_id(self) -> str:
+        """The run a ``runs/{run_id}`` route names."""
         return self.params[0]
+
+    def last_event_id(self) -> int | None:
+        """Where a stream resumes: ``Last-Event-ID`` (what a reconnecting client sends), else ``after=``."""
+        header = self.request.headers.get("last-event-id")
+        if header is not None:
+            if not (header.isascii() and header.isdigit() and len(header) <= _MAX_EVENT_ID_DIGITS):
+                raise HttpProblem(400, "InvalidBody", "Last-Event-ID must be an event id (digits)")
+            return int(header)
+        after = self.query.get("after")
+        return None if after is None else _bounded("after", after, 0, MAX_OFFSET)
 
     @property
     def query(self) -> Mapping[str, str]:
@@ -99,6 +188,10 @@ class Call:
         """Where a history page ends: ``before=`` (at most ``total``), else after the newest message."""
         raw = self.query.get("before")
         return total if raw is None else min(_bounded("before", raw, 0, MAX_OFFSET), total)
+
+
+#: The longest Last-Event-ID read (an event id is below 2**62, 19 digits; 18 keeps the check one rule).
+_MAX_EVENT_ID_DIGITS = 18
 
 
 def _bounded(name: str, raw: str, low: int, high: int) -> int:
@@ -139,6 +232,11 @@ class Route:
     @property
     def names_session(self) -> bool:
         return self.path.startswith("sessions/{session_id}")
+
+    @property
+    def names_run(self) -> bool:
+        """The path names a run, and through its id the session it belongs to."""
+        return self.path.startswith("runs/{run_id}")
 
     def url(self, *ids: str) -> str:
         """The path with ``ids`` percent-encoded in its placeholders (a ``/`` in an id as ``%2F``)."""

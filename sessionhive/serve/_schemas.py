@@ -7,10 +7,11 @@ schemathesis (tests/test_serve_fuzz.py) holds the server to both.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from sessionhive.model.ids import MAX_ID_LENGTH, id_pattern
 from sessionhive.model.llm_config import PROVIDERS
+from sessionhive.model.runs import MAX_IDEMPOTENCY_KEY_LENGTH, OnBusy, RunStatus
 from sessionhive.model.validate import MAX_INT, MAX_PATH_BYTES, MAX_SECONDS
 
 __all__ = [
@@ -25,6 +26,10 @@ __all__ = [
     "PAGE",
     "PAGE_PARAMS",
     "QUOTA",
+    "RESUME_PARAMS",
+    "RUN",
+    "RUN_PARAMS",
+    "RUN_START",
     "SCHEMAS",
     "SESSION",
     "STATE",
@@ -144,8 +149,32 @@ SCHEMAS: dict[str, Any] = {
     "Turn": {
         "type": "object",
         "required": ["prompt"],
-        "properties": {"prompt": {"type": "string"}},
+        "properties": {"prompt": {"type": "string"}, "on_busy": ref("OnBusy")},
         "additionalProperties": ref("JsonValue"),
+    },
+    "StartRun": {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string"},
+            "on_busy": ref("OnBusy"),
+            "webhook": nullable(
+                {
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {"url": {"type": "string"}},
+                    "additionalProperties": False,
+                    "description": "POSTed the finished run; the URL must start with one of the "
+                    "service's --allow-webhook-url prefixes (none: 422)",
+                }
+            ),
+        },
+        "additionalProperties": ref("JsonValue"),
+    },
+    "OnBusy": {
+        "enum": list(get_args(OnBusy)),
+        "description": "when the session runs a turn already: enqueue (default), reject (409 "
+        "SessionBusy), interrupt or rollback the running turn",
     },
     "Configure": {
         "type": "object",
@@ -228,6 +257,22 @@ SCHEMAS.update(
                 "model": STRING,
             },
         },
+        "Run": obj(
+            run_id=STRING,
+            session_id=STRING,
+            prompt=STRING,
+            status={"enum": list(get_args(RunStatus))},
+            idempotency_key=nullable(STRING),
+            created_at={"type": "number"},
+            started_at=nullable({"type": "number"}),
+            ended_at=nullable({"type": "number"}),
+            text=nullable(STRING),
+            usage=ref("Usage"),
+            stop_reason=nullable(STRING),
+            error=nullable(STRING),
+            webhook_url=nullable(STRING),
+            last_event_id=INT,
+        ),
         "AgentResult": obj(
             text=STRING,
             messages={"type": "array", "items": ref("Message")},
@@ -247,6 +292,32 @@ PAGE = {"total": INT, "offset": INT, "limit": INT}
 PAGE_PARAMS = (
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+)
+
+#: The request header that names a run within its session (a retry sends the same one).
+RUN_PARAMS = (
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+        "description": "names the run within its session: the same key again answers that run and "
+        "starts nothing (another prompt: 422 IdempotencyConflict)",
+    },
+)
+#: Where an event stream resumes: the events after this id (``Last-Event-ID`` wins over ``after``).
+RESUME_PARAMS = (
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        "description": "resume after this event id (what an EventSource sends on reconnecting)",
+    },
+    {
+        "name": "after",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+        "description": "resume after this event id",
+    },
 )
 
 # The failures routes share; a route declares the rest with ``errors=``.
@@ -278,6 +349,14 @@ MODEL = {
     "502": "LlmError: the provider refused",
 }
 QUOTA = {"429": "QuotaExceeded: the tenant's max_sessions or max_concurrent_turns"}
+#: What a route that names a run (``runs/{run_id}``) can answer.
+RUN = {
+    "404": "RunNotFound: no such run, expired, or another tenant's",
+    "429": "Overloaded: the session's mailbox is full",
+    "500": "SessionFailed: the session crashed too often; reset it",
+}
+#: What starting a run can answer besides a session route's failures.
+RUN_START = {"409": "SessionBusy (on_busy=reject)", "422": "IdempotencyConflict; webhooks not allowed"}
 
 
 def merge(*parts: dict[str, str]) -> dict[str, str]:

@@ -43,6 +43,8 @@ class ServeOptions:
     cors_origins: Sequence[str] = field(default_factory=tuple)
     #: Endpoints a session's base_url may name besides the Hive's own (``--allow-base-url``).
     allow_base_urls: Sequence[str] = field(default_factory=tuple)
+    #: URL prefixes a run's webhook may name (``--allow-webhook-url``); none: webhooks are refused.
+    allow_webhook_urls: Sequence[str] = field(default_factory=tuple)
     say: Callable[[str], None] = field(default=lambda text: print(text, flush=True))
 
 
@@ -209,6 +211,10 @@ def run_service(options: ServeOptions) -> int:
         BaseUrlPolicy(allowed)  # a malformed --allow-base-url fails here, before the port is taken
     except InvalidConfig as exc:
         raise InvalidConfig(f"--allow-base-url: {exc}") from None
+    try:
+        BaseUrlPolicy(tuple(options.allow_webhook_urls))
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"--allow-webhook-url: {exc}") from None
     sock = _bind(options.host, options.port)
     # Opened here so that owners and the audit log go to the same database as the sessions.
     store = open_store(options.store)
@@ -227,6 +233,7 @@ def run_service(options: ServeOptions) -> int:
             max_body=options.max_body,
             workspace_root=options.workspace,
             cors_origins=options.cors_origins,
+            allow_webhook_urls=options.allow_webhook_urls,
         )
         # The process's memory and CPU on /metrics: a load test reports the service's, not its own.
         ProcessCollector(registry=app.serve_registry)

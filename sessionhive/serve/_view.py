@@ -28,10 +28,14 @@ STATES = ("waiting", "running", "paused", "idle")
 
 @dataclass(eq=False)
 class Turn:
-    """One turn this service runs: its events fan out to the HTTP response, if anyone still listens."""
+    """One turn this service runs: its events fan out to the HTTP response, if anyone still listens.
+
+    A background run (``POST .../runs``) is followed too, with no response to feed (``run_id``).
+    """
 
     session_id: str
     tenant: str
+    run_id: str | None = None
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     outcome: asyncio.Future[AgentResult] = field(

@@ -14,6 +14,7 @@ from typing import Any
 
 from sessionhive import SessionPaused, TurnCancelled, TurnError, event_to_dict
 from sessionhive.model import errors
+from sessionhive.model.runs import IdempotencyConflict, RunNotFound, SessionBusy
 
 __all__ = [
     "PROBLEMS",
@@ -48,9 +49,13 @@ class ProblemKind:
 PROBLEMS: tuple[ProblemKind, ...] = (
     ProblemKind(errors.SessionNotFound, 404, ("session_id",)),
     ProblemKind(errors.ConfirmationNotFound, 404, ("session_id", "tool_id")),
+    ProblemKind(RunNotFound, 404, ("run_id",)),
     ProblemKind(errors.SessionExists, 409, ("session_id",)),
     ProblemKind(SessionPaused, 409, ("session_id",)),
     ProblemKind(TurnCancelled, 409, ("session_id", "reason")),
+    ProblemKind(SessionBusy, 409, ("session_id",)),
+    # The same Idempotency-Key with another prompt: the request is wrong, not the session's state.
+    ProblemKind(IdempotencyConflict, 422, ("session_id", "key", "run_id")),
     ProblemKind(errors.InvalidSessionId, 400),
     # Before InvalidConfig, its base class: the operator's decision, not a malformed body.
     ProblemKind(errors.BaseUrlNotAllowed, 403, ("base_url", "reason")),

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ._router import Route
-from .resources import admin, confirmations, events, operations, sessions, turns
+from .resources import admin, confirmations, events, operations, runs, sessions, turns
 
 __all__ = ["ROUTE", "ROUTES", "ROUTE_SCOPES", "Route"]
 
 ROUTES: tuple[Route, ...] = tuple(
     route
-    for module in (sessions, turns, events, operations, confirmations, admin)
+    for module in (sessions, turns, runs, events, operations, confirmations, admin)
     for route in module.router.routes
 )
 #: Each route by its name (its OpenAPI operationId).

@@ -8,23 +8,32 @@ from typing import Any
 from sessionhive import event_to_dict
 
 from .. import _router
-from .._router import Call, EventStream, Router
+from .._router import Call, EventStream, Frame, Router
+from .._schemas import RESUME_PARAMS
 
 __all__ = ["router"]
 
 router = Router()
 
 
-@router.get("sessions/{session_id}/events", scope="read", sse=True)
+@router.get(
+    "sessions/{session_id}/events",
+    scope="read",
+    sse=True,
+    errors={"400": "InvalidBody: Last-Event-ID or after is not an event id"},
+    query=RESUME_PARAMS,
+)
 async def events(call: Call) -> Any:
-    """Live server-sent events of the session"""
+    """Live server-sent events of the session, each with its `id:`; `Last-Event-ID` (or `after=`)
+    first replays the events after that one, as far back as the session keeps them"""
     app, sid = call.app, call.session_id
-    subscription = await app.hive.subscribe(sid)
+    after = call.last_event_id()
+    subscription = await app.hive.subscribe(sid, after=after)
     app.subscriptions.add(subscription)
 
-    async def follow() -> AsyncIterator[tuple[str, Any] | None]:
+    async def follow() -> AsyncIterator[Frame | None]:
         try:
-            yield "subscribed", {"session_id": sid}
+            yield Frame("subscribed", {"session_id": sid})
             while True:
                 try:
                     event = await subscription.get(timeout=_router.SSE_KEEPALIVE_S)
@@ -32,10 +41,10 @@ async def events(call: Call) -> Any:
                     yield None
                     continue
                 if event is None:
-                    yield "end", {"session_id": sid, "draining": app.draining}
+                    yield Frame("end", {"session_id": sid, "draining": app.draining})
                     return
                 app.view.observe(event)
-                yield event.type, event_to_dict(event)
+                yield Frame(event.type, event_to_dict(event), event.event_id)
         finally:
             app.subscriptions.discard(subscription)
             subscription.close()

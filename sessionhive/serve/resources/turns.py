@@ -1,4 +1,9 @@
-"""The turns resource: run a turn, answered as its result or as its events while it runs."""
+"""The turns resource: run a turn, answered as its result or as its events while it runs.
+
+A turn is a run: ``Idempotency-Key`` and ``on_busy`` work as on ``POST .../runs``, and
+its event stream names the run in its first frame (``run``), so a client cut off
+resumes with ``GET /v1/runs/{run_id}/events`` and ``Last-Event-ID``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ from typing import Any
 from sessionhive import AsyncTurnStream, InvalidConfig, SessionPaused, event_to_dict
 
 from .. import _router
-from .._router import Call, EventStream, Router
-from .._schemas import MODEL, QUOTA, merge, ref
+from .._router import Call, EventStream, Frame, Router
+from .._schemas import MODEL, QUOTA, RESUME_PARAMS, RUN_PARAMS, RUN_START, merge, ref
 from .._view import Turn
 from ..problems import HttpProblem, problem_for
+from .runs import run_options
 
 __all__ = ["router"]
 
@@ -25,10 +31,12 @@ router = Router()
     body="Turn",
     result=ref("AgentResult"),
     sse=True,
-    errors=merge(MODEL, QUOTA),
+    errors=merge(MODEL, QUOTA, RUN_START),
+    query=(*RUN_PARAMS, *RESUME_PARAMS),
 )
 async def turn(call: Call) -> Any:
-    """Run a turn: the AgentResult, or with Accept: text/event-stream its events then `result`"""
+    """Run a turn: the AgentResult, or with Accept: text/event-stream `run` (its run id), its events
+    (`id:` each), then `result`"""
     app, sid = call.app, call.session_id
     if app.draining:
         raise HttpProblem(503, "Draining", "the service is draining before it stops; no new turns")
@@ -36,19 +44,22 @@ async def turn(call: Call) -> Any:
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
         raise InvalidConfig("the turn body needs a string field 'prompt'")
+    key, on_busy = run_options(call, body)
+    after = call.last_event_id()
     # Counted against the session's tenant: the quota bounds what its sessions cost the machine.
     app.tenancy.turn_started(call.owner)
     try:
-        stream = await app.hive.generate_streaming(sid, prompt)
+        stream = await app.hive.generate_streaming(sid, prompt, idempotency_key=key, on_busy=on_busy)
     except BaseException as exc:
         app.tenancy.turn_ended(call.owner)
         if isinstance(exc, SessionPaused):
             app.view.paused.add(sid)
         raise
     running = _watch(call, stream)
-    await app.tenancy.record(call.principal, "turn", sid, call.owner, {"prompt_chars": len(prompt)})
+    detail = {"prompt_chars": len(prompt), "run_id": stream.run_id}
+    await app.tenancy.record(call.principal, "turn", sid, call.owner, detail)
     if "text/event-stream" in call.request.headers.get("accept", ""):
-        return EventStream(_turn_events(running))
+        return EventStream(_turn_events(running, stream.run_id, after))
     return (await asyncio.shield(running.outcome)).to_dict()
 
 
@@ -86,7 +97,9 @@ def _watch(call: Call, stream: AsyncTurnStream) -> Turn:
     return running
 
 
-async def _turn_events(running: Turn) -> AsyncIterator[tuple[str, Any] | None]:
+async def _turn_events(running: Turn, run_id: str, after: int | None) -> AsyncIterator[Frame | None]:
+    """``run`` first, the turn's events (those after ``after``: a retry that resumes), its outcome last."""
+    yield Frame("run", {"run_id": run_id, "session_id": running.session_id})
     while True:
         try:
             # A turn waiting for a human is silent: keep idle-timeout proxies from cutting it.
@@ -95,10 +108,11 @@ async def _turn_events(running: Turn) -> AsyncIterator[tuple[str, Any] | None]:
             yield None
             continue
         if kind == "event":
-            yield value.type, event_to_dict(value)
+            if after is None or value.event_id > after:
+                yield Frame(value.type, event_to_dict(value), value.event_id)
         elif kind == "result":
-            yield "result", value.to_dict()
+            yield Frame("result", value.to_dict())
             return
         else:
-            yield "error", problem_for(value)[1]
+            yield Frame("error", problem_for(value)[1])
             return
