@@ -247,7 +247,7 @@ _UPDATE_SESSION = update(SESSIONS).where(
 _MULTIROW_PARAMETERS = 2000
 # Statement texts kept per row count (the rest are built when needed).
 _CACHED_TEXTS = 512
-# Most sessions whose header fields this store remembers; past it the memory is dropped
+# Most sessions whose header fields and runs this store remembers; past it the memory is dropped
 # (the next write of each session is a full one).
 _HEADER_MEMORY = 100_000
 
@@ -382,6 +382,14 @@ class SqlStore(BaseStore):
     Every write is bulk: one ``SELECT ... WHERE id IN (...)`` for the batch,
     one ``executemany`` insert of all new messages, one of new sessions, one
     update of existing ones, in one transaction.
+
+    A session's runs are rows of ``sessionhive_runs``. Over a session row this
+    store committed itself, a write upserts only the runs that differ from
+    those it wrote then (compared by identity, then by value) and deletes the
+    ones the snapshot no longer keeps: a step that changed no run sends no
+    statement for runs. Over a row another writer committed (or one it no
+    longer remembers) it rewrites them all. They load oldest first
+    (``created_at``).
 
     ``echo=True`` logs SQL (parameters hidden). ``engine_options`` are passed
     to :func:`sqlalchemy.create_engine` (pool sizes and the like).
