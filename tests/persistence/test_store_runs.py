@@ -7,9 +7,12 @@ on its engine.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, func, select, text
 
 from sessionhive.model.messages import Usage
@@ -217,3 +220,26 @@ def test_a_schema_2_database_is_migrated_and_keeps_its_sessions(sql_stores: Stor
     with migrated.engine.connect() as conn:
         assert conn.execute(select(META.c.value)).scalar_one() == str(SCHEMA_VERSION) == "3"
         assert conn.execute(select(func.count()).select_from(RUNS)).scalar_one() == 1
+
+
+def test_without_upsert_changed_runs_are_deleted_then_inserted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database without ``INSERT ... ON CONFLICT`` (SQLite before 3.24 here) gets the same rows."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 23, 0))
+    store = SqlStore(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        queued = make_run("s", 1)
+        store.write_batch([with_runs(make_snapshot("s", version=1), (queued,), 0)], [])
+        statements = count_runs_statements(store)
+        done, second = finished(queued, 1), make_run("s", 2)
+        store.write_batch([with_runs(make_snapshot("s", version=2), (done, second), 101)], [])
+
+        assert [statement.split()[0] for statement in statements] == ["DELETE", "INSERT"]
+        assert "ON CONFLICT" not in statements[1]
+
+        loaded = store.load("s")
+        assert loaded is not None and loaded.runs == (done, second)
+        assert stored_runs(store) == [(done.run_id, "completed", "key-1"), (second.run_id, "queued", "key-2")]
+    finally:
+        store.close()
