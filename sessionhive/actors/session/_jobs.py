@@ -53,6 +53,7 @@ from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
 from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed
 from sessionhive.model.events import (
+    TERMINAL_EVENTS,
     AgentEvent,
     ContextCompacted,
     SessionPaused,
@@ -348,7 +349,7 @@ class Jobs:
         unfinished = [run for run in session.runs.values() if not run.done]
         if running is None:
             if unfinished:
-                self._interrupt_runs(unfinished, None)
+                self._interrupt_runs(unfinished)
                 session.persist()
             return
         history, journaled = recovery.journaled_turn(session.messages, running)
@@ -369,7 +370,7 @@ class Jobs:
         session.unheard = [interrupted]
         session.running_turn = None
         if resume:
-            self._interrupt_runs([run for run in unfinished if run is not turn_run], None)
+            self._interrupt_runs([run for run in unfinished if run is not turn_run])
             session.messages = history
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
             job.trace_link = running.traceparent
@@ -377,24 +378,30 @@ class Jobs:
             self.queue.append(job)  # started by on_start, once the actor runs
             session.metrics.turn_queue_depth.inc()
             return
-        self._interrupt_runs(unfinished, interrupted.event_id)
+        self._interrupt_runs(unfinished)
         session.messages = session.messages + recovery.close_interrupted(session.messages, running)
         session.persist()
 
-    def _interrupt_runs(self, runs: list[Run], last_event_id: int | None) -> None:
-        """Mark runs a stopped process left unfinished ``interrupted`` (and hand their webhooks over)."""
+    def _interrupt_runs(self, runs: list[Run]) -> None:
+        """Mark runs a stopped process left unfinished ``interrupted`` (and hand their webhooks over).
+
+        Each ends with a TurnError of kind ``interrupted``: a reader of its
+        events (kept from now on) sees it end like any other run.
+        """
         session = self._session
         for run in runs:
             started = run.status != "queued"
-            error = (
-                "the process stopped before it finished"
-                if started
-                else "the process stopped before it started"
+            error = f"the process stopped before it {'finished' if started else 'started'}"
+            ended_event = TurnError(session.session_id, error, "interrupted")
+            session.stamp(ended_event, run.run_id)
+            session.unheard = [*(session.unheard or ()), ended_event]
+            ended = session.update_run(
+                run.run_id,
+                "interrupted",
+                ended_at=time.time(),
+                error=error,
+                last_event_id=ended_event.event_id,
             )
-            changes: dict[str, Any] = {"ended_at": time.time(), "error": error}
-            if started and last_event_id is not None:
-                changes["last_event_id"] = last_event_id
-            ended = session.update_run(run.run_id, "interrupted", **changes)
             webhooks = session.services.webhooks
             if ended is not None and ended.webhook_url is not None and webhooks is not None:
                 webhooks.run_finished(ended, Webhook(ended.webhook_url))
@@ -431,11 +438,18 @@ class Jobs:
         if job.run_id is not None:
             status = status or ("cancelled" if isinstance(error, TurnCancelled) else "failed")
             reason = error.reason if isinstance(error, TurnCancelled) else str(error)
-            last = error.event_id if isinstance(error, AgentEvent) and error.run_id == job.run_id else None
-            changes: dict[str, Any] = {"ended_at": time.time(), "error": reason}
-            if last:
-                changes["last_event_id"] = last
-            run = session.update_run(job.run_id, status, **changes)
+            ended_event: AgentEvent
+            if isinstance(error, AgentEvent) and isinstance(error, TERMINAL_EVENTS):
+                ended_event = error
+            else:
+                # Not an event a run ends with (SessionPaused, a crash): its record and replay
+                # still end with one.
+                kind = "interrupted" if status == "interrupted" else "error"
+                ended_event = TurnError(session.session_id, reason, kind)
+                session.stamp(ended_event, job.run_id)
+            run = session.update_run(
+                job.run_id, status, ended_at=time.time(), error=reason, last_event_id=ended_event.event_id
+            )
             self._run_ended(job, run, error, None)
         session.refuse(job.reply, error)
 

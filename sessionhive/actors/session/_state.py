@@ -67,8 +67,10 @@ class SessionState:
     __slots__ = (
         "_context_cache",
         "_entry",
+        "_first_own_event",
         "_pending",
         "_ring",
+        "_stored_event_seq",
         "budget",
         "config",
         "context_used",
@@ -151,9 +153,10 @@ class SessionState:
         self.current_run_last_event = 0
         # The id of the first event each run created by this incarnation may emit (replay's gap check).
         self.run_first_event: dict[str, int] = {}
-        self.event_seq = snapshot.event_seq
+        self.event_seq = self._stored_event_seq = snapshot.event_seq
         if snapshot.running_turn is not None or any(not run.done for run in snapshot.runs):
             self.event_seq += EVENT_IDS_SKIPPED_AFTER_A_STOP
+        self._first_own_event = self.event_seq + 1  # ids below it were given by earlier incarnations
         # The last EVENT_RING_SIZE events, for replay; created by the first event (idle sessions are many).
         self._ring: deque[AgentEvent] | None = None
 
@@ -423,9 +426,9 @@ class SessionState:
             last = run.last_event_id
             # A run of an earlier incarnation may have emitted from id 1 on, as far as this one knows.
             first = self.run_first_event.get(run_id, 1)
-        lost_from = max(after + 1, first)
-        if lost_from < oldest_kept and lost_from <= last:
-            sink.offer(EventsDropped(self.session_id, min(oldest_kept, last + 1) - lost_from, run_id=run_id))
+        lost = self._lost(max(after + 1, first), min(oldest_kept, last + 1))
+        if lost:
+            sink.offer(EventsDropped(self.session_id, lost, run_id=run_id))
         ended = False
         for event in ring:
             if event.event_id > after and (run_id is None or event.run_id == run_id):
@@ -435,6 +438,12 @@ class SessionState:
             run = self.get_run(run_id)
             if run.done and run.last_event_id > after:
                 sink.offer(self.terminal_event(run))
+
+    def _lost(self, low: int, high: int) -> int:
+        """How many events with ids in ``[low, high)`` are no longer kept (skipped ids are none)."""
+        earlier = max(0, min(high, self._stored_event_seq + 1) - low)
+        own = max(0, high - max(low, self._first_own_event))
+        return earlier + own
 
     def terminal_event(self, run: Run) -> AgentEvent:
         """The event a finished run ended with, rebuilt from its record (its id is the run's last)."""
