@@ -394,7 +394,8 @@ class Hive(LocalFacade):
             error = turn.exception()
             if error is not None:
                 raise error
-        run: Run = accepted.result()  # answered before the turn's result: the session accepts first
+        # Answered before the turn's result (the acceptance commits first), so this does not wait long.
+        run: Run = accepted.result(self._core.timeout(timeout))
         return TurnStream(self, session_id, channel, result, run.run_id)
 
     # ------------------------------------------------------------------ runs
