@@ -100,9 +100,10 @@ def test_a_session_keeps_its_last_finished_runs(workspace: Path) -> None:
         "memory", llm=ScriptedLlm([Reply("ok")]), workspace=workspace, max_finished_runs=2
     ) as hive:
         hive.create_session("s")
-        runs = [hive.start_run("s", f"p{n}", idempotency_key=f"k{n}") for n in range(4)]
-        for run in runs:
-            hive.wait_run(run.run_id, timeout=30)
+        runs = []
+        for n in range(4):
+            runs.append(hive.start_run("s", f"p{n}", idempotency_key=f"k{n}"))
+            hive.wait_run(runs[-1].run_id, timeout=30)
         assert [run.prompt for run in hive.list_runs("s")] == ["p2", "p3"]
         with pytest.raises(RunNotFound):
             hive.get_run(runs[0].run_id)

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from sessionhive.actors.directory import SessionEntry, SessionView
@@ -57,6 +58,9 @@ log = logging.getLogger("sessionhive.session")
 #: reuse one. Far more events than one step emits; far from overflowing a
 #: JavaScript number (2**53) in any session's life.
 EVENT_IDS_SKIPPED_AFTER_A_STOP = 1 << 20
+
+# What a session without runs holds: one shared empty mapping, not two dicts per idle session.
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
 class SessionState:
@@ -148,11 +152,11 @@ class SessionState:
         self.unheard: list[AgentEvent] | None = None
         self.view_stale = True
         # Runs, oldest first: the unfinished ones and the last finished ones.
-        self.runs: dict[str, Run] = {run.run_id: run for run in snapshot.runs}
+        self.runs: Mapping[str, Run] = {run.run_id: run for run in snapshot.runs} if snapshot.runs else _NONE
         self.current_run: str | None = None  # the run of the turn that runs now
         self.current_run_last_event = 0
         # The id of the first event each run created by this incarnation may emit (replay's gap check).
-        self.run_first_event: dict[str, int] = {}
+        self.run_first_event: Mapping[str, int] = _NONE
         self.event_seq = self._stored_event_seq = snapshot.event_seq
         if snapshot.running_turn is not None or any(not run.done for run in snapshot.runs):
             self.event_seq += EVENT_IDS_SKIPPED_AFTER_A_STOP
@@ -351,9 +355,20 @@ class SessionState:
         return next((run for run in self.runs.values() if run.idempotency_key == key), None)
 
     def add_run(self, run: Run) -> None:
-        self.runs[run.run_id] = run
-        self.run_first_event[run.run_id] = self.event_seq + 1
+        if self.runs is _NONE:
+            self.runs = {}
+        self._own_runs()[run.run_id] = run
+        first = self.run_first_event if self.run_first_event is not _NONE else {}
+        assert isinstance(first, dict)
+        first[run.run_id] = self.event_seq + 1
+        self.run_first_event = first
         self.view_stale = True
+
+    def _own_runs(self) -> dict[str, Run]:
+        """The runs, to change (a session with a run has a dict of its own)."""
+        runs = self.runs
+        assert isinstance(runs, dict)
+        return runs
 
     def update_run(self, run_id: str, status: RunStatus, **changes: Any) -> Run | None:
         run = self.runs.get(run_id)
@@ -361,7 +376,7 @@ class SessionState:
             return None
         if run_id == self.current_run:
             changes.setdefault("last_event_id", self.current_run_last_event)
-        run = self.runs[run_id] = run.with_status(status, **changes)
+        run = self._own_runs()[run_id] = run.with_status(status, **changes)
         if run.done:
             if run_id == self.current_run:
                 self.current_run = None
@@ -377,13 +392,15 @@ class SessionState:
             return
         status: RunStatus = "waiting" if self._pending else "running"
         if run.status != status:
-            self.runs[run.run_id] = run.with_status(status)
+            self._own_runs()[run.run_id] = run.with_status(status)
 
     def _forget_old_runs(self) -> None:
         finished = [run_id for run_id, run in self.runs.items() if run.done]
+        runs, first = self._own_runs(), self.run_first_event
         for run_id in finished[: max(0, len(finished) - self.services.max_finished_runs)]:
-            del self.runs[run_id]
-            self.run_first_event.pop(run_id, None)
+            del runs[run_id]
+            if isinstance(first, dict):
+                first.pop(run_id, None)
 
     # ------------------------------------------------------------------ events
 
