@@ -761,16 +761,16 @@ class Jobs:
             if session.journal:
                 session.history_epoch += 1
             new_messages = ()
+        # A rolled-back turn ends cancelled even if it finished before the cancel reached it.
+        ended = "cancelled" if running.rollback else outcome.status
         session.messages = session.messages + new_messages
         session.running_turn = None  # the turn's messages are history now: the journal is done
         session.journal = ()
         session.usage = session.usage + outcome.usage  # spent either way
         if outcome.last_usage is not None and not running.rollback:
             session.context_used = outcome.last_usage.total_tokens
-        self._count_turn(
-            running, {"ok": "completed", "error": "error", "cancelled": "cancelled"}[outcome.status]
-        )
-        if self._should_auto_compact() and outcome.status == "ok":
+        self._count_turn(running, {"ok": "completed", "error": "error", "cancelled": "cancelled"}[ended])
+        if self._should_auto_compact() and ended == "ok":
             # Compaction happens before the next queued turn sees the history.
             self.queue.insert(0, Job("auto_compact", None))
             session.metrics.turn_queue_depth.inc()
@@ -778,14 +778,14 @@ class Jobs:
         value: object
         status: RunStatus
         run_changes: dict[str, Any] = {"ended_at": time.time(), "usage": outcome.usage}
-        if outcome.status == "ok":
+        if ended == "ok":
             # The result carries the turn's own messages, not the whole history.
             result = outcome.result(new_messages)
             event = TurnEnd(session.session_id, result)
             value = result
             status = "completed"
             run_changes.update(text=result.text, stop_reason=result.stop_reason)
-        elif outcome.status == "cancelled":
+        elif ended == "cancelled":
             event = TurnCancelled(session.session_id, running.cancel_reason)
             value = event
             status = "cancelled"
