@@ -12,9 +12,11 @@ from sessionhive._gc import tune_gc
 from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
 from sessionhive.api import (
     AsyncHiveAPI,
+    AsyncRunsAPI,
     AsyncSubscriptionAPI,
     AsyncTurnStreamAPI,
     HiveAPI,
+    RunsAPI,
     SubscriptionAPI,
     TurnStreamAPI,
 )
@@ -73,6 +75,15 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
+from sessionhive.model.runs import (
+    IdempotencyConflict,
+    OnBusy,
+    Run,
+    RunNotFound,
+    RunStatus,
+    SessionBusy,
+    Webhook,
+)
 from sessionhive.runtime import AsyncioBackend, PooledBackend, ThreadBackend
 from sessionhive.tools import PermissionPolicy, PermissionRule, ToolContext, ToolExecutor
 
@@ -83,6 +94,7 @@ __all__ = [
     "AgentResult",
     "AsyncHive",
     "AsyncHiveAPI",
+    "AsyncRunsAPI",
     "AsyncSubscription",
     "AsyncSubscriptionAPI",
     "AsyncTurnStream",
@@ -102,6 +114,7 @@ __all__ = [
     "Hive",
     "HiveAPI",
     "HiveStopped",
+    "IdempotencyConflict",
     "InvalidConfig",
     "InvalidSessionId",
     "LlmClient",
@@ -111,6 +124,7 @@ __all__ = [
     "McpServer",
     "Message",
     "MetricsConfig",
+    "OnBusy",
     "OutcomeUnknown",
     "Overloaded",
     "PermissionPolicy",
@@ -122,7 +136,12 @@ __all__ = [
     "QuotaExceeded",
     "RateLimit",
     "Reply",
+    "Run",
+    "RunNotFound",
+    "RunStatus",
+    "RunsAPI",
     "ScriptedLlm",
+    "SessionBusy",
     "SessionConfig",
     "SessionExists",
     "SessionFailed",
@@ -151,6 +170,7 @@ __all__ = [
     "TurnStream",
     "TurnStreamAPI",
     "Usage",
+    "Webhook",
     "__version__",
     "event_to_dict",
     "set_prices",
