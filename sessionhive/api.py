@@ -163,329 +163,10 @@ class AsyncSubscriptionAPI(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
 
-# ---------------------------------------------------------------------- the Hive
-
-
-class HiveAPI(Protocol):
-    """What :class:`~sessionhive.Hive`, ``RemoteHive`` and ``ClusterHive`` all offer.
-
-    Every ``timeout=`` is a :data:`Timeout`. Calls that may take as long as
-    a turn (``generate``, ``compact``, ``load_all_sessions``, ``flush``) wait
-    for ever by default; the others wait ``call_timeout``. A facade may take
-    more (``Hive.confirm_tool``'s ``decided_by``; a service names who decided
-    from the caller's token), never less.
-    """
-
-    @property
-    def call_timeout(self) -> float: ...
-
-    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
-        """Cancel running turns, flush every pending snapshot, and stop every actor.
-
-        Safe to call twice. Raises :class:`~sessionhive.StoreError` if the last
-        flush failed (the snapshots that could not be written are reported).
-        """
-
-    def __enter__(self) -> HiveAPI: ...
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-    # sessions
-    def create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
-    ) -> str:
-        """Create a session; raises :class:`~sessionhive.SessionExists` if the id is live or stored."""
-
-    def get_or_create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
-    ) -> str:
-        """The session ``session_id``, created with ``config`` if it does not exist (live or stored)."""
-
-    def create_child_session(
-        self,
-        parent_id: str,
-        child_id: str,
-        config: SessionConfig | None = None,
-        *,
-        timeout: Timeout = DEFAULT,
-    ) -> str:
-        """Create a child (subagent) session; it inherits the parent's confirmation policy and LLM."""
-
-    def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        """Destroy a session and, first, all its descendants; it is deleted from the store too."""
-
-    def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        """Let a session marked failed (it crashed too often) take work again; True if it was failed."""
-
-    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
-
-    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
-
-    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
-        """Sessions this Hive knows: live ones and those resting in the store."""
-
-    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
-        """Sessions with a live actor right now (the rest are passivated in the store)."""
-
-    def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]: ...
-
-    def list_tools(self) -> list[ToolDefinition]: ...
-
-    def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        """Make a stored session live now (any call would; this one does nothing else)."""
-
-    def load_all_sessions(self, *, timeout: Timeout = None) -> int:
-        """Activate every stored session; returns how many were loaded."""
-
-    # turns
-    def generate(
-        self,
-        session_id: str,
-        prompt: str,
-        *,
-        timeout: Timeout = None,
-        on_confirmation: OnConfirmation | None = None,
-    ) -> AgentResult:
-        """Run one turn and return its result; waits behind a turn already running.
-
-        ``on_confirmation(event) -> bool | (bool, reason)`` answers the
-        turn's tool-call confirmations (it may ask a human: a plain function
-        runs off the actors' loop; the async facades also take a coroutine
-        function). Raises :class:`~sessionhive.SessionPaused` on a paused
-        session, :class:`~sessionhive.LlmNotConfigured` without an LLM,
-        :class:`~sessionhive.TurnCancelled` if cancelled, and
-        :class:`~sessionhive.TurnFailed` / :class:`~sessionhive.LlmError` when it failed.
-        """
-
-    def generate_streaming(
-        self,
-        session_id: str,
-        prompt: str,
-        *,
-        timeout: Timeout = DEFAULT,
-        on_confirmation: OnConfirmation | None = None,
-    ) -> TurnStreamAPI:
-        """Start a turn and return its :class:`TurnStreamAPI` once the session accepted it.
-
-        ``timeout`` bounds the wait for acceptance, not the turn.
-        """
-
-    def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...
-
-    def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage: ...
-
-    def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
-        """Tokens this session has spent, over all its turns and compactions."""
-
-    def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
-        """Empty the history (after the running turn, if any, ends)."""
-
-    def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
-        """Compact the history now (after the running turn): summarise with the LLM, or keep the ends."""
-
-    def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
-        """Compact if ``auto_compact`` is on and the context is past its threshold; returns whether it did."""
-
-    def configure(
-        self,
-        session_id: str,
-        thinking: bool | None = None,
-        budget: int | None = None,
-        model_config: LlmConfig | None = None,
-        *,
-        timeout: Timeout = DEFAULT,
-    ) -> None:
-        """Set thinking, its token budget, and the session's model (the key stays in memory only)."""
-
-    def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
-        """The model this session uses (its own, its parent's, or the Hive's), never with the API key."""
-
-    def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        """Pause: new turns are refused with SessionPaused; returns False if already paused."""
-
-    def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
-
-    def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
-        """Cancel pending confirmations, queued turns and the running turn; True if anything was cancelled."""
-
-    # confirmations
-    def confirm_tool(
-        self,
-        session_id: str,
-        tool_id: str,
-        approved: bool,
-        reason: str | None = None,
-        *,
-        timeout: Timeout = DEFAULT,
-    ) -> bool:
-        """Answer a ConfirmationRequired; raises ConfirmationNotFound for an id that does not wait.
-
-        ``approved`` must be a bool (``"no"`` is refused, not read as true).
-        """
-
-    def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
-        """Tool ids waiting for :meth:`confirm_tool`."""
-
-    def set_confirmation_policy(
-        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
-    ) -> ConfirmationPolicy: ...
-
-    def get_confirmation_policy(
-        self, session_id: str, *, timeout: Timeout = DEFAULT
-    ) -> ConfirmationPolicy: ...
-
-    # events and the store
-    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> SubscriptionAPI:
-        """Receive every event of the session from now on (turns, compaction, persistence failures...)."""
-
-    def flush(self, timeout: Timeout = None) -> None:
-        """Durability barrier: returns once every change made before the call is committed."""
-
-    def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
-        """``[(store name, "ok" | "error: ...")]`` for each store."""
-
-
-class AsyncHiveAPI(Protocol):
-    """:class:`HiveAPI` as coroutines: what ``AsyncHive``, ``AsyncRemoteHive`` and ``AsyncClusterHive`` offer.
-
-    Each method means what its namesake on :class:`HiveAPI` documents.
-
-    ``list_tools`` is left out: ``AsyncHive`` answers it without waiting
-    (a plain method), ``AsyncRemoteHive`` must ask the service (a coroutine).
-    """
-
-    @property
-    def call_timeout(self) -> float: ...
-
-    async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None: ...
-
-    async def __aenter__(self) -> AsyncHiveAPI: ...
-
-    async def __aexit__(self, *exc: object) -> None: ...
-
-    # sessions
-    async def create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
-    ) -> str: ...
-
-    async def get_or_create_session(
-        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
-    ) -> str: ...
-
-    async def create_child_session(
-        self,
-        parent_id: str,
-        child_id: str,
-        config: SessionConfig | None = None,
-        *,
-        timeout: Timeout = DEFAULT,
-    ) -> str: ...
-
-    async def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
-
-    async def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
-
-    async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
-
-    async def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
-
-    async def session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
-
-    async def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
-
-    async def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]: ...
-
-    async def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
-
-    async def load_all_sessions(self, *, timeout: Timeout = None) -> int: ...
-
-    # turns
-    async def generate(
-        self,
-        session_id: str,
-        prompt: str,
-        *,
-        timeout: Timeout = None,
-        on_confirmation: OnConfirmation | None = None,
-    ) -> AgentResult: ...
-
-    async def generate_streaming(
-        self,
-        session_id: str,
-        prompt: str,
-        *,
-        timeout: Timeout = DEFAULT,
-        on_confirmation: OnConfirmation | None = None,
-    ) -> AsyncTurnStreamAPI: ...
-
-    async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...
-
-    async def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage: ...
-
-    async def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage: ...
-
-    async def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
-
-    async def compact(self, session_id: str, *, timeout: Timeout = None) -> None: ...
-
-    async def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool: ...
-
-    async def configure(
-        self,
-        session_id: str,
-        thinking: bool | None = None,
-        budget: int | None = None,
-        model_config: LlmConfig | None = None,
-        *,
-        timeout: Timeout = DEFAULT,
-    ) -> None: ...
-
-    async def get_llm_for_session(
-        self, session_id: str, *, timeout: Timeout = DEFAULT
-    ) -> LlmConfig | None: ...
-
-    async def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
-
-    async def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
-
-    async def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
-
-    # confirmations
-    async def confirm_tool(
-        self,
-        session_id: str,
-        tool_id: str,
-        approved: bool,
-        reason: str | None = None,
-        *,
-        timeout: Timeout = DEFAULT,
-    ) -> bool: ...
-
-    async def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
-
-    async def set_confirmation_policy(
-        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
-    ) -> ConfirmationPolicy: ...
-
-    async def get_confirmation_policy(
-        self, session_id: str, *, timeout: Timeout = DEFAULT
-    ) -> ConfirmationPolicy: ...
-
-    # events and the store
-    async def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> AsyncSubscriptionAPI: ...
-
-    async def flush(self, timeout: Timeout = None) -> None: ...
-
-    async def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]: ...
-
-
 # ---------------------------------------------------------------------- runs (issue 21)
 #
-# Declared apart from HiveAPI while the HTTP and cluster facades catch up:
-# tests/test_api_protocols.py checks Hive and AsyncHive against these two;
-# once every facade has them they join HiveAPI / AsyncHiveAPI.
+# The runs part of the API, named on its own for its documentation; HiveAPI and
+# AsyncHiveAPI include it, so every facade (the HTTP and cluster ones too) serves it.
 
 
 class RunTurnStreamAPI(TurnStreamAPI, Protocol):
@@ -627,3 +308,334 @@ class AsyncRunsAPI(Protocol):
     async def subscribe(
         self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
     ) -> AsyncSubscriptionAPI: ...
+
+
+# ---------------------------------------------------------------------- the Hive
+
+
+class HiveAPI(RunsAPI, Protocol):
+    """What :class:`~sessionhive.Hive`, ``RemoteHive`` and ``ClusterHive`` all offer (runs: :class:`RunsAPI`).
+
+    Every ``timeout=`` is a :data:`Timeout`. Calls that may take as long as
+    a turn (``generate``, ``compact``, ``load_all_sessions``, ``flush``) wait
+    for ever by default; the others wait ``call_timeout``. A facade may take
+    more (``Hive.confirm_tool``'s ``decided_by``; a service names who decided
+    from the caller's token), never less.
+    """
+
+    @property
+    def call_timeout(self) -> float: ...
+
+    def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
+        """Cancel running turns, flush every pending snapshot, and stop every actor.
+
+        Safe to call twice. Raises :class:`~sessionhive.StoreError` if the last
+        flush failed (the snapshots that could not be written are reported).
+        """
+
+    def __enter__(self) -> HiveAPI: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    # sessions
+    def create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str:
+        """Create a session; raises :class:`~sessionhive.SessionExists` if the id is live or stored."""
+
+    def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str:
+        """The session ``session_id``, created with ``config`` if it does not exist (live or stored)."""
+
+    def create_child_session(
+        self,
+        parent_id: str,
+        child_id: str,
+        config: SessionConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> str:
+        """Create a child (subagent) session; it inherits the parent's confirmation policy and LLM."""
+
+    def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
+        """Destroy a session and, first, all its descendants; it is deleted from the store too."""
+
+    def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        """Let a session marked failed (it crashed too often) take work again; True if it was failed."""
+
+    def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    def session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+        """Sessions this Hive knows: live ones and those resting in the store."""
+
+    def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int:
+        """Sessions with a live actor right now (the rest are passivated in the store)."""
+
+    def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    def list_tools(self) -> list[ToolDefinition]: ...
+
+    def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
+        """Make a stored session live now (any call would; this one does nothing else)."""
+
+    def load_all_sessions(self, *, timeout: Timeout = None) -> int:
+        """Activate every stored session; returns how many were loaded."""
+
+    # turns
+    def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = None,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> AgentResult:
+        """Run one turn and return its result; waits behind a turn already running.
+
+        ``on_confirmation(event) -> bool | (bool, reason)`` answers the
+        turn's tool-call confirmations (it may ask a human: a plain function
+        runs off the actors' loop; the async facades also take a coroutine
+        function). Raises :class:`~sessionhive.SessionPaused` on a paused
+        session, :class:`~sessionhive.LlmNotConfigured` without an LLM,
+        :class:`~sessionhive.TurnCancelled` if cancelled, and
+        :class:`~sessionhive.TurnFailed` / :class:`~sessionhive.LlmError` when it failed.
+        """
+
+    def generate_streaming(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> RunTurnStreamAPI:
+        """Start a turn and return its :class:`RunTurnStreamAPI` once the session accepted it.
+
+        ``timeout`` bounds the wait for acceptance, not the turn.
+        """
+
+    def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...
+
+    def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage: ...
+
+    def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage:
+        """Tokens this session has spent, over all its turns and compactions."""
+
+    def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None:
+        """Empty the history (after the running turn, if any, ends)."""
+
+    def compact(self, session_id: str, *, timeout: Timeout = None) -> None:
+        """Compact the history now (after the running turn): summarise with the LLM, or keep the ends."""
+
+    def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool:
+        """Compact if ``auto_compact`` is on and the context is past its threshold; returns whether it did."""
+
+    def configure(
+        self,
+        session_id: str,
+        thinking: bool | None = None,
+        budget: int | None = None,
+        model_config: LlmConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> None:
+        """Set thinking, its token budget, and the session's model (the key stays in memory only)."""
+
+    def get_llm_for_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> LlmConfig | None:
+        """The model this session uses (its own, its parent's, or the Hive's), never with the API key."""
+
+    def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        """Pause: new turns are refused with SessionPaused; returns False if already paused."""
+
+    def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        """Cancel pending confirmations, queued turns and the running turn; True if anything was cancelled."""
+
+    # confirmations
+    def confirm_tool(
+        self,
+        session_id: str,
+        tool_id: str,
+        approved: bool,
+        reason: str | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> bool:
+        """Answer a ConfirmationRequired; raises ConfirmationNotFound for an id that does not wait.
+
+        ``approved`` must be a bool (``"no"`` is refused, not read as true).
+        """
+
+    def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]:
+        """Tool ids waiting for :meth:`confirm_tool`."""
+
+    def set_confirmation_policy(
+        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    def get_confirmation_policy(
+        self, session_id: str, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    # events and the store
+    def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> SubscriptionAPI:
+        """Receive every event of the session from now on (turns, compaction, persistence failures...);
+        with ``after``, the kept events with a larger ``event_id`` first."""
+
+    def flush(self, timeout: Timeout = None) -> None:
+        """Durability barrier: returns once every change made before the call is committed."""
+
+    def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]:
+        """``[(store name, "ok" | "error: ...")]`` for each store."""
+
+
+class AsyncHiveAPI(AsyncRunsAPI, Protocol):
+    """:class:`HiveAPI` as coroutines: what ``AsyncHive``, ``AsyncRemoteHive`` and ``AsyncClusterHive`` offer.
+
+    Each method means what its namesake on :class:`HiveAPI` documents.
+
+    ``list_tools`` is left out: ``AsyncHive`` answers it without waiting
+    (a plain method), ``AsyncRemoteHive`` must ask the service (a coroutine).
+    """
+
+    @property
+    def call_timeout(self) -> float: ...
+
+    async def stop(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None: ...
+
+    async def __aenter__(self) -> AsyncHiveAPI: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    # sessions
+    async def create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str: ...
+
+    async def get_or_create_session(
+        self, session_id: str, config: SessionConfig | None = None, *, timeout: Timeout = DEFAULT
+    ) -> str: ...
+
+    async def create_child_session(
+        self,
+        parent_id: str,
+        child_id: str,
+        config: SessionConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> str: ...
+
+    async def destroy_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    async def reset_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def get_child_sessions(self, parent_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    async def is_child_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+
+    async def live_session_count(self, *, timeout: Timeout = DEFAULT) -> int: ...
+
+    async def list_sessions(self, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    async def restore_session_by_id(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    async def load_all_sessions(self, *, timeout: Timeout = None) -> int: ...
+
+    # turns
+    async def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = None,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> AgentResult: ...
+
+    async def generate_streaming(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> AsyncRunTurnStreamAPI: ...
+
+    async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...
+
+    async def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage: ...
+
+    async def usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Usage: ...
+
+    async def clear(self, session_id: str, *, timeout: Timeout = DEFAULT) -> None: ...
+
+    async def compact(self, session_id: str, *, timeout: Timeout = None) -> None: ...
+
+    async def maybe_auto_compact(self, session_id: str, *, timeout: Timeout = None) -> bool: ...
+
+    async def configure(
+        self,
+        session_id: str,
+        thinking: bool | None = None,
+        budget: int | None = None,
+        model_config: LlmConfig | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> None: ...
+
+    async def get_llm_for_session(
+        self, session_id: str, *, timeout: Timeout = DEFAULT
+    ) -> LlmConfig | None: ...
+
+    async def pause_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def resume_session(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def cancel_operation(self, session_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    # confirmations
+    async def confirm_tool(
+        self,
+        session_id: str,
+        tool_id: str,
+        approved: bool,
+        reason: str | None = None,
+        *,
+        timeout: Timeout = DEFAULT,
+    ) -> bool: ...
+
+    async def pending_confirmations(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[str]: ...
+
+    async def set_confirmation_policy(
+        self, session_id: str, policy: ConfirmationPolicy, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    async def get_confirmation_policy(
+        self, session_id: str, *, timeout: Timeout = DEFAULT
+    ) -> ConfirmationPolicy: ...
+
+    # events and the store
+    async def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncSubscriptionAPI: ...
+
+    async def flush(self, timeout: Timeout = None) -> None: ...
+
+    async def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]: ...

@@ -159,6 +159,8 @@ class Resumption:
     run_id: str
     after: int | None
     patience: float
+    #: How long each (re)connection waits for the service to answer.
+    timeout: Timeout = DEFAULT
     failures: int = 0
     last_progress: float = field(default_factory=time.monotonic)
 
@@ -177,7 +179,7 @@ class Resumption:
         return delay
 
     def headers(self) -> dict[str, str]:
-        return {} if self.after is None else {"Last-Event-ID": str(self.after)}
+        return {} if self.after is None else {"Last-Event-ID": str(check_event_id(self.after))}
 
 
 #: A method's plan: the calls it sends, each answered with its JSON, and what it returns.
@@ -222,6 +224,13 @@ def _run_request(prompt: str, key: str | None, on_busy: str) -> tuple[dict[str, 
     checked = check_idempotency_key(key)
     body: dict[str, Any] = {"prompt": prompt, "on_busy": check_on_busy(on_busy)}
     return body, ({} if checked is None else {"Idempotency-Key": checked})
+
+
+def check_event_id(after: object) -> int:
+    """``after`` as an event id (a count from 0), else InvalidConfig."""
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidConfig(f"after must be an event id (an integer >= 0), got {after!r}")
+    return after
 
 
 def _run(run_id: str) -> str:
@@ -364,7 +373,9 @@ class RemoteCore:
 
     def run_events_stream(self, resumption: Resumption) -> HttpCall:
         """The request that (re)opens a run's event stream after the last event taken."""
-        return self.call("run_events", _run(resumption.run_id), stream=True, headers=resumption.headers())
+        run_id = _run(resumption.run_id)
+        headers = resumption.headers()
+        return self.call("run_events", run_id, timeout=resumption.timeout, stream=True, headers=headers)
 
     def history(self, session_id: str, timeout: Timeout) -> Plan[list[Message]]:
         messages: list[Message] = []
@@ -433,8 +444,9 @@ class RemoteCore:
         data = yield self.call("inbox", timeout=timeout)
         return [PendingConfirmation.from_dict(p) for p in data["pending"]]
 
-    def events_stream(self, session_id: str, timeout: Timeout) -> HttpCall:
-        return self.call("events", session_id, timeout=timeout, stream=True)
+    def events_stream(self, session_id: str, after: int | None, timeout: Timeout) -> HttpCall:
+        headers = {} if after is None else {"Last-Event-ID": str(check_event_id(after))}
+        return self.call("events", session_id, timeout=timeout, stream=True, headers=headers)
 
     # the service
     def flush(self, timeout: Timeout) -> Plan[None]:

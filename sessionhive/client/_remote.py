@@ -30,7 +30,7 @@ from sessionhive import (
     ToolDefinition,
     Usage,
 )
-from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.metrics import tracing
 from sessionhive.model.runs import OnBusy, Run, Webhook
 
@@ -200,7 +200,7 @@ class RemoteHive(_RemoteBase):
         timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations, as with ``Hive``."""
         if on_confirmation is not None:
@@ -222,7 +222,7 @@ class RemoteHive(_RemoteBase):
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> RemoteTurnStream:
         call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout)
         return RemoteTurnStream(self, session_id, self._open_stream(call), on_confirmation).accepted()
@@ -233,7 +233,7 @@ class RemoteHive(_RemoteBase):
         prompt: str,
         *,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
     ) -> Run:
@@ -262,13 +262,17 @@ class RemoteHive(_RemoteBase):
     def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
         return self._run(self._core.list_runs(session_id, timeout))
 
-    def run_events(self, run_id: str, *, after: int | None = None) -> Iterator[AgentEvent]:
+    def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> Iterator[AgentEvent]:
         """The run's events after ``after`` to its terminal one; a dropped stream resumes where it broke.
 
         Reconnections send ``Last-Event-ID``; the iterator gives up (raising the
         last error) when ``call_timeout`` seconds pass without an event.
+        ``timeout`` bounds each connection's wait for the service's answer.
         """
-        return follow_run(self._open_stream, self._core, Resumption(run_id, after, self.call_timeout))
+        resumption = Resumption(run_id, after, self.call_timeout, timeout)
+        return follow_run(self._open_stream, self._core, resumption)
 
     def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         return self._run(self._core.history(session_id, timeout))
@@ -333,10 +337,13 @@ class RemoteHive(_RemoteBase):
     def get_confirmation_policy(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ConfirmationPolicy:
         return self._run(self._core.get_confirmation_policy(session_id, timeout))
 
-    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> RemoteSubscription:
-        """Receive the session's events from now on (returns once the service has subscribed)."""
+    def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> RemoteSubscription:
+        """Receive the session's events from now on (returns once the service has subscribed);
+        with ``after``, the kept events with a larger ``event_id`` first (``Last-Event-ID``)."""
         subscription = RemoteSubscription(
-            session_id, self._open_stream(self._core.events_stream(session_id, timeout))
+            session_id, self._open_stream(self._core.events_stream(session_id, after, timeout))
         )
         if not subscription.ready.wait(self._t(timeout)):
             subscription.close()
@@ -498,7 +505,7 @@ class AsyncRemoteHive(_RemoteBase):
         timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation`` (a function or coroutine function) answers its confirmations."""
         if on_confirmation is not None:
@@ -520,7 +527,7 @@ class AsyncRemoteHive(_RemoteBase):
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AsyncRemoteTurnStream:
         call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout)
         response = await self._open_stream(call)
@@ -532,7 +539,7 @@ class AsyncRemoteHive(_RemoteBase):
         prompt: str,
         *,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
     ) -> Run:
@@ -561,9 +568,12 @@ class AsyncRemoteHive(_RemoteBase):
     async def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
         return await self._run(self._core.list_runs(session_id, timeout))
 
-    def run_events(self, run_id: str, *, after: int | None = None) -> AsyncIterator[AgentEvent]:
+    def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncIterator[AgentEvent]:
         """The run's events after ``after`` to its terminal one; a dropped stream resumes where it broke."""
-        return afollow_run(self._open_stream, self._core, Resumption(run_id, after, self.call_timeout))
+        resumption = Resumption(run_id, after, self.call_timeout, timeout)
+        return afollow_run(self._open_stream, self._core, resumption)
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         return await self._run(self._core.history(session_id, timeout))
@@ -630,9 +640,12 @@ class AsyncRemoteHive(_RemoteBase):
     ) -> ConfirmationPolicy:
         return await self._run(self._core.get_confirmation_policy(session_id, timeout))
 
-    async def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> AsyncRemoteSubscription:
-        """Receive the session's events from now on (returns once the service has subscribed)."""
-        response = await self._open_stream(self._core.events_stream(session_id, timeout))
+    async def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncRemoteSubscription:
+        """Receive the session's events from now on (returns once the service has subscribed);
+        with ``after``, the kept events with a larger ``event_id`` first (``Last-Event-ID``)."""
+        response = await self._open_stream(self._core.events_stream(session_id, after, timeout))
         subscription = AsyncRemoteSubscription(session_id, response)
         try:
             await asyncio.wait_for(asyncio.shield(subscription.ready), self._t(timeout))

@@ -31,7 +31,14 @@ from sessionhive import (
     ToolDefinition,
     Usage,
 )
-from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_STOP_TIMEOUT, Timeout, resolve_timeout
+from sessionhive.api import (
+    DEFAULT,
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_ON_BUSY,
+    DEFAULT_STOP_TIMEOUT,
+    Timeout,
+    resolve_timeout,
+)
 from sessionhive.cluster import messages as m
 from sessionhive.cluster.membership import Cluster, ClusterSettings, start_cluster
 from sessionhive.cluster.transport import FEED_POLL, Feed, Transport, judge_ended
@@ -380,7 +387,7 @@ class AsyncClusterHive:
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations (a stream carries them)."""
         check_instance("prompt", prompt, str)
@@ -411,7 +418,7 @@ class AsyncClusterHive:
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AsyncClusterTurnStream:
         check_instance("prompt", prompt, str)
         op = m.StartTurn(session_id, prompt, check_idempotency_key(idempotency_key), check_on_busy(on_busy))
@@ -426,7 +433,7 @@ class AsyncClusterHive:
         prompt: str,
         *,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
     ) -> Run:
@@ -453,12 +460,15 @@ class AsyncClusterHive:
         runs: list[Run] = await self._call(m.ListRuns(session_id), timeout)
         return runs
 
-    async def run_events(self, run_id: str, *, after: int | None = None) -> AsyncIterator[AgentEvent]:
+    async def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncIterator[AgentEvent]:
         """The run's events after ``after``, to its terminal one; a feed cut off (its shard gone)
         starts again on the session's new shard after the last event taken."""
         session_id = session_of_run(run_id)
         while True:
-            feed = await self._transport.start_feed(m.RunEvents(session_id, run_id, after), None)
+            op = m.RunEvents(session_id, run_id, after)
+            feed = await self._transport.start_feed(op, self._limit(timeout))
             stream = AsyncClusterSubscription(session_id, feed)
             try:
                 async for event in stream:
@@ -553,8 +563,10 @@ class AsyncClusterHive:
 
     # ------------------------------------------------------------------ events and the store
 
-    async def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> AsyncClusterSubscription:
-        feed = await self._transport.start_feed(m.Subscribe(session_id), self._limit(timeout))
+    async def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncClusterSubscription:
+        feed = await self._transport.start_feed(m.Subscribe(session_id, after), self._limit(timeout))
         return AsyncClusterSubscription(session_id, feed)
 
     async def flush(self, timeout: Timeout = None) -> None:

@@ -31,7 +31,7 @@ from sessionhive import (
     ToolDefinition,
     Usage,
 )
-from sessionhive.api import DEFAULT, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.api import DEFAULT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.cluster.aio import (
     AsyncClusterHive,
     AsyncClusterSubscription,
@@ -300,7 +300,7 @@ class ClusterHive:
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations (on a worker thread)."""
         return self._portal.run(
@@ -322,7 +322,7 @@ class ClusterHive:
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> ClusterTurnStream:
         stream = self._portal.run(
             self.aio.generate_streaming(
@@ -344,7 +344,7 @@ class ClusterHive:
         prompt: str,
         *,
         idempotency_key: str | None = None,
-        on_busy: OnBusy = "enqueue",
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
     ) -> Run:
@@ -371,8 +371,10 @@ class ClusterHive:
     def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
         return self._portal.run(self.aio.list_runs(session_id, timeout=timeout))
 
-    def run_events(self, run_id: str, *, after: int | None = None) -> Iterator[AgentEvent]:
-        events = self.aio.run_events(run_id, after=after)
+    def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> Iterator[AgentEvent]:
+        events = self.aio.run_events(run_id, after=after, timeout=timeout)
         while True:
             event = self._portal.run(_next(events))
             if event is _END:
@@ -451,8 +453,10 @@ class ClusterHive:
 
     # ------------------------------------------------------------------ events and the store
 
-    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ClusterSubscription:
-        subscription = self._portal.run(self.aio.subscribe(session_id, timeout=timeout))
+    def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> ClusterSubscription:
+        subscription = self._portal.run(self.aio.subscribe(session_id, after=after, timeout=timeout))
         return ClusterSubscription(self._portal, subscription)
 
     def flush(self, timeout: Timeout = None) -> None:

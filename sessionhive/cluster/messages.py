@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sessionhive.api import DEFAULT_ON_BUSY
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.runs import OnBusy, Webhook
@@ -178,7 +179,7 @@ class Turn(SessionOp):
 
     prompt: str = ""
     idempotency_key: str | None = None
-    on_busy: OnBusy = "enqueue"
+    on_busy: OnBusy = DEFAULT_ON_BUSY
     name: ClassVar[str] = "generate"
 
     async def run(self, hive: AsyncHive) -> Any:
@@ -364,7 +365,7 @@ class StartRun(SessionOp):
 
     prompt: str = ""
     idempotency_key: str | None = None
-    on_busy: OnBusy = "enqueue"
+    on_busy: OnBusy = DEFAULT_ON_BUSY
     webhook: Webhook | None = None
     name: ClassVar[str] = "start_run"
 
@@ -425,7 +426,7 @@ class StartTurn(SessionOp):
 
     prompt: str = ""
     idempotency_key: str | None = None
-    on_busy: OnBusy = "enqueue"
+    on_busy: OnBusy = DEFAULT_ON_BUSY
     name: ClassVar[str] = "generate"
 
     async def open(self, hive: AsyncHive, timeout: float | None) -> Any:
@@ -446,11 +447,12 @@ class StartTurn(SessionOp):
 class Subscribe(_Read):
     """``subscribe``: the session's events come through a feed until it is closed."""
 
+    after: int | None = None
     name: ClassVar[str] = "subscribe"
 
     async def open(self, hive: AsyncHive, timeout: float | None) -> Any:
         """The session's local subscription, which the shard pumps into a feed."""
-        return await hive.subscribe(self.session_id, timeout=timeout)
+        return await hive.subscribe(self.session_id, after=self.after, timeout=timeout)
 
     async def run(self, hive: AsyncHive) -> Any:
         return await self.open(hive, None)
@@ -464,10 +466,10 @@ class RunEvents(_Read):
     after: int | None = None
     name: ClassVar[str] = "run_events"
 
-    async def open(self, hive: AsyncHive, timeout: float | None) -> Any:  # noqa: ARG002 - every feed's signature
+    async def open(self, hive: AsyncHive, timeout: float | None) -> Any:
         """The run's local event iterator, which the shard pumps into a feed."""
-        await hive.get_run(self.run_id)  # RunNotFound now, not as the feed's outcome
-        return hive.run_events(self.run_id, after=self.after)
+        await hive.get_run(self.run_id, timeout=timeout)  # RunNotFound now, not as the feed's outcome
+        return hive.run_events(self.run_id, after=self.after, timeout=timeout)
 
     async def run(self, hive: AsyncHive) -> Any:
         return await self.open(hive, None)

@@ -180,7 +180,9 @@ def test_turn_as_server_sent_events_with_a_confirmation_in_the_middle(served: Se
     served.http.post("/v1/sessions", json={"id": "carol"})
     events = served.sse("/v1/sessions/carol/turns", {"prompt": "write the plan"})
     kinds = [kind for kind, _ in events]
-    assert kinds[0] == "TurnStart" and kinds[-2:] == ["TurnEnd", "result"]
+    # The turn is a run: its first frame names it, and every event carries that run id.
+    assert kinds[:2] == ["run", "TurnStart"] and kinds[-2:] == ["TurnEnd", "result"]
+    assert {data["run_id"] for kind, data in events if kind != "result"} == {events[0][1]["run_id"]}
     asked = kinds.index("ConfirmationRequired")
     assert kinds.index("ConfirmationResolved") > asked and kinds.index("ToolEnd") > asked
     resolved = dict(events)["ConfirmationResolved"]

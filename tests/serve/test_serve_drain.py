@@ -223,7 +223,7 @@ class SseReader:
 
     def __init__(self, method: str, url: str, body: dict[str, str] | None = None) -> None:
         self.events: list[tuple[str, dict[str, object]]] = []
-        self.opened = threading.Event()  # the first event arrived
+        self.opened = threading.Event()  # the first event arrived (after a turn's `run` frame)
         self.ended = threading.Event()  # the server closed the stream
         self._request = (method, url, body)
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -240,7 +240,8 @@ class SseReader:
                         name = line[len("event: ") :]
                     elif line.startswith("data: "):
                         self.events.append((name, json.loads(line[len("data: ") :])))
-                        self.opened.set()
+                        if name != "run":
+                            self.opened.set()
         except httpx.HTTPError as exc:
             self.events.append(("transport-error", {"detail": str(exc)}))
         finally:
@@ -277,7 +278,7 @@ def test_turns_the_drain_cancels_say_they_were_cancelled_by_shutdown(tmp_path: P
     process, url, output = _serve_with_a_running_turn(tmp_path, "0.2")
     try:
         turn = SseReader("POST", f"{url}/v1/sessions/s1/turns", {"prompt": "a long one"})
-        assert turn.opened.wait(30) and turn.names()[:1] == ["TurnStart"], turn.events
+        assert turn.opened.wait(30) and turn.names()[:2] == ["run", "TurnStart"], turn.events
         process.send_signal(signal.SIGTERM)
         assert turn.ended.wait(60)
         assert process.wait(60) == 0, "".join(output)
@@ -299,7 +300,7 @@ def test_a_second_signal_ends_every_stream_with_its_last_event_and_no_traceback(
         events = SseReader("GET", f"{url}/v1/sessions/s1/events")
         assert events.opened.wait(30) and events.names() == ["subscribed"]
         turn = SseReader("POST", f"{url}/v1/sessions/s1/turns", {"prompt": "a long one"})
-        assert turn.opened.wait(30) and turn.names()[:1] == ["TurnStart"], turn.events
+        assert turn.opened.wait(30) and turn.names()[:2] == ["run", "TurnStart"], turn.events
         process.send_signal(signal.SIGTERM)
         wait_for_output(output, "draining: 1 turn(s) running")
         process.send_signal(signal.SIGINT)
@@ -323,7 +324,7 @@ def test_stopping_a_server_thread_ends_a_running_turn_stream_with_its_last_event
         hive.create_session("s1")
         server = ServerThread(serve_app(hive, token=TOKEN))
         turn = SseReader("POST", f"{server.url}/v1/sessions/s1/turns", {"prompt": "a long one"})
-        assert turn.opened.wait(30) and turn.names()[:1] == ["TurnStart"], turn.events
+        assert turn.opened.wait(30) and turn.names()[:2] == ["run", "TurnStart"], turn.events
         server.stop()
         assert turn.ended.wait(10)
     assert turn.events[-1][0] == "error" and turn.events[-1][1]["reason"] == "cancelled by shutdown"

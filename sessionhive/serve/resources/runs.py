@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sessionhive import InvalidConfig, SessionPaused, event_to_dict
+from sessionhive.api import DEFAULT_ON_BUSY
 from sessionhive.model.events import TERMINAL_EVENTS
 from sessionhive.model.runs import Run, Webhook, check_idempotency_key, check_on_busy
 
@@ -30,7 +31,7 @@ _R = "runs/{run_id}"
 def run_options(call: Call, body: dict[str, Any]) -> tuple[str | None, Any]:
     """The request's ``Idempotency-Key`` header and ``on_busy`` body field, checked (422 if wrong)."""
     key = check_idempotency_key(call.request.headers.get("idempotency-key"))
-    return key, check_on_busy(body.get("on_busy", "enqueue"))
+    return key, check_on_busy(body.get("on_busy", DEFAULT_ON_BUSY))
 
 
 def _webhook(call: Call, value: Any) -> Webhook | None:
