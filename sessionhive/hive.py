@@ -224,6 +224,9 @@ def _start(options: HiveOptions) -> Hive:
     an SDK; ``trace_content=True`` puts the prompt, answer and tool text
     in their attributes (off by default: they may hold personal data).
 
+    ``max_finished_runs`` is how many finished runs (and their idempotency
+    keys) each session keeps, besides its unfinished ones.
+
     ``budget`` caps the model spending of the whole Hive (of each tenant
     when ``sessionhive serve`` runs with tenant tokens), as
     ``SessionConfig.budget`` caps one session tree's.

@@ -225,9 +225,11 @@ class Jobs:
         if busy and on_busy in ("interrupt", "rollback"):
             reason = INTERRUPTED_BY_NEWER if on_busy == "interrupt" else ROLLED_BACK_BY_NEWER
             self.cancel_everything(confirmations, reason, rollback=on_busy == "rollback")
-        # The run and its key are recorded before anyone is told the run exists: a
-        # durable session answers once they committed (a retry after a crash finds them).
-        job.accepted_ack = session.persist() if session.stored() else None
+        # A durable session records the run and its key before anyone is told the run
+        # exists (a retry after a crash finds them); a batched one stores it with the
+        # turn's first step (its next write), as it stores everything else: without a wait.
+        waits = session.stored() and session.services.persistence.waits_for_commit(session.config.durability)
+        job.accepted_ack = session.persist() if waits else None
         self._enqueue(job)
         session.deliver(accepted, session.get_run(run.run_id), job.accepted_ack, "start_run")
 

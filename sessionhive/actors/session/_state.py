@@ -72,6 +72,7 @@ class SessionState:
         "_context_cache",
         "_entry",
         "_first_own_event",
+        "_marked",
         "_pending",
         "_ring",
         "_stored_event_seq",
@@ -163,6 +164,8 @@ class SessionState:
         self._first_own_event = self.event_seq + 1  # ids below it were given by earlier incarnations
         # The last EVENT_RING_SIZE events, for replay; created by the first event (idle sessions are many).
         self._ring: deque[AgentEvent] | None = None
+        # The running turn's messages and their marked copies, as last shown (see in_progress).
+        self._marked: tuple[tuple[Message, ...], tuple[Message, ...]] = ((), ())
 
     # ------------------------------------------------------------------ the view
 
@@ -206,7 +209,14 @@ class SessionState:
         if running is None:
             return ()
         journal = self.journal or (Message.user(running.prompt),)
-        return tuple(replace(message, in_progress=True) for message in journal)
+        shown, marked = self._marked
+        if journal is shown:
+            return marked
+        # Each journal entry extends the last one: only the new messages need a marked copy.
+        kept = len(shown) if shown and journal[: len(shown)] == shown else 0
+        marked = marked[:kept] + tuple(_marked(message) for message in journal[kept:])
+        self._marked = (journal, marked)
+        return marked
 
     # ------------------------------------------------------------------ derived state
 
@@ -265,7 +275,9 @@ class SessionState:
             created_at=self.created_at,
             updated_at=self.updated_at,
             running_turn=self.running_turn,
-            runs=tuple(self.run_view(run) for run in self.runs.values()),
+            # As recorded at their last change: a running run's last_event_id is not
+            # stored per step (it would rewrite its row with every step of the turn).
+            runs=tuple(self.runs.values()),
             event_seq=self.event_seq,
         )
 
@@ -483,3 +495,16 @@ class SessionState:
         for subscriber in self.subscribers:
             subscriber.close()
         self.subscribers.clear()
+
+
+def _marked(message: Message) -> Message:
+    """``message`` marked in progress (the constructor: ``dataclasses.replace`` costs three times as much)."""
+    return Message(
+        message.role,
+        message.text,
+        message.tool_calls,
+        message.tool_call_id,
+        message.is_error,
+        message.model,
+        in_progress=True,
+    )
