@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -51,7 +52,8 @@ def _store_name(url: URL) -> str:
 
 
 def _session_row(snap: SessionSnapshot) -> dict[str, Any]:
-    header = snap.header_dict()
+    # The session's runs (in its header) go to their own table: left out here rather than encoded.
+    header = replace(snap, runs=()).header_dict()
     return {
         "parent_id": snap.parent_id,
         "state": snap.state,
