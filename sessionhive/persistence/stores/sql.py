@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -51,7 +52,8 @@ def _store_name(url: URL) -> str:
 
 
 def _session_row(snap: SessionSnapshot) -> dict[str, Any]:
-    header = snap.header_dict()
+    # The session's runs (in its header) go to their own table: left out here rather than encoded.
+    header = replace(snap, runs=()).header_dict()
     return {
         "parent_id": snap.parent_id,
         "state": snap.state,
@@ -333,23 +335,25 @@ class _WritePlan:
 
         A step of a turn hands over the same tuple when no run changed (nothing
         to do), or the same runs in the same order with one replaced (a
-        pairwise pass); a run ending or pruned reorders them (a lookup by id).
+        pairwise pass); a run added or pruned shifts them (a lookup by id).
         """
         if runs is committed:
             return
-        if len(runs) == len(committed) and all(
-            a.run_id == b.run_id for a, b in zip(runs, committed, strict=True)
-        ):
-            self.upserted_runs.extend(
-                _run_row(run)
-                for run, old in zip(runs, committed, strict=True)
-                if run is not old and run != old
-            )
-            return
+        if len(runs) == len(committed):
+            changed: list[Run] = []
+            for run, old in zip(runs, committed, strict=True):
+                if run is not old:  # one identity test per run kept unchanged
+                    if run.run_id != old.run_id:
+                        break
+                    if run != old:
+                        changed.append(run)
+            else:
+                self.upserted_runs.extend(_run_row(run) for run in changed)
+                return
         before = {run.run_id: run for run in committed}
         for run in runs:
-            old = before.pop(run.run_id, None)
-            if old is None or (run is not old and run != old):
+            previous = before.pop(run.run_id, None)
+            if previous is None or (run is not previous and run != previous):
                 self.upserted_runs.append(_run_row(run))
         self.pruned_runs.extend(before)
 
