@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="URL",
         help="let runs POST their outcome to webhooks under this prefix of scheme, host, port and path "
-        "(repeatable; default: none, and a run with a webhook is refused with a 422)",
+        "(repeatable; default: none, and a run with a webhook is refused with a 403)",
     )
     serve.add_argument(
         "--llm-latency", type=float, default=0.0, help="seconds the scripted demo model waits per answer"

@@ -165,7 +165,7 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {"url": {"type": "string"}},
                     "additionalProperties": False,
                     "description": "POSTed the finished run; the URL must start with one of the "
-                    "service's --allow-webhook-url prefixes (none: 422)",
+                    "service's --allow-webhook-url prefixes (else 403 WebhookNotAllowed)",
                 }
             ),
         },
@@ -356,7 +356,11 @@ RUN = {
     "500": "SessionFailed: the session crashed too often; reset it",
 }
 #: What starting a run can answer besides a session route's failures.
-RUN_START = {"409": "SessionBusy (on_busy=reject)", "422": "IdempotencyConflict; webhooks not allowed"}
+RUN_START = {
+    "403": "WebhookNotAllowed: the webhook URL matches no --allow-webhook-url",
+    "409": "SessionBusy (on_busy=reject)",
+    "422": "IdempotencyConflict: the Idempotency-Key names a run of another prompt",
+}
 
 
 def merge(*parts: dict[str, str]) -> dict[str, str]:

@@ -199,7 +199,8 @@ def test_idempotency_busy_and_unknown_runs_are_problems(served: tuple[Hive, str]
     assert missing.status_code == 404 and missing.json()["error"] == "RunNotFound"
     assert httpx.get(f"{url}/v1/runs/not-a-run", timeout=30).status_code == 404
     hook = httpx.post(runs, json={"prompt": "x", "webhook": {"url": "http://elsewhere.example/"}}, timeout=30)
-    assert hook.status_code == 422 and "webhooks are not allowed" in hook.json()["detail"]
+    assert hook.status_code == 403 and hook.json()["error"] == "WebhookNotAllowed"
+    assert "webhooks are not allowed" in hook.json()["detail"]
     with RemoteHive(url) as remote:  # the same problems, as the very exceptions
         with pytest.raises(IdempotencyConflict):
             remote.start_run("s", "write c", idempotency_key="once")

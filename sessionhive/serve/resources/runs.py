@@ -40,11 +40,19 @@ def _webhook(call: Call, value: Any) -> Webhook | None:
         return None
     if not isinstance(value, dict) or set(value) != {"url"} or not isinstance(value["url"], str):
         raise InvalidConfig('webhook must be {"url": "<an allowed URL>"}')
+    # 403, as for a model endpoint outside --allow-base-url: the body is well formed, the operator
+    # has not allowed where it points.
     allowed = call.app.webhook_urls
     if allowed is None:
-        raise InvalidConfig("webhooks are not allowed: the service has no --allow-webhook-url")
+        raise HttpProblem(
+            403, "WebhookNotAllowed", "webhooks are not allowed: the service has no --allow-webhook-url"
+        )
     if not allowed.allows_explicitly(value["url"]):
-        raise InvalidConfig("webhooks are not allowed to that URL: it matches no --allow-webhook-url")
+        raise HttpProblem(
+            403,
+            "WebhookNotAllowed",
+            "webhooks are not allowed to that URL: it matches no --allow-webhook-url",
+        )
     # No secret over HTTP: the service signs with its own key (serve --webhook-secret-file).
     return Webhook(value["url"])
 

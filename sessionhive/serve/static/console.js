@@ -1,8 +1,9 @@
 // The sessionhive console: an approvals inbox of every tool call waiting for a human, a paged and
 // searchable session list, a session's history (newest first) and live events. Plain JavaScript
 // against the /v1 API; the bearer token lives in this tab's sessionStorage. Live events are read
-// with fetch (EventSource cannot send a header); the inbox and the list are polled, as no single
-// stream covers thousands of sessions.
+// with fetch (EventSource cannot send a header) and resumed with Last-Event-ID when a stream drops;
+// a prompt starts a run (by its id); the inbox and the list are polled, as no single stream covers
+// thousands of sessions.
 "use strict";
 
 const TOKEN_KEY = "sessionhive-token";
@@ -265,16 +266,17 @@ function showEvent(e) {
   list.scrollTop = list.scrollHeight;
 }
 
-async function openEvents(id) {
-  if (eventsAbort) eventsAbort.abort();
-  const abort = new AbortController();
-  eventsAbort = abort;
-  while (!abort.signal.aborted && current === id) {
+// Reads one server-sent event stream, resuming it where it broke: every frame's `id:` is kept, and a
+// reconnection sends it as Last-Event-ID, so the service replays exactly what was missed (fetch
+// rather than EventSource, which cannot send the Authorization header). Ends when onFrame returns
+// true (a terminal event) or the abort signal fires.
+async function followStream(path, abort, onFrame) {
+  let lastEventId = null;
+  while (!abort.signal.aborted) {
     try {
-      const response = await fetch(`/v1/sessions/${enc(id)}/events`, {
-        headers: { "Authorization": "Bearer " + token(), "Accept": "text/event-stream" },
-        signal: abort.signal,
-      });
+      const headers = { "Authorization": "Bearer " + token(), "Accept": "text/event-stream" };
+      if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
+      const response = await fetch(path, { headers, signal: abort.signal });
       if (response.status === 401) { logout("the token was refused; enter it again"); return; }
       if (!response.ok) throw new Error("HTTP " + response.status);
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -288,20 +290,63 @@ async function openEvents(id) {
           const block = buffer.slice(0, cut);
           buffer = buffer.slice(cut + 2);
           let type = "message";
+          let id = null;
           const data = [];
           for (const line of block.split("\n")) {
             if (line.startsWith("event:")) type = line.slice(6).trim();
+            else if (line.startsWith("id:")) id = line.slice(3).trim();
             else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
           }
-          if (data.length) onEvent(type, JSON.parse(data.join("\n")));
+          if (id !== null) lastEventId = id;
+          if (data.length && onFrame(type, JSON.parse(data.join("\n")))) return;
         }
       }
     } catch (err) {
       if (abort.signal.aborted) return;
-      say("live events: " + err.message + "; reconnecting");
+      say("live events: " + err.message + "; resuming");
     }
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
+}
+
+async function openEvents(id) {
+  if (eventsAbort) eventsAbort.abort();
+  const abort = new AbortController();
+  eventsAbort = abort;
+  await followStream(`/v1/sessions/${enc(id)}/events`, abort, (type, data) => {
+    if (current !== id) { abort.abort(); return true; }
+    onEvent(type, data);
+    return false;
+  });
+}
+
+// 128 random bits in hex (crypto.randomUUID needs a secure context; getRandomValues does not).
+function newKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// A prompt is a background run: POST .../runs answers at once with its id (the Idempotency-Key makes
+// a resent request the same run, never a second one), then the run's own stream says when it ends.
+async function runPrompt(sessionId, prompt) {
+  const headers = {
+    "Authorization": "Bearer " + token(),
+    "Content-Type": "application/json",
+    "Idempotency-Key": newKey(),
+  };
+  const response = await fetch(`/v1/sessions/${enc(sessionId)}/runs`, {
+    method: "POST", headers, body: JSON.stringify({ prompt }),
+  });
+  const run = await response.json();
+  if (!response.ok) throw new Error(run.error + ": " + run.detail);
+  say(`run ${run.run_id} started`);
+  let outcome = "";
+  await followStream(`/v1/runs/${enc(run.run_id)}/events`, new AbortController(), (type, data) => {
+    if (type === "TurnEnd") outcome = `run ${run.run_id} done: ${data.result.rounds} LLM call(s)`;
+    else if (type === "TurnError") outcome = `run ${run.run_id} failed: ${data.error}`;
+    else if (type === "TurnCancelled") outcome = `run ${run.run_id} cancelled: ${data.reason}`;
+    return outcome !== "";
+  });
+  say(outcome);
 }
 
 function onEvent(type, data) {
@@ -343,10 +388,9 @@ document.addEventListener("DOMContentLoaded", () => {
     const prompt = $("prompt").value;
     const sessionId = current;
     $("prompt").value = "";
-    say("turn sent");
+    say("run sent");
     try {
-      const result = await api("POST", `/v1/sessions/${enc(sessionId)}/turns`, { prompt });
-      say(`turn done: ${result.rounds} LLM call(s)`);
+      await runPrompt(sessionId, prompt);
     } catch (err) { say(String(err.message)); }
     if (sessionId === current) await loadHistory();
   });
