@@ -9,6 +9,7 @@ while a test reads, drops and resumes its stream.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from sessionhive import (
 )
 from sessionhive.client import RemoteHive
 from sessionhive.client._codec import event_from_dict
-from sessionhive.serve import ServerThread, TokenTable, new_token, serve_app
+from sessionhive.serve import ServerThread, TokenTable, _router, new_token, serve_app
+from sessionhive.serve._app import SHUTDOWN_REASON
 from tests.conftest import tool_loop_script
 
 SSE = {"Accept": "text/event-stream"}
@@ -234,3 +236,40 @@ def test_a_tenant_cannot_read_or_cancel_another_tenants_run(tmp_path: Path) -> N
             assert httpx.get(f"{server.url}/v1/sessions/a1/runs", headers=bob).status_code == 404
         finally:
             server.stop()
+
+
+def test_a_quiet_run_stream_keeps_alive_and_ends_with_a_terminal_event_at_shutdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_router, "SSE_KEEPALIVE_S", 0.2)
+    with Hive.start(store="memory", llm=ScriptedLlm(tool_loop_script), workspace=tmp_path) as hive:
+        hive.create_session("s")
+        server = ServerThread(serve_app(hive, require_token=False))
+        stopped = False
+        try:
+            run = httpx.post(f"{server.url}/v1/sessions/s/runs", json={"prompt": "write it"}).json()
+            lines: list[str] = []
+            with httpx.stream("GET", f"{server.url}/v1/runs/{run['run_id']}/events", timeout=30) as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+                    # Waiting for a human, the stream says only that it is alive; then the service stops.
+                    if line == ": keep-alive" and not stopped:
+                        stopped = True
+                        threading.Thread(target=server.stop, daemon=True).start()
+            frames = list(_frames(iter(lines)))
+        finally:
+            if not stopped:
+                server.stop()
+    assert ": keep-alive" in lines
+    assert frames[-1]["event"] == "TurnCancelled"
+    assert frames[-1]["data"]["reason"] == SHUTDOWN_REASON
+    assert [f["event"] for f in frames[:2]] == ["TurnStart", "ConfirmationRequired"]
+
+
+def test_remote_subscribe_after_replays_the_session_events_after_that_id(served: tuple[Hive, str]) -> None:
+    hive, url = served
+    hive.generate("s", "look once")
+    events = list(hive.run_events(hive.list_runs("s")[-1].run_id))
+    with RemoteHive(url) as remote, remote.subscribe("s", after=events[0].event_id) as subscription:
+        replayed = [subscription.get(timeout=30) for _ in events[1:]]
+    assert [e.event_id for e in replayed if e is not None] == [e.event_id for e in events[1:]]
