@@ -27,7 +27,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
-from sessionhive.model.errors import InvalidConfig, SessionhiveError
+# _Detailed: errors built from named fields, which pickle (a cluster shard raises them in another process).
+from sessionhive.model.errors import InvalidConfig, _Detailed
 from sessionhive.model.messages import Usage
 
 __all__ = [
@@ -59,32 +60,29 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 _RUN_PREFIX = "run_"
 
 
-class SessionBusy(SessionhiveError):
+class SessionBusy(_Detailed):
     """``on_busy="reject"``: the session is running a turn (HTTP 409)."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"session {session_id!r} is running a turn (on_busy='reject')")
-        self.session_id = session_id
+    session_id: str
+    template = "session {session_id!r} is running a turn (on_busy='reject')"
 
 
-class IdempotencyConflict(SessionhiveError):
+class IdempotencyConflict(_Detailed):
     """The idempotency key names a run of this session with another prompt (HTTP 422)."""
 
-    def __init__(self, session_id: str, key: str, run_id: str) -> None:
-        super().__init__(
-            f"session {session_id!r}: idempotency key {key!r} names run {run_id}, started with another prompt"
-        )
-        self.session_id = session_id
-        self.key = key
-        self.run_id = run_id
+    session_id: str
+    key: str
+    run_id: str
+    template = (
+        "session {session_id!r}: idempotency key {key!r} names run {run_id}, started with another prompt"
+    )
 
 
-class RunNotFound(SessionhiveError):
+class RunNotFound(_Detailed):
     """No run of that id: never created, malformed, or older than the session's kept runs (HTTP 404)."""
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"run {run_id!r} not found")
-        self.run_id = run_id
+    run_id: str
+    template = "run {run_id!r} not found"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,11 @@ from sessionhive import (  # noqa: E402 - after the importorskip
     ConfirmationRequired,
     ConfirmationResolved,
     Hive,
+    IdempotencyConflict,
     InvalidConfig,
     OutcomeUnknown,
     Reply,
+    RunNotFound,
     ScriptedLlm,
     SessionConfig,
     SessionExists,
@@ -303,6 +305,37 @@ def test_async_cluster_hive_streams_and_raises_like_async_hive(pg_url: str) -> N
             assert await hive.session_count() == 3
 
     asyncio.run(scenario())
+
+
+def test_runs_route_by_their_session_on_both_cluster_facades(pg_url: str) -> None:
+    """A run id names its session: get/wait/cancel/events reach that session's shard, with no index."""
+    with ClusterHive.start(shards=2, store=pg_url, llm=ScriptedLlm(TOOL_SCRIPT * 4)) as hive:
+        hive.create_session("r1", SessionConfig(confirmation_policy=ConfirmationPolicy(enabled=False)))
+        run = hive.start_run("r1", "look", idempotency_key="k")
+        assert hive.start_run("r1", "look", idempotency_key="k").run_id == run.run_id
+        with pytest.raises(IdempotencyConflict):
+            hive.start_run("r1", "other", idempotency_key="k")
+        finished = hive.wait_run(run.run_id, timeout=60)
+        assert finished.status == "completed" and hive.get_run(run.run_id) == finished
+        events = list(hive.run_events(run.run_id))
+        assert isinstance(events[-1], TurnEnd) and {e.run_id for e in events} == {run.run_id}
+        assert [e.event_id for e in events] == sorted({e.event_id for e in events})
+        after = list(hive.run_events(run.run_id, after=events[1].event_id))
+        assert [e.event_id for e in after] == [e.event_id for e in events[2:]]
+        stream = hive.generate_streaming("r1", "look again", idempotency_key="k2")
+        stream.result(60)
+        assert [r.run_id for r in hive.list_runs("r1")] == [run.run_id, stream.run_id]
+        assert hive.cancel_run(run.run_id) is False  # finished: nothing to cancel
+        with pytest.raises(RunNotFound):
+            hive.get_run("run_cjE_0123456789abcdef")
+
+        async def on_the_async_facade() -> None:
+            aio = hive.aio
+            started = await aio.start_run("r1", "look once more")
+            assert (await aio.wait_run(started.run_id, timeout=60)).status == "completed"
+            assert isinstance([e async for e in aio.run_events(started.run_id)][-1], TurnEnd)
+
+        hive._portal.run(on_the_async_facade())
 
 
 def test_async_calls_in_flight_on_a_killed_shard_end_as_outcome_unknown(pg_url: str) -> None:
