@@ -364,7 +364,8 @@ class AsyncHive(LocalFacade):
             yield event
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
-        return list((await self._view(session_id, timeout)).history)
+        view = await self._view(session_id, timeout)
+        return [*view.history, *view.in_progress]
 
     async def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage:
         return (await self._view(session_id, timeout)).context_usage

@@ -437,7 +437,8 @@ class Hive(LocalFacade):
         return iter(channel)
 
     def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
-        return list(self._view(session_id, timeout).history)
+        view = self._view(session_id, timeout)
+        return [*view.history, *view.in_progress]
 
     def context_usage(self, session_id: str, *, timeout: Timeout = DEFAULT) -> ContextUsage:
         return self._view(session_id, timeout).context_usage

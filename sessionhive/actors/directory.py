@@ -42,6 +42,9 @@ class SessionView(NamedTuple):
     policy: ConfirmationPolicy
     llm_config: LlmConfig | None  # never with an API key
     parent_id: str | None
+    #: The running turn's messages so far, marked in progress: ``history()`` shows them after
+    #: ``history`` (kept apart so that publishing a step copies no history).
+    in_progress: tuple[Message, ...] = ()
 
 
 class SessionEntry:

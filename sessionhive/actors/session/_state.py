@@ -175,13 +175,14 @@ class SessionState:
         self._entry.view = SessionView(
             self.version,
             self.state,
-            self.messages + self.in_progress() if self.running_turn is not None else self.messages,
+            self.messages,
             self.usage,
             self.context_usage(),
             tuple(self._pending),
             self.policy,
             self.effective_llm_config(),
             self.parent_id,
+            self.in_progress(),
         )
 
     def withdraw_view(self) -> None:
