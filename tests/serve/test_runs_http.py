@@ -8,6 +8,7 @@ while a test reads, drops and resumes its stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from sessionhive import (
     TurnEnd,
     Webhook,
 )
-from sessionhive.client import RemoteHive
+from sessionhive.client import AsyncRemoteHive, RemoteHive
 from sessionhive.client._codec import event_from_dict
 from sessionhive.serve import ServerThread, TokenTable, _router, new_token, serve_app
 from sessionhive.serve._app import SHUTDOWN_REASON
@@ -273,3 +274,28 @@ def test_remote_subscribe_after_replays_the_session_events_after_that_id(served:
     with RemoteHive(url) as remote, remote.subscribe("s", after=events[0].event_id) as subscription:
         replayed = [subscription.get(timeout=30) for _ in events[1:]]
     assert [e.event_id for e in replayed if e is not None] == [e.event_id for e in events[1:]]
+
+
+def test_async_remote_hive_runs_and_after_as_a_query_parameter(served: tuple[Hive, str]) -> None:
+    _hive, url = served
+
+    async def scenario() -> list[AgentEvent]:
+        async with AsyncRemoteHive(url) as remote:
+            run = await remote.start_run("s", "look async", idempotency_key="a1")
+            assert (await remote.start_run("s", "look async", idempotency_key="a1")).run_id == run.run_id
+            assert (await remote.wait_run(run.run_id, timeout=30)).status == "completed"
+            events = [event async for event in remote.run_events(run.run_id)]
+            assert [r.run_id for r in await remote.list_runs("s")] == [run.run_id]
+            assert await remote.cancel_run(run.run_id) is False
+            return events
+
+    events = asyncio.run(scenario())
+    assert isinstance(events[-1], TurnEnd)
+    run_id = events[0].run_id
+    with httpx.stream(
+        "GET", f"{url}/v1/runs/{run_id}/events?after={events[0].event_id}", timeout=30
+    ) as response:
+        after = [int(frame["id"]) for frame in _frames(response.iter_lines())]
+    assert after == [event.event_id for event in events[1:]]
+    bad = httpx.get(f"{url}/v1/runs/{run_id}/events", headers={"Last-Event-ID": "soon"}, timeout=30)
+    assert bad.status_code == 400
