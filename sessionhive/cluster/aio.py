@@ -482,6 +482,7 @@ class AsyncClusterHive:
             run = await self.get_run(run_id)
             if run.done and (after or 0) >= run.last_event_id:
                 return  # its terminal event is older than the session keeps: nothing more to send
+            await asyncio.sleep(FEED_POLL)  # the session is moving to another shard: ask again shortly
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         messages: list[Message] = await self._call(m.History(session_id), timeout)

@@ -21,7 +21,7 @@ from .._schemas import BOOL, QUOTA, RESUME_PARAMS, RUN, RUN_PARAMS, RUN_START, m
 from .._view import Turn
 from ..problems import HttpProblem
 
-__all__ = ["follow_run", "router", "run_options"]
+__all__ = ["router", "run_options"]
 
 router = Router()
 _S = "sessions/{session_id}"
@@ -85,12 +85,12 @@ async def start_run(call: Call) -> Any:
         if isinstance(exc, SessionPaused):
             app.view.paused.add(sid)
         raise
-    follow_run(call, run)
+    _watch_run(call, run)
     await app.tenancy.record(call.principal, "run", sid, call.owner, {"run_id": run.run_id})
     return run.to_dict()
 
 
-def follow_run(call: Call, run: Run) -> None:
+def _watch_run(call: Call, run: Run) -> None:
     """Follow a background run to its end: the console's view sees its events, the drain waits for it.
 
     Counted against the tenant's running turns until it ends, once: a retry with the
