@@ -19,7 +19,19 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
-from sessionhive import AgentEvent, AgentResult, CallTimeout, ConfirmationNotFound, ConfirmationRequired
+from sessionhive import (
+    AgentEvent,
+    AgentResult,
+    CallTimeout,
+    ConfirmationNotFound,
+    ConfirmationRequired,
+    LlmError,
+    SessionhiveError,
+    TurnCancelled,
+    TurnEnd,
+    TurnError,
+    TurnFailed,
+)
 from sessionhive.model.confirmation import decision_from_answer, read_confirmation_answer
 from sessionhive.model.events import TERMINAL_EVENTS
 
@@ -89,6 +101,10 @@ class _TurnReader(Generic[HiveT]):
         self._result: AgentResult | None = None
         self._error: Exception | None = None
         self._finished = False
+        # What a cut stream resumes from: the last event's id, and whether the turn's end was seen.
+        self._last_event_id: int | None = None
+        self._terminal: AgentEvent | None = None
+        self._dropped = False
 
     def _take(self, kind: str, data: str) -> AgentEvent | None:
         """The event one message carries, or ``None`` when it was the turn's outcome (kept)."""
@@ -106,9 +122,40 @@ class _TurnReader(Generic[HiveT]):
 
     def _ended_early(self) -> None:
         self._error = ServiceUnavailable(0, {"detail": "the turn's event stream ended early"})
+        self._dropped = True
 
     def _lost(self, exc: httpx.HTTPError) -> None:
         self._error = transport_error(exc, f"the turn of session {self.session_id!r}")
+        self._dropped = True
+
+    def _seen(self, event: AgentEvent) -> None:
+        if event.event_id:
+            self._last_event_id = event.event_id
+        if isinstance(event, TERMINAL_EVENTS):
+            self._terminal = event
+
+    def _resumable(self) -> bool:
+        """Cut off before its outcome: resume from the run's own stream (if the service named the run)."""
+        if not self._dropped or not self.run_id:
+            return False
+        if self._terminal is not None:  # the end arrived, its `result` frame did not: it says the same
+            self._settle(self._terminal)
+            return False
+        return True
+
+    def _settle(self, event: AgentEvent) -> None:
+        """The outcome a terminal event carries, as the embedded Hive raises or returns it."""
+        self._error = None
+        if isinstance(event, TurnEnd):
+            self._result = event.result
+        elif isinstance(event, TurnCancelled):
+            self._error = event
+        elif isinstance(event, TurnError):
+            failure = (LlmError if event.kind == "llm" else TurnFailed)(
+                f"session {self.session_id!r}: {event.error}"
+            )
+            failure.event = event
+            self._error = failure
 
     def _outcome(self) -> AgentResult:
         if self._error is not None:
@@ -154,23 +201,45 @@ class RemoteTurnStream(_TurnReader["RemoteHive"]):
         if self._finished:
             return
         try:
+            yield from self._answered(self._read())
+            if self._resumable():
+                # Cut off (a proxy, a network blip): the run goes on; read the rest of its events.
+                yield from self._answered(self._resumed())
+        finally:
+            self._finished = True
+
+    def _read(self) -> Iterator[AgentEvent]:
+        try:
             for kind, data in self._all_frames():
                 event = self._take(kind, data)
                 if event is None:
                     break
-                if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                    decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
-                    if decision is not None:
-                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                            self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
                 yield event
             else:
                 self._ended_early()
         except httpx.HTTPError as exc:
             self._lost(exc)
         finally:
-            self._finished = True
             self._response.close()
+
+    def _resumed(self) -> Iterator[AgentEvent]:
+        try:
+            for event in self._hive.run_events(self.run_id, after=self._last_event_id):
+                yield event
+                if isinstance(event, TERMINAL_EVENTS):
+                    self._settle(event)
+        except SessionhiveError as exc:  # gave up: the service stayed away
+            self._error = exc
+
+    def _answered(self, events: Iterator[AgentEvent]) -> Iterator[AgentEvent]:
+        for event in events:
+            self._seen(event)
+            if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
+                if decision is not None:
+                    with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                        self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+            yield event
 
     def result(self, timeout: float | None = None) -> AgentResult:
         """The outcome, once the stream has been read to its end (``timeout`` as Hive's, unused:
@@ -290,23 +359,46 @@ class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
         if self._finished:
             return
         try:
+            async for event in self._answered(self._read()):
+                yield event
+            if self._resumable():
+                async for event in self._answered(self._resumed()):
+                    yield event
+        finally:
+            self._finished = True
+
+    async def _read(self) -> AsyncIterator[AgentEvent]:
+        try:
             async for kind, data in self._all_frames():
                 event = self._take(kind, data)
                 if event is None:
                     return
-                if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
-                    answer = _ask(self._on_confirmation, event)
-                    decision = await read_confirmation_answer(answer, event.timeout_s)
-                    if decision is not None:
-                        with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                            await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
                 yield event
             self._ended_early()
         except httpx.HTTPError as exc:
             self._lost(exc)
         finally:
-            self._finished = True
             await self._response.aclose()
+
+    async def _resumed(self) -> AsyncIterator[AgentEvent]:
+        try:
+            async for event in self._hive.run_events(self.run_id, after=self._last_event_id):
+                yield event
+                if isinstance(event, TERMINAL_EVENTS):
+                    self._settle(event)
+        except SessionhiveError as exc:
+            self._error = exc
+
+    async def _answered(self, events: AsyncIterator[AgentEvent]) -> AsyncIterator[AgentEvent]:
+        async for event in events:
+            self._seen(event)
+            if self._on_confirmation is not None and isinstance(event, ConfirmationRequired):
+                answer = _ask(self._on_confirmation, event)
+                decision = await read_confirmation_answer(answer, event.timeout_s)
+                if decision is not None:
+                    with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
+                        await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+            yield event
 
     async def result(self, timeout: float | None = None) -> AgentResult:
         async def drain() -> None:
@@ -402,18 +494,24 @@ def follow_run(
             time.sleep(resumption.retry_delay(exc))
             continue
         parser = SseParser()
+        stopping = False
         try:
             for line in response.iter_lines():
                 _past(deadline, resumption.run_id)
                 frame = parser.feed(line)
-                if frame is None or frame[0] == "end":  # end: the service stops; resume elsewhere
+                if frame is None:
+                    continue
+                if frame[0] == "end":  # the service stops: resume, there or on another instance
+                    stopping = True
                     continue
                 event = event_from_dict(load(frame[1]))
                 resumption.took(event)
                 yield event
                 if isinstance(event, TERMINAL_EVENTS):
                     return
-            dropped: Exception = ServiceUnavailable(0, {"detail": "the run's event stream ended early"})
+            if not stopping:
+                return  # a whole stream without a terminal event: the run has nothing after `after`
+            dropped: Exception = ServiceUnavailable(0, {"detail": "the service stopped during the run"})
         except httpx.HTTPError as exc:
             dropped = transport_error(exc, f"the events of run {resumption.run_id!r}")
         finally:
@@ -436,18 +534,24 @@ async def afollow_run(
             await asyncio.sleep(resumption.retry_delay(exc))
             continue
         parser = SseParser()
+        stopping = False
         try:
             async for line in response.aiter_lines():
                 _past(deadline, resumption.run_id)
                 frame = parser.feed(line)
-                if frame is None or frame[0] == "end":
+                if frame is None:
+                    continue
+                if frame[0] == "end":  # the service stops: resume, there or on another instance
+                    stopping = True
                     continue
                 event = event_from_dict(load(frame[1]))
                 resumption.took(event)
                 yield event
                 if isinstance(event, TERMINAL_EVENTS):
                     return
-            dropped: Exception = ServiceUnavailable(0, {"detail": "the run's event stream ended early"})
+            if not stopping:
+                return  # a whole stream without a terminal event: the run has nothing after `after`
+            dropped: Exception = ServiceUnavailable(0, {"detail": "the service stopped during the run"})
         except httpx.HTTPError as exc:
             dropped = transport_error(exc, f"the events of run {resumption.run_id!r}")
         finally:

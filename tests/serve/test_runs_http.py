@@ -110,33 +110,42 @@ def test_a_dropped_run_stream_resumed_with_last_event_id_gets_every_event_once_i
     assert all(frame["id"] == str(frame["data"]["event_id"]) for frame in got)
 
 
+class CutOnce(httpx.HTTPTransport):
+    """Cuts the first stream whose path ends with ``suffix`` after ``frames`` frames (a proxy timing out)."""
+
+    def __init__(self, suffix: str, frames: int) -> None:
+        super().__init__()
+        self.suffix, self.frames, self.done = suffix, frames, False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if not request.url.path.endswith(self.suffix) or self.done:
+            return response
+        self.done = True
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        source: httpx.SyncByteStream = response.stream
+        frames = self.frames
+
+        class Cut(httpx.SyncByteStream):
+            def __iter__(self) -> Iterator[bytes]:
+                buffer = b""
+                for chunk in source:
+                    buffer += chunk
+                    if buffer.count(b"\n\n") >= frames:
+                        yield b"\n\n".join(buffer.split(b"\n\n")[:frames]) + b"\n\n"
+                        raise httpx.ReadError("connection reset")
+                yield buffer
+
+            def close(self) -> None:
+                response.close()
+
+        return httpx.Response(response.status_code, headers=response.headers, stream=Cut())
+
+
 def test_remote_run_events_resumes_by_itself_after_the_connection_drops(served: tuple[Hive, str]) -> None:
     hive, url = served
-    cut = {"done": False}
-
-    class CutOnce(httpx.HTTPTransport):
-        """Cuts the first run event stream after its first line (a proxy timing out)."""
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            response = super().handle_request(request)
-            if not request.url.path.endswith("/events") or cut["done"]:
-                return response
-            cut["done"] = True
-            assert isinstance(response.stream, httpx.SyncByteStream)
-            lines: httpx.SyncByteStream = response.stream
-
-            class Cut(httpx.SyncByteStream):
-                def __iter__(self) -> Iterator[bytes]:
-                    for chunk in lines:
-                        yield chunk.split(b"\n\n")[0] + b"\n\n"
-                        raise httpx.ReadError("connection reset")
-
-                def close(self) -> None:
-                    response.close()
-
-            return httpx.Response(response.status_code, headers=response.headers, stream=Cut())
-
-    with RemoteHive(url, transport=CutOnce()) as remote:
+    cut = CutOnce("/events", 1)
+    with RemoteHive(url, transport=cut) as remote:
         run = remote.start_run("s", "write again", idempotency_key="k1")
         events: list[AgentEvent] = []
         for event in remote.run_events(run.run_id):
@@ -145,9 +154,25 @@ def test_remote_run_events_resumes_by_itself_after_the_connection_drops(served: 
                 hive.confirm_tool("s", event.tool_id, True)
         with RemoteHive(url) as plain:
             everything = list(plain.run_events(run.run_id))
-    assert cut["done"]
+    assert cut.done
     assert [e.event_id for e in events] == [e.event_id for e in everything]
     assert isinstance(events[-1], TurnEnd)
+
+
+def test_a_remote_turn_stream_cut_mid_turn_goes_on_from_its_run_and_returns_the_result(
+    served: tuple[Hive, str],
+) -> None:
+    _hive, url = served
+    cut = CutOnce("/turns", 2)  # the `run` frame and TurnStart, then the connection drops
+    with RemoteHive(url, transport=cut) as remote:
+        stream = remote.generate_streaming("s", "write through a cut", on_confirmation=lambda _e: True)
+        events = list(stream)
+        result = stream.result()
+        with RemoteHive(url) as plain:
+            everything = list(plain.run_events(stream.run_id))
+    assert cut.done
+    assert [e.event_id for e in events] == [e.event_id for e in everything]  # each once, in order
+    assert result.text.startswith("done") and isinstance(events[-1], TurnEnd)
 
 
 def test_a_turn_stream_names_its_run_first_and_every_event_frame_carries_its_id(

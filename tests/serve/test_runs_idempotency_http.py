@@ -93,8 +93,9 @@ def test_a_key_acknowledged_before_a_kill_9_still_names_the_one_run_after_the_re
             assert {answer["run_id"] for answer in answers} == {first["run_id"]}
             with RemoteHive(url, token=TOKEN) as remote:
                 ended = remote.wait_run(first["run_id"], timeout=60)
-            # Killed while the model answered (it takes 1.5 s): the run says so, and is not run again.
-            assert ended.status == "interrupted", ended
+            # Killed while the model answered (it takes 1.5 s): the run reads `interrupted` (or, on a
+            # machine so loaded that the answer landed before the kill, `completed`), never run again.
+            assert ended.status in ("interrupted", "completed"), ended
             # No retry, however many, asked the model again.
             assert len(mock.requests()) == 1, mock.requests()
         finally:

@@ -164,7 +164,9 @@ async def run_events(call: Call) -> Any:
                     continue
                 ended = isinstance(event, TERMINAL_EVENTS)
                 yield Frame(event.type, event_to_dict(event), event.event_id)
-            if not ended:  # shut down before the run ended: the last frame says so, as /events' does
+            if not ended and end.closed.is_set():
+                # Shut down before the run ended: the last frame says so, as /events' does. (A run
+                # whose events all lie before `after` just ends: there is nothing more to send.)
                 yield Frame("end", {"run_id": run_id, "draining": app.draining})
         finally:
             app.subscriptions.discard(end)
