@@ -25,6 +25,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar, Unpack
 from urllib.parse import parse_qs, quote
 
+from sessionhive.model.events import AgentEvent, event_to_dict
 from sessionhive.persistence.audit import DEFAULT_TENANT
 
 from ._auth import ALL_SCOPES, Principal
@@ -47,6 +48,7 @@ __all__ = [
     "RouteOptions",
     "Router",
     "StreamEnd",
+    "event_frame",
     "keep_alive",
 ]
 
@@ -80,6 +82,15 @@ class Frame(NamedTuple):
     event: str
     data: Any
     event_id: int | None = None
+
+
+def event_frame(event: AgentEvent) -> Frame:
+    """An event's frame, with ``id:`` only when the event has an id of its own.
+
+    An :class:`~sessionhive.EventsDropped` notice has none (0): were it sent as ``id: 0``, a
+    client's ``Last-Event-ID`` would fall back to 0 and a reconnection replay everything again.
+    """
+    return Frame(event.type, event_to_dict(event), event.event_id or None)
 
 
 @dataclass(frozen=True)

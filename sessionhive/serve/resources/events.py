@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sessionhive import event_to_dict
-
 from .. import _router
-from .._router import Call, EventStream, Frame, Router
+from .._router import Call, EventStream, Frame, Router, event_frame
 from .._schemas import RESUME_PARAMS
 
 __all__ = ["router"]
@@ -44,7 +42,7 @@ async def events(call: Call) -> Any:
                     yield Frame("end", {"session_id": sid, "draining": app.draining})
                     return
                 app.view.observe(event)
-                yield Frame(event.type, event_to_dict(event), event.event_id)
+                yield event_frame(event)
         finally:
             app.subscriptions.discard(subscription)
             subscription.close()

@@ -11,12 +11,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sessionhive import InvalidConfig, SessionPaused, event_to_dict
+from sessionhive import InvalidConfig, SessionPaused
 from sessionhive.api import DEFAULT_ON_BUSY
 from sessionhive.model.events import TERMINAL_EVENTS
 from sessionhive.model.runs import Run, Webhook, check_idempotency_key, check_on_busy
 
-from .._router import Call, EventStream, Frame, Router, StreamEnd, keep_alive
+from .._router import Call, EventStream, Frame, Router, StreamEnd, event_frame, keep_alive
 from .._schemas import BOOL, QUOTA, RESUME_PARAMS, RUN, RUN_PARAMS, RUN_START, merge, obj, ref
 from .._view import Turn
 from ..problems import HttpProblem
@@ -163,7 +163,7 @@ async def run_events(call: Call) -> Any:
                     yield None
                     continue
                 ended = isinstance(event, TERMINAL_EVENTS)
-                yield Frame(event.type, event_to_dict(event), event.event_id)
+                yield event_frame(event)
             if not ended and end.closed.is_set():
                 # Shut down before the run ended: the last frame says so, as /events' does. (A run
                 # whose events all lie before `after` just ends: there is nothing more to send.)

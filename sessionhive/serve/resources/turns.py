@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sessionhive import AsyncTurnStream, InvalidConfig, SessionPaused, event_to_dict
+from sessionhive import AsyncTurnStream, InvalidConfig, SessionPaused
 
 from .. import _router
-from .._router import Call, EventStream, Frame, Router
+from .._router import Call, EventStream, Frame, Router, event_frame
 from .._schemas import MODEL, QUOTA, RESUME_PARAMS, RUN_PARAMS, RUN_START, merge, ref
 from .._view import Turn
 from ..problems import HttpProblem, problem_for
@@ -109,7 +109,7 @@ async def _turn_events(running: Turn, run_id: str, after: int | None) -> AsyncIt
             continue
         if kind == "event":
             if after is None or value.event_id > after:
-                yield Frame(value.type, event_to_dict(value), value.event_id)
+                yield event_frame(value)
         elif kind == "result":
             yield Frame("result", value.to_dict())
             return
