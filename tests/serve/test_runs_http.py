@@ -23,6 +23,7 @@ from sessionhive import (
     ConfirmationRequired,
     Hive,
     IdempotencyConflict,
+    InvalidConfig,
     RunNotFound,
     ScriptedLlm,
     SessionBusy,
@@ -31,9 +32,18 @@ from sessionhive import (
 )
 from sessionhive.client import AsyncRemoteHive, RemoteHive
 from sessionhive.client._codec import event_from_dict
-from sessionhive.serve import ServerThread, TokenTable, _router, new_token, serve_app
+from sessionhive.serve import (
+    ServeOptions,
+    ServerThread,
+    TokenTable,
+    _router,
+    new_token,
+    run_service,
+    serve_app,
+)
 from sessionhive.serve._app import SHUTDOWN_REASON
 from tests.conftest import tool_loop_script
+from tests.runs.runs_helpers import CountingScript
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -324,3 +334,24 @@ def test_async_remote_hive_runs_and_after_as_a_query_parameter(served: tuple[Hiv
     assert after == [event.event_id for event in events[1:]]
     bad = httpx.get(f"{url}/v1/runs/{run_id}/events", headers={"Last-Event-ID": "soon"}, timeout=30)
     assert bad.status_code == 400
+
+
+def test_a_retried_turn_with_its_key_is_answered_without_a_second_model_call(tmp_path: Path) -> None:
+    script = CountingScript()
+    with Hive.start(store="memory", llm=ScriptedLlm(script), workspace=tmp_path) as hive:
+        hive.create_session("s")
+        with ServerThread(serve_app(hive, require_token=False)) as server, RemoteHive(server.url) as remote:
+            first = remote.generate("s", "look here", idempotency_key="t1")
+            again = remote.generate("s", "look here", idempotency_key="t1")
+            streamed = remote.generate_streaming("s", "look here", idempotency_key="t1")
+            assert list(streamed)[-1].type == "TurnEnd" and streamed.result().text == first.text
+            with pytest.raises(IdempotencyConflict):
+                remote.generate("s", "look elsewhere", idempotency_key="t1")
+    assert again.text == first.text
+    assert len(script.calls) == 2  # the tool round and the answer, once
+
+
+def test_a_malformed_allow_webhook_url_is_refused_before_the_port_is_taken() -> None:
+    options = ServeOptions(store="memory", llm=None, allow_webhook_urls=["ftp://hooks.example"], say=print)
+    with pytest.raises(InvalidConfig, match="--allow-webhook-url"):
+        run_service(options)
