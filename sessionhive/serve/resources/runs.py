@@ -14,7 +14,7 @@ from typing import Any
 from sessionhive import InvalidConfig, SessionPaused
 from sessionhive.api import DEFAULT_ON_BUSY
 from sessionhive.model.events import TERMINAL_EVENTS
-from sessionhive.model.runs import Run, Webhook, check_idempotency_key, check_on_busy
+from sessionhive.model.runs import OnBusy, Run, Webhook, check_idempotency_key, check_on_busy
 
 from .._router import Call, EventStream, Frame, Router, StreamEnd, event_frame, keep_alive
 from .._schemas import BOOL, QUOTA, RESUME_PARAMS, RUN, RUN_PARAMS, RUN_START, merge, obj, ref
@@ -28,7 +28,7 @@ _S = "sessions/{session_id}"
 _R = "runs/{run_id}"
 
 
-def run_options(call: Call, body: dict[str, Any]) -> tuple[str | None, Any]:
+def run_options(call: Call, body: dict[str, Any]) -> tuple[str | None, OnBusy]:
     """The request's ``Idempotency-Key`` header and ``on_busy`` body field, checked (422 if wrong)."""
     key = check_idempotency_key(call.request.headers.get("idempotency-key"))
     return key, check_on_busy(body.get("on_busy", DEFAULT_ON_BUSY))
