@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
@@ -28,10 +28,11 @@ if TYPE_CHECKING:
     from sessionhive.llm import ClientCache, LlmClient
     from sessionhive.metrics.registry import HiveMetrics
     from sessionhive.model.llm_config import LlmConfig
+    from sessionhive.model.runs import Run, Webhook
     from sessionhive.persistence.snapshot import SessionSnapshot
     from sessionhive.runtime import AsyncioBackend
 
-__all__ = ["SAVE_DELAY", "HiveServices", "PersistenceLink"]
+__all__ = ["SAVE_DELAY", "HiveServices", "PersistenceLink", "RunWebhooks"]
 
 #: Longest a snapshot waits on the actors' loop before it leaves for the
 #: persistence actor with the others of its batch (see PersistenceLink).
@@ -193,6 +194,15 @@ class PersistenceLink:
             pass  # the Hive stopped: its last flush already ran
 
 
+class RunWebhooks(Protocol):
+    """Where a session hands a finished run that has a webhook (the webhook outbox delivers it).
+
+    Called on the session actor's thread: it must only record the delivery, never wait for it.
+    """
+
+    def run_finished(self, run: Run, webhook: Webhook) -> None: ...
+
+
 @dataclass(frozen=True)
 class HiveServices:
     """What every session of a Hive shares: immutable services, no session state."""
@@ -215,6 +225,8 @@ class HiveServices:
     trace_content: bool = False
     #: The ledgers of the session budgets and of the Hive's (or each tenant's) budget.
     budgets: BudgetBook = field(default_factory=BudgetBook)
+    #: The webhook outbox, if the Hive delivers webhooks (``None``: a run's webhook is not delivered).
+    webhooks: RunWebhooks | None = None
 
     @property
     def stores_sessions(self) -> bool:
