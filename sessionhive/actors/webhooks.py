@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     from sessionhive.metrics.registry import HiveMetrics
     from sessionhive.model.runs import Run, Webhook
-    from sessionhive.persistence._protocol import SessionStore
+    from sessionhive.persistence import SessionStore
 
 __all__ = [
     "DELIVERY_HEADER",
