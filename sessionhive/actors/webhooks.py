@@ -343,6 +343,8 @@ class WebhookDeliverer:
                 )
                 return
             self._secrets.pop(delivery.delivery_id, None)
+            with contextlib.suppress(StoreError):  # the next pass of the loop counts again
+                self._metrics.webhook_pending.set((await asyncio.to_thread(self._outbox.pending))[0])
             log.debug(
                 "sessionhive: webhook delivery %s to %s: %s", delivery.delivery_id, _origin(delivery.url), why
             )

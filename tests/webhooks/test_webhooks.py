@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -151,8 +152,9 @@ def test_outbox_claims_each_due_delivery_once_and_keeps_what_is_pending(stores: 
 
 
 def test_delivery_retried_through_500s_arrives_once_signed_with_the_webhooks_secret(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="sessionhive")
     database = tmp_path / "hive.db"
     hive = Hive.start(store=f"sqlite:///{database}", workspace=tmp_path, webhook_secret=SERVER_SECRET)
     run = finished_run("s1")
@@ -178,6 +180,10 @@ def test_delivery_retried_through_500s_arrives_once_signed_with_the_webhooks_sec
     assert sample(hive, "sessionhive_webhook_deliveries_total", outcome="refused") == len(requests) - 1
     assert sample(hive, "sessionhive_webhook_attempts_total") == len(requests)
     assert sample(hive, "sessionhive_webhook_pending") == 0
+    logged = caplog.text
+    assert "webhook delivery" in logged and "answered 500" in logged, "the retries were logged"
+    for secret in (OWN_SECRET, SERVER_SECRET, "token=in-the-url", "/hook/path"):
+        assert secret not in logged, f"{secret!r} reached a log line"
 
 
 @pytest.mark.parametrize("store", ["file", "memory"])
