@@ -13,9 +13,11 @@ from sessionhive.actors.webhooks import verify_webhook_signature
 from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
 from sessionhive.api import (
     AsyncHiveAPI,
+    AsyncRunsAPI,
     AsyncSubscriptionAPI,
     AsyncTurnStreamAPI,
     HiveAPI,
+    RunsAPI,
     SubscriptionAPI,
     TurnStreamAPI,
 )
@@ -74,6 +76,15 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
+from sessionhive.model.runs import (
+    IdempotencyConflict,
+    OnBusy,
+    Run,
+    RunNotFound,
+    RunStatus,
+    SessionBusy,
+    Webhook,
+)
 from sessionhive.runtime import AsyncioBackend, PooledBackend, ThreadBackend
 from sessionhive.tools import PermissionPolicy, PermissionRule, ToolContext, ToolExecutor
 
@@ -84,6 +95,7 @@ __all__ = [
     "AgentResult",
     "AsyncHive",
     "AsyncHiveAPI",
+    "AsyncRunsAPI",
     "AsyncSubscription",
     "AsyncSubscriptionAPI",
     "AsyncTurnStream",
@@ -103,6 +115,7 @@ __all__ = [
     "Hive",
     "HiveAPI",
     "HiveStopped",
+    "IdempotencyConflict",
     "InvalidConfig",
     "InvalidSessionId",
     "LlmClient",
@@ -112,6 +125,7 @@ __all__ = [
     "McpServer",
     "Message",
     "MetricsConfig",
+    "OnBusy",
     "OutcomeUnknown",
     "Overloaded",
     "PermissionPolicy",
@@ -123,7 +137,12 @@ __all__ = [
     "QuotaExceeded",
     "RateLimit",
     "Reply",
+    "Run",
+    "RunNotFound",
+    "RunStatus",
+    "RunsAPI",
     "ScriptedLlm",
+    "SessionBusy",
     "SessionConfig",
     "SessionExists",
     "SessionFailed",
@@ -152,6 +171,7 @@ __all__ = [
     "TurnStream",
     "TurnStreamAPI",
     "Usage",
+    "Webhook",
     "__version__",
     "event_to_dict",
     "set_prices",

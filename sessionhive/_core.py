@@ -43,6 +43,7 @@ from sessionhive.actors.directory import Directory, SessionView
 from sessionhive.actors.messages import (
     Activate,
     Cancel,
+    CancelRun,
     Clear,
     Compact,
     Configure,
@@ -50,6 +51,8 @@ from sessionhive.actors.messages import (
     Create,
     DestroyTree,
     Generate,
+    GetRun,
+    ListRuns,
     ListSessions,
     LoadAll,
     MaybeAutoCompact,
@@ -58,11 +61,14 @@ from sessionhive.actors.messages import (
     ResetSession,
     Resume,
     Route,
+    RunEvents,
     SessionCall,
     SetPolicy,
     ShutdownAll,
+    StartRun,
     Subscribe,
     Unsubscribe,
+    WaitRun,
 )
 from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
@@ -100,6 +106,16 @@ from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import AgentResult
+from sessionhive.model.runs import (
+    DEFAULT_MAX_FINISHED_RUNS,
+    OnBusy,
+    Run,
+    RunNotFound,
+    Webhook,
+    check_idempotency_key,
+    check_on_busy,
+    session_of_run,
+)
 from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.model.validate import (
     check_confirm_arguments,
@@ -187,6 +203,7 @@ class HiveOptions:
     trace_content: bool = False
     budget: Budget | None = None
     mcp_servers: Sequence[McpServer] = ()
+    max_finished_runs: int = DEFAULT_MAX_FINISHED_RUNS
     #: Signs webhook deliveries whose Webhook has no secret of its own (or lost it in a restart).
     webhook_secret: str | bytes | None = field(default=None, repr=False)
 
@@ -204,6 +221,7 @@ class HiveOptions:
         check_instance("budget", self.budget, Budget, optional=True)
         check_positive_int("subscriber_queue_size", self.subscriber_queue_size)
         check_positive_int("mailbox_size", self.mailbox_size)
+        check_positive_int("max_finished_runs", self.max_finished_runs)
         check_positive_int("restart_limit", self.restart_limit)
         check_positive_number("call_timeout", self.call_timeout)
         check_positive_number("restart_window", self.restart_window)
@@ -363,6 +381,7 @@ class HiveCore:
             persistence_backlog=prepared.backlog,
             trace_content=options.trace_content,
             budgets=BudgetBook(options.budget),
+            max_finished_runs=options.max_finished_runs,
             webhooks=prepared.webhooks,
         )
         self.webhooks = prepared.webhooks
@@ -569,9 +588,12 @@ class HiveCore:
         sink: EventSink | None,
         on_confirmation: OnConfirmation | None,
         here: bool,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = "enqueue",
     ) -> tuple[Pending[AgentResult], Reply]:
-        """The turn's result, and the reply completed once the session accepted the turn."""
+        """The turn's result, and the reply completed with its :class:`Run` once the session accepted it."""
         check_instance("prompt", prompt, str)
+        key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         if on_confirmation is not None:
             if not callable(on_confirmation):
                 raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")
@@ -579,9 +601,58 @@ class HiveCore:
         accepted = self.new_reply(here)
         parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
-            session_id, lambda r: Generate(r, prompt, sink, accepted, parent), "generate()", here
+            session_id,
+            lambda r: Generate(r, prompt, sink, accepted, parent, key, on_busy),
+            "generate()",
+            here,
         )
         return result, accepted
+
+    def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        idempotency_key: str | None,
+        on_busy: OnBusy,
+        webhook: Webhook | None,
+        here: bool,
+    ) -> Pending[Run]:
+        check_instance("prompt", prompt, str)
+        check_instance("webhook", webhook, Webhook, optional=True)
+        key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
+        parent = tracing.current_context()
+        return self.call(
+            session_id, lambda r: StartRun(r, prompt, key, on_busy, webhook, parent), "start_run()", here
+        )
+
+    def _run_call(
+        self, run_id: str, make: Callable[[Reply], SessionCall], op: str, here: bool
+    ) -> Pending[Any]:
+        """Send the run's session ``make(reply)``: RunNotFound for an id naming no session of this Hive."""
+        session_id = session_of_run(run_id)
+        try:
+            self.check_known(session_id)
+        except (SessionNotFound, InvalidConfig):
+            raise RunNotFound(run_id) from None
+        return self.call(session_id, make, op, here)
+
+    def get_run(self, run_id: str, here: bool) -> Pending[Run]:
+        return self._run_call(run_id, lambda r: GetRun(r, run_id), "get_run()", here)
+
+    def wait_run(self, run_id: str, here: bool) -> Pending[Run]:
+        return self._run_call(run_id, lambda r: WaitRun(r, run_id), "wait_run()", here)
+
+    def cancel_run(self, run_id: str, here: bool) -> Pending[bool]:
+        return self._run_call(run_id, lambda r: CancelRun(r, run_id), "cancel_run()", here)
+
+    def list_runs(self, session_id: str, here: bool) -> Pending[list[Run]]:
+        return self.call(session_id, ListRuns, "list_runs()", here)
+
+    def run_events(self, run_id: str, after: int | None, sink: EventSink, here: bool) -> Pending[None]:
+        """Replay the run's events after ``after`` into ``sink``, then stream its live ones until it ends."""
+        if after is not None:
+            check_instance("after", after, int)
+        return self._run_call(run_id, lambda r: RunEvents(r, run_id, after, sink), "run_events()", here)
 
     def clear(self, session_id: str, here: bool) -> Pending[None]:
         return self.call(session_id, Clear, "clear()", here)
@@ -635,8 +706,12 @@ class HiveCore:
         check_instance("policy", policy, ConfirmationPolicy)
         return self.call(session_id, lambda r: SetPolicy(r, policy), "set_confirmation_policy()", here)
 
-    def subscribe(self, session_id: str, sink: EventSink, here: bool) -> Pending[None]:
-        return self.call(session_id, lambda r: Subscribe(r, sink), "subscribe()", here)
+    def subscribe(
+        self, session_id: str, sink: EventSink, here: bool, after: int | None = None
+    ) -> Pending[None]:
+        if after is not None:
+            check_instance("after", after, int)
+        return self.call(session_id, lambda r: Subscribe(r, sink, after), "subscribe()", here)
 
     # ------------------------------------------------------------------ persistence
 

@@ -29,13 +29,14 @@ from sessionhive._core import (
     taking,
 )
 from sessionhive.actors.directory import SessionView
-from sessionhive.api import DEFAULT, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.api import DEFAULT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.hive import Hive, LocalFacade
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, Usage
+from sessionhive.model.runs import OnBusy, Run, Webhook
 from sessionhive.runtime import Reply
 
 __all__ = ["AsyncHive", "AsyncSubscription", "AsyncTurnStream"]
@@ -84,9 +85,15 @@ class AsyncTurnStream:
     """The events of one turn, as an async iterator; ``await stream.result()`` for the outcome."""
 
     def __init__(
-        self, hive: AsyncHive, session_id: str, channel: AsyncChannel, result: Pending[AgentResult]
+        self,
+        hive: AsyncHive,
+        session_id: str,
+        channel: AsyncChannel,
+        result: Pending[AgentResult],
+        run_id: str,
     ) -> None:
         self.session_id = session_id
+        self.run_id = run_id
         self._hive = hive
         self._channel = channel
         self._result = result
@@ -282,9 +289,13 @@ class AsyncHive(LocalFacade):
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AgentResult:
         """Run one turn (see :meth:`HiveAPI.generate`); ``on_confirmation`` may be a coroutine function."""
-        result, _accepted = self._core.generate(session_id, prompt, None, on_confirmation, self._here)
+        result, _accepted = self._core.generate(
+            session_id, prompt, None, on_confirmation, self._here, idempotency_key, on_busy
+        )
         return await self._wait(result, timeout)
 
     async def generate_streaming(
@@ -294,9 +305,13 @@ class AsyncHive(LocalFacade):
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AsyncTurnStream:
         channel = AsyncChannel(asyncio.get_running_loop())
-        result, accepted = self._core.generate(session_id, prompt, channel, on_confirmation, self._here)
+        result, accepted = self._core.generate(
+            session_id, prompt, channel, on_confirmation, self._here, idempotency_key, on_busy
+        )
         turn, taken = _as_asyncio(result.reply), _as_asyncio(accepted)
         done, _ = await asyncio.wait(
             [turn, taken], timeout=self._core.timeout(timeout), return_when=asyncio.FIRST_COMPLETED
@@ -304,10 +319,49 @@ class AsyncHive(LocalFacade):
         if not done:
             turn.add_done_callback(_retrieve)
             raise self._core.turn_not_accepted(session_id)
-        error = turn.exception() if turn.done() and not taken.done() else None
-        if error is not None:
-            raise error
-        return AsyncTurnStream(self, session_id, channel, Pending(turn, result.op, session_id))
+        if not taken.done():
+            error = turn.exception()
+            if error is not None:
+                raise error
+            await taken  # answered before the turn's result: the session accepts first
+        run: Run = taken.result()
+        return AsyncTurnStream(self, session_id, channel, Pending(turn, result.op, session_id), run.run_id)
+
+    # ------------------------------------------------------------------ runs
+
+    async def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run:
+        pending = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, self._here)
+        return await self._wait(pending, timeout)
+
+    async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
+        return await self._wait(self._core.get_run(run_id, self._here), timeout)
+
+    async def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run:
+        return await self._wait(self._core.wait_run(run_id, self._here), timeout)
+
+    async def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        return await self._wait(self._core.cancel_run(run_id, self._here), timeout)
+
+    async def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
+        return await self._wait(self._core.list_runs(session_id, self._here), timeout)
+
+    async def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncIterator[AgentEvent]:
+        """See :meth:`RunsAPI.run_events` (``async for``); the replay starts at the first iteration."""
+        channel = AsyncChannel(asyncio.get_running_loop())
+        await self._wait(self._core.run_events(run_id, after, channel, self._here), timeout)
+        async for event in channel:
+            yield event
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         return list((await self._view(session_id, timeout)).history)
@@ -386,9 +440,11 @@ class AsyncHive(LocalFacade):
 
     # ------------------------------------------------------------------ events and the store
 
-    async def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> AsyncSubscription:
+    async def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncSubscription:
         channel = AsyncChannel(asyncio.get_running_loop(), *self._core.subscriber_queue(session_id))
-        await self._wait(self._core.subscribe(session_id, channel, self._here), timeout)
+        await self._wait(self._core.subscribe(session_id, channel, self._here, after), timeout)
         return AsyncSubscription(self, session_id, channel)
 
     async def flush(self, timeout: Timeout = None) -> None:

@@ -25,6 +25,7 @@ from sessionhive.model.confirmation import OnConfirmation
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.runs import OnBusy, Run, Webhook
 from sessionhive.model.validate import check_number
 
 __all__ = [
@@ -32,15 +33,20 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_MAILBOX_SIZE",
     "DEFAULT_MAX_CONCURRENT_TURNS",
+    "DEFAULT_ON_BUSY",
     "DEFAULT_RESTART_LIMIT",
     "DEFAULT_RESTART_WINDOW",
     "DEFAULT_STOP_TIMEOUT",
     "DEFAULT_SUBSCRIBER_QUEUE_SIZE",
     "AsyncHiveAPI",
+    "AsyncRunTurnStreamAPI",
+    "AsyncRunsAPI",
     "AsyncSubscriptionAPI",
     "AsyncTurnStreamAPI",
     "Default",
     "HiveAPI",
+    "RunTurnStreamAPI",
+    "RunsAPI",
     "SubscriptionAPI",
     "Timeout",
     "TurnStreamAPI",
@@ -63,6 +69,8 @@ DEFAULT_MAX_CONCURRENT_TURNS: Final = 10_000
 #: Crashes within :data:`DEFAULT_RESTART_WINDOW` seconds before a session is marked failed.
 DEFAULT_RESTART_LIMIT: Final = 3
 DEFAULT_RESTART_WINDOW: Final = 60.0
+#: What a turn does when its session is busy with another: wait for it (today's behaviour).
+DEFAULT_ON_BUSY: Final[OnBusy] = "enqueue"
 
 # ---------------------------------------------------------------------- timeouts
 
@@ -471,3 +479,151 @@ class AsyncHiveAPI(Protocol):
     async def flush(self, timeout: Timeout = None) -> None: ...
 
     async def store_health(self, *, timeout: Timeout = DEFAULT) -> list[tuple[str, str]]: ...
+
+
+# ---------------------------------------------------------------------- runs (issue 21)
+#
+# Declared apart from HiveAPI while the HTTP and cluster facades catch up:
+# tests/test_api_protocols.py checks Hive and AsyncHive against these two;
+# once every facade has them they join HiveAPI / AsyncHiveAPI.
+
+
+class RunTurnStreamAPI(TurnStreamAPI, Protocol):
+    """A turn stream that names its run."""
+
+    @property
+    def run_id(self) -> str: ...
+
+
+class AsyncRunTurnStreamAPI(AsyncTurnStreamAPI, Protocol):
+    @property
+    def run_id(self) -> str: ...
+
+
+class RunsAPI(Protocol):
+    """Runs: every turn is a :class:`~sessionhive.Run` with an id, a status and its events.
+
+    ``idempotency_key`` names a run within its session: the same key with
+    the same prompt is answered with that run (no second model call, also
+    after a restart, for as long as the run's record is kept); with another
+    prompt it raises :class:`~sessionhive.IdempotencyConflict`. ``on_busy``
+    says what a turn does while the session runs another: ``"enqueue"``
+    (wait), ``"reject"`` (:class:`~sessionhive.SessionBusy`),
+    ``"interrupt"`` (cancel what runs and is queued, as
+    ``cancel_operation`` does, then run) or ``"rollback"`` (the same, and the
+    cancelled turn's messages leave the history).
+    """
+
+    def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = None,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> AgentResult: ...
+
+    def generate_streaming(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> RunTurnStreamAPI: ...
+
+    def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run:
+        """Start a turn and return its run once accepted (durable sessions: once its record committed)."""
+
+    def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
+        """The run now; :class:`~sessionhive.RunNotFound` if unknown or no longer kept."""
+
+    def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run:
+        """The run once it finished; :class:`~sessionhive.CallTimeout` after ``timeout``."""
+
+    def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        """Cancel a queued or running run; True if it was and now is cancelled."""
+
+    def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
+        """The session's unfinished runs and its kept finished ones, oldest first."""
+
+    def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> Iterator[AgentEvent]:
+        """The run's kept events with ``event_id > after``, then its live ones, until its terminal event.
+
+        Starts with an :class:`~sessionhive.events.EventsDropped` when events
+        after ``after`` are no longer kept; the terminal event is never lost
+        (rebuilt from the run's record when needed).
+        """
+
+    def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> SubscriptionAPI:
+        """:meth:`HiveAPI.subscribe`, replaying the kept events with ``event_id > after`` first."""
+
+
+class AsyncRunsAPI(Protocol):
+    """:class:`RunsAPI` for coroutines; ``run_events`` is an async iterator (``async for``)."""
+
+    async def generate(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = None,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> AgentResult: ...
+
+    async def generate_streaming(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+    ) -> AsyncRunTurnStreamAPI: ...
+
+    async def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run: ...
+
+    async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run: ...
+
+    async def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run: ...
+
+    async def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool: ...
+
+    async def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]: ...
+
+    def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncIterator[AgentEvent]: ...
+
+    async def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> AsyncSubscriptionAPI: ...

@@ -32,13 +32,21 @@ from sessionhive._core import (
     taking,
 )
 from sessionhive.actors.directory import SessionView
-from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_MAILBOX_SIZE, DEFAULT_STOP_TIMEOUT, Timeout
+from sessionhive.api import (
+    DEFAULT,
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAILBOX_SIZE,
+    DEFAULT_ON_BUSY,
+    DEFAULT_STOP_TIMEOUT,
+    Timeout,
+)
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.runs import OnBusy, Run, Webhook
 
 __all__ = [
     "DEFAULT_ACTOR_BACKEND",
@@ -126,10 +134,14 @@ class TurnStream:
     Iterate it for the events; :meth:`result` waits for the :class:`AgentResult`
     (and raises :class:`~sessionhive.TurnCancelled`, :class:`~sessionhive.TurnFailed`
     or :class:`~sessionhive.LlmError` when the turn did not complete).
+    ``run_id`` names the turn's run (``get_run``, ``run_events``).
     """
 
-    def __init__(self, hive: Hive, session_id: str, channel: ThreadChannel, result: Pending[AgentResult]):
+    def __init__(
+        self, hive: Hive, session_id: str, channel: ThreadChannel, result: Pending[AgentResult], run_id: str
+    ) -> None:
         self.session_id = session_id
+        self.run_id = run_id
         self._hive = hive
         self._channel = channel
         self._result = result
@@ -211,6 +223,14 @@ def _start(options: HiveOptions) -> Hive:
     (see :mod:`sessionhive.metrics.tracing`) once the application installs
     an SDK; ``trace_content=True`` puts the prompt, answer and tool text
     in their attributes (off by default: they may hold personal data).
+
+    ``max_finished_runs`` is how many finished runs (and their idempotency
+    keys) each session keeps, besides its unfinished ones.
+
+    ``webhook_secret`` signs the webhook deliveries of finished runs
+    (``start_run(..., webhook=Webhook(url))``) whose webhook has no secret
+    of its own, or lost it in a restart (a webhook's secret is kept in
+    memory only); see :mod:`sessionhive.actors.webhooks`.
 
     ``budget`` caps the model spending of the whole Hive (of each tenant
     when ``sessionhive serve`` runs with tenant tokens), as
@@ -347,11 +367,14 @@ class Hive(LocalFacade):
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AgentResult:
-        """Run one turn (see :meth:`HiveAPI.generate`); ``on_confirmation`` runs in a thread of its own."""
-        return self._wait(
-            self._core.generate(session_id, prompt, None, on_confirmation, self._here)[0], timeout
+        """Run one turn (see :class:`HiveAPI`, :class:`RunsAPI`); ``on_confirmation`` runs in a thread."""
+        pending, _accepted = self._core.generate(
+            session_id, prompt, None, on_confirmation, self._here, idempotency_key, on_busy
         )
+        return self._wait(pending, timeout)
 
     def generate_streaming(
         self,
@@ -360,9 +383,13 @@ class Hive(LocalFacade):
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> TurnStream:
         channel = ThreadChannel()
-        result, accepted = self._core.generate(session_id, prompt, channel, on_confirmation, self._here)
+        result, accepted = self._core.generate(
+            session_id, prompt, channel, on_confirmation, self._here, idempotency_key, on_busy
+        )
         turn = result.reply
         assert isinstance(turn, concurrent.futures.Future) and isinstance(accepted, concurrent.futures.Future)
         waited = [turn, accepted]
@@ -371,10 +398,48 @@ class Hive(LocalFacade):
         )
         if not done:
             raise self._core.turn_not_accepted(session_id)
-        error = turn.exception() if turn.done() and not accepted.done() else None
-        if error is not None:
-            raise error
-        return TurnStream(self, session_id, channel, result)
+        if not accepted.done():
+            error = turn.exception()
+            if error is not None:
+                raise error
+        # Answered before the turn's result (the acceptance commits first), so this does not wait long.
+        run: Run = accepted.result(self._core.timeout(timeout))
+        return TurnStream(self, session_id, channel, result, run.run_id)
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        idempotency_key: str | None = None,
+        on_busy: OnBusy = DEFAULT_ON_BUSY,
+        webhook: Webhook | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> Run:
+        pending = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, self._here)
+        return self._wait(pending, timeout)
+
+    def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
+        return self._wait(self._core.get_run(run_id, self._here), timeout)
+
+    def wait_run(self, run_id: str, *, timeout: Timeout = None) -> Run:
+        return self._wait(self._core.wait_run(run_id, self._here), timeout)
+
+    def cancel_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> bool:
+        return self._wait(self._core.cancel_run(run_id, self._here), timeout)
+
+    def list_runs(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Run]:
+        return self._wait(self._core.list_runs(session_id, self._here), timeout)
+
+    def run_events(
+        self, run_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> Iterator[AgentEvent]:
+        """See :meth:`RunsAPI.run_events`; ``timeout`` bounds the wait for the session to start the replay."""
+        channel = ThreadChannel()
+        self._wait(self._core.run_events(run_id, after, channel, self._here), timeout)
+        return iter(channel)
 
     def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]:
         return list(self._view(session_id, timeout).history)
@@ -451,9 +516,12 @@ class Hive(LocalFacade):
 
     # ------------------------------------------------------------------ events and the store
 
-    def subscribe(self, session_id: str, *, timeout: Timeout = DEFAULT) -> Subscription:
+    def subscribe(
+        self, session_id: str, *, after: int | None = None, timeout: Timeout = DEFAULT
+    ) -> Subscription:
+        """See :meth:`HiveAPI.subscribe`; ``after``: first replay the kept events with larger ids."""
         channel = ThreadChannel(*self._core.subscriber_queue(session_id))
-        self._wait(self._core.subscribe(session_id, channel, self._here), timeout)
+        self._wait(self._core.subscribe(session_id, channel, self._here, after), timeout)
         return Subscription(self, session_id, channel)
 
     def flush(self, timeout: Timeout = None) -> None:

@@ -18,10 +18,12 @@ import pytest
 from sessionhive import (
     AsyncHive,
     AsyncHiveAPI,
+    AsyncRunsAPI,
     Hive,
     HiveAPI,
     InvalidConfig,
     Reply,
+    RunsAPI,
     ScriptedLlm,
     SessionConfig,
 )
@@ -39,6 +41,15 @@ def hive_serves_the_api(hive: Hive) -> HiveAPI:
 
 
 def async_hive_serves_the_api(hive: AsyncHive) -> AsyncHiveAPI:
+    return hive
+
+
+# Runs (issue 21) are declared apart until the HTTP and cluster facades have them.
+def hive_serves_the_runs_api(hive: Hive) -> RunsAPI:
+    return hive
+
+
+def async_hive_serves_the_runs_api(hive: AsyncHive) -> AsyncRunsAPI:
     return hive
 
 
@@ -60,7 +71,14 @@ def async_cluster_hive_serves_the_api(hive: AsyncClusterHive) -> AsyncHiveAPI:
 
 # ---------------------------------------------------------------------- checked here
 
-FACADES = [(Hive, HiveAPI), (RemoteHive, HiveAPI), (AsyncHive, AsyncHiveAPI), (AsyncRemoteHive, AsyncHiveAPI)]
+FACADES = [
+    (Hive, HiveAPI),
+    (RemoteHive, HiveAPI),
+    (AsyncHive, AsyncHiveAPI),
+    (AsyncRemoteHive, AsyncHiveAPI),
+    (Hive, RunsAPI),
+    (AsyncHive, AsyncRunsAPI),
+]
 
 
 def _declared_methods(protocol: type) -> list[str]:

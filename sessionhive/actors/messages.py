@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.runs import OnBusy, Webhook
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Activate",
     "Cancel",
+    "CancelRun",
     "Clear",
     "Compact",
     "Configure",
@@ -38,8 +40,10 @@ __all__ = [
     "Destroy",
     "DestroyTree",
     "Generate",
+    "GetRun",
     "Inheritance",
     "Journaled",
+    "ListRuns",
     "ListSessions",
     "LoadAll",
     "MaybeAutoCompact",
@@ -49,14 +53,17 @@ __all__ = [
     "ResetSession",
     "Resume",
     "Route",
+    "RunEvents",
     "SessionCall",
     "SessionCrashed",
     "SessionGone",
     "SetPolicy",
     "Shutdown",
     "ShutdownAll",
+    "StartRun",
     "Subscribe",
     "Unsubscribe",
+    "WaitRun",
 ]
 
 
@@ -77,10 +84,57 @@ class Activate(SessionCall):
 
 @dataclass(frozen=True, slots=True)
 class Generate(SessionCall):
+    """Run a turn; ``reply`` gets its result, ``accepted`` the :class:`~sessionhive.Run` once accepted."""
+
     prompt: str
     sink: EventSink | None = None
     accepted: Reply | None = None
     trace_parent: Any = None  # the caller's trace context (metrics.tracing.current_context())
+    idempotency_key: str | None = None
+    on_busy: OnBusy = "enqueue"
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun(SessionCall):
+    """Start a turn in the background; ``reply`` gets the accepted :class:`~sessionhive.Run`."""
+
+    prompt: str
+    idempotency_key: str | None = None
+    on_busy: OnBusy = "enqueue"
+    webhook: Webhook | None = None  # held in memory only: its secret is never stored
+    trace_parent: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetRun(SessionCall):
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRun(SessionCall):
+    """Answered with the run once it finished."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun(SessionCall):
+    run_id: str
+    reason: str = "cancelled by cancel_run()"
+
+
+@dataclass(frozen=True, slots=True)
+class ListRuns(SessionCall):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvents(SessionCall):
+    """Replay a run's kept events after ``after`` into ``sink``, then its live ones until it ends."""
+
+    run_id: str
+    after: int | None
+    sink: EventSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +191,7 @@ class Confirm(SessionCall):
 @dataclass(frozen=True, slots=True)
 class Subscribe(SessionCall):
     sink: EventSink
+    after: int | None = None  # replay the kept events with a larger id first
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pykka
 
 from sessionhive.agent.spending import BudgetBook
+from sessionhive.model.runs import DEFAULT_MAX_FINISHED_RUNS
 from sessionhive.persistence.messages import Backlog, Batch, Delete, Save
 
 if TYPE_CHECKING:
@@ -225,6 +226,8 @@ class HiveServices:
     trace_content: bool = False
     #: The ledgers of the session budgets and of the Hive's (or each tenant's) budget.
     budgets: BudgetBook = field(default_factory=BudgetBook)
+    #: Finished runs each session keeps (with their idempotency keys), ``Hive.start(max_finished_runs=...)``.
+    max_finished_runs: int = DEFAULT_MAX_FINISHED_RUNS
     #: The webhook outbox, if the Hive delivers webhooks (``None``: a run's webhook is not delivered).
     webhooks: RunWebhooks | None = None
 

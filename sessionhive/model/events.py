@@ -20,6 +20,7 @@ from sessionhive.model.errors import SessionhiveError
 from sessionhive.model.messages import AgentResult
 
 __all__ = [
+    "EVENT_RING_SIZE",
     "TERMINAL_EVENTS",
     "AgentEvent",
     "ConfirmationRequired",
@@ -40,12 +41,26 @@ __all__ = [
     "event_to_dict",
 ]
 
+#: Events a live session keeps in memory for replay (``run_events(after=...)``,
+#: ``subscribe(after=...)``): about 200 KB per busy session at typical event
+#: sizes, and more than a turn with a few tool calls emits. A run's end is
+#: kept beyond it, in the run's record.
+EVENT_RING_SIZE = 1024
+
 
 @dataclass
 class AgentEvent:
-    """Base class of every event."""
+    """Base class of every event.
+
+    ``event_id`` is set by the session when it emits the event: ids grow by
+    one per event of a session, across restarts too (0: not emitted by a
+    session). ``run_id`` names the run the event belongs to (``None`` for
+    session-level events such as :class:`SessionPaused`).
+    """
 
     session_id: str
+    event_id: int = field(default=0, kw_only=True)
+    run_id: str | None = field(default=None, kw_only=True)
 
     @property
     def type(self) -> str:
@@ -171,7 +186,9 @@ class SessionResumed(AgentEvent):
 
 @dataclass
 class EventsDropped(AgentEvent):
-    """A slow subscriber's queue was full: ``count`` events were dropped for it."""
+    """Events a reader will not get: a slow subscriber's queue was full (``count`` of them dropped),
+    or a replay (``after=``) reaches back past the events the session still keeps.
+    """
 
     count: int = 0
 

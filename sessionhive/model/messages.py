@@ -75,6 +75,12 @@ class Message:
     message names the call it answers in ``tool_call_id``. ``model`` names
     the model that wrote an assistant message when it is not the session's
     own (a fallback answered); ``None`` otherwise.
+
+    ``in_progress`` marks a message of the turn still running, as
+    ``history()`` shows it (the turn's prompt and its steps so far, so an
+    approver sees what led to a confirmation). It is never stored: the
+    session's own record holds unmarked messages, and it takes no part in
+    comparing messages.
     """
 
     role: Role
@@ -83,6 +89,7 @@ class Message:
     tool_call_id: str | None = None
     is_error: bool = False
     model: str | None = None
+    in_progress: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -112,6 +119,8 @@ class Message:
             data["is_error"] = True
         if self.model is not None:
             data["model"] = self.model
+        if self.in_progress:
+            data["in_progress"] = True
         return data
 
     @classmethod
@@ -123,6 +132,7 @@ class Message:
             tool_call_id=data.get("tool_call_id"),
             is_error=bool(data.get("is_error", False)),
             model=data.get("model"),
+            in_progress=bool(data.get("in_progress", False)),
         )
 
 

@@ -1,6 +1,6 @@
 """The SQL tables of :class:`~sessionhive.persistence.stores.SqlStore`, in SQLAlchemy 2.x typed ORM style.
 
-Four tables, all prefixed ``sessionhive_`` so that they can share a database
+Five tables, all prefixed ``sessionhive_`` so that they can share a database
 (or a PostgreSQL schema) with an application's own tables:
 
 ``sessionhive_sessions``
@@ -13,6 +13,13 @@ Four tables, all prefixed ``sessionhive_`` so that they can share a database
     There is deliberately no foreign key to the sessions table: the store
     deletes a session's messages itself, in the same transaction as the
     session row, and a foreign key would only add a lookup per inserted row.
+``sessionhive_runs``
+    One row per run a session keeps (:class:`~sessionhive.Run`), keyed by its
+    ``run_id``: the record as JSON plus the columns a query looks for
+    (``session_id``, ``idempotency_key``, ``status``, ``created_at``). A write
+    upserts only the runs that changed since the store last wrote the session,
+    and deletes those the session no longer keeps, in the same transaction as
+    the session row (no foreign key, as for messages). Schema 3.
 ``sessionhive_webhook_outbox``
     One row per webhook delivery of a finished run (see
     :mod:`sessionhive.persistence.outbox`): the URL, the exact body to POST,
@@ -52,12 +59,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sessionhive.model.errors import StoreError
 from sessionhive.model.ids import MAX_ID_LENGTH
+from sessionhive.model.runs import MAX_IDEMPOTENCY_KEY_LENGTH
 from sessionhive.persistence.snapshot import SCHEMA_VERSION
 
 __all__ = [
     "ID_MAX_LENGTH",
     "MESSAGES",
     "META",
+    "RUNS",
+    "RUN_ID_MAX_LENGTH",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
     "SESSIONS",
@@ -65,6 +75,7 @@ __all__ = [
     "Base",
     "MessageRow",
     "MetaRow",
+    "RunRow",
     "SessionRow",
     "WebhookOutboxRow",
     "ensure_schema",
@@ -74,6 +85,10 @@ __all__ = [
 #: (characters, not bytes; 256 x 4 UTF-8 bytes stays within every database's
 #: index key limit, MySQL's included).
 ID_MAX_LENGTH = MAX_ID_LENGTH
+
+#: Longest run id (:func:`~sessionhive.model.runs.make_run_id`): ``run_``, the longest session id
+#: in unpadded base64url (at most 4 UTF-8 bytes a character), ``_`` and 16 hex digits.
+RUN_ID_MAX_LENGTH = len("run_") + -(-4 * 4 * MAX_ID_LENGTH // 3) + 1 + 16
 
 #: The ``sessionhive_meta`` key under which the schema version is recorded.
 SCHEMA_VERSION_KEY = "schema_version"
@@ -109,6 +124,8 @@ class SessionRow(Base):
     updated_at: Mapped[float] = mapped_column(Double)
     #: :meth:`RunningTurn.to_dict` while a turn is in flight (the turn journal), else NULL. Schema 2.
     running_turn: Mapped[dict[str, Any] | None]
+    #: Id of the last event the session emitted (event ids keep growing across restarts). Schema 3.
+    event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class MessageRow(Base):
@@ -121,6 +138,20 @@ class MessageRow(Base):
     role: Mapped[str] = mapped_column(String(16))
     #: :meth:`Message.to_dict`.
     payload: Mapped[dict[str, Any]]
+
+
+class RunRow(Base):
+    """One run a session keeps: :meth:`Run.to_dict` in ``record``, a few of its fields as columns."""
+
+    __tablename__ = "sessionhive_runs"
+
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_MAX_LENGTH), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(ID_MAX_LENGTH), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(MAX_IDEMPOTENCY_KEY_LENGTH))
+    status: Mapped[str] = mapped_column(String(16))
+    #: :meth:`Run.to_dict` (a webhook's URL, never its secret).
+    record: Mapped[dict[str, Any]]
+    created_at: Mapped[float] = mapped_column(Double)
 
 
 class WebhookOutboxRow(Base):
@@ -152,6 +183,7 @@ class MetaRow(Base):
 # The Core tables the store's bulk statements run against.
 SESSIONS: Table = Base.metadata.tables[SessionRow.__tablename__]
 MESSAGES: Table = Base.metadata.tables[MessageRow.__tablename__]
+RUNS: Table = Base.metadata.tables[RunRow.__tablename__]
 META: Table = Base.metadata.tables[MetaRow.__tablename__]
 WEBHOOK_OUTBOX: Table = Base.metadata.tables[WebhookOutboxRow.__tablename__]
 
@@ -204,3 +236,12 @@ def _migrate(conn: Connection, stored: int) -> None:
         if "running_turn" not in columns:
             column_type = SESSIONS.c.running_turn.type.compile(dialect=conn.dialect)
             conn.execute(text(f"ALTER TABLE {SESSIONS.name} ADD COLUMN running_turn {column_type}"))
+    if stored < 3:
+        # Schema 3: runs (their table is new, create_all made it) and the session's last event id,
+        # 0 for every existing row: its events start over at 1, as a session of schema 2 numbered none.
+        columns = {column["name"] for column in inspect(conn).get_columns(SESSIONS.name)}
+        if "event_seq" not in columns:
+            column_type = SESSIONS.c.event_seq.type.compile(dialect=conn.dialect)
+            conn.execute(
+                text(f"ALTER TABLE {SESSIONS.name} ADD COLUMN event_seq {column_type} NOT NULL DEFAULT 0")
+            )

@@ -12,8 +12,9 @@ from sessionhive.model.runs import Run
 
 __all__ = ["SCHEMA_VERSION", "SessionSnapshot"]
 
-#: 1: the first layout; 2: ``running_turn`` (the turn journal's in-flight turn).
-SCHEMA_VERSION = 2
+#: 1: the first layout; 2: ``running_turn`` (the turn journal's in-flight turn);
+#: 3: ``runs`` (a table of their own in SQL) and ``event_seq``.
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,10 @@ def test_second_generate_waits_and_histories_never_interleave(hive: Hive) -> Non
     first = hive.generate_streaming("s", "write first")
     asked = wait_for(iter(first), ConfirmationRequired)
     second = hive.generate_streaming("s", "look second")
-    assert hive.history("s") == []  # neither turn has finished
+    # Neither turn has finished: only the running one shows, marked in progress (issue 21).
+    waiting = hive.history("s")
+    assert [m.text for m in waiting if m.role == "user"] == ["write first"]
+    assert all(m.in_progress for m in waiting)
     hive.confirm_tool("s", asked.tool_id, True)
     first.result()
     second.result()

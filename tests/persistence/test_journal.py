@@ -287,6 +287,8 @@ def test_turn_interrupted_is_an_event_like_the_others() -> None:
     assert event_to_dict(event) == {
         "type": "TurnInterrupted",
         "session_id": SID,
+        "event_id": 0,  # set by the session that emits it
+        "run_id": None,
         "turn_id": 1,
         "prompt": "go",
         "resumed": False,

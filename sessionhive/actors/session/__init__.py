@@ -20,24 +20,30 @@ from typing import TYPE_CHECKING, Any
 from sessionhive.actors.messages import (
     Activate,
     Cancel,
+    CancelRun,
     Clear,
     Compact,
     Configure,
     Confirm,
     Destroy,
     Generate,
+    GetRun,
     Inheritance,
     Journaled,
+    ListRuns,
     MaybeAutoCompact,
     Passivate,
     Pause,
     PersistFailed,
     Resume,
+    RunEvents,
     SessionCall,
     SetPolicy,
     Shutdown,
+    StartRun,
     Subscribe,
     Unsubscribe,
+    WaitRun,
 )
 from sessionhive.actors.session._confirmations import Confirmations, Resolve
 from sessionhive.actors.session._jobs import JobFinished, Jobs
@@ -148,7 +154,25 @@ class SessionActor(HiveActor):
     # ------------------------------------------------------------------ the jobs part
 
     def on_Generate(self, message: Generate) -> None:
-        self._jobs.generate(message)
+        self._jobs.generate(message, self._confirmations)
+
+    def on_StartRun(self, message: StartRun) -> None:
+        self._jobs.start_run(message, self._confirmations)
+
+    def on_GetRun(self, message: GetRun) -> None:
+        self._jobs.get_run(message)
+
+    def on_WaitRun(self, message: WaitRun) -> None:
+        self._jobs.wait_run(message)
+
+    def on_CancelRun(self, message: CancelRun) -> None:
+        self._jobs.cancel_run(message, self._confirmations)
+
+    def on_ListRuns(self, message: ListRuns) -> None:
+        self._jobs.list_runs(message)
+
+    def on_RunEvents(self, message: RunEvents) -> None:
+        self._jobs.run_events(message)
 
     def on_Compact(self, message: Compact) -> None:
         self._jobs.compact(message)
@@ -247,15 +271,20 @@ class SessionActor(HiveActor):
             # Jobs accepted but not started would otherwise run on a paused
             # session; they fail as a new generate would.
             self._jobs.reject_queued(lambda: SessionPaused(self.session_id))
-        session.emit(SessionPaused(self.session_id) if paused else SessionResumed(self.session_id))
+        session.emit(
+            SessionPaused(self.session_id) if paused else SessionResumed(self.session_id), of_run=False
+        )
         session.commit_and_answer(reply, True, "pause" if paused else "resume")
 
     def on_Subscribe(self, message: Subscribe) -> None:
         session = self._session
         session.subscribers.append(message.sink)
         unheard, session.unheard = session.unheard, None
-        for event in unheard or ():
-            message.sink.offer(event)  # e.g. the TurnInterrupted found when this session was activated
+        if message.after is not None:
+            session.replay(message.sink, message.after)  # the unheard events are kept too
+        else:
+            for event in unheard or ():
+                message.sink.offer(event)  # e.g. the TurnInterrupted found when this session was activated
         session.answer(message.reply, None)
 
     def on_Unsubscribe(self, message: Unsubscribe) -> None:
@@ -266,4 +295,4 @@ class SessionActor(HiveActor):
         session.answer(message.reply, None)
 
     def on_PersistFailed(self, message: PersistFailed) -> None:
-        self._session.emit(PersistenceFailed(self.session_id, message.operation, message.error))
+        self._session.emit(PersistenceFailed(self.session_id, message.operation, message.error), of_run=False)

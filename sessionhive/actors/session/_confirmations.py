@@ -68,6 +68,7 @@ class Confirmations:
         session, metrics = self._session, self._session.metrics
         resolve(decision)
         session.touch()
+        session.refresh_run_waiting()
         metrics.confirmations_pending.dec()
         metrics.child(metrics.confirmations, decision.outcome).inc()
         session.emit(
@@ -95,6 +96,7 @@ class Confirmations:
             return
         self.pending[message.call.id] = (message.turn_id, message.resolve)
         session.touch()
+        session.refresh_run_waiting()
         session.metrics.confirmations_pending.inc()
         if not session.listened(sink):
             # Nobody streams this turn or subscribes to the session: say so

@@ -25,7 +25,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pykka
 
-from sessionhive.actors.messages import Clear, Compact, Generate, Journaled, MaybeAutoCompact
+from sessionhive.actors.messages import (
+    CancelRun,
+    Clear,
+    Compact,
+    Generate,
+    GetRun,
+    Journaled,
+    ListRuns,
+    MaybeAutoCompact,
+    RunEvents,
+    StartRun,
+    WaitRun,
+)
 from sessionhive.actors.turn import SessionTurnHooks, TurnEvents, TurnHandle
 from sessionhive.agent import compaction, recovery
 from sessionhive.agent.loop import (
@@ -41,6 +53,7 @@ from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
 from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed
 from sessionhive.model.events import (
+    TERMINAL_EVENTS,
     AgentEvent,
     ContextCompacted,
     SessionPaused,
@@ -51,6 +64,15 @@ from sessionhive.model.events import (
     TurnStart,
 )
 from sessionhive.model.messages import Message, RunningTurn, Usage
+from sessionhive.model.runs import (
+    IdempotencyConflict,
+    OnBusy,
+    Run,
+    RunStatus,
+    SessionBusy,
+    Webhook,
+    make_run_id,
+)
 
 if TYPE_CHECKING:
     from sessionhive._channels import EventSink
@@ -62,6 +84,27 @@ if TYPE_CHECKING:
 __all__ = ["Job", "JobFinished", "Jobs", "Running"]
 
 log = logging.getLogger("sessionhive.session")
+
+#: What a turn cancelled by a newer one's ``on_busy`` says (``TurnCancelled.reason``).
+INTERRUPTED_BY_NEWER = "interrupted by a newer turn (on_busy='interrupt')"
+ROLLED_BACK_BY_NEWER = "rolled back by a newer turn (on_busy='rollback'): its messages left the history"
+
+
+class _Fanout:
+    """The sinks of one run: its own caller's stream and the readers that joined it later."""
+
+    __slots__ = ("sinks",)
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self.sinks = list(sinks)
+
+    def offer(self, event: AgentEvent) -> None:
+        for sink in self.sinks:
+            sink.offer(event)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
 
 @dataclass
@@ -78,6 +121,13 @@ class Job:
     # the interrupted turn a resumed one continues (its span links to it).
     trace_parent: Any = None
     trace_link: str | None = None
+    # The turn's run, and who else waits for it: callers that sent its idempotency
+    # key again (its result) and wait_run (the finished run).
+    run_id: str | None = None
+    webhook: Webhook | None = None  # in memory only: its secret is never stored
+    accepted_ack: concurrent.futures.Future[None] | None = None
+    followers: list[Reply] = field(default_factory=list)
+    run_waiters: list[Reply] = field(default_factory=list)
 
     @property
     def is_turn(self) -> bool:
@@ -93,6 +143,7 @@ class Running:
     cancelled: bool = False
     cancel_reason: str = "cancelled by cancel_operation()"
     trace: tracing.TurnTrace | None = None
+    rollback: bool = False  # cancelled by on_busy="rollback": its messages leave the history
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,18 +167,159 @@ class Jobs:
 
     # ------------------------------------------------------------------ accepting jobs
 
-    def generate(self, message: Generate) -> None:
+    def generate(self, message: Generate, confirmations: Confirmations) -> None:
+        self._accept_turn(
+            message.prompt,
+            message.idempotency_key,
+            message.on_busy,
+            confirmations,
+            Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent),
+            message.accepted,
+        )
+
+    def start_run(self, message: StartRun, confirmations: Confirmations) -> None:
+        job = Job("turn", None, message.prompt, trace_parent=message.trace_parent, webhook=message.webhook)
+        self._accept_turn(
+            message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.reply
+        )
+
+    def _accept_turn(
+        self,
+        prompt: str,
+        key: str | None,
+        on_busy: OnBusy,
+        confirmations: Confirmations,
+        job: Job,
+        accepted: Reply | None,
+    ) -> None:
+        """Accept ``job`` as a new run (answering ``accepted`` with it), or join the run its key names."""
         session = self._session
-        if not isinstance(message.prompt, str):
+        if not isinstance(prompt, str):
             raise InvalidConfig("the prompt must be a string")
+        if key is not None:
+            existing = session.run_by_key(key)
+            if existing is not None:
+                if existing.prompt != prompt:
+                    raise IdempotencyConflict(session.session_id, key, existing.run_id)
+                self._join(existing, job, accepted)
+                return
         if session.state == "paused":
             raise SessionPaused(session.session_id)
         if session.llm() is None:
             raise session.no_llm()
-        self._enqueue(
-            Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent)
+        busy = self.running is not None or bool(self.queue)
+        if busy and on_busy == "reject":
+            raise SessionBusy(session.session_id)
+        self._check_queue_room()
+        webhook_url = job.webhook.url if job.webhook is not None else None
+        run = Run(
+            run_id=make_run_id(session.session_id),
+            session_id=session.session_id,
+            prompt=prompt,
+            idempotency_key=key,
+            created_at=time.time(),
+            webhook_url=webhook_url,
         )
-        session.answer(message.accepted, True)
+        job.run_id = run.run_id
+        session.add_run(run)
+        if busy and on_busy in ("interrupt", "rollback"):
+            reason = INTERRUPTED_BY_NEWER if on_busy == "interrupt" else ROLLED_BACK_BY_NEWER
+            self.cancel_everything(confirmations, reason, rollback=on_busy == "rollback")
+        # The run and its key are recorded before anyone is told the run exists: a
+        # durable session answers once they committed (a retry after a crash finds them).
+        job.accepted_ack = session.persist() if session.stored() else None
+        self._enqueue(job)
+        session.deliver(accepted, session.get_run(run.run_id), job.accepted_ack, "start_run")
+
+    def _join(self, run: Run, job: Job, accepted: Reply | None) -> None:
+        """A repeated idempotency key: answer with its run, stream its events, wait for its result."""
+        session = self._session
+        running = self._job_of(run.run_id)
+        if job.sink is not None:
+            session.replay(job.sink, 0, run.run_id)
+        if running is None:  # finished
+            session.deliver(accepted, run, None, "start_run")
+            if job.sink is not None:
+                job.sink.close()
+            session.deliver(job.reply, self._outcome_of(run), None, "generate")
+            return
+        if job.sink is not None:
+            self._follow(running, job.sink)
+        if job.reply is not None:
+            running.followers.append(job.reply)
+        session.deliver(accepted, session.get_run(run.run_id), running.accepted_ack, "start_run")
+
+    @staticmethod
+    def _follow(job: Job, sink: EventSink) -> None:
+        if job.sink is None:
+            job.sink = sink
+        elif isinstance(job.sink, _Fanout):
+            job.sink.sinks.append(sink)
+        else:
+            job.sink = _Fanout(job.sink, sink)
+
+    def _outcome_of(self, run: Run) -> object:
+        """What ``generate`` answers for a finished run, from its record: its result or its error."""
+        event = self._session.terminal_event(run)
+        if isinstance(event, TurnEnd):
+            return event.result
+        if isinstance(event, TurnCancelled):
+            return event
+        return TurnFailed(f"session {run.session_id!r}: run {run.run_id} {run.status}: {run.error}")
+
+    def _job_of(self, run_id: str) -> Job | None:
+        """The queued or running job of an unfinished run."""
+        running = self.running
+        if running is not None and running.job.run_id == run_id:
+            return running.job
+        return next((job for job in self.queue if job.run_id == run_id), None)
+
+    # ------------------------------------------------------------------ runs
+
+    def get_run(self, message: GetRun) -> None:
+        self._session.answer(message.reply, self._session.get_run(message.run_id))
+
+    def list_runs(self, message: ListRuns) -> None:
+        session = self._session
+        session.answer(message.reply, [session.run_view(run) for run in session.runs.values()])
+
+    def wait_run(self, message: WaitRun) -> None:
+        session = self._session
+        run = session.get_run(message.run_id)
+        job = None if run.done else self._job_of(run.run_id)
+        if job is None:
+            session.answer(message.reply, run)
+        elif message.reply is not None:
+            job.run_waiters.append(message.reply)
+
+    def run_events(self, message: RunEvents) -> None:
+        session = self._session
+        run = session.get_run(message.run_id)
+        session.replay(message.sink, message.after or 0, run.run_id)
+        job = None if run.done else self._job_of(run.run_id)
+        if job is None:
+            message.sink.close()
+        else:
+            self._follow(job, message.sink)
+        session.answer(message.reply, None)
+
+    def cancel_run(self, message: CancelRun, confirmations: Confirmations) -> None:
+        session = self._session
+        run = session.get_run(message.run_id)
+        running = self.running
+        if running is not None and running.job.run_id == run.run_id:
+            cancelled = not running.cancelled and running.handle is not None
+            if cancelled:
+                confirmations.cancel(message.reason, running.job.sink, running.turn_id)
+                self._cancel(running, message.reason)
+            session.answer(message.reply, cancelled)
+            return
+        job = self._job_of(run.run_id)
+        if job is not None:
+            self.queue.remove(job)
+            session.metrics.turn_queue_depth.dec()
+            self._reject(job, TurnCancelled(session.session_id, f"{message.reason}, before it started"))
+        session.answer(message.reply, job is not None)
 
     def compact(self, message: Compact) -> None:
         self._enqueue(Job("compact", message.reply))
@@ -148,40 +340,82 @@ class Jobs:
         was running: its effects are unknown) and a closing answer, so the
         history is valid for any provider. ``resume_interrupted=True``
         continues the turn instead: no stored model answer is asked again,
-        no tool with a stored result runs again.
+        no tool with a stored result runs again. The turn's run keeps its id
+        when resumed and is ``interrupted`` when closed; runs that were still
+        queued are ``interrupted`` too (their callers are gone with the process).
         """
         session = self._session
         running = session.running_turn
+        unfinished = [run for run in session.runs.values() if not run.done]
         if running is None:
+            if unfinished:
+                self._interrupt_runs(unfinished)
+                session.persist()
             return
         history, journaled = recovery.journaled_turn(session.messages, running)
         resume = session.config.resume_interrupted and bool(journaled) and session.llm() is not None
-        unfinished = [call.id for call in recovery.unfinished_calls(journaled)]
+        unfinished_calls = [call.id for call in recovery.unfinished_calls(journaled)]
         log.warning(
             "session %s: turn %d was interrupted by a stop of the process; %s",
             session.session_id,
             running.turn_id,
             "resuming it" if resume else "closing it",
         )
-        interrupted = TurnInterrupted(session.session_id, running.turn_id, running.prompt, resume, unfinished)
+        turn_run = next((run for run in unfinished if run.status in ("running", "waiting")), None)
+        run_id = turn_run.run_id if turn_run is not None else None
+        interrupted = TurnInterrupted(
+            session.session_id, running.turn_id, running.prompt, resume, unfinished_calls
+        )
+        session.stamp(interrupted, run_id)
         session.unheard = [interrupted]
         session.running_turn = None
         if resume:
+            self._interrupt_runs([run for run in unfinished if run is not turn_run])
             session.messages = history
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
             job.trace_link = running.traceparent
+            job.run_id = run_id
             self.queue.append(job)  # started by on_start, once the actor runs
             session.metrics.turn_queue_depth.inc()
             return
+        self._interrupt_runs(unfinished)
         session.messages = session.messages + recovery.close_interrupted(session.messages, running)
         session.persist()
 
-    def _enqueue(self, job: Job) -> None:
+    def _interrupt_runs(self, runs: list[Run]) -> None:
+        """Mark runs a stopped process left unfinished ``interrupted`` (and hand their webhooks over).
+
+        Each ends with a TurnError of kind ``interrupted``: a reader of its
+        events (kept from now on) sees it end like any other run.
+        """
+        session = self._session
+        for run in runs:
+            started = run.status != "queued"
+            error = f"the process stopped before it {'finished' if started else 'started'}"
+            ended_event = TurnError(session.session_id, error, "interrupted")
+            session.stamp(ended_event, run.run_id)
+            session.unheard = [*(session.unheard or ()), ended_event]
+            ended = session.update_run(
+                run.run_id,
+                "interrupted",
+                ended_at=time.time(),
+                error=error,
+                last_event_id=ended_event.event_id,
+            )
+            webhooks = session.services.webhooks
+            if ended is not None and ended.webhook_url is not None and webhooks is not None:
+                webhooks.run_finished(ended, Webhook(ended.webhook_url))
+
+    def _check_queue_room(self) -> None:
         services = self._session.services
         # The queue is bounded like the mailbox: nothing grows without bound.
         if len(self.queue) >= services.mailbox_size:
             services.metrics.child(services.metrics.calls_rejected, "jobs").inc()
             raise Overloaded(self._session.session_id, services.mailbox_size)
+
+    def _enqueue(self, job: Job) -> None:
+        services = self._session.services
+        self._check_queue_room()
         self.queue.append(job)
         services.metrics.turn_queue_depth.inc()
         self.start_next()
@@ -192,12 +426,47 @@ class Jobs:
 
     # ------------------------------------------------------------------ rejecting and cancelling
 
-    def _reject(self, job: Job, error: BaseException) -> None:
+    def _reject(self, job: Job, error: BaseException, status: RunStatus | None = None) -> None:
+        """Refuse a job that will not run (on): its caller, its stream and its run learn why."""
+        session = self._session
+        if job.run_id is not None and isinstance(error, AgentEvent):
+            session.stamp(error, job.run_id)
         if job.sink is not None:
             if isinstance(error, AgentEvent):
                 job.sink.offer(error)
             job.sink.close()
-        self._session.refuse(job.reply, error)
+        if job.run_id is not None:
+            status = status or ("cancelled" if isinstance(error, TurnCancelled) else "failed")
+            reason = error.reason if isinstance(error, TurnCancelled) else str(error)
+            ended_event: AgentEvent
+            if isinstance(error, AgentEvent) and isinstance(error, TERMINAL_EVENTS):
+                ended_event = error
+            else:
+                # Not an event a run ends with (SessionPaused, a crash): its record and replay
+                # still end with one.
+                kind = "interrupted" if status == "interrupted" else "error"
+                ended_event = TurnError(session.session_id, reason, kind)
+                session.stamp(ended_event, job.run_id)
+            run = session.update_run(
+                job.run_id, status, ended_at=time.time(), error=reason, last_event_id=ended_event.event_id
+            )
+            self._run_ended(job, run, error, None)
+        session.refuse(job.reply, error)
+
+    def _run_ended(
+        self, job: Job, run: Run | None, value: object, ack: concurrent.futures.Future[None] | None
+    ) -> None:
+        """Tell everyone else waiting for a run that it ended, and hand its webhook over."""
+        session = self._session
+        for follower in job.followers:
+            session.deliver(follower, value, ack, "generate")
+        if run is None:
+            return
+        for waiter in job.run_waiters:
+            session.deliver(waiter, run, ack, "wait_run")
+        webhooks = session.services.webhooks
+        if job.webhook is not None and webhooks is not None:
+            webhooks.run_finished(run, job.webhook)
 
     def reject_queued(self, error: Callable[[], BaseException]) -> bool:
         """Refuse every job not started yet with a fresh ``error()``; True if there was any."""
@@ -209,18 +478,27 @@ class Jobs:
             rejected = True
         return rejected
 
-    def cancel_everything(self, confirmations: Confirmations, reason: str) -> bool:
-        """Cancel pending confirmations, queued jobs and the running job; True if there was any."""
+    def cancel_everything(self, confirmations: Confirmations, reason: str, *, rollback: bool = False) -> bool:
+        """Cancel pending confirmations, queued jobs and the running job; True if there was any.
+
+        ``rollback``: the running turn's messages leave the history when it ends.
+        """
         session_id, running = self._session.session_id, self.running
         did_something = confirmations.cancel(reason, self.sink())
         if self.reject_queued(lambda: TurnCancelled(session_id, f"{reason}, before it started")):
             did_something = True
         if running is not None and not running.cancelled and running.handle is not None:
-            running.cancelled = True
-            running.cancel_reason = reason
-            running.handle.cancel()
+            running.rollback = rollback and running.job.is_turn
+            self._cancel(running, reason)
             did_something = True
         return did_something
+
+    @staticmethod
+    def _cancel(running: Running, reason: str) -> None:
+        assert running.handle is not None
+        running.cancelled = True
+        running.cancel_reason = reason
+        running.handle.cancel()
 
     def abandon_running(self, error: BaseException, outcome: str) -> None:
         """End the running job without its result (destroy, crash, stop): count it and tell its caller."""
@@ -230,7 +508,7 @@ class Jobs:
         if running.handle is not None:
             running.handle.cancel()
         self._count_turn(running, outcome)
-        self._reject(running.job, error)
+        self._reject(running.job, error, "interrupted" if outcome == "error" else None)
 
     # ------------------------------------------------------------------ the running job
 
@@ -265,6 +543,10 @@ class Jobs:
             self.turn_seq += 1
             running = Running(job, self.turn_seq, None, time.perf_counter())
             self.running = running
+            if job.run_id is not None:
+                run = session.get_run(job.run_id)
+                session.current_run, session.current_run_last_event = run.run_id, run.last_event_id
+                session.update_run(run.run_id, "running", started_at=run.started_at or time.time())
             if job.is_turn:
                 assert llm is not None
                 metrics.turns_in_flight.inc()
@@ -357,6 +639,7 @@ class Jobs:
         # Kept even for a session outside the store: a crashed actor's
         # restart (from its in-memory snapshot) recovers the steps too.
         session.journal = message.journal.messages
+        session.touch()  # history() shows the running turn's steps
         traceparent = running.trace.traceparent if running.trace is not None else None
         session.running_turn = replace(
             session.running_turn, running_call=message.journal.running_call, traceparent=traceparent
@@ -472,29 +755,41 @@ class Jobs:
     def _finish_turn(self, running: Running, outcome: TurnOutcome) -> None:
         session, job = self._session, running.job
         new_messages = tuple(outcome.new_messages)
+        if running.rollback:
+            # on_busy="rollback": the turn leaves no trace in the history. Its journaled
+            # steps may be stored already: a new epoch makes the store rewrite the history.
+            if session.journal:
+                session.history_epoch += 1
+            new_messages = ()
+        # A rolled-back turn ends cancelled even if it finished before the cancel reached it.
+        ended = "cancelled" if running.rollback else outcome.status
         session.messages = session.messages + new_messages
         session.running_turn = None  # the turn's messages are history now: the journal is done
         session.journal = ()
-        session.usage = session.usage + outcome.usage
-        if outcome.last_usage is not None:
+        session.usage = session.usage + outcome.usage  # spent either way
+        if outcome.last_usage is not None and not running.rollback:
             session.context_used = outcome.last_usage.total_tokens
-        self._count_turn(
-            running, {"ok": "completed", "error": "error", "cancelled": "cancelled"}[outcome.status]
-        )
-        if self._should_auto_compact() and outcome.status == "ok":
+        self._count_turn(running, {"ok": "completed", "error": "error", "cancelled": "cancelled"}[ended])
+        if self._should_auto_compact() and ended == "ok":
             # Compaction happens before the next queued turn sees the history.
             self.queue.insert(0, Job("auto_compact", None))
             session.metrics.turn_queue_depth.inc()
         event: AgentEvent
         value: object
-        if outcome.status == "ok":
+        status: RunStatus
+        run_changes: dict[str, Any] = {"ended_at": time.time(), "usage": outcome.usage}
+        if ended == "ok":
             # The result carries the turn's own messages, not the whole history.
             result = outcome.result(new_messages)
             event = TurnEnd(session.session_id, result)
             value = result
-        elif outcome.status == "cancelled":
+            status = "completed"
+            run_changes.update(text=result.text, stop_reason=result.stop_reason)
+        elif ended == "cancelled":
             event = TurnCancelled(session.session_id, running.cancel_reason)
             value = event
+            status = "cancelled"
+            run_changes.update(stop_reason="cancelled", error=running.cancel_reason)
         else:
             event = TurnError(session.session_id, outcome.error, outcome.error_kind)
             failure = (
@@ -504,6 +799,13 @@ class Jobs:
             )
             failure.event = event
             value = failure
+            status = "failed"
+            run_changes.update(stop_reason="error", error=outcome.error)
+        run: Run | None = None
+        if job.run_id is not None:
+            # The run's end is stored with the turn's: the one snapshot below records both.
+            session.stamp(event, job.run_id)
+            run = session.update_run(job.run_id, status, last_event_id=event.event_id, **run_changes)
         if session.stored():
             tracing.note_step(session.session_id, running.trace)
         ack = session.persist()
@@ -511,6 +813,7 @@ class Jobs:
         if job.sink is not None:
             job.sink.close()
         session.deliver(job.reply, value, ack, "generate")
+        self._run_ended(job, run, value, ack)
 
     def _finish_compaction(self, running: Running, outcome: object) -> None:
         session, job = self._session, running.job

@@ -17,14 +17,26 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from sessionhive.actors.directory import SessionEntry, SessionView
 from sessionhive.model.errors import LlmNotConfigured, StoreError
-from sessionhive.model.events import AgentEvent
+from sessionhive.model.events import (
+    EVENT_RING_SIZE,
+    TERMINAL_EVENTS,
+    AgentEvent,
+    EventsDropped,
+    TurnCancelled,
+    TurnEnd,
+    TurnError,
+)
 from sessionhive.model.llm_config import LlmConfig
-from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, ContextUsage, Message
+from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, AgentResult, ContextUsage, Message
+from sessionhive.model.runs import Run, RunNotFound, RunStatus
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.runtime import complete, complete_threadsafe, fail
 
@@ -35,9 +47,20 @@ if TYPE_CHECKING:
     from sessionhive.metrics.registry import HiveMetrics
     from sessionhive.runtime import Reply
 
-__all__ = ["SessionState"]
+__all__ = ["EVENT_IDS_SKIPPED_AFTER_A_STOP", "SessionState"]
 
 log = logging.getLogger("sessionhive.session")
+
+#: How far event ids jump when a session comes back from a process that
+#: stopped mid-turn: the events emitted after its last stored snapshot (a
+#: model answer streamed as deltas, at most one step of the turn) were seen
+#: by readers but their ids were not stored, and a new event must never
+#: reuse one. Far more events than one step emits; far from overflowing a
+#: JavaScript number (2**53) in any session's life.
+EVENT_IDS_SKIPPED_AFTER_A_STOP = 1 << 20
+
+# What a session without runs holds: one shared empty mapping, not two dicts per idle session.
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
 class SessionState:
@@ -48,11 +71,17 @@ class SessionState:
     __slots__ = (
         "_context_cache",
         "_entry",
+        "_first_own_event",
         "_pending",
+        "_ring",
+        "_stored_event_seq",
         "budget",
         "config",
         "context_used",
         "created_at",
+        "current_run",
+        "current_run_last_event",
+        "event_seq",
         "history_epoch",
         "inherited_llm_config",
         "journal",
@@ -63,7 +92,9 @@ class SessionState:
         "metrics",
         "parent_id",
         "policy",
+        "run_first_event",
         "running_turn",
+        "runs",
         "services",
         "session_id",
         "state",
@@ -120,6 +151,18 @@ class SessionState:
         # activation): the first subscriber gets them.
         self.unheard: list[AgentEvent] | None = None
         self.view_stale = True
+        # Runs, oldest first: the unfinished ones and the last finished ones.
+        self.runs: Mapping[str, Run] = {run.run_id: run for run in snapshot.runs} if snapshot.runs else _NONE
+        self.current_run: str | None = None  # the run of the turn that runs now
+        self.current_run_last_event = 0
+        # The id of the first event each run created by this incarnation may emit (replay's gap check).
+        self.run_first_event: Mapping[str, int] = _NONE
+        self.event_seq = self._stored_event_seq = snapshot.event_seq
+        if snapshot.running_turn is not None or any(not run.done for run in snapshot.runs):
+            self.event_seq += EVENT_IDS_SKIPPED_AFTER_A_STOP
+        self._first_own_event = self.event_seq + 1  # ids below it were given by earlier incarnations
+        # The last EVENT_RING_SIZE events, for replay; created by the first event (idle sessions are many).
+        self._ring: deque[AgentEvent] | None = None
 
     # ------------------------------------------------------------------ the view
 
@@ -129,7 +172,7 @@ class SessionState:
         self._entry.view = SessionView(
             self.version,
             self.state,
-            self.messages,
+            self.messages + self.in_progress() if self.running_turn is not None else self.messages,
             self.usage,
             self.context_usage(),
             tuple(self._pending),
@@ -156,6 +199,14 @@ class SessionState:
         if self.view_stale:
             self.publish()
         fail(reply, error)
+
+    def in_progress(self) -> tuple[Message, ...]:
+        """The running turn's messages so far (its prompt first), marked in progress for ``history()``."""
+        running = self.running_turn
+        if running is None:
+            return ()
+        journal = self.journal or (Message.user(running.prompt),)
+        return tuple(replace(message, in_progress=True) for message in journal)
 
     # ------------------------------------------------------------------ derived state
 
@@ -214,6 +265,8 @@ class SessionState:
             created_at=self.created_at,
             updated_at=self.updated_at,
             running_turn=self.running_turn,
+            runs=tuple(self.run_view(run) for run in self.runs.values()),
+            event_seq=self.event_seq,
         )
 
     def stored(self) -> bool:
@@ -283,13 +336,145 @@ class SessionState:
 
         ack.add_done_callback(committed)
 
+    # ------------------------------------------------------------------ runs
+
+    def run_view(self, run: Run) -> Run:
+        """``run`` as callers see it: the running one with the id of its last event so far."""
+        if run.run_id == self.current_run and run.last_event_id != self.current_run_last_event:
+            return replace(run, last_event_id=self.current_run_last_event)
+        return run
+
+    def get_run(self, run_id: str) -> Run:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return self.run_view(run)
+
+    def run_by_key(self, key: str) -> Run | None:
+        # A scan: a session keeps at most max_finished_runs runs, and most carry no key.
+        return next((run for run in self.runs.values() if run.idempotency_key == key), None)
+
+    def add_run(self, run: Run) -> None:
+        if self.runs is _NONE:
+            self.runs = {}
+        self._own_runs()[run.run_id] = run
+        first = self.run_first_event if self.run_first_event is not _NONE else {}
+        assert isinstance(first, dict)
+        first[run.run_id] = self.event_seq + 1
+        self.run_first_event = first
+        self.view_stale = True
+
+    def _own_runs(self) -> dict[str, Run]:
+        """The runs, to change (a session with a run has a dict of its own)."""
+        runs = self.runs
+        assert isinstance(runs, dict)
+        return runs
+
+    def update_run(self, run_id: str, status: RunStatus, **changes: Any) -> Run | None:
+        run = self.runs.get(run_id)
+        if run is None:
+            return None
+        if run_id == self.current_run:
+            changes.setdefault("last_event_id", self.current_run_last_event)
+        run = self._own_runs()[run_id] = run.with_status(status, **changes)
+        if run.done:
+            if run_id == self.current_run:
+                self.current_run = None
+            self._forget_old_runs()
+        self.view_stale = True
+        return run
+
+    def refresh_run_waiting(self) -> None:
+        """The running run waits while one of its tool calls waits for a human decision."""
+        run_id = self.current_run
+        run = self.runs.get(run_id) if run_id is not None else None
+        if run is None or run.done:
+            return
+        status: RunStatus = "waiting" if self._pending else "running"
+        if run.status != status:
+            self._own_runs()[run.run_id] = run.with_status(status)
+
+    def _forget_old_runs(self) -> None:
+        finished = [run_id for run_id, run in self.runs.items() if run.done]
+        runs, first = self._own_runs(), self.run_first_event
+        for run_id in finished[: max(0, len(finished) - self.services.max_finished_runs)]:
+            del runs[run_id]
+            if isinstance(first, dict):
+                first.pop(run_id, None)
+
     # ------------------------------------------------------------------ events
 
-    def emit(self, event: AgentEvent, sink: EventSink | None = None) -> None:
+    def stamp(self, event: AgentEvent, run_id: str | None) -> None:
+        """Give ``event`` the session's next id (once) and its run, and keep it for replay."""
+        if event.event_id:
+            return
+        self.event_seq += 1
+        event.event_id = self.event_seq
+        event.run_id = run_id
+        if run_id is not None and run_id == self.current_run:
+            self.current_run_last_event = self.event_seq
+        ring = self._ring
+        if ring is None:
+            ring = self._ring = deque(maxlen=EVENT_RING_SIZE)
+        ring.append(event)
+
+    def emit(self, event: AgentEvent, sink: EventSink | None = None, *, of_run: bool = True) -> None:
+        """Send ``event`` to ``sink`` and every subscriber; ``of_run=False``: a session-level event."""
+        self.stamp(event, self.current_run if of_run else None)
         if sink is not None:
             sink.offer(event)
         for subscriber in self.subscribers:
             subscriber.offer(event)
+
+    def replay(self, sink: EventSink, after: int, run_id: str | None = None) -> None:
+        """Offer ``sink`` the kept events after ``after`` (of run ``run_id`` only, if given).
+
+        Starts with an :class:`EventsDropped` when events after ``after`` are
+        no longer kept. A finished run's terminal event is rebuilt from its
+        record when it is not kept.
+        """
+        ring = self._ring or ()
+        oldest_kept = ring[0].event_id if ring else self.event_seq + 1
+        if run_id is None:
+            last = self.event_seq
+            first = 1
+        else:
+            run = self.get_run(run_id)
+            last = run.last_event_id
+            # A run of an earlier incarnation may have emitted from id 1 on, as far as this one knows.
+            first = self.run_first_event.get(run_id, 1)
+        lost = self._lost(max(after + 1, first), min(oldest_kept, last + 1))
+        if lost:
+            sink.offer(EventsDropped(self.session_id, lost, run_id=run_id))
+        ended = False
+        for event in ring:
+            if event.event_id > after and (run_id is None or event.run_id == run_id):
+                sink.offer(event)
+                ended = ended or isinstance(event, TERMINAL_EVENTS)
+        if run_id is not None and not ended:
+            run = self.get_run(run_id)
+            if run.done and run.last_event_id > after:
+                sink.offer(self.terminal_event(run))
+
+    def _lost(self, low: int, high: int) -> int:
+        """How many events with ids in ``[low, high)`` are no longer kept (skipped ids are none)."""
+        earlier = max(0, min(high, self._stored_event_seq + 1) - low)
+        own = max(0, high - max(low, self._first_own_event))
+        return earlier + own
+
+    def terminal_event(self, run: Run) -> AgentEvent:
+        """The event a finished run ended with, rebuilt from its record (its id is the run's last)."""
+        event: AgentEvent
+        if run.status == "completed":
+            result = AgentResult(run.text or "", [], run.usage, stop_reason=run.stop_reason or "stop")
+            event = TurnEnd(self.session_id, result)
+        elif run.status == "cancelled":
+            event = TurnCancelled(self.session_id, run.error or "cancelled")
+        else:
+            kind = "interrupted" if run.status == "interrupted" else "error"
+            event = TurnError(self.session_id, run.error or run.status, kind)
+        event.event_id, event.run_id = run.last_event_id, run.run_id
+        return event
 
     def listened(self, sink: EventSink | None) -> bool:
         return sink is not None or bool(self.subscribers)

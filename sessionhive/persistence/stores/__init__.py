@@ -12,7 +12,7 @@ contract all three keep:
   two apart for the caller's retry policy. Error messages never carry SQL
   parameters (session content) nor a password.
 - After a successful ``write_batch``, ``last_write_rows`` maps a table name
-  (``"sessions"``, ``"messages"``) to the rows that write inserted or updated,
+  (``"sessions"``, ``"messages"``, ``"runs"`` when any) to the rows that write inserted or updated,
   for the ``persistence_rows_written_total`` metric.
 
 Only the :class:`~sessionhive.persistence.PersistenceActor` calls a store, so

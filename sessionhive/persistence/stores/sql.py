@@ -27,7 +27,8 @@ from sqlalchemy.pool import StaticPool
 
 from sessionhive.model.errors import InvalidConfig, StoreError
 from sessionhive.model.messages import Message
-from sessionhive.persistence.schema import MESSAGES, SESSIONS, ensure_schema
+from sessionhive.model.runs import Run
+from sessionhive.persistence.schema import MESSAGES, RUNS, SESSIONS, ensure_schema
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.persistence.stores._checkpoint import WalCheckpointer
 from sessionhive.persistence.stores.base import ACCEPTED_STORES, BaseStore, chunks, wrap_error
@@ -67,6 +68,7 @@ def _session_row(snap: SessionSnapshot) -> dict[str, Any]:
         "created_at": snap.created_at,
         "updated_at": snap.updated_at,
         "running_turn": header["running_turn"],
+        "event_seq": snap.event_seq,
     }
 
 
@@ -103,8 +105,21 @@ def _step_row(snap: SessionSnapshot) -> tuple[Any, ...]:
         len(snap.messages),
         snap.updated_at,
         None if running is None else _encode(running.to_dict()),
+        snap.event_seq,
         snap.session_id,
         snap.version,
+    )
+
+
+def _run_row(run: Run) -> tuple[Any, ...]:
+    """A row of the runs table in the order of :attr:`_DriverSql`'s ``run`` statement, the record encoded."""
+    return (
+        run.run_id,
+        run.session_id,
+        run.idempotency_key,
+        run.status,
+        _encode(run.to_dict()),
+        run.created_at,
     )
 
 
@@ -124,14 +139,19 @@ class _DriverSql:
     which made a commit of a few hundred rows take tens of milliseconds.
     """
 
-    __slots__ = ("_multirow", "_named", "_paramstyle", "_texts", "select_suffix")
+    __slots__ = ("_multirow", "_named", "_paramstyle", "_texts", "select_suffix", "upsert")
 
-    def __init__(self, paramstyle: str, *, lock_rows: bool, cast_json: bool, multirow: bool) -> None:
+    def __init__(
+        self, paramstyle: str, *, lock_rows: bool, cast_json: bool, multirow: bool, upsert: bool
+    ) -> None:
         self._paramstyle = paramstyle
         self._named = paramstyle == "named"
         self._multirow = multirow
+        #: Whether the ``run`` statement replaces a stored run of the same id (``ON CONFLICT``, SQLite
+        #: and PostgreSQL); without it the caller deletes the rows it rewrites first.
+        self.upsert = upsert
         self._texts: dict[tuple[str, int], str] = {}
-        marks = [self._mark(i) for i in range(8)]
+        marks = [self._mark(i) for i in range(9)]
         json_marks = [f"CAST({mark} AS JSON)" if cast_json else mark for mark in marks]
         self._texts["message", 0] = (
             f"INSERT INTO {MESSAGES.name} (session_id, seq, role, payload) "
@@ -140,7 +160,12 @@ class _DriverSql:
         self._texts["step", 0] = (
             f"UPDATE {SESSIONS.name} SET usage = {json_marks[0]}, context_usage = {json_marks[1]}, "
             f"version = {marks[2]}, message_count = {marks[3]}, updated_at = {marks[4]}, "
-            f"running_turn = {json_marks[5]} WHERE id = {marks[6]} AND version < {marks[7]}"
+            f"running_turn = {json_marks[5]}, event_seq = {marks[6]} "
+            f"WHERE id = {marks[7]} AND version < {marks[8]}"
+        )
+        self._texts["run", 0] = (
+            f"INSERT INTO {RUNS.name} ({_RUN_COLUMNS}) VALUES ({marks[0]}, {marks[1]}, {marks[2]}, "
+            f"{marks[3]}, {json_marks[4]}, {marks[5]})" + (_RUN_UPSERT if upsert else "")
         )
         # One lock order for every writer (no deadlock between Hives); SQLite locks the file instead.
         self.select_suffix = ") ORDER BY id" + (" FOR UPDATE" if lock_rows else "")
@@ -170,7 +195,7 @@ class _DriverSql:
         return rows
 
     def run(self, conn: Connection, kind: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert message rows (``kind="message"``) or update step rows (``"step"``)."""
+        """Insert messages (``kind="message"``), update step rows (``"step"``) or upsert runs (``"run"``)."""
         if not self._multirow:
             conn.exec_driver_sql(self._texts[kind, 0], self.rows(rows))
             return
@@ -186,18 +211,30 @@ class _DriverSql:
             values = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * count)
             if kind == "message":
                 text = f"INSERT INTO {MESSAGES.name} (session_id, seq, role, payload) VALUES {values}"
+            elif kind == "run":
+                text = f"INSERT INTO {RUNS.name} ({_RUN_COLUMNS}) VALUES {values}" + (
+                    _RUN_UPSERT if self.upsert else ""
+                )
             else:
                 table = SESSIONS.name
                 text = (
                     f"UPDATE {table} SET usage = v.column1, context_usage = v.column2, version = v.column3, "
-                    f"message_count = v.column4, updated_at = v.column5, running_turn = v.column6 "
-                    f"FROM (VALUES {values}) AS v "
-                    f"WHERE {table}.id = v.column7 AND {table}.version < v.column8"
+                    f"message_count = v.column4, updated_at = v.column5, running_turn = v.column6, "
+                    f"event_seq = v.column7 FROM (VALUES {values}) AS v "
+                    f"WHERE {table}.id = v.column8 AND {table}.version < v.column9"
                 )
             if count <= _CACHED_TEXTS:
                 self._texts[kind, count] = text
         return text
 
+
+_RUN_COLUMNS = "run_id, session_id, idempotency_key, status, record, created_at"
+# A run is rewritten whenever its record changes (a new status, its last event): the
+# stored row of that id is replaced in place.
+_RUN_UPSERT = (
+    " ON CONFLICT (run_id) DO UPDATE SET idempotency_key = excluded.idempotency_key, "
+    "status = excluded.status, record = excluded.record, created_at = excluded.created_at"
+)
 
 # One executemany UPDATE of every column for the existing sessions of a batch whose
 # header changed (a step's few columns go through _DriverSql.step). The version
@@ -210,9 +247,13 @@ _UPDATE_SESSION = update(SESSIONS).where(
 _MULTIROW_PARAMETERS = 2000
 # Statement texts kept per row count (the rest are built when needed).
 _CACHED_TEXTS = 512
-# Most sessions whose header fields this store remembers; past it the memory is dropped
+# Most sessions whose header fields and runs this store remembers; past it the memory is dropped
 # (the next write of each session is a full one).
 _HEADER_MEMORY = 100_000
+
+
+# What this store last committed of a session: its version, its header key and its runs.
+_Committed = tuple[int, tuple[Any, ...], tuple[Run, ...]]
 
 
 class _WritePlan:
@@ -220,11 +261,14 @@ class _WritePlan:
 
     __slots__ = (
         "clear_messages",
+        "clear_runs",
         "headers",
         "new_messages",
         "new_sessions",
+        "pruned_runs",
         "stepped_sessions",
         "updated_sessions",
+        "upserted_runs",
     )
 
     def __init__(self) -> None:
@@ -233,14 +277,14 @@ class _WritePlan:
         self.stepped_sessions: list[tuple[Any, ...]] = []
         self.new_messages: list[tuple[str, int, str, str]] = []
         self.clear_messages: list[str] = []
-        self.headers: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        #: Sessions whose stored runs are all rewritten (new, or last written by another store).
+        self.clear_runs: list[str] = []
+        self.upserted_runs: list[tuple[Any, ...]] = []
+        #: Ids of runs the sessions no longer keep.
+        self.pruned_runs: list[str] = []
+        self.headers: dict[str, _Committed] = {}
 
-    def add(
-        self,
-        snap: SessionSnapshot,
-        held: tuple[int, int, int] | None,
-        known: tuple[int, tuple[Any, ...]] | None,
-    ) -> None:
+    def add(self, snap: SessionSnapshot, held: tuple[int, int, int] | None, known: _Committed | None) -> None:
         """Plan ``snap`` over its stored row ``held``; ``known`` is what this store last committed of it."""
         sid = snap.session_id
         key = _header_key(snap)
@@ -249,6 +293,7 @@ class _WritePlan:
             row["id"] = sid
             self.new_sessions.append(row)
             self.clear_messages.append(sid)  # stray rows of a half-deleted session must not collide
+            self._rewrite_runs(snap)
             start = 0
         else:
             version, epoch, count = held
@@ -259,6 +304,11 @@ class _WritePlan:
             else:
                 start = 0
                 self.clear_messages.append(sid)  # cleared or compacted: rewrite the history
+            if known is not None and known[0] == version:
+                # The stored runs are the ones this store committed last: write only what changed.
+                self._changed_runs(snap.runs, known[2])
+            else:
+                self._rewrite_runs(snap)
             if known is not None and known[0] == version and known[1] == key:
                 # The stored row is the one this store committed last, and only a step's columns changed.
                 self.stepped_sessions.append(_step_row(snap))
@@ -267,12 +317,41 @@ class _WritePlan:
                 row["b_id"] = sid
                 row["b_version"] = snap.version
                 self.updated_sessions.append(row)
-        self.headers[sid] = (snap.version, key)
+        self.headers[sid] = (snap.version, key, snap.runs)
         # Each message is encoded once, here: a later step appends only the messages after it.
         self.new_messages.extend(
             (sid, seq, message.role, _encode(message.to_dict()))
             for seq, message in enumerate(snap.messages[start:], start)
         )
+
+    def _rewrite_runs(self, snap: SessionSnapshot) -> None:
+        self.clear_runs.append(snap.session_id)
+        self.upserted_runs.extend(_run_row(run) for run in snap.runs)
+
+    def _changed_runs(self, runs: tuple[Run, ...], committed: tuple[Run, ...]) -> None:
+        """Plan the runs of ``runs`` that differ from ``committed`` and prune those it no longer has.
+
+        A step of a turn hands over the same tuple when no run changed (nothing
+        to do), or the same runs in the same order with one replaced (a
+        pairwise pass); a run ending or pruned reorders them (a lookup by id).
+        """
+        if runs is committed:
+            return
+        if len(runs) == len(committed) and all(
+            a.run_id == b.run_id for a, b in zip(runs, committed, strict=True)
+        ):
+            self.upserted_runs.extend(
+                _run_row(run)
+                for run, old in zip(runs, committed, strict=True)
+                if run is not old and run != old
+            )
+            return
+        before = {run.run_id: run for run in committed}
+        for run in runs:
+            old = before.pop(run.run_id, None)
+            if old is None or (run is not old and run != old):
+                self.upserted_runs.append(_run_row(run))
+        self.pruned_runs.extend(before)
 
 
 class SqlStore(BaseStore):
@@ -304,6 +383,14 @@ class SqlStore(BaseStore):
     one ``executemany`` insert of all new messages, one of new sessions, one
     update of existing ones, in one transaction.
 
+    A session's runs are rows of ``sessionhive_runs``. Over a session row this
+    store committed itself, a write upserts only the runs that differ from
+    those it wrote then (compared by identity, then by value) and deletes the
+    ones the snapshot no longer keeps: a step that changed no run sends no
+    statement for runs. Over a row another writer committed (or one it no
+    longer remembers) it rewrites them all. They load oldest first
+    (``created_at``).
+
     ``echo=True`` logs SQL (parameters hidden). ``engine_options`` are passed
     to :func:`sqlalchemy.create_engine` (pool sizes and the like).
     """
@@ -332,9 +419,10 @@ class SqlStore(BaseStore):
         self.write_fence: Callable[[Connection, dict[str, int], Sequence[str]], set[str]] | None = None
         #: The ids the fence left out of the last successful ``write_batch``.
         self.last_fenced: frozenset[str] = frozenset()
-        # Session id -> (version, header key) of the last row this store committed: a
-        # later snapshot with the same header, over that very version, is a step.
-        self._committed_headers: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        # Session id -> (version, header key, runs) of the last row this store committed: a
+        # later snapshot with the same header, over that very version, is a step, and its
+        # runs are written only where they differ from those (the tuple is the snapshot's own).
+        self._committed_headers: dict[str, _Committed] = {}
         options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self._backend == "sqlite":
             if self._name == "sqlite::memory:":
@@ -365,6 +453,9 @@ class SqlStore(BaseStore):
             cast_json=dialect.name == "postgresql",
             # UPDATE ... FROM came with SQLite 3.33.
             multirow=dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 33),
+            # INSERT ... ON CONFLICT: PostgreSQL 9.5, SQLite 3.24.
+            upsert=dialect.name == "postgresql"
+            or (dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24)),
         )
         try:
             with self._transaction(write=True) as conn:
@@ -458,9 +549,10 @@ class SqlStore(BaseStore):
 
     def _write(
         self, conn: Connection, newest: dict[str, SessionSnapshot], deletes: list[str]
-    ) -> tuple[dict[str, int], dict[str, tuple[int, tuple[Any, ...]]]]:
+    ) -> tuple[dict[str, int], dict[str, _Committed]]:
         for chunk in chunks(deletes):
             conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
+            conn.execute(delete(RUNS).where(RUNS.c.session_id.in_(chunk)))
             conn.execute(delete(SESSIONS).where(SESSIONS.c.id.in_(chunk)))
         plan = _WritePlan()
         stored = self._locked_rows(conn, sorted(newest))
@@ -476,8 +568,24 @@ class SqlStore(BaseStore):
             conn.execute(_UPDATE_SESSION, plan.updated_sessions)
         if plan.stepped_sessions:
             self._sql.run(conn, "step", plan.stepped_sessions)
+        self._write_runs(conn, plan)
         written = len(plan.new_sessions) + len(plan.updated_sessions) + len(plan.stepped_sessions)
-        return {"sessions": written, "messages": len(plan.new_messages)}, plan.headers
+        rows = {"sessions": written, "messages": len(plan.new_messages)}
+        if plan.upserted_runs:
+            rows["runs"] = len(plan.upserted_runs)
+        return rows, plan.headers
+
+    def _write_runs(self, conn: Connection, plan: _WritePlan) -> None:
+        """Delete the runs ``plan`` rewrites or prunes, then upsert the changed ones (none: no statement)."""
+        for chunk in chunks(plan.clear_runs):
+            conn.execute(delete(RUNS).where(RUNS.c.session_id.in_(chunk)))
+        gone = plan.pruned_runs
+        if not self._sql.upsert:
+            gone = gone + [row[0] for row in plan.upserted_runs]
+        for chunk in chunks(gone):
+            conn.execute(delete(RUNS).where(RUNS.c.run_id.in_(chunk)))
+        if plan.upserted_runs:
+            self._sql.run(conn, "run", plan.upserted_runs)
 
     def _locked_rows(self, conn: Connection, ids: list[str]) -> dict[str, tuple[int, int, int]]:
         """``{id: (version, history_epoch, message_count)}`` of the stored rows among ``ids``, locked."""
@@ -504,6 +612,15 @@ class SqlStore(BaseStore):
                 .scalars()
                 .all()
             )
+            records = (
+                conn.execute(
+                    select(RUNS.c.record)
+                    .where(RUNS.c.session_id == session_id)
+                    .order_by(RUNS.c.created_at, RUNS.c.run_id)
+                )
+                .scalars()
+                .all()
+            )
         if len(payloads) != row["message_count"]:
             raise StoreError(
                 f"store {self._name} holds {len(payloads)} of the {row['message_count']} messages "
@@ -511,6 +628,7 @@ class SqlStore(BaseStore):
             )
         header = dict(row)
         header["session_id"] = header.pop("id")
+        header["runs"] = records
         try:
             return SessionSnapshot.from_dict(header, tuple(Message.from_dict(p) for p in payloads))
         except (KeyError, TypeError, ValueError) as exc:
