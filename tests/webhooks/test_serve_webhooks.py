@@ -15,18 +15,21 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from sessionhive import Hive, verify_webhook_signature
 from sessionhive.actors.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER
 from sessionhive.model.runs import Webhook
 from tests.webhooks.receiver import Receiver
-from tests.webhooks.webhook_child import OWN_SECRET, finished_run
+from tests.webhooks.webhook_child import OWN_SECRET, finished_run, scripted_model
 
 SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
 FILE_SECRET = "from-the-file-5b8e21"
+TOKEN = "webhook-test-token-0123456789"
 
 
 def serve(store: str, workspace: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "SESSIONHIVE_TOKEN": "webhook-test-token-0123456789"}
+    env = {**os.environ, "SESSIONHIVE_TOKEN": TOKEN}
     return subprocess.Popen(
         [
             sys.executable,
@@ -48,7 +51,7 @@ def serve(store: str, workspace: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_listening(process: subprocess.Popen[str]) -> None:
+def wait_listening(process: subprocess.Popen[str]) -> str:
     assert process.stdout is not None
     seen = []
     deadline = time.monotonic() + 60
@@ -57,8 +60,9 @@ def wait_listening(process: subprocess.Popen[str]) -> None:
         if not line:
             break
         seen.append(line)
-        if re.search(r"listening on http://127\.0\.0\.1:\d+/", line):
-            return
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
+        if found:
+            return found.group(1)
     raise AssertionError("serve did not start:\n" + "".join(seen))
 
 
@@ -67,15 +71,17 @@ def test_serve_signs_deliveries_with_the_key_of_its_secret_file(tmp_path: Path) 
     secret_file = tmp_path / "webhook.key"
     secret_file.write_text(FILE_SECRET + "\n")
     receiver = Receiver(listening=False)
-    with Hive.start(store=f"sqlite:///{database}", workspace=tmp_path) as hive:
-        webhooks = hive.core.services.webhooks
-        assert webhooks is not None
-        webhooks.run_finished(finished_run("served"), Webhook(receiver.url, secret=OWN_SECRET))
+    with Hive.start(store=f"sqlite:///{database}", llm=scripted_model(), workspace=tmp_path) as hive:
+        finished_run(hive, "served", Webhook(receiver.url, secret=OWN_SECRET))
     receiver.listen()
     process = serve(f"sqlite:///{database}", tmp_path, "--webhook-secret-file", str(secret_file))
     try:
-        wait_listening(process)
+        url = wait_listening(process)
         assert receiver.delivered.wait(60)
+        # An answered request: the server runs, its signal handlers with it (SIGINT drains, exit 0).
+        assert (
+            httpx.get(f"{url}/v1/sessions", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        )
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
     finally:

@@ -2,9 +2,9 @@
 
 Everything is real: an HTTP receiver on 127.0.0.1 that answers 500 for its
 first seconds (:data:`FAIL_SECONDS`), SQLite files, PostgreSQL when it
-answers, child processes killed with ``kill -9``. The session's side (a run
-that finishes hands itself to ``services.webhooks``) is the
-:class:`~sessionhive.actors.services.RunWebhooks` call the runs code makes.
+answers, child processes killed with ``kill -9``. Runs are real too:
+``start_run(..., webhook=...)`` on a scripted model, handed to the outbox by
+the session as it finishes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from sessionhive.model.runs import Webhook
 from sessionhive.persistence.outbox import Delivery, open_outbox
 from tests.persistence.conftest_persistence import StoreFactory
 from tests.webhooks.receiver import Received, Receiver
-from tests.webhooks.webhook_child import OWN_SECRET, SERVER_SECRET, finished_run
+from tests.webhooks.webhook_child import OWN_SECRET, SERVER_SECRET, finished_run, scripted_model
 
 pytest_plugins = ("tests.persistence.conftest_persistence",)
 
@@ -156,13 +156,13 @@ def test_delivery_retried_through_500s_arrives_once_signed_with_the_webhooks_sec
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="sessionhive")
     database = tmp_path / "hive.db"
-    hive = Hive.start(store=f"sqlite:///{database}", workspace=tmp_path, webhook_secret=SERVER_SECRET)
-    run = finished_run("s1")
+    hive = Hive.start(
+        store=f"sqlite:///{database}", llm=scripted_model(), workspace=tmp_path, webhook_secret=SERVER_SECRET
+    )
     try:
-        webhooks = hive.core.services.webhooks
-        assert webhooks is not None
-        webhooks.run_finished(run, Webhook(receiver.url, secret=OWN_SECRET))
-        (row,) = outbox_rows(database)  # committed before run_finished returned
+        run = finished_run(hive, "s1", Webhook(receiver.url, secret=OWN_SECRET))
+        assert run.status == "completed"
+        (row,) = outbox_rows(database)  # committed as the run finished
         assert row["delivered_at"] is None
         assert receiver.delivered.wait(DELIVERY_WAIT)
     finally:
@@ -191,11 +191,10 @@ def test_file_and_memory_stores_deliver_too_signed_with_the_servers_key(tmp_path
     spec = f"file:{tmp_path / 'sessions'}" if store == "file" else "memory"
     receiver = Receiver()
     try:
-        with Hive.start(store=spec, workspace=tmp_path, webhook_secret=SERVER_SECRET) as hive:
-            run = finished_run("s2")
-            webhooks = hive.core.services.webhooks
-            assert webhooks is not None
-            webhooks.run_finished(run, Webhook(receiver.url))  # no secret of its own
+        with Hive.start(
+            store=spec, llm=scripted_model(), workspace=tmp_path, webhook_secret=SERVER_SECRET
+        ) as hive:
+            finished_run(hive, "s2", Webhook(receiver.url))  # no secret of its own
             assert receiver.delivered.wait(DELIVERY_WAIT)
         (request,) = receiver.requests
         assert request.headers[SIGNATURE_HEADER] == independent_signature(request.body, SERVER_SECRET)
@@ -209,10 +208,8 @@ def test_a_redirect_is_not_followed(tmp_path: Path) -> None:
     elsewhere = Receiver()
     redirecting = Receiver(fail_for=FAIL_SECONDS, fail_status=307, location=elsewhere.url)
     try:
-        with Hive.start(store="memory", workspace=tmp_path) as hive:
-            webhooks = hive.core.services.webhooks
-            assert webhooks is not None
-            webhooks.run_finished(finished_run("s3"), Webhook(redirecting.url))
+        with Hive.start(store="memory", llm=scripted_model(), workspace=tmp_path) as hive:
+            finished_run(hive, "s3", Webhook(redirecting.url))
             assert redirecting.delivered.wait(DELIVERY_WAIT)
         first = redirecting.requests[0]
         assert first.status == 307
@@ -228,11 +225,12 @@ def test_no_webhook_secret_reaches_the_sqlite_file(tmp_path: Path) -> None:
     down = Receiver(listening=False)  # connections refused: the delivery stays pending
     try:
         with Hive.start(
-            store=f"sqlite:///{database}", workspace=tmp_path, webhook_secret=SERVER_SECRET
+            store=f"sqlite:///{database}",
+            llm=scripted_model(),
+            workspace=tmp_path,
+            webhook_secret=SERVER_SECRET,
         ) as hive:
-            webhooks = hive.core.services.webhooks
-            assert webhooks is not None
-            webhooks.run_finished(finished_run("s4"), Webhook(down.url, secret=OWN_SECRET))
+            finished_run(hive, "s4", Webhook(down.url, secret=OWN_SECRET))
     finally:
         down.close()
     files = [Path(p) for p in (str(database), f"{database}-wal", f"{database}-shm") if Path(p).exists()]

@@ -9,37 +9,28 @@ from __future__ import annotations
 import sys
 import time
 
-from sessionhive import Hive
-from sessionhive.model.runs import Run, Webhook, make_run_id
+from sessionhive import Hive, Reply, Run, ScriptedLlm, Webhook
 
 SERVER_SECRET = "server-key-7c1e0b"
 OWN_SECRET = "own-secret-4d2a9f"
+ANSWER = "The report says yes."
 
 
-def finished_run(session_id: str) -> Run:
-    """A completed run, as a session hands it to the webhooks when it ends."""
-    now = time.time()
-    return Run(
-        run_id=make_run_id(session_id),
-        session_id=session_id,
-        prompt="summarize the report",
-        status="completed",
-        created_at=now - 2.0,
-        started_at=now - 1.5,
-        ended_at=now,
-        text="The report says yes.",
-        stop_reason="end_turn",
-        last_event_id=7,
-    )
+def scripted_model() -> ScriptedLlm:
+    return ScriptedLlm([Reply(ANSWER)])
+
+
+def finished_run(hive: Hive, session_id: str, webhook: Webhook) -> Run:
+    """Run a turn with ``webhook`` to its end: the session hands it to the Hive's webhooks as it finishes."""
+    hive.create_session(session_id)
+    run = hive.start_run(session_id, "summarize the report", webhook=webhook)
+    return hive.wait_run(run.run_id, timeout=60)
 
 
 def main(mode: str, database: str, url: str) -> None:
-    hive = Hive.start(store=f"sqlite:///{database}", webhook_secret=SERVER_SECRET)
+    hive = Hive.start(store=f"sqlite:///{database}", llm=scripted_model(), webhook_secret=SERVER_SECRET)
     if mode == "enqueue":
-        run = finished_run("restarted-session")
-        webhooks = hive.core.services.webhooks
-        assert webhooks is not None
-        webhooks.run_finished(run, Webhook(url, secret=OWN_SECRET))
+        run = finished_run(hive, "restarted-session", Webhook(url, secret=OWN_SECRET))
         print(f"enqueued {run.run_id}", flush=True)
         time.sleep(3600)  # killed with kill -9 by the test
     print("started", flush=True)
