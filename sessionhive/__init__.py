@@ -9,6 +9,7 @@ goes. See the README for a tour and DESIGN.md for the architecture.
 from __future__ import annotations
 
 from sessionhive._gc import tune_gc
+from sessionhive.actors.webhooks import verify_webhook_signature
 from sessionhive.aio import AsyncHive, AsyncSubscription, AsyncTurnStream
 from sessionhive.api import (
     AsyncHiveAPI,
@@ -175,4 +176,5 @@ __all__ = [
     "event_to_dict",
     "set_prices",
     "tune_gc",
+    "verify_webhook_signature",
 ]

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -73,6 +73,7 @@ from sessionhive.actors.messages import (
 from sessionhive.actors.services import HiveServices, PersistenceLink
 from sessionhive.actors.supervisor import SupervisorActor
 from sessionhive.actors.turn import TurnLoop
+from sessionhive.actors.webhooks import WebhookDeliverer
 from sessionhive.agent.spending import BudgetBook
 from sessionhive.api import (
     DEFAULT_CALL_TIMEOUT,
@@ -203,6 +204,8 @@ class HiveOptions:
     budget: Budget | None = None
     mcp_servers: Sequence[McpServer] = ()
     max_finished_runs: int = DEFAULT_MAX_FINISHED_RUNS
+    #: Signs webhook deliveries whose Webhook has no secret of its own (or lost it in a restart).
+    webhook_secret: str | bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mcp_servers", tuple(self.mcp_servers))
@@ -298,6 +301,10 @@ class _Prepared:
         except Exception as exc:
             self.persistence.stop()
             raise StoreError(f"cannot read the session index from {store.name}: {exc}") from exc
+        # Its outbox lives beside the sessions; deliveries a last run left start on their way now.
+        self.webhooks = WebhookDeliverer.open(
+            store, server_secret=options.webhook_secret, metrics=self.metrics
+        )
         self.tools = options.tools or ToolExecutor(self.workspace)
         if options.mcp_servers:
             hub = McpHub(
@@ -375,7 +382,9 @@ class HiveCore:
             trace_content=options.trace_content,
             budgets=BudgetBook(options.budget),
             max_finished_runs=options.max_finished_runs,
+            webhooks=prepared.webhooks,
         )
+        self.webhooks = prepared.webhooks
         singletons = (
             self.backend
             if self._loop_backend is not None or not isinstance(options.actor_backend, str | None)
@@ -738,6 +747,7 @@ class HiveCore:
 
     def stop_persistence(self, timeout: float | None) -> None:
         """Blocking: the last flush and the persistence actor's stop (run it off the loop)."""
+        self.webhooks.stop(timeout)  # before the store closes under it
         try:
             self._persistence_ref.stop(block=True, timeout=timeout)
         except (pykka.Timeout, pykka.ActorDeadError):

@@ -356,7 +356,7 @@ def _require_serve_extra(command: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _require_serve_extra("serve")
-    from sessionhive.serve import ServeOptions, read_token, run_service
+    from sessionhive.serve import ServeOptions, read_token, read_webhook_secret, run_service
 
     llm: LlmConfig | LlmClient = _llm_from_args(args)
     if args.loadtest_script:
@@ -370,6 +370,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # With --tokens, SESSIONHIVE_TOKEN in the environment is not a second way in.
         token=read_token(args.token_file, {} if args.tokens else dict(os.environ)),
         tokens_file=args.tokens,
+        webhook_secret=read_webhook_secret(args.webhook_secret_file),
         drain_timeout=args.drain_timeout,
         max_body=args.max_body,
         cors_origins=tuple(args.cors_origin or ()),
@@ -477,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML file of [[token]] tables (name, tenant, scopes, sha256) and [tenant.NAME] quotas; "
         "make entries with 'sessionhive token new' (instead of --token-file)",
+    )
+    serve.add_argument(
+        "--webhook-secret-file",
+        metavar="PATH",
+        help="file whose first line is the key that signs webhook deliveries (Sessionhive-Signature) of "
+        "runs whose webhook has no secret of its own, or lost it in a restart (default: such deliveries "
+        "are sent unsigned)",
     )
     serve.add_argument(
         "--drain-timeout",

@@ -227,6 +227,11 @@ def _start(options: HiveOptions) -> Hive:
     ``max_finished_runs`` is how many finished runs (and their idempotency
     keys) each session keeps, besides its unfinished ones.
 
+    ``webhook_secret`` signs the webhook deliveries of finished runs
+    (``start_run(..., webhook=Webhook(url))``) whose webhook has no secret
+    of its own, or lost it in a restart (a webhook's secret is kept in
+    memory only); see :mod:`sessionhive.actors.webhooks`.
+
     ``budget`` caps the model spending of the whole Hive (of each tenant
     when ``sessionhive serve`` runs with tenant tokens), as
     ``SessionConfig.budget`` caps one session tree's.

@@ -43,6 +43,7 @@ _INITIAL_LABELS: dict[str, tuple[tuple[str, ...], ...]] = {
     "compactions": (("manual",), ("auto",)),
     "persistence_rows": (("sessions",), ("messages",)),
     "budget_stops": (("session",), ("hive",), ("tenant",)),
+    "webhook_deliveries": (("delivered",), ("refused",), ("unreachable",)),
 }
 
 
@@ -293,6 +294,19 @@ class HiveMetrics:
         )
         self.persistence_rows = self._counter(
             "persistence_rows_written_total", "Rows written to the store, by table.", ("table",)
+        )
+        # Webhooks: counted by outcome only, never by session, run or URL.
+        self.webhook_deliveries = self._counter(
+            "webhook_deliveries_total",
+            "Webhook delivery attempts by outcome: delivered (a 2xx), refused (another status, a redirect "
+            "included), unreachable (no answer: connection failed or timed out).",
+            ("outcome",),
+        )
+        self.webhook_attempts = self._counter(
+            "webhook_attempts_total", "Webhook POSTs made, first attempts and retries."
+        )
+        self.webhook_pending = self._gauge(
+            "webhook_pending", "Webhook deliveries in the outbox waiting for a 2xx answer."
         )
         # Events
         self.events_dropped = self._counter(

@@ -10,6 +10,8 @@
   answers :class:`Flush` barriers. Its messages (``persistence.messages``):
   :class:`Save`, :class:`Delete`, :class:`Flush`, :class:`Load`,
   :class:`Exists`, :class:`ListIds`, :class:`Health`, :class:`Tick`.
+- :class:`WebhookOutbox`: webhook deliveries of finished runs waiting for a
+  2xx, beside the sessions (:func:`open_outbox`; see ``persistence.outbox``).
 - :class:`AuditLog`: who owns each session served over HTTP, and who did
   what to it (:class:`AuditRecord`), in the store's database.
 """
@@ -30,6 +32,7 @@ from sessionhive.persistence.messages import (
     Save,
     Tick,
 )
+from sessionhive.persistence.outbox import Delivery, WebhookOutbox, open_outbox
 from sessionhive.persistence.snapshot import SCHEMA_VERSION, SessionSnapshot
 from sessionhive.persistence.stores import (
     FileStore,
@@ -47,6 +50,7 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "Delete",
+    "Delivery",
     "Exists",
     "FileStore",
     "Flush",
@@ -62,6 +66,8 @@ __all__ = [
     "SqlStore",
     "Tick",
     "TransientStoreError",
+    "WebhookOutbox",
     "is_transient",
+    "open_outbox",
     "open_store",
 ]

@@ -1,6 +1,6 @@
 """The SQL tables of :class:`~sessionhive.persistence.stores.SqlStore`, in SQLAlchemy 2.x typed ORM style.
 
-Four tables, all prefixed ``sessionhive_`` so that they can share a database
+Five tables, all prefixed ``sessionhive_`` so that they can share a database
 (or a PostgreSQL schema) with an application's own tables:
 
 ``sessionhive_sessions``
@@ -20,6 +20,11 @@ Four tables, all prefixed ``sessionhive_`` so that they can share a database
     upserts only the runs that changed since the store last wrote the session,
     and deletes those the session no longer keeps, in the same transaction as
     the session row (no foreign key, as for messages). Schema 3.
+``sessionhive_webhook_outbox``
+    One row per webhook delivery of a finished run (see
+    :mod:`sessionhive.persistence.outbox`): the URL, the exact body to POST,
+    and when it is next tried or was acknowledged. Never a secret. A table
+    that ``create_all`` makes where missing, so it needs no migration step.
 ``sessionhive_meta``
     Key/value pairs; ``schema_version`` records the layout of these tables so
     that an older sessionhive refuses a database written by a newer one.
@@ -66,11 +71,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
     "SESSIONS",
+    "WEBHOOK_OUTBOX",
     "Base",
     "MessageRow",
     "MetaRow",
     "RunRow",
     "SessionRow",
+    "WebhookOutboxRow",
     "ensure_schema",
 ]
 
@@ -147,6 +154,23 @@ class RunRow(Base):
     created_at: Mapped[float] = mapped_column(Double)
 
 
+class WebhookOutboxRow(Base):
+    """One webhook delivery: POST ``body`` to ``url`` until a 2xx answer (then ``delivered_at`` is set)."""
+
+    __tablename__ = "sessionhive_webhook_outbox"
+
+    delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    #: The exact JSON text POSTed (and signed): the finished run and its ``delivery_id``.
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    #: POSTs started so far (a claimed attempt counts before its answer).
+    attempts: Mapped[int] = mapped_column(Integer)
+    #: When the next attempt is due (a claimed attempt pushes it one lease ahead).
+    next_attempt_at: Mapped[float] = mapped_column(Double, index=True)
+    delivered_at: Mapped[float | None] = mapped_column(Double)
+
+
 class MetaRow(Base):
     """A key/value fact about the database itself (``schema_version``)."""
 
@@ -161,6 +185,7 @@ SESSIONS: Table = Base.metadata.tables[SessionRow.__tablename__]
 MESSAGES: Table = Base.metadata.tables[MessageRow.__tablename__]
 RUNS: Table = Base.metadata.tables[RunRow.__tablename__]
 META: Table = Base.metadata.tables[MetaRow.__tablename__]
+WEBHOOK_OUTBOX: Table = Base.metadata.tables[WebhookOutboxRow.__tablename__]
 
 
 def ensure_schema(conn: Connection, store_name: str) -> int:

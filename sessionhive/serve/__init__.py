@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._app import DEFAULT_MAX_BODY, ServeApp, serve_app
     from ._auth import ALL_SCOPES, Principal, TenantQuota, TokenTable, new_token, token_digest
     from ._openapi import openapi_document
-    from ._server import ServeOptions, is_loopback, read_token, run_service
+    from ._server import ServeOptions, is_loopback, read_token, read_webhook_secret, run_service
     from ._thread import ServerThread
     from .problems import HttpProblem
 
@@ -41,6 +41,7 @@ _WHERE = {
     "ServeOptions": "._server",
     "is_loopback": "._server",
     "read_token": "._server",
+    "read_webhook_secret": "._server",
     "run_service": "._server",
     "ServerThread": "._thread",
 }
@@ -71,6 +72,7 @@ __all__ = [
     "new_token",
     "openapi_document",
     "read_token",
+    "read_webhook_secret",
     "run_service",
     "serve_app",
     "token_digest",

@@ -25,7 +25,14 @@ from sessionhive.persistence.audit import AuditLog
 from ._app import DEFAULT_MAX_BODY, SHUTDOWN_REASON, ServeApp
 from ._auth import TokenTable
 
-__all__ = ["ServeOptions", "is_loopback", "read_token", "run_service", "uvicorn_config"]
+__all__ = [
+    "ServeOptions",
+    "is_loopback",
+    "read_token",
+    "read_webhook_secret",
+    "run_service",
+    "uvicorn_config",
+]
 
 
 @dataclass
@@ -45,6 +52,8 @@ class ServeOptions:
     allow_base_urls: Sequence[str] = field(default_factory=tuple)
     #: URL prefixes a run's webhook may name (``--allow-webhook-url``); none: webhooks are refused.
     allow_webhook_urls: Sequence[str] = field(default_factory=tuple)
+    #: Signs webhook deliveries (``--webhook-secret-file``): never shown, stored or logged.
+    webhook_secret: str | None = field(default=None, repr=False)
     say: Callable[[str], None] = field(default=lambda text: print(text, flush=True))
 
 
@@ -69,6 +78,20 @@ def read_token(token_file: str | None, environ: dict[str, str]) -> str | None:
             raise InvalidConfig(f"the token file {token_file!r} is empty")
         return token
     return environ.get("SESSIONHIVE_TOKEN") or None
+
+
+def read_webhook_secret(secret_file: str | None) -> str | None:
+    """The key of ``--webhook-secret-file`` (its first line), or ``None`` without the flag."""
+    if not secret_file:
+        return None
+    try:
+        text = Path(secret_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read the webhook secret file {secret_file!r}: {exc.strerror}") from None
+    secret = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise InvalidConfig(f"the webhook secret file {secret_file!r} is empty")
+    return secret
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -218,7 +241,13 @@ def run_service(options: ServeOptions) -> int:
     sock = _bind(options.host, options.port)
     # Opened here so that owners and the audit log go to the same database as the sessions.
     store = open_store(options.store)
-    hive = Hive.start(store=store, llm=options.llm, workspace=options.workspace, allow_base_urls=allowed)
+    hive = Hive.start(
+        store=store,
+        llm=options.llm,
+        workspace=options.workspace,
+        allow_base_urls=allowed,
+        webhook_secret=options.webhook_secret,
+    )
     try:
         audit = AuditLog.for_store(store)
         if tokens is not None and not audit.persistent:
