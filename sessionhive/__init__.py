@@ -27,6 +27,7 @@ from sessionhive.llm.prices import Price, PriceTable, set_prices
 from sessionhive.metrics.registry import MetricsConfig
 from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.content import ContentPart, FilePart, ImagePart, Prompt, TextPart
 from sessionhive.model.errors import (
     BaseUrlNotAllowed,
     CallTimeout,
@@ -108,14 +109,17 @@ __all__ = [
     "ConfirmationPolicy",
     "ConfirmationRequired",
     "ConfirmationResolved",
+    "ContentPart",
     "ContextCompacted",
     "ContextUsage",
     "EventsDropped",
+    "FilePart",
     "Forbidden",
     "Hive",
     "HiveAPI",
     "HiveStopped",
     "IdempotencyConflict",
+    "ImagePart",
     "InvalidConfig",
     "InvalidSessionId",
     "LlmClient",
@@ -134,6 +138,7 @@ __all__ = [
     "PooledBackend",
     "Price",
     "PriceTable",
+    "Prompt",
     "QuotaExceeded",
     "RateLimit",
     "Reply",
@@ -154,6 +159,7 @@ __all__ = [
     "Subscription",
     "SubscriptionAPI",
     "TextDelta",
+    "TextPart",
     "ThreadBackend",
     "ToolCall",
     "ToolContext",

@@ -92,6 +92,7 @@ from sessionhive.metrics.registry import HiveMetrics, MetricsConfig
 from sessionhive.model.budget import Budget
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import ConfirmationAnswer, OnConfirmation, read_confirmation_answer
+from sessionhive.model.content import Prompt
 from sessionhive.model.errors import (
     CallTimeout,
     HiveStopped,
@@ -122,6 +123,7 @@ from sessionhive.model.validate import (
     check_instance,
     check_positive_int,
     check_positive_number,
+    check_prompt,
 )
 from sessionhive.persistence.messages import Backlog, Flush, Health
 from sessionhive.runtime import ActorBackend, AsyncioBackend, PooledBackend, Reply, ThreadBackend
@@ -584,7 +586,7 @@ class HiveCore:
     def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         sink: EventSink | None,
         on_confirmation: OnConfirmation | None,
         here: bool,
@@ -592,7 +594,7 @@ class HiveCore:
         on_busy: OnBusy = "enqueue",
     ) -> tuple[Pending[AgentResult], Reply]:
         """The turn's result, and the reply completed with its :class:`Run` once the session accepted it."""
-        check_instance("prompt", prompt, str)
+        text, parts = check_prompt(prompt)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         if on_confirmation is not None:
             if not callable(on_confirmation):
@@ -602,7 +604,7 @@ class HiveCore:
         parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
             session_id,
-            lambda r: Generate(r, prompt, sink, accepted, parent, key, on_busy),
+            lambda r: Generate(r, text, sink, accepted, parent, key, on_busy, parts),
             "generate()",
             here,
         )
@@ -611,18 +613,21 @@ class HiveCore:
     def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         idempotency_key: str | None,
         on_busy: OnBusy,
         webhook: Webhook | None,
         here: bool,
     ) -> Pending[Run]:
-        check_instance("prompt", prompt, str)
+        text, parts = check_prompt(prompt)
         check_instance("webhook", webhook, Webhook, optional=True)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         parent = tracing.current_context()
         return self.call(
-            session_id, lambda r: StartRun(r, prompt, key, on_busy, webhook, parent), "start_run()", here
+            session_id,
+            lambda r: StartRun(r, text, key, on_busy, webhook, parent, parts),
+            "start_run()",
+            here,
         )
 
     def _run_call(

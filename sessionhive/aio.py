@@ -32,6 +32,7 @@ from sessionhive.actors.directory import SessionView
 from sessionhive.api import DEFAULT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.hive import Hive, LocalFacade
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.content import Prompt
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
@@ -285,7 +286,7 @@ class AsyncHive(LocalFacade):
     async def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -301,7 +302,7 @@ class AsyncHive(LocalFacade):
     async def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
@@ -332,7 +333,7 @@ class AsyncHive(LocalFacade):
     async def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,

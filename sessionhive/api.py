@@ -22,6 +22,7 @@ from typing import Final, Literal, Protocol, TypeAlias
 
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.confirmation import OnConfirmation
+from sessionhive.model.content import Prompt
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
@@ -198,7 +199,7 @@ class RunsAPI(Protocol):
     def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -209,7 +210,7 @@ class RunsAPI(Protocol):
     def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
@@ -220,7 +221,7 @@ class RunsAPI(Protocol):
     def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
@@ -263,7 +264,7 @@ class AsyncRunsAPI(Protocol):
     async def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -274,7 +275,7 @@ class AsyncRunsAPI(Protocol):
     async def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
@@ -285,7 +286,7 @@ class AsyncRunsAPI(Protocol):
     async def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
@@ -390,7 +391,7 @@ class HiveAPI(RunsAPI, Protocol):
     def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -411,7 +412,7 @@ class HiveAPI(RunsAPI, Protocol):
     def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
@@ -559,7 +560,7 @@ class AsyncHiveAPI(AsyncRunsAPI, Protocol):
     async def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -570,7 +571,7 @@ class AsyncHiveAPI(AsyncRunsAPI, Protocol):
     async def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,

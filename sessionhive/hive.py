@@ -42,6 +42,7 @@ from sessionhive.api import (
 )
 from sessionhive.metrics.registry import HiveMetrics
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.content import Prompt
 from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
@@ -363,7 +364,7 @@ class Hive(LocalFacade):
     def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -379,7 +380,7 @@ class Hive(LocalFacade):
     def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
@@ -411,7 +412,7 @@ class Hive(LocalFacade):
     def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,

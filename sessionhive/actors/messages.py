@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.content import ContentPart
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.runs import OnBusy, Webhook
 
@@ -92,6 +93,7 @@ class Generate(SessionCall):
     trace_parent: Any = None  # the caller's trace context (metrics.tracing.current_context())
     idempotency_key: str | None = None
     on_busy: OnBusy = "enqueue"
+    parts: tuple[ContentPart, ...] = ()  # the prompt's content parts; ``prompt`` is their text
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class StartRun(SessionCall):
     on_busy: OnBusy = "enqueue"
     webhook: Webhook | None = None  # held in memory only: its secret is never stored
     trace_parent: Any = None
+    parts: tuple[ContentPart, ...] = ()  # the prompt's content parts; ``prompt`` is their text
 
 
 @dataclass(frozen=True, slots=True)

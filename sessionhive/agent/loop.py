@@ -30,6 +30,7 @@ from sessionhive.agent.spending import Spending, call_within_budget
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
 from sessionhive.metrics import tracing
 from sessionhive.model.config import ConfirmationPolicy
+from sessionhive.model.content import ContentPart
 from sessionhive.model.errors import LlmError
 from sessionhive.model.events import AgentEvent, TextDelta, ToolEnd, ToolStart
 from sessionhive.model.messages import (
@@ -41,6 +42,7 @@ from sessionhive.model.messages import (
     Usage,
 )
 from sessionhive.model.permissions import PermissionPolicy
+from sessionhive.tools.files import read_workspace_parts
 
 __all__ = [
     "CompactionOutcome",
@@ -138,6 +140,8 @@ class TurnSpec:
     #: ``call_<turn_key>_<position in the turn>``: unique in the session's whole history, so
     #: a late answer meant for an earlier turn's call never fits a call of this one.
     turn_key: int = 0
+    #: The prompt's content parts (empty for a text prompt; ``prompt`` is then their text).
+    prompt_parts: tuple[ContentPart, ...] = ()
     #: The budgets this turn's model calls count against, and where their cost is reported.
     spending: Spending | None = None
 
@@ -319,7 +323,10 @@ async def _run_tool(
 
 async def run_turn(spec: TurnSpec, hooks: TurnHooks) -> TurnOutcome:
     """Run one turn to its end; cancellation ends it with a valid partial history."""
-    out = TurnOutcome(new_messages=[Message.user(spec.prompt)])
+    parts = spec.prompt_parts
+    if parts:  # a workspace file is read now, once: the stored message holds its bytes
+        parts = await asyncio.to_thread(read_workspace_parts, spec.workspace, parts)
+    out = TurnOutcome(new_messages=[Message.user(spec.prompt, parts)])
     return await _drive(spec, hooks, out, None)
 
 
@@ -384,7 +391,9 @@ async def _answer_calls(
             result = ToolResult(INTERRUPTED_WHILE_RUNNING, True)
         else:
             result = await tracing.traced_tool(call, spec.tools, _run_tool(spec, call, hooks, out))
-        out.new_messages.append(Message.tool(call.id, result.output, is_error=result.is_error))
+        out.new_messages.append(
+            Message.tool(call.id, result.output, is_error=result.is_error, parts=result.parts)
+        )
         await _journal(spec, out.new_messages)
 
 

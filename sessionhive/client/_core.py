@@ -34,9 +34,10 @@ from sessionhive import (
 )
 from sessionhive.api import DEFAULT, Timeout, resolve_timeout
 from sessionhive.model.confirmation import check_confirm_arguments
+from sessionhive.model.content import Prompt
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.runs import Run, Webhook, check_idempotency_key, check_on_busy, session_of_run
-from sessionhive.model.validate import check_instance
+from sessionhive.model.validate import check_instance, check_prompt
 from sessionhive.serve.routes import ROUTE
 
 from ._codec import ServiceUnavailable, context_from_dict, error_from_problem, result_from_dict
@@ -218,11 +219,13 @@ def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _run_request(prompt: str, key: str | None, on_busy: str) -> tuple[dict[str, Any], dict[str, str]]:
+def _run_request(prompt: Prompt, key: str | None, on_busy: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The body and headers of a turn or run: ``on_busy`` in the body, the key as ``Idempotency-Key``."""
-    check_instance("prompt", prompt, str)
+    text, parts = check_prompt(prompt)
     checked = check_idempotency_key(key)
-    body: dict[str, Any] = {"prompt": prompt, "on_busy": check_on_busy(on_busy)}
+    # A prompt of parts travels as a JSON array of them (bytes in base64), text as a string.
+    wire: str | list[dict[str, Any]] = [part.to_dict() for part in parts] if parts else text
+    body: dict[str, Any] = {"prompt": wire, "on_busy": check_on_busy(on_busy)}
     return body, ({} if checked is None else {"Idempotency-Key": checked})
 
 
@@ -328,14 +331,14 @@ class RemoteCore:
 
     # turns and runs
     def generate(
-        self, session_id: str, prompt: str, key: str | None, on_busy: str, timeout: Timeout
+        self, session_id: str, prompt: Prompt, key: str | None, on_busy: str, timeout: Timeout
     ) -> Plan[AgentResult]:
         body, headers = _run_request(prompt, key, on_busy)
         call = self.call("turn", session_id, json=body, timeout=timeout, headers=headers)
         return result_from_dict((yield call))
 
     def turn_stream(
-        self, session_id: str, prompt: str, key: str | None, on_busy: str, timeout: Timeout
+        self, session_id: str, prompt: Prompt, key: str | None, on_busy: str, timeout: Timeout
     ) -> HttpCall:
         body, headers = _run_request(prompt, key, on_busy)
         return self.call("turn", session_id, json=body, timeout=timeout, stream=True, headers=headers)
@@ -343,7 +346,7 @@ class RemoteCore:
     def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         key: str | None,
         on_busy: str,
         webhook: Webhook | None,

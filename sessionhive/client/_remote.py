@@ -32,6 +32,7 @@ from sessionhive import (
 )
 from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.metrics import tracing
+from sessionhive.model.content import Prompt
 from sessionhive.model.runs import OnBusy, Run, Webhook
 
 from ._core import (
@@ -195,7 +196,7 @@ class RemoteHive(_RemoteBase):
     def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
@@ -217,7 +218,7 @@ class RemoteHive(_RemoteBase):
     def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
@@ -230,7 +231,7 @@ class RemoteHive(_RemoteBase):
     def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
@@ -500,7 +501,7 @@ class AsyncRemoteHive(_RemoteBase):
     async def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
@@ -522,7 +523,7 @@ class AsyncRemoteHive(_RemoteBase):
     async def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
@@ -536,7 +537,7 @@ class AsyncRemoteHive(_RemoteBase):
     async def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,

@@ -43,10 +43,11 @@ from sessionhive.cluster import messages as m
 from sessionhive.cluster.membership import Cluster, ClusterSettings, start_cluster
 from sessionhive.cluster.transport import FEED_POLL, Feed, Transport, judge_ended
 from sessionhive.model.confirmation import OnConfirmation, check_confirm_arguments, read_confirmation_answer
+from sessionhive.model.content import Prompt
 from sessionhive.model.events import TERMINAL_EVENTS
 from sessionhive.model.ids import check_id
 from sessionhive.model.runs import OnBusy, Run, Webhook, check_idempotency_key, check_on_busy, session_of_run
-from sessionhive.model.validate import check_instance
+from sessionhive.model.validate import check_instance, check_prompt
 
 __all__ = ["AsyncClusterHive", "AsyncClusterSubscription", "AsyncClusterTurnStream", "cluster_hive_factory"]
 
@@ -382,7 +383,7 @@ class AsyncClusterHive:
     async def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -390,7 +391,7 @@ class AsyncClusterHive:
         on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations (a stream carries them)."""
-        check_instance("prompt", prompt, str)
+        check_prompt(prompt)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         if on_confirmation is not None:
             limit = self._limit(timeout)
@@ -413,14 +414,14 @@ class AsyncClusterHive:
     async def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
     ) -> AsyncClusterTurnStream:
-        check_instance("prompt", prompt, str)
+        check_prompt(prompt)
         op = m.StartTurn(session_id, prompt, check_idempotency_key(idempotency_key), check_on_busy(on_busy))
         feed = await self._transport.start_feed(op, self._limit(timeout))
         return AsyncClusterTurnStream(self, op, feed, on_confirmation)
@@ -430,14 +431,14 @@ class AsyncClusterHive:
     async def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
     ) -> Run:
-        check_instance("prompt", prompt, str)
+        check_prompt(prompt)
         check_instance("webhook", webhook, Webhook, optional=True)
         key, policy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         run: Run = await self._call(m.StartRun(session_id, prompt, key, policy, webhook), timeout)

@@ -40,6 +40,7 @@ from sessionhive.cluster.aio import (
 )
 from sessionhive.cluster.membership import Cluster
 from sessionhive.model.confirmation import OnConfirmation
+from sessionhive.model.content import Prompt
 from sessionhive.model.runs import OnBusy, Run, Webhook
 
 __all__ = ["ClusterHive", "ClusterSubscription", "ClusterTurnStream"]
@@ -295,7 +296,7 @@ class ClusterHive:
     def generate(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = None,
         on_confirmation: OnConfirmation | None = None,
@@ -317,7 +318,7 @@ class ClusterHive:
     def generate_streaming(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         timeout: Timeout = DEFAULT,
         on_confirmation: OnConfirmation | None = None,
@@ -341,7 +342,7 @@ class ClusterHive:
     def start_run(
         self,
         session_id: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sessionhive.api import DEFAULT_ON_BUSY
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
+from sessionhive.model.content import Prompt
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.runs import OnBusy, Webhook
 
@@ -177,7 +178,7 @@ class DestroySession(SessionOp):
 class Turn(SessionOp):
     """``generate``: one turn, answered with its result once it ended."""
 
-    prompt: str = ""
+    prompt: Prompt = ""
     idempotency_key: str | None = None
     on_busy: OnBusy = DEFAULT_ON_BUSY
     name: ClassVar[str] = "generate"
@@ -363,7 +364,7 @@ class RestoreSession(_Read):
 class StartRun(SessionOp):
     """``start_run``: answered with the Run once the session accepted it."""
 
-    prompt: str = ""
+    prompt: Prompt = ""
     idempotency_key: str | None = None
     on_busy: OnBusy = DEFAULT_ON_BUSY
     webhook: Webhook | None = None
@@ -424,7 +425,7 @@ class ListRuns(_Read):
 class StartTurn(SessionOp):
     """``generate_streaming``: the turn starts; its events and result come through a feed."""
 
-    prompt: str = ""
+    prompt: Prompt = ""
     idempotency_key: str | None = None
     on_busy: OnBusy = DEFAULT_ON_BUSY
     name: ClassVar[str] = "generate"

@@ -5,6 +5,7 @@ Install with ``pip install sessionhive[anthropic]``.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -23,6 +24,7 @@ from sessionhive.llm._sdk_base import (
     server_message,
 )
 from sessionhive.llm.base import ANTHROPIC_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
+from sessionhive.model.content import ContentPart, FilePart, ImagePart
 from sessionhive.model.errors import LlmError
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
@@ -70,6 +72,36 @@ def _arguments_object(arguments: dict[str, Any] | str) -> dict[str, Any]:
     # Malformed arguments the model sent earlier: tool_use.input must be an
     # object, so they travel inside one, verbatim.
     return {"_malformed_arguments": arguments}
+
+
+def _content(message: Message) -> list[dict[str, Any]]:
+    """A message's content blocks: its parts, or its text (none for an empty text)."""
+    if message.parts:
+        return [_block(part) for part in message.parts]
+    return [{"type": "text", "text": message.text}] if message.text else []
+
+
+def _block(part: ContentPart) -> dict[str, Any]:
+    """A content part as a Messages API block: text, image (base64 or url), or document."""
+    if isinstance(part, ImagePart):
+        if part.data is None:
+            return {"type": "image", "source": {"type": "url", "url": part.url}}
+        encoded = base64.b64encode(part.data).decode("ascii")
+        return {"type": "image", "source": {"type": "base64", "media_type": part.media_type, "data": encoded}}
+    if isinstance(part, FilePart) and part.data is not None:
+        if part.media_type == "text/plain":
+            text = part.data.decode("utf-8", errors="replace")
+            source: dict[str, Any] = {"type": "text", "media_type": "text/plain", "data": text}
+        else:
+            encoded = base64.b64encode(part.data).decode("ascii")
+            source = {"type": "base64", "media_type": part.media_type, "data": encoded}
+        block: dict[str, Any] = {"type": "document", "source": source}
+        if part.name:
+            block["title"] = part.name
+        return block
+    if isinstance(part, FilePart):  # a workspace path the turn did not read: nothing to send
+        return {"type": "text", "text": f"[file {part.path} not read]"}
+    return {"type": "text", "text": part.text}
 
 
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
@@ -286,10 +318,12 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
                 if message.text:
                     system.append(message.text)
             elif message.role == "user":
-                add("user", [{"type": "text", "text": message.text}] if message.text else [])
+                add("user", _content(message))
             elif message.role == "tool":
                 result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id or ""}
-                if message.text:
+                if message.parts:  # a tool_result holds text and image blocks
+                    result["content"] = _content(message)
+                elif message.text:
                     result["content"] = message.text
                 if message.is_error:
                     result["is_error"] = True

@@ -7,8 +7,10 @@ server, DeepSeek, ...).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from sessionhive.llm._sdk_base import (
     sdk_missing,
 )
 from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
+from sessionhive.model.content import ContentPart, FilePart, ImagePart, TextPart
 from sessionhive.model.errors import LlmError
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
 
@@ -87,7 +90,46 @@ def _message(message: Message) -> dict[str, Any]:
                 for call in message.tool_calls
             ],
         }
+    if message.parts:
+        return {"role": message.role, "content": [_part(part) for part in message.parts]}
     return {"role": message.role, "content": message.text}
+
+
+def _part(part: ContentPart) -> dict[str, Any]:
+    """A content part as a chat completions content item (image_url, file, or text)."""
+    if isinstance(part, ImagePart):
+        return {"type": "image_url", "image_url": {"url": part.data_url()}}
+    if isinstance(part, FilePart) and part.data is not None:
+        if part.media_type == "text/plain":  # chat completions reads PDFs as files; plain text is text
+            return {"type": "text", "text": part.data.decode("utf-8", errors="replace")}
+        data_url = f"data:{part.media_type};base64,{base64.b64encode(part.data).decode('ascii')}"
+        return {"type": "file", "file": {"filename": part.name or "document.pdf", "file_data": data_url}}
+    if isinstance(part, FilePart):  # a workspace path the turn did not read: nothing to send
+        return {"type": "text", "text": f"[file {part.path} not read]"}
+    return {"type": "text", "text": part.text}
+
+
+def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The chat messages of a history; images a tool returned follow its results as a user message.
+
+    A chat completions tool message holds text only, and the tool messages
+    answering one assistant message must follow it without a break: so the
+    images of a run of tool results are sent after the run, in one user
+    message naming the calls they came from.
+    """
+    out: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role != "tool" and pending:
+            out.append({"role": "user", "content": pending})
+            pending = []
+        out.append(_message(message))
+        if message.role == "tool" and any(not isinstance(part, TextPart) for part in message.parts):
+            pending.append({"type": "text", "text": f"Content returned by tool call {message.tool_call_id}:"})
+            pending.extend(_part(part) for part in message.parts if not isinstance(part, TextPart))
+    if pending:
+        out.append({"role": "user", "content": pending})
+    return out
 
 
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
@@ -218,7 +260,7 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.extend(_message(m) for m in request.messages)
+        messages.extend(_messages(request.messages))
         params: dict[str, Any] = {"model": config.model, "messages": messages}
         if request.tools:
             params["tools"] = [_tool(t) for t in request.tools]

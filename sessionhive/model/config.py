@@ -106,6 +106,10 @@ def _server_names(names: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(names)
 
 
+#: How many bytes of images and files a session's history holds at most, unless configured.
+DEFAULT_MAX_CONTENT_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """How one session behaves.
@@ -135,6 +139,9 @@ class SessionConfig:
     - ``budget``: caps the model spending of this session and its children
       (:class:`~sessionhive.Budget`); a turn it stops ends with
       ``stop_reason="budget"``.
+    - ``max_content_bytes``: the most bytes of images and files the
+      session's history may hold (its prompts' and its tool results'); a
+      prompt that would pass it is refused.
     """
 
     system_prompt: str | None = None
@@ -152,6 +159,7 @@ class SessionConfig:
     budget: Budget | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
     mcp_servers: Sequence[str] | None = None
+    max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mcp_servers", _server_names(self.mcp_servers))
@@ -163,6 +171,7 @@ class SessionConfig:
             check_path("SessionConfig.workspace", self.workspace)
         check_int("SessionConfig.max_context_length", self.max_context_length, minimum=0)
         check_int("SessionConfig.max_tool_rounds", self.max_tool_rounds, minimum=1)
+        check_int("SessionConfig.max_content_bytes", self.max_content_bytes, minimum=0)
         for flag in ("auto_compact", "allow_network", "resume_interrupted"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidConfig(f"SessionConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
@@ -220,4 +229,5 @@ class SessionConfig:
             budget=Budget.from_dict(data["budget"]) if data.get("budget") else None,
             metadata=dict(data.get("metadata") or {}),
             mcp_servers=tuple(data["mcp_servers"]) if data.get("mcp_servers") is not None else None,
+            max_content_bytes=data.get("max_content_bytes", DEFAULT_MAX_CONTENT_BYTES),
         )

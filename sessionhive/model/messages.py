@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sessionhive.model._plain import fields_dict
+from sessionhive.model.content import ContentPart, part_from_dict, parts_text
 
 __all__ = [
     "DEFAULT_MAX_CONTEXT",
@@ -81,6 +82,10 @@ class Message:
     approver sees what led to a confirmation). It is never stored: the
     session's own record holds unmarked messages, and it takes no part in
     comparing messages.
+
+    ``parts`` holds the message's content parts (images, files, text) when
+    it has any, and is empty for a plain text message; ``text`` is then the
+    text of the parts, so that a caller reading text alone still can.
     """
 
     role: Role
@@ -90,24 +95,30 @@ class Message:
     is_error: bool = False
     model: str | None = None
     in_progress: bool = field(default=False, compare=False)
+    parts: tuple[ContentPart, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
             raise ValueError(f"message role must be one of {sorted(_ROLES)}, got {self.role!r}")
         if not isinstance(self.tool_calls, tuple):
             object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        if not isinstance(self.parts, tuple):
+            object.__setattr__(self, "parts", tuple(self.parts))
 
     @classmethod
-    def user(cls, text: str) -> Message:
-        return cls("user", text)
+    def user(cls, text: str, parts: tuple[ContentPart, ...] = ()) -> Message:
+        """A user message; with ``parts``, its text is theirs (``text`` is then ignored)."""
+        return cls("user", parts_text(parts) if parts else text, parts=parts)
 
     @classmethod
     def assistant(cls, text: str, tool_calls: tuple[ToolCall, ...] = (), model: str | None = None) -> Message:
         return cls("assistant", text, tool_calls, model=model)
 
     @classmethod
-    def tool(cls, tool_call_id: str, text: str, *, is_error: bool = False) -> Message:
-        return cls("tool", text, (), tool_call_id, is_error)
+    def tool(
+        cls, tool_call_id: str, text: str, *, is_error: bool = False, parts: tuple[ContentPart, ...] = ()
+    ) -> Message:
+        return cls("tool", text, (), tool_call_id, is_error, parts=parts)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text}
@@ -121,6 +132,8 @@ class Message:
             data["model"] = self.model
         if self.in_progress:
             data["in_progress"] = True
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
         return data
 
     @classmethod
@@ -133,6 +146,7 @@ class Message:
             is_error=bool(data.get("is_error", False)),
             model=data.get("model"),
             in_progress=bool(data.get("in_progress", False)),
+            parts=tuple(part_from_dict(p) for p in data.get("parts") or ()),
         )
 
 
@@ -262,10 +276,11 @@ class ToolDefinition:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """The outcome of running one tool: its text output, and whether it failed."""
+    """The outcome of running one tool: its text output, whether it failed, and its images if any."""
 
     output: str
     is_error: bool = False
+    parts: tuple[ContentPart, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,26 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
+from collections.abc import Sequence
 from typing import Any
 
+from sessionhive.model.content import (
+    FILE_MEDIA_TYPES,
+    IMAGE_MEDIA_TYPES,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    TextPart,
+    part_bytes,
+    parts_text,
+)
 from sessionhive.model.errors import InvalidConfig
 
 __all__ = [
     "MAX_INT",
     "MAX_NAME_BYTES",
+    "MAX_PART_BYTES",
     "MAX_PATH_BYTES",
     "MAX_SECONDS",
     "check_confirm_arguments",
@@ -32,6 +45,7 @@ __all__ = [
     "check_path",
     "check_positive_int",
     "check_positive_number",
+    "check_prompt",
 ]
 
 # What a signed 64-bit column (SQLite INTEGER, PostgreSQL BIGINT) holds.
@@ -42,6 +56,8 @@ MAX_SECONDS = 30 * 24 * 3600.0
 # Linux's PATH_MAX and NAME_MAX: longer paths fail in open()/mkdir() with ENAMETOOLONG.
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
+#: The largest image or file one content part may carry (OpenAI's and Anthropic's limits are of this order).
+MAX_PART_BYTES = 20 * 1024 * 1024
 
 
 def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_INT) -> int:
@@ -157,3 +173,71 @@ def check_confirm_arguments(tool_id: object, approved: object, reason: object, d
         raise InvalidConfig(f"approved must be True or False, got {approved!r}")
     check_instance("reason", reason, str, optional=True)
     check_instance("decided_by", decided_by, str, optional=True)
+
+
+def check_prompt(prompt: Any) -> tuple[str, tuple[ContentPart, ...]]:
+    """A prompt as ``(text, parts)``: a string is its own text with no parts; else InvalidConfig.
+
+    A sequence of parts must hold at least one; an image carries bytes of a
+    known image type (``IMAGE_MEDIA_TYPES``) or an http(s)/data URL; a file
+    carries bytes of a known document type or a relative workspace path that
+    stays inside the workspace; no part holds more than :data:`MAX_PART_BYTES`.
+    The text of a prompt of parts is the text of its text parts.
+    """
+    if isinstance(prompt, str):
+        return prompt, ()
+    if isinstance(prompt, bytes | bytearray) or not isinstance(prompt, Sequence):
+        raise InvalidConfig(
+            f"prompt must be a string or a sequence of content parts, got {type(prompt).__name__}"
+        )
+    parts = tuple(prompt)
+    if not parts:
+        raise InvalidConfig("prompt must hold at least one content part, got an empty sequence")
+    for index, part in enumerate(parts):
+        _check_part(f"prompt[{index}]", part)
+    return parts_text(parts), parts
+
+
+def _check_part(name: str, part: object) -> None:
+    if isinstance(part, TextPart):
+        check_instance(f"{name}.text", part.text, str)
+        return
+    if not isinstance(part, ImagePart | FilePart):
+        raise InvalidConfig(f"{name} must be a TextPart, ImagePart or FilePart, got {type(part).__name__}")
+    size = part_bytes(part)
+    if size > MAX_PART_BYTES:
+        raise InvalidConfig(f"{name} holds {size} bytes; the limit of one part is {MAX_PART_BYTES}")
+    if isinstance(part, ImagePart):
+        if (part.data is None) == (part.url is None):
+            raise InvalidConfig(f"{name} must carry either data (bytes with a media_type) or a url, not both")
+        if part.data is not None:
+            _check_bytes(name, part.data, part.media_type, IMAGE_MEDIA_TYPES)
+        elif not isinstance(part.url, str) or not part.url.startswith(("https://", "http://", "data:image/")):
+            raise InvalidConfig(f"{name}.url must be an http(s) or data:image/ URL, got {part.url!r}")
+        return
+    if (part.data is None) == (part.path is None):
+        raise InvalidConfig(f"{name} must carry either data (bytes with a media_type) or a workspace path")
+    if part.data is not None:
+        _check_bytes(name, part.data, part.media_type, FILE_MEDIA_TYPES)
+        return
+    check_workspace_path(f"{name}.path", part.path)
+    if part.media_type not in FILE_MEDIA_TYPES:
+        raise InvalidConfig(
+            f"{name}.media_type must be one of {sorted(FILE_MEDIA_TYPES)}, got {part.media_type!r}"
+        )
+
+
+def _check_bytes(name: str, data: object, media_type: object, known: frozenset[str]) -> None:
+    if not isinstance(data, bytes):
+        raise InvalidConfig(f"{name}.data must be bytes, got {type(data).__name__}")
+    if media_type not in known:
+        raise InvalidConfig(f"{name}.media_type must be one of {sorted(known)}, got {media_type!r}")
+
+
+def check_workspace_path(name: str, value: Any) -> str:
+    """``value`` if it is a relative path that stays inside the directory it names; else InvalidConfig."""
+    path = check_path(name, value)
+    normal = posixpath.normpath(path)
+    if path.startswith("/") or normal == ".." or normal.startswith("../"):
+        raise InvalidConfig(f"{name} must be a path inside the session's workspace, got {path!r}")
+    return path

@@ -34,6 +34,7 @@ from sessionhive import (
     PermissionRule,
     SessionConfig,
 )
+from sessionhive.model.content import Prompt, part_from_dict
 from sessionhive.model.ids import check_id
 from sessionhive.model.validate import MAX_INT, check_number, check_path, check_positive_number
 
@@ -44,6 +45,7 @@ __all__ = [
     "llm_config_from_json",
     "parse_json_object",
     "policy_from_json",
+    "prompt_from_json",
     "session_config_from_json",
     "tool_id_from_path",
 ]
@@ -155,6 +157,21 @@ def parse_json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, Any
         raise HttpProblem(400, "InvalidBody", f"the body must be a JSON object, got {type(value).__name__}")
     _refuse_surrogates(value)
     return value
+
+
+def prompt_from_json(value: Any, what: str) -> Prompt:
+    """A turn's or run's ``prompt``: a string, or an array of content parts (bytes in base64)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise InvalidConfig(f"the {what} body needs a field 'prompt': a string or an array of content parts")
+    parts = []
+    for index, item in enumerate(value):
+        try:
+            parts.append(part_from_dict(item))
+        except ValueError as exc:
+            raise InvalidConfig(f"prompt[{index}]: {exc}") from None
+    return parts
 
 
 def tool_id_from_path(tool_id: str) -> str:

@@ -111,6 +111,7 @@ SCHEMAS: dict[str, Any] = {
             "max_tool_rounds": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
             "allow_network": {"type": "boolean"},
             "resume_interrupted": {"type": "boolean"},
+            "max_content_bytes": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
             "metadata": nullable({"type": "object", "additionalProperties": ref("JsonValue")}),
         },
     },
@@ -149,14 +150,14 @@ SCHEMAS: dict[str, Any] = {
     "Turn": {
         "type": "object",
         "required": ["prompt"],
-        "properties": {"prompt": {"type": "string"}, "on_busy": ref("OnBusy")},
+        "properties": {"prompt": ref("Prompt"), "on_busy": ref("OnBusy")},
         "additionalProperties": ref("JsonValue"),
     },
     "StartRun": {
         "type": "object",
         "required": ["prompt"],
         "properties": {
-            "prompt": {"type": "string"},
+            "prompt": ref("Prompt"),
             "on_busy": ref("OnBusy"),
             "webhook": nullable(
                 {
@@ -170,6 +171,32 @@ SCHEMAS: dict[str, Any] = {
             ),
         },
         "additionalProperties": ref("JsonValue"),
+    },
+    "Prompt": {
+        "description": "text, or an array of content parts; the whole body stays within the service's "
+        "body limit (--max-body), so large images travel base64-encoded within it",
+        "oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": ref("ContentPart")}],
+    },
+    "ContentPart": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"enum": ["text", "image", "file"]},
+            "text": {"type": "string", "description": "a text part's text"},
+            "data": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": "an image's or file's bytes",
+            },
+            "media_type": {
+                "type": "string",
+                "description": "image/png, image/jpeg, image/gif, image/webp; "
+                "application/pdf or text/plain for a file",
+            },
+            "url": {"type": "string", "description": "an image the provider fetches (instead of data)"},
+            "path": {"type": "string", "description": "a file of the session's workspace (instead of data)"},
+            "name": {"type": "string"},
+        },
     },
     "OnBusy": {
         "enum": list(get_args(OnBusy)),
@@ -255,6 +282,7 @@ SCHEMAS.update(
                 "tool_call_id": STRING,
                 "is_error": BOOL,
                 "model": STRING,
+                "parts": {"type": "array", "items": ref("ContentPart")},
             },
         },
         "Run": obj(

@@ -24,6 +24,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sessionhive.metrics.registry import HiveMetrics
+from sessionhive.model.content import (
+    FILE_MEDIA_TYPES,
+    IMAGE_MEDIA_TYPES,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    TextPart,
+    decode_b64,
+)
 from sessionhive.model.errors import InvalidConfig
 from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import ToolDefinition, ToolResult
@@ -251,7 +260,7 @@ class McpConnection:
                 metrics.mcp_call_duration.labels(*labels).observe(time.perf_counter() - started)
         if result.is_error and metrics is not None:
             metrics.mcp_errors.labels(*labels).inc()
-        return ToolResult(_result_text(result.content), bool(result.is_error))
+        return _result(result.content, bool(result.is_error))
 
     def _drop(self, live: _Live) -> None:
         if self._live is live:
@@ -297,20 +306,52 @@ def _is_disconnect(exc: BaseException) -> bool:
     return name in {"ClosedResourceError", "EndOfStream", "BrokenResourceError"} or "closed" in text
 
 
-def _result_text(content: Sequence[Any]) -> str:
-    """The text of a tool result; images and resources are described, not passed (no content parts yet)."""
-    parts: list[str] = []
+def _result(content: Sequence[Any], is_error: bool) -> ToolResult:
+    """A tool result: its text blocks as text; its images (and PDF/image resources) as content parts.
+
+    The text holds a line per image too, so a caller that reads text alone
+    (or a model that takes no images) still learns the tool answered with one.
+    """
+    lines: list[str] = []
+    parts: list[ContentPart] = []
     for block in content:
         text = getattr(block, "text", None)
-        if isinstance(text, str):
-            parts.append(text)
-        elif getattr(block, "type", "") == "image":
-            parts.append(
-                f"[image result ({getattr(block, 'mime_type', '?')}), not shown: content parts come later]"
-            )
+        kind = getattr(block, "type", "unknown")
+        media_type = getattr(block, "mime_type", None) or getattr(block, "mimeType", None)
+        if kind == "resource":  # an embedded resource: its blob (base64) when it has one
+            resource = getattr(block, "resource", None)
+            text = getattr(resource, "text", None)
+            media_type = getattr(resource, "mime_type", None) or getattr(resource, "mimeType", None)
+            raw = getattr(resource, "blob", None)
         else:
-            parts.append(f"[{getattr(block, 'type', 'unknown')} result, not shown: content parts come later]")
-    return "\n".join(parts)
+            raw = getattr(block, "data", None)
+        if isinstance(text, str):
+            lines.append(text)
+            parts.append(TextPart(text))
+            continue
+        part = _binary_part(raw, media_type)
+        if part is None:
+            lines.append(f"[{kind} result ({media_type or '?'}), not shown: no content part holds it]")
+            continue
+        lines.append(f"[{kind} result ({media_type})]")
+        parts.append(part)
+    has_binary = any(not isinstance(part, TextPart) for part in parts)
+    return ToolResult("\n".join(lines), is_error, tuple(parts) if has_binary else ())
+
+
+def _binary_part(raw: object, media_type: str | None) -> ContentPart | None:
+    """The content part of a block's base64 ``raw`` bytes, or None when no part type holds them."""
+    if not isinstance(raw, str) or media_type is None:
+        return None
+    try:
+        data = decode_b64(raw, "MCP result data")
+    except ValueError:
+        return None
+    if media_type in IMAGE_MEDIA_TYPES:
+        return ImagePart(data, media_type)
+    if media_type in FILE_MEDIA_TYPES:
+        return FilePart(data, media_type)
+    return None
 
 
 def _quote(arg: str) -> str:

@@ -51,6 +51,7 @@ from sessionhive.agent.loop import (
 )
 from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
+from sessionhive.model.content import ContentPart, part_bytes
 from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed
 from sessionhive.model.events import (
     TERMINAL_EVENTS,
@@ -128,6 +129,7 @@ class Job:
     accepted_ack: concurrent.futures.Future[None] | None = None
     followers: list[Reply] = field(default_factory=list)
     run_waiters: list[Reply] = field(default_factory=list)
+    parts: tuple[ContentPart, ...] = ()  # the prompt's content parts; ``prompt`` is their text
 
     @property
     def is_turn(self) -> bool:
@@ -173,12 +175,26 @@ class Jobs:
             message.idempotency_key,
             message.on_busy,
             confirmations,
-            Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent),
+            Job(
+                "turn",
+                message.reply,
+                message.prompt,
+                message.sink,
+                trace_parent=message.trace_parent,
+                parts=message.parts,
+            ),
             message.accepted,
         )
 
     def start_run(self, message: StartRun, confirmations: Confirmations) -> None:
-        job = Job("turn", None, message.prompt, trace_parent=message.trace_parent, webhook=message.webhook)
+        job = Job(
+            "turn",
+            None,
+            message.prompt,
+            trace_parent=message.trace_parent,
+            webhook=message.webhook,
+            parts=message.parts,
+        )
         self._accept_turn(
             message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.reply
         )
@@ -205,6 +221,10 @@ class Jobs:
                 return
         if session.state == "paused":
             raise SessionPaused(session.session_id)
+        if job.parts:
+            _check_content_room(
+                session.session_id, session.messages, job.parts, session.config.max_content_bytes
+            )
         if session.llm() is None:
             raise session.no_llm()
         busy = self.running is not None or bool(self.queue)
@@ -709,6 +729,7 @@ class Jobs:
             mcp_servers=config.mcp_servers,
             on_round=self._journal_hook(turn_id),
             turn_key=session.version,  # grows with every turn's end: names unnamed tool calls uniquely
+            prompt_parts=job.parts,
             spending=session_spending(
                 services.budgets, services.directory.parents, session.session_id, metrics
             ),
@@ -845,6 +866,19 @@ class Jobs:
         session.commit_and_answer(job.reply, value, "compact")
 
 
+def _check_content_room(
+    session_id: str, history: tuple[Message, ...], parts: tuple[ContentPart, ...], limit: int
+) -> None:
+    """InvalidConfig when ``parts`` would take the session's images and files past ``limit`` bytes."""
+    held = sum(part_bytes(part) for message in history for part in message.parts)
+    adding = sum(part_bytes(part) for part in parts)
+    if held + adding > limit:
+        raise InvalidConfig(
+            f"session {session_id!r} holds {held} bytes of images and files; this prompt adds {adding}, "
+            f"past its limit of {limit} (SessionConfig.max_content_bytes)"
+        )
+
+
 def _as_turn_outcome(job: Job, outcome: object, journal: tuple[Message, ...]) -> TurnOutcome:
     """A turn's outcome; a turn that raised (anything, SystemExit included) keeps what it journaled.
 
@@ -854,7 +888,7 @@ def _as_turn_outcome(job: Job, outcome: object, journal: tuple[Message, ...]) ->
     """
     if isinstance(outcome, TurnOutcome):
         return outcome
-    kept = list(journal) if journal else [Message.user(job.prompt)]
+    kept = list(journal) if journal else [Message.user(job.prompt, job.parts)]
     status: Literal["error", "cancelled"]
     if isinstance(outcome, asyncio.CancelledError):
         status, error, reason = "cancelled", "", "cancelled before this tool call finished"

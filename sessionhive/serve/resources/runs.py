@@ -16,6 +16,7 @@ from sessionhive.api import DEFAULT_ON_BUSY
 from sessionhive.model.events import TERMINAL_EVENTS
 from sessionhive.model.runs import OnBusy, Run, Webhook, check_idempotency_key, check_on_busy
 
+from .._bodies import prompt_from_json
 from .._router import Call, EventStream, Frame, Router, StreamEnd, event_frame, keep_alive
 from .._schemas import BOOL, QUOTA, RESUME_PARAMS, RUN, RUN_PARAMS, RUN_START, merge, obj, ref
 from .._view import Turn
@@ -72,9 +73,7 @@ async def start_run(call: Call) -> Any:
     if app.draining:
         raise HttpProblem(503, "Draining", "the service is draining before it stops; no new runs")
     body = await app.body(call.request)
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise InvalidConfig("the run body needs a string field 'prompt'")
+    prompt = prompt_from_json(body.get("prompt"), "run")
     key, on_busy = run_options(call, body)
     webhook = _webhook(call, body.get("webhook"))
     app.tenancy.turn_started(call.owner)

@@ -11,9 +11,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sessionhive import AsyncTurnStream, InvalidConfig, SessionPaused
+from sessionhive import AsyncTurnStream, SessionPaused
+from sessionhive.model.content import parts_text
 
 from .. import _router
+from .._bodies import prompt_from_json
 from .._router import Call, EventStream, Frame, Router, event_frame
 from .._schemas import MODEL, QUOTA, RESUME_PARAMS, RUN_PARAMS, RUN_START, merge, ref
 from .._view import Turn
@@ -41,9 +43,7 @@ async def turn(call: Call) -> Any:
     if app.draining:
         raise HttpProblem(503, "Draining", "the service is draining before it stops; no new turns")
     body = await app.body(call.request)
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise InvalidConfig("the turn body needs a string field 'prompt'")
+    prompt = prompt_from_json(body.get("prompt"), "turn")
     key, on_busy = run_options(call, body)
     after = call.last_event_id()
     # Counted against the session's tenant: the quota bounds what its sessions cost the machine.
@@ -56,7 +56,10 @@ async def turn(call: Call) -> Any:
             app.view.paused.add(sid)
         raise
     running = _watch(call, stream)
-    detail = {"prompt_chars": len(prompt), "run_id": stream.run_id}
+    detail = {
+        "prompt_chars": len(prompt if isinstance(prompt, str) else parts_text(prompt)),
+        "run_id": stream.run_id,
+    }
     await app.tenancy.record(call.principal, "turn", sid, call.owner, detail)
     if "text/event-stream" in call.request.headers.get("accept", ""):
         return EventStream(_turn_events(running, stream.run_id, after))
