@@ -89,8 +89,9 @@ class ImagePart:
         data: dict[str, Any] = {"type": "image"}
         if self.url is not None:
             data["url"] = self.url
-        if self.data is not None:
+        if self.media_type is not None:
             data["media_type"] = self.media_type
+        if self.data is not None:
             data["data"] = _b64(self.data)
         return data
 

@@ -1,6 +1,6 @@
 """The SQL tables of :class:`~sessionhive.persistence.stores.SqlStore`, in SQLAlchemy 2.x typed ORM style.
 
-Five tables, all prefixed ``sessionhive_`` so that they can share a database
+Six tables, all prefixed ``sessionhive_`` so that they can share a database
 (or a PostgreSQL schema) with an application's own tables:
 
 ``sessionhive_sessions``
@@ -25,6 +25,12 @@ Five tables, all prefixed ``sessionhive_`` so that they can share a database
     :mod:`sessionhive.persistence.outbox`): the URL, the exact body to POST,
     and when it is next tried or was acknowledged. Never a secret. A table
     that ``create_all`` makes where missing, so it needs no migration step.
+``sessionhive_blobs``
+    The bytes of large content parts (images, files) of messages, one row per
+    sha256 (:mod:`sessionhive.persistence.blobs`): a message row names its
+    blobs, so that an image is stored once however many messages, sessions
+    and saves refer to it. Rows are never deleted by a session's delete (a
+    blob may be shared). A table ``create_all`` makes. Schema 4.
 ``sessionhive_meta``
     Key/value pairs; ``schema_version`` records the layout of these tables so
     that an older sessionhive refuses a database written by a newer one.
@@ -48,6 +54,7 @@ from sqlalchemy import (
     Connection,
     Double,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -63,6 +70,7 @@ from sessionhive.model.runs import MAX_IDEMPOTENCY_KEY_LENGTH
 from sessionhive.persistence.snapshot import SCHEMA_VERSION
 
 __all__ = [
+    "BLOBS",
     "ID_MAX_LENGTH",
     "MESSAGES",
     "META",
@@ -73,6 +81,7 @@ __all__ = [
     "SESSIONS",
     "WEBHOOK_OUTBOX",
     "Base",
+    "BlobRow",
     "MessageRow",
     "MetaRow",
     "RunRow",
@@ -171,6 +180,16 @@ class WebhookOutboxRow(Base):
     delivered_at: Mapped[float | None] = mapped_column(Double)
 
 
+class BlobRow(Base):
+    """The bytes of a large content part, named by their sha256 (hex)."""
+
+    __tablename__ = "sessionhive_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
 class MetaRow(Base):
     """A key/value fact about the database itself (``schema_version``)."""
 
@@ -186,6 +205,7 @@ MESSAGES: Table = Base.metadata.tables[MessageRow.__tablename__]
 RUNS: Table = Base.metadata.tables[RunRow.__tablename__]
 META: Table = Base.metadata.tables[MetaRow.__tablename__]
 WEBHOOK_OUTBOX: Table = Base.metadata.tables[WebhookOutboxRow.__tablename__]
+BLOBS: Table = Base.metadata.tables[BlobRow.__tablename__]
 
 
 def ensure_schema(conn: Connection, store_name: str) -> int:
@@ -245,3 +265,5 @@ def _migrate(conn: Connection, stored: int) -> None:
             conn.execute(
                 text(f"ALTER TABLE {SESSIONS.name} ADD COLUMN event_seq {column_type} NOT NULL DEFAULT 0")
             )
+    # Schema 4: content parts. Their blobs' table is new (create_all made it); messages of
+    # schema 3 hold no parts, so every stored row reads as it did.

@@ -13,8 +13,9 @@ from sessionhive.model.runs import Run
 __all__ = ["SCHEMA_VERSION", "SessionSnapshot"]
 
 #: 1: the first layout; 2: ``running_turn`` (the turn journal's in-flight turn);
-#: 3: ``runs`` (a table of their own in SQL) and ``event_seq``.
-SCHEMA_VERSION = 3
+#: 3: ``runs`` (a table of their own in SQL) and ``event_seq``;
+#: 4: content parts in messages, their large bytes as blobs (``sessionhive_blobs`` in SQL).
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)

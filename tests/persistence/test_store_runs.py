@@ -218,7 +218,7 @@ def test_a_schema_2_database_is_migrated_and_keeps_its_sessions(sql_stores: Stor
     reloaded = sql_stores.open().load("old")
     assert reloaded is not None and reloaded.runs == runs and reloaded.event_seq == 2
     with migrated.engine.connect() as conn:
-        assert conn.execute(select(META.c.value)).scalar_one() == str(SCHEMA_VERSION) == "3"
+        assert conn.execute(select(META.c.value)).scalar_one() == str(SCHEMA_VERSION) == "4"
         assert conn.execute(select(func.count()).select_from(RUNS)).scalar_one() == 1
 
 

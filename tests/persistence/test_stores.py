@@ -312,7 +312,7 @@ def test_a_schema_1_database_is_migrated_and_keeps_its_sessions(sql_stores: Stor
     loaded = sql_stores.open().load("old")
     assert loaded is not None and loaded.running_turn == running
     with migrated.engine.connect() as conn:
-        assert conn.execute(select(META.c.value)).scalar_one() == str(SCHEMA_VERSION) == "3"
+        assert conn.execute(select(META.c.value)).scalar_one() == str(SCHEMA_VERSION) == "4"
 
 
 def test_load_refuses_a_history_damaged_outside_sessionhive(sql_stores: StoreFactory) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionhive.model.errors import StoreError
+from sessionhive.persistence.blobs import blob_refs, loaded_snapshot, stored_snapshot
 from sessionhive.persistence.snapshot import SCHEMA_VERSION, SessionSnapshot
 from sessionhive.persistence.stores.base import BaseStore, wrap_error
 
@@ -22,6 +23,8 @@ __all__ = ["FileStore"]
 logger = logging.getLogger("sessionhive.persistence")
 
 _META_FILE = ".sessionhive-meta.json"
+# Large content parts, one file per sha256 (hidden: never taken for a session file).
+_BLOB_DIR = ".blobs"
 # Longest encoded name kept readable; longer ids are hashed (file names are
 # limited to 255 bytes on common file systems).
 _MAX_ENCODED = 200
@@ -198,8 +201,10 @@ class FileStore(BaseStore):
             held = self._read(path)
             if held is not None and int(held.get("version", 0)) >= snap.version:
                 continue
-            data = snap.to_dict()
+            blobs: dict[str, bytes] = {}
+            data = stored_snapshot(snap, blobs)
             data["schema_version"] = SCHEMA_VERSION
+            self._write_blobs(blobs)  # before the snapshot naming them
             _atomic_write(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
             written += 1
         if deletes or written:
@@ -207,9 +212,24 @@ class FileStore(BaseStore):
             _fsync_dir(self._dir)
         return {"sessions": written}
 
+    def _write_blobs(self, blobs: dict[str, bytes]) -> None:
+        """Write the blobs not stored yet: a blob is written once, whatever the number of saves naming it."""
+        folder = self._dir / _BLOB_DIR
+        new = [(sha, data) for sha, data in blobs.items() if not (folder / sha).exists()]
+        if not new:
+            return
+        folder.mkdir(exist_ok=True)
+        for sha, data in new:
+            _atomic_write(folder / sha, data)
+        _fsync_dir(folder)
+
     def _do_load(self, session_id: str) -> SessionSnapshot | None:
         data = self._read(self._path(session_id))
-        return None if data is None else SessionSnapshot.from_dict(data)
+        if data is None:
+            return None
+        folder = self._dir / _BLOB_DIR
+        blobs = {sha: (folder / sha).read_bytes() for sha in blob_refs(data.get("messages", ()))}
+        return loaded_snapshot(data, blobs, self._name)
 
     def _do_list_ids(self) -> list[str]:
         """Every stored session id (temporary, meta and foreign files skipped)."""

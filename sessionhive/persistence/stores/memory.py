@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from sessionhive.persistence.blobs import loaded_snapshot, stored_snapshot
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.persistence.stores.base import BaseStore
 
@@ -25,15 +26,20 @@ class MemoryStore(BaseStore):
     def __init__(self) -> None:
         super().__init__("memory")
         self._data: dict[str, tuple[int, str]] = {}
+        # Large content parts, once each by sha256 (never removed: a blob may be shared).
+        self._blobs: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._data)} sessions)"
 
     def _do_write(self, newest: dict[str, SessionSnapshot], deletes: list[str]) -> dict[str, int]:
+        blobs: dict[str, bytes] = {}
         encoded = [
-            (snap.session_id, snap.version, json.dumps(snap.to_dict(), separators=(",", ":")))
+            (snap.session_id, snap.version, json.dumps(stored_snapshot(snap, blobs), separators=(",", ":")))
             for snap in newest.values()
         ]
+        for sha, data in blobs.items():
+            self._blobs.setdefault(sha, data)
         for session_id in deletes:
             self._data.pop(session_id, None)
         written = 0
@@ -46,7 +52,7 @@ class MemoryStore(BaseStore):
 
     def _do_load(self, session_id: str) -> SessionSnapshot | None:
         held = self._data.get(session_id)
-        return None if held is None else SessionSnapshot.from_dict(json.loads(held[1]))
+        return None if held is None else loaded_snapshot(json.loads(held[1]), self._blobs, self._name)
 
     def _do_list_ids(self) -> Iterable[str]:
         return list(self._data)

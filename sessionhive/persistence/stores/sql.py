@@ -23,13 +23,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from sessionhive.model.errors import InvalidConfig, StoreError
-from sessionhive.model.messages import Message
 from sessionhive.model.runs import Run
-from sessionhive.persistence.schema import MESSAGES, RUNS, SESSIONS, ensure_schema
+from sessionhive.persistence.blobs import blob_refs, loaded_message, stored_payload
+from sessionhive.persistence.schema import BLOBS, MESSAGES, RUNS, SESSIONS, ensure_schema
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.persistence.stores._checkpoint import WalCheckpointer
 from sessionhive.persistence.stores.base import ACCEPTED_STORES, BaseStore, chunks, wrap_error
@@ -262,6 +264,7 @@ class _WritePlan:
     """The statements' rows for one batch, sorted by kind, and the headers it commits."""
 
     __slots__ = (
+        "blobs",
         "clear_messages",
         "clear_runs",
         "headers",
@@ -285,6 +288,8 @@ class _WritePlan:
         #: Ids of runs the sessions no longer keep.
         self.pruned_runs: list[str] = []
         self.headers: dict[str, _Committed] = {}
+        #: The large content parts of the new messages, by sha256.
+        self.blobs: dict[str, bytes] = {}
 
     def add(self, snap: SessionSnapshot, held: tuple[int, int, int] | None, known: _Committed | None) -> None:
         """Plan ``snap`` over its stored row ``held``; ``known`` is what this store last committed of it."""
@@ -322,7 +327,7 @@ class _WritePlan:
         self.headers[sid] = (snap.version, key, snap.runs)
         # Each message is encoded once, here: a later step appends only the messages after it.
         self.new_messages.extend(
-            (sid, seq, message.role, _encode(message.to_dict()))
+            (sid, seq, message.role, _encode(stored_payload(message, self.blobs)))
             for seq, message in enumerate(snap.messages[start:], start)
         )
 
@@ -564,6 +569,8 @@ class SqlStore(BaseStore):
             plan.add(newest[sid], stored.get(sid), self._committed_headers.get(sid))
         for chunk in chunks(plan.clear_messages):
             conn.execute(delete(MESSAGES).where(MESSAGES.c.session_id.in_(chunk)))
+        if plan.blobs:
+            self._write_blobs(conn, plan.blobs)
         if plan.new_messages:
             self._sql.run(conn, "message", plan.new_messages)
         if plan.new_sessions:
@@ -578,6 +585,23 @@ class SqlStore(BaseStore):
         if plan.upserted_runs:
             rows["runs"] = len(plan.upserted_runs)
         return rows, plan.headers
+
+    def _write_blobs(self, conn: Connection, blobs: dict[str, bytes]) -> None:
+        """Insert the blobs the database lacks: each is stored once, whatever refers to it."""
+        missing = dict(blobs)
+        for chunk in chunks(sorted(blobs)):
+            for sha in conn.execute(select(BLOBS.c.sha256).where(BLOBS.c.sha256.in_(chunk))).scalars():
+                missing.pop(sha, None)
+        if not missing:
+            return
+        rows = [{"sha256": sha, "data": data, "size": len(data)} for sha, data in missing.items()]
+        dialect = conn.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            # Another process may store the same bytes meanwhile: theirs are these.
+            module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
+            conn.execute(module.insert(BLOBS).on_conflict_do_nothing(), rows)
+        else:
+            conn.execute(insert(BLOBS), rows)
 
     def _write_runs(self, conn: Connection, plan: _WritePlan) -> None:
         """Delete the runs ``plan`` rewrites or prunes, then upsert the changed ones (none: no statement)."""
@@ -625,6 +649,10 @@ class SqlStore(BaseStore):
                 .scalars()
                 .all()
             )
+            blobs: dict[str, bytes] = {}
+            for chunk in chunks(sorted(blob_refs(payloads))):
+                query = select(BLOBS.c.sha256, BLOBS.c.data).where(BLOBS.c.sha256.in_(chunk))
+                blobs.update((sha, bytes(data)) for sha, data in conn.execute(query))
         if len(payloads) != row["message_count"]:
             raise StoreError(
                 f"store {self._name} holds {len(payloads)} of the {row['message_count']} messages "
@@ -634,7 +662,8 @@ class SqlStore(BaseStore):
         header["session_id"] = header.pop("id")
         header["runs"] = records
         try:
-            return SessionSnapshot.from_dict(header, tuple(Message.from_dict(p) for p in payloads))
+            messages = tuple(loaded_message(p, blobs, self._name) for p in payloads)
+            return SessionSnapshot.from_dict(header, messages)
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"store {self._name} holds an unreadable session {session_id!r}: {exc}") from exc
 
