@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import inspect
 import json
@@ -376,7 +377,7 @@ class ToolExecutor:
             if not isinstance(arguments, Mapping):
                 return self._error(f"the arguments of {name!r} must be a JSON object")
             result = await self._mcp.execute(name, arguments)
-            return ToolResult(truncate(result.output, self._output_cap), result.is_error)
+            return dataclasses.replace(result, output=truncate(result.output, self._output_cap))
         if tool is None:
             return self._error(f"unknown tool {name!r}; the available tools are: {', '.join(self._tools)}")
         if self._closed:
@@ -385,7 +386,7 @@ class ToolExecutor:
             kwargs = tool.arguments.parse(dict(arguments) if isinstance(arguments, Mapping) else arguments)
             result = await self._call(tool, kwargs, ToolPlace(workspace, session_id, allow_network))
             if isinstance(result, ToolResult):
-                return ToolResult(truncate(result.output, self._output_cap), result.is_error)
+                return dataclasses.replace(result, output=truncate(result.output, self._output_cap))
             return ToolResult(truncate(result if isinstance(result, str) else str(result), self._output_cap))
         except ToolError as exc:
             return self._error(str(exc))

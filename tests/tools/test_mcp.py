@@ -16,11 +16,13 @@ pytest.importorskip("mcp")
 from sessionhive import (
     ConfirmationPolicy,
     Hive,
+    ImagePart,
     McpServer,
     Message,
     Reply,
     ScriptedLlm,
     SessionConfig,
+    TextPart,
     ToolCall,
 )
 from sessionhive.model.errors import InvalidConfig
@@ -195,3 +197,26 @@ def test_a_session_sees_only_the_mcp_servers_it_names(workspace: Path) -> None:
         hive.create_session("with", SessionConfig(mcp_servers=["fx"]))
         assert "denies fx__add" in hive.generate("without", "add").text
         assert hive.generate("with", "add").text == "result: 3"
+
+
+def test_an_image_a_tool_returns_becomes_an_image_part_of_its_result(workspace: Path) -> None:
+    sys.path.insert(0, str(SERVER.parent))
+    try:
+        from server import PICTURE  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(SERVER.parent))
+    seen: list[Message] = []
+
+    def script(messages: list[Message]) -> Reply:
+        seen.append(messages[-1])
+        return one_call("fx__picture", {})(messages)
+
+    with Hive.start(
+        store="memory", llm=ScriptedLlm(script), workspace=workspace, mcp_servers=[stdio_server()]
+    ) as hive:
+        hive.create_session("s")
+        hive.generate("s", "show me")
+        tool_message = hive.history("s")[2]
+    assert tool_message.role == "tool" and seen[-1] == tool_message  # the model saw the parts
+    assert tool_message.parts == (TextPart("a test picture"), ImagePart(PICTURE, "image/png"))
+    assert tool_message.text == "a test picture\n[image result (image/png)]"

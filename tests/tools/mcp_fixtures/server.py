@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.types import ToolAnnotations
 
 server = MCPServer("fixture")
@@ -46,6 +46,16 @@ def flaky_read() -> str:
         marker.write_text("1")
         os.kill(os.getpid(), signal.SIGKILL)
     return "read ok"
+
+
+#: What ``picture`` returns: bytes no encoding step may change (every byte value).
+PICTURE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True), structured_output=False)
+def picture() -> list[str | Image]:
+    """A caption and an image (PNG bytes)."""
+    return ["a test picture", Image(data=PICTURE, format="png")]
 
 
 def shout(text: str) -> str:
