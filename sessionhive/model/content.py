@@ -15,11 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 __all__ = [
+    "BASE64_PATTERN",
     "FILE_MEDIA_TYPES",
     "IMAGE_MEDIA_TYPES",
     "ContentPart",
@@ -39,6 +41,11 @@ IMAGE_MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/we
 FILE_MEDIA_TYPES = frozenset({"application/pdf", "text/plain"})
 
 
+#: What :func:`decode_b64` accepts: standard base64 with its padding (the OpenAPI document uses it too).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_BASE64 = re.compile(BASE64_PATTERN)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -47,6 +54,8 @@ def decode_b64(value: Any, what: str) -> bytes:
     """``value`` (base64 text) as bytes; ``ValueError`` naming ``what`` when it is not base64."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be base64 text, got {type(value).__name__}")
+    if not _BASE64.fullmatch(value):
+        raise ValueError(f"{what} is not valid base64")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import posixpath
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "MAX_PART_BYTES",
     "MAX_PATH_BYTES",
     "MAX_SECONDS",
+    "WORKSPACE_PATH_PATTERN",
     "check_confirm_arguments",
     "check_instance",
     "check_int",
@@ -56,6 +57,12 @@ MAX_SECONDS = 30 * 24 * 3600.0
 # Linux's PATH_MAX and NAME_MAX: longer paths fail in open()/mkdir() with ENAMETOOLONG.
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
+# One component of a workspace path: anything but "", "..", a "/" or a NUL.
+_COMPONENT = r"(?:[^/\x00.][^/\x00]*|\.|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)"
+#: A path a prompt may name in its workspace: relative, no ``..`` component, no empty one, no NUL
+#: (the OpenAPI document uses it too).
+WORKSPACE_PATH_PATTERN = rf"^{_COMPONENT}(?:/{_COMPONENT})*$"
+_WORKSPACE_PATH = re.compile(WORKSPACE_PATH_PATTERN)
 #: The largest image or file one content part may carry (OpenAI's and Anthropic's limits are of this order).
 MAX_PART_BYTES = 20 * 1024 * 1024
 
@@ -214,6 +221,10 @@ def _check_part(name: str, part: object) -> None:
             _check_bytes(name, part.data, part.media_type, IMAGE_MEDIA_TYPES)
         elif not isinstance(part.url, str) or not part.url.startswith(("https://", "http://", "data:image/")):
             raise InvalidConfig(f"{name}.url must be an http(s) or data:image/ URL, got {part.url!r}")
+        elif part.media_type is not None and part.media_type not in IMAGE_MEDIA_TYPES:
+            raise InvalidConfig(
+                f"{name}.media_type must be one of {sorted(IMAGE_MEDIA_TYPES)}, got {part.media_type!r}"
+            )
         return
     if (part.data is None) == (part.path is None):
         raise InvalidConfig(f"{name} must carry either data (bytes with a media_type) or a workspace path")
@@ -235,9 +246,11 @@ def _check_bytes(name: str, data: object, media_type: object, known: frozenset[s
 
 
 def check_workspace_path(name: str, value: Any) -> str:
-    """``value`` if it is a relative path that stays inside the directory it names; else InvalidConfig."""
+    """``value`` if it matches :data:`WORKSPACE_PATH_PATTERN` (inside its folder); else InvalidConfig."""
     path = check_path(name, value)
-    normal = posixpath.normpath(path)
-    if path.startswith("/") or normal == ".." or normal.startswith("../"):
-        raise InvalidConfig(f"{name} must be a path inside the session's workspace, got {path!r}")
+    if not _WORKSPACE_PATH.fullmatch(path):
+        raise InvalidConfig(
+            f"{name} must be a path inside the session's workspace (relative, without '..' "
+            f"or empty components), got {path!r}"
+        )
     return path

@@ -168,10 +168,36 @@ def prompt_from_json(value: Any, what: str) -> Prompt:
     parts = []
     for index, item in enumerate(value):
         try:
+            _check_part_fields(item)
             parts.append(part_from_dict(item))
         except ValueError as exc:
             raise InvalidConfig(f"prompt[{index}]: {exc}") from None
     return parts
+
+
+# The fields each part type takes over HTTP, all strings (schemas ContentPart in the OpenAPI document).
+_PART_FIELDS = {
+    "text": frozenset({"type", "text"}),
+    "image": frozenset({"type", "media_type", "data", "url"}),
+    "file": frozenset({"type", "media_type", "data", "path", "name"}),
+}
+
+
+def _check_part_fields(item: Any) -> None:
+    """ValueError unless ``item`` is a part object with only its type's fields, each a string."""
+    if not isinstance(item, dict):
+        raise ValueError(f"a content part must be a JSON object, got {type(item).__name__}")
+    allowed = _PART_FIELDS.get(item.get("type"))  # type: ignore[arg-type]
+    if allowed is None:
+        raise ValueError(f"content part type must be one of {sorted(_PART_FIELDS)}, got {item.get('type')!r}")
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        raise ValueError(
+            f"a {item['type']} part takes no field {unknown[0]!r}; its fields: {sorted(allowed)}"
+        )
+    for key, field in item.items():
+        if not isinstance(field, str):
+            raise ValueError(f"field {key!r} of a content part must be a string, got {type(field).__name__}")
 
 
 def tool_id_from_path(tool_id: str) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
+from sessionhive.model.content import BASE64_PATTERN, FILE_MEDIA_TYPES, IMAGE_MEDIA_TYPES
 from sessionhive.model.ids import MAX_ID_LENGTH, id_pattern
 from sessionhive.model.llm_config import PROVIDERS
 from sessionhive.model.runs import MAX_IDEMPOTENCY_KEY_LENGTH, OnBusy, RunStatus
-from sessionhive.model.validate import MAX_INT, MAX_PATH_BYTES, MAX_SECONDS
+from sessionhive.model.validate import MAX_INT, MAX_PATH_BYTES, MAX_SECONDS, WORKSPACE_PATH_PATTERN
 
 __all__ = [
     "ALWAYS",
@@ -65,6 +66,31 @@ def id_schema(what: str) -> dict[str, Any]:
 
 def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+_BASE64 = {"type": "string", "pattern": BASE64_PATTERN, "contentEncoding": "base64"}
+_IMAGE_TYPES = {"enum": sorted(IMAGE_MEDIA_TYPES)}
+_FILE_TYPES = {"enum": sorted(FILE_MEDIA_TYPES)}
+_IMAGE_URL = {
+    "type": "string",
+    "pattern": "^(https?://|data:image/)",
+    "description": "fetched by the provider",
+}
+_WORKSPACE_PATH = {
+    "type": "string",
+    "pattern": WORKSPACE_PATH_PATTERN,
+    "description": "relative to the session's workspace; a symlink out of it fails the turn",
+}
+
+
+def _part(kind: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """One shape of a content part: its ``type``, its fields, no others."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["type", *required],
+        "properties": {"type": {"const": kind}, **fields},
+    }
 
 
 SCHEMAS: dict[str, Any] = {
@@ -178,25 +204,19 @@ SCHEMAS: dict[str, Any] = {
         "oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": ref("ContentPart")}],
     },
     "ContentPart": {
-        "type": "object",
-        "required": ["type"],
-        "properties": {
-            "type": {"enum": ["text", "image", "file"]},
-            "text": {"type": "string", "description": "a text part's text"},
-            "data": {
-                "type": "string",
-                "contentEncoding": "base64",
-                "description": "an image's or file's bytes",
-            },
-            "media_type": {
-                "type": "string",
-                "description": "image/png, image/jpeg, image/gif, image/webp; "
-                "application/pdf or text/plain for a file",
-            },
-            "url": {"type": "string", "description": "an image the provider fetches (instead of data)"},
-            "path": {"type": "string", "description": "a file of the session's workspace (instead of data)"},
-            "name": {"type": "string"},
-        },
+        "description": "text; an image as base64 bytes with their media type, or by URL; a document "
+        "as base64 bytes (application/pdf unless named), or a file of the session's workspace by path",
+        "oneOf": [
+            _part("text", {"text": {"type": "string"}}, []),
+            _part("image", {"media_type": _IMAGE_TYPES, "data": _BASE64}, ["media_type", "data"]),
+            _part("image", {"url": _IMAGE_URL, "media_type": _IMAGE_TYPES}, ["url"]),
+            _part("file", {"data": _BASE64, "media_type": _FILE_TYPES, "name": {"type": "string"}}, ["data"]),
+            _part(
+                "file",
+                {"path": _WORKSPACE_PATH, "media_type": _FILE_TYPES, "name": {"type": "string"}},
+                ["path"],
+            ),
+        ],
     },
     "OnBusy": {
         "enum": list(get_args(OnBusy)),

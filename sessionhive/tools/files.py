@@ -11,11 +11,42 @@ from sessionhive.model.validate import MAX_PART_BYTES
 from sessionhive.tools._common import ToolError
 from sessionhive.tools._workspace import resolve_inside, resolve_root
 
-__all__ = ["WorkspaceFileRefused", "read_workspace_parts"]
+__all__ = ["WorkspaceFileRefused", "check_workspace_parts", "read_workspace_parts"]
 
 
 class WorkspaceFileRefused(ToolError):
     """A ``FilePart`` path that resolves outside the workspace, is missing, or is too large."""
+
+
+def check_workspace_parts(workspace: str | os.PathLike[str], parts: Sequence[ContentPart]) -> int:
+    """The bytes of the workspace files ``parts`` name; WorkspaceFileRefused for one that cannot be read.
+
+    Checked when a session accepts a turn, so that a caller learns of a
+    missing file, or one outside the workspace, before the turn starts.
+    """
+    paths = [part.path for part in parts if isinstance(part, FilePart) and part.path is not None]
+    if not paths:
+        return 0
+    try:
+        root = resolve_root(workspace)
+        total = 0
+        for path in paths:
+            real = resolve_inside(root, path)
+            if not real.is_file():
+                raise WorkspaceFileRefused(f"{path!r} is no file of the session's workspace")
+            size = real.stat().st_size
+            if size > MAX_PART_BYTES:
+                raise WorkspaceFileRefused(
+                    f"{path} holds {size} bytes; the limit of a part is {MAX_PART_BYTES}"
+                )
+            total += size
+    except WorkspaceFileRefused:
+        raise
+    except OSError as exc:
+        raise WorkspaceFileRefused(f"cannot read a file of the workspace: {exc.strerror}") from None
+    except ToolError as exc:
+        raise WorkspaceFileRefused(str(exc)) from None
+    return total
 
 
 def read_workspace_parts(

@@ -25,7 +25,6 @@ from sessionhive import (
     SessionConfig,
     TextPart,
     ToolCall,
-    TurnFailed,
 )
 from sessionhive.llm import LlmRequest
 from tests.llm.llm_servers import AnthropicServer, LoopbackLlmServer, OpenAiServer, ReplySpec
@@ -155,10 +154,13 @@ def test_a_workspace_file_outside_the_workspace_is_refused(workspace: Path, tmp_
                 hive.generate("s", [FilePart(path="../secret.pdf")])
             with pytest.raises(InvalidConfig, match="inside the session's workspace"):
                 hive.generate("s", [FilePart(path=str(secret))])
-            # A symlink pointing out is resolved, and refused, before anything is sent.
-            with pytest.raises(TurnFailed, match=r"link\.pdf' resolves to .* outside the workspace"):
+            # A symlink pointing out is resolved, and refused, before the turn starts; so is a missing file.
+            with pytest.raises(InvalidConfig, match=r"link\.pdf' resolves to .* outside the workspace"):
                 hive.generate("s", [TextPart("read it"), FilePart(path="link.pdf")])
+            with pytest.raises(InvalidConfig, match=r"'gone\.pdf' is no file of the session's workspace"):
+                hive.generate("s", [FilePart(path="gone.pdf")])
             assert server.bodies == []
+            assert hive.list_runs("s") == []  # no run was started
 
 
 def test_a_prompt_past_the_sessions_content_limit_is_refused(workspace: Path) -> None:

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -45,10 +46,16 @@ EXAMPLES_PER_OPERATION = 8
 
 
 @pytest.fixture(scope="module")
-def served_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fuzz_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fuzz")
+    (root / "ws").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def served_url(fuzz_root: Path) -> Iterator[str]:
+    root = fuzz_root
     workspace = root / "ws"
-    workspace.mkdir()
     keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "SESSIONHIVE_ACTOR_BACKEND", "VIRTUAL_ENV")
     env = {name: os.environ[name] for name in keep if name in os.environ}
     env["SESSIONHIVE_TOKEN"] = TOKEN
@@ -82,6 +89,26 @@ def served_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert "Traceback" not in log.read_text(), log.read_text()
 
 
+def _provide_workspace_files(workspace: Path, body: Any) -> bool:
+    """Create the workspace files a prompt's file parts name (a missing one is a 422 by design).
+
+    False when one cannot be made (a name the file system refuses, a folder of that name).
+    """
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if not isinstance(prompt, list):
+        return True
+    for part in prompt:
+        path = part.get("path") if isinstance(part, dict) else None
+        if isinstance(path, str):
+            target = workspace / path
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(b"%PDF-1.7\n")
+            except (OSError, ValueError, UnicodeError):
+                return False
+    return True
+
+
 def _body_validator(schema_name: str | None) -> Callable[[Any], bool]:
     """Whether a body fits the named request schema of /openapi.json, as jsonschema reads it."""
     if schema_name is None:
@@ -112,7 +139,7 @@ def seeded(served_url: str) -> str:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 @pytest.mark.parametrize("operation_id", OPERATIONS)
 def test_no_request_gets_a_5xx_and_every_answer_is_documented(
-    api_schema: Any, seeded: str, operation_id: str, mode: GenerationMode
+    api_schema: Any, seeded: str, operation_id: str, mode: GenerationMode, fuzz_root: Path
 ) -> None:
     route = ROUTE[operation_id]
     documented = openapi_document()["paths"]["/v1/" + route.path][route.method.lower()]
@@ -137,6 +164,7 @@ def test_no_request_gets_a_5xx_and_every_answer_is_documented(
             # schemathesis 4.32 sometimes draws a string that breaks its `pattern` (an id with a
             # control character): that request is negative data, refused with a 400 as it should be.
             assume(body_is_valid(case.body))
+            assume(_provide_workspace_files(fuzz_root / "ws", case.body))
             assume(all(ID.fullmatch(unquote(value)) for value in (case.path_parameters or {}).values()))
             # jsonschema checks `pattern` with re.search, whose `$` also matches before a final
             # newline: an id ending in "\n" passes the schema here but not check_id (nor ECMA-262).

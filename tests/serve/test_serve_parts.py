@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 
 from sessionhive import FilePart, Hive, ImagePart, InvalidConfig, Message, Reply, ScriptedLlm, TextPart
 from sessionhive.client import AsyncRemoteHive, RemoteHive
@@ -104,9 +105,28 @@ def test_bad_parts_are_refused_with_a_422_naming_the_part(served: Served) -> Non
         remote.generate("s", [ImagePart(b"x", "image/tiff")])  # refused by the client before it sends
 
 
-def test_the_openapi_document_describes_a_prompt_of_parts() -> None:
-    schemas = openapi_document()["components"]["schemas"]
-    assert {"type": "string"} in schemas["Prompt"]["oneOf"]
-    assert schemas["ContentPart"]["properties"]["type"]["enum"] == ["text", "image", "file"]
-    assert schemas["Turn"]["properties"]["prompt"] == {"$ref": "#/components/schemas/Prompt"}
-    assert schemas["Message"]["properties"]["parts"]["items"] == {"$ref": "#/components/schemas/ContentPart"}
+def test_the_openapi_document_describes_exactly_the_parts_the_service_takes() -> None:
+    document = openapi_document()
+    resolver = {"components": document["components"], **document["components"]["schemas"]["Prompt"]}
+    validator = Draft202012Validator(resolver)
+    sent = [
+        part.to_dict()
+        for part in (
+            TextPart("hi"),
+            ImagePart(IMAGE, "image/png"),
+            ImagePart(url="https://example.com/a.png"),
+            FilePart(PDF, name="a.pdf"),
+            FilePart(path="docs/a.pdf"),
+        )
+    ]
+    assert validator.is_valid(sent) and validator.is_valid("plain text")
+    for refused in (
+        [],
+        [{"type": "image", "media_type": "image/tiff", "data": "AAAA"}],
+        [{"type": "image", "media_type": "image/png", "data": "%%%"}],
+        [{"type": "image", "url": "https://x", "data": "AAAA", "media_type": "image/png"}],
+        [{"type": "file", "path": "../etc/passwd"}],
+        [{"type": "file", "path": "a//b"}],
+        [{"type": "text", "text": "x", "extra": "y"}],
+    ):
+        assert not validator.is_valid(refused), refused

@@ -74,6 +74,7 @@ from sessionhive.model.runs import (
     Webhook,
     make_run_id,
 )
+from sessionhive.tools.files import WorkspaceFileRefused, check_workspace_parts
 
 if TYPE_CHECKING:
     from sessionhive._channels import EventSink
@@ -222,9 +223,12 @@ class Jobs:
         if session.state == "paused":
             raise SessionPaused(session.session_id)
         if job.parts:
-            _check_content_room(
-                session.session_id, session.messages, job.parts, session.config.max_content_bytes
-            )
+            workspace = session.config.workspace or session.services.workspace
+            try:
+                from_files = check_workspace_parts(workspace, job.parts)
+            except WorkspaceFileRefused as exc:
+                raise InvalidConfig(str(exc)) from None
+            _check_content_room(session, job.parts, from_files)
         if session.llm() is None:
             raise session.no_llm()
         busy = self.running is not None or bool(self.queue)
@@ -866,16 +870,16 @@ class Jobs:
         session.commit_and_answer(job.reply, value, "compact")
 
 
-def _check_content_room(
-    session_id: str, history: tuple[Message, ...], parts: tuple[ContentPart, ...], limit: int
-) -> None:
-    """InvalidConfig when ``parts`` would take the session's images and files past ``limit`` bytes."""
-    held = sum(part_bytes(part) for message in history for part in message.parts)
-    adding = sum(part_bytes(part) for part in parts)
+def _check_content_room(session: SessionState, parts: tuple[ContentPart, ...], from_files: int) -> None:
+    """InvalidConfig when ``parts`` (and the workspace files they name, ``from_files`` bytes) would
+    take the session's images and files past ``SessionConfig.max_content_bytes``."""
+    limit = session.config.max_content_bytes
+    held = sum(part_bytes(part) for message in session.messages for part in message.parts)
+    adding = sum(part_bytes(part) for part in parts) + from_files
     if held + adding > limit:
         raise InvalidConfig(
-            f"session {session_id!r} holds {held} bytes of images and files; this prompt adds {adding}, "
-            f"past its limit of {limit} (SessionConfig.max_content_bytes)"
+            f"session {session.session_id!r} holds {held} bytes of images and files; this prompt adds "
+            f"{adding}, past its limit of {limit} (SessionConfig.max_content_bytes)"
         )
 
 
