@@ -458,17 +458,21 @@ class Jobs:
     def _run_ended(
         self, job: Job, run: Run | None, value: object, ack: concurrent.futures.Future[None] | None
     ) -> None:
-        """Tell everyone else waiting for a run that it ended, and hand its webhook over."""
+        """Hand a run's webhook over, then tell everyone else waiting for the run that it ended.
+
+        The outbox commits the delivery before anyone hears of the end: a
+        process killed after answering a waiter has its webhook stored.
+        """
         session = self._session
+        webhooks = session.services.webhooks
+        if run is not None and job.webhook is not None and webhooks is not None:
+            webhooks.run_finished(run, job.webhook)
         for follower in job.followers:
             session.deliver(follower, value, ack, "generate")
         if run is None:
             return
         for waiter in job.run_waiters:
             session.deliver(waiter, run, ack, "wait_run")
-        webhooks = session.services.webhooks
-        if job.webhook is not None and webhooks is not None:
-            webhooks.run_finished(run, job.webhook)
 
     def reject_queued(self, error: Callable[[], BaseException]) -> bool:
         """Refuse every job not started yet with a fresh ``error()``; True if there was any."""
@@ -814,8 +818,8 @@ class Jobs:
         session.emit(event, job.sink)
         if job.sink is not None:
             job.sink.close()
-        session.deliver(job.reply, value, ack, "generate")
         self._run_ended(job, run, value, ack)
+        session.deliver(job.reply, value, ack, "generate")
 
     def _finish_compaction(self, running: Running, outcome: object) -> None:
         session, job = self._session, running.job
