@@ -59,7 +59,13 @@ import pykka
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 
-from sessionhive.runtime._base import SpawningBackend, fail_contained, handle_contained, reject_dead_mail
+from sessionhive.runtime._base import (
+    SpawningBackend,
+    fail_contained,
+    handle_contained,
+    loop_handoff,
+    reject_dead_mail,
+)
 from sessionhive.runtime._pooled import PooledFuture
 
 if TYPE_CHECKING:
@@ -282,7 +288,9 @@ class AsyncioBackend(SpawningBackend):
         self.loop_thread_id: int | None = None
         self.handling = False  # True while a handler runs (on the loop thread): no inline delivery then
         self._call_soon = loop.call_soon
-        self._call_soon_threadsafe = loop.call_soon_threadsafe
+        # From other threads (the writer's, tool threads), mailboxes to run are handed over in
+        # batches: one loop wake-up for every session a group commit answers, not one each.
+        self._handoff = loop_handoff(loop)
 
     def __repr__(self) -> str:
         return f"<AsyncioBackend loop={self.loop!r} throughput={self.throughput}>"
@@ -314,7 +322,7 @@ class AsyncioBackend(SpawningBackend):
             self._call_soon(callback)
             return
         try:
-            self._call_soon_threadsafe(callback)
+            self._handoff.add(callback)
         except RuntimeError:  # the loop is closed: nobody will ever run this mailbox
             logger.debug("sessionhive: a message reached an actor after its event loop closed")
 
