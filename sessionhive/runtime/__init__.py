@@ -20,6 +20,7 @@ from sessionhive.runtime._base import (
     complete_threadsafe,
     fail,
     guarded,
+    loop_future,
     loop_handoff,
 )
 from sessionhive.runtime._pooled import PooledActor, PooledBackend, PooledFuture
@@ -39,5 +40,6 @@ __all__ = [
     "complete_threadsafe",
     "fail",
     "guarded",
+    "loop_future",
     "loop_handoff",
 ]

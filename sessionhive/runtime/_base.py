@@ -49,6 +49,7 @@ __all__ = [
     "fail_contained",
     "guarded",
     "handle_contained",
+    "loop_future",
     "loop_handoff",
     "reject_dead_mail",
 ]
@@ -329,10 +330,10 @@ class LoopHandoff:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._scheduled = False
 
-    def add(self, callback: Callable[..., None], *args: Any) -> None:
+    def add(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop soon; RuntimeError if the loop is closed."""
         self._queue.append((callback, args))
         # The drain clears the flag before it empties the queue: a callback that saw the
@@ -388,6 +389,30 @@ def complete_threadsafe(future: Reply | None, value: Any, error: BaseException |
         complete(future, value)
     else:
         fail(future, error)
+
+
+def loop_future(future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
+    """An :class:`asyncio.Future` of ``loop`` that takes ``future``'s outcome, through :class:`LoopHandoff`.
+
+    Like :func:`asyncio.wrap_future`, but an outcome set on another thread joins
+    that loop's batch of hand-overs (one wake-up per group commit, not one per
+    future). Cancelling the returned future leaves ``future`` alone: its owner
+    still settles it, and nobody waits for it any more.
+    """
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def settled(done: concurrent.futures.Future[T]) -> None:
+        if done.cancelled():
+            try:
+                loop_handoff(loop).add(waiter.cancel)
+            except RuntimeError:
+                pass  # its loop is closed: nobody awaits it any more
+            return
+        error = done.exception()
+        complete_threadsafe(waiter, None if error is not None else done.result(), error)
+
+    future.add_done_callback(settled)
+    return waiter
 
 
 def guarded(future: concurrent.futures.Future[T] | None, compute: Callable[[], T]) -> None:

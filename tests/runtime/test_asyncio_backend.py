@@ -13,7 +13,7 @@ import pykka
 import pytest
 from pykka import ActorRegistry
 
-from sessionhive.runtime import AsyncioBackend, HiveActor, complete_threadsafe
+from sessionhive.runtime import AsyncioBackend, HiveActor, complete_threadsafe, loop_future
 
 WAIT = 10.0
 
@@ -250,3 +250,32 @@ def test_answers_from_other_threads_reach_every_awaiting_call_and_a_closed_loop_
     closed.close()
     complete_threadsafe(late, 1)  # its loop is gone: nobody awaits it, and the caller is not failed
     assert not late.done()
+
+
+def test_a_loop_future_takes_the_outcome_set_on_another_thread() -> None:
+    async def outcomes() -> tuple[Any, BaseException | None, bool]:
+        loop = asyncio.get_running_loop()
+        answered: concurrent.futures.Future[int] = concurrent.futures.Future()
+        failed: concurrent.futures.Future[int] = concurrent.futures.Future()
+        abandoned: concurrent.futures.Future[int] = concurrent.futures.Future()
+        waiters = [loop_future(source, loop) for source in (answered, failed, abandoned)]
+        waiters[2].cancel()  # the awaiting side gave up: the source is still its owner's to settle
+
+        def settle() -> None:
+            answered.set_result(7)
+            failed.set_exception(KeyError("gone"))
+            abandoned.set_result(1)
+
+        settler = threading.Thread(target=settle)
+        settler.start()
+        settler.join(WAIT)
+        value = await asyncio.wait_for(waiters[0], WAIT)
+        error: BaseException | None = None
+        try:
+            await asyncio.wait_for(waiters[1], WAIT)
+        except KeyError as exc:
+            error = exc
+        return value, error, abandoned.result() == 1
+
+    value, error, abandoned_settled = asyncio.run(outcomes())
+    assert value == 7 and isinstance(error, KeyError) and abandoned_settled
