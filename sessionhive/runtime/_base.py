@@ -350,7 +350,9 @@ class LoopHandoff:
     def _drain(self) -> None:
         self._scheduled = False
         queue_ = self._queue
-        while queue_:
+        # Only what was queued by now: later callbacks saw the flag clear and scheduled their
+        # own drain, so a busy writer cannot keep the loop in this one.
+        for _ in range(len(queue_)):
             callback, args = queue_.popleft()
             try:
                 callback(*args)
