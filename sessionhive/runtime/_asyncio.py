@@ -18,8 +18,9 @@ Design
   at most ``throughput`` messages scheduled with ``loop.call_soon``.
 * **Mailbox.** A deque plus a *scheduled* flag. A sender appends and, if the
   flag is clear, sets it and schedules a run (``call_soon`` on the loop
-  thread, ``call_soon_threadsafe`` from any other). The flag is a plain bool:
-  every run happens on the one loop thread, so two runs of one actor can
+  thread; from any other, through the loop's :class:`LoopHandoff`, which
+  wakes the loop once for all the runs other threads ask for meanwhile). The
+  flag is a plain bool: every run happens on the one loop thread, so two runs of one actor can
   never overlap, and a rare duplicate scheduling (two foreign senders racing)
   only costs an empty run. The run clears the flag *before* it looks at the
   deque for more mail, so no message is ever stranded.
