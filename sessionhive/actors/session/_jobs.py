@@ -73,6 +73,7 @@ from sessionhive.model.runs import (
     Webhook,
     make_run_id,
 )
+from sessionhive.runtime import loop_future
 
 if TYPE_CHECKING:
     from sessionhive._channels import EventSink
@@ -632,7 +633,7 @@ class Jobs:
                 ref.tell(Journaled(turn_id, journal, ack))
             except pykka.ActorDeadError:
                 return None  # the session is gone; the turn is being abandoned
-            return None if ack is None else asyncio.wrap_future(ack, loop=turns.loop)
+            return None if ack is None else loop_future(ack, turns.loop)
 
         return on_round
 
