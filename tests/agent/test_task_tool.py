@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sessionhive import (
@@ -32,6 +33,8 @@ from sessionhive import (
     TurnCancelled,
 )
 from sessionhive.agent.loop import ENDED_WHILE_RUNNING
+from sessionhive.client import RemoteHive
+from sessionhive.serve import ServerThread, serve_app
 
 TASKS = SessionConfig(task_tool=True)
 
@@ -217,3 +220,36 @@ def test_the_parents_mailbox_answers_while_its_task_runs(hive: Hive) -> None:
     assert "parent got: wrote:" in result.text
     ((prompt, task_call),) = seen_while_waiting  # the running turn's journaled steps
     assert prompt.text == "delegate: write it" and task_call.tool_calls[0].name == "task"
+
+
+TOKEN = "task-tool-test-token-0123456789"
+
+
+def test_over_http_a_task_is_configured_and_its_childs_confirmation_is_in_the_inbox_under_its_parent(
+    hive: Hive, workspace: Path
+) -> None:
+    inbox: list[dict[str, Any]] = []
+    with (
+        ServerThread(serve_app(hive, token=TOKEN)) as server,
+        RemoteHive(server.url, token=TOKEN) as remote,
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+
+        def approve(_event: ConfirmationRequired) -> bool:
+            inbox.extend(http.get("/v1/confirmations").json()["pending"])
+            return True
+
+        remote.create_session("boss", SessionConfig(task_tool=True, task_max_depth=1))
+        result = remote.generate("boss", "delegate: write over http", on_confirmation=approve)
+        (child,) = remote.get_child_sessions("boss")
+        refused = http.post(
+            "/v1/sessions", json={"id": "escape", "config": {"task_child_config": {"workspace": "/etc"}}}
+        )
+
+    assert [(p["session_id"], p["parent_id"], p["tool_name"]) for p in inbox] == [
+        (child, "boss", "write_file")
+    ]
+    assert (workspace / "out.txt").read_text() == "write over http"  # the remote approver answered the child
+    assert "parent got: wrote:" in result.text
+    # The children's config passes the checks of a session's own: no workspace of its choosing here.
+    assert refused.status_code == 422 and "choose its workspace" in refused.text
