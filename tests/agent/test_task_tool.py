@@ -112,6 +112,25 @@ def test_a_confirmation_inside_the_child_is_answered_by_the_parents_approver(
     assert "parent got: wrote:" in result.text
 
 
+def test_a_grandchilds_confirmation_climbs_the_tree_to_the_roots_approver(
+    hive: Hive, workspace: Path
+) -> None:
+    hive.create_session("boss", TASKS)  # task_max_depth=2 by default: a task may start one more
+    asked: list[ConfirmationRequired] = []
+
+    def approve(event: ConfirmationRequired) -> bool:
+        asked.append(event)
+        return True
+
+    result = hive.generate("boss", "delegate: delegate: write deep", on_confirmation=approve, timeout=30)
+
+    (child,) = hive.get_child_sessions("boss")
+    (grandchild,) = hive.get_child_sessions(child)
+    assert [(e.session_id, e.parent_id) for e in asked] == [(grandchild, child)]
+    assert (workspace / "out.txt").read_text() == "write deep"
+    assert result.text.startswith("parent got: parent got: wrote:")
+
+
 def test_cancelling_the_parents_turn_cancels_the_childs(hive: Hive, workspace: Path) -> None:
     hive.create_session("boss", TASKS)
     stream = hive.generate_streaming("boss", "delegate: write something")
