@@ -36,7 +36,7 @@ from sessionhive import (
 )
 from sessionhive.agent.loop import ENDED_WHILE_RUNNING
 from sessionhive.client import RemoteHive
-from sessionhive.serve import ServerThread, serve_app
+from sessionhive.serve import ServerThread, TokenTable, new_token, serve_app
 
 TASKS = SessionConfig(task_tool=True)
 
@@ -280,3 +280,34 @@ def test_over_http_a_task_is_configured_and_its_childs_confirmation_is_in_the_in
     assert "parent got: wrote:" in result.text
     # The children's config passes the checks of a session's own: no workspace of its choosing here.
     assert refused.status_code == 422 and "choose its workspace" in refused.text
+
+
+def test_with_tenant_tokens_a_tasks_child_belongs_to_its_parents_tenant(
+    hive: Hive, workspace: Path, tmp_path: Path
+) -> None:
+    tokens, tables = {}, []
+    for name, tenant in (("alice", "acme"), ("bob", "globex")):
+        tokens[name], table = new_token(name, tenant, ["read", "write", "confirm"])
+        tables.append(table)
+    (tmp_path / "tokens.toml").write_text("\n".join(tables) + "\n", encoding="utf-8")
+    with (
+        ServerThread(serve_app(hive, tokens=TokenTable.load(tmp_path / "tokens.toml"))) as server,
+        RemoteHive(server.url, token=tokens["alice"]) as alice,
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tokens['bob']}"}) as bob,
+    ):
+        seen_by_bob: list[int] = []
+
+        def approve(event: ConfirmationRequired) -> bool:
+            seen_by_bob.append(len(bob.get("/v1/confirmations").json()["pending"]))
+            seen_by_bob.append(bob.get(f"/v1/sessions/{event.session_id}").status_code)
+            return True  # alice answers her task's child: it is hers
+
+        alice.create_session("boss", TASKS)
+        result = alice.generate("boss", "delegate: write for acme", on_confirmation=approve)
+        (child,) = alice.get_child_sessions("boss")
+        alice_sees_child = alice.history(child)
+
+    assert "parent got: wrote:" in result.text
+    assert (workspace / "out.txt").read_text() == "write for acme"
+    assert alice_sees_child[0].text == "write for acme"
+    assert seen_by_bob == [0, 404]  # another tenant neither lists nor reaches it
