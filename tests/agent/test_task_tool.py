@@ -311,3 +311,23 @@ def test_with_tenant_tokens_a_tasks_child_belongs_to_its_parents_tenant(
     assert (workspace / "out.txt").read_text() == "write for acme"
     assert alice_sees_child[0].text == "write for acme"
     assert seen_by_bob == [0, 404]  # another tenant neither lists nor reaches it
+
+
+def test_a_task_runs_on_its_parents_turn_slot_and_gives_it_back(workspace: Path, actor_backend: str) -> None:
+    with Hive.start(
+        store="memory",
+        llm=ScriptedLlm(script),
+        workspace=workspace,
+        actor_backend=actor_backend,
+        max_concurrent_turns=1,  # the waiting parent must not hold the one slot its child needs
+    ) as hive:
+        hive.create_session("boss", TASKS)
+        assert hive.generate("boss", "delegate: hi", timeout=30).text.startswith("parent got: answer to 'hi'")
+
+        stream = hive.generate_streaming("boss", "delegate: write later")
+        next(e for e in stream if isinstance(e, ConfirmationRequired))
+        hive.cancel_operation("boss")  # cancelled while the child holds the slot
+        with pytest.raises(TurnCancelled):
+            stream.result(timeout=30)
+        hive.create_session("next")  # one slot again, no more, no less: a turn runs
+        assert hive.generate("next", "hello", timeout=30).text == "answer to 'hello'"

@@ -73,6 +73,10 @@ def _child_id(parent_id: str, call_id: str, attempt: int) -> str:
     return "task-" + hashlib.sha256(child_id.encode()).hexdigest()[:32]
 
 
+def _generate(prompt: str, sink: _ConfirmationRelay, trace_parent: Any, reply: Reply) -> Generate:
+    return Generate(reply, prompt, sink, None, trace_parent)
+
+
 class _ConfirmationRelay:
     """The child turn's event sink: hands its confirmation events on to the calling turn.
 
@@ -148,16 +152,9 @@ class ChildTasks:
             return ToolResult("error: the task's child session could not be created: its ids are taken", True)
         sink = _ConfirmationRelay(relay, self._loop)
         trace_parent = tracing.current_context()  # the child's turn span is a child of this tool call's
+        generate = functools.partial(_generate, prompt, sink, trace_parent)
         try:
-            result = await self._ask(
-                child_id, lambda reply: Generate(reply, prompt, sink, None, trace_parent)
-            )
-        except asyncio.CancelledError:
-            try:
-                self._tell(Route(child_id, Cancel(None, _CANCELLED)))
-            except HiveStopped:
-                pass  # stopping the Hive cancels every turn anyway
-            raise
+            result = await self._child_turn(child_id, generate)
         except TurnCancelled as cancelled:
             return ToolResult(
                 f"error: the task in child session {child_id} was cancelled: {cancelled.reason}", True
@@ -170,6 +167,19 @@ class ChildTasks:
                 f"error: a budget stopped the task in child session {child_id} before it answered", True
             )
         return ToolResult(f"{result.text}\n\n[task {description!r} ran in child session {child_id}]")
+
+    async def _child_turn(self, child_id: str, generate: Callable[[Reply], Generate]) -> Any:
+        """The child's turn's result; a cancel of this turn cancels the child's first."""
+        async with self._loop.slot_lent():  # the child's turn may need the very slot this one holds
+            try:
+                return await self._ask(child_id, generate)
+            except asyncio.CancelledError:
+                # Before the slot is taken back: the child may hold the one this turn waits for.
+                try:
+                    self._tell(Route(child_id, Cancel(None, _CANCELLED)))
+                except HiveStopped:
+                    pass  # stopping the Hive cancels every turn anyway
+                raise
 
     async def _create(self, call_id: str, description: str) -> str | None:
         config = child_config(self._config, self._parent_id, description)
