@@ -118,7 +118,7 @@ class ChildTasks:
         self.started = 0
 
     def _depth(self) -> int:
-        """How many ancestors the calling session has (a root session: 0)."""
+        """How many ancestors the calling session has (a root session: 0), by the supervisor's directory."""
         depth, parents, seen = 0, self._directory.parents, {self._parent_id}
         parent = parents.get(self._parent_id)
         while parent is not None and parent not in seen:
@@ -130,10 +130,10 @@ class ChildTasks:
     async def run(
         self, call_id: str, prompt: str, description: str, relay: Callable[[AgentEvent], None]
     ) -> ToolResult:
-        config = self._config
-        if self._depth() + 1 > config.task_max_depth:
+        config, depth = self._config, self._depth() + 1
+        if depth > config.task_max_depth:
             return ToolResult(
-                f"error: task refused: a task here would be {self._depth() + 1} levels below the root "
+                f"error: task refused: a task here would be {depth} levels below the root "
                 f"session, and task_max_depth={config.task_max_depth}; do this step yourself",
                 True,
             )
