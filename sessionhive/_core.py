@@ -848,6 +848,7 @@ class _ConfirmationAnswerer:
             return  # no answer in time: the session's own timer settles the call by its policy
         approved, reason = decision
         try:
-            self._core.send(self._session_id, Confirm(None, event.tool_id, approved, reason))
+            # The event's session, not the turn's: a task's child asks through its parent's turn.
+            self._core.send(event.session_id, Confirm(None, event.tool_id, approved, reason))
         except Exception as error:  # noqa: BLE001 - the Hive stopped or the session went: nothing to answer
             log.debug("sessionhive: on_confirmation answer not delivered: %s", error)

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from sessionhive.agent import compaction
 from sessionhive.agent.spending import Spending, call_within_budget
+from sessionhive.agent.tasks import TASK_TOOL, TASK_TOOL_NAME, TaskRunner, run_task_call
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
 from sessionhive.metrics import tracing
 from sessionhive.model.config import ConfirmationPolicy
@@ -140,6 +141,8 @@ class TurnSpec:
     turn_key: int = 0
     #: The budgets this turn's model calls count against, and where their cost is reported.
     spending: Spending | None = None
+    #: ``SessionConfig.task_tool``: runs the built-in ``task`` tool's calls (None: not offered).
+    task: TaskRunner | None = None
 
 
 @dataclass
@@ -243,6 +246,19 @@ async def _journal(spec: TurnSpec, messages: list[Message], running_call: str | 
             await waiting
 
 
+async def _execute(spec: TurnSpec, call: ToolCall, arguments: dict[str, Any], hooks: TurnHooks) -> ToolResult:
+    """Run an approved call: the built-in ``task`` by the turn's runner, any other tool by the executor."""
+    if spec.task is not None and call.name == TASK_TOOL_NAME:
+        return await run_task_call(spec.task, call.id, arguments, hooks.emit)
+    return await spec.tools.execute(
+        call.name,
+        arguments,
+        workspace=spec.workspace,
+        session_id=spec.session_id,
+        allow_network=spec.allow_network,
+    )
+
+
 async def _run_tool(
     spec: TurnSpec, call: ToolCall, hooks: TurnHooks, out: TurnOutcome | None = None
 ) -> ToolResult:
@@ -290,13 +306,7 @@ async def _run_tool(
                 await _journal(spec, out.new_messages, running_call=call.id)
                 out.running_call = call.id
             hooks.emit(ToolStart(sid, call.id, call.name, arguments))
-            result = await spec.tools.execute(
-                call.name,
-                arguments,
-                workspace=spec.workspace,
-                session_id=sid,
-                allow_network=spec.allow_network,
-            )
+            result = await _execute(spec, call, arguments, hooks)
             if out is not None:
                 out.running_call = None
             hooks.emit(ToolEnd(sid, call.id, call.name, result.output, result.is_error))
@@ -404,6 +414,8 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
     if prepare is not None:
         await prepare()  # MCP servers open on first use and refresh a changed tool list here
     tool_defs = tuple(d for d in spec.tools.definitions() if _offered(spec, d.name))
+    if spec.task is not None:  # the built-in task tool takes the name from any other tool
+        tool_defs = (*(d for d in tool_defs if d.name != TASK_TOOL_NAME), TASK_TOOL)
     call_seq = len(out.tool_calls)  # positions go on after a resume, past the journaled calls
     try:
         if resume is None:

@@ -238,7 +238,7 @@ class RemoteTurnStream(_TurnReader["RemoteHive"]):
                 decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
                 if decision is not None:
                     with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                        self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                        self._hive.confirm_tool(event.session_id, event.tool_id, *decision)
             yield event
 
     def result(self, timeout: float | None = None) -> AgentResult:
@@ -397,7 +397,7 @@ class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
                 decision = await read_confirmation_answer(answer, event.timeout_s)
                 if decision is not None:
                     with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                        await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                        await self._hive.confirm_tool(event.session_id, event.tool_id, *decision)
             yield event
 
     async def result(self, timeout: float | None = None) -> AgentResult:

@@ -112,6 +112,10 @@ SCHEMAS: dict[str, Any] = {
             "allow_network": {"type": "boolean"},
             "resume_interrupted": {"type": "boolean"},
             "metadata": nullable({"type": "object", "additionalProperties": ref("JsonValue")}),
+            "task_tool": {"type": "boolean", "description": "offer the model the built-in task tool"},
+            "task_max_depth": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "task_max_per_turn": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "task_child_config": nullable(ref("SessionConfig")),
         },
     },
     "ConfirmationPolicy": {

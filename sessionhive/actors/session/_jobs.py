@@ -38,6 +38,7 @@ from sessionhive.actors.messages import (
     StartRun,
     WaitRun,
 )
+from sessionhive.actors.session._tasks import ChildTasks
 from sessionhive.actors.turn import SessionTurnHooks, TurnEvents, TurnHandle
 from sessionhive.agent import compaction, recovery
 from sessionhive.agent.loop import (
@@ -156,11 +157,14 @@ class JobFinished:
 class Jobs:
     """Generate, compact, clear: queueing, starting, cancelling and finishing jobs."""
 
-    __slots__ = ("_ref", "_session", "closed", "queue", "running", "turn_seq")
+    __slots__ = ("_ref", "_session", "_supervisor", "closed", "queue", "running", "turn_seq")
 
-    def __init__(self, session: SessionState, ref: pykka.ActorRef[Any]) -> None:
+    def __init__(
+        self, session: SessionState, ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]
+    ) -> None:
         self._session = session
         self._ref = ref  # the session actor: where a running job reports back
+        self._supervisor = supervisor  # where the task tool creates child sessions
         self.queue: list[Job] = []  # a list, not a deque: an empty deque costs 600 bytes per session
         self.running: Running | None = None
         self.turn_seq = 0
@@ -717,6 +721,7 @@ class Jobs:
             spending=session_spending(
                 services.budgets, services.directory.parents, session.session_id, metrics
             ),
+            task=ChildTasks(session, self._supervisor) if config.task_tool else None,
         )
 
     # ------------------------------------------------------------------ finishing
