@@ -40,6 +40,7 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
+from sessionhive.model.output import OutputSpec, repair_prompt
 from sessionhive.model.permissions import PermissionPolicy
 
 __all__ = [
@@ -140,6 +141,8 @@ class TurnSpec:
     turn_key: int = 0
     #: The budgets this turn's model calls count against, and where their cost is reported.
     spending: Spending | None = None
+    #: ``generate(..., output_schema=...)``: the schema the final answer must match.
+    output: OutputSpec | None = None
 
 
 @dataclass
@@ -166,6 +169,9 @@ class TurnOutcome:
     #: The tool call running right now (set while its tool runs): if the turn
     #: ends meanwhile, its effects may have happened and the history says so.
     running_call: str | None = None
+    #: The validated structured output (``TurnSpec.output``), and whether its repair round was used.
+    output: Any = None
+    repaired: bool = False
 
     def result(self, history: tuple[Message, ...]) -> AgentResult:
         return AgentResult(
@@ -175,6 +181,7 @@ class TurnOutcome:
             tool_calls=list(self.tool_calls),
             rounds=self.rounds,
             stop_reason=self.stop_reason,
+            output=self.output,
         )
 
 
@@ -425,6 +432,7 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 tools=tool_defs,
                 thinking=spec.thinking,
                 budget=spec.budget,
+                output=spec.output,
             )
             response = await call_within_budget(
                 spec.spending,
@@ -455,11 +463,34 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
             if not calls:
                 # A "tool_calls" stop whose calls were all unusable still ends the turn with an answer.
                 out.stop_reason = "stop" if response.stop_reason == "tool_calls" else response.stop_reason
-                return out
+                if spec.output is None or await _output_settled(spec, spec.output, out):
+                    return out
+                continue
             out.tool_calls.extend(calls)
             await _answer_calls(spec, hooks, out, tuple(calls), None)
     except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
         return _ended_by(out, exc)
+
+
+async def _output_settled(spec: TurnSpec, schema: OutputSpec, out: TurnOutcome) -> bool:
+    """Check the final answer against ``schema``: True when the turn is over (matched, or failed).
+
+    The first mismatch asks the model again with the error (a user message,
+    so the history stays a valid conversation); the second fails the turn.
+    """
+    try:
+        out.output = schema.validate(out.text)
+        return True
+    except ValueError as exc:
+        problem = str(exc)
+    if out.repaired:
+        out.status, out.error_kind, out.stop_reason = "error", "output_invalid", "error"
+        out.error = f"the answer does not match output_schema {schema.name!r}, also after a repair: {problem}"
+        return True
+    out.repaired = True
+    out.new_messages.append(Message.user(repair_prompt(problem)))
+    await _journal(spec, out.new_messages)
+    return False
 
 
 def _ended_by(out: TurnOutcome, exc: BaseException) -> TurnOutcome:

@@ -20,6 +20,7 @@ __all__ = [
     "LlmError",
     "LlmNotConfigured",
     "OutcomeUnknown",
+    "OutputInvalid",
     "Overloaded",
     "QuotaExceeded",
     "SessionExists",
@@ -146,6 +147,14 @@ class TurnFailed(SessionhiveError):
     """A turn ended with a :class:`~sessionhive.events.TurnError`; ``.event`` carries it."""
 
     event: object | None = None
+
+
+class OutputInvalid(TurnFailed):
+    """A turn with an ``output_schema`` ended without a matching answer, after its one repair round.
+
+    The session's history keeps both answers and the repair request: it stays
+    valid for the next turn.
+    """
 
 
 class StoreError(SessionhiveError):

@@ -51,7 +51,7 @@ from sessionhive.agent.loop import (
 )
 from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
-from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed
+from sessionhive.model.errors import InvalidConfig, LlmError, OutputInvalid, Overloaded, TurnFailed
 from sessionhive.model.events import (
     TERMINAL_EVENTS,
     AgentEvent,
@@ -63,7 +63,8 @@ from sessionhive.model.events import (
     TurnInterrupted,
     TurnStart,
 )
-from sessionhive.model.messages import Message, RunningTurn, Usage
+from sessionhive.model.messages import Message, RunningTurn, Usage, output_to_json
+from sessionhive.model.output import OutputSpec
 from sessionhive.model.runs import (
     IdempotencyConflict,
     OnBusy,
@@ -125,6 +126,7 @@ class Job:
     # key again (its result) and wait_run (the finished run).
     run_id: str | None = None
     webhook: Webhook | None = None  # in memory only: its secret is never stored
+    output: OutputSpec | None = None  # generate(output_schema=...): in memory only, like the webhook
     accepted_ack: concurrent.futures.Future[None] | None = None
     followers: list[Reply] = field(default_factory=list)
     run_waiters: list[Reply] = field(default_factory=list)
@@ -173,12 +175,26 @@ class Jobs:
             message.idempotency_key,
             message.on_busy,
             confirmations,
-            Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent),
+            Job(
+                "turn",
+                message.reply,
+                message.prompt,
+                message.sink,
+                trace_parent=message.trace_parent,
+                output=message.output,
+            ),
             message.accepted,
         )
 
     def start_run(self, message: StartRun, confirmations: Confirmations) -> None:
-        job = Job("turn", None, message.prompt, trace_parent=message.trace_parent, webhook=message.webhook)
+        job = Job(
+            "turn",
+            None,
+            message.prompt,
+            trace_parent=message.trace_parent,
+            webhook=message.webhook,
+            output=message.output,
+        )
         self._accept_turn(
             message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.reply
         )
@@ -712,6 +728,7 @@ class Jobs:
             spending=session_spending(
                 services.budgets, services.directory.parents, session.session_id, metrics
             ),
+            output=job.output,
         )
 
     # ------------------------------------------------------------------ finishing
@@ -786,7 +803,9 @@ class Jobs:
             event = TurnEnd(session.session_id, result)
             value = result
             status = "completed"
-            run_changes.update(text=result.text, stop_reason=result.stop_reason)
+            run_changes.update(
+                text=result.text, stop_reason=result.stop_reason, output=output_to_json(result.output)
+            )
         elif ended == "cancelled":
             event = TurnCancelled(session.session_id, running.cancel_reason)
             value = event
@@ -794,10 +813,8 @@ class Jobs:
             run_changes.update(stop_reason="cancelled", error=running.cancel_reason)
         else:
             event = TurnError(session.session_id, outcome.error, outcome.error_kind)
-            failure = (
-                LlmError(f"session {session.session_id!r}: {outcome.error}")
-                if outcome.error_kind == "llm"
-                else TurnFailed(f"session {session.session_id!r}: {outcome.error}")
+            failure = _TURN_FAILURES.get(outcome.error_kind, TurnFailed)(
+                f"session {session.session_id!r}: {outcome.error}"
             )
             failure.event = event
             value = failure
@@ -843,6 +860,10 @@ class Jobs:
         session.metrics.child(session.metrics.compactions, trigger).inc()
         session.emit(ContextCompacted(session.session_id, before, len(session.messages), percent, trigger))
         session.commit_and_answer(job.reply, value, "compact")
+
+
+# What a failed turn raises, by its TurnError kind (any other: TurnFailed).
+_TURN_FAILURES: dict[str, type[LlmError | TurnFailed]] = {"llm": LlmError, "output_invalid": OutputInvalid}
 
 
 def _as_turn_outcome(job: Job, outcome: object, journal: tuple[Message, ...]) -> TurnOutcome:

@@ -1,0 +1,138 @@
+"""Structured output: a turn's answer validated against a schema, repaired once, or failed cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from sessionhive import (
+    AsyncHive,
+    Hive,
+    InvalidConfig,
+    Message,
+    OutputInvalid,
+    Reply,
+    ScriptedLlm,
+    TurnFailed,
+)
+from sessionhive.agent.recovery import history_problems
+from sessionhive.llm.base import LlmRequest
+
+
+class Forecast(pydantic.BaseModel):
+    city: str
+    celsius: int
+
+
+POINT = {
+    "title": "point",
+    "type": "object",
+    "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
+    "required": ["x", "y"],
+    "additionalProperties": False,
+}
+
+
+class Answers:
+    """A scripted model answering each request with the next of ``texts``, recording what it was asked."""
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = list(texts)
+        self.requests: list[LlmRequest] = []
+
+    def __call__(self, messages: list[Message], request: LlmRequest) -> Reply:
+        self.requests.append(request)
+        return Reply(self.texts.pop(0) if self.texts else "plain text")
+
+
+def test_a_pydantic_model_class_gives_a_validated_instance(workspace: Path) -> None:
+    model = Answers('{"city": "Oslo", "celsius": -3}')
+    with Hive.start(store="memory", llm=ScriptedLlm(model), workspace=workspace) as hive:
+        hive.create_session("s")
+        result = hive.generate("s", "weather in Oslo?", output_schema=Forecast)
+    assert result.output == Forecast(city="Oslo", celsius=-3)
+    assert isinstance(result.output, Forecast)
+    asked = model.requests[0].output
+    assert asked is not None and asked.name == "Forecast"
+    assert asked.schema["properties"]["celsius"]["type"] == "integer"
+    assert result.to_dict()["output"] == {"city": "Oslo", "celsius": -3}
+
+
+def test_an_invalid_answer_is_repaired_once(workspace: Path) -> None:
+    model = Answers('{"city": "Oslo", "celsius": "cold"}', '```json\n{"city": "Oslo", "celsius": -3}\n```')
+    with Hive.start(store="memory", llm=ScriptedLlm(model), workspace=workspace) as hive:
+        hive.create_session("s")
+        result = hive.generate("s", "weather?", output_schema=Forecast)
+        history = hive.history("s")
+    assert result.output == Forecast(city="Oslo", celsius=-3)
+    assert result.rounds == 2
+    repair = model.requests[1].messages[-1]
+    assert repair.role == "user" and "does not match the required JSON schema" in repair.text
+    assert "celsius" in repair.text  # the model is told what was wrong
+    assert not history_problems(history)
+
+
+def test_twice_invalid_fails_with_output_invalid_and_the_session_goes_on(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'hive.db'}"
+    model = Answers("not json", '{"x": 1}', "after the failure")
+    with Hive.start(store=store, llm=ScriptedLlm(model), workspace=tmp_path) as hive:
+        hive.create_session("s")
+        with pytest.raises(OutputInvalid, match="point") as failed:
+            hive.generate("s", "where?", output_schema=POINT)
+        assert isinstance(failed.value, TurnFailed)  # callers catching TurnFailed still catch it
+        assert "'y' is a required property" in str(failed.value)
+        assert len(model.requests) == 2  # one repair round, not more
+        assert hive.generate("s", "and now?").text == "after the failure"
+        run = hive.list_runs("s")[0]
+        assert run.status == "failed" and run.output is None
+    with Hive.start(store=store, llm=ScriptedLlm([Reply("again")]), workspace=tmp_path) as reopened:
+        history = reopened.history("s")
+        assert not history_problems(history)
+        assert next(m.text for m in history if m.role == "user") == "where?"
+        assert reopened.generate("s", "still there?").text == "again"
+
+
+def test_a_json_schema_gives_the_json_value_and_the_run_carries_it(workspace: Path) -> None:
+    model = Answers('{"x": 1.5, "y": -2}', '{"x": 0, "y": 0}')
+    with Hive.start(store="memory", llm=ScriptedLlm(model), workspace=workspace) as hive:
+        hive.create_session("s")
+        assert hive.generate("s", "a point", output_schema=POINT).output == {"x": 1.5, "y": -2}
+        run = hive.start_run("s", "another point", output_schema=POINT)
+        finished = hive.wait_run(run.run_id, timeout=10)
+    assert finished.status == "completed" and finished.output == {"x": 0, "y": 0}
+    assert json.loads(json.dumps(finished.to_dict()))["output"] == {"x": 0, "y": 0}
+
+
+def test_a_turn_without_a_schema_has_no_output(workspace: Path) -> None:
+    with Hive.start(store="memory", llm=ScriptedLlm([Reply('{"x": 1}')]), workspace=workspace) as hive:
+        hive.create_session("s")
+        assert hive.generate("s", "hi").output is None
+
+
+@pytest.mark.parametrize("schema", [{"type": "no such type"}, "an object", int])
+def test_what_is_not_a_schema_is_refused_before_the_turn(workspace: Path, schema: object) -> None:
+    model = Answers('{"x": 1}')
+    with Hive.start(store="memory", llm=ScriptedLlm(model), workspace=workspace) as hive:
+        hive.create_session("s")
+        with pytest.raises(InvalidConfig, match="output_schema"):
+            hive.generate("s", "hi", output_schema=schema)  # type: ignore[arg-type]
+    assert model.requests == []
+
+
+def test_async_hive_and_streaming_give_the_instance(workspace: Path) -> None:
+    async def main() -> None:
+        model = Answers('{"city": "Rome", "celsius": 20}', '{"city": "Rome", "celsius": 21}')
+        async with AsyncHive.start(store="memory", llm=ScriptedLlm(model), workspace=workspace) as hive:
+            await hive.create_session("s")
+            result = await hive.generate("s", "weather?", output_schema=Forecast)
+            assert result.output == Forecast(city="Rome", celsius=20)
+            stream = await hive.generate_streaming("s", "weather?", output_schema=Forecast)
+            async for _event in stream:
+                pass
+            assert (await stream.result()).output == Forecast(city="Rome", celsius=21)
+
+    asyncio.run(main())
