@@ -6,11 +6,12 @@ The official SDKs talk to loopback servers that record each request body.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
 
-from sessionhive import ConfirmationPolicy, Hive, LlmConfig, Message, SessionConfig, TextDelta
+from sessionhive import AgentResult, ConfirmationPolicy, Hive, LlmConfig, Message, SessionConfig, TextDelta
 from sessionhive.agent.recovery import history_problems
 from sessionhive.llm.anthropic import AnthropicClient
 from sessionhive.llm.base import LlmRequest
@@ -37,20 +38,29 @@ STRICT_POINT = {
 }
 
 
-@pytest.mark.parametrize("streamed", [False, True])
-def test_openai_gets_response_format_json_schema(workspace: Path, streamed: bool) -> None:
+def openai_turn(
+    workspace: Path, answer: str, streamed: bool = False, **generate: Any
+) -> tuple[AgentResult, dict[str, Any]]:
+    """One turn through the OpenAI SDK against a loopback server: its result, and the body it sent."""
     with OpenAiServer() as server:
-        server.script(ReplySpec('{"city": "Oslo", "celsius": -3}'))
+        server.script(ReplySpec(answer))
         llm = LlmConfig("openai", "gpt-4o-mini", api_key=KEY, base_url=server.url)
         with Hive.start(store="memory", llm=llm, workspace=workspace) as hive:
             hive.create_session("s", NO_CONFIRM)
             if streamed:
-                stream = hive.generate_streaming("s", "weather?", output_schema=Forecast)
+                stream = hive.generate_streaming("s", "weather?", **generate)
                 assert "".join(e.text for e in stream if isinstance(e, TextDelta))
                 result = stream.result()
             else:
-                result = hive.generate("s", "weather?", output_schema=Forecast)
-        body = server.bodies[0]
+                result = hive.generate("s", "weather?", **generate)
+        body: dict[str, Any] = server.bodies[0]
+    return result, body
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_openai_gets_response_format_json_schema(workspace: Path, streamed: bool) -> None:
+    answer = '{"city": "Oslo", "celsius": -3}'
+    result, body = openai_turn(workspace, answer, streamed, output_schema=Forecast)
     assert body["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "Forecast", "schema": Forecast.model_json_schema(), "strict": False},
@@ -59,24 +69,18 @@ def test_openai_gets_response_format_json_schema(workspace: Path, streamed: bool
 
 
 def test_openai_strict_mode_for_a_closed_schema(workspace: Path) -> None:
-    with OpenAiServer() as server:
-        server.script(ReplySpec('{"x": 1, "y": 2}'))
-        llm = LlmConfig("openai", "gpt-4o-mini", api_key=KEY, base_url=server.url)
-        with Hive.start(store="memory", llm=llm, workspace=workspace) as hive:
-            hive.create_session("s", NO_CONFIRM)
-            assert hive.generate("s", "a point", output_schema=STRICT_POINT).output == {"x": 1, "y": 2}
-        json_schema = server.bodies[0]["response_format"]["json_schema"]
-    assert json_schema == {"name": "output", "schema": STRICT_POINT, "strict": True}
+    result, body = openai_turn(workspace, '{"x": 1, "y": 2}', output_schema=STRICT_POINT)
+    assert result.output == {"x": 1, "y": 2}
+    assert body["response_format"]["json_schema"] == {
+        "name": "output",
+        "schema": STRICT_POINT,
+        "strict": True,
+    }
 
 
 def test_openai_turns_without_a_schema_send_no_response_format(workspace: Path) -> None:
-    with OpenAiServer() as server:
-        server.script(ReplySpec("hello"))
-        llm = LlmConfig("openai", "gpt-4o-mini", api_key=KEY, base_url=server.url)
-        with Hive.start(store="memory", llm=llm, workspace=workspace) as hive:
-            hive.create_session("s", NO_CONFIRM)
-            hive.generate("s", "hi")
-        assert "response_format" not in server.bodies[0]
+    result, body = openai_turn(workspace, "hello")
+    assert "response_format" not in body and result.output is None
 
 
 @pytest.mark.parametrize("streamed", [False, True])
