@@ -32,7 +32,7 @@ from sessionhive import (
 )
 from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.metrics import tracing
-from sessionhive.model.output import OutputSchema, output_model, rebuild_output
+from sessionhive.model.output import OutputSchema, output_model
 from sessionhive.model.runs import OnBusy, Run, Webhook
 
 from ._core import (
@@ -214,7 +214,7 @@ class RemoteHive(_RemoteBase):
                 on_busy=on_busy,
                 output_schema=output_schema,
             )
-            return rebuild_output(stream.result(self._t(timeout)), output_model(output_schema))
+            return stream.result(self._t(timeout))
         plan = self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
         return self._run(plan)
 
@@ -230,7 +230,8 @@ class RemoteHive(_RemoteBase):
         output_schema: OutputSchema | None = None,
     ) -> RemoteTurnStream:
         call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
-        return RemoteTurnStream(self, session_id, self._open_stream(call), on_confirmation).accepted()
+        model = output_model(output_schema)
+        return RemoteTurnStream(self, session_id, self._open_stream(call), on_confirmation, model).accepted()
 
     def start_run(
         self,
@@ -526,7 +527,7 @@ class AsyncRemoteHive(_RemoteBase):
                 on_busy=on_busy,
                 output_schema=output_schema,
             )
-            return rebuild_output(await stream.result(self._t(timeout)), output_model(output_schema))
+            return await stream.result(self._t(timeout))
         plan = self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
         return await self._run(plan)
 
@@ -543,7 +544,8 @@ class AsyncRemoteHive(_RemoteBase):
     ) -> AsyncRemoteTurnStream:
         call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
         response = await self._open_stream(call)
-        return await AsyncRemoteTurnStream(self, session_id, response, on_confirmation).accepted()
+        model = output_model(output_schema)
+        return await AsyncRemoteTurnStream(self, session_id, response, on_confirmation, model).accepted()
 
     async def start_run(
         self,

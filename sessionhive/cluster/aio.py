@@ -61,9 +61,15 @@ class AsyncClusterTurnStream:
     """
 
     def __init__(
-        self, hive: AsyncClusterHive, op: m.StartTurn, feed: Feed, on_confirmation: OnConfirmation | None
+        self,
+        hive: AsyncClusterHive,
+        op: m.StartTurn,
+        feed: Feed,
+        on_confirmation: OnConfirmation | None,
+        output_model: type[Any] | None = None,
     ) -> None:
         self.session_id = op.session_id
+        self._output_model = output_model  # the class of output_schema=: the result's output becomes one
         #: The turn's run (``get_run``, ``run_events``), as the session that accepted it named it.
         self.run_id = feed.run_id or ""
         self._hive = hive
@@ -110,7 +116,7 @@ class AsyncClusterTurnStream:
             wait = FEED_POLL if deadline is None else max(0.0, min(FEED_POLL, deadline - time.monotonic()))
             await self._fetch(wait)
         result: AgentResult = judge_ended(self._op, self._outcome)
-        return result
+        return rebuild_output(result, self._output_model)
 
     async def cancel(self) -> bool:
         return await self._hive.cancel_operation(self.session_id)
@@ -405,12 +411,12 @@ class AsyncClusterHive:
                 on_confirmation=on_confirmation,
                 idempotency_key=key,
                 on_busy=on_busy,
-                output_schema=schema,
+                output_schema=output_schema,
             )
             async for _event in stream:
                 pass
             left = None if limit is None else max(0.0, limit - (time.monotonic() - started))
-            return rebuild_output(await stream.result(left), model)
+            return await stream.result(left)
         result: AgentResult = await self._call(m.Turn(session_id, prompt, key, on_busy, schema), timeout)
         return rebuild_output(result, model)
 
@@ -427,10 +433,10 @@ class AsyncClusterHive:
     ) -> AsyncClusterTurnStream:
         check_instance("prompt", prompt, str)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
-        # A streamed result's output comes back as JSON data (the model class stays here).
-        op = m.StartTurn(session_id, prompt, key, on_busy, schema_to_send(output_schema)[0])
+        schema, model = schema_to_send(output_schema)  # the class stays here, its schema goes
+        op = m.StartTurn(session_id, prompt, key, on_busy, schema)
         feed = await self._transport.start_feed(op, self._limit(timeout))
-        return AsyncClusterTurnStream(self, op, feed, on_confirmation)
+        return AsyncClusterTurnStream(self, op, feed, on_confirmation, model)
 
     # ------------------------------------------------------------------ runs (routed by their session)
 

@@ -29,6 +29,7 @@ __all__ = [
     "SessionhiveError",
     "StoreError",
     "TurnFailed",
+    "turn_failure",
 ]
 
 
@@ -155,6 +156,13 @@ class OutputInvalid(TurnFailed):
     The session's history keeps both answers and the repair request: it stays
     valid for the next turn.
     """
+
+
+def turn_failure(kind: str, message: str) -> LlmError | TurnFailed:
+    """What a turn that ended with a ``TurnError`` of ``kind`` raises (``message`` its text)."""
+    if kind == "llm":
+        return LlmError(message)
+    return OutputInvalid(message) if kind == "output_invalid" else TurnFailed(message)
 
 
 class StoreError(SessionhiveError):

@@ -304,11 +304,14 @@ class RunningTurn:
     status: Literal["running"] = "running"
     #: The W3C ``traceparent`` of the turn's span, when traced: a resumed turn's span links to it.
     traceparent: str | None = None
+    #: The JSON Schema of ``output_schema=``: a resumed turn still checks its answer against it.
+    output_schema: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = fields_dict(self)
-        if not self.traceparent:  # most turns are untraced: keep their journal record small
-            del data["traceparent"]
+        for optional in ("traceparent", "output_schema"):  # most turns have neither: keep the record small
+            if not data[optional]:
+                del data[optional]
         return data
 
     @classmethod
@@ -320,4 +323,5 @@ class RunningTurn:
             first_message=int(data["first_message"]),
             running_call=data.get("running_call"),
             traceparent=data.get("traceparent"),
+            output_schema=data.get("output_schema"),
         )

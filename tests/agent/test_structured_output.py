@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 from pathlib import Path
 
 import pydantic
@@ -11,6 +12,7 @@ import pytest
 
 from sessionhive import (
     AsyncHive,
+    ConfirmationRequired,
     Hive,
     InvalidConfig,
     Message,
@@ -21,6 +23,7 @@ from sessionhive import (
 )
 from sessionhive.agent.recovery import history_problems
 from sessionhive.llm.base import LlmRequest
+from tests.runs.test_runs_restart import run_child_and_kill_it
 
 
 class Forecast(pydantic.BaseModel):
@@ -136,3 +139,37 @@ def test_async_hive_and_streaming_give_the_instance(workspace: Path) -> None:
             assert (await stream.result()).output == Forecast(city="Rome", celsius=21)
 
     asyncio.run(main())
+
+
+STRUCTURED_CHILD = textwrap.dedent(
+    """
+    import json, sys, threading
+    from sessionhive import ConfirmationRequired, Hive, ScriptedLlm, SessionConfig
+    from tests.conftest import tool_loop_script
+    store, workspace = sys.argv[1], sys.argv[2]
+    hive = Hive.start(store=store, llm=ScriptedLlm(tool_loop_script), workspace=workspace)
+    hive.create_session("s", SessionConfig(durability="durable", resume_interrupted=True))
+    schema = {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}
+    run = hive.start_run("s", "write it", output_schema=schema)
+    for event in hive.run_events(run.run_id):
+        if isinstance(event, ConfirmationRequired):
+            break
+    print(json.dumps({"run": run.run_id}), flush=True)
+    threading.Event().wait()
+    """
+)
+
+
+def test_a_turn_resumed_after_kill_9_still_checks_its_schema(tmp_path: Path, workspace: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'hive.db'}"
+    run_id = run_child_and_kill_it(store, workspace, "resume", STRUCTURED_CHILD)["run"]
+    model = Answers("done, no JSON", '{"x": 7}')
+    with Hive.start(store, llm=ScriptedLlm(model), workspace=workspace) as hive:
+        hive.restore_session_by_id("s")
+        asked = next(e for e in hive.run_events(run_id) if isinstance(e, ConfirmationRequired))
+        hive.confirm_tool("s", asked.tool_id, True)
+        finished = hive.wait_run(run_id, timeout=30)
+        assert finished.status == "completed" and finished.output == {"x": 7}
+        assert [r.output for r in model.requests] == [model.requests[0].output] * 2
+        assert model.requests[0].output is not None and model.requests[0].output.schema["required"] == ["x"]
+        assert not history_problems(hive.history("s"))

@@ -566,3 +566,5 @@ def test_structured_output_through_a_cluster_on_both_facades(pg_url: str) -> Non
             hive.generate("o1", "a list?", output_schema={"type": "array"})
         again = hive._portal.run(hive.aio.generate("o1", "weather?", output_schema=Forecast))
         assert again.output == Forecast(city="Oslo", celsius=-3)
+        stream = hive.generate_streaming("o1", "weather?", output_schema=Forecast)
+        assert stream.result(60).output == Forecast(city="Oslo", celsius=-3)

@@ -56,10 +56,12 @@ def test_remote_hive_sends_the_class_schema_and_returns_an_instance(url: str) ->
     with RemoteHive(url) as remote:
         result = remote.generate("s", "weather?", output_schema=Forecast)
         assert result.output == Forecast(city="Oslo", celsius=-3)
-        stream = remote.generate_streaming("s", "weather?", output_schema=POINT)
+        stream = remote.generate_streaming("s", "weather?", output_schema=Forecast)
         for _event in stream:
             pass
-        assert stream.result().output == {"x": 1, "y": 2}
+        assert stream.result().output == Forecast(city="Oslo", celsius=-3)
+        confirmed = remote.generate("s", "weather?", output_schema=Forecast, on_confirmation=lambda _e: True)
+        assert confirmed.output == Forecast(city="Oslo", celsius=-3)
         run = remote.start_run("s", "a point", output_schema=POINT)
         assert remote.wait_run(run.run_id, timeout=30).output == {"x": 1, "y": 2}
         assert remote.generate("s", "no schema").output is None
@@ -84,6 +86,11 @@ def test_output_invalid_is_a_502_problem_and_the_remote_raises_it(url: str) -> N
     with RemoteHive(url) as remote:
         with pytest.raises(OutputInvalid, match="output_schema"):
             remote.generate("bad", "garble again", output_schema=Forecast)
+        stream = remote.generate_streaming("bad", "garble streamed", output_schema=POINT)
+        for _event in stream:
+            pass
+        with pytest.raises(OutputInvalid):
+            stream.result()
         assert remote.generate("bad", "and now?").text == "not json at all"  # the session goes on
 
 

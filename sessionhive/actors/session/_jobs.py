@@ -51,7 +51,7 @@ from sessionhive.agent.loop import (
 )
 from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
-from sessionhive.model.errors import InvalidConfig, LlmError, OutputInvalid, Overloaded, TurnFailed
+from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed, turn_failure
 from sessionhive.model.events import (
     TERMINAL_EVENTS,
     AgentEvent,
@@ -64,7 +64,7 @@ from sessionhive.model.events import (
     TurnStart,
 )
 from sessionhive.model.messages import Message, RunningTurn, Usage, output_to_json
-from sessionhive.model.output import OutputSpec
+from sessionhive.model.output import OutputSpec, output_spec
 from sessionhive.model.runs import (
     IdempotencyConflict,
     OnBusy,
@@ -391,6 +391,7 @@ class Jobs:
             self._interrupt_runs([run for run in unfinished if run is not turn_run])
             session.messages = history
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
+            job.output = output_spec(running.output_schema)  # its model class is gone: checked by the schema
             job.trace_link = running.traceparent
             job.run_id = run_id
             self.queue.append(job)  # started by on_start, once the actor runs
@@ -602,7 +603,12 @@ class Jobs:
         # second crash would resume from the first one's journal and run its tools again).
         running_call = job.running_call if job.kind == "resume" else None
         session.running_turn = RunningTurn(
-            running.turn_id, job.prompt, time.time(), len(session.messages), running_call
+            running.turn_id,
+            job.prompt,
+            time.time(),
+            len(session.messages),
+            running_call,
+            output_schema=dict(job.output.schema) if job.output is not None else None,
         )
         if job.kind == "resume":
             turn = functools.partial(resume_turn, spec, hooks, job.journaled, job.running_call)
@@ -813,9 +819,7 @@ class Jobs:
             run_changes.update(stop_reason="cancelled", error=running.cancel_reason)
         else:
             event = TurnError(session.session_id, outcome.error, outcome.error_kind)
-            failure = _TURN_FAILURES.get(outcome.error_kind, TurnFailed)(
-                f"session {session.session_id!r}: {outcome.error}"
-            )
+            failure = turn_failure(outcome.error_kind, f"session {session.session_id!r}: {outcome.error}")
             failure.event = event
             value = failure
             status = "failed"
@@ -860,10 +864,6 @@ class Jobs:
         session.metrics.child(session.metrics.compactions, trigger).inc()
         session.emit(ContextCompacted(session.session_id, before, len(session.messages), percent, trigger))
         session.commit_and_answer(job.reply, value, "compact")
-
-
-# What a failed turn raises, by its TurnError kind (any other: TurnFailed).
-_TURN_FAILURES: dict[str, type[LlmError | TurnFailed]] = {"llm": LlmError, "output_invalid": OutputInvalid}
 
 
 def _as_turn_outcome(job: Job, outcome: object, journal: tuple[Message, ...]) -> TurnOutcome:
