@@ -126,7 +126,7 @@ class Job:
     # key again (its result) and wait_run (the finished run).
     run_id: str | None = None
     webhook: Webhook | None = None  # in memory only: its secret is never stored
-    output: OutputSpec | None = None  # generate(output_schema=...): in memory only, like the webhook
+    output: OutputSpec | None = None  # output_schema=: the journal keeps its JSON Schema
     accepted_ack: concurrent.futures.Future[None] | None = None
     followers: list[Reply] = field(default_factory=list)
     run_waiters: list[Reply] = field(default_factory=list)
@@ -170,31 +170,15 @@ class Jobs:
     # ------------------------------------------------------------------ accepting jobs
 
     def generate(self, message: Generate, confirmations: Confirmations) -> None:
+        job = Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent)
+        job.output = message.output
         self._accept_turn(
-            message.prompt,
-            message.idempotency_key,
-            message.on_busy,
-            confirmations,
-            Job(
-                "turn",
-                message.reply,
-                message.prompt,
-                message.sink,
-                trace_parent=message.trace_parent,
-                output=message.output,
-            ),
-            message.accepted,
+            message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.accepted
         )
 
     def start_run(self, message: StartRun, confirmations: Confirmations) -> None:
-        job = Job(
-            "turn",
-            None,
-            message.prompt,
-            trace_parent=message.trace_parent,
-            webhook=message.webhook,
-            output=message.output,
-        )
+        job = Job("turn", None, message.prompt, trace_parent=message.trace_parent, webhook=message.webhook)
+        job.output = message.output
         self._accept_turn(
             message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.reply
         )
@@ -602,13 +586,14 @@ class Jobs:
         # The turn journals its steps (a resumed one too: without the record, a
         # second crash would resume from the first one's journal and run its tools again).
         running_call = job.running_call if job.kind == "resume" else None
+        schema = dict(job.output.schema) if job.output is not None else None
         session.running_turn = RunningTurn(
             running.turn_id,
             job.prompt,
             time.time(),
             len(session.messages),
             running_call,
-            output_schema=dict(job.output.schema) if job.output is not None else None,
+            output_schema=schema,
         )
         if job.kind == "resume":
             turn = functools.partial(resume_turn, spec, hooks, job.journaled, job.running_call)
