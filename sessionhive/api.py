@@ -231,7 +231,11 @@ class RunsAPI(Protocol):
         timeout: Timeout = DEFAULT,
         output_schema: OutputSchema | None = None,
     ) -> Run:
-        """Start a turn and return its run once accepted (durable sessions: once its record committed)."""
+        """Start a turn and return its run once accepted (durable sessions: once its record committed).
+
+        ``output_schema`` as for :meth:`HiveAPI.generate`: the completed run's
+        ``output`` is the validated answer as JSON data.
+        """
 
     def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
         """The run now; :class:`~sessionhive.RunNotFound` if unknown or no longer kept."""
