@@ -378,8 +378,12 @@ async def resume_turn(
     answered = {m.tool_call_id for m in journaled if m.role == "tool"}
     last_answer = next((m for m in reversed(journaled) if m.role == "assistant"), None)
     unanswered = tuple(c for c in (last_answer.tool_calls if last_answer else ()) if c.id not in answered)
+    # A user message after the prompt is the structured output's repair request: it was used.
+    out.repaired = any(m.role == "user" for m in journaled[1:])
     if journaled[-1].role == "assistant" and not journaled[-1].tool_calls:
-        return out  # the turn had its final answer; only clearing the record was lost
+        # The turn had its final answer; only clearing the record was lost (a structured one is checked).
+        if spec.output is None or await _output_settled(spec, spec.output, out):
+            return out
     return await _drive(spec, hooks, out, _Resume(unanswered, running_call))
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
 
 from sessionhive import (
+    AgentEvent,
     AsyncHive,
+    ConfirmationPolicy,
     ConfirmationRequired,
     Hive,
     InvalidConfig,
@@ -19,10 +23,14 @@ from sessionhive import (
     OutputInvalid,
     Reply,
     ScriptedLlm,
+    ToolCall,
+    ToolExecutor,
     TurnFailed,
 )
+from sessionhive.agent.loop import Decision, TurnOutcome, TurnSpec, resume_turn
 from sessionhive.agent.recovery import history_problems
 from sessionhive.llm.base import LlmRequest
+from sessionhive.model.output import output_spec, repair_prompt
 from tests.runs.test_runs_restart import run_child_and_kill_it
 
 
@@ -173,3 +181,58 @@ def test_a_turn_resumed_after_kill_9_still_checks_its_schema(tmp_path: Path, wor
         assert [r.output for r in model.requests] == [model.requests[0].output] * 2
         assert model.requests[0].output is not None and model.requests[0].output.schema["required"] == ["x"]
         assert not history_problems(hive.history("s"))
+
+
+class SilentHooks:
+    """The turn's line to a session that is not there: events dropped, no confirmation expected."""
+
+    def emit(self, event: AgentEvent) -> None:
+        pass
+
+    def confirm(self, call: ToolCall, arguments: dict[str, Any], timeout_s: float) -> Awaitable[Decision]:
+        raise AssertionError("no tool call in these turns")
+
+
+def resume_with(workspace: Path, model: Answers, *journaled: Message) -> TurnOutcome:
+    spec = TurnSpec(
+        session_id="s",
+        prompt="where?",
+        history=(),
+        system=None,
+        llm=ScriptedLlm(model),
+        tools=ToolExecutor(workspace),
+        workspace=workspace,
+        confirmation_policy=ConfirmationPolicy(enabled=False),
+        permission_policy=None,
+        output=output_spec(POINT),
+    )
+    return asyncio.run(resume_turn(spec, SilentHooks(), journaled))
+
+
+@pytest.mark.parametrize(
+    ("journaled_answers", "model_answers", "status", "output", "calls"),
+    [
+        (['{"x": 1, "y": 2}'], [], "ok", {"x": 1, "y": 2}, 0),  # a stored final answer is checked
+        (["not json"], ['{"x": 3, "y": 4}'], "ok", {"x": 3, "y": 4}, 1),  # and repaired if it misses
+        (["not json", "still not"], [], "error", None, 0),  # its repair round was used before the stop
+    ],
+)
+def test_a_resumed_turn_checks_a_final_answer_the_journal_kept(
+    workspace: Path,
+    journaled_answers: list[str],
+    model_answers: list[str],
+    status: str,
+    output: object,
+    calls: int,
+) -> None:
+    journaled = [Message.user("where?")]
+    for position, text in enumerate(journaled_answers):
+        if position:
+            journaled.append(Message.user(repair_prompt("not JSON")))
+        journaled.append(Message.assistant(text))
+    model = Answers(*model_answers)
+    outcome = resume_with(workspace, model, *journaled)
+    assert (outcome.status, outcome.output, len(model.requests)) == (status, output, calls)
+    if status == "error":
+        assert outcome.error_kind == "output_invalid"
+    assert not history_problems(outcome.new_messages)
