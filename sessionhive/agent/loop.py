@@ -380,10 +380,10 @@ async def resume_turn(
     unanswered = tuple(c for c in (last_answer.tool_calls if last_answer else ()) if c.id not in answered)
     # A user message after the prompt is the structured output's repair request: it was used.
     out.repaired = any(m.role == "user" for m in journaled[1:])
-    if journaled[-1].role == "assistant" and not journaled[-1].tool_calls:
-        # The turn had its final answer; only clearing the record was lost (a structured one is checked).
-        if spec.output is None or await _output_settled(spec, spec.output, out):
-            return out
+    # The turn had its final answer and only clearing the record was lost; a structured one is checked.
+    final = journaled[-1].role == "assistant" and not journaled[-1].tool_calls
+    if final and (spec.output is None or await _output_settled(spec, spec.output, out)):
+        return out
     return await _drive(spec, hooks, out, _Resume(unanswered, running_call))
 
 
