@@ -38,6 +38,7 @@ from sessionhive.model.errors import (
     LlmError,
     LlmNotConfigured,
     OutcomeUnknown,
+    OutputInvalid,
     Overloaded,
     QuotaExceeded,
     SessionExists,
@@ -76,6 +77,7 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
+from sessionhive.model.output import OutputSchema
 from sessionhive.model.runs import (
     IdempotencyConflict,
     OnBusy,
@@ -127,6 +129,8 @@ __all__ = [
     "MetricsConfig",
     "OnBusy",
     "OutcomeUnknown",
+    "OutputInvalid",
+    "OutputSchema",
     "Overloaded",
     "PermissionPolicy",
     "PermissionRule",

@@ -106,6 +106,7 @@ from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import AgentResult
+from sessionhive.model.output import OutputSchema, output_spec
 from sessionhive.model.runs import (
     DEFAULT_MAX_FINISHED_RUNS,
     OnBusy,
@@ -590,9 +591,11 @@ class HiveCore:
         here: bool,
         idempotency_key: str | None = None,
         on_busy: OnBusy = "enqueue",
+        output_schema: OutputSchema | None = None,
     ) -> tuple[Pending[AgentResult], Reply]:
         """The turn's result, and the reply completed with its :class:`Run` once the session accepted it."""
         check_instance("prompt", prompt, str)
+        output = output_spec(output_schema)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         if on_confirmation is not None:
             if not callable(on_confirmation):
@@ -602,7 +605,7 @@ class HiveCore:
         parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
             session_id,
-            lambda r: Generate(r, prompt, sink, accepted, parent, key, on_busy),
+            lambda r: Generate(r, prompt, sink, accepted, parent, key, on_busy, output),
             "generate()",
             here,
         )
@@ -616,13 +619,18 @@ class HiveCore:
         on_busy: OnBusy,
         webhook: Webhook | None,
         here: bool,
+        output_schema: OutputSchema | None = None,
     ) -> Pending[Run]:
         check_instance("prompt", prompt, str)
+        output = output_spec(output_schema)
         check_instance("webhook", webhook, Webhook, optional=True)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         parent = tracing.current_context()
         return self.call(
-            session_id, lambda r: StartRun(r, prompt, key, on_busy, webhook, parent), "start_run()", here
+            session_id,
+            lambda r: StartRun(r, prompt, key, on_busy, webhook, parent, output),
+            "start_run()",
+            here,
         )
 
     def _run_call(

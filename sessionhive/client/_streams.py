@@ -25,15 +25,15 @@ from sessionhive import (
     CallTimeout,
     ConfirmationNotFound,
     ConfirmationRequired,
-    LlmError,
     SessionhiveError,
     TurnCancelled,
     TurnEnd,
     TurnError,
-    TurnFailed,
 )
 from sessionhive.model.confirmation import decision_from_answer, read_confirmation_answer
+from sessionhive.model.errors import turn_failure
 from sessionhive.model.events import TERMINAL_EVENTS
+from sessionhive.model.output import rebuild_output
 
 from ._codec import (
     ServiceUnavailable,
@@ -91,8 +91,11 @@ class _TurnReader(Generic[HiveT]):
         session_id: str,
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        output_model: type[Any] | None = None,
     ) -> None:
         self.session_id = session_id
+        #: The model class of ``output_schema=`` the result's JSON output is validated into.
+        self._output_model = output_model
         #: The turn's run (``get_run``, ``run_events``): named by the stream's first frame.
         self.run_id = ""
         self._hive: HiveT = hive
@@ -151,9 +154,7 @@ class _TurnReader(Generic[HiveT]):
         elif isinstance(event, TurnCancelled):
             self._error = event
         elif isinstance(event, TurnError):
-            failure = (LlmError if event.kind == "llm" else TurnFailed)(
-                f"session {self.session_id!r}: {event.error}"
-            )
+            failure = turn_failure(event.kind, f"session {self.session_id!r}: {event.error}")
             failure.event = event
             self._error = failure
 
@@ -161,7 +162,7 @@ class _TurnReader(Generic[HiveT]):
         if self._error is not None:
             raise self._error
         assert self._result is not None
-        return self._result
+        return rebuild_output(self._result, self._output_model)
 
 
 class RemoteTurnStream(_TurnReader["RemoteHive"]):
@@ -173,8 +174,9 @@ class RemoteTurnStream(_TurnReader["RemoteHive"]):
         session_id: str,
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        output_model: type[Any] | None = None,
     ) -> None:
-        super().__init__(hive, session_id, response, on_confirmation)
+        super().__init__(hive, session_id, response, on_confirmation, output_model)
         self._frames = iter_sse(response.iter_lines())
         self._pushed_back: tuple[str, str] | None = None
 
@@ -327,8 +329,9 @@ class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
         session_id: str,
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        output_model: type[Any] | None = None,
     ) -> None:
-        super().__init__(hive, session_id, response, on_confirmation)
+        super().__init__(hive, session_id, response, on_confirmation, output_model)
         self._frames = aiter_sse(response.aiter_lines())
         self._pushed_back: tuple[str, str] | None = None
 

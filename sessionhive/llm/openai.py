@@ -23,6 +23,7 @@ from sessionhive.llm._sdk_base import (
 from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, normalize_stop_reason
 from sessionhive.model.errors import LlmError
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
+from sessionhive.model.output import OutputSpec
 
 try:
     import openai
@@ -88,6 +89,14 @@ def _message(message: Message) -> dict[str, Any]:
             ],
         }
     return {"role": message.role, "content": message.text}
+
+
+def _response_format(output: OutputSpec) -> dict[str, Any]:
+    """OpenAI's native structured output; strict only for a schema its strict mode accepts."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output.name, "schema": dict(output.schema), "strict": output.strict},
+    }
 
 
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
@@ -222,6 +231,8 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
         params: dict[str, Any] = {"model": config.model, "messages": messages}
         if request.tools:
             params["tools"] = [_tool(t) for t in request.tools]
+        if request.output is not None:
+            params["response_format"] = _response_format(request.output)
         if is_reasoning_model(config.model):
             params["max_completion_tokens"] = config.max_tokens
             if request.thinking:

@@ -67,6 +67,20 @@ def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+OUTPUT_SCHEMA = nullable(
+    {
+        "type": "object",
+        "additionalProperties": ref("JsonValue"),
+        "description": "a JSON Schema the final answer must match (structured output): the model is "
+        "asked in its native JSON mode, one repair round, else 502 OutputInvalid",
+    }
+)
+OUTPUT = {
+    "anyOf": [ref("JsonValue"), NULL],
+    "description": "the validated structured output of a turn run with output_schema, else null",
+}
+
+
 SCHEMAS: dict[str, Any] = {
     "CreateSession": {
         "type": "object",
@@ -153,7 +167,11 @@ SCHEMAS: dict[str, Any] = {
     "Turn": {
         "type": "object",
         "required": ["prompt"],
-        "properties": {"prompt": {"type": "string"}, "on_busy": ref("OnBusy")},
+        "properties": {
+            "prompt": {"type": "string"},
+            "on_busy": ref("OnBusy"),
+            "output_schema": OUTPUT_SCHEMA,
+        },
         "additionalProperties": ref("JsonValue"),
     },
     "StartRun": {
@@ -162,6 +180,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "prompt": {"type": "string"},
             "on_busy": ref("OnBusy"),
+            "output_schema": OUTPUT_SCHEMA,
             "webhook": nullable(
                 {
                     "type": "object",
@@ -276,6 +295,7 @@ SCHEMAS.update(
             error=nullable(STRING),
             webhook_url=nullable(STRING),
             last_event_id=INT,
+            output=OUTPUT,
         ),
         "AgentResult": obj(
             text=STRING,
@@ -284,6 +304,7 @@ SCHEMAS.update(
             tool_calls={"type": "array", "items": ref("ToolCall")},
             rounds=INT,
             stop_reason=STRING,
+            output=OUTPUT,
         ),
     }
 )
@@ -350,7 +371,8 @@ BODY = {
 MODEL = {
     "422": "LlmNotConfigured",
     "500": "TurnFailed or SessionFailed",
-    "502": "LlmError: the provider refused",
+    "502": "LlmError: the provider refused; OutputInvalid: the answer matched no output_schema, "
+    "also after one repair",
 }
 QUOTA = {"429": "QuotaExceeded: the tenant's max_sessions or max_concurrent_turns"}
 #: What a route that names a run (``runs/{run_id}``) can answer.

@@ -52,7 +52,7 @@ from sessionhive.agent.loop import (
 )
 from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
-from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed
+from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed, turn_failure
 from sessionhive.model.events import (
     TERMINAL_EVENTS,
     AgentEvent,
@@ -64,7 +64,8 @@ from sessionhive.model.events import (
     TurnInterrupted,
     TurnStart,
 )
-from sessionhive.model.messages import Message, RunningTurn, Usage
+from sessionhive.model.messages import Message, RunningTurn, Usage, output_to_json
+from sessionhive.model.output import OutputSpec, output_spec
 from sessionhive.model.runs import (
     IdempotencyConflict,
     OnBusy,
@@ -127,6 +128,7 @@ class Job:
     # key again (its result) and wait_run (the finished run).
     run_id: str | None = None
     webhook: Webhook | None = None  # in memory only: its secret is never stored
+    output: OutputSpec | None = None  # output_schema=: the journal keeps its JSON Schema
     accepted_ack: concurrent.futures.Future[None] | None = None
     followers: list[Reply] = field(default_factory=list)
     run_waiters: list[Reply] = field(default_factory=list)
@@ -173,17 +175,15 @@ class Jobs:
     # ------------------------------------------------------------------ accepting jobs
 
     def generate(self, message: Generate, confirmations: Confirmations) -> None:
+        job = Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent)
+        job.output = message.output
         self._accept_turn(
-            message.prompt,
-            message.idempotency_key,
-            message.on_busy,
-            confirmations,
-            Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent),
-            message.accepted,
+            message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.accepted
         )
 
     def start_run(self, message: StartRun, confirmations: Confirmations) -> None:
         job = Job("turn", None, message.prompt, trace_parent=message.trace_parent, webhook=message.webhook)
+        job.output = message.output
         self._accept_turn(
             message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.reply
         )
@@ -380,6 +380,7 @@ class Jobs:
             self._interrupt_runs([run for run in unfinished if run is not turn_run])
             session.messages = history
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
+            job.output = output_spec(running.output_schema)  # its model class is gone: checked by the schema
             job.trace_link = running.traceparent
             job.run_id = run_id
             self.queue.append(job)  # started by on_start, once the actor runs
@@ -594,8 +595,14 @@ class Jobs:
         # The turn journals its steps (a resumed one too: without the record, a
         # second crash would resume from the first one's journal and run its tools again).
         running_call = job.running_call if job.kind == "resume" else None
+        schema = dict(job.output.schema) if job.output is not None else None
         session.running_turn = RunningTurn(
-            running.turn_id, job.prompt, time.time(), len(session.messages), running_call
+            running.turn_id,
+            job.prompt,
+            time.time(),
+            len(session.messages),
+            running_call,
+            output_schema=schema,
         )
         if job.kind == "resume":
             turn = functools.partial(resume_turn, spec, hooks, job.journaled, job.running_call)
@@ -722,6 +729,7 @@ class Jobs:
                 services.budgets, services.directory.parents, session.session_id, metrics
             ),
             task=ChildTasks(session, self._supervisor) if config.task_tool else None,
+            output=job.output,
         )
 
     # ------------------------------------------------------------------ finishing
@@ -796,7 +804,9 @@ class Jobs:
             event = TurnEnd(session.session_id, result)
             value = result
             status = "completed"
-            run_changes.update(text=result.text, stop_reason=result.stop_reason)
+            run_changes.update(
+                text=result.text, stop_reason=result.stop_reason, output=output_to_json(result.output)
+            )
         elif ended == "cancelled":
             event = TurnCancelled(session.session_id, running.cancel_reason)
             value = event
@@ -804,11 +814,7 @@ class Jobs:
             run_changes.update(stop_reason="cancelled", error=running.cancel_reason)
         else:
             event = TurnError(session.session_id, outcome.error, outcome.error_kind)
-            failure = (
-                LlmError(f"session {session.session_id!r}: {outcome.error}")
-                if outcome.error_kind == "llm"
-                else TurnFailed(f"session {session.session_id!r}: {outcome.error}")
-            )
+            failure = turn_failure(outcome.error_kind, f"session {session.session_id!r}: {outcome.error}")
             failure.event = event
             value = failure
             status = "failed"
