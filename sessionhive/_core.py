@@ -600,7 +600,7 @@ class HiveCore:
         if on_confirmation is not None:
             if not callable(on_confirmation):
                 raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")
-            sink = _ConfirmationAnswerer(self, session_id, on_confirmation, sink)
+            sink = _ConfirmationAnswerer(self, on_confirmation, sink)
         accepted = self.new_reply(here)
         parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
@@ -805,11 +805,8 @@ class _ConfirmationAnswerer:
     raises rejects the call, with the exception as the reason.
     """
 
-    def __init__(
-        self, core: HiveCore, session_id: str, callback: OnConfirmation, inner: EventSink | None
-    ) -> None:
+    def __init__(self, core: HiveCore, callback: OnConfirmation, inner: EventSink | None) -> None:
         self._core = core
-        self._session_id = session_id
         self._callback = callback
         self._inner = inner
         self._answering: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks

@@ -95,7 +95,8 @@ class AsyncClusterTurnStream:
             answer = await asyncio.to_thread(callback, event)
         decision = await read_confirmation_answer(answer, event.timeout_s)
         if decision is not None:  # unanswered: the session settles it by its policy's on_timeout
-            await self._hive.confirm_tool(self.session_id, event.tool_id, decision[0], decision[1])
+            # The session that asked: a task tool's child asks through its parent's stream.
+            await self._hive.confirm_tool(event.session_id, event.tool_id, decision[0], decision[1])
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
         return self._events()
