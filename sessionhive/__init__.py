@@ -39,6 +39,7 @@ from sessionhive.model.errors import (
     LlmError,
     LlmNotConfigured,
     OutcomeUnknown,
+    OutputInvalid,
     Overloaded,
     QuotaExceeded,
     SessionExists,
@@ -77,6 +78,7 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
+from sessionhive.model.output import OutputSchema
 from sessionhive.model.runs import (
     IdempotencyConflict,
     OnBusy,
@@ -131,6 +133,8 @@ __all__ = [
     "MetricsConfig",
     "OnBusy",
     "OutcomeUnknown",
+    "OutputInvalid",
+    "OutputSchema",
     "Overloaded",
     "PermissionPolicy",
     "PermissionRule",

@@ -107,6 +107,7 @@ from sessionhive.model.ids import check_id
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.mcp import McpServer
 from sessionhive.model.messages import AgentResult
+from sessionhive.model.output import OutputSchema, output_spec
 from sessionhive.model.runs import (
     DEFAULT_MAX_FINISHED_RUNS,
     OnBusy,
@@ -592,19 +593,21 @@ class HiveCore:
         here: bool,
         idempotency_key: str | None = None,
         on_busy: OnBusy = "enqueue",
+        output_schema: OutputSchema | None = None,
     ) -> tuple[Pending[AgentResult], Reply]:
         """The turn's result, and the reply completed with its :class:`Run` once the session accepted it."""
         text, parts = check_prompt(prompt)
+        output = output_spec(output_schema)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         if on_confirmation is not None:
             if not callable(on_confirmation):
                 raise InvalidConfig("on_confirmation must be a callable taking a ConfirmationRequired")
-            sink = _ConfirmationAnswerer(self, session_id, on_confirmation, sink)
+            sink = _ConfirmationAnswerer(self, on_confirmation, sink)
         accepted = self.new_reply(here)
         parent = tracing.current_context()  # here, in the caller's thread: the turn's span is its child
         result = self.call(
             session_id,
-            lambda r: Generate(r, text, sink, accepted, parent, key, on_busy, parts),
+            lambda r: Generate(r, text, sink, accepted, parent, key, on_busy, output, parts),
             "generate()",
             here,
         )
@@ -618,14 +621,16 @@ class HiveCore:
         on_busy: OnBusy,
         webhook: Webhook | None,
         here: bool,
+        output_schema: OutputSchema | None = None,
     ) -> Pending[Run]:
         text, parts = check_prompt(prompt)
+        output = output_spec(output_schema)
         check_instance("webhook", webhook, Webhook, optional=True)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
         parent = tracing.current_context()
         return self.call(
             session_id,
-            lambda r: StartRun(r, text, key, on_busy, webhook, parent, parts),
+            lambda r: StartRun(r, text, key, on_busy, webhook, parent, output, parts),
             "start_run()",
             here,
         )
@@ -802,11 +807,8 @@ class _ConfirmationAnswerer:
     raises rejects the call, with the exception as the reason.
     """
 
-    def __init__(
-        self, core: HiveCore, session_id: str, callback: OnConfirmation, inner: EventSink | None
-    ) -> None:
+    def __init__(self, core: HiveCore, callback: OnConfirmation, inner: EventSink | None) -> None:
         self._core = core
-        self._session_id = session_id
         self._callback = callback
         self._inner = inner
         self._answering: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
@@ -853,6 +855,7 @@ class _ConfirmationAnswerer:
             return  # no answer in time: the session's own timer settles the call by its policy
         approved, reason = decision
         try:
-            self._core.send(self._session_id, Confirm(None, event.tool_id, approved, reason))
+            # The event's session, not the turn's: a task's child asks through its parent's turn.
+            self._core.send(event.session_id, Confirm(None, event.tool_id, approved, reason))
         except Exception as error:  # noqa: BLE001 - the Hive stopped or the session went: nothing to answer
             log.debug("sessionhive: on_confirmation answer not delivered: %s", error)

@@ -37,6 +37,7 @@ from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, Usage
+from sessionhive.model.output import OutputSchema
 from sessionhive.model.runs import OnBusy, Run, Webhook
 from sessionhive.runtime import Reply
 
@@ -292,10 +293,11 @@ class AsyncHive(LocalFacade):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult:
         """Run one turn (see :meth:`HiveAPI.generate`); ``on_confirmation`` may be a coroutine function."""
         result, _accepted = self._core.generate(
-            session_id, prompt, None, on_confirmation, self._here, idempotency_key, on_busy
+            session_id, prompt, None, on_confirmation, self._here, idempotency_key, on_busy, output_schema
         )
         return await self._wait(result, timeout)
 
@@ -308,10 +310,11 @@ class AsyncHive(LocalFacade):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AsyncTurnStream:
         channel = AsyncChannel(asyncio.get_running_loop())
         result, accepted = self._core.generate(
-            session_id, prompt, channel, on_confirmation, self._here, idempotency_key, on_busy
+            session_id, prompt, channel, on_confirmation, self._here, idempotency_key, on_busy, output_schema
         )
         turn, taken = _as_asyncio(result.reply), _as_asyncio(accepted)
         done, _ = await asyncio.wait(
@@ -339,8 +342,11 @@ class AsyncHive(LocalFacade):
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run:
-        pending = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, self._here)
+        pending = self._core.start_run(
+            session_id, prompt, idempotency_key, on_busy, webhook, self._here, output_schema
+        )
         return await self._wait(pending, timeout)
 
     async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:

@@ -26,6 +26,7 @@ from sessionhive.model.content import Prompt
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.output import OutputSchema
 from sessionhive.model.runs import OnBusy, Run, Webhook
 from sessionhive.model.validate import check_number
 
@@ -205,6 +206,7 @@ class RunsAPI(Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult: ...
 
     def generate_streaming(
@@ -216,6 +218,7 @@ class RunsAPI(Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> RunTurnStreamAPI: ...
 
     def start_run(
@@ -227,8 +230,13 @@ class RunsAPI(Protocol):
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run:
-        """Start a turn and return its run once accepted (durable sessions: once its record committed)."""
+        """Start a turn and return its run once accepted (durable sessions: once its record committed).
+
+        ``output_schema`` as for :meth:`HiveAPI.generate`: the completed run's
+        ``output`` is the validated answer as JSON data.
+        """
 
     def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
         """The run now; :class:`~sessionhive.RunNotFound` if unknown or no longer kept."""
@@ -270,6 +278,7 @@ class AsyncRunsAPI(Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult: ...
 
     async def generate_streaming(
@@ -281,6 +290,7 @@ class AsyncRunsAPI(Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AsyncRunTurnStreamAPI: ...
 
     async def start_run(
@@ -292,6 +302,7 @@ class AsyncRunsAPI(Protocol):
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run: ...
 
     async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run: ...
@@ -397,6 +408,7 @@ class HiveAPI(RunsAPI, Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult:
         """Run one turn and return its result; waits behind a turn already running.
 
@@ -407,6 +419,11 @@ class HiveAPI(RunsAPI, Protocol):
         session, :class:`~sessionhive.LlmNotConfigured` without an LLM,
         :class:`~sessionhive.TurnCancelled` if cancelled, and
         :class:`~sessionhive.TurnFailed` / :class:`~sessionhive.LlmError` when it failed.
+
+        ``output_schema`` (a JSON Schema dict or a pydantic model class) asks
+        for a structured answer: ``AgentResult.output`` holds it validated
+        (a model instance, or the JSON value), after at most one repair
+        round; else :class:`~sessionhive.OutputInvalid`.
         """
 
     def generate_streaming(
@@ -418,6 +435,7 @@ class HiveAPI(RunsAPI, Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> RunTurnStreamAPI:
         """Start a turn and return its :class:`RunTurnStreamAPI` once the session accepted it.
 
@@ -566,6 +584,7 @@ class AsyncHiveAPI(AsyncRunsAPI, Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult: ...
 
     async def generate_streaming(
@@ -577,6 +596,7 @@ class AsyncHiveAPI(AsyncRunsAPI, Protocol):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AsyncRunTurnStreamAPI: ...
 
     async def history(self, session_id: str, *, timeout: Timeout = DEFAULT) -> list[Message]: ...

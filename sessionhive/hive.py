@@ -47,6 +47,7 @@ from sessionhive.model.errors import CallTimeout
 from sessionhive.model.events import AgentEvent
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import AgentResult, ContextUsage, Message, ToolDefinition, Usage
+from sessionhive.model.output import OutputSchema
 from sessionhive.model.runs import OnBusy, Run, Webhook
 
 __all__ = [
@@ -370,10 +371,11 @@ class Hive(LocalFacade):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult:
         """Run one turn (see :class:`HiveAPI`, :class:`RunsAPI`); ``on_confirmation`` runs in a thread."""
         pending, _accepted = self._core.generate(
-            session_id, prompt, None, on_confirmation, self._here, idempotency_key, on_busy
+            session_id, prompt, None, on_confirmation, self._here, idempotency_key, on_busy, output_schema
         )
         return self._wait(pending, timeout)
 
@@ -386,10 +388,11 @@ class Hive(LocalFacade):
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> TurnStream:
         channel = ThreadChannel()
         result, accepted = self._core.generate(
-            session_id, prompt, channel, on_confirmation, self._here, idempotency_key, on_busy
+            session_id, prompt, channel, on_confirmation, self._here, idempotency_key, on_busy, output_schema
         )
         turn = result.reply
         assert isinstance(turn, concurrent.futures.Future) and isinstance(accepted, concurrent.futures.Future)
@@ -418,8 +421,11 @@ class Hive(LocalFacade):
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run:
-        pending = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, self._here)
+        pending = self._core.start_run(
+            session_id, prompt, idempotency_key, on_busy, webhook, self._here, output_schema
+        )
         return self._wait(pending, timeout)
 
     def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:

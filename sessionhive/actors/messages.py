@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sessionhive.model.config import ConfirmationPolicy, SessionConfig
 from sessionhive.model.content import ContentPart
 from sessionhive.model.llm_config import LlmConfig
+from sessionhive.model.output import OutputSpec
 from sessionhive.model.runs import OnBusy, Webhook
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class Generate(SessionCall):
     trace_parent: Any = None  # the caller's trace context (metrics.tracing.current_context())
     idempotency_key: str | None = None
     on_busy: OnBusy = "enqueue"
+    output: OutputSpec | None = None
     parts: tuple[ContentPart, ...] = ()  # the prompt's content parts; ``prompt`` is their text
 
 
@@ -105,6 +107,7 @@ class StartRun(SessionCall):
     on_busy: OnBusy = "enqueue"
     webhook: Webhook | None = None  # held in memory only: its secret is never stored
     trace_parent: Any = None
+    output: OutputSpec | None = None
     parts: tuple[ContentPart, ...] = ()  # the prompt's content parts; ``prompt`` is their text
 
 

@@ -19,8 +19,9 @@ the event loop, where it would stop every session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -130,6 +131,21 @@ class TurnLoop:
             return _Raised(error)
         finally:
             coro.close()  # a turn cancelled while waiting for a slot never started
+
+    @contextlib.asynccontextmanager
+    async def slot_lent(self) -> AsyncIterator[None]:
+        """Inside a turn: give its slot up while it waits for another turn (a task's), take one after.
+
+        A waiting turn runs nothing; holding its slot could hold the last one
+        the turn it waits for needs (with ``max_concurrent_turns=1``, always).
+        """
+        self._slots.release()
+        try:
+            yield
+        finally:
+            # Shielded: cancelled meanwhile, the turn still ends holding a slot for _bounded
+            # to release (the acquire finishes later and balances that release).
+            await asyncio.shield(self._slots.acquire())
 
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:
         if self.on_loop():

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from sessionhive.agent import compaction
 from sessionhive.agent.spending import Spending, call_within_budget
+from sessionhive.agent.tasks import TASK_TOOL, TASK_TOOL_NAME, TaskRunner, run_task_call
 from sessionhive.llm.base import LlmClient, LlmRequest, LlmResponse
 from sessionhive.metrics import tracing
 from sessionhive.model.config import ConfirmationPolicy
@@ -41,6 +42,7 @@ from sessionhive.model.messages import (
     ToolResult,
     Usage,
 )
+from sessionhive.model.output import OutputSpec, repair_prompt
 from sessionhive.model.permissions import PermissionPolicy
 from sessionhive.tools.files import read_workspace_parts
 
@@ -144,6 +146,10 @@ class TurnSpec:
     prompt_parts: tuple[ContentPart, ...] = ()
     #: The budgets this turn's model calls count against, and where their cost is reported.
     spending: Spending | None = None
+    #: ``SessionConfig.task_tool``: runs the built-in ``task`` tool's calls (None: not offered).
+    task: TaskRunner | None = None
+    #: ``generate(..., output_schema=...)``: the schema the final answer must match.
+    output: OutputSpec | None = None
 
 
 @dataclass
@@ -170,6 +176,9 @@ class TurnOutcome:
     #: The tool call running right now (set while its tool runs): if the turn
     #: ends meanwhile, its effects may have happened and the history says so.
     running_call: str | None = None
+    #: The validated structured output (``TurnSpec.output``), and whether its repair round was used.
+    output: Any = None
+    repaired: bool = False
 
     def result(self, history: tuple[Message, ...]) -> AgentResult:
         return AgentResult(
@@ -179,6 +188,7 @@ class TurnOutcome:
             tool_calls=list(self.tool_calls),
             rounds=self.rounds,
             stop_reason=self.stop_reason,
+            output=self.output,
         )
 
 
@@ -247,6 +257,19 @@ async def _journal(spec: TurnSpec, messages: list[Message], running_call: str | 
             await waiting
 
 
+async def _execute(spec: TurnSpec, call: ToolCall, arguments: dict[str, Any], hooks: TurnHooks) -> ToolResult:
+    """Run an approved call: the built-in ``task`` by the turn's runner, any other tool by the executor."""
+    if spec.task is not None and call.name == TASK_TOOL_NAME:
+        return await run_task_call(spec.task, call.id, arguments, hooks.emit)
+    return await spec.tools.execute(
+        call.name,
+        arguments,
+        workspace=spec.workspace,
+        session_id=spec.session_id,
+        allow_network=spec.allow_network,
+    )
+
+
 async def _run_tool(
     spec: TurnSpec, call: ToolCall, hooks: TurnHooks, out: TurnOutcome | None = None
 ) -> ToolResult:
@@ -294,13 +317,7 @@ async def _run_tool(
                 await _journal(spec, out.new_messages, running_call=call.id)
                 out.running_call = call.id
             hooks.emit(ToolStart(sid, call.id, call.name, arguments))
-            result = await spec.tools.execute(
-                call.name,
-                arguments,
-                workspace=spec.workspace,
-                session_id=sid,
-                allow_network=spec.allow_network,
-            )
+            result = await _execute(spec, call, arguments, hooks)
             if out is not None:
                 out.running_call = None
             hooks.emit(ToolEnd(sid, call.id, call.name, result.output, result.is_error))
@@ -378,8 +395,12 @@ async def resume_turn(
     answered = {m.tool_call_id for m in journaled if m.role == "tool"}
     last_answer = next((m for m in reversed(journaled) if m.role == "assistant"), None)
     unanswered = tuple(c for c in (last_answer.tool_calls if last_answer else ()) if c.id not in answered)
-    if journaled[-1].role == "assistant" and not journaled[-1].tool_calls:
-        return out  # the turn had its final answer; only clearing the record was lost
+    # A user message after the prompt is the structured output's repair request: it was used.
+    out.repaired = any(m.role == "user" for m in journaled[1:])
+    # The turn had its final answer and only clearing the record was lost; a structured one is checked.
+    final = journaled[-1].role == "assistant" and not journaled[-1].tool_calls
+    if final and (spec.output is None or await _output_settled(spec, spec.output, out)):
+        return out
     return await _drive(spec, hooks, out, _Resume(unanswered, running_call))
 
 
@@ -413,6 +434,8 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
     if prepare is not None:
         await prepare()  # MCP servers open on first use and refresh a changed tool list here
     tool_defs = tuple(d for d in spec.tools.definitions() if _offered(spec, d.name))
+    if spec.task is not None:  # the built-in task tool takes the name from any other tool
+        tool_defs = (*(d for d in tool_defs if d.name != TASK_TOOL_NAME), TASK_TOOL)
     call_seq = len(out.tool_calls)  # positions go on after a resume, past the journaled calls
     try:
         if resume is None:
@@ -434,6 +457,7 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
                 tools=tool_defs,
                 thinking=spec.thinking,
                 budget=spec.budget,
+                output=spec.output,
             )
             response = await call_within_budget(
                 spec.spending,
@@ -464,11 +488,34 @@ async def _drive(spec: TurnSpec, hooks: TurnHooks, out: TurnOutcome, resume: _Re
             if not calls:
                 # A "tool_calls" stop whose calls were all unusable still ends the turn with an answer.
                 out.stop_reason = "stop" if response.stop_reason == "tool_calls" else response.stop_reason
-                return out
+                if spec.output is None or await _output_settled(spec, spec.output, out):
+                    return out
+                continue
             out.tool_calls.extend(calls)
             await _answer_calls(spec, hooks, out, tuple(calls), None)
     except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - a provider bug must end the turn, not the session
         return _ended_by(out, exc)
+
+
+async def _output_settled(spec: TurnSpec, schema: OutputSpec, out: TurnOutcome) -> bool:
+    """Check the final answer against ``schema``: True when the turn is over (matched, or failed).
+
+    The first mismatch asks the model again with the error (a user message,
+    so the history stays a valid conversation); the second fails the turn.
+    """
+    try:
+        out.output = schema.validate(out.text)
+        return True
+    except ValueError as exc:
+        problem = str(exc)
+    if out.repaired:
+        out.status, out.error_kind, out.stop_reason = "error", "output_invalid", "error"
+        out.error = f"the answer does not match output_schema {schema.name!r}, also after a repair: {problem}"
+        return True
+    out.repaired = True
+    out.new_messages.append(Message.user(repair_prompt(problem)))
+    await _journal(spec, out.new_messages)
+    return False
 
 
 def _ended_by(out: TurnOutcome, exc: BaseException) -> TurnOutcome:

@@ -20,13 +20,11 @@ from sessionhive import (
     ContextUsage,
     EventsDropped,
     LlmError,
-    Message,
     PersistenceFailed,
     SessionhiveError,
     SessionPaused,
     SessionResumed,
     TextDelta,
-    ToolCall,
     ToolEnd,
     ToolStart,
     TurnCancelled,
@@ -34,7 +32,6 @@ from sessionhive import (
     TurnError,
     TurnFailed,
     TurnStart,
-    Usage,
 )
 from sessionhive.serve.problems import PROBLEMS, ProblemKind
 
@@ -91,13 +88,7 @@ class ServiceUnavailable(RemoteError):
 
 
 def result_from_dict(data: dict[str, Any]) -> AgentResult:
-    return AgentResult(
-        text=data["text"],
-        messages=[Message.from_dict(m) for m in data.get("messages", [])],
-        usage=Usage.from_dict(data.get("usage", {})),
-        tool_calls=[ToolCall.from_dict(c) for c in data.get("tool_calls", [])],
-        rounds=int(data.get("rounds", 0)),
-    )
+    return AgentResult.from_dict(data)
 
 
 def context_from_dict(data: dict[str, Any]) -> ContextUsage:

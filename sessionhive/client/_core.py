@@ -36,6 +36,7 @@ from sessionhive.api import DEFAULT, Timeout, resolve_timeout
 from sessionhive.model.confirmation import check_confirm_arguments
 from sessionhive.model.content import Prompt
 from sessionhive.model.events import AgentEvent
+from sessionhive.model.output import OutputSchema, rebuild_output, schema_to_send
 from sessionhive.model.runs import Run, Webhook, check_idempotency_key, check_on_busy, session_of_run
 from sessionhive.model.validate import check_instance, check_prompt
 from sessionhive.serve.routes import ROUTE
@@ -219,13 +220,17 @@ def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _run_request(prompt: Prompt, key: str | None, on_busy: str) -> tuple[dict[str, Any], dict[str, str]]:
+def _run_request(
+    prompt: Prompt, key: str | None, on_busy: str, output_schema: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The body and headers of a turn or run: ``on_busy`` in the body, the key as ``Idempotency-Key``."""
     text, parts = check_prompt(prompt)
     checked = check_idempotency_key(key)
     # A prompt of parts travels as a JSON array of them (bytes in base64), text as a string.
     wire: str | list[dict[str, Any]] = [part.to_dict() for part in parts] if parts else text
     body: dict[str, Any] = {"prompt": wire, "on_busy": check_on_busy(on_busy)}
+    if output_schema is not None:
+        body["output_schema"] = output_schema
     return body, ({} if checked is None else {"Idempotency-Key": checked})
 
 
@@ -331,16 +336,30 @@ class RemoteCore:
 
     # turns and runs
     def generate(
-        self, session_id: str, prompt: Prompt, key: str | None, on_busy: str, timeout: Timeout
+        self,
+        session_id: str,
+        prompt: Prompt,
+        key: str | None,
+        on_busy: str,
+        timeout: Timeout,
+        output_schema: OutputSchema | None = None,
     ) -> Plan[AgentResult]:
-        body, headers = _run_request(prompt, key, on_busy)
+        """A model class's JSON Schema is sent; the returned output is validated into the class here."""
+        schema, model = schema_to_send(output_schema)
+        body, headers = _run_request(prompt, key, on_busy, schema)
         call = self.call("turn", session_id, json=body, timeout=timeout, headers=headers)
-        return result_from_dict((yield call))
+        return rebuild_output(result_from_dict((yield call)), model)
 
     def turn_stream(
-        self, session_id: str, prompt: Prompt, key: str | None, on_busy: str, timeout: Timeout
+        self,
+        session_id: str,
+        prompt: Prompt,
+        key: str | None,
+        on_busy: str,
+        timeout: Timeout,
+        output_schema: OutputSchema | None = None,
     ) -> HttpCall:
-        body, headers = _run_request(prompt, key, on_busy)
+        body, headers = _run_request(prompt, key, on_busy, schema_to_send(output_schema)[0])
         return self.call("turn", session_id, json=body, timeout=timeout, stream=True, headers=headers)
 
     def start_run(
@@ -351,8 +370,9 @@ class RemoteCore:
         on_busy: str,
         webhook: Webhook | None,
         timeout: Timeout,
+        output_schema: OutputSchema | None = None,
     ) -> Plan[Run]:
-        body, headers = _run_request(prompt, key, on_busy)
+        body, headers = _run_request(prompt, key, on_busy, schema_to_send(output_schema)[0])
         if webhook is not None:
             check_instance("webhook", webhook, Webhook)
             if webhook.secret is not None:

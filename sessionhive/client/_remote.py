@@ -33,6 +33,7 @@ from sessionhive import (
 from sessionhive.api import DEFAULT, DEFAULT_CALL_TIMEOUT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.metrics import tracing
 from sessionhive.model.content import Prompt
+from sessionhive.model.output import OutputSchema, output_model
 from sessionhive.model.runs import OnBusy, Run, Webhook
 
 from ._core import (
@@ -202,6 +203,7 @@ class RemoteHive(_RemoteBase):
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations, as with ``Hive``."""
         if on_confirmation is not None:
@@ -211,9 +213,11 @@ class RemoteHive(_RemoteBase):
                 on_confirmation=on_confirmation,
                 idempotency_key=idempotency_key,
                 on_busy=on_busy,
+                output_schema=output_schema,
             )
             return stream.result(self._t(timeout))
-        return self._run(self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout))
+        plan = self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
+        return self._run(plan)
 
     def generate_streaming(
         self,
@@ -224,9 +228,11 @@ class RemoteHive(_RemoteBase):
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> RemoteTurnStream:
-        call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout)
-        return RemoteTurnStream(self, session_id, self._open_stream(call), on_confirmation).accepted()
+        call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
+        model = output_model(output_schema)
+        return RemoteTurnStream(self, session_id, self._open_stream(call), on_confirmation, model).accepted()
 
     def start_run(
         self,
@@ -237,9 +243,12 @@ class RemoteHive(_RemoteBase):
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run:
         """Start a run and return once the service accepted it (``POST .../runs``, 202)."""
-        plan = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, timeout)
+        plan = self._core.start_run(
+            session_id, prompt, idempotency_key, on_busy, webhook, timeout, output_schema
+        )
         return self._run(plan)
 
     def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:
@@ -507,6 +516,7 @@ class AsyncRemoteHive(_RemoteBase):
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation`` (a function or coroutine function) answers its confirmations."""
         if on_confirmation is not None:
@@ -516,9 +526,11 @@ class AsyncRemoteHive(_RemoteBase):
                 on_confirmation=on_confirmation,
                 idempotency_key=idempotency_key,
                 on_busy=on_busy,
+                output_schema=output_schema,
             )
             return await stream.result(self._t(timeout))
-        return await self._run(self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout))
+        plan = self._core.generate(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
+        return await self._run(plan)
 
     async def generate_streaming(
         self,
@@ -529,10 +541,12 @@ class AsyncRemoteHive(_RemoteBase):
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AsyncRemoteTurnStream:
-        call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout)
+        call = self._core.turn_stream(session_id, prompt, idempotency_key, on_busy, timeout, output_schema)
         response = await self._open_stream(call)
-        return await AsyncRemoteTurnStream(self, session_id, response, on_confirmation).accepted()
+        model = output_model(output_schema)
+        return await AsyncRemoteTurnStream(self, session_id, response, on_confirmation, model).accepted()
 
     async def start_run(
         self,
@@ -543,9 +557,12 @@ class AsyncRemoteHive(_RemoteBase):
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run:
         """Start a run and return once the service accepted it (``POST .../runs``, 202)."""
-        plan = self._core.start_run(session_id, prompt, idempotency_key, on_busy, webhook, timeout)
+        plan = self._core.start_run(
+            session_id, prompt, idempotency_key, on_busy, webhook, timeout, output_schema
+        )
         return await self._run(plan)
 
     async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:

@@ -25,15 +25,15 @@ from sessionhive import (
     CallTimeout,
     ConfirmationNotFound,
     ConfirmationRequired,
-    LlmError,
     SessionhiveError,
     TurnCancelled,
     TurnEnd,
     TurnError,
-    TurnFailed,
 )
 from sessionhive.model.confirmation import decision_from_answer, read_confirmation_answer
+from sessionhive.model.errors import turn_failure
 from sessionhive.model.events import TERMINAL_EVENTS
+from sessionhive.model.output import rebuild_output
 
 from ._codec import (
     ServiceUnavailable,
@@ -91,8 +91,11 @@ class _TurnReader(Generic[HiveT]):
         session_id: str,
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        output_model: type[Any] | None = None,
     ) -> None:
         self.session_id = session_id
+        #: The model class of ``output_schema=`` the result's JSON output is validated into.
+        self._output_model = output_model
         #: The turn's run (``get_run``, ``run_events``): named by the stream's first frame.
         self.run_id = ""
         self._hive: HiveT = hive
@@ -151,9 +154,7 @@ class _TurnReader(Generic[HiveT]):
         elif isinstance(event, TurnCancelled):
             self._error = event
         elif isinstance(event, TurnError):
-            failure = (LlmError if event.kind == "llm" else TurnFailed)(
-                f"session {self.session_id!r}: {event.error}"
-            )
+            failure = turn_failure(event.kind, f"session {self.session_id!r}: {event.error}")
             failure.event = event
             self._error = failure
 
@@ -161,7 +162,7 @@ class _TurnReader(Generic[HiveT]):
         if self._error is not None:
             raise self._error
         assert self._result is not None
-        return self._result
+        return rebuild_output(self._result, self._output_model)
 
 
 class RemoteTurnStream(_TurnReader["RemoteHive"]):
@@ -173,8 +174,9 @@ class RemoteTurnStream(_TurnReader["RemoteHive"]):
         session_id: str,
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        output_model: type[Any] | None = None,
     ) -> None:
-        super().__init__(hive, session_id, response, on_confirmation)
+        super().__init__(hive, session_id, response, on_confirmation, output_model)
         self._frames = iter_sse(response.iter_lines())
         self._pushed_back: tuple[str, str] | None = None
 
@@ -238,7 +240,7 @@ class RemoteTurnStream(_TurnReader["RemoteHive"]):
                 decision = _decide_blocking(_ask(self._on_confirmation, event), event.timeout_s)
                 if decision is not None:
                     with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                        self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                        self._hive.confirm_tool(event.session_id, event.tool_id, *decision)
             yield event
 
     def result(self, timeout: float | None = None) -> AgentResult:
@@ -327,8 +329,9 @@ class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
         session_id: str,
         response: httpx.Response,
         on_confirmation: Callable[[ConfirmationRequired], Any] | None = None,
+        output_model: type[Any] | None = None,
     ) -> None:
-        super().__init__(hive, session_id, response, on_confirmation)
+        super().__init__(hive, session_id, response, on_confirmation, output_model)
         self._frames = aiter_sse(response.aiter_lines())
         self._pushed_back: tuple[str, str] | None = None
 
@@ -397,7 +400,7 @@ class AsyncRemoteTurnStream(_TurnReader["AsyncRemoteHive"]):
                 decision = await read_confirmation_answer(answer, event.timeout_s)
                 if decision is not None:
                     with contextlib.suppress(ConfirmationNotFound):  # timed out meanwhile
-                        await self._hive.confirm_tool(self.session_id, event.tool_id, *decision)
+                        await self._hive.confirm_tool(event.session_id, event.tool_id, *decision)
             yield event
 
     async def result(self, timeout: float | None = None) -> AgentResult:
@@ -470,9 +473,47 @@ class AsyncRemoteSubscription:
         self.close()
 
 
-def _past(deadline: float | None, run_id: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise CallTimeout(f"run {run_id!r} did not end in time")
+class _RunStreamReader:
+    """One connection of a followed run, without I/O: each line in, the events it completes out.
+
+    Both twins of :func:`follow_run` feed it the lines they read; it checks the
+    deadline at every line (keep-alives included), records the resume position
+    and says when the run has ended (``finished``) or why the stream must be
+    opened again (:meth:`dropped`).
+    """
+
+    def __init__(self, resumption: Resumption, deadline: float | None) -> None:
+        self._resumption = resumption
+        self._deadline = deadline
+        self._parser = SseParser()
+        self._stopping = False
+        self.finished = False
+
+    def check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise CallTimeout(f"run {self._resumption.run_id!r} did not end in time")
+
+    def feed(self, line: str) -> AgentEvent | None:
+        self.check_deadline()
+        frame = self._parser.feed(line)
+        if frame is None:
+            return None
+        if frame[0] == "end":  # the service stops: resume, there or on another instance
+            self._stopping = True
+            return None
+        event = event_from_dict(load(frame[1]))
+        self._resumption.took(event)
+        self.finished = isinstance(event, TERMINAL_EVENTS)
+        return event
+
+    def dropped(self) -> Exception | None:
+        """At the end of a stream: why to reconnect, or ``None`` when the run has nothing more."""
+        if self.finished or not self._stopping:
+            return None  # a whole stream without a terminal event: the run has nothing after `after`
+        return ServiceUnavailable(0, {"detail": "the service stopped during the run"})
+
+    def transport_failed(self, exc: httpx.HTTPError) -> Exception:
+        return transport_error(exc, f"the events of run {self._resumption.run_id!r}")
 
 
 def follow_run(
@@ -487,35 +528,26 @@ def follow_run(
     (``time.monotonic()``) is checked at every line, keep-alives included.
     """
     while True:
-        _past(deadline, resumption.run_id)
+        reader = _RunStreamReader(resumption, deadline)
+        reader.check_deadline()
         try:
             response = open_stream(core.run_events_stream(resumption))
         except ServiceUnavailable as exc:  # unreachable, or draining: another instance may answer
             time.sleep(resumption.retry_delay(exc))
             continue
-        parser = SseParser()
-        stopping = False
         try:
             for line in response.iter_lines():
-                _past(deadline, resumption.run_id)
-                frame = parser.feed(line)
-                if frame is None:
-                    continue
-                if frame[0] == "end":  # the service stops: resume, there or on another instance
-                    stopping = True
-                    continue
-                event = event_from_dict(load(frame[1]))
-                resumption.took(event)
-                yield event
-                if isinstance(event, TERMINAL_EVENTS):
-                    return
-            if not stopping:
-                return  # a whole stream without a terminal event: the run has nothing after `after`
-            dropped: Exception = ServiceUnavailable(0, {"detail": "the service stopped during the run"})
+                if (event := reader.feed(line)) is not None:
+                    yield event
+                    if reader.finished:
+                        return
+            dropped = reader.dropped()
         except httpx.HTTPError as exc:
-            dropped = transport_error(exc, f"the events of run {resumption.run_id!r}")
+            dropped = reader.transport_failed(exc)
         finally:
             response.close()
+        if dropped is None:
+            return
         time.sleep(resumption.retry_delay(dropped))
 
 
@@ -527,33 +559,24 @@ async def afollow_run(
 ) -> AsyncIterator[AgentEvent]:
     """:func:`follow_run` for coroutines."""
     while True:
-        _past(deadline, resumption.run_id)
+        reader = _RunStreamReader(resumption, deadline)
+        reader.check_deadline()
         try:
             response = await open_stream(core.run_events_stream(resumption))
         except ServiceUnavailable as exc:
             await asyncio.sleep(resumption.retry_delay(exc))
             continue
-        parser = SseParser()
-        stopping = False
         try:
             async for line in response.aiter_lines():
-                _past(deadline, resumption.run_id)
-                frame = parser.feed(line)
-                if frame is None:
-                    continue
-                if frame[0] == "end":  # the service stops: resume, there or on another instance
-                    stopping = True
-                    continue
-                event = event_from_dict(load(frame[1]))
-                resumption.took(event)
-                yield event
-                if isinstance(event, TERMINAL_EVENTS):
-                    return
-            if not stopping:
-                return  # a whole stream without a terminal event: the run has nothing after `after`
-            dropped: Exception = ServiceUnavailable(0, {"detail": "the service stopped during the run"})
+                if (event := reader.feed(line)) is not None:
+                    yield event
+                    if reader.finished:
+                        return
+            dropped = reader.dropped()
         except httpx.HTTPError as exc:
-            dropped = transport_error(exc, f"the events of run {resumption.run_id!r}")
+            dropped = reader.transport_failed(exc)
         finally:
             await response.aclose()
+        if dropped is None:
+            return
         await asyncio.sleep(resumption.retry_delay(dropped))

@@ -46,6 +46,7 @@ from sessionhive.model.confirmation import OnConfirmation, check_confirm_argumen
 from sessionhive.model.content import Prompt
 from sessionhive.model.events import TERMINAL_EVENTS
 from sessionhive.model.ids import check_id
+from sessionhive.model.output import OutputSchema, rebuild_output, schema_to_send
 from sessionhive.model.runs import OnBusy, Run, Webhook, check_idempotency_key, check_on_busy, session_of_run
 from sessionhive.model.validate import check_instance, check_prompt
 
@@ -61,9 +62,15 @@ class AsyncClusterTurnStream:
     """
 
     def __init__(
-        self, hive: AsyncClusterHive, op: m.StartTurn, feed: Feed, on_confirmation: OnConfirmation | None
+        self,
+        hive: AsyncClusterHive,
+        op: m.StartTurn,
+        feed: Feed,
+        on_confirmation: OnConfirmation | None,
+        output_model: type[Any] | None = None,
     ) -> None:
         self.session_id = op.session_id
+        self._output_model = output_model  # the class of output_schema=: the result's output becomes one
         #: The turn's run (``get_run``, ``run_events``), as the session that accepted it named it.
         self.run_id = feed.run_id or ""
         self._hive = hive
@@ -89,7 +96,8 @@ class AsyncClusterTurnStream:
             answer = await asyncio.to_thread(callback, event)
         decision = await read_confirmation_answer(answer, event.timeout_s)
         if decision is not None:  # unanswered: the session settles it by its policy's on_timeout
-            await self._hive.confirm_tool(self.session_id, event.tool_id, decision[0], decision[1])
+            # The session that asked: a task tool's child asks through its parent's stream.
+            await self._hive.confirm_tool(event.session_id, event.tool_id, decision[0], decision[1])
 
     def __aiter__(self) -> AsyncIterator[AgentEvent]:
         return self._events()
@@ -110,7 +118,7 @@ class AsyncClusterTurnStream:
             wait = FEED_POLL if deadline is None else max(0.0, min(FEED_POLL, deadline - time.monotonic()))
             await self._fetch(wait)
         result: AgentResult = judge_ended(self._op, self._outcome)
-        return result
+        return rebuild_output(result, self._output_model)
 
     async def cancel(self) -> bool:
         return await self._hive.cancel_operation(self.session_id)
@@ -389,10 +397,12 @@ class AsyncClusterHive:
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations (a stream carries them)."""
         check_prompt(prompt)
         key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
+        schema, model = schema_to_send(output_schema)
         if on_confirmation is not None:
             limit = self._limit(timeout)
             started = time.monotonic()
@@ -403,13 +413,14 @@ class AsyncClusterHive:
                 on_confirmation=on_confirmation,
                 idempotency_key=key,
                 on_busy=on_busy,
+                output_schema=output_schema,
             )
             async for _event in stream:
                 pass
             left = None if limit is None else max(0.0, limit - (time.monotonic() - started))
             return await stream.result(left)
-        result: AgentResult = await self._call(m.Turn(session_id, prompt, key, on_busy), timeout)
-        return result
+        result: AgentResult = await self._call(m.Turn(session_id, prompt, key, on_busy, schema), timeout)
+        return rebuild_output(result, model)
 
     async def generate_streaming(
         self,
@@ -420,11 +431,14 @@ class AsyncClusterHive:
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AsyncClusterTurnStream:
         check_prompt(prompt)
-        op = m.StartTurn(session_id, prompt, check_idempotency_key(idempotency_key), check_on_busy(on_busy))
+        key, on_busy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
+        schema, model = schema_to_send(output_schema)  # the class stays here, its schema goes
+        op = m.StartTurn(session_id, prompt, key, on_busy, schema)
         feed = await self._transport.start_feed(op, self._limit(timeout))
-        return AsyncClusterTurnStream(self, op, feed, on_confirmation)
+        return AsyncClusterTurnStream(self, op, feed, on_confirmation, model)
 
     # ------------------------------------------------------------------ runs (routed by their session)
 
@@ -437,11 +451,13 @@ class AsyncClusterHive:
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run:
         check_prompt(prompt)
         check_instance("webhook", webhook, Webhook, optional=True)
         key, policy = check_idempotency_key(idempotency_key), check_on_busy(on_busy)
-        run: Run = await self._call(m.StartRun(session_id, prompt, key, policy, webhook), timeout)
+        schema = schema_to_send(output_schema)[0]
+        run: Run = await self._call(m.StartRun(session_id, prompt, key, policy, webhook, schema), timeout)
         return run
 
     async def get_run(self, run_id: str, *, timeout: Timeout = DEFAULT) -> Run:

@@ -41,6 +41,7 @@ from sessionhive.cluster.aio import (
 from sessionhive.cluster.membership import Cluster
 from sessionhive.model.confirmation import OnConfirmation
 from sessionhive.model.content import Prompt
+from sessionhive.model.output import OutputSchema
 from sessionhive.model.runs import OnBusy, Run, Webhook
 
 __all__ = ["ClusterHive", "ClusterSubscription", "ClusterTurnStream"]
@@ -302,6 +303,7 @@ class ClusterHive:
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> AgentResult:
         """Run one turn; ``on_confirmation(event)`` answers its confirmations (on a worker thread)."""
         return self._portal.run(
@@ -312,6 +314,7 @@ class ClusterHive:
                 on_confirmation=on_confirmation,
                 idempotency_key=idempotency_key,
                 on_busy=on_busy,
+                output_schema=output_schema,
             )
         )
 
@@ -324,6 +327,7 @@ class ClusterHive:
         on_confirmation: OnConfirmation | None = None,
         idempotency_key: str | None = None,
         on_busy: OnBusy = DEFAULT_ON_BUSY,
+        output_schema: OutputSchema | None = None,
     ) -> ClusterTurnStream:
         stream = self._portal.run(
             self.aio.generate_streaming(
@@ -333,6 +337,7 @@ class ClusterHive:
                 on_confirmation=on_confirmation,
                 idempotency_key=idempotency_key,
                 on_busy=on_busy,
+                output_schema=output_schema,
             )
         )
         return ClusterTurnStream(self._portal, stream)
@@ -348,6 +353,7 @@ class ClusterHive:
         on_busy: OnBusy = DEFAULT_ON_BUSY,
         webhook: Webhook | None = None,
         timeout: Timeout = DEFAULT,
+        output_schema: OutputSchema | None = None,
     ) -> Run:
         return self._portal.run(
             self.aio.start_run(
@@ -357,6 +363,7 @@ class ClusterHive:
                 on_busy=on_busy,
                 webhook=webhook,
                 timeout=timeout,
+                output_schema=output_schema,
             )
         )
 

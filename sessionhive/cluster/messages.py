@@ -181,11 +181,16 @@ class Turn(SessionOp):
     prompt: Prompt = ""
     idempotency_key: str | None = None
     on_busy: OnBusy = DEFAULT_ON_BUSY
+    output_schema: dict[str, Any] | None = None  # a JSON Schema: a model class stays with the caller
     name: ClassVar[str] = "generate"
 
     async def run(self, hive: AsyncHive) -> Any:
         return await hive.generate(
-            self.session_id, self.prompt, idempotency_key=self.idempotency_key, on_busy=self.on_busy
+            self.session_id,
+            self.prompt,
+            idempotency_key=self.idempotency_key,
+            on_busy=self.on_busy,
+            output_schema=self.output_schema,
         )
 
 
@@ -368,6 +373,7 @@ class StartRun(SessionOp):
     idempotency_key: str | None = None
     on_busy: OnBusy = DEFAULT_ON_BUSY
     webhook: Webhook | None = None
+    output_schema: dict[str, Any] | None = None
     name: ClassVar[str] = "start_run"
 
     async def run(self, hive: AsyncHive) -> Any:
@@ -377,6 +383,7 @@ class StartRun(SessionOp):
             idempotency_key=self.idempotency_key,
             on_busy=self.on_busy,
             webhook=self.webhook,
+            output_schema=self.output_schema,
         )
 
 
@@ -428,6 +435,7 @@ class StartTurn(SessionOp):
     prompt: Prompt = ""
     idempotency_key: str | None = None
     on_busy: OnBusy = DEFAULT_ON_BUSY
+    output_schema: dict[str, Any] | None = None
     name: ClassVar[str] = "generate"
 
     async def open(self, hive: AsyncHive, timeout: float | None) -> Any:
@@ -438,6 +446,7 @@ class StartTurn(SessionOp):
             timeout=timeout,
             idempotency_key=self.idempotency_key,
             on_busy=self.on_busy,
+            output_schema=self.output_schema,
         )
 
     async def run(self, hive: AsyncHive) -> Any:

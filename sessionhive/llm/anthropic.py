@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sessionhive.llm._sdk_base import (
@@ -237,6 +237,19 @@ class _StreamAssembler:
         return response, thinking
 
 
+_ANSWER_TOOL_DESCRIPTION = "Give your final answer: call this tool with it as the input."
+
+
+def _answer_of_output_tool(request: LlmRequest, response: LlmResponse) -> LlmResponse:
+    """A structured-output turn's answer: the call of its answer tool becomes the text (never a tool run)."""
+    output = request.output
+    call = next((c for c in response.tool_calls if output is not None and c.name == output.name), None)
+    if call is None:
+        return response
+    text = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+    return replace(response, text=text, tool_calls=(), stop_reason="stop")
+
+
 class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
     """An :class:`~sessionhive.llm.LlmClient` for the Anthropic Messages API.
 
@@ -353,6 +366,18 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
         if request.tools:
             params["tools"] = [_tool(t) for t in request.tools]
         thinking = request.thinking
+        if request.output is not None:
+            # Anthropic's structured output is a tool the model must call: its input is the answer.
+            # With other tools it must call one of them or this one ("any"); the API refuses a forced
+            # tool choice with thinking on, so thinking is off for such a turn.
+            answer_tool = ToolDefinition(
+                request.output.name, _ANSWER_TOOL_DESCRIPTION, dict(request.output.schema)
+            )
+            params["tools"] = [*params.get("tools", ()), _tool(answer_tool)]
+            params["tool_choice"] = (
+                {"type": "any"} if request.tools else {"type": "tool", "name": request.output.name}
+            )
+            thinking = False
         if thinking and not self._thinking_replayable(turns):
             logger.debug(
                 "anthropic: sending a tool-loop continuation without thinking: its thinking blocks "
@@ -383,6 +408,11 @@ class AnthropicClient(SdkClientBase[anthropic.AsyncAnthropic]):
     # -- one attempt -----------------------------------------------------------------
 
     async def _attempt(
+        self, sdk: anthropic.AsyncAnthropic, request: LlmRequest, progress: CallProgress
+    ) -> LlmResponse:
+        return _answer_of_output_tool(request, await self._answer(sdk, request, progress))
+
+    async def _answer(
         self, sdk: anthropic.AsyncAnthropic, request: LlmRequest, progress: CallProgress
     ) -> LlmResponse:
         params = self._params(request)

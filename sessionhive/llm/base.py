@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
+from sessionhive.model.output import OutputSpec
 
 __all__ = [
     "ANTHROPIC_STOP_REASONS",
@@ -51,7 +52,10 @@ class LlmRequest:
     """One call to a model: the conversation so far and the tools it may call.
 
     ``purpose`` is ``"turn"`` for agent turns and ``"compaction"`` when the
-    session asks for a summary of its history.
+    session asks for a summary of its history. ``output`` is the schema the
+    answer must match (``generate(..., output_schema=...)``): a client asks
+    for it in its provider's native structured-output mode and returns the
+    JSON as the answer's text.
     """
 
     session_id: str
@@ -61,6 +65,7 @@ class LlmRequest:
     thinking: bool = False
     budget: int | None = None
     purpose: Literal["turn", "compaction"] = "turn"
+    output: OutputSpec | None = None
 
 
 @dataclass(frozen=True)

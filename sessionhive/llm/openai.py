@@ -26,6 +26,7 @@ from sessionhive.llm.base import OPENAI_STOP_REASONS, LlmRequest, LlmResponse, n
 from sessionhive.model.content import ContentPart, FilePart, ImagePart, TextPart
 from sessionhive.model.errors import LlmError
 from sessionhive.model.messages import Message, ToolCall, ToolDefinition, Usage
+from sessionhive.model.output import OutputSpec
 
 try:
     import openai
@@ -130,6 +131,14 @@ def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     if pending:
         out.append({"role": "user", "content": pending})
     return out
+
+
+def _response_format(output: OutputSpec) -> dict[str, Any]:
+    """OpenAI's native structured output; strict only for a schema its strict mode accepts."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output.name, "schema": dict(output.schema), "strict": output.strict},
+    }
 
 
 def _tool(tool: ToolDefinition) -> dict[str, Any]:
@@ -264,6 +273,8 @@ class OpenAiClient(SdkClientBase[openai.AsyncOpenAI]):
         params: dict[str, Any] = {"model": config.model, "messages": messages}
         if request.tools:
             params["tools"] = [_tool(t) for t in request.tools]
+        if request.output is not None:
+            params["response_format"] = _response_format(request.output)
         if is_reasoning_model(config.model):
             params["max_completion_tokens"] = config.max_tokens
             if request.thinking:

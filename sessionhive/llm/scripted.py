@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,9 @@ class Reply:
     stop_reason: str | None = None
 
 
-ReplyScript = Sequence[Reply] | Callable[[list[Message]], Reply]
+ReplyScript = (
+    Sequence[Reply] | Callable[[list[Message]], Reply] | Callable[[list[Message], LlmRequest], Reply]
+)
 
 
 def _message_tokens(messages: Sequence[Message]) -> int:
@@ -44,11 +47,22 @@ def _message_tokens(messages: Sequence[Message]) -> int:
     return total
 
 
+def _positional_count(func: Callable[..., Any]) -> int:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the one-argument form
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in parameters if p.kind in kinds)
+
+
 class ScriptedLlm:
     """Plays ``replies`` in order, per session, wrapping around at the end.
 
     ``replies`` is a list of :class:`Reply` or a callable that receives the
-    message list (history plus the new prompt) and returns a :class:`Reply`.
+    message list (history plus the new prompt) and returns a :class:`Reply`;
+    a callable of two parameters also receives the :class:`LlmRequest` (its
+    ``output`` is the schema a structured-output turn asks for).
     ``latency`` seconds pass before each answer (awaited, so thousands of
     scripted turns wait concurrently). Token usage is one token per word.
     Compaction requests are answered with a deterministic summary that does
@@ -65,6 +79,7 @@ class ScriptedLlm:
                     raise InvalidConfig(f"ScriptedLlm replies must be Reply objects, got {reply!r}")
         check_number("ScriptedLlm latency", latency, minimum=0.0, unit="seconds")
         self._replies = replies
+        self._wants_request = callable(replies) and _positional_count(replies) >= 2
         self.latency = float(latency)
         self._model = model
         # Each session's position in the script. A session's LLM calls are
@@ -93,7 +108,12 @@ class ScriptedLlm:
 
     def _next_reply(self, request: LlmRequest) -> Reply:
         if callable(self._replies):
-            reply = self._replies(list(request.messages))
+            script: Any = self._replies
+            reply = (
+                script(list(request.messages), request)
+                if self._wants_request
+                else script(list(request.messages))
+            )
             if not isinstance(reply, Reply):
                 raise TypeError(f"the ScriptedLlm callable must return a Reply, got {reply!r}")
             return reply

@@ -20,6 +20,10 @@ from sessionhive.model.validate import check_int, check_number, check_path, chec
 __all__ = ["DEFAULT_CONFIRMED_TOOLS", "ConfirmationPolicy", "SessionConfig"]
 
 DEFAULT_CONFIRMED_TOOLS: tuple[str, ...] = ("write_file", "edit_file", "bash")
+#: How deep a tree of ``task`` calls may grow: the root's tasks are depth 1, theirs depth 2.
+DEFAULT_TASK_MAX_DEPTH = 2
+#: ``task`` calls one turn may make (they run one at a time, as every tool call of a turn does).
+DEFAULT_TASK_MAX_PER_TURN = 8
 
 #: Acknowledged means committed unless a session opts into ``"batched"`` (issue 20):
 #: group commit makes the durable turn cost within 10% of a batched one (bench/bench_durability.py).
@@ -139,6 +143,15 @@ class SessionConfig:
     - ``budget``: caps the model spending of this session and its children
       (:class:`~sessionhive.Budget`); a turn it stops ends with
       ``stop_reason="budget"``.
+    - ``task_tool``: offer the model the built-in ``task(prompt, description)``
+      tool, which runs ``prompt`` as a turn of a new child session and returns
+      its answer (README, "Task tool"). ``task_max_depth`` bounds how deep the
+      tree of tasks grows (a root session's tasks are depth 1),
+      ``task_max_per_turn`` how many tasks one turn may start.
+      ``task_child_config`` is the children's config (default: this one,
+      without its budget: a child spends from its ancestors' budgets anyway);
+      a child without a workspace or confirmation policy of its own takes
+      this session's.
     - ``max_content_bytes``: the most bytes of images and files the
       session's history may hold (its prompts' and its tool results'); a
       prompt that would pass it is refused.
@@ -159,10 +172,15 @@ class SessionConfig:
     budget: Budget | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
     mcp_servers: Sequence[str] | None = None
+    task_tool: bool = False
+    task_max_depth: int = DEFAULT_TASK_MAX_DEPTH
+    task_max_per_turn: int = DEFAULT_TASK_MAX_PER_TURN
+    task_child_config: SessionConfig | None = None
     max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mcp_servers", _server_names(self.mcp_servers))
+        self._check_tasks()
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise InvalidConfig("SessionConfig.system_prompt must be a string or None")
         if isinstance(self.workspace, Path):
@@ -172,7 +190,7 @@ class SessionConfig:
         check_int("SessionConfig.max_context_length", self.max_context_length, minimum=0)
         check_int("SessionConfig.max_tool_rounds", self.max_tool_rounds, minimum=1)
         check_int("SessionConfig.max_content_bytes", self.max_content_bytes, minimum=0)
-        for flag in ("auto_compact", "allow_network", "resume_interrupted"):
+        for flag in ("auto_compact", "allow_network", "resume_interrupted", "task_tool"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidConfig(f"SessionConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
         check_number(
@@ -200,6 +218,12 @@ class SessionConfig:
         if self.durability == "sync":
             object.__setattr__(self, "durability", "durable")  # one spelling from here on
 
+    def _check_tasks(self) -> None:
+        check_int("SessionConfig.task_max_depth", self.task_max_depth, minimum=1)
+        check_int("SessionConfig.task_max_per_turn", self.task_max_per_turn, minimum=1)
+        if self.task_child_config is not None and not isinstance(self.task_child_config, SessionConfig):
+            raise InvalidConfig("SessionConfig.task_child_config must be a SessionConfig or None")
+
     def to_dict(self) -> dict[str, Any]:
         return fields_dict(
             self,
@@ -207,12 +231,14 @@ class SessionConfig:
             permission_policy=self.permission_policy.to_dict() if self.permission_policy else None,
             budget=self.budget.to_dict() if self.budget else None,
             mcp_servers=list(self.mcp_servers) if self.mcp_servers is not None else None,
+            task_child_config=self.task_child_config.to_dict() if self.task_child_config else None,
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
         confirmation = data.get("confirmation_policy")
         permission = data.get("permission_policy")
+        child = data.get("task_child_config")
         return cls(
             system_prompt=data.get("system_prompt"),
             workspace=data.get("workspace"),
@@ -229,5 +255,9 @@ class SessionConfig:
             budget=Budget.from_dict(data["budget"]) if data.get("budget") else None,
             metadata=dict(data.get("metadata") or {}),
             mcp_servers=tuple(data["mcp_servers"]) if data.get("mcp_servers") is not None else None,
+            task_tool=data.get("task_tool", False),
+            task_max_depth=data.get("task_max_depth", DEFAULT_TASK_MAX_DEPTH),
+            task_max_per_turn=data.get("task_max_per_turn", DEFAULT_TASK_MAX_PER_TURN),
+            task_child_config=cls.from_dict(child) if child else None,
             max_content_bytes=data.get("max_content_bytes", DEFAULT_MAX_CONTENT_BYTES),
         )

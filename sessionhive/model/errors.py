@@ -20,6 +20,7 @@ __all__ = [
     "LlmError",
     "LlmNotConfigured",
     "OutcomeUnknown",
+    "OutputInvalid",
     "Overloaded",
     "QuotaExceeded",
     "SessionExists",
@@ -28,6 +29,7 @@ __all__ = [
     "SessionhiveError",
     "StoreError",
     "TurnFailed",
+    "turn_failure",
 ]
 
 
@@ -146,6 +148,21 @@ class TurnFailed(SessionhiveError):
     """A turn ended with a :class:`~sessionhive.events.TurnError`; ``.event`` carries it."""
 
     event: object | None = None
+
+
+class OutputInvalid(TurnFailed):
+    """A turn with an ``output_schema`` ended without a matching answer, after its one repair round.
+
+    The session's history keeps both answers and the repair request: it stays
+    valid for the next turn.
+    """
+
+
+def turn_failure(kind: str, message: str) -> LlmError | TurnFailed:
+    """What a turn that ended with a ``TurnError`` of ``kind`` raises (``message`` its text)."""
+    if kind == "llm":
+        return LlmError(message)
+    return OutputInvalid(message) if kind == "output_invalid" else TurnFailed(message)
 
 
 class StoreError(SessionhiveError):

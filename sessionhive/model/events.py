@@ -95,10 +95,18 @@ class ToolEnd(AgentEvent):
 
 @dataclass
 class ConfirmationRequired(AgentEvent):
+    """A tool call of ``session_id`` waits for a decision (``confirm_tool(session_id, tool_id, ...)``).
+
+    ``parent_id`` names the session's parent when it has one: a ``task``
+    tool's child asks through its parent's turn, and its request reaches
+    the parent's callers with the child's ``session_id``.
+    """
+
     tool_id: str
     tool_name: str
     arguments: dict[str, Any]
     timeout_s: float
+    parent_id: str | None = field(default=None, kw_only=True)
 
 
 @dataclass

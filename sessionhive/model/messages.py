@@ -24,6 +24,7 @@ __all__ = [
     "ToolDefinition",
     "ToolResult",
     "Usage",
+    "output_to_json",
 ]
 
 DEFAULT_MAX_CONTEXT = 200_000
@@ -230,6 +231,10 @@ class AgentResult:
     ``"cancelled"``, ``"error"``, ``"budget"`` (a :class:`~sessionhive.Budget`
     refused the next model call: nothing was sent, every tool call has its
     result), or another reason the provider gave.
+
+    ``output`` is the validated answer of a turn run with an ``output_schema``:
+    an instance of the pydantic model class given, or the JSON value for a
+    JSON Schema (``None`` without a schema).
     """
 
     text: str
@@ -238,6 +243,7 @@ class AgentResult:
     tool_calls: list[ToolCall] = field(default_factory=list)
     rounds: int = 0
     stop_reason: str = "stop"
+    output: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,6 +253,7 @@ class AgentResult:
             "tool_calls": [c.to_dict() for c in self.tool_calls],
             "rounds": self.rounds,
             "stop_reason": self.stop_reason,
+            "output": output_to_json(self.output),
         }
 
     @classmethod
@@ -259,7 +266,14 @@ class AgentResult:
             tool_calls=[ToolCall.from_dict(c) for c in data.get("tool_calls", [])],
             rounds=int(data.get("rounds", 0)),
             stop_reason=str(data.get("stop_reason") or "stop"),
+            output=data.get("output"),
         )
+
+
+def output_to_json(value: Any) -> Any:
+    """A structured output as plain JSON data: a pydantic instance dumped, anything else as it is."""
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) and not isinstance(value, type) else value
 
 
 @dataclass(frozen=True)
@@ -305,11 +319,14 @@ class RunningTurn:
     status: Literal["running"] = "running"
     #: The W3C ``traceparent`` of the turn's span, when traced: a resumed turn's span links to it.
     traceparent: str | None = None
+    #: The JSON Schema of ``output_schema=``: a resumed turn still checks its answer against it.
+    output_schema: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = fields_dict(self)
-        if not self.traceparent:  # most turns are untraced: keep their journal record small
-            del data["traceparent"]
+        for optional in ("traceparent", "output_schema"):  # most turns have neither: keep the record small
+            if not data[optional]:
+                del data[optional]
         return data
 
     @classmethod
@@ -321,4 +338,5 @@ class RunningTurn:
             first_message=int(data["first_message"]),
             running_call=data.get("running_call"),
             traceparent=data.get("traceparent"),
+            output_schema=data.get("output_schema"),
         )

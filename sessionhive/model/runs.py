@@ -101,7 +101,7 @@ class Webhook:
 class Run:
     """One turn of a session, as its callers see it.
 
-    ``text``, ``usage`` and ``stop_reason`` are the turn's outcome once it
+    ``text``, ``usage``, ``stop_reason`` and ``output`` are the turn's outcome once it
     completed (its messages are in the session's history); ``error`` says why
     it failed, was cancelled or interrupted. ``last_event_id`` is the id of the
     last event the run emitted (0 before its first): ``run_events(run_id,
@@ -122,6 +122,8 @@ class Run:
     error: str | None = None
     webhook_url: str | None = None
     last_event_id: int = 0
+    #: The validated structured output of a completed run with an ``output_schema``, as JSON data.
+    output: Any = None
 
     @property
     def done(self) -> bool:
@@ -146,6 +148,7 @@ class Run:
             "error": self.error,
             "webhook_url": self.webhook_url,
             "last_event_id": self.last_event_id,
+            "output": self.output,
         }
 
     @classmethod
@@ -168,6 +171,7 @@ class Run:
             error=data.get("error"),
             webhook_url=data.get("webhook_url"),
             last_event_id=int(data.get("last_event_id") or 0),
+            output=data.get("output"),
         )
 
 

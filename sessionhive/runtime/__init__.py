@@ -13,12 +13,15 @@ from sessionhive.runtime._asyncio import AsyncioActor, AsyncioBackend
 from sessionhive.runtime._base import (
     ActorBackend,
     HiveActor,
+    LoopHandoff,
     Reply,
     ThreadBackend,
     complete,
     complete_threadsafe,
     fail,
     guarded,
+    loop_future,
+    loop_handoff,
 )
 from sessionhive.runtime._pooled import PooledActor, PooledBackend, PooledFuture
 
@@ -27,6 +30,7 @@ __all__ = [
     "AsyncioActor",
     "AsyncioBackend",
     "HiveActor",
+    "LoopHandoff",
     "PooledActor",
     "PooledBackend",
     "PooledFuture",
@@ -36,4 +40,6 @@ __all__ = [
     "complete_threadsafe",
     "fail",
     "guarded",
+    "loop_future",
+    "loop_handoff",
 ]

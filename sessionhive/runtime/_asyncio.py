@@ -18,8 +18,9 @@ Design
   at most ``throughput`` messages scheduled with ``loop.call_soon``.
 * **Mailbox.** A deque plus a *scheduled* flag. A sender appends and, if the
   flag is clear, sets it and schedules a run (``call_soon`` on the loop
-  thread, ``call_soon_threadsafe`` from any other). The flag is a plain bool:
-  every run happens on the one loop thread, so two runs of one actor can
+  thread; from any other, through the loop's :class:`LoopHandoff`, which
+  wakes the loop once for all the runs other threads ask for meanwhile). The
+  flag is a plain bool: every run happens on the one loop thread, so two runs of one actor can
   never overlap, and a rare duplicate scheduling (two foreign senders racing)
   only costs an empty run. The run clears the flag *before* it looks at the
   deque for more mail, so no message is ever stranded.
@@ -59,7 +60,13 @@ import pykka
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 
-from sessionhive.runtime._base import SpawningBackend, fail_contained, handle_contained, reject_dead_mail
+from sessionhive.runtime._base import (
+    SpawningBackend,
+    fail_contained,
+    handle_contained,
+    loop_handoff,
+    reject_dead_mail,
+)
 from sessionhive.runtime._pooled import PooledFuture
 
 if TYPE_CHECKING:
@@ -282,7 +289,9 @@ class AsyncioBackend(SpawningBackend):
         self.loop_thread_id: int | None = None
         self.handling = False  # True while a handler runs (on the loop thread): no inline delivery then
         self._call_soon = loop.call_soon
-        self._call_soon_threadsafe = loop.call_soon_threadsafe
+        # From other threads (the writer's, tool threads), mailboxes to run are handed over in
+        # batches: one loop wake-up for every session a group commit answers, not one each.
+        self._handoff = loop_handoff(loop)
 
     def __repr__(self) -> str:
         return f"<AsyncioBackend loop={self.loop!r} throughput={self.throughput}>"
@@ -314,7 +323,7 @@ class AsyncioBackend(SpawningBackend):
             self._call_soon(callback)
             return
         try:
-            self._call_soon_threadsafe(callback)
+            self._handoff.add(callback)
         except RuntimeError:  # the loop is closed: nobody will ever run this mailbox
             logger.debug("sessionhive: a message reached an actor after its event loop closed")
 

@@ -25,6 +25,8 @@ import concurrent.futures
 import logging
 import queue
 import sys
+import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ActorBackend",
     "HiveActor",
+    "LoopHandoff",
     "Reply",
     "SpawningBackend",
     "ThreadBackend",
@@ -46,12 +49,15 @@ __all__ = [
     "fail_contained",
     "guarded",
     "handle_contained",
+    "loop_future",
+    "loop_handoff",
     "reject_dead_mail",
 ]
 
 T = TypeVar("T")
 
 pykka_logger = logging.getLogger("pykka")
+logger = logging.getLogger(__name__)
 
 Reply = concurrent.futures.Future[Any] | asyncio.Future[Any]
 """Where an actor puts an answer; see :func:`complete`."""
@@ -310,20 +316,105 @@ def fail(future: Reply | None, error: BaseException | None = None) -> None:
         pass  # already answered: first answer wins
 
 
+class LoopHandoff:
+    """Callbacks handed to one event loop from other threads, with one wake-up per batch.
+
+    The persistence actor's thread answers every session of a group commit at
+    once: one ``call_soon_threadsafe`` each (a write to the loop's self-pipe
+    and a loop wake-up per answer) cost more than the answers themselves.
+    Here the first callback of a batch schedules one drain; the others join it,
+    and the drain runs them in the order they came.
+    """
+
+    __slots__ = ("__weakref__", "_loop", "_queue", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._scheduled = False
+
+    def add(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop soon; RuntimeError if the loop is closed."""
+        self._queue.append((callback, args))
+        # The drain clears the flag before it empties the queue: a callback that saw the
+        # flag set was appended before the drain started, so the drain will run it.
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # its loop is closed: nothing will ever run these
+                self._scheduled = False
+                self._queue.clear()
+                raise
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        queue_ = self._queue
+        # Only what was queued by now: later callbacks saw the flag clear and scheduled their
+        # own drain, so a busy writer cannot keep the loop in this one.
+        for _ in range(len(queue_)):
+            callback, args = queue_.popleft()
+            try:
+                callback(*args)
+            except Exception:  # one callback's failure must not drop the others of the batch
+                logger.exception("sessionhive: a callback handed to the event loop failed")
+
+
+_handoffs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandoff] = weakref.WeakKeyDictionary()
+# Not session state: it guards only the creation of a loop's LoopHandoff, so that two
+# threads handing the same loop their first callbacks at once share one.
+_handoffs_lock = threading.Lock()
+
+
+def loop_handoff(loop: asyncio.AbstractEventLoop) -> LoopHandoff:
+    """The :class:`LoopHandoff` of ``loop`` (one per loop)."""
+    found = _handoffs.get(loop)
+    if found is None:
+        with _handoffs_lock:
+            found = _handoffs.get(loop)
+            if found is None:
+                found = _handoffs[loop] = LoopHandoff(loop)
+    return found
+
+
 def complete_threadsafe(future: Reply | None, value: Any, error: BaseException | None = None) -> None:
     """:func:`complete` (or :func:`fail` with ``error``) from any thread."""
     if isinstance(future, asyncio.Future):
         try:
             if error is None:
-                future.get_loop().call_soon_threadsafe(complete, future, value)
+                loop_handoff(future.get_loop()).add(complete, future, value)
             else:
-                future.get_loop().call_soon_threadsafe(fail, future, error)
+                loop_handoff(future.get_loop()).add(fail, future, error)
         except RuntimeError:
             pass  # its loop is closed: nobody awaits it any more
     elif error is None:
         complete(future, value)
     else:
         fail(future, error)
+
+
+def loop_future(future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
+    """An :class:`asyncio.Future` of ``loop`` that takes ``future``'s outcome, through :class:`LoopHandoff`.
+
+    Like :func:`asyncio.wrap_future`, but an outcome set on another thread joins
+    that loop's batch of hand-overs (one wake-up per group commit, not one per
+    future). Cancelling the returned future leaves ``future`` alone: its owner
+    still settles it, and nobody waits for it any more.
+    """
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def settled(done: concurrent.futures.Future[T]) -> None:
+        if done.cancelled():
+            try:
+                loop_handoff(loop).add(waiter.cancel)
+            except RuntimeError:
+                pass  # its loop is closed: nobody awaits it any more
+            return
+        error = done.exception()
+        complete_threadsafe(waiter, None if error is not None else done.result(), error)
+
+    future.add_done_callback(settled)
+    return waiter
 
 
 def guarded(future: concurrent.futures.Future[T] | None, compute: Callable[[], T]) -> None:

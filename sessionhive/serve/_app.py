@@ -95,6 +95,8 @@ class ServeApp:
             tokens if tokens is not None else TokenTable.single(token) if token is not None else None
         )
         self.tenancy = Tenancy(self._tokens, audit if audit is not None else AuditLog.in_memory())
+        # A child the Hive made itself (a task tool's) belongs to its parent's tenant.
+        self.tenancy.parent_of = self.hive.core.services.directory.parents.get
         if tokens is not None:
             self.tenancy.budget_per_tenant(self.hive.core.services.budgets)
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:

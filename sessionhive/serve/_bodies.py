@@ -261,6 +261,10 @@ def session_config_from_json(value: Any, workspace_root: Path | None) -> Session
         _object(data["metadata"], "config.metadata")
     if data.get("confirmation_policy") is not None:
         policy_from_json(data["confirmation_policy"])  # the precise error for a bad policy
+    if data.get("task_child_config") is not None:
+        # The children's config passes the same checks (its workspace inside the service's too).
+        child = session_config_from_json(data["task_child_config"], workspace_root)
+        data = {**data, "task_child_config": child.to_dict() if child is not None else None}
     try:
         if data.get("permission_policy") is not None:
             _permission_policy(data["permission_policy"])

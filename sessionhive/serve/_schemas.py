@@ -79,7 +79,7 @@ _IMAGE_URL = {
 _WORKSPACE_PATH = {
     "type": "string",
     "pattern": WORKSPACE_PATH_PATTERN,
-    "description": "relative to the session's workspace; a symlink out of it fails the turn",
+    "description": "relative to the session's workspace; a missing file, or a symlink out of it, is a 422",
 }
 
 
@@ -91,6 +91,20 @@ def _part(kind: str, fields: dict[str, Any], required: list[str]) -> dict[str, A
         "required": ["type", *required],
         "properties": {"type": {"const": kind}, **fields},
     }
+
+
+OUTPUT_SCHEMA = nullable(
+    {
+        "type": "object",
+        "additionalProperties": ref("JsonValue"),
+        "description": "a JSON Schema the final answer must match (structured output): the model is "
+        "asked in its native JSON mode, one repair round, else 502 OutputInvalid",
+    }
+)
+OUTPUT = {
+    "anyOf": [ref("JsonValue"), NULL],
+    "description": "the validated structured output of a turn run with output_schema, else null",
+}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -139,6 +153,10 @@ SCHEMAS: dict[str, Any] = {
             "resume_interrupted": {"type": "boolean"},
             "max_content_bytes": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
             "metadata": nullable({"type": "object", "additionalProperties": ref("JsonValue")}),
+            "task_tool": {"type": "boolean", "description": "offer the model the built-in task tool"},
+            "task_max_depth": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "task_max_per_turn": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "task_child_config": nullable(ref("SessionConfig")),
         },
     },
     "ConfirmationPolicy": {
@@ -176,7 +194,11 @@ SCHEMAS: dict[str, Any] = {
     "Turn": {
         "type": "object",
         "required": ["prompt"],
-        "properties": {"prompt": ref("Prompt"), "on_busy": ref("OnBusy")},
+        "properties": {
+            "prompt": ref("Prompt"),
+            "on_busy": ref("OnBusy"),
+            "output_schema": OUTPUT_SCHEMA,
+        },
         "additionalProperties": ref("JsonValue"),
     },
     "StartRun": {
@@ -185,6 +207,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "prompt": ref("Prompt"),
             "on_busy": ref("OnBusy"),
+            "output_schema": OUTPUT_SCHEMA,
             "webhook": nullable(
                 {
                     "type": "object",
@@ -320,6 +343,7 @@ SCHEMAS.update(
             error=nullable(STRING),
             webhook_url=nullable(STRING),
             last_event_id=INT,
+            output=OUTPUT,
         ),
         "AgentResult": obj(
             text=STRING,
@@ -328,6 +352,7 @@ SCHEMAS.update(
             tool_calls={"type": "array", "items": ref("ToolCall")},
             rounds=INT,
             stop_reason=STRING,
+            output=OUTPUT,
         ),
     }
 )
@@ -394,7 +419,8 @@ BODY = {
 MODEL = {
     "422": "LlmNotConfigured",
     "500": "TurnFailed or SessionFailed",
-    "502": "LlmError: the provider refused",
+    "502": "LlmError: the provider refused; OutputInvalid: the answer matched no output_schema, "
+    "also after one repair",
 }
 QUOTA = {"429": "QuotaExceeded: the tenant's max_sessions or max_concurrent_turns"}
 #: What a route that names a run (``runs/{run_id}``) can answer.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sessionhive import Forbidden, QuotaExceeded, SessionNotFound
@@ -46,6 +46,8 @@ class Tenancy:
         self._sessions_of: Counter[str] = Counter(self._owners.values())
         self._creating: Counter[str] = Counter()
         self._turns_of: Counter[str] = Counter()
+        #: A session's parent (the Hive's directory; read-only, one dict lookup a call).
+        self.parent_of: Callable[[str], str | None] = _no_parent
 
     def budget_per_tenant(self, book: BudgetBook) -> None:
         """Count the Hive's budget in ``book`` per tenant, by the owner of each root session."""
@@ -68,7 +70,19 @@ class Tenancy:
         only writer (one service per store, as ``sessionhive serve`` runs), so no request
         waits on the database to learn whose session it names.
         """
-        return self._owners.get(session_id, DEFAULT_TENANT)
+        owner = self._owners.get(session_id)
+        return owner if owner is not None else self._inherited_owner(session_id)
+
+    def _inherited_owner(self, session_id: str) -> str:
+        """An unclaimed child (a task tool's, made inside its parent's turn) has its parent's tenant."""
+        parent, seen = self.parent_of(session_id), {session_id}
+        while parent is not None and parent not in seen:
+            owner = self._owners.get(parent)
+            if owner is not None:
+                return owner
+            seen.add(parent)
+            parent = self.parent_of(parent)
+        return DEFAULT_TENANT
 
     def claimed_by(self, session_id: str) -> str | None:
         """The tenant that claimed ``session_id`` through this service, if any."""
@@ -84,7 +98,7 @@ class Tenancy:
     def visible(self, principal: Principal, session_ids: Iterable[str]) -> list[str]:
         if principal.is_admin:
             return list(session_ids)
-        return [s for s in session_ids if self._owners.get(s, DEFAULT_TENANT) == principal.tenant]
+        return [s for s in session_ids if self.owner(s) == principal.tenant]
 
     def reserve_session(self, tenant: str) -> None:
         """Hold a place for a new session of ``tenant``, or refuse it at ``max_sessions``.
@@ -172,3 +186,7 @@ class Tenancy:
         return await asyncio.to_thread(
             self.audit.records, session_id=session_id, session_tenant=tenant, limit=limit, offset=offset
         )
+
+
+def _no_parent(_session_id: str) -> str | None:
+    return None

@@ -69,6 +69,8 @@ PROBLEMS: tuple[ProblemKind, ...] = (
     ProblemKind(errors.HiveStopped, 503, ()),
     ProblemKind(errors.CallTimeout, 504),
     ProblemKind(errors.LlmError, 502),
+    # Before TurnFailed, its base class: the model's answer was wrong, not the service.
+    ProblemKind(errors.OutputInvalid, 502),
     ProblemKind(errors.SessionFailed, 500, ("session_id", "last_error")),
     ProblemKind(errors.TurnFailed, 500),
 )

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sessionhive.metrics.registry import abandoned_tool_threads
+from sessionhive.runtime import loop_handoff
 
 __all__ = ["LaneClosed", "ToolLane", "run_on_thread"]
 
@@ -174,7 +175,7 @@ class ToolLane:
             self._waiters.remove(chosen)
             self._take(chosen.session_id)
         try:
-            chosen.loop.call_soon_threadsafe(self._grant, chosen)
+            loop_handoff(chosen.loop).add(self._grant, chosen)  # one loop wake-up per batch
         except RuntimeError:  # its loop is closed: nobody will use the slot
             self.release(chosen.session_id)
 
@@ -253,7 +254,7 @@ class _Job(Generic[_T]):
             return
         self.lane.release(self.session_id)
         try:
-            self.loop.call_soon_threadsafe(self._deliver, value, error)
+            loop_handoff(self.loop).add(self._deliver, value, error)  # one loop wake-up per batch
         except RuntimeError:
             pass  # the caller's loop is closed: nobody waits for the result
 

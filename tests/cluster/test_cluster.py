@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydantic
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -30,6 +31,7 @@ from sessionhive import (  # noqa: E402 - after the importorskip
     IdempotencyConflict,
     InvalidConfig,
     OutcomeUnknown,
+    OutputInvalid,
     Reply,
     RunNotFound,
     ScriptedLlm,
@@ -57,6 +59,11 @@ from tests.cluster.cluster_helpers import (  # noqa: E402
 pytestmark = pytest.mark.postgres
 
 TOOL_SCRIPT = [Reply("looking", [ToolCall("list_dir", {"path": "."})]), Reply("done")]
+
+
+class Forecast(pydantic.BaseModel):
+    city: str
+    celsius: int
 
 
 @pytest.fixture(scope="module")
@@ -544,3 +551,20 @@ def test_a_sessions_calls_keep_their_order_while_its_lease_is_awaited_and_expire
     assert isinstance(history, list)
     assert [m.text for m in history if m.role == "user"] == [f"queue#{n}" for n in range(1, 9)]
     engine.dispose()
+
+
+def test_structured_output_through_a_cluster_on_both_facades(pg_url: str) -> None:
+    """A model class stays with the caller: the shard gets its JSON Schema, the caller an instance."""
+    answer = Reply('{"city": "Oslo", "celsius": -3}')
+    with ClusterHive.start(shards=1, store=pg_url, llm=ScriptedLlm([answer])) as hive:
+        hive.create_session("o1")
+        result = hive.generate("o1", "weather?", output_schema=Forecast)
+        assert result.output == Forecast(city="Oslo", celsius=-3)
+        run = hive.start_run("o1", "again", output_schema={"type": "object", "required": ["city"]})
+        assert hive.wait_run(run.run_id, timeout=60).output == {"city": "Oslo", "celsius": -3}
+        with pytest.raises(OutputInvalid):
+            hive.generate("o1", "a list?", output_schema={"type": "array"})
+        again = hive._portal.run(hive.aio.generate("o1", "weather?", output_schema=Forecast))
+        assert again.output == Forecast(city="Oslo", celsius=-3)
+        stream = hive.generate_streaming("o1", "weather?", output_schema=Forecast)
+        assert stream.result(60).output == Forecast(city="Oslo", celsius=-3)

@@ -36,7 +36,7 @@ from sessionhive.agent.recovery import (
 from sessionhive.llm.scripted import Reply, ScriptedLlm
 from sessionhive.model.config import ConfirmationPolicy
 from sessionhive.model.events import AgentEvent, TurnInterrupted, event_to_dict
-from sessionhive.model.messages import Message, RunningTurn, ToolCall
+from sessionhive.model.messages import Message, RunningTurn, ToolCall, ToolResult
 from sessionhive.persistence import SessionSnapshot, SqlStore
 from sessionhive.tools.executor import ToolExecutor
 from tests.persistence.conftest_persistence import make_snapshot
@@ -388,3 +388,46 @@ def test_resuming_a_turn_whose_answer_was_stored_calls_nothing(store: SqlStore, 
     outcome = resume(store, workspace, ledger, model, Hooks())
     assert model.calls == 0 and outcome.text == f"all {ROUNDS} recorded" and outcome.rounds == ROUNDS + 1
     assert ledger.entries() == list(range(1, ROUNDS + 1))
+
+
+class CrashingTasks:
+    """The ``task`` tool's runner, whose child is still at work when the process stops."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, call_id: str, prompt: str, description: str, relay: Any) -> ToolResult:
+        self.runs += 1
+        raise Crash(f"stopped while task {description!r} ({call_id}) ran")
+
+
+def _delegating(messages: list[Message]) -> Reply:
+    if messages[-1].role == "tool":
+        return Reply(f"told: {messages[-1].text[:20]}")
+    return Reply("delegating", [ToolCall("task", {"prompt": "count", "description": "counting"})])
+
+
+def test_a_task_call_is_journaled_like_a_tool_and_a_crash_leaves_its_effects_unknown(
+    store: SqlStore, workspace: Path
+) -> None:
+    session = JournalingSession(store)
+    tasks = CrashingTasks()
+    with ToolExecutor(workspace) as tools:
+        turn_spec = replace(
+            spec(session, Model(), tools, workspace), llm=ScriptedLlm(_delegating), task=tasks
+        )
+        crash_turn(session, turn_spec, Hooks())
+        snapshot = stored(store)
+        running = snapshot.running_turn
+        assert running is not None
+        task_call = snapshot.messages[-1].tool_calls[0]
+        assert (task_call.name, running.running_call) == ("task", task_call.id)  # journaled before it ran
+
+        history, journaled = journaled_turn(snapshot.messages, running)
+        resumed = replace(turn_spec, history=history, on_round=None)
+        outcome = asyncio.run(resume_turn(resumed, Hooks(), journaled, running.running_call))
+
+    assert tasks.runs == 1  # at most once: the resumed turn does not start the task again
+    result = next(m for m in outcome.new_messages if m.role == "tool")
+    assert result.text == INTERRUPTED_WHILE_RUNNING and result.is_error
+    assert outcome.status == "ok" and outcome.text.startswith("told: error")

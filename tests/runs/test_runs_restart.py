@@ -52,10 +52,11 @@ CHILD = textwrap.dedent(
 )
 
 
-def _run_child_and_kill_it(store: str, workspace: Path, mode: str) -> dict[str, Any]:
+def run_child_and_kill_it(store: str, workspace: Path, mode: str, code: str = CHILD) -> dict[str, Any]:
+    """Run ``code`` (a Hive on ``store``) until it prints what it acknowledged, then SIGKILL it."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, store, str(workspace), mode],
+        [sys.executable, "-c", code, store, str(workspace), mode],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -77,7 +78,7 @@ def _run_child_and_kill_it(store: str, workspace: Path, mode: str) -> dict[str, 
 
 def test_acknowledged_runs_and_keys_survive_kill_9(tmp_path: Path, workspace: Path) -> None:
     store = f"sqlite:///{tmp_path / 'hive.db'}"
-    acknowledged = _run_child_and_kill_it(store, workspace, "close")
+    acknowledged = run_child_and_kill_it(store, workspace, "close")
     script = CountingScript()
     with Hive.start(store, llm=ScriptedLlm(script), workspace=workspace) as hive:
         waiting, queued = hive.get_run(acknowledged["waiting"]), hive.get_run(acknowledged["queued"])
@@ -109,7 +110,7 @@ def test_acknowledged_runs_and_keys_survive_kill_9(tmp_path: Path, workspace: Pa
 
 def test_a_resumed_turn_keeps_its_run_id(tmp_path: Path, workspace: Path) -> None:
     store = f"sqlite:///{tmp_path / 'hive.db'}"
-    acknowledged = _run_child_and_kill_it(store, workspace, "resume")
+    acknowledged = run_child_and_kill_it(store, workspace, "resume")
     with Hive.start(store, llm=ScriptedLlm(CountingScript()), workspace=workspace) as hive:
         hive.restore_session_by_id("s")
         run_id = acknowledged["waiting"]

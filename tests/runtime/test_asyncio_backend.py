@@ -13,7 +13,7 @@ import pykka
 import pytest
 from pykka import ActorRegistry
 
-from sessionhive.runtime import AsyncioBackend, HiveActor
+from sessionhive.runtime import AsyncioBackend, HiveActor, complete_threadsafe, loop_future
 
 WAIT = 10.0
 
@@ -197,3 +197,85 @@ def test_a_shut_down_backend_spawns_nothing(loop_backend: AsyncioBackend) -> Non
     loop_backend.shutdown()
     with pytest.raises(RuntimeError, match="shut down"):
         loop_backend.spawn(Recorder, [])
+
+
+def test_mail_from_many_threads_at_once_all_arrives_in_each_senders_order(
+    loop_backend: AsyncioBackend,
+) -> None:
+    # Off the loop, mailboxes to run are handed over in batches (one loop wake-up each):
+    # a mailbox scheduled while a batch drains must still run.
+    journals: list[list[Any]] = [[] for _ in range(20)]
+    refs = [loop_backend.spawn(Recorder, journal) for journal in journals]
+    senders = 4
+
+    def send(sender: int) -> None:
+        for n in range(200):
+            for ref in refs:
+                ref.tell(Record((sender, n)))
+
+    threads = [threading.Thread(target=send, args=(sender,)) for sender in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    for ref, journal in zip(refs, journals, strict=True):
+        seen = [value for value in ask(ref) if isinstance(value, tuple) and isinstance(value[0], int)]
+        assert len(seen) == senders * 200, journal[:3]
+        for sender in range(senders):
+            assert [n for s, n in seen if s == sender] == list(range(200))
+
+
+def test_answers_from_other_threads_reach_every_awaiting_call_and_a_closed_loop_is_no_error() -> None:
+    async def await_all() -> list[int]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(1000)]
+
+        def answer(start: int) -> None:
+            for n in range(start, len(futures), 4):
+                complete_threadsafe(futures[n], n) if n % 7 else complete_threadsafe(
+                    futures[n], None, KeyError(n)
+                )
+
+        threads = [threading.Thread(target=answer, args=(start,)) for start in range(4)]
+        for thread in threads:
+            thread.start()
+        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
+        for thread in threads:
+            thread.join(WAIT)
+        return [n if isinstance(n, int) else -1 for n in results]
+
+    assert asyncio.run(await_all()) == [n if n % 7 else -1 for n in range(1000)]
+    closed = asyncio.new_event_loop()
+    late: asyncio.Future[Any] = closed.create_future()
+    closed.close()
+    complete_threadsafe(late, 1)  # its loop is gone: nobody awaits it, and the caller is not failed
+    assert not late.done()
+
+
+def test_a_loop_future_takes_the_outcome_set_on_another_thread() -> None:
+    async def outcomes() -> tuple[Any, BaseException | None, bool]:
+        loop = asyncio.get_running_loop()
+        answered: concurrent.futures.Future[int] = concurrent.futures.Future()
+        failed: concurrent.futures.Future[int] = concurrent.futures.Future()
+        abandoned: concurrent.futures.Future[int] = concurrent.futures.Future()
+        waiters = [loop_future(source, loop) for source in (answered, failed, abandoned)]
+        waiters[2].cancel()  # the awaiting side gave up: the source is still its owner's to settle
+
+        def settle() -> None:
+            answered.set_result(7)
+            failed.set_exception(KeyError("gone"))
+            abandoned.set_result(1)
+
+        settler = threading.Thread(target=settle)
+        settler.start()
+        settler.join(WAIT)
+        value = await asyncio.wait_for(waiters[0], WAIT)
+        error: BaseException | None = None
+        try:
+            await asyncio.wait_for(waiters[1], WAIT)
+        except KeyError as exc:
+            error = exc
+        return value, error, abandoned.result() == 1
+
+    value, error, abandoned_settled = asyncio.run(outcomes())
+    assert value == 7 and isinstance(error, KeyError) and abandoned_settled

@@ -93,7 +93,7 @@ class SessionActor(HiveActor):
         session = SessionState(services, entry, snapshot, pending, llm_client, inherited_llm_config)
         self._session = session
         self._confirmations = Confirmations(session, pending)
-        self._jobs = Jobs(session, self.actor_ref)
+        self._jobs = Jobs(session, self.actor_ref, supervisor)
         self._lifecycle = Lifecycle(session, supervisor)
         # Before the first view is published: no reader ever sees a turn
         # that the last process left half-written.

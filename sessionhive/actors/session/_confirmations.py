@@ -113,7 +113,12 @@ class Confirmations:
             )
         session.emit(
             ConfirmationRequired(
-                session.session_id, message.call.id, message.call.name, message.arguments, message.timeout_s
+                session.session_id,
+                message.call.id,
+                message.call.name,
+                message.arguments,
+                message.timeout_s,
+                parent_id=session.services.directory.parents.get(session.session_id),
             ),
             sink,
         )

@@ -38,6 +38,7 @@ from sessionhive.actors.messages import (
     StartRun,
     WaitRun,
 )
+from sessionhive.actors.session._tasks import ChildTasks
 from sessionhive.actors.turn import SessionTurnHooks, TurnEvents, TurnHandle
 from sessionhive.agent import compaction, recovery
 from sessionhive.agent.loop import (
@@ -52,7 +53,7 @@ from sessionhive.agent.loop import (
 from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
 from sessionhive.model.content import ContentPart, part_bytes
-from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed
+from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed, turn_failure
 from sessionhive.model.events import (
     TERMINAL_EVENTS,
     AgentEvent,
@@ -64,7 +65,8 @@ from sessionhive.model.events import (
     TurnInterrupted,
     TurnStart,
 )
-from sessionhive.model.messages import Message, RunningTurn, Usage
+from sessionhive.model.messages import Message, RunningTurn, Usage, output_to_json
+from sessionhive.model.output import OutputSpec, output_spec
 from sessionhive.model.runs import (
     IdempotencyConflict,
     OnBusy,
@@ -74,6 +76,7 @@ from sessionhive.model.runs import (
     Webhook,
     make_run_id,
 )
+from sessionhive.runtime import loop_future
 from sessionhive.tools.files import WorkspaceFileRefused, check_workspace_parts
 
 if TYPE_CHECKING:
@@ -127,6 +130,7 @@ class Job:
     # key again (its result) and wait_run (the finished run).
     run_id: str | None = None
     webhook: Webhook | None = None  # in memory only: its secret is never stored
+    output: OutputSpec | None = None  # output_schema=: the journal keeps its JSON Schema
     accepted_ack: concurrent.futures.Future[None] | None = None
     followers: list[Reply] = field(default_factory=list)
     run_waiters: list[Reply] = field(default_factory=list)
@@ -158,11 +162,14 @@ class JobFinished:
 class Jobs:
     """Generate, compact, clear: queueing, starting, cancelling and finishing jobs."""
 
-    __slots__ = ("_ref", "_session", "closed", "queue", "running", "turn_seq")
+    __slots__ = ("_ref", "_session", "_supervisor", "closed", "queue", "running", "turn_seq")
 
-    def __init__(self, session: SessionState, ref: pykka.ActorRef[Any]) -> None:
+    def __init__(
+        self, session: SessionState, ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]
+    ) -> None:
         self._session = session
         self._ref = ref  # the session actor: where a running job reports back
+        self._supervisor = supervisor  # where the task tool creates child sessions
         self.queue: list[Job] = []  # a list, not a deque: an empty deque costs 600 bytes per session
         self.running: Running | None = None
         self.turn_seq = 0
@@ -171,31 +178,17 @@ class Jobs:
     # ------------------------------------------------------------------ accepting jobs
 
     def generate(self, message: Generate, confirmations: Confirmations) -> None:
+        job = Job("turn", message.reply, message.prompt, message.sink, trace_parent=message.trace_parent)
+        job.output = message.output
+        job.parts = message.parts
         self._accept_turn(
-            message.prompt,
-            message.idempotency_key,
-            message.on_busy,
-            confirmations,
-            Job(
-                "turn",
-                message.reply,
-                message.prompt,
-                message.sink,
-                trace_parent=message.trace_parent,
-                parts=message.parts,
-            ),
-            message.accepted,
+            message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.accepted
         )
 
     def start_run(self, message: StartRun, confirmations: Confirmations) -> None:
-        job = Job(
-            "turn",
-            None,
-            message.prompt,
-            trace_parent=message.trace_parent,
-            webhook=message.webhook,
-            parts=message.parts,
-        )
+        job = Job("turn", None, message.prompt, trace_parent=message.trace_parent, webhook=message.webhook)
+        job.output = message.output
+        job.parts = message.parts
         self._accept_turn(
             message.prompt, message.idempotency_key, message.on_busy, confirmations, job, message.reply
         )
@@ -399,6 +392,7 @@ class Jobs:
             self._interrupt_runs([run for run in unfinished if run is not turn_run])
             session.messages = history
             job = Job("resume", None, running.prompt, journaled=journaled, running_call=running.running_call)
+            job.output = output_spec(running.output_schema)  # its model class is gone: checked by the schema
             job.trace_link = running.traceparent
             job.run_id = run_id
             self.queue.append(job)  # started by on_start, once the actor runs
@@ -482,17 +476,21 @@ class Jobs:
     def _run_ended(
         self, job: Job, run: Run | None, value: object, ack: concurrent.futures.Future[None] | None
     ) -> None:
-        """Tell everyone else waiting for a run that it ended, and hand its webhook over."""
+        """Hand a run's webhook over, then tell everyone else waiting for the run that it ended.
+
+        The outbox commits the delivery before anyone hears of the end: a
+        process killed after answering a waiter has its webhook stored.
+        """
         session = self._session
+        webhooks = session.services.webhooks
+        if run is not None and job.webhook is not None and webhooks is not None:
+            webhooks.run_finished(run, job.webhook)
         for follower in job.followers:
             session.deliver(follower, value, ack, "generate")
         if run is None:
             return
         for waiter in job.run_waiters:
             session.deliver(waiter, run, ack, "wait_run")
-        webhooks = session.services.webhooks
-        if job.webhook is not None and webhooks is not None:
-            webhooks.run_finished(run, job.webhook)
 
     def reject_queued(self, error: Callable[[], BaseException]) -> bool:
         """Refuse every job not started yet with a fresh ``error()``; True if there was any."""
@@ -609,8 +607,14 @@ class Jobs:
         # The turn journals its steps (a resumed one too: without the record, a
         # second crash would resume from the first one's journal and run its tools again).
         running_call = job.running_call if job.kind == "resume" else None
+        schema = dict(job.output.schema) if job.output is not None else None
         session.running_turn = RunningTurn(
-            running.turn_id, job.prompt, time.time(), len(session.messages), running_call
+            running.turn_id,
+            job.prompt,
+            time.time(),
+            len(session.messages),
+            running_call,
+            output_schema=schema,
         )
         if job.kind == "resume":
             turn = functools.partial(resume_turn, spec, hooks, job.journaled, job.running_call)
@@ -652,7 +656,7 @@ class Jobs:
                 ref.tell(Journaled(turn_id, journal, ack))
             except pykka.ActorDeadError:
                 return None  # the session is gone; the turn is being abandoned
-            return None if ack is None else asyncio.wrap_future(ack, loop=turns.loop)
+            return None if ack is None else loop_future(ack, turns.loop)
 
         return on_round
 
@@ -737,6 +741,8 @@ class Jobs:
             spending=session_spending(
                 services.budgets, services.directory.parents, session.session_id, metrics
             ),
+            task=ChildTasks(session, self._supervisor) if config.task_tool else None,
+            output=job.output,
         )
 
     # ------------------------------------------------------------------ finishing
@@ -811,7 +817,9 @@ class Jobs:
             event = TurnEnd(session.session_id, result)
             value = result
             status = "completed"
-            run_changes.update(text=result.text, stop_reason=result.stop_reason)
+            run_changes.update(
+                text=result.text, stop_reason=result.stop_reason, output=output_to_json(result.output)
+            )
         elif ended == "cancelled":
             event = TurnCancelled(session.session_id, running.cancel_reason)
             value = event
@@ -819,11 +827,7 @@ class Jobs:
             run_changes.update(stop_reason="cancelled", error=running.cancel_reason)
         else:
             event = TurnError(session.session_id, outcome.error, outcome.error_kind)
-            failure = (
-                LlmError(f"session {session.session_id!r}: {outcome.error}")
-                if outcome.error_kind == "llm"
-                else TurnFailed(f"session {session.session_id!r}: {outcome.error}")
-            )
+            failure = turn_failure(outcome.error_kind, f"session {session.session_id!r}: {outcome.error}")
             failure.event = event
             value = failure
             status = "failed"
@@ -839,8 +843,8 @@ class Jobs:
         session.emit(event, job.sink)
         if job.sink is not None:
             job.sink.close()
-        session.deliver(job.reply, value, ack, "generate")
         self._run_ended(job, run, value, ack)
+        session.deliver(job.reply, value, ack, "generate")
 
     def _finish_compaction(self, running: Running, outcome: object) -> None:
         session, job = self._session, running.job

@@ -479,7 +479,9 @@ class SessionState:
         """The event a finished run ended with, rebuilt from its record (its id is the run's last)."""
         event: AgentEvent
         if run.status == "completed":
-            result = AgentResult(run.text or "", [], run.usage, stop_reason=run.stop_reason or "stop")
+            result = AgentResult(
+                run.text or "", [], run.usage, stop_reason=run.stop_reason or "stop", output=run.output
+            )
             event = TurnEnd(self.session_id, result)
         elif run.status == "cancelled":
             event = TurnCancelled(self.session_id, run.error or "cancelled")

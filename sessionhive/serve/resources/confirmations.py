@@ -92,6 +92,10 @@ async def confirm(call: Call) -> Any:
             "type": "array",
             "items": obj(
                 session_id=STRING,
+                parent_id={
+                    "type": ["string", "null"],
+                    "description": "the session's parent (a task tool's child asks here)",
+                },
                 tool_id=STRING,
                 tool_name=STRING,
                 arguments={"type": "object"},
@@ -131,6 +135,7 @@ async def _waiting_in(call: Call, sid: str) -> list[dict[str, Any]]:
     return [
         {
             "session_id": sid,
+            "parent_id": event.parent_id,
             "tool_id": tool_id,
             "tool_name": event.tool_name,
             "arguments": event.arguments,

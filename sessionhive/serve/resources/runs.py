@@ -78,7 +78,14 @@ async def start_run(call: Call) -> Any:
     webhook = _webhook(call, body.get("webhook"))
     app.tenancy.turn_started(call.owner)
     try:
-        run = await app.hive.start_run(sid, prompt, idempotency_key=key, on_busy=on_busy, webhook=webhook)
+        run = await app.hive.start_run(
+            sid,
+            prompt,
+            idempotency_key=key,
+            on_busy=on_busy,
+            webhook=webhook,
+            output_schema=body.get("output_schema"),
+        )
     except BaseException as exc:
         app.tenancy.turn_ended(call.owner)
         if isinstance(exc, SessionPaused):

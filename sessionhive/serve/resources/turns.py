@@ -49,7 +49,9 @@ async def turn(call: Call) -> Any:
     # Counted against the session's tenant: the quota bounds what its sessions cost the machine.
     app.tenancy.turn_started(call.owner)
     try:
-        stream = await app.hive.generate_streaming(sid, prompt, idempotency_key=key, on_busy=on_busy)
+        stream = await app.hive.generate_streaming(
+            sid, prompt, idempotency_key=key, on_busy=on_busy, output_schema=body.get("output_schema")
+        )
     except BaseException as exc:
         app.tenancy.turn_ended(call.owner)
         if isinstance(exc, SessionPaused):

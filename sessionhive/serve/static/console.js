@@ -140,7 +140,8 @@ function inboxItem(p, key) {
   for (const m of p.recent) recent.append(messageItem(m, ""));
   const since = new Date(p.waiting_since * 1000).toLocaleTimeString();
   const item = el("li", { class: "pending", "data-key": key, "data-session": p.session_id, "data-tool-id": p.tool_id },
-    el("strong", {}, p.tool_name), " in ", open, el("span", { class: "hint" }, ` · waiting since ${since}`),
+    el("strong", {}, p.tool_name), " in ", open,
+    el("span", { class: "hint" }, (p.parent_id ? ` (child of ${p.parent_id})` : "") + ` · waiting since ${since}`),
     el("pre", { class: "arguments" }, JSON.stringify(p.arguments, null, 2)),
     el("div", { class: "prompt" }, el("span", { class: "role" }, "prompt"), p.prompt),
     recent);
