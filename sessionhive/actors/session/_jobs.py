@@ -38,6 +38,7 @@ from sessionhive.actors.messages import (
     StartRun,
     WaitRun,
 )
+from sessionhive.actors.session._content import check_prompt_parts
 from sessionhive.actors.session._tasks import ChildTasks
 from sessionhive.actors.turn import SessionTurnHooks, TurnEvents, TurnHandle
 from sessionhive.agent import compaction, recovery
@@ -52,7 +53,7 @@ from sessionhive.agent.loop import (
 )
 from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
-from sessionhive.model.content import ContentPart, part_bytes
+from sessionhive.model.content import ContentPart
 from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed, turn_failure
 from sessionhive.model.events import (
     TERMINAL_EVENTS,
@@ -77,7 +78,6 @@ from sessionhive.model.runs import (
     make_run_id,
 )
 from sessionhive.runtime import loop_future
-from sessionhive.tools.files import WorkspaceFileRefused, check_workspace_parts
 
 if TYPE_CHECKING:
     from sessionhive._channels import EventSink
@@ -216,12 +216,7 @@ class Jobs:
         if session.state == "paused":
             raise SessionPaused(session.session_id)
         if job.parts:
-            workspace = session.config.workspace or session.services.workspace
-            try:
-                from_files = check_workspace_parts(workspace, job.parts)
-            except WorkspaceFileRefused as exc:
-                raise InvalidConfig(str(exc)) from None
-            _check_content_room(session, job.parts, from_files)
+            check_prompt_parts(session, job.parts)
         if session.llm() is None:
             raise session.no_llm()
         busy = self.running is not None or bool(self.queue)
@@ -872,19 +867,6 @@ class Jobs:
         session.metrics.child(session.metrics.compactions, trigger).inc()
         session.emit(ContextCompacted(session.session_id, before, len(session.messages), percent, trigger))
         session.commit_and_answer(job.reply, value, "compact")
-
-
-def _check_content_room(session: SessionState, parts: tuple[ContentPart, ...], from_files: int) -> None:
-    """InvalidConfig when ``parts`` (and the workspace files they name, ``from_files`` bytes) would
-    take the session's images and files past ``SessionConfig.max_content_bytes``."""
-    limit = session.config.max_content_bytes
-    held = sum(part_bytes(part) for message in session.messages for part in message.parts)
-    adding = sum(part_bytes(part) for part in parts) + from_files
-    if held + adding > limit:
-        raise InvalidConfig(
-            f"session {session.session_id!r} holds {held} bytes of images and files; this prompt adds "
-            f"{adding}, past its limit of {limit} (SessionConfig.max_content_bytes)"
-        )
 
 
 def _as_turn_outcome(job: Job, outcome: object, journal: tuple[Message, ...]) -> TurnOutcome:
