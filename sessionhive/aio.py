@@ -22,12 +22,11 @@ from typing import Any, TypeVar
 from sessionhive._channels import AsyncChannel
 from sessionhive._core import (
     HiveCore,
-    HiveOptions,
     OnConfirmation,
     Pending,
     launch_async,
-    taking,
 )
+from sessionhive._startup import HiveOptions, taking
 from sessionhive.actors.directory import SessionView
 from sessionhive.api import DEFAULT, DEFAULT_ON_BUSY, DEFAULT_STOP_TIMEOUT, Timeout
 from sessionhive.hive import Hive, LocalFacade

@@ -22,15 +22,12 @@ from typing import Any, TypeVar
 from sessionhive._channels import ThreadChannel
 from sessionhive._core import (
     CLIENT_CLOSE_TIMEOUT,
-    DEFAULT_ACTOR_BACKEND,
-    DEFAULT_STORE,
     HiveCore,
-    HiveOptions,
     OnConfirmation,
     Pending,
     launch,
-    taking,
 )
+from sessionhive._startup import DEFAULT_ACTOR_BACKEND, DEFAULT_STORE, HiveOptions, taking
 from sessionhive.actors.directory import SessionView
 from sessionhive.api import (
     DEFAULT,

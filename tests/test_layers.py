@@ -44,7 +44,7 @@ LAYERS: tuple[Layer, ...] = (
     _layer("_channels"),
     _layer("actors"),
     # The facades, what they share, and the API they declare (api.py imports only model).
-    _layer("api", "hive", "aio", "_core", "core"),
+    _layer("api", "hive", "aio", "_core", "_startup", "core"),
     # The public API re-exports: below the applications, because they are told
     # to import ``from sessionhive import Hive`` rather than from the facades.
     _layer("__init__", "events"),
