@@ -46,7 +46,8 @@ from sessionhive.actors.messages import (
     WaitRun,
 )
 from sessionhive.actors.session._confirmations import Confirmations, Resolve
-from sessionhive.actors.session._jobs import JobFinished, Jobs
+from sessionhive.actors.session._job import JobFinished
+from sessionhive.actors.session._jobs import Jobs
 from sessionhive.actors.session._lifecycle import Lifecycle
 from sessionhive.actors.session._state import SessionState
 from sessionhive.actors.turn import ConfirmationAsked, ConfirmationTimedOut, TurnEvents

@@ -19,9 +19,9 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -39,8 +39,16 @@ from sessionhive.actors.messages import (
     WaitRun,
 )
 from sessionhive.actors.session._content import check_prompt_parts
+from sessionhive.actors.session._job import (
+    Fanout,
+    Job,
+    JobFinished,
+    Running,
+    as_turn_outcome,
+    llm_metrics_hook,
+)
 from sessionhive.actors.session._tasks import ChildTasks
-from sessionhive.actors.turn import SessionTurnHooks, TurnEvents, TurnHandle
+from sessionhive.actors.turn import SessionTurnHooks, TurnEvents
 from sessionhive.agent import compaction, recovery
 from sessionhive.agent.loop import (
     CompactionOutcome,
@@ -53,7 +61,6 @@ from sessionhive.agent.loop import (
 )
 from sessionhive.agent.spending import session_spending
 from sessionhive.metrics import tracing
-from sessionhive.model.content import ContentPart
 from sessionhive.model.errors import InvalidConfig, LlmError, Overloaded, TurnFailed, turn_failure
 from sessionhive.model.events import (
     TERMINAL_EVENTS,
@@ -66,8 +73,8 @@ from sessionhive.model.events import (
     TurnInterrupted,
     TurnStart,
 )
-from sessionhive.model.messages import Message, RunningTurn, Usage, output_to_json
-from sessionhive.model.output import OutputSpec, output_spec
+from sessionhive.model.messages import RunningTurn, output_to_json
+from sessionhive.model.output import output_spec
 from sessionhive.model.runs import (
     IdempotencyConflict,
     OnBusy,
@@ -86,77 +93,13 @@ if TYPE_CHECKING:
     from sessionhive.llm import LlmClient
     from sessionhive.runtime import Reply
 
-__all__ = ["Job", "JobFinished", "Jobs", "Running"]
+__all__ = ["Jobs"]
 
 log = logging.getLogger("sessionhive.session")
 
 #: What a turn cancelled by a newer one's ``on_busy`` says (``TurnCancelled.reason``).
 INTERRUPTED_BY_NEWER = "interrupted by a newer turn (on_busy='interrupt')"
 ROLLED_BACK_BY_NEWER = "rolled back by a newer turn (on_busy='rollback'): its messages left the history"
-
-
-class _Fanout:
-    """The sinks of one run: its own caller's stream and the readers that joined it later."""
-
-    __slots__ = ("sinks",)
-
-    def __init__(self, *sinks: EventSink) -> None:
-        self.sinks = list(sinks)
-
-    def offer(self, event: AgentEvent) -> None:
-        for sink in self.sinks:
-            sink.offer(event)
-
-    def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()
-
-
-@dataclass
-class Job:
-    kind: Literal["turn", "resume", "compact", "auto_compact", "clear"]
-    reply: Reply | None
-    prompt: str = ""
-    sink: EventSink | None = None
-    queued_at: float = field(default_factory=time.perf_counter)
-    # A turn resumed from the journal (kind "resume"): its stored steps.
-    journaled: tuple[Message, ...] = ()
-    running_call: str | None = None
-    # The caller's trace context (the turn's span is its child), or the traceparent of
-    # the interrupted turn a resumed one continues (its span links to it).
-    trace_parent: Any = None
-    trace_link: str | None = None
-    # The turn's run, and who else waits for it: callers that sent its idempotency
-    # key again (its result) and wait_run (the finished run).
-    run_id: str | None = None
-    webhook: Webhook | None = None  # in memory only: its secret is never stored
-    output: OutputSpec | None = None  # output_schema=: the journal keeps its JSON Schema
-    accepted_ack: concurrent.futures.Future[None] | None = None
-    followers: list[Reply] = field(default_factory=list)
-    run_waiters: list[Reply] = field(default_factory=list)
-    parts: tuple[ContentPart, ...] = ()  # the prompt's content parts; ``prompt`` is their text
-
-    @property
-    def is_turn(self) -> bool:
-        return self.kind in ("turn", "resume")
-
-
-@dataclass
-class Running:
-    job: Job
-    turn_id: int
-    handle: TurnHandle | None
-    started: float
-    cancelled: bool = False
-    cancel_reason: str = "cancelled by cancel_operation()"
-    trace: tracing.TurnTrace | None = None
-    rollback: bool = False  # cancelled by on_busy="rollback": its messages leave the history
-
-
-@dataclass(frozen=True, slots=True)
-class JobFinished:
-    turn_id: int
-    outcome: object  # TurnOutcome | CompactionOutcome | BaseException
 
 
 class Jobs:
@@ -267,10 +210,10 @@ class Jobs:
     def _follow(job: Job, sink: EventSink) -> None:
         if job.sink is None:
             job.sink = sink
-        elif isinstance(job.sink, _Fanout):
+        elif isinstance(job.sink, Fanout):
             job.sink.sinks.append(sink)
         else:
-            job.sink = _Fanout(job.sink, sink)
+            job.sink = Fanout(job.sink, sink)
 
     def _outcome_of(self, run: Run) -> object:
         """What ``generate`` answers for a finished run, from its record: its result or its error."""
@@ -677,27 +620,11 @@ class Jobs:
     def _start_compaction(self, running: Running, llm: LlmClient | None) -> None:
         session = self._session
         target = int(session.config.auto_compact_threshold * session.context_usage().max_tokens)
-        hook = self._llm_metrics_hook(llm) if llm is not None else None
+        hook = llm_metrics_hook(self._session.metrics, llm) if llm is not None else None
         compacting = run_compaction(
             session.session_id, session.messages, session.config.system_prompt, llm, target, hook
         )
         running.handle = session.services.turn_loop.submit(compacting, self._on_done(running.turn_id))
-
-    def _llm_metrics_hook(self, llm: LlmClient) -> Callable[[str, str, float, Usage | None], None] | None:
-        """What records an LLM call's metrics, unless the client records its own."""
-        if getattr(llm, "records_metrics", False):
-            return None
-        metrics = self._session.metrics
-        provider = llm.provider
-
-        def on_llm_call(outcome: str, model: str, seconds: float, usage: Usage | None) -> None:
-            duration = metrics.child(metrics.llm_request_duration, provider, model, outcome)
-            duration.observe(seconds, tracing.exemplar())
-            if usage is not None:
-                metrics.child(metrics.llm_tokens, provider, model, "prompt").inc(usage.prompt_tokens)
-                metrics.child(metrics.llm_tokens, provider, model, "completion").inc(usage.completion_tokens)
-
-        return on_llm_call
 
     def _turn_spec(self, job: Job, llm: LlmClient, turn_id: int) -> TurnSpec:
         session = self._session
@@ -726,7 +653,7 @@ class Jobs:
             thinking=session.thinking,
             budget=session.budget,
             stream=session.listened(job.sink),
-            on_llm_call=self._llm_metrics_hook(llm),
+            on_llm_call=llm_metrics_hook(self._session.metrics, llm),
             on_tool_call=on_tool_call,
             allow_network=config.allow_network,
             mcp_servers=config.mcp_servers,
@@ -774,7 +701,7 @@ class Jobs:
         # Calls still waiting only if the turn crashed while it waited.
         confirmations.cancel("the turn ended", None, message.turn_id)
         if job.is_turn:
-            self._finish_turn(running, _as_turn_outcome(job, outcome, self._session.journal or job.journaled))
+            self._finish_turn(running, as_turn_outcome(job, outcome, self._session.journal or job.journaled))
         else:
             self._finish_compaction(running, outcome)
         self.start_next()
@@ -867,24 +794,3 @@ class Jobs:
         session.metrics.child(session.metrics.compactions, trigger).inc()
         session.emit(ContextCompacted(session.session_id, before, len(session.messages), percent, trigger))
         session.commit_and_answer(job.reply, value, "compact")
-
-
-def _as_turn_outcome(job: Job, outcome: object, journal: tuple[Message, ...]) -> TurnOutcome:
-    """A turn's outcome; a turn that raised (anything, SystemExit included) keeps what it journaled.
-
-    The journaled steps are stored already, so they stay (the history only
-    ever grows by appending); every tool call left open gets a result
-    saying the turn ended, so the history stays valid for any provider.
-    """
-    if isinstance(outcome, TurnOutcome):
-        return outcome
-    kept = list(journal) if journal else [Message.user(job.prompt, job.parts)]
-    status: Literal["error", "cancelled"]
-    if isinstance(outcome, asyncio.CancelledError):
-        status, error, reason = "cancelled", "", "cancelled before this tool call finished"
-    else:
-        assert isinstance(outcome, BaseException)
-        error = f"{type(outcome).__name__}: {outcome}"
-        status, reason = "error", f"the turn failed before this tool call finished ({error})"
-    kept.extend(Message.tool(call.id, reason, is_error=True) for call in recovery.unfinished_calls(kept))
-    return TurnOutcome(new_messages=kept, status=status, error=error, error_kind="error" if error else "")
