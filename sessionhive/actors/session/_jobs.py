@@ -461,11 +461,11 @@ class Jobs:
         """Tell everyone else waiting for a run that it ended, and hand its webhook over."""
         session = self._session
         for follower in job.followers:
-            session.deliver(follower, value, ack, "generate")
+            session.deliver(follower, value, ack, "generate", job.run_id)
         if run is None:
             return
         for waiter in job.run_waiters:
-            session.deliver(waiter, run, ack, "wait_run")
+            session.deliver(waiter, run, ack, "wait_run", run.run_id)
         webhooks = session.services.webhooks
         if job.webhook is not None and webhooks is not None:
             webhooks.run_finished(run, job.webhook)
@@ -814,7 +814,7 @@ class Jobs:
         session.emit(event, job.sink)
         if job.sink is not None:
             job.sink.close()
-        session.deliver(job.reply, value, ack, "generate")
+        session.deliver(job.reply, value, ack, "generate", job.run_id)
         self._run_ended(job, run, value, ack)
 
     def _finish_compaction(self, running: Running, outcome: object) -> None:
