@@ -15,12 +15,14 @@ from sessionhive.llm.limits import AccountLimiter
 from tests.llm.llmock_server import llmock_process
 
 NO_CONFIRM = SessionConfig(confirmation_policy=ConfirmationPolicy(enabled=False))
-SESSIONS = 1000
+SESSIONS = 500
 MAX_TOKENS = 64
-# Both quotas bind on the 2,000 calls: 1,200 requests at once, then 20 a second; the tokens
+# Both quotas bind on the 1,000 calls: 900 requests at once, then 15 a second; the tokens
 # (about 950 a call as llmock counts them, prompt estimate + max_tokens) run out about as soon.
-RPM = 1200
-TPM = 1_500_000
+# The last ~100 calls wait for the buckets to refill (about 7 s): the pacing is exercised
+# without a long wait.
+RPM = 900
+TPM = 900_000
 
 
 def run_two_turns_each(hive: Hive, sessions: int) -> int:
