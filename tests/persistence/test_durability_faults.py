@@ -256,7 +256,7 @@ class Run:
                 assert time.monotonic() < deadline, f"the child did not start: {self.log.read_text()[-3000:]}"
                 time.sleep(0.01)
             # The moment of the kill is what is random; the child is busy all along.
-            time.sleep(rng.uniform(0.1, 0.7))
+            time.sleep(rng.uniform(0.3, 1.5))
         finally:
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
