@@ -13,7 +13,7 @@ from tests.llm.llmock_server import llmock_process
 
 RPM = 60
 TPM = 1_000_000  # each call counts its max_tokens (4096) too: room for 244 calls at once
-SESSIONS = 70  # past the burst of 60: the last ten wait for the refill, one a second
+SESSIONS = 65  # past the burst of 60: the last five wait for the refill, one a second
 
 
 def test_loadtest_keeps_to_rpm_and_reports_waiting_429s_fallbacks_and_cost(
