@@ -37,7 +37,8 @@ from tests.cluster.cluster_helpers import (  # noqa: E402
     wait_until,
 )
 
-pytestmark = pytest.mark.postgres
+# One Ray per machine at a time: every test that starts Ray runs in one xdist worker, one after another.
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("ray")]
 
 #: Kills and pauses the chaos test makes at least (each round is one of them, chosen at random).
 FAULTS_OF_EACH_KIND = 3
