@@ -179,8 +179,8 @@ class _Pending:
         self.saves = 0  # saves of the Backlog this entry settles
 
 
-def _store_error(text: str, cause: BaseException) -> StoreError:
-    error = StoreError(text)
+def _store_error(text: str, cause: BaseException, kind: type[StoreError] = StoreError) -> StoreError:
+    error = kind(text)
     error.__cause__ = cause
     return error
 
@@ -656,6 +656,7 @@ class PersistenceActor(HiveActor):
                         f"session {session_id!r} was not written to {self._store.name} (it stays pending "
                         f"and is retried): {text}",
                         exc,
+                        m.WriteStillPending,
                     ),
                 )
             entry.acks.clear()

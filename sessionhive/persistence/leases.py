@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     Double,
     Engine,
@@ -185,6 +186,17 @@ class LeaseTable:
                 rows[sid] = (owner, int(epoch), float(expires), None if won is None else float(won))
         return rows
 
+    def _lock_owned(self, conn: Connection, condition: ColumnElement[bool]) -> list[str]:
+        """Lock this owner's lease rows matching ``condition``, in the one order every writer locks
+        rows in (:meth:`_lock_rows`), so that no two transactions wait for each other; their ids."""
+        query = (
+            select(LEASES.c.session_id)
+            .where(LEASES.c.owner == self.owner, condition)
+            .order_by(LEASES.c.session_id)
+            .with_for_update()
+        )
+        return list(conn.execute(query).scalars())
+
     def _claim(self, conn: Connection, session_id: str, row: _Row | None, now: float) -> int:
         """Make this owner the holder of ``session_id`` (the row is locked or absent); its new epoch."""
         if row is None:
@@ -278,14 +290,13 @@ class LeaseTable:
         started = time.monotonic()
         with self._begin() as conn:
             now = time.time()
-            kept = set(
+            # Locked first, in the writers' order: an UPDATE by owner locks rows in the table's
+            # order, and a write of this owner holding some of them (the fence) deadlocked it.
+            kept = set(self._lock_owned(conn, LEASES.c.expires_at > 0))
+            for chunk in _chunks(sorted(kept)):
                 conn.execute(
-                    update(LEASES)
-                    .where(LEASES.c.owner == self.owner, LEASES.c.expires_at > 0)
-                    .values(expires_at=now + self.ttl)
-                    .returning(LEASES.c.session_id)
-                ).scalars()
-            )
+                    update(LEASES).where(LEASES.c.session_id.in_(chunk)).values(expires_at=now + self.ttl)
+                )
         lost: list[str] = []
         with self._lock:
             for sid in held:
@@ -308,11 +319,8 @@ class LeaseTable:
                 self._valid_until.pop(sid, None)
         with self._begin() as conn:
             for chunk in _chunks(ids):
-                conn.execute(
-                    update(LEASES)
-                    .where(LEASES.c.session_id.in_(chunk), LEASES.c.owner == self.owner)
-                    .values(expires_at=0.0)
-                )
+                mine = self._lock_owned(conn, LEASES.c.session_id.in_(chunk))
+                conn.execute(update(LEASES).where(LEASES.c.session_id.in_(mine)).values(expires_at=0.0))
 
     def held(self) -> list[str]:
         """The sessions whose lease this owner holds (by its last renewal)."""

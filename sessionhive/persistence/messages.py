@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sessionhive.model.errors import StoreError
 from sessionhive.persistence.snapshot import SessionSnapshot
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Load",
     "Save",
     "Tick",
+    "WriteStillPending",
 ]
 
 #: Bounds of the backlog of batched saves told and not committed before turns
@@ -43,14 +45,21 @@ MIN_BACKLOG = 64
 MAX_BACKLOG = 4096
 
 
+class WriteStillPending(StoreError):
+    """What a :class:`Save`'s ``ack`` gets when its write failed after the retries: the snapshot
+    stays pending and is written once the store answers, so its change may yet be stored."""
+
+
 @dataclass(frozen=True, slots=True)
 class Save:
     """Persist ``snapshot``. Only the newest pending snapshot of a session is written.
 
     With ``ack`` (``durability="durable"``) the future completes once a write
     holding this version (or a newer one of the session, or its delete)
-    committed; it gets a :class:`~sessionhive.StoreError` if that write
-    failed after its retries (the snapshot stays pending and is retried).
+    committed; it gets a :class:`WriteStillPending` if that write failed
+    after its retries (the snapshot stays pending and is retried), a
+    :class:`~sessionhive.StoreError` if it will never be written (its lease
+    moved to another writer).
 
     ``issued`` is the :func:`time.monotonic` time of the oldest change this
     save carries (when it was acknowledged): the batched deadline counts from

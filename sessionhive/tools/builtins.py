@@ -515,6 +515,10 @@ class BuiltinTools:
             returncode = transport.get_returncode()
         except BaseException:
             kill(pid)  # cancelled: the turn stops, and so does the command
+            # Reaped before the transport closes: a killed process not reaped yet stays a
+            # zombie, and its Popen warns when collected (an error in the test suite).
+            with suppress(asyncio.CancelledError):
+                await asyncio.wait({protocol.exited}, timeout=_DRAIN_S)
             raise
         finally:
             transport.close()

@@ -371,6 +371,7 @@ def scraped_up_series(web: str, job: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray at a time: with the cluster tests, in one xdist worker
 def test_a_cluster_run_lists_its_shards_for_prometheus_and_reports_their_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -56,7 +56,8 @@ from tests.cluster.cluster_helpers import (  # noqa: E402
     wait_until,
 )
 
-pytestmark = pytest.mark.postgres
+# One Ray per machine at a time: every test that starts Ray runs in one xdist worker, one after another.
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("ray")]
 
 TOOL_SCRIPT = [Reply("looking", [ToolCall("list_dir", {"path": "."})]), Reply("done")]
 

@@ -15,12 +15,14 @@ from sessionhive.llm.limits import AccountLimiter
 from tests.llm.llmock_server import llmock_process
 
 NO_CONFIRM = SessionConfig(confirmation_policy=ConfirmationPolicy(enabled=False))
-SESSIONS = 1000
+SESSIONS = 130
 MAX_TOKENS = 64
-# Both quotas bind on the 2,000 calls: 1,200 requests at once, then 20 a second; the tokens
-# (about 950 a call as llmock counts them, prompt estimate + max_tokens) run out about as soon.
-RPM = 1200
-TPM = 1_500_000
+# Both quotas bind on the 260 calls: 240 requests at once, then 4 a second; the tokens (about
+# 980 a call as llmock counts them, prompt estimate + max_tokens) run out about as soon. The
+# quotas are small so that the burst is sent before much refills, on a slow machine too: the
+# calls past it are paced (sent without pacing, about 20 of them would get a 429).
+RPM = 240
+TPM = 240_000
 
 
 def run_two_turns_each(hive: Hive, sessions: int) -> int:

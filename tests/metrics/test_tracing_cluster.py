@@ -26,7 +26,8 @@ from tests.cluster.cluster_helpers import fresh_schema, postgres_unreachable  # 
 from tests.metrics.otlp_receiver import otlp_receiver, received_spans  # noqa: E402
 from tests.tracing_helpers import memory_exporter  # noqa: E402
 
-pytestmark = pytest.mark.postgres
+# One Ray per machine at a time: every test that starts Ray runs in one xdist worker, one after another.
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("ray")]
 
 TOOL_SCRIPT = [Reply("looking", [ToolCall("list_dir", {"path": "."})]), Reply("done")]
 

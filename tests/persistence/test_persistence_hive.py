@@ -23,7 +23,9 @@ from sessionhive import (
     ConfirmationPolicy,
     Hive,
     LlmConfig,
+    OutcomeUnknown,
     PersistenceFailed,
+    Reply,
     ScriptedLlm,
     SessionConfig,
     SessionNotFound,
@@ -278,6 +280,23 @@ def test_store_outage_loses_nothing(store_url: str, workspace: Path) -> None:
     with start(store_url, workspace) as hive:
         for n in range(8):
             assert len(hive.history(f"s{n}")) == 12
+
+
+def test_a_durable_turn_whose_commit_is_retried_is_an_outcome_unknown_and_is_stored_later(
+    tmp_path: Path, workspace: Path
+) -> None:
+    """Not a StoreError: the turn stays in the session and pending, and is stored once the store answers."""
+    url = f"sqlite:///{tmp_path / 'hive.db'}"
+    flaky = FlakyStore(open_store(url))
+    with Hive.start(store=flaky, llm=ScriptedLlm([Reply("ok")]), workspace=workspace) as hive:
+        hive.create_session("s")  # durable: the default
+        flaky.failing.set()
+        with pytest.raises(OutcomeUnknown, match="is retried"):
+            hive.generate("s", "asked while the store is down")
+        flaky.failing.clear()
+        hive.flush(timeout=30)
+    with start(url, workspace) as hive:
+        assert [m.text for m in hive.history("s")] == ["asked while the store is down", "ok"]
 
 
 CRASH_DRIVER = textwrap.dedent(

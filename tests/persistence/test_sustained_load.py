@@ -32,7 +32,7 @@ from sessionhive.persistence.messages import MAX_BACKLOG
 pytestmark = pytest.mark.slow
 
 SESSIONS = 200
-DURATION = 20.0  # seconds of load per durability
+DURATION = 10.0  # seconds of load per durability (enough for 50 samples and a flat memory curve)
 SAMPLE_EVERY = 0.2
 FLUSH_INTERVAL = 0.05
 # The README's batched bound: flush_interval from the acknowledgement, plus the commit in

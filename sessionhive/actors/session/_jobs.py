@@ -424,11 +424,11 @@ class Jobs:
         if run is not None and job.webhook is not None and webhooks is not None:
             webhooks.run_finished(run, job.webhook)
         for follower in job.followers:
-            session.deliver(follower, value, ack, "generate")
+            session.deliver(follower, value, ack, "generate", job.run_id)
         if run is None:
             return
         for waiter in job.run_waiters:
-            session.deliver(waiter, run, ack, "wait_run")
+            session.deliver(waiter, run, ack, "wait_run", run.run_id)
 
     def reject_queued(self, error: Callable[[], BaseException]) -> bool:
         """Refuse every job not started yet with a fresh ``error()``; True if there was any."""
@@ -766,7 +766,7 @@ class Jobs:
         if job.sink is not None:
             job.sink.close()
         self._run_ended(job, run, value, ack)
-        session.deliver(job.reply, value, ack, "generate")
+        session.deliver(job.reply, value, ack, "generate", job.run_id)
 
     def _finish_compaction(self, running: Running, outcome: object) -> None:
         session, job = self._session, running.job

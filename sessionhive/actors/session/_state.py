@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from sessionhive.actors.directory import SessionEntry, SessionView
-from sessionhive.model.errors import LlmNotConfigured, StoreError
+from sessionhive.model.errors import LlmNotConfigured, OutcomeUnknown, StoreError
 from sessionhive.model.events import (
     EVENT_RING_SIZE,
     TERMINAL_EVENTS,
@@ -37,6 +37,7 @@ from sessionhive.model.events import (
 from sessionhive.model.llm_config import LlmConfig
 from sessionhive.model.messages import DEFAULT_MAX_CONTEXT, AgentResult, ContextUsage, Message
 from sessionhive.model.runs import Run, RunNotFound, RunStatus
+from sessionhive.persistence.messages import WriteStillPending
 from sessionhive.persistence.snapshot import SessionSnapshot
 from sessionhive.runtime import complete, complete_threadsafe, fail
 
@@ -320,10 +321,13 @@ class SessionState:
         value: object,
         ack: concurrent.futures.Future[None] | None,
         operation: str,
+        run_id: str | None = None,
     ) -> None:
         """Answer with ``value`` (an exception is raised to the caller) once ``ack`` committed.
 
-        A durable session's call that could not commit fails with StoreError.
+        A durable session's call that could not commit fails with StoreError; one whose
+        commit failed and is retried (its change stays in the session and pending, so it may
+        yet be stored) with OutcomeUnknown.
         """
         if self.view_stale:
             self.publish()
@@ -340,6 +344,9 @@ class SessionState:
             error = done.exception()
             if isinstance(value, BaseException):
                 complete_threadsafe(reply, None, value)
+            elif isinstance(error, WriteStillPending):
+                detail = f"its commit failed and is retried: {error}"
+                complete_threadsafe(reply, None, OutcomeUnknown(session_id, operation, run_id or "-", detail))
             elif error is not None:
                 complete_threadsafe(
                     reply, None, StoreError(f"session {session_id!r}: {operation} did not commit: {error}")
