@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -363,6 +364,29 @@ class _WritePlan:
         self.pruned_runs.extend(before)
 
 
+def _use_wal(cursor: Any, busy_timeout: float) -> None:
+    """Put an SQLite database in WAL mode, waiting up to ``busy_timeout`` s for the lock it takes.
+
+    Switching the journal mode takes an exclusive lock for which SQLite does not
+    call the busy handler: two stores opening one fresh file at once (two Hives
+    starting) got "database is locked" at once. A file already in WAL mode
+    needs no switch (every open after the first).
+    """
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)  # another connection holds the lock for its own switch: back off
+            delay = min(delay * 2, 0.05)
+
+
 class SqlStore(BaseStore):
     """Sessions in a SQL database through SQLAlchemy 2.x: SQLite embedded, PostgreSQL for production.
 
@@ -496,7 +520,7 @@ class SqlStore(BaseStore):
             cursor = dbapi_conn.cursor()
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _use_wal(cursor, busy_timeout)
                 cursor.execute("PRAGMA synchronous = NORMAL")
                 if checkpoint_apart:
                     cursor.execute("PRAGMA wal_autocheckpoint = 0")  # the WalCheckpointer's thread does it
