@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from sessionhive.persistence._protocol import SessionStore
 from sessionhive.persistence.schema import WEBHOOK_OUTBOX
 from sessionhive.persistence.stores import FileStore, SqlStore
 from sessionhive.persistence.stores.base import wrap_error
+from sessionhive.persistence.stores.files import atomic_write
 
 __all__ = ["Delivery", "FileOutbox", "MemoryOutbox", "SqlOutbox", "WebhookOutbox", "open_outbox"]
 
@@ -311,19 +311,9 @@ class FileOutbox:
         return self._dir / f"{delivery_id}.json"
 
     def _write_file(self, delivery: Delivery) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(json.dumps(delivery.to_dict(), separators=(",", ":")).encode())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._path(delivery.delivery_id))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(
+            self._path(delivery.delivery_id), json.dumps(delivery.to_dict(), separators=(",", ":")).encode()
+        )
 
     def _all(self) -> list[Delivery]:
         found = []

@@ -18,7 +18,7 @@ from sessionhive.persistence.blobs import blob_refs, loaded_snapshot, stored_sna
 from sessionhive.persistence.snapshot import SCHEMA_VERSION, SessionSnapshot
 from sessionhive.persistence.stores.base import BaseStore, wrap_error
 
-__all__ = ["FileStore"]
+__all__ = ["FileStore", "atomic_write"]
 
 logger = logging.getLogger("sessionhive.persistence")
 
@@ -44,7 +44,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a mix."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -124,7 +124,7 @@ class FileStore(BaseStore):
                     f"(schema {stored} > {SCHEMA_VERSION}); upgrade sessionhive to open it"
                 )
         if stored != SCHEMA_VERSION:
-            _atomic_write(meta, json.dumps({"schema_version": SCHEMA_VERSION}).encode())
+            atomic_write(meta, json.dumps({"schema_version": SCHEMA_VERSION}).encode())
             _fsync_dir(self._dir)
 
     def _path(self, session_id: str) -> Path:
@@ -205,7 +205,7 @@ class FileStore(BaseStore):
             data = stored_snapshot(snap, blobs)
             data["schema_version"] = SCHEMA_VERSION
             self._write_blobs(blobs)  # before the snapshot naming them
-            _atomic_write(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+            atomic_write(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
             written += 1
         if deletes or written:
             # One directory fsync makes every rename and unlink of the batch durable.
@@ -220,7 +220,7 @@ class FileStore(BaseStore):
             return
         folder.mkdir(exist_ok=True)
         for sha, data in new:
-            _atomic_write(folder / sha, data)
+            atomic_write(folder / sha, data)
         _fsync_dir(folder)
 
     def _do_load(self, session_id: str) -> SessionSnapshot | None:
