@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, pg_available
-from tests.serve.test_serve_drain import SERVE, TOKEN, start_serve
+from tests.serve.serve_process import SERVE, TOKEN, start_serve
 
 LOADTEST = [sys.executable, "-c", SERVE, "loadtest", "-q", "--concurrency", "4", "--target"]
 ENV = {**os.environ, "SESSIONHIVE_TOKEN": TOKEN}

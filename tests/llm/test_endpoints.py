@@ -37,7 +37,7 @@ from sessionhive.model.urls import BaseUrlPolicy
 from sessionhive.serve.problems import problem_for
 from tests.cli.test_cli import clean_env, sessionhive_command
 from tests.llm.llm_servers import AnthropicServer, LoopbackLlmServer, OpenAiServer, ReplySpec
-from tests.serve.test_serve_drain import TOKEN, start_serve
+from tests.serve.serve_process import TOKEN, start_serve
 
 OPENAI_SECRET = "sk-operator-openai-7c1e-SECRET"
 ANTHROPIC_SECRET = "sk-ant-operator-42d9-SECRET"

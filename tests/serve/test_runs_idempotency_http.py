@@ -18,7 +18,7 @@ import httpx
 
 from sessionhive.client import RemoteHive
 from tests.llm.llmock_server import Llmock, llmock_process
-from tests.serve.test_serve_drain import TOKEN, start_serve
+from tests.serve.serve_process import TOKEN, start_serve
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CALLERS = 20

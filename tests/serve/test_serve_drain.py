@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -13,7 +12,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
@@ -21,51 +19,7 @@ import pytest
 from sessionhive import ConfirmationRequired, Hive, Message, Reply, ScriptedLlm, TurnCancelled
 from sessionhive.client import RemoteHive, ServiceUnavailable, Unauthorized
 from sessionhive.serve import ServerThread, serve_app
-
-TOKEN = "drain-test-token-0123456789"
-SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
-
-
-def start_serve(store: str, workspace: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
-    env = {**os.environ, "SESSIONHIVE_TOKEN": TOKEN}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SERVE,
-            "serve",
-            "--store",
-            store,
-            "--port",
-            "0",
-            "--workspace",
-            str(workspace),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
-        if found:
-            threading.Thread(target=_collect, args=(process.stdout, lines), daemon=True).start()
-            return process, found.group(1), lines
-    process.kill()
-    raise AssertionError("serve did not start:\n" + "".join(lines))
-
-
-def _collect(stream: IO[str], lines: list[str]) -> None:
-    for line in stream:
-        lines.append(line)
+from tests.serve.serve_process import SERVE, TOKEN, start_serve
 
 
 @dataclass

@@ -7,12 +7,8 @@ key read from the file, once the receiver is up.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,50 +16,16 @@ import httpx
 from sessionhive import Hive, verify_webhook_signature
 from sessionhive.actors.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER
 from sessionhive.model.runs import Webhook
+from tests.serve.serve_process import spawn_serve, wait_listening
 from tests.webhooks.receiver import Receiver
 from tests.webhooks.webhook_child import OWN_SECRET, finished_run, scripted_model
 
-SERVE = "import sys; from sessionhive.cli import main; sys.exit(main())"
 FILE_SECRET = "from-the-file-5b8e21"
 TOKEN = "webhook-test-token-0123456789"
 
 
 def serve(store: str, workspace: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "SESSIONHIVE_TOKEN": TOKEN}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SERVE,
-            "serve",
-            "--store",
-            store,
-            "--port",
-            "0",
-            "--workspace",
-            str(workspace),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-
-
-def wait_listening(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    seen = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
-        if found:
-            return found.group(1)
-    raise AssertionError("serve did not start:\n" + "".join(seen))
+    return spawn_serve(store, workspace, *extra, token=TOKEN)
 
 
 def test_serve_signs_deliveries_with_the_key_of_its_secret_file(tmp_path: Path) -> None:
@@ -76,7 +38,7 @@ def test_serve_signs_deliveries_with_the_key_of_its_secret_file(tmp_path: Path) 
     receiver.listen()
     process = serve(f"sqlite:///{database}", tmp_path, "--webhook-secret-file", str(secret_file))
     try:
-        url = wait_listening(process)
+        url, _log = wait_listening(process)
         assert receiver.delivered.wait(60)
         # An answered request: the server runs, its signal handlers with it (SIGINT drains, exit 0).
         assert (
